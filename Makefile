@@ -1,0 +1,178 @@
+# corogate — one Makefile for the runtime, the daemon, the load generator and the tests.
+#
+#   make            install missing Debian packages, build everything under build/
+#   make run        build, start the echo backend and corogate on conf/corogate.ini
+#   make test       unit + integration tests, then the same suites under ASan+UBSan
+#   make bench-coro coroutine runtime micro-benchmarks (JSON lines)
+#   make V=1        show full commands
+#   make build/coro/sched.o   build one object
+
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+SAN     ?=
+ifeq ($(SAN),1)
+BUILD   ?= build/asan
+else
+BUILD   ?= build
+endif
+
+CC      ?= cc
+ARCH    := $(shell uname -m)
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+# The context switch: hand-written assembly where we have it, ucontext elsewhere
+# (or when asked with CORO_SWITCH=ucontext).
+ifeq ($(CORO_SWITCH),)
+ifneq ($(filter $(ARCH),x86_64 aarch64),)
+CORO_SWITCH := asm
+else
+CORO_SWITCH := ucontext
+endif
+endif
+
+PKGS     := libuv inih check libbpf
+CPPFLAGS := -D_GNU_SOURCE -DCG_VERSION='"$(VERSION)"' -I. -Icoro -I$(BUILD) \
+            -I/usr/share/include/llhttp
+CFLAGS   := -std=gnu11 -O2 -g -pthread -fno-omit-frame-pointer -fstack-clash-protection \
+            -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -MMD -MP
+LDLIBS   := -luv -linih -lwslay -lbpf -lelf -lz -lm -pthread
+ifeq ($(CORO_SWITCH),ucontext)
+CPPFLAGS += -DCORO_USE_UCONTEXT
+endif
+ifeq ($(SAN),1)
+CFLAGS   += -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+CPPFLAGS += -DCORO_SANITIZE_ADDRESS
+endif
+
+# ---------------------------------------------------------------- sources
+CORO_SRC  := $(wildcard coro/*.c)
+ifeq ($(CORO_SWITCH),asm)
+CORO_ASM  := coro/switch_$(ARCH).S
+endif
+GW_SRC    := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
+LG_SRC    := $(filter-out loadgen/main.c,$(wildcard loadgen/*.c))
+TEST_SRC  := $(wildcard tests/*.c) $(wildcard tests/*_$(ARCH).S)
+LLHTTP_SRC:= $(wildcard /usr/share/llhttp/*.c)
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst %.S,$(BUILD)/%.o,$(1)))
+
+CORO_OBJ  := $(call obj,$(CORO_SRC) $(CORO_ASM))
+GW_OBJ    := $(call obj,$(GW_SRC))
+LG_OBJ    := $(call obj,$(LG_SRC))
+TEST_OBJ  := $(call obj,$(TEST_SRC))
+LLHTTP_OBJ:= $(patsubst /usr/share/llhttp/%.c,$(BUILD)/llhttp/%.o,$(LLHTTP_SRC))
+
+LIBCORO   := $(BUILD)/libcoro.a
+DAEMON    := $(BUILD)/corogate
+LOADGEN   := $(BUILD)/corogate-loadgen
+TESTS     := $(BUILD)/run-tests
+BENCHCORO := $(BUILD)/bench-coro
+
+.PHONY: all deps build run test check bench bench-coro clean
+all: deps
+	$(Q)$(MAKE) --no-print-directory build
+
+build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS)
+
+# ---------------------------------------------------------------- packages
+# Everything the build and the tests need, from Debian 12. Idempotent and quiet when all
+# is there; installs with apt-get otherwise (root needed).
+DEB_PKGS := gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev libinih-dev \
+            check systemtap-sdt-dev libbpf-dev bpftool clang libelf-dev zlib1g-dev \
+            libboost-context-dev python3 python3-websockets socat iproute2 procps
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
+	        missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "  DEPS   installing:$$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing \
+	        >/dev/null || exit 1; \
+	fi
+
+# ---------------------------------------------------------------- rules
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC     $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.S
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  AS     $@")
+	$(Q)$(CC) $(CPPFLAGS) $(filter-out -fsanitize=%,$(CFLAGS)) -c -o $@ $<
+
+# llhttp is compiled from the Debian package's C sources, never copied into the tree.
+$(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC     $@")
+	$(Q)$(CC) $(CPPFLAGS) -std=gnu11 -O2 -g -fPIC -w $(filter -fsanitize=%,$(CFLAGS)) \
+	    -c -o $@ $<
+
+$(LIBCORO): $(CORO_OBJ)
+	@$(if $(Q),echo "  AR     $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(DAEMON): $(BUILD)/gateway/main.o $(GW_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(LOADGEN): $(BUILD)/loadgen/main.o $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Every tests/test_*.c exports `Suite *<name>_suite(void)`; the list is generated so adding a
+# suite needs no edit elsewhere.
+$(BUILD)/suites.inc: $(wildcard tests/test_*.c)
+	@mkdir -p $(@D)
+	$(Q)grep -ho '^Suite \*[a-z0-9_]*_suite(void)' $^ /dev/null | \
+	    sed 's/^Suite \*\(.*\)_suite(void)/SUITE(\1)/' | sort > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/tests/main.o: $(BUILD)/suites.inc
+
+# The FP-state test changes the rounding mode between divisions: the compiler must not
+# move arithmetic across fesetround().
+$(BUILD)/tests/test_coro.o: CFLAGS += -frounding-math
+
+$(TESTS): $(TEST_OBJ) $(GW_OBJ) $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) $(LDLIBS)
+
+$(BENCHCORO): $(BUILD)/bench/bench_coro.o $(LIBCORO)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ -lboost_context $(LDLIBS)
+
+# ---------------------------------------------------------------- running
+run: all
+	$(Q)./tests/run-local.sh $(BUILD)
+
+# The plain suites first, then the same suites built with ASan+UBSan.
+test: deps
+	$(Q)$(MAKE) --no-print-directory build
+	$(Q)$(MAKE) --no-print-directory SAN=1 build
+	$(Q)$(MAKE) --no-print-directory check
+	$(Q)$(MAKE) --no-print-directory SAN=1 check
+
+check: $(TESTS) $(DAEMON) $(LOADGEN)
+	@echo "  TEST   $(TESTS)"
+	$(Q)CG_BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(TESTS)
+
+bench-coro: deps
+	$(Q)$(MAKE) --no-print-directory $(BENCHCORO)
+	$(Q)$(BENCHCORO)
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,139 @@
+/* coro/coro-int.h — the runtime's private structures, shared by the coro/ sources only. */
+#ifndef CORO_CORO_INT_H
+#define CORO_CORO_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "coro.h"
+#include "ctx.h"
+
+#if defined(CORO_SANITIZE_ADDRESS) || defined(__SANITIZE_ADDRESS__)
+#define CORO_ASAN 1
+#endif
+
+#define CORO_NO_TIMER UINT32_MAX
+
+enum {
+    CORO_F_FRESH          = 1 << 0,  /* never ran: its context starts at the entry */
+    CORO_F_CANCEL_PENDING = 1 << 1,  /* the next cancellable wait returns UV_ECANCELED */
+    CORO_F_CANCELLED      = 1 << 2,  /* coro_cancel() was called, ever */
+    CORO_F_UNINTERRUPTIBLE= 1 << 3,  /* the current park ignores coro_cancel() */
+};
+
+/* One coroutine. Kept small: with the shared stack model this plus the saved stack bytes
+ * is all a parked coroutine costs (see docs/coro-stacks.md). */
+struct coro {
+    struct coro_ctx    ctx;
+    struct coro_list   link;       /* in the ready queue, or an event's waiters, or none */
+    struct coro_list   all;        /* the scheduler's live coroutines, spawn order */
+    struct coro_sched *sched;
+    void             (*fn)(void *);
+    void              *arg;
+    const char        *name;
+    const char        *park_reason;
+    uint64_t           id;
+    uint64_t           spawned_ms;
+    uint64_t           park_ms;
+    uint64_t           deadline;   /* loop ms; meaningful while heap_idx != CORO_NO_TIMER */
+    void              *xfer;       /* a value handed over by a channel; free-list link */
+    char              *stack;      /* dedicated model: the mapping (guard first) */
+    char              *saved;      /* shared model: copy of the parked stack bytes */
+    uint32_t           saved_len;
+    uint32_t           saved_cap;
+    uint32_t           heap_idx;   /* index in the timer heap, or CORO_NO_TIMER */
+    int32_t            wake_result;
+    uint8_t            state;      /* enum coro_state */
+    uint8_t            flags;
+#ifdef CORO_ASAN
+    void              *asan_fake;
+#endif
+};
+
+struct coro_sched {
+    uv_loop_t         *loop;
+    struct coro       *current;
+    struct coro_ctx    main_ctx;
+    struct coro_list   ready;
+    struct coro_list   all;
+    unsigned           nready;
+    unsigned           count;      /* live coroutines */
+    uint64_t           next_id;
+    uv_check_t         check;      /* runs ready coroutines right after poll */
+    uv_idle_t          idle;       /* active while some are ready: poll must not block */
+    uv_timer_t         timer;      /* armed for the earliest deadline in heap */
+    uint64_t           timer_due;
+    struct coro      **heap;
+    uint32_t           heap_len;
+    uint32_t           heap_cap;
+    int                handles_open;
+    enum coro_stack_model model;
+    size_t             stack_size;
+    size_t             guard;
+    /* shared model: one mapping [guard | stack], the coroutine whose bytes are on it */
+    char              *shared_map;
+    char              *shared_lo;
+    char              *shared_top;
+    struct coro       *owner;
+    /* dead coroutines kept for reuse (with their dedicated stack), linked by xfer */
+    struct coro       *free_coros;
+    unsigned           nfree;
+    unsigned           stack_keep;
+    /* I/O buffers */
+    struct coro_buf   *free_bufs;
+    unsigned           nbufs_free;
+    unsigned           buf_keep;
+    unsigned           bufs_out;
+    size_t             buf_size;
+#ifdef CORO_ASAN
+    const void        *main_lo;
+    size_t             main_size;
+    void              *main_fake;
+#endif
+};
+
+/* list helpers */
+static inline void coro__list_init(struct coro_list *l)
+{
+    l->next = l->prev = l;
+}
+
+static inline int coro__list_empty(const struct coro_list *l)
+{
+    return l->next == l;
+}
+
+static inline void coro__list_add_tail(struct coro_list *head, struct coro_list *n)
+{
+    n->prev = head->prev;
+    n->next = head;
+    head->prev->next = n;
+    head->prev = n;
+}
+
+static inline void coro__list_del(struct coro_list *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
+    n->next = n->prev = n;
+}
+
+#define coro__container_of(p, type, member) \
+    ((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+/* The scheduler whose coroutine runs on this thread now (NULL in loop callbacks). */
+extern __thread struct coro_sched *coro__tls_sched;
+
+/* stack.c: mappings, the overflow report, the shared stack copy. */
+int  coro__stack_map(size_t size, size_t guard, char **map);
+void coro__stack_unmap(char *map, size_t size, size_t guard);
+int  coro__overflow_handler_install(void);
+void coro__overflow_handler_release(void);
+int  coro__stack_save(struct coro_sched *s, struct coro *co);
+void coro__stack_restore(struct coro_sched *s, struct coro *co);
+
+/* Parks the running coroutine; the common body of every wait. */
+int coro__park(const char *reason, int64_t timeout_ms, int interruptible);
+
+#endif

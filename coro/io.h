@@ -1,0 +1,93 @@
+/* coro/io.h — buffers and TCP streams that suspend only the calling coroutine.
+ *
+ * Reading: a stream reads ahead at most a couple of chunks into buffers taken from the
+ * scheduler's pool at the moment data arrives (libuv's alloc callback), then stops reading
+ * until they are taken. An idle connection therefore holds no buffer, and a slow consumer
+ * holds at most two: backpressure reaches the peer through TCP.
+ * Writing: coro_write() first tries a direct write; what the kernel does not take is
+ * queued with the buffer itself as the request, and the writer parks only while the
+ * stream's queued bytes exceed its high-water mark.
+ */
+#ifndef CORO_IO_H
+#define CORO_IO_H
+
+#include <sys/types.h>
+#include <uv.h>
+
+#include "coro.h"
+#include "coro-t.h"
+
+#define CORO_WQ_HIGH_DEFAULT (64u * 1024)
+
+/* ---------------------------------------------------------------- buffers */
+
+/* A buffer from <s>'s pool (capacity = the scheduler's buf_size), or a malloc'ed one when
+ * <size> is larger; len = off = 0. Returns NULL when out of memory. */
+struct coro_buf *coro_buf_get(struct coro_sched *s, size_t size);
+
+/* Gives <b> back (NULL-safe): to the pool, or free() when the pool is full or it was large. */
+void coro_buf_put(struct coro_sched *s, struct coro_buf *b);
+
+/* Buffers handed out and not yet put back: a leak or a held-idle buffer shows here. */
+unsigned coro_buf_outstanding(const struct coro_sched *s);
+size_t coro_buf_size(const struct coro_sched *s);
+
+/* ---------------------------------------------------------------- streams */
+
+/* Initialises <st> (storage owned by the caller, not on a coroutine stack) as a TCP handle
+ * on <s>'s loop. Returns 0 or a libuv error. After success the storage must outlive the
+ * close: free it only after coro_stream_close() returned or the close callback ran. */
+int coro_stream_init(struct coro_sched *s, struct coro_stream *st);
+
+/* Accepts a pending connection of <server> into the initialised <st>. Returns 0 or a libuv
+ * error (UV_EMFILE, UV_EAGAIN...), after which <st> must still be closed. */
+int coro_stream_accept(uv_stream_t *server, struct coro_stream *st);
+
+/* Connects <st> to <addr>, waiting at most <timeout_ms>. Returns 0, a libuv error,
+ * UV_ETIMEDOUT or UV_ECANCELED. After a failure the stream is unusable: close it. */
+int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t timeout_ms);
+
+/* Waits up to <timeout_ms> for data. Returns the byte count (> 0) with the chunk in <*out>
+ * (the caller owns it: write it on, or coro_buf_put() it); UV_EOF when the peer shut down
+ * its side; a libuv error; UV_ETIMEDOUT; or UV_ECANCELED. */
+ssize_t coro_read(struct coro_stream *st, struct coro_buf **out, int64_t timeout_ms);
+
+/* Like coro_read() without waiting: UV_EAGAIN when nothing has arrived. Starts reading. */
+ssize_t coro_try_read(struct coro_stream *st, struct coro_buf **out);
+
+/* Makes <co> the coroutine woken when data, EOF or an error arrives on <st>, and starts
+ * reading. One coroutine can watch several streams and park once for all of them. */
+void coro_stream_watch(struct coro_stream *st, struct coro *co);
+
+/* 1 when coro_try_read() would not return UV_EAGAIN. */
+int coro_stream_readable(const struct coro_stream *st);
+
+/* Writes <b>->data[off, len). Always takes <b> (back to the pool once written or on
+ * error). Returns 0 once the bytes are written or queued with the queue at most
+ * wq_high; waits while it is above, up to <timeout_ms>. Errors: a libuv write error
+ * (UV_EPIPE, UV_ECONNRESET...), UV_ETIMEDOUT, UV_ECANCELED. */
+int coro_write(struct coro_stream *st, struct coro_buf *b, int64_t timeout_ms);
+
+/* Copies <len> bytes from <data> into pool buffers and writes them like coro_write(). */
+int coro_write_copy(struct coro_stream *st, const void *data, size_t len, int64_t timeout_ms);
+
+/* Waits until every queued byte was handed to the kernel, up to <timeout_ms>. */
+int coro_flush(struct coro_stream *st, int64_t timeout_ms);
+
+/* Bytes queued in user space, waiting for the socket to accept them. */
+size_t coro_stream_queued(const struct coro_stream *st);
+
+/* Half-closes: after the queued writes, shuts down our sending side (the peer reads EOF).
+ * Returns 0 or a libuv error; does not wait. */
+int coro_shutdown(struct coro_stream *st);
+
+/* Closes <st>: pending writes fail with UV_ECANCELED, held chunks go back to the pool, and
+ * any coroutine parked on the stream wakes with UV_ECANCELED. From a coroutine it waits
+ * for the close to complete (uninterruptible, one loop turn); from a loop callback it
+ * returns at once and <on_closed> (may be NULL) runs later. Idempotent. */
+void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed);
+
+/* 1 once coro_stream_close() has been called. */
+int coro_stream_is_closing(const struct coro_stream *st);
+
+#endif

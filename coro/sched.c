@@ -1,0 +1,625 @@
+/* coro/sched.c — the scheduler: spawn, resume, park, wake, cancel, timers.
+ *
+ * Control flow is asymmetric: the scheduler (running on the thread's own stack, inside
+ * a libuv callback) resumes a coroutine; the coroutine runs until it parks, yields or
+ * returns, and always switches back to the scheduler. All stack copying of the shared
+ * model therefore happens on the thread's stack, never on the stack being copied.
+ *
+ * Ready coroutines run from a uv_check handle, right after the poll phase that woke them;
+ * a uv_idle handle is active while any are ready so that the next poll does not block.
+ * Timeouts are a binary min-heap of deadlines served by one uv_timer_t per scheduler, so
+ * a parked coroutine owns no libuv handle.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sdt.h>
+#include <unistd.h>
+
+#include "coro-int.h"
+
+#ifdef CORO_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+__thread struct coro_sched *coro__tls_sched;
+
+#define DEFAULT_STACK_SIZE (256u * 1024)
+#define DEFAULT_BUF_SIZE   (16u * 1024)
+#define DEFAULT_KEEP       256u
+#define GUARD_SIZE         (16u * 1024)
+
+/* ------------------------------------------------------------------ timer heap */
+
+static int heap_less(const struct coro *a, const struct coro *b)
+{
+    return a->deadline < b->deadline;
+}
+
+static void heap_set(struct coro_sched *s, uint32_t i, struct coro *co)
+{
+    s->heap[i] = co;
+    co->heap_idx = i;
+}
+
+static void heap_up(struct coro_sched *s, uint32_t i)
+{
+    struct coro *co = s->heap[i];
+
+    while (i > 0) {
+        uint32_t parent = (i - 1) / 2;
+
+        if (!heap_less(co, s->heap[parent]))
+            break;
+        heap_set(s, i, s->heap[parent]);
+        i = parent;
+    }
+    heap_set(s, i, co);
+}
+
+static void heap_down(struct coro_sched *s, uint32_t i)
+{
+    struct coro *co = s->heap[i];
+
+    for (;;) {
+        uint32_t l = 2 * i + 1, r = l + 1, m = l;
+
+        if (l >= s->heap_len)
+            break;
+        if (r < s->heap_len && heap_less(s->heap[r], s->heap[l]))
+            m = r;
+        if (!heap_less(s->heap[m], co))
+            break;
+        heap_set(s, i, s->heap[m]);
+        i = m;
+    }
+    heap_set(s, i, co);
+}
+
+static int heap_add(struct coro_sched *s, struct coro *co)
+{
+    if (s->heap_len == s->heap_cap) {
+        uint32_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
+        struct coro **h = realloc(s->heap, cap * sizeof(*h));
+
+        if (!h)
+            return -ENOMEM;
+        s->heap = h;
+        s->heap_cap = cap;
+    }
+    heap_set(s, s->heap_len++, co);
+    heap_up(s, co->heap_idx);
+    return 0;
+}
+
+static void heap_del(struct coro_sched *s, struct coro *co)
+{
+    uint32_t i = co->heap_idx;
+    struct coro *last;
+
+    co->heap_idx = CORO_NO_TIMER;
+    last = s->heap[--s->heap_len];
+    if (last == co)
+        return;
+    heap_set(s, i, last);
+    if (i > 0 && heap_less(last, s->heap[(i - 1) / 2]))
+        heap_up(s, i);
+    else
+        heap_down(s, i);
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Arms the uv timer for the earliest deadline, or stops it when none is left. */
+static void timer_rearm(struct coro_sched *s)
+{
+    uint64_t due, now;
+
+    if (s->heap_len == 0) {
+        if (s->timer_due != UINT64_MAX) {
+            uv_timer_stop(&s->timer);
+            s->timer_due = UINT64_MAX;
+        }
+        return;
+    }
+    due = s->heap[0]->deadline;
+    if (due == s->timer_due)
+        return;
+    now = uv_now(s->loop);
+    uv_timer_start(&s->timer, on_timer, due > now ? due - now : 0, 0);
+    s->timer_due = due;
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct coro_sched *s = t->data;
+    uint64_t now = uv_now(s->loop);
+
+    s->timer_due = UINT64_MAX;
+    while (s->heap_len > 0 && s->heap[0]->deadline <= now)
+        coro_wake(s->heap[0], UV_ETIMEDOUT);   /* removes it from the heap */
+    timer_rearm(s);
+    if (s->nready)
+        coro_sched_run(s);
+}
+
+/* ------------------------------------------------------------------ switching */
+
+static void coro_entry(void);
+
+static inline void stack_bounds(const struct coro_sched *s, const struct coro *co,
+                                const void **lo, size_t *size)
+{
+    if (s->model == CORO_STACK_SHARED)
+        *lo = s->shared_lo;
+    else
+        *lo = co->stack + s->guard;
+    *size = s->stack_size;
+}
+
+/* Scheduler side: run <co> until it parks, yields or exits. */
+static void resume(struct coro_sched *s, struct coro *co)
+{
+    struct coro_sched *prev_tls = coro__tls_sched;
+    const void *lo;
+    size_t size;
+
+    stack_bounds(s, co, &lo, &size);
+    if (s->model == CORO_STACK_SHARED && s->owner != co) {
+        /* Lazy copy: the previous owner's bytes leave the stack only now that another
+         * coroutine needs it, so resuming the same coroutine again copies nothing. */
+        if (s->owner && coro__stack_save(s, s->owner) < 0) {
+            fprintf(stderr, "coro: out of memory saving the stack of coroutine '%s' "
+                    "(id %llu); aborting\n", s->owner->name,
+                    (unsigned long long)s->owner->id);
+            abort();
+        }
+        s->owner = co;
+        if (!(co->flags & CORO_F_FRESH))
+            coro__stack_restore(s, co);
+    }
+    if (co->flags & CORO_F_FRESH) {
+        co->flags &= ~CORO_F_FRESH;
+#ifdef CORO_ASAN
+        /* A reused stack may carry poison from frames that never returned. */
+        ASAN_UNPOISON_MEMORY_REGION(lo, size);
+#endif
+#if defined(__x86_64__) && !defined(CORO_USE_UCONTEXT)
+        *(void **)coro__ctx_sp(&co->ctx) = NULL;   /* the entry's return address: none */
+#endif
+    }
+    co->state = CORO_RUNNING;
+    s->current = co;
+    coro__tls_sched = s;
+    DTRACE_PROBE3(coro, resume, co->id, co->park_reason,
+                  uv_now(s->loop) - co->park_ms);
+#ifdef CORO_ASAN
+    __sanitizer_start_switch_fiber(&s->main_fake, lo, size);
+#endif
+    coro__switch(&s->main_ctx, &co->ctx);
+#ifdef CORO_ASAN
+    __sanitizer_finish_switch_fiber(s->main_fake, NULL, NULL);
+#endif
+    s->current = NULL;
+    coro__tls_sched = prev_tls;
+    if (co->state != CORO_DEAD)
+        return;
+
+    /* Reap. Dead coroutines are kept (with their dedicated stack) for the next spawn. */
+    coro__list_del(&co->all);
+    s->count--;
+    if (s->owner == co)
+        s->owner = NULL;
+    if (s->nfree < s->stack_keep) {
+        co->xfer = s->free_coros;
+        s->free_coros = co;
+        s->nfree++;
+        if (co->saved_cap > 4096) {      /* do not keep a deep coroutine's copy around */
+            free(co->saved);
+            co->saved = NULL;
+            co->saved_cap = 0;
+        }
+        co->saved_len = 0;
+        return;
+    }
+    if (co->stack)
+        coro__stack_unmap(co->stack, s->stack_size, s->guard);
+    free(co->saved);
+    free(co);
+}
+
+/* Coroutine side: give control back to the scheduler; returns when resumed. */
+static void switch_out(struct coro_sched *s, struct coro *co)
+{
+#ifdef CORO_ASAN
+    __sanitizer_start_switch_fiber(co->state == CORO_DEAD ? NULL : &co->asan_fake,
+                                   s->main_lo, s->main_size);
+#endif
+    coro__switch(&co->ctx, &s->main_ctx);
+#ifdef CORO_ASAN
+    __sanitizer_finish_switch_fiber(co->asan_fake, &s->main_lo, &s->main_size);
+#endif
+}
+
+static void coro_entry(void)
+{
+    struct coro_sched *s = coro__tls_sched;
+    struct coro *co = s->current;
+
+#ifdef CORO_ASAN
+    __sanitizer_finish_switch_fiber(NULL, &s->main_lo, &s->main_size);
+#endif
+    co->fn(co->arg);
+    /* The scheduler pointer is re-read: the coroutine may have migrated nowhere, but the
+     * compiler must not assume <s> survived in a register it restored. */
+    s = co->sched;
+    co->state = CORO_DEAD;
+    co->park_reason = NULL;
+    DTRACE_PROBE1(coro, exit, co->id);
+    switch_out(s, co);
+    abort();   /* a dead coroutine is never resumed */
+}
+
+unsigned coro_sched_run(struct coro_sched *s)
+{
+    unsigned n = s->nready, ran = 0;
+
+    if (s->current)   /* called from a coroutine: not a scheduler context */
+        return 0;
+    while (n-- > 0 && !coro__list_empty(&s->ready)) {
+        struct coro *co = coro__container_of(s->ready.next, struct coro, link);
+
+        coro__list_del(&co->link);
+        s->nready--;
+        resume(s, co);
+        ran++;
+    }
+    if (s->nready == 0 && uv_is_active((uv_handle_t *)&s->idle))
+        uv_idle_stop(&s->idle);
+    timer_rearm(s);
+    return ran;
+}
+
+static void on_check(uv_check_t *h)
+{
+    struct coro_sched *s = h->data;
+
+    if (s->nready)
+        coro_sched_run(s);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    coro_sched_run(h->data);
+}
+
+static void make_ready(struct coro_sched *s, struct coro *co)
+{
+    co->state = CORO_READY;
+    coro__list_add_tail(&s->ready, &co->link);
+    if (s->nready++ == 0 && !uv_is_active((uv_handle_t *)&s->idle))
+        uv_idle_start(&s->idle, on_idle);
+}
+
+/* ------------------------------------------------------------------ public */
+
+struct coro_sched *coro_sched_new(uv_loop_t *loop, const struct coro_sched_opts *opts)
+{
+    struct coro_sched_opts o = { 0 };
+    struct coro_sched *s;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    int err;
+
+    if (opts)
+        o = *opts;
+    if (o.stack_model != CORO_STACK_SHARED && o.stack_model != CORO_STACK_DEDICATED) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!o.stack_size)
+        o.stack_size = DEFAULT_STACK_SIZE;
+    if (o.stack_size < 16 * 1024 || o.stack_size > (1u << 30)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    o.stack_size = (o.stack_size + page - 1) & ~(page - 1);
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->loop = loop;
+    s->model = o.stack_model;
+    s->stack_size = o.stack_size;
+    s->guard = GUARD_SIZE;
+    s->buf_size = o.buf_size ? o.buf_size : DEFAULT_BUF_SIZE;
+    s->buf_keep = o.buf_keep ? o.buf_keep : DEFAULT_KEEP;
+    s->stack_keep = o.stack_keep ? o.stack_keep : DEFAULT_KEEP;
+    s->timer_due = UINT64_MAX;
+    s->next_id = 1;
+    coro__list_init(&s->ready);
+    coro__list_init(&s->all);
+
+    err = coro__overflow_handler_install();
+    if (err < 0)
+        goto out_free;
+    if (s->model == CORO_STACK_SHARED) {
+        err = coro__stack_map(s->stack_size, s->guard, &s->shared_map);
+        if (err < 0)
+            goto out_handler;
+        s->shared_lo = s->shared_map + s->guard;
+        s->shared_top = s->shared_lo + s->stack_size;
+    }
+    uv_check_init(loop, &s->check);
+    uv_idle_init(loop, &s->idle);
+    uv_timer_init(loop, &s->timer);
+    s->check.data = s->idle.data = s->timer.data = s;
+    s->handles_open = 3;
+    uv_check_start(&s->check, on_check);
+    uv_unref((uv_handle_t *)&s->check);   /* a scheduler alone keeps no loop alive */
+    return s;
+
+out_handler:
+    coro__overflow_handler_release();
+out_free:
+    free(s);
+    errno = -err;
+    return NULL;
+}
+
+static void on_sched_handle_closed(uv_handle_t *h)
+{
+    struct coro_sched *s = h->data;
+
+    if (--s->handles_open > 0)
+        return;
+    free(s);
+}
+
+int coro_sched_free(struct coro_sched *s)
+{
+    struct coro_buf *b;
+    int leaked = 0;
+
+    if (!s)
+        return 0;
+    while (!coro__list_empty(&s->all)) {
+        struct coro *co = coro__container_of(s->all.next, struct coro, all);
+
+        coro__list_del(&co->all);
+        coro__list_del(&co->link);
+        if (co->stack)
+            coro__stack_unmap(co->stack, s->stack_size, s->guard);
+        free(co->saved);
+        free(co);
+        leaked++;
+    }
+    while (s->free_coros) {
+        struct coro *co = s->free_coros;
+
+        s->free_coros = co->xfer;
+        if (co->stack)
+            coro__stack_unmap(co->stack, s->stack_size, s->guard);
+        free(co->saved);
+        free(co);
+    }
+    while ((b = s->free_bufs) != NULL) {
+        s->free_bufs = b->next;
+        free(b);
+    }
+    if (s->shared_map)
+        coro__stack_unmap(s->shared_map, s->stack_size, s->guard);
+    s->shared_map = NULL;
+    free(s->heap);
+    s->heap = NULL;
+    s->heap_len = s->heap_cap = 0;
+    coro__overflow_handler_release();
+    uv_close((uv_handle_t *)&s->check, on_sched_handle_closed);
+    uv_close((uv_handle_t *)&s->idle, on_sched_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, on_sched_handle_closed);
+    return leaked;
+}
+
+uv_loop_t *coro_sched_loop(const struct coro_sched *s)
+{
+    return s->loop;
+}
+
+enum coro_stack_model coro_sched_stack_model(const struct coro_sched *s)
+{
+    return s->model;
+}
+
+unsigned coro_sched_count(const struct coro_sched *s)
+{
+    return s->count;
+}
+
+struct coro_sched *coro_sched_current(void)
+{
+    return coro__tls_sched;
+}
+
+void coro_sched_foreach(struct coro_sched *s,
+                        int (*cb)(const struct coro_info *ci, void *ud), void *ud)
+{
+    struct coro_list *l;
+
+    for (l = s->all.next; l != &s->all; l = l->next) {
+        const struct coro *co = coro__container_of(l, struct coro, all);
+        struct coro_info ci = {
+            .id = co->id,
+            .name = co->name,
+            .arg = co->arg,
+            .state = (enum coro_state)co->state,
+            .park_reason = co->state == CORO_PARKED ? co->park_reason : NULL,
+            .park_since_ms = co->park_ms,
+            .spawned_ms = co->spawned_ms,
+            .stack_saved = co->saved_len,
+        };
+
+        if (cb(&ci, ud))
+            break;
+    }
+}
+
+int coro_spawn(struct coro_sched *s, void (*fn)(void *), void *arg, const char *name,
+               uint64_t *out)
+{
+    struct coro *co = s->free_coros;
+    const void *lo;
+    size_t size;
+
+    if (co) {
+        s->free_coros = co->xfer;
+        s->nfree--;
+    } else {
+        co = calloc(1, sizeof(*co));
+        if (!co)
+            return -ENOMEM;
+        if (s->model == CORO_STACK_DEDICATED &&
+            coro__stack_map(s->stack_size, s->guard, &co->stack) < 0) {
+            free(co);
+            return -ENOMEM;
+        }
+    }
+    co->sched = s;
+    co->fn = fn;
+    co->arg = arg;
+    co->name = name ? name : "coro";
+    co->park_reason = NULL;
+    co->id = s->next_id++;
+    co->spawned_ms = co->park_ms = uv_now(s->loop);
+    co->xfer = NULL;
+    co->heap_idx = CORO_NO_TIMER;
+    co->wake_result = 0;
+    co->flags = CORO_F_FRESH;
+    coro__list_init(&co->link);
+    stack_bounds(s, co, &lo, &size);
+    coro__ctx_make(&co->ctx, (void *)lo, (char *)lo + size, coro_entry);
+    coro__list_add_tail(&s->all, &co->all);
+    s->count++;
+    DTRACE_PROBE2(coro, spawn, co->id, co->name);
+    make_ready(s, co);
+    if (out)
+        *out = co->id;
+    return 0;
+}
+
+struct coro *coro_self(void)
+{
+    return coro__tls_sched ? coro__tls_sched->current : NULL;
+}
+
+uint64_t coro_id(const struct coro *co)
+{
+    return co->id;
+}
+
+const char *coro_name(const struct coro *co)
+{
+    return co->name;
+}
+
+int coro__park(const char *reason, int64_t timeout_ms, int interruptible)
+{
+    struct coro_sched *s = coro__tls_sched;
+    struct coro *co = s ? s->current : NULL;
+
+    if (!co) {
+        fprintf(stderr, "coro: park(\"%s\") outside a coroutine; aborting\n", reason);
+        abort();
+    }
+    if (interruptible && (co->flags & CORO_F_CANCEL_PENDING)) {
+        co->flags &= ~CORO_F_CANCEL_PENDING;
+        return UV_ECANCELED;
+    }
+    co->state = CORO_PARKED;
+    co->park_reason = reason;
+    co->park_ms = uv_now(s->loop);
+    co->wake_result = 0;
+    if (interruptible)
+        co->flags &= ~CORO_F_UNINTERRUPTIBLE;
+    else
+        co->flags |= CORO_F_UNINTERRUPTIBLE;
+    if (timeout_ms >= 0) {
+        co->deadline = co->park_ms + (uint64_t)timeout_ms;
+        if (heap_add(s, co) < 0) {
+            co->state = CORO_RUNNING;
+            return -ENOMEM;
+        }
+    }
+    DTRACE_PROBE2(coro, park, co->id, reason);
+    switch_out(s, co);
+    return co->wake_result;
+}
+
+int coro_park(const char *reason, int64_t timeout_ms)
+{
+    return coro__park(reason, timeout_ms, 1);
+}
+
+int coro_park_uninterruptible(const char *reason, int64_t timeout_ms)
+{
+    return coro__park(reason, timeout_ms, 0);
+}
+
+void coro_wake(struct coro *co, int result)
+{
+    struct coro_sched *s = co->sched;
+
+    if (co->state != CORO_PARKED)
+        return;
+    if (co->heap_idx != CORO_NO_TIMER)
+        heap_del(s, co);
+    coro__list_del(&co->link);      /* from an event's waiters, if it was on one */
+    co->wake_result = result;
+    make_ready(s, co);
+}
+
+void coro_cancel(struct coro *co)
+{
+    co->flags |= CORO_F_CANCELLED;
+    if (co->state == CORO_PARKED && !(co->flags & CORO_F_UNINTERRUPTIBLE))
+        coro_wake(co, UV_ECANCELED);
+    else if (co->state != CORO_DEAD)
+        co->flags |= CORO_F_CANCEL_PENDING;
+}
+
+int coro_is_cancelled(const struct coro *co)
+{
+    return (co->flags & CORO_F_CANCELLED) != 0;
+}
+
+int coro_yield(void)
+{
+    struct coro_sched *s = coro__tls_sched;
+    struct coro *co = s->current;
+
+    if (co->flags & CORO_F_CANCEL_PENDING) {
+        co->flags &= ~CORO_F_CANCEL_PENDING;
+        return UV_ECANCELED;
+    }
+    co->park_reason = "yield";
+    co->park_ms = uv_now(s->loop);
+    make_ready(s, co);
+    switch_out(s, co);
+    return 0;
+}
+
+int coro_sleep(uint64_t ms)
+{
+    struct coro_sched *s = coro__tls_sched;
+    uint64_t until = uv_now(s->loop) + ms;
+    int err;
+
+    for (;;) {
+        uint64_t now = uv_now(s->loop);
+
+        if (now >= until)
+            return 0;
+        err = coro_park("sleep", (int64_t)(until - now));
+        if (err == UV_ECANCELED)
+            return err;
+    }
+}

@@ -1,0 +1,172 @@
+/* gateway/config.h — the ini configuration: types, loading, validation, value parsers.
+ *
+ * The file is split into lines and keys by inih; every check is ours. Sections:
+ * [gateway] (at most one), [listener NAME] and [upstream NAME] (any number, NAME unique per
+ * kind, [A-Za-z0-9_.-]+, at most CG_CONF_NAME_MAX - 1 characters). conf/corogate.ini
+ * documents every key. Defaults live in one place: the key tables in config.c, written as
+ * the strings a user would put in the file and parsed by the same code.
+ *
+ * Every error is collected, one message each, formatted as
+ *     FILE:LINE: [SECTION] KEY: message      (a key's value)
+ *     FILE:LINE: [SECTION]: message          (a section header)
+ *     FILE: message                          (the whole file)
+ * and sorted by line number.
+ */
+#ifndef CG_CONFIG_H
+#define CG_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "log.h"
+
+#define CG_CONF_NAME_MAX     64     /* section names and "host:port" strings, NUL included */
+#define CG_CONF_PATH_MAX     4096   /* the config file's path, NUL included */
+#define CG_CONF_SOCKPATH_MAX 108    /* sizeof(sun_path): stats_socket, NUL included */
+
+/* A growable list of error messages (owned copies). */
+struct cg_errors {
+    char   **msgs;
+    size_t   count;
+    size_t   cap;
+};
+
+enum cg_listener_mode {
+    CG_MODE_TCP,
+    CG_MODE_WEBSOCKET,
+};
+
+enum cg_balance {
+    CG_BALANCE_ROUNDROBIN,      /* weighted smooth round robin */
+    CG_BALANCE_LEASTCONN,
+    CG_BALANCE_RANDOM,          /* power of two random choices */
+};
+
+struct cg_gateway_conf {
+    unsigned int     workers;           /* resolved: "auto" is the online CPU count */
+    int              workers_auto;      /* 1 when written as "auto" */
+    int              cpu_pinning;       /* 0/1 */
+    unsigned int     max_connections;   /* 0 = unlimited */
+    enum cg_log_level log_level;
+    char             stats_socket[CG_CONF_SOCKPATH_MAX];
+    uint64_t         drain_timeout_ms;
+    uint64_t         nofile;            /* desired RLIMIT_NOFILE */
+};
+
+struct cg_server_conf {
+    struct sockaddr_storage addr;
+    socklen_t        addrlen;
+    char             name[CG_CONF_NAME_MAX];    /* "host:port" as written */
+    unsigned int     weight;                    /* 1..256 */
+};
+
+struct cg_upstream_conf {
+    char             name[CG_CONF_NAME_MAX];
+    unsigned int     line;                      /* of the section header */
+    struct cg_server_conf *servers;             /* owned by the cg_config */
+    size_t           nservers;                  /* >= 1 in a loaded config */
+    enum cg_balance  balance;
+    uint64_t         connect_timeout_ms;
+    unsigned int     retries;                   /* other servers to try after a failure */
+    unsigned int     max_connections_per_server;    /* 0 = unlimited */
+    uint64_t         health_check_interval_ms;  /* 0 = no health checks */
+    uint64_t         health_check_timeout_ms;
+    unsigned int     health_check_fall;
+    unsigned int     health_check_rise;
+};
+
+struct cg_listener_conf {
+    char             name[CG_CONF_NAME_MAX];
+    unsigned int     line;                      /* of the section header */
+    struct sockaddr_storage addr;               /* "*" is 0.0.0.0; port 0 = any */
+    socklen_t        addrlen;
+    char             bind[CG_CONF_NAME_MAX];    /* as written */
+    enum cg_listener_mode mode;
+    char             upstream_name[CG_CONF_NAME_MAX];
+    size_t           upstream;                  /* index into cg_config.upstreams */
+    uint64_t         idle_timeout_ms;           /* 0 = none */
+    unsigned int     backlog;
+};
+
+/* A loaded configuration. Immutable once loaded: workers may read it without locks while
+ * the main thread loads the next one. */
+struct cg_config {
+    char             path[CG_CONF_PATH_MAX];    /* as given to the loader */
+    time_t           loaded_at;
+    struct cg_gateway_conf gw;
+    struct cg_listener_conf *listeners;
+    size_t           nlisteners;
+    struct cg_upstream_conf *upstreams;
+    size_t           nupstreams;
+};
+
+/* Prepares an empty <errs>. */
+void cg_errors_init(struct cg_errors *errs);
+
+/* Frees every message of <errs> and leaves it empty (reusable without another init). */
+void cg_errors_deinit(struct cg_errors *errs);
+
+/* Appends a message formatted from <fmt> to <errs>. Returns 0, or -ENOMEM (nothing added). */
+int cg_errors_add(struct cg_errors *errs, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Returns the number of messages in <errs>. */
+size_t cg_errors_count(const struct cg_errors *errs);
+
+/* Returns message <i> of <errs>, valid until cg_errors_deinit(), or NULL when <i> is past
+ * the end. */
+const char *cg_errors_get(const struct cg_errors *errs, size_t i);
+
+/* Loads and validates the file at <path>. On success returns 0 and sets *<out> to a new
+ * config the caller frees with cg_config_free(). Returns -EINVAL when the file has any
+ * error, -ENOMEM, or -errno when it cannot be read (EFBIG past 16 MiB); *<out> is then
+ * NULL. Every problem is appended to <errs> (which may be NULL), also for -errno:
+ * "FILE: cannot open: No such file or directory". */
+int cg_config_load(const char *path, struct cg_config **out, struct cg_errors *errs);
+
+/* Same as cg_config_load() for the NUL-terminated <text>; <name> stands for FILE in the
+ * messages and is stored as the config's path. */
+int cg_config_parse_string(const char *name, const char *text, struct cg_config **out,
+                           struct cg_errors *errs);
+
+/* Frees <cfg> and everything it owns. NULL-safe. */
+void cg_config_free(struct cg_config *cfg);
+
+/* Returns the upstream that listener <l> of <cfg> relays to. */
+static inline const struct cg_upstream_conf *
+cg_config_listener_upstream(const struct cg_config *cfg, const struct cg_listener_conf *l)
+{
+    return &cfg->upstreams[l->upstream];
+}
+
+/* Parses a duration into *<ms>: a decimal number with an optional unit, "ms", "s", "m" or
+ * "h"; no unit means seconds ("500ms", "5s", "2m", "1h", "30"). Returns 0, -EINVAL when
+ * <s> is not a duration, -ERANGE when it overflows. *<ms> is only written on success. */
+int cg_parse_duration(const char *s, uint64_t *ms);
+
+/* Parses a size into *<bytes>: a decimal number with an optional suffix "k", "m" or "g"
+ * (powers of 1024, either case) ("4096", "64k", "1m"). Returns 0, -EINVAL when <s> is not
+ * a size, -ERANGE when it overflows. *<bytes> is only written on success. */
+int cg_parse_size(const char *s, uint64_t *bytes);
+
+/* Parses a boolean into *<b> (0/1): on/off, yes/no, true/false, 1/0, in any case.
+ * Returns 0 or -EINVAL. */
+int cg_parse_bool(const char *s, int *b);
+
+/* Parses "host:port" into *<ss> and *<len>, for a server to connect to. host is an IPv4
+ * literal, an IPv6 literal in brackets ("[::1]:8080") or "localhost" (127.0.0.1); port is
+ * 1..65535. Returns 0, -EINVAL when <s> is malformed, -ERANGE when the port is out of
+ * range. Nothing is resolved through DNS. */
+int cg_parse_hostport(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Same as cg_parse_hostport() for an address to listen on: also accepts "*" for all IPv4
+ * addresses (0.0.0.0) and port 0 (the kernel picks one). */
+int cg_parse_bind(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* Formats <ms> into <buf> of <size> as the largest exact unit ("1h", "90s", "1500ms",
+ * "0"). Returns <buf>. */
+const char *cg_format_duration(uint64_t ms, char *buf, size_t size);
+
+#endif /* CG_CONFIG_H */
