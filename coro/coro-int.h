@@ -8,6 +8,7 @@
 
 #include "coro.h"
 #include "ctx.h"
+#include "list.h"
 
 #if defined(CORO_SANITIZE_ADDRESS) || defined(__SANITIZE_ADDRESS__)
 #define CORO_ASAN 1
@@ -92,32 +93,6 @@ struct coro_sched {
     void              *main_fake;
 #endif
 };
-
-/* list helpers */
-static inline void coro__list_init(struct coro_list *l)
-{
-    l->next = l->prev = l;
-}
-
-static inline int coro__list_empty(const struct coro_list *l)
-{
-    return l->next == l;
-}
-
-static inline void coro__list_add_tail(struct coro_list *head, struct coro_list *n)
-{
-    n->prev = head->prev;
-    n->next = head;
-    head->prev->next = n;
-    head->prev = n;
-}
-
-static inline void coro__list_del(struct coro_list *n)
-{
-    n->prev->next = n->next;
-    n->next->prev = n->prev;
-    n->next = n->prev = n;
-}
 
 #define coro__container_of(p, type, member) \
     ((type *)(void *)((char *)(p) - offsetof(type, member)))

@@ -167,6 +167,7 @@ int coro_stream_readable(const struct coro_stream *st)
 void coro_stream_watch(struct coro_stream *st, struct coro *co)
 {
     st->reader = co;
+    st->writer = co;
     if (st->nchunks < READ_AHEAD_CHUNKS)
         read_start(st);
 }
@@ -226,6 +227,15 @@ static int wait_queue(struct coro_stream *st, size_t limit, int64_t timeout_ms)
 
 int coro_write(struct coro_stream *st, struct coro_buf *b, int64_t timeout_ms)
 {
+    int err = coro_write_nowait(st, b);
+
+    if (err < 0)
+        return err;
+    return wait_queue(st, st->wq_high, timeout_ms);
+}
+
+int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
+{
     uv_buf_t ub;
     int r;
 
@@ -238,7 +248,6 @@ int coro_write(struct coro_stream *st, struct coro_buf *b, int64_t timeout_ms)
         return 0;
     }
     if (st->nwrites == 0) {
-        /* Nothing queued: the kernel usually takes it all, with no request at all. */
         ub = uv_buf_init(b->data + b->off, b->len - b->off);
         r = uv_try_write((uv_stream_t *)&st->tcp, &ub, 1);
         if (r > 0) {
@@ -262,7 +271,7 @@ int coro_write(struct coro_stream *st, struct coro_buf *b, int64_t timeout_ms)
         return r;
     }
     st->nwrites++;
-    return wait_queue(st, st->wq_high, timeout_ms);
+    return 0;
 }
 
 int coro_write_copy(struct coro_stream *st, const void *data, size_t len, int64_t timeout_ms)

@@ -55,8 +55,8 @@ ssize_t coro_read(struct coro_stream *st, struct coro_buf **out, int64_t timeout
 /* Like coro_read() without waiting: UV_EAGAIN when nothing has arrived. Starts reading. */
 ssize_t coro_try_read(struct coro_stream *st, struct coro_buf **out);
 
-/* Makes <co> the coroutine woken when data, EOF or an error arrives on <st>, and starts
- * reading. One coroutine can watch several streams and park once for all of them. */
+/* Makes <co> the coroutine woken when data, EOF or an error arrives on <st>, or when its
+ * write queue drains below half of wq_high, and starts reading. One coroutine can watch several streams and park once for all of them. */
 void coro_stream_watch(struct coro_stream *st, struct coro *co);
 
 /* 1 when coro_try_read() would not return UV_EAGAIN. */
@@ -67,6 +67,11 @@ int coro_stream_readable(const struct coro_stream *st);
  * wq_high; waits while it is above, up to <timeout_ms>. Errors: a libuv write error
  * (UV_EPIPE, UV_ECONNRESET...), UV_ETIMEDOUT, UV_ECANCELED. */
 int coro_write(struct coro_stream *st, struct coro_buf *b, int64_t timeout_ms);
+
+/* Like coro_write() but never waits: the bytes are written or queued whatever the queue
+ * holds. For code that watches several streams and applies backpressure itself by not
+ * reading while coro_stream_queued() is above wq_high. Returns 0 or a libuv error. */
+int coro_write_nowait(struct coro_stream *st, struct coro_buf *b);
 
 /* Copies <len> bytes from <data> into pool buffers and writes them like coro_write(). */
 int coro_write_copy(struct coro_stream *st, const void *data, size_t len, int64_t timeout_ms);

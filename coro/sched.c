@@ -208,7 +208,7 @@ static void resume(struct coro_sched *s, struct coro *co)
         return;
 
     /* Reap. Dead coroutines are kept (with their dedicated stack) for the next spawn. */
-    coro__list_del(&co->all);
+    coro_list_del(&co->all);
     s->count--;
     if (s->owner == co)
         s->owner = NULL;
@@ -268,10 +268,10 @@ unsigned coro_sched_run(struct coro_sched *s)
 
     if (s->current)   /* called from a coroutine: not a scheduler context */
         return 0;
-    while (n-- > 0 && !coro__list_empty(&s->ready)) {
+    while (n-- > 0 && !coro_list_empty(&s->ready)) {
         struct coro *co = coro__container_of(s->ready.next, struct coro, link);
 
-        coro__list_del(&co->link);
+        coro_list_del(&co->link);
         s->nready--;
         resume(s, co);
         ran++;
@@ -298,7 +298,7 @@ static void on_idle(uv_idle_t *h)
 static void make_ready(struct coro_sched *s, struct coro *co)
 {
     co->state = CORO_READY;
-    coro__list_add_tail(&s->ready, &co->link);
+    coro_list_add_tail(&s->ready, &co->link);
     if (s->nready++ == 0 && !uv_is_active((uv_handle_t *)&s->idle))
         uv_idle_start(&s->idle, on_idle);
 }
@@ -337,8 +337,8 @@ struct coro_sched *coro_sched_new(uv_loop_t *loop, const struct coro_sched_opts 
     s->stack_keep = o.stack_keep ? o.stack_keep : DEFAULT_KEEP;
     s->timer_due = UINT64_MAX;
     s->next_id = 1;
-    coro__list_init(&s->ready);
-    coro__list_init(&s->all);
+    coro_list_init(&s->ready);
+    coro_list_init(&s->all);
 
     err = coro__overflow_handler_install();
     if (err < 0)
@@ -383,11 +383,11 @@ int coro_sched_free(struct coro_sched *s)
 
     if (!s)
         return 0;
-    while (!coro__list_empty(&s->all)) {
+    while (!coro_list_empty(&s->all)) {
         struct coro *co = coro__container_of(s->all.next, struct coro, all);
 
-        coro__list_del(&co->all);
-        coro__list_del(&co->link);
+        coro_list_del(&co->all);
+        coro_list_del(&co->link);
         if (co->stack)
             coro__stack_unmap(co->stack, s->stack_size, s->guard);
         free(co->saved);
@@ -494,10 +494,10 @@ int coro_spawn(struct coro_sched *s, void (*fn)(void *), void *arg, const char *
     co->heap_idx = CORO_NO_TIMER;
     co->wake_result = 0;
     co->flags = CORO_F_FRESH;
-    coro__list_init(&co->link);
+    coro_list_init(&co->link);
     stack_bounds(s, co, &lo, &size);
     coro__ctx_make(&co->ctx, (void *)lo, (char *)lo + size, coro_entry);
-    coro__list_add_tail(&s->all, &co->all);
+    coro_list_add_tail(&s->all, &co->all);
     s->count++;
     DTRACE_PROBE2(coro, spawn, co->id, co->name);
     make_ready(s, co);
@@ -572,7 +572,7 @@ void coro_wake(struct coro *co, int result)
         return;
     if (co->heap_idx != CORO_NO_TIMER)
         heap_del(s, co);
-    coro__list_del(&co->link);      /* from an event's waiters, if it was on one */
+    coro_list_del(&co->link);      /* from an event's waiters, if it was on one */
     co->wake_result = result;
     make_ready(s, co);
 }

@@ -10,7 +10,7 @@
 
 void coro_event_init(struct coro_event *ev)
 {
-    coro__list_init(&ev->waiters);
+    coro_list_init(&ev->waiters);
     ev->signals = 0;
     ev->nwaiters = 0;
 }
@@ -24,14 +24,14 @@ int coro_event_wait(struct coro_event *ev, const char *reason, int64_t timeout_m
         ev->signals--;
         return 0;
     }
-    coro__list_add_tail(&ev->waiters, &co->link);
+    coro_list_add_tail(&ev->waiters, &co->link);
     ev->nwaiters++;
     err = coro_park(reason, timeout_ms);
     /* coro_wake() took us off the list whatever woke us; a cancel that found us not yet
      * parked returns before queueing, so fix the count in both cases here. */
     ev->nwaiters--;
-    if (!coro__list_empty(&co->link))
-        coro__list_del(&co->link);
+    if (!coro_list_empty(&co->link))
+        coro_list_del(&co->link);
     return err;
 }
 
@@ -39,7 +39,7 @@ void coro_event_signal(struct coro_event *ev)
 {
     struct coro *co;
 
-    if (coro__list_empty(&ev->waiters)) {
+    if (coro_list_empty(&ev->waiters)) {
         ev->signals++;
         return;
     }
@@ -49,7 +49,7 @@ void coro_event_signal(struct coro_event *ev)
 
 void coro_event_broadcast(struct coro_event *ev)
 {
-    while (!coro__list_empty(&ev->waiters))
+    while (!coro_list_empty(&ev->waiters))
         coro_wake(coro__container_of(ev->waiters.next, struct coro, link), 0);
 }
 

@@ -223,14 +223,16 @@ static enum hp_error parse_hostport(const char *s, int bind, struct sockaddr_sto
     if (!colon || colon == s)
         return HP_FORMAT;
     hlen = (size_t)(colon - s);
-    if (parse_u64(colon + 1, &port, &end) != 0 || *end || end - (colon + 1) > 5)
-        return colon[1] >= '0' && colon[1] <= '9' ? HP_PORT : HP_FORMAT;
-    if (port > 65535 || (port == 0 && !bind))
+    if (colon[1] == '\0' || colon[1 + strspn(colon + 1, "0123456789")] != '\0')
+        return HP_FORMAT;
+    if (parse_u64(colon + 1, &port, &end) != 0 || port > 65535 || (port == 0 && !bind))
         return HP_PORT;
 
     memset(ss, 0, sizeof(*ss));
     if (s[0] == '[') {
-        if (hlen < 3 || s[hlen - 1] != ']' || hlen - 2 >= sizeof(host))
+        if (s[hlen - 1] != ']')
+            return HP_FORMAT;
+        if (hlen < 3 || hlen - 2 >= sizeof(host))
             return HP_HOST;
         memcpy(host, s + 1, hlen - 2);
         host[hlen - 2] = '\0';
@@ -378,7 +380,7 @@ struct parser {
     unsigned int           lineno;
     unsigned int           key_line;    /* the line handed to inih as a key line, or 0 */
     int                    handled;     /* inih called us back for key_line */
-    char                   raw[SHOW_MAX + 1];       /* key_line's text, for messages */
+    char                   raw[SHOW_MAX + 4];       /* key_line's text, for messages */
     struct cg_config      *cfg;
     struct section        *sections;
     size_t                 nsections, cap_sections;
@@ -1366,7 +1368,8 @@ int cg_config_parse_string(const char *name, const char *text, struct cg_config 
     if (!p.nomem)
         check_all(&p);
 
-    qsort(p.errs, p.nerrs, sizeof(*p.errs), cmp_errors);
+    if (p.nerrs)
+        qsort(p.errs, p.nerrs, sizeof(*p.errs), cmp_errors);
     for (i = 0; i < p.nerrs; i++) {
         if (errs && cg_errors_add(errs, "%s", p.errs[i].msg) < 0)
             p.nomem = 1;

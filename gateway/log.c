@@ -102,16 +102,16 @@ void cg_log_set_color(int on)
 static int use_color(void)
 {
     int c = atomic_load_explicit(&log_color, memory_order_relaxed);
-    const char *no_color;
 
     if (c >= 0)
         return c;
-    c = atomic_load(&log_color_forced);
-    if (c < 0) {
-        /* https://no-color.org: any non-empty NO_COLOR turns colour off. */
-        no_color = getenv("NO_COLOR");
-        c = isatty(STDERR_FILENO) && !(no_color && no_color[0]);
-    }
+    /* NO_COLOR (https://no-color.org) wins, even over cg_log_set_color(1). */
+    if (getenv("NO_COLOR"))
+        c = 0;
+    else
+        c = atomic_load(&log_color_forced);
+    if (c < 0)
+        c = isatty(STDERR_FILENO);
     atomic_store(&log_color, c);
     return c;
 }

@@ -7,8 +7,9 @@
  *
  * The timestamp is UTC with milliseconds; " worker=N" appears only on threads that called
  * cg_log_set_worker() with N >= 0. The level word is coloured only when stderr is a TTY
- * and NO_COLOR is unset or empty. A line is at most CG_LOG_LINE_MAX bytes; longer
- * messages are cut and end with "...". Control characters in the message become '?'.
+ * and NO_COLOR is not set (set to anything, even empty, it turns colour off). A line is at
+ * most CG_LOG_LINE_MAX bytes; longer messages are cut and end with "...". Control
+ * characters in the message become '?'.
  */
 #ifndef CG_LOG_H
 #define CG_LOG_H
@@ -73,8 +74,9 @@ int cg_log_get_worker(void);
  * anything logs (a string literal or argv[0]). Call before starting threads. */
 void cg_log_set_ident(const char *ident);
 
-/* Forces colour on (1) or off (0), or back to automatic (-1: on when stderr is a TTY and
- * NO_COLOR is unset or empty, decided at the first line written after this call). */
+/* Forces colour on (1) or off (0), or back to automatic (-1: on when stderr is a TTY),
+ * decided at the first line written after this call. NO_COLOR in the environment always
+ * turns colour off. */
 void cg_log_set_color(int on);
 
 /* Writes one line at <lvl> unconditionally (the macros check the level first). */

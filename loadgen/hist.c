@@ -517,8 +517,8 @@ static int decode(struct cg_hist *h, const uint8_t *p, const uint8_t *end, int a
     uint64_t *fields[] = { &hd.highest, &hd.pairs, &hd.overflow, &hd.min, &hd.max,
                            &hd.sum_lo, &hd.sum_hi };
     uint64_t gap, count, total = 0, hi, lo;
-    uint64_t j, next = 0, first = 0, last = 0, top_count = 0;
-    uint32_t top = slot_of(h, h->highest);
+    uint64_t j, next = 0, top_count = 0;
+    uint32_t top = slot_of(h, h->highest), first = 0, last = 0;
     size_t f;
 
     if (end - p < 4 || p[0] != HIST_MAGIC0 || p[1] != HIST_MAGIC1 || p[2] != HIST_VERSION ||
@@ -538,8 +538,8 @@ static int decode(struct cg_hist *h, const uint8_t *p, const uint8_t *end, int a
             return -EINVAL;
         next += gap;
         if (j == 0)
-            first = next;
-        last = next;
+            first = (uint32_t)next;                 /* < counts_len, checked above */
+        last = (uint32_t)next;
         if (next == top)
             top_count = count;
         total += count;

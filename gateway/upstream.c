@@ -1,0 +1,201 @@
+/* gateway/upstream.c — server selection and health state. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "upstream.h"
+
+struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nworkers)
+{
+    struct cg_upstream *ups;
+    size_t i, j;
+
+    ups = calloc(cfg->nupstreams ? cfg->nupstreams : 1, sizeof(*ups));
+    if (!ups)
+        return NULL;
+    for (i = 0; i < cfg->nupstreams; i++) {
+        struct cg_upstream *up = &ups[i];
+        const struct cg_upstream_conf *uc = &cfg->upstreams[i];
+
+        up->conf = uc;
+        up->nservers = (unsigned)uc->nservers;
+        up->nworkers = nworkers;
+        up->servers = calloc(uc->nservers, sizeof(*up->servers));
+        up->wrr = calloc((size_t)nworkers * uc->nservers, sizeof(*up->wrr));
+        up->rng = calloc(nworkers, sizeof(*up->rng));
+        if (!up->servers || !up->wrr || !up->rng) {
+            cg_upstreams_free(ups, i + 1);
+            errno = ENOMEM;
+            return NULL;
+        }
+        for (j = 0; j < uc->nservers; j++) {
+            up->servers[j].conf = &uc->servers[j];
+            up->servers[j].up = up;
+            up->servers[j].index = (unsigned)j;
+        }
+        for (j = 0; j < nworkers; j++)   /* distinct, non-zero xorshift seeds */
+            up->rng[j] = 0x9e3779b97f4a7c15ull * (j + 1) ^ ((uint64_t)i << 32) ^ 0x2545f491;
+    }
+    return ups;
+}
+
+void cg_upstreams_free(struct cg_upstream *ups, size_t n)
+{
+    size_t i;
+
+    if (!ups)
+        return;
+    for (i = 0; i < n; i++) {
+        free(ups[i].servers);
+        free(ups[i].wrr);
+        free(ups[i].rng);
+    }
+    free(ups);
+}
+
+int cg_server_is_eligible(const struct cg_server *srv)
+{
+    unsigned max = srv->up->conf->max_connections_per_server;
+
+    if (atomic_load_explicit(&srv->down, memory_order_relaxed))
+        return 0;
+    return max == 0 || atomic_load_explicit(&srv->active, memory_order_relaxed) < max;
+}
+
+static int usable(const struct cg_server *srv, uint64_t tried)
+{
+    if (srv->index < 64 && (tried & (1ull << srv->index)))
+        return 0;
+    return cg_server_is_eligible(srv);
+}
+
+static uint64_t xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+/* nginx's smooth weighted round robin: every eligible server gains its weight, the
+ * largest wins and pays the total back. Spreads a 5:1:1 weighting as a,a,b,a,c,a,a. */
+static struct cg_server *pick_wrr(struct cg_upstream *up, unsigned worker, uint64_t tried)
+{
+    int *cur = &up->wrr[(size_t)worker * up->nservers];
+    struct cg_server *best = NULL;
+    int total = 0;
+    unsigned i;
+
+    for (i = 0; i < up->nservers; i++) {
+        struct cg_server *srv = &up->servers[i];
+
+        if (!usable(srv, tried))
+            continue;
+        cur[i] += (int)srv->conf->weight;
+        total += (int)srv->conf->weight;
+        if (!best || cur[i] > cur[best->index])
+            best = srv;
+    }
+    if (best)
+        cur[best->index] -= total;
+    return best;
+}
+
+/* Fewest active connections relative to weight; ties go round the list from a rotating
+ * start so that equal servers share the load. */
+static struct cg_server *pick_leastconn(struct cg_upstream *up, unsigned worker,
+                                        uint64_t tried)
+{
+    struct cg_server *best = NULL;
+    uint64_t best_load = 0;
+    unsigned i, start = (unsigned)(xorshift(&up->rng[worker]) % up->nservers);
+
+    for (i = 0; i < up->nservers; i++) {
+        struct cg_server *srv = &up->servers[(start + i) % up->nservers];
+        uint64_t load;
+
+        if (!usable(srv, tried))
+            continue;
+        /* active / weight, compared without division */
+        load = (uint64_t)atomic_load_explicit(&srv->active, memory_order_relaxed) * 256 /
+               srv->conf->weight;
+        if (!best || load < best_load) {
+            best = srv;
+            best_load = load;
+        }
+    }
+    return best;
+}
+
+/* Power of two random choices: two eligible servers at random (weighted), keep the less
+ * loaded. Nearly as even as leastconn, without every worker herding onto one server. */
+static struct cg_server *pick_random2(struct cg_upstream *up, unsigned worker, uint64_t tried)
+{
+    struct cg_server *cand[2] = { NULL, NULL };
+    unsigned total = 0, i, k;
+
+    for (i = 0; i < up->nservers; i++)
+        if (usable(&up->servers[i], tried))
+            total += up->servers[i].conf->weight;
+    if (total == 0)
+        return NULL;
+    for (k = 0; k < 2; k++) {
+        unsigned r = (unsigned)(xorshift(&up->rng[worker]) % total);
+
+        for (i = 0; i < up->nservers; i++) {
+            struct cg_server *srv = &up->servers[i];
+
+            if (!usable(srv, tried))
+                continue;
+            if (r < srv->conf->weight) {
+                cand[k] = srv;
+                break;
+            }
+            r -= srv->conf->weight;
+        }
+    }
+    if (!cand[1] || (cand[0] && atomic_load(&cand[0]->active) <= atomic_load(&cand[1]->active)))
+        return cand[0];
+    return cand[1];
+}
+
+struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint64_t tried)
+{
+    if (up->nservers == 0 || worker >= up->nworkers)
+        return NULL;
+    switch (up->conf->balance) {
+    case CG_BALANCE_LEASTCONN:
+        return pick_leastconn(up, worker, tried);
+    case CG_BALANCE_RANDOM:
+        return pick_random2(up, worker, tried);
+    case CG_BALANCE_ROUNDROBIN:
+    default:
+        return pick_wrr(up, worker, tried);
+    }
+}
+
+int cg_server_check_result(struct cg_server *srv, int ok)
+{
+    const struct cg_upstream_conf *uc = srv->up->conf;
+    int down = atomic_load(&srv->down);
+
+    if (ok) {
+        srv->check_fails = 0;
+        if (down && ++srv->check_oks >= uc->health_check_rise) {
+            srv->check_oks = 0;
+            atomic_store(&srv->down, 0);
+            return 1;
+        }
+        return 0;
+    }
+    atomic_fetch_add(&srv->checks_failed, 1);
+    srv->check_oks = 0;
+    if (!down && ++srv->check_fails >= uc->health_check_fall) {
+        srv->check_fails = 0;
+        atomic_store(&srv->down, 1);
+        return 1;
+    }
+    return 0;
+}

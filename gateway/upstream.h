@@ -1,0 +1,60 @@
+/* gateway/upstream.h — upstream servers at run time: balancing, health, connection counts.
+ *
+ * An upstream's servers are shared by every worker. What all workers must agree on (up or
+ * down, active connections) is atomic; what only steers one worker's choices (the smooth
+ * weighted round-robin state, the random generator) is per worker, so picking a server
+ * takes no lock.
+ */
+#ifndef CG_UPSTREAM_H
+#define CG_UPSTREAM_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+
+#define CG_MAX_WORKERS 1024
+
+struct cg_server {
+    const struct cg_server_conf *conf;      /* in the daemon's config */
+    struct cg_upstream *up;
+    unsigned           index;
+    _Atomic int        down;                /* set by health checks */
+    _Atomic unsigned   active;              /* established connections through us */
+    _Atomic uint64_t   connects;            /* successful connects, total */
+    _Atomic uint64_t   connect_fails;       /* refused, reset, timed out */
+    _Atomic uint64_t   connect_timeouts;
+    _Atomic uint64_t   checks_failed;
+    unsigned           check_fails;         /* consecutive, health-check worker only */
+    unsigned           check_oks;
+};
+
+struct cg_upstream {
+    const struct cg_upstream_conf *conf;
+    struct cg_server  *servers;
+    unsigned           nservers;
+    _Atomic uint64_t   no_server;           /* client closed: no server could be reached */
+    /* per worker: smooth weighted round-robin current weights, then the RNG state */
+    int               *wrr;                 /* [worker][server] */
+    uint64_t          *rng;                 /* [worker] */
+    unsigned           nworkers;
+};
+
+/* Builds the run-time state of every upstream of <cfg> for <nworkers> workers. Returns an
+ * array of cfg->nupstreams upstreams (free with cg_upstreams_free), or NULL (ENOMEM). */
+struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nworkers);
+void cg_upstreams_free(struct cg_upstream *ups, size_t n);
+
+/* Picks a server of <up> for worker <worker> by the upstream's balance method, skipping
+ * servers that are down, at their connection limit, or set in <tried> (a bitmask of server
+ * indexes; servers past 63 are never excluded). Returns NULL when none is eligible. */
+struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint64_t tried);
+
+/* 1 when <srv> may take one more connection (not down, below its per-server limit). */
+int cg_server_is_eligible(const struct cg_server *srv);
+
+/* Records a health-check result for <srv>; returns 1 when it changed the server's state
+ * (the caller logs it), 0 otherwise. Only the health-check worker calls this. */
+int cg_server_check_result(struct cg_server *srv, int ok);
+
+#endif
