@@ -154,7 +154,7 @@ $(BENCHCORO): $(BUILD)/bench/bench_coro.o $(LIBCORO)
 
 # ---------------------------------------------------------------- running
 run: all
-	$(Q)./tests/run-local.sh $(BUILD)
+	$(Q)./scripts/run-local.sh $(BUILD)
 
 # The plain suites first, then the same suites built with ASan+UBSan.
 test: deps

@@ -109,21 +109,20 @@ static struct cg_server *pick_leastconn(struct cg_upstream *up, unsigned worker,
                                         uint64_t tried)
 {
     struct cg_server *best = NULL;
-    uint64_t best_load = 0;
+    uint64_t best_active = 0;
     unsigned i, start = (unsigned)(xorshift(&up->rng[worker]) % up->nservers);
 
     for (i = 0; i < up->nservers; i++) {
         struct cg_server *srv = &up->servers[(start + i) % up->nservers];
-        uint64_t load;
+        uint64_t active;
 
         if (!usable(srv, tried))
             continue;
-        /* active / weight, compared without division */
-        load = (uint64_t)atomic_load_explicit(&srv->active, memory_order_relaxed) * 256 /
-               srv->conf->weight;
-        if (!best || load < best_load) {
+        /* active / weight, compared without division: a/w < b/v as a*v < b*w */
+        active = atomic_load_explicit(&srv->active, memory_order_relaxed);
+        if (!best || active * best->conf->weight < best_active * srv->conf->weight) {
             best = srv;
-            best_load = load;
+            best_active = active;
         }
     }
     return best;
