@@ -96,9 +96,11 @@ struct coro_sched *coro_sched_current(void);
 /* Creates a coroutine that will run <fn>(<arg>) on <s>; <name> (static string) labels it
  * in listings and crash reports. It starts when the scheduler next runs (after the current
  * coroutine parks, or after this loop iteration's poll). Returns 0 and, when <out> is not
- * NULL, its id in <out>; or -ENOMEM. The coroutine frees itself when <fn> returns. */
+ * NULL, the coroutine in <out> (valid until <fn> returns: whoever keeps it must forget it
+ * then, e.g. at the end of <fn>), so that it can be cancelled before it ever ran; or
+ * -ENOMEM. The coroutine frees itself when <fn> returns. */
 int coro_spawn(struct coro_sched *s, void (*fn)(void *), void *arg, const char *name,
-               uint64_t *out);
+               struct coro **out);
 
 /* The running coroutine, or NULL when called from a loop callback. */
 struct coro *coro_self(void);

@@ -15,7 +15,8 @@ enum {
     S_READING = 1 << 0,   /* uv_read_start is in force */
     S_CLOSING = 1 << 1,
     S_CLOSED  = 1 << 2,
-    S_SHUT    = 1 << 3,   /* our sending side was shut down */
+    S_SHUT    = 1 << 3,   /* a shutdown of our sending side was requested */
+    S_SHUT_DONE = 1 << 4, /* ... and has happened (or failed) */
 };
 
 /* The wake result that only the close callback uses (parks otherwise return <= 0). */
@@ -182,9 +183,11 @@ ssize_t coro_read(struct coro_stream *st, struct coro_buf **out, int64_t timeout
         n = coro_try_read(st, out);
         if (n != UV_EAGAIN)
             return n;
+        struct coro *prev = st->reader;   /* a watcher set by coro_stream_watch stays */
+
         st->reader = coro_self();
         err = coro_park(st->rreason, remaining(st, start, timeout_ms));
-        st->reader = NULL;
+        st->reader = prev;
         if (err < 0)
             return err;
     }
@@ -213,12 +216,17 @@ static void on_write(uv_write_t *req, int status)
 static int wait_queue(struct coro_stream *st, size_t limit, int64_t timeout_ms)
 {
     uint64_t start = now_ms(st);
+
+    struct coro *prev = st->writer;
     int err;
 
-    while (!st->werr && st->nwrites > 0 && st->tcp.write_queue_size > limit) {
+    /* limit 0 = flush: also wait for a requested shutdown to have happened. */
+    while (!st->werr && ((st->nwrites > 0 && st->tcp.write_queue_size > limit) ||
+                         (limit == 0 && (st->nwrites > 0 ||
+                                         (st->flags & (S_SHUT | S_SHUT_DONE)) == S_SHUT)))) {
         st->writer = coro_self();
         err = coro_park(st->wreason, remaining(st, start, timeout_ms));
-        st->writer = NULL;
+        st->writer = prev;
         if (err < 0)
             return err;
     }
@@ -309,7 +317,14 @@ size_t coro_stream_queued(const struct coro_stream *st)
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
+    struct coro_stream *st = stream_of(req->handle);
+
     free(req);
+    st->flags |= S_SHUT_DONE;
+    if (status < 0 && status != UV_ECANCELED && !st->werr)
+        st->werr = status;
+    if (st->writer)
+        coro_wake(st->writer, 0);
 }
 
 int coro_shutdown(struct coro_stream *st)
@@ -419,7 +434,7 @@ void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed)
         if (st->writer && st->writer != self)
             coro_wake(st->writer, UV_ECANCELED);
     }
-    if (!self || self->sched != st->sched || st->closer)
+    if (!self || self->sched != st->sched || st->closer || (st->flags & S_CLOSED))
         return;
     st->closer = self;
     /* Only the close callback wakes us with CLOSED_MARK: other streams this coroutine

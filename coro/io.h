@@ -76,14 +76,17 @@ int coro_write_nowait(struct coro_stream *st, struct coro_buf *b);
 /* Copies <len> bytes from <data> into pool buffers and writes them like coro_write(). */
 int coro_write_copy(struct coro_stream *st, const void *data, size_t len, int64_t timeout_ms);
 
-/* Waits until every queued byte was handed to the kernel, up to <timeout_ms>. */
+/* Waits until every queued byte was handed to the kernel and a requested shutdown has
+ * happened, up to <timeout_ms>. Returns 0, the first write error, UV_ETIMEDOUT or
+ * UV_ECANCELED. */
 int coro_flush(struct coro_stream *st, int64_t timeout_ms);
 
 /* Bytes queued in user space, waiting for the socket to accept them. */
 size_t coro_stream_queued(const struct coro_stream *st);
 
 /* Half-closes: after the queued writes, shuts down our sending side (the peer reads EOF).
- * Returns 0 or a libuv error; does not wait. */
+ * Returns 0 or a libuv error; does not wait (coro_flush() does). Closing the stream before
+ * the shutdown happened cancels it: the peer then sees the close instead. */
 int coro_shutdown(struct coro_stream *st);
 
 /* Closes <st>: pending writes fail with UV_ECANCELED, held chunks go back to the pool, and

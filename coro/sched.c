@@ -464,7 +464,7 @@ void coro_sched_foreach(struct coro_sched *s,
 }
 
 int coro_spawn(struct coro_sched *s, void (*fn)(void *), void *arg, const char *name,
-               uint64_t *out)
+               struct coro **out)
 {
     struct coro *co = s->free_coros;
     const void *lo;
@@ -502,7 +502,7 @@ int coro_spawn(struct coro_sched *s, void (*fn)(void *), void *arg, const char *
     DTRACE_PROBE2(coro, spawn, co->id, co->name);
     make_ready(s, co);
     if (out)
-        *out = co->id;
+        *out = co;
     return 0;
 }
 

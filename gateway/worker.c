@@ -140,7 +140,7 @@ static void start_conn(struct cg_wlistener *l, int fd)
     c->l = l;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (uv_tcp_open(&c->client.tcp, fd) < 0 ||
-        coro_spawn(w->sched, cg_tcp_session, c, "tcp session", NULL) < 0) {
+        coro_spawn(w->sched, cg_tcp_session, c, "tcp session", &c->co) < 0) {
         /* The handle owns fd once opened; closing it closes fd, and frees c after. */
         CG_STAT_ADD(w->stats.accept_errors, 1);
         atomic_fetch_sub(&d->conns, 1);
@@ -248,7 +248,7 @@ static void start_health_checks(struct cg_worker *w)
         for (j = 0; j < up->nservers; j++) {
             struct check *ck = calloc(1, sizeof(*ck));
 
-            if (!ck || coro_spawn(w->sched, health_check, ck, "health check", NULL) < 0) {
+            if (!ck || coro_spawn(w->sched, health_check, ck, "health check", &ck->co) < 0) {
                 free(ck);
                 cg_error("upstream %s: cannot start health checks: out of memory",
                          up->conf->name);

@@ -59,14 +59,18 @@ static void yielder(void *arg)
 START_TEST(test_spawn_and_yield_interleave)
 {
     struct env e;
-    uint64_t id1 = 0, id2 = 0;
+    struct coro *c1 = NULL, *c2 = NULL;
+    uint64_t id1, id2;
     static const int want[] = { 10, 20, 11, 21, 12, 22 };
     int i;
 
     norder = 0;
     env_init(&e, _i);
-    ck_assert_int_eq(coro_spawn(e.s, yielder, (void *)1, "a", &id1), 0);
-    ck_assert_int_eq(coro_spawn(e.s, yielder, (void *)2, "b", &id2), 0);
+    ck_assert_int_eq(coro_spawn(e.s, yielder, (void *)1, "a", &c1), 0);
+    ck_assert_int_eq(coro_spawn(e.s, yielder, (void *)2, "b", &c2), 0);
+    id1 = coro_id(c1);
+    id2 = coro_id(c2);
+    ck_assert_str_eq(coro_name(c2), "b");
     ck_assert_uint_eq(id2, id1 + 1);
     ck_assert_uint_eq(coro_sched_count(e.s), 2);
     env_run(&e);

@@ -1,0 +1,713 @@
+/* loadgen/serve.c — `corogate-loadgen serve`: a multi-threaded echo backend.
+ *
+ * The main thread parses the command line, starts the workers, waits for SIGINT/SIGTERM on
+ * its own uv loop and prints the totals. Each worker owns a uv loop, a coroutine scheduler
+ * and a SO_REUSEPORT listening socket bound to the same address, so the kernel spreads the
+ * connections and the workers share nothing but the --max-conns counter.
+ *
+ * The listening socket is watched with a uv_poll_t and accepted with accept4() rather than
+ * through uv_listen(): libuv 1.44 cannot pause a listening stream, and on EMFILE it either
+ * accepts and drops the pending connections without telling us (its reserved-fd trick) or,
+ * once another thread took the reserved fd, calls the connection callback in a loop until
+ * the listener is closed. Owning accept() lets us count every EMFILE/ENFILE, stop watching
+ * the socket for EMFILE_PAUSE_MS while the kernel keeps the backlog, and resume.
+ *
+ * Stop: the main thread's signal callback sends each worker's uv_async; the worker closes
+ * its listener, cancels every connection coroutine (their waits return UV_ECANCELED, they
+ * close their streams and free themselves), and its loop runs out of handles. The worker
+ * then frees its scheduler and closes its loop; the main thread joins it.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "net.h"
+#include "serve.h"
+
+#define LISTEN_BACKLOG    4096
+#define ACCEPT_BATCH      64        /* accepts per wakeup: the loop's other work gets a turn */
+#define EMFILE_PAUSE_MS   100       /* no accept() for this long after EMFILE/ENFILE */
+#define WARN_INTERVAL_MS  1000      /* at most one accept warning per worker per second */
+#define WRITE_TIMEOUT_MS  60000     /* a peer that reads nothing for a minute is dropped */
+#define FLUSH_TIMEOUT_MS  10000     /* echo still queued at EOF gets this long to leave */
+#define MAX_THREADS       1024
+
+/* A --mode. <handler> NULL: named so that the error is clear, but not implemented yet. */
+struct serve_mode {
+    const char      *name;
+    const char      *what;        /* for the start line: "tcp echo" */
+    const char      *coro_name;   /* labels the connection coroutines in listings */
+    lg_serve_handler handler;
+};
+
+static const struct serve_mode serve_modes[] = {
+    { "tcp", "tcp echo", "echo tcp", lg_serve_echo_tcp },
+    { "ws",  "websocket echo", "echo ws", NULL },
+};
+
+struct serve_stats {
+    uint64_t conns;          /* connections accepted and served */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t errors;         /* connections ended by an error (not EOF, not the stop) */
+    uint64_t rejected;       /* closed at once: --max-conns reached, or no memory */
+    uint64_t emfile;         /* accept() said EMFILE/ENFILE: accepts paused */
+    uint64_t accept_errors;  /* other accept() failures (ENOBUFS, ENOMEM...) */
+};
+
+/* What the command line asked for; read-only once the workers run, but for <live>. */
+struct serve_cfg {
+    struct sockaddr_storage  addr;
+    const struct serve_mode *mode;
+    unsigned                 threads;
+    unsigned long            max_conns;   /* 0 = no limit */
+    int                      quiet;
+    atomic_ulong             live;        /* open connections, kept only with max_conns */
+};
+
+enum {
+    W_LOOP  = 1 << 0,
+    W_ASYNC = 1 << 1,
+    W_TIMER = 1 << 2,
+    W_POLL  = 1 << 3,
+};
+
+struct lg_worker {
+    struct serve_cfg   *cfg;
+    unsigned            id;
+    pthread_t           thread;
+    uv_sem_t            ready;        /* posted once start_err and port are set */
+    int                 start_err;
+    const char         *start_op;     /* the call that failed at start */
+    uint16_t            port;         /* bound port */
+    unsigned            inited;       /* W_*: what is initialised and not yet closed */
+    int                 stopping;
+    int                 lfd;          /* listening socket; the poll handle watches it */
+    uv_loop_t           loop;
+    struct coro_sched  *sched;
+    uv_async_t          stop;
+    uv_timer_t          pause;        /* ends an EMFILE pause */
+    uv_poll_t           listener;
+    uint64_t            last_warn_ms;
+    struct lg_conn     *conns;        /* live connections */
+    struct serve_stats  stats;        /* written by the worker; read after the join */
+};
+
+/* One line on stderr with a single write(2), so lines of different threads never mix. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void say(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    int n;
+
+    memcpy(line, "serve: ", 7);
+    va_start(ap, fmt);
+    n = vsnprintf(line + 7, sizeof(line) - 8, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    n += 7;
+    if (n > (int)sizeof(line) - 2)
+        n = (int)sizeof(line) - 2;
+    line[n++] = '\n';
+    if (write(STDERR_FILENO, line, (size_t)n) < 0)
+        return;   /* nowhere left to report it */
+}
+
+/* ---------------------------------------------------------------- connections */
+
+int lg_serve_echo_tcp(struct lg_conn *c)
+{
+    struct coro_buf *b = NULL;
+    ssize_t n;
+    int err;
+
+    for (;;) {
+        /* No read timeout: capacity tests hold idle connections for as long as they like. */
+        n = coro_read(&c->st, &b, CORO_FOREVER);
+        if (n < 0)
+            return n == UV_EOF ? 0 : (int)n;
+        err = coro_write(&c->st, b, WRITE_TIMEOUT_MS);   /* takes <b>: the same bytes back */
+        if (err < 0)
+            return err;
+    }
+}
+
+static void conn_unlink(struct lg_worker *w, struct lg_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void conn_put_slot(struct lg_worker *w)
+{
+    if (w->cfg->max_conns)
+        atomic_fetch_sub_explicit(&w->cfg->live, 1, memory_order_relaxed);
+}
+
+/* The coroutine of one connection; owns <arg> and frees it. */
+static void conn_main(void *arg)
+{
+    struct lg_conn *c = arg;
+    struct lg_worker *w = c->worker;
+    int err = UV_ECANCELED;
+
+    c->co = coro_self();
+    if (!w->stopping)            /* spawned just before the stop: never started */
+        err = w->cfg->mode->handler(c);
+    if (err == 0) {
+        /* Clean EOF: what is still queued must reach the peer before the close cancels
+         * it. The close then sends our FIN (the shutdown request may not have run yet). */
+        err = coro_flush(&c->st, FLUSH_TIMEOUT_MS);
+        if (err == 0)
+            err = coro_shutdown(&c->st);
+    }
+    if (err < 0 && err != UV_ECANCELED)
+        w->stats.errors++;
+    coro_stream_close(&c->st, NULL);   /* waits until the handle is closed */
+    w->stats.bytes_in += c->st.bytes_in;
+    w->stats.bytes_out += c->st.bytes_out;
+    conn_unlink(w, c);
+    conn_put_slot(w);
+    free(c);
+}
+
+static void on_conn_closed_free(uv_handle_t *h)
+{
+    free(h);   /* the stream, thus the connection, starts at the handle */
+}
+
+/* Takes the accepted socket <fd>: serves it in a new coroutine, or closes it. */
+static void conn_start(struct lg_worker *w, int fd)
+{
+    struct serve_cfg *cfg = w->cfg;
+    struct lg_conn *c = NULL;
+    int err;
+
+    if (cfg->max_conns &&
+        atomic_fetch_add_explicit(&cfg->live, 1, memory_order_relaxed) >= cfg->max_conns) {
+        atomic_fetch_sub_explicit(&cfg->live, 1, memory_order_relaxed);
+        w->stats.rejected++;
+        close(fd);
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c)
+        goto out_fd;
+    c->worker = w;
+    err = coro_stream_init(w->sched, &c->st);
+    if (err < 0)
+        goto out_free;
+    err = uv_tcp_open(&c->st.tcp, fd);
+    if (err < 0)
+        goto out_stream;
+    fd = -1;                                  /* the handle owns it now */
+    uv_tcp_nodelay(&c->st.tcp, 1);            /* echo each chunk now, not after an ACK */
+    err = coro_spawn(w->sched, conn_main, c, cfg->mode->coro_name, NULL);
+    if (err < 0)
+        goto out_stream;
+    c->next = w->conns;
+    if (w->conns)
+        w->conns->prev = c;
+    w->conns = c;
+    w->stats.conns++;
+    return;
+
+out_stream:
+    coro_stream_close(&c->st, on_conn_closed_free);   /* from a callback: returns at once */
+    c = NULL;
+out_free:
+    free(c);
+out_fd:
+    if (fd >= 0)
+        close(fd);
+    w->stats.rejected++;
+    conn_put_slot(w);
+}
+
+/* ---------------------------------------------------------------- accepting */
+
+static void on_acceptable(uv_poll_t *h, int status, int events);
+
+static void on_pause_end(uv_timer_t *t)
+{
+    struct lg_worker *w = t->data;
+
+    if (!w->stopping && (w->inited & W_POLL))
+        uv_poll_start(&w->listener, UV_READABLE, on_acceptable);
+}
+
+/* Stops accepting for EMFILE_PAUSE_MS after accept() failed with <err> (an errno). */
+static void accept_pause(struct lg_worker *w, int err)
+{
+    uint64_t now = uv_now(&w->loop);
+
+    uv_poll_stop(&w->listener);
+    uv_timer_start(&w->pause, on_pause_end, EMFILE_PAUSE_MS, 0);
+    if (w->cfg->quiet || (w->last_warn_ms && now - w->last_warn_ms < WARN_INTERVAL_MS))
+        return;
+    w->last_warn_ms = now;
+    say("worker %u: accept(): %s; not accepting for %d ms (%llu EMFILE/ENFILE, "
+        "%llu other errors so far)", w->id, strerror(err), EMFILE_PAUSE_MS,
+        (unsigned long long)w->stats.emfile, (unsigned long long)w->stats.accept_errors);
+}
+
+static void on_acceptable(uv_poll_t *h, int status, int events)
+{
+    struct lg_worker *w = h->data;
+    int i, fd;
+
+    if (status < 0) {
+        w->stats.accept_errors++;
+        accept_pause(w, -status);
+        return;
+    }
+    for (i = 0; i < ACCEPT_BATCH && !w->stopping; i++) {
+        fd = accept4(w->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_start(w, fd);
+            continue;
+        }
+        switch (errno) {
+        case EAGAIN:
+            return;
+        case EINTR:
+        case ECONNABORTED:
+        /* Linux reports the new socket's pending network errors through accept(): that
+         * connection is gone, the next one may be fine. */
+        case EPROTO: case ENOPROTOOPT: case EHOSTDOWN: case ENONET: case EHOSTUNREACH:
+        case EOPNOTSUPP: case ENETDOWN: case ENETUNREACH: case ETIMEDOUT:
+            continue;
+        case EMFILE:
+        case ENFILE:
+            w->stats.emfile++;
+            accept_pause(w, errno);
+            return;
+        default:
+            w->stats.accept_errors++;
+            accept_pause(w, errno);
+            return;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- workers */
+
+static void on_listener_closed(uv_handle_t *h)
+{
+    struct lg_worker *w = h->data;
+
+    close(w->lfd);   /* uv_poll_t watches the fd without owning it */
+    w->lfd = -1;
+}
+
+/* Closes the worker's own handles (not the connections). Idempotent. */
+static void worker_close_handles(struct lg_worker *w)
+{
+    if (w->inited & W_POLL) {
+        w->inited &= ~W_POLL;
+        uv_close((uv_handle_t *)&w->listener, on_listener_closed);
+    }
+    if (w->inited & W_TIMER) {
+        w->inited &= ~W_TIMER;
+        uv_close((uv_handle_t *)&w->pause, NULL);
+    }
+    if (w->inited & W_ASYNC) {
+        w->inited &= ~W_ASYNC;
+        uv_close((uv_handle_t *)&w->stop, NULL);
+    }
+}
+
+static void on_stop(uv_async_t *a)
+{
+    struct lg_worker *w = a->data;
+    struct lg_conn *c;
+
+    w->stopping = 1;
+    worker_close_handles(w);
+    /* Coroutines not started yet have no coro: they see <stopping> and end at once. */
+    for (c = w->conns; c; c = c->next)
+        if (c->co)
+            coro_cancel(c->co);
+}
+
+/* Sets up the loop, scheduler and listener. Returns 0, or a negative errno with
+ * <w->start_op> naming the failed call; worker_finish() undoes what was done. */
+static int worker_start(struct lg_worker *w)
+{
+    struct sockaddr_storage bound;
+    socklen_t len = sizeof(bound);
+    int err;
+
+    w->start_op = "uv_loop_init()";
+    err = uv_loop_init(&w->loop);
+    if (err < 0)
+        return err;
+    w->inited |= W_LOOP;
+    w->start_op = "coro_sched_new()";
+    w->sched = coro_sched_new(&w->loop, NULL);
+    if (!w->sched)
+        return -errno;
+    w->lfd = lg_listen_reuseport((const struct sockaddr *)&w->cfg->addr, LISTEN_BACKLOG,
+                                 &w->start_op);
+    if (w->lfd < 0)
+        return w->lfd;
+    w->start_op = "getsockname()";
+    if (getsockname(w->lfd, (struct sockaddr *)&bound, &len) < 0)
+        return -errno;
+    w->port = lg_addr_port((const struct sockaddr *)&bound);
+    w->start_op = "uv_async_init()";
+    err = uv_async_init(&w->loop, &w->stop, on_stop);
+    if (err < 0)
+        return err;
+    w->stop.data = w;
+    w->inited |= W_ASYNC;
+    uv_timer_init(&w->loop, &w->pause);
+    w->pause.data = w;
+    w->inited |= W_TIMER;
+    w->start_op = "uv_poll_init()";
+    err = uv_poll_init(&w->loop, &w->listener, w->lfd);
+    if (err < 0)
+        return err;
+    w->listener.data = w;
+    w->inited |= W_POLL;
+    w->start_op = "uv_poll_start()";
+    return uv_poll_start(&w->listener, UV_READABLE, on_acceptable);
+}
+
+static void worker_finish(struct lg_worker *w)
+{
+    int n, err;
+
+    worker_close_handles(w);
+    if (w->sched) {
+        n = coro_sched_free(w->sched);   /* closes its handles; run the loop once more */
+        w->sched = NULL;
+        if (n > 0)
+            say("worker %u: %d coroutines still alive at exit", w->id, n);
+    }
+    if (w->inited & W_LOOP) {
+        w->inited &= ~W_LOOP;
+        uv_run(&w->loop, UV_RUN_DEFAULT);
+        err = uv_loop_close(&w->loop);
+        if (err < 0)
+            say("worker %u: uv_loop_close(): %s", w->id, uv_strerror(err));
+    }
+    if (w->lfd >= 0) {
+        close(w->lfd);
+        w->lfd = -1;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    struct lg_worker *w = arg;
+    int err;
+
+    err = worker_start(w);
+    w->start_err = err;
+    uv_sem_post(&w->ready);   /* from here the main thread may send the stop */
+    if (err == 0)
+        uv_run(&w->loop, UV_RUN_DEFAULT);   /* until on_stop and the last connection */
+    worker_finish(w);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- main thread */
+
+struct serve_run {
+    struct lg_worker *workers;
+    unsigned          nstarted;
+    uv_signal_t       sigint;
+    uv_signal_t       sigterm;
+    int               quiet;
+};
+
+static void stop_workers(struct serve_run *r)
+{
+    unsigned i;
+
+    for (i = 0; i < r->nstarted; i++)
+        if (r->workers[i].start_err == 0)
+            uv_async_send(&r->workers[i].stop);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct serve_run *r = h->data;
+
+    if (!r->quiet)
+        say("%s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    stop_workers(r);
+    /* The default action comes back: a second signal ends the process at once. */
+    if (!uv_is_closing((uv_handle_t *)&r->sigint))
+        uv_close((uv_handle_t *)&r->sigint, NULL);
+    if (!uv_is_closing((uv_handle_t *)&r->sigterm))
+        uv_close((uv_handle_t *)&r->sigterm, NULL);
+}
+
+static int serve_run(struct serve_cfg *cfg)
+{
+    struct serve_run r = { 0 };
+    struct serve_stats tot = { 0 };
+    struct sockaddr_storage shown;
+    char addr[LG_ADDR_STRLEN];
+    uv_loop_t loop;
+    unsigned i;
+    int err, failed = 0;
+
+    r.quiet = cfg->quiet;
+    r.workers = calloc(cfg->threads, sizeof(*r.workers));
+    if (!r.workers) {
+        say("out of memory");
+        return 1;
+    }
+    err = uv_loop_init(&loop);
+    if (err < 0) {
+        say("uv_loop_init(): %s", uv_strerror(err));
+        free(r.workers);
+        return 1;
+    }
+    /* Watch the signals before any worker runs; they are served once the loop runs. */
+    uv_signal_init(&loop, &r.sigint);
+    uv_signal_init(&loop, &r.sigterm);
+    r.sigint.data = r.sigterm.data = &r;
+    uv_signal_start(&r.sigint, on_signal, SIGINT);
+    uv_signal_start(&r.sigterm, on_signal, SIGTERM);
+
+    lg_addr_format((const struct sockaddr *)&cfg->addr, addr, sizeof(addr));
+    for (i = 0; i < cfg->threads; i++) {
+        struct lg_worker *w = &r.workers[i];
+
+        w->cfg = cfg;
+        w->id = i;
+        w->lfd = -1;
+        uv_sem_init(&w->ready, 0);
+        err = pthread_create(&w->thread, NULL, worker_main, w);
+        if (err) {
+            say("pthread_create(): %s", strerror(err));
+            uv_sem_destroy(&w->ready);
+            failed = 1;
+            break;
+        }
+        r.nstarted++;
+    }
+    for (i = 0; i < r.nstarted; i++) {
+        struct lg_worker *w = &r.workers[i];
+
+        uv_sem_wait(&w->ready);
+        if (w->start_err < 0) {
+            if (!failed)   /* the first one says it; the others fail the same way */
+                say("worker %u: %s on %s: %s", i, w->start_op, addr,
+                    strerror(-w->start_err));
+            failed = 1;
+        }
+    }
+    if (failed) {
+        stop_workers(&r);
+        uv_close((uv_handle_t *)&r.sigint, NULL);
+        uv_close((uv_handle_t *)&r.sigterm, NULL);
+    } else {
+        shown = cfg->addr;
+        lg_addr_set_port((struct sockaddr *)&shown, r.workers[0].port);
+        lg_addr_format((const struct sockaddr *)&shown, addr, sizeof(addr));
+        say("%s on %s, %u thread%s", cfg->mode->what, addr, cfg->threads,
+            cfg->threads == 1 ? "" : "s");
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);   /* until a signal closed both watchers */
+
+    for (i = 0; i < r.nstarted; i++) {
+        struct lg_worker *w = &r.workers[i];
+
+        pthread_join(w->thread, NULL);
+        uv_sem_destroy(&w->ready);
+        tot.conns += w->stats.conns;
+        tot.bytes_in += w->stats.bytes_in;
+        tot.bytes_out += w->stats.bytes_out;
+        tot.errors += w->stats.errors;
+        tot.rejected += w->stats.rejected;
+        tot.emfile += w->stats.emfile;
+        tot.accept_errors += w->stats.accept_errors;
+    }
+    err = uv_loop_close(&loop);
+    if (err < 0)
+        say("uv_loop_close(): %s", uv_strerror(err));
+    free(r.workers);
+    if (failed)
+        return 1;
+    if (!cfg->quiet)
+        say("stopped: %llu connections, %llu bytes in, %llu bytes out, %llu ended by an "
+            "error, %llu rejected, %llu EMFILE/ENFILE pauses, %llu other accept errors",
+            (unsigned long long)tot.conns, (unsigned long long)tot.bytes_in,
+            (unsigned long long)tot.bytes_out, (unsigned long long)tot.errors,
+            (unsigned long long)tot.rejected, (unsigned long long)tot.emfile,
+            (unsigned long long)tot.accept_errors);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- command line */
+
+static unsigned default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (n < 1)
+        return 1;
+    return n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
+}
+
+void lg_serve_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: corogate-loadgen serve [--mode tcp] --listen ADDR:PORT [options]\n"
+        "\n"
+        "Echo backend: every byte received on a connection is sent back on it.\n"
+        "\n"
+        "  --mode MODE         tcp: echo the bytes as they come (default)\n"
+        "  --listen ADDR:PORT  address to serve: 127.0.0.1:9000, [::1]:9000; port 0 takes\n"
+        "                      a free port (only with --threads 1), shown in the start line\n"
+        "  --threads N         worker threads, each with its own SO_REUSEPORT listener\n"
+        "                      (1..%d; default: online CPUs, here %u)\n"
+        "  --max-conns N       close new connections at once while N are open (0: no limit)\n"
+        "  --quiet             print only the start line and errors\n"
+        "  -h, --help          this help\n"
+        "\n"
+        "Prints `serve: tcp echo on ADDR:PORT, N threads` once listening. SIGINT or SIGTERM\n"
+        "stops it and prints the totals. Exit status: 0 stopped by a signal, 1 could not\n"
+        "start, 2 usage error.\n", MAX_THREADS, default_threads());
+}
+
+/* Parses all of <s> as a decimal in <min>..<max>. Returns 0 or -EINVAL. */
+static int parse_ulong(const char *s, unsigned long min, unsigned long max,
+                       unsigned long *out)
+{
+    unsigned long v;
+    char *end = NULL;
+
+    if (!s || *s < '0' || *s > '9')
+        return -EINVAL;
+    errno = 0;
+    v = strtoul(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    say("%s", msg);
+    fputc('\n', stderr);
+    lg_serve_usage(stderr);
+    return 2;
+}
+
+enum { OPT_MODE = 256, OPT_LISTEN, OPT_THREADS, OPT_MAX_CONNS, OPT_QUIET };
+
+int lg_serve_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "mode",      required_argument, NULL, OPT_MODE },
+        { "listen",    required_argument, NULL, OPT_LISTEN },
+        { "threads",   required_argument, NULL, OPT_THREADS },
+        { "max-conns", required_argument, NULL, OPT_MAX_CONNS },
+        { "quiet",     no_argument,       NULL, OPT_QUIET },
+        { "help",      no_argument,       NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct serve_cfg cfg;
+    const char *mode = "tcp", *listen_at = NULL;
+    unsigned long v;
+    size_t i;
+    int opt;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.threads = default_threads();
+    opterr = 0;        /* our messages, then the usage */
+    optind = 0;        /* glibc: full re-initialisation, whoever parsed before */
+    while ((opt = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
+        switch (opt) {
+        case OPT_MODE:
+            mode = optarg;
+            break;
+        case OPT_LISTEN:
+            listen_at = optarg;
+            break;
+        case OPT_THREADS:
+            if (parse_ulong(optarg, 1, MAX_THREADS, &v) < 0)
+                return usage_error("bad --threads '%s': expected 1..%d", optarg, MAX_THREADS);
+            cfg.threads = (unsigned)v;
+            break;
+        case OPT_MAX_CONNS:
+            if (parse_ulong(optarg, 0, ULONG_MAX / 2, &v) < 0)
+                return usage_error("bad --max-conns '%s': expected a count, 0 for no limit",
+                                   optarg);
+            cfg.max_conns = v;
+            break;
+        case OPT_QUIET:
+            cfg.quiet = 1;
+            break;
+        case 'h':
+            lg_serve_usage(stdout);
+            return 0;
+        case ':':
+            return usage_error("option '%s' needs a value", argv[optind - 1]);
+        default:
+            if (optopt && optopt < OPT_MODE)
+                return usage_error("unknown option '-%c'", optopt);
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return usage_error("unexpected argument '%s'", argv[optind]);
+
+    for (i = 0; i < sizeof(serve_modes) / sizeof(serve_modes[0]); i++)
+        if (strcmp(serve_modes[i].name, mode) == 0)
+            cfg.mode = &serve_modes[i];
+    if (!cfg.mode)
+        return usage_error("unknown --mode '%s' (tcp)", mode);
+    if (!cfg.mode->handler) {
+        say("unsupported mode: --mode %s is not implemented yet (use --mode tcp)", mode);
+        return 2;
+    }
+    if (!listen_at)
+        return usage_error("--listen ADDR:PORT is required");
+    if (lg_addr_parse(listen_at, &cfg.addr) < 0) {
+        say("bad --listen address '%s': expected IPv4:PORT or [IPv6]:PORT, numeric "
+            "(127.0.0.1:9000, [::1]:9000)", listen_at);
+        return 2;
+    }
+    if (lg_addr_port((const struct sockaddr *)&cfg.addr) == 0 && cfg.threads != 1) {
+        say("--listen port 0 needs --threads 1: each thread would get its own port");
+        return 2;
+    }
+    /* A peer that went away must surface as EPIPE from write(), not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    return serve_run(&cfg);
+}
