@@ -39,8 +39,10 @@ struct coro {
     uint64_t           park_ms;
     uint64_t           deadline;   /* loop ms; meaningful while heap_idx != CORO_NO_TIMER */
     void              *xfer;       /* a value handed over by a channel; free-list link */
-    char              *stack;      /* dedicated model: the mapping (guard first) */
-    char              *saved;      /* shared model: copy of the parked stack bytes */
+    union {                        /* one per model: a coroutine struct costs 224 bytes */
+        char          *stack;      /* dedicated model: the mapping (guard first) */
+        char          *saved;      /* shared model: copy of the parked stack bytes */
+    };
     uint32_t           saved_len;
     uint32_t           saved_cap;
     uint32_t           heap_idx;   /* index in the timer heap, or CORO_NO_TIMER */

@@ -16,15 +16,17 @@ void coro__ctx_make(struct coro_ctx *ctx, void *stack_lo, void *top, void (*entr
     ctx->sp = top;
 }
 
-void coro__switch(struct coro_ctx *from, struct coro_ctx *to)
+int coro__switch(struct coro_ctx *from, struct coro_ctx *to, int ret)
 {
     volatile char marker = 0;
 
     /* swapcontext saves registers in the ucontext_t, not on the stack, so what a parked
      * context needs of its stack lies above this frame; keep a margin for our own. */
     from->sp = (char *)&marker - 256;
+    to->ret = ret;
     swapcontext(&from->uc, &to->uc);
     (void)marker;
+    return from->ret;
 }
 
 void *coro__ctx_sp(const struct coro_ctx *ctx)

@@ -18,6 +18,7 @@
 struct coro_ctx {
     ucontext_t uc;
     void      *sp;   /* lowest stack byte still needed while parked (with a margin) */
+    int        ret;  /* what the switch into this context returns */
 };
 #define CORO_SWITCH_NAME "ucontext"
 
@@ -76,8 +77,11 @@ _Static_assert(offsetof(struct coro_ctx, d8_d15) == CORO_CTX_D8, "d8 offset");
 #error "no assembly context switch for this architecture: build with CORO_SWITCH=ucontext"
 #endif
 
-/* Saves the caller's context in <from> and continues <to>. */
-void coro__switch(struct coro_ctx *from, struct coro_ctx *to);
+/* Saves the caller's context in <from> and continues <to>, whose own coro__switch() call
+ * then returns <ret>. Returning the wake result through the switch lets park sites end
+ * in a tail call: a resumed coroutine lands directly in its caller, which saves the
+ * mispredicted returns of extra frames and the bytes they would add to a saved stack. */
+int coro__switch(struct coro_ctx *from, struct coro_ctx *to, int ret);
 
 /* Prepares <ctx> so that switching to it calls <entry>() on the stack ending at <top>
  * (exclusive; 16-byte aligned). <entry> must never return. Captures the caller's FP

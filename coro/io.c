@@ -17,10 +17,14 @@ enum {
     S_CLOSED  = 1 << 2,
     S_SHUT    = 1 << 3,   /* a shutdown of our sending side was requested */
     S_SHUT_DONE = 1 << 4, /* ... and has happened (or failed) */
+    S_RWAIT   = 1 << 5,   /* <reader> is parked inside coro_read() */
+    S_WWAIT   = 1 << 6,   /* <writer> is parked inside wait_queue() */
 };
 
 /* The wake result that only the close callback uses (parks otherwise return <= 0). */
 #define CLOSED_MARK 1
+/* The wake result that tells coro_read()/wait_queue() their stream is being closed. */
+#define GONE_MARK 2
 
 /* Read ahead at most this many chunks before we stop reading from the socket. */
 #define READ_AHEAD_CHUNKS 2
@@ -186,7 +190,11 @@ ssize_t coro_read(struct coro_stream *st, struct coro_buf **out, int64_t timeout
         struct coro *prev = st->reader;   /* a watcher set by coro_stream_watch stays */
 
         st->reader = coro_self();
+        st->flags |= S_RWAIT;
         err = coro_park(st->rreason, remaining(st, start, timeout_ms));
+        if (err == GONE_MARK)
+            return UV_ECANCELED;   /* <st> may be freed already: see wake_closing() */
+        st->flags &= ~S_RWAIT;
         st->reader = prev;
         if (err < 0)
             return err;
@@ -225,7 +233,11 @@ static int wait_queue(struct coro_stream *st, size_t limit, int64_t timeout_ms)
                          (limit == 0 && (st->nwrites > 0 ||
                                          (st->flags & (S_SHUT | S_SHUT_DONE)) == S_SHUT)))) {
         st->writer = coro_self();
+        st->flags |= S_WWAIT;
         err = coro_park(st->wreason, remaining(st, start, timeout_ms));
+        if (err == GONE_MARK)
+            return UV_ECANCELED;   /* <st> may be freed already: see wake_closing() */
+        st->flags &= ~S_WWAIT;
         st->writer = prev;
         if (err < 0)
             return err;
@@ -419,6 +431,21 @@ static void on_stream_closed(uv_handle_t *h)
         cb(h);      /* last: it may free the stream */
 }
 
+/* Wakes <co>, which waits on a stream being closed. When it is parked inside coro_read() or
+ * wait_queue() (<inside>), it must return without touching the stream again: the close
+ * callback, which may free the stream, can run before <co> does (when the closer ran in
+ * the check phase). If something else made <co> ready already, its pending result is
+ * replaced for the same reason. Other waiters (watchers) get UV_ECANCELED as before. */
+static void wake_closing(struct coro *co, int inside)
+{
+    if (!inside)
+        coro_wake(co, UV_ECANCELED);
+    else if (co->state == CORO_PARKED)
+        coro_wake(co, GONE_MARK);
+    else
+        co->wake_result = GONE_MARK;
+}
+
 void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed)
 {
     struct coro *self = coro_self();
@@ -430,9 +457,9 @@ void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed)
         uv_close((uv_handle_t *)&st->tcp, on_stream_closed);
         /* Whoever waits on this stream learns now rather than at its timeout. */
         if (st->reader && st->reader != self)
-            coro_wake(st->reader, UV_ECANCELED);
+            wake_closing(st->reader, st->flags & S_RWAIT);
         if (st->writer && st->writer != self)
-            coro_wake(st->writer, UV_ECANCELED);
+            wake_closing(st->writer, st->flags & S_WWAIT);
     }
     if (!self || self->sched != st->sched || st->closer || (st->flags & S_CLOSED))
         return;

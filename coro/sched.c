@@ -149,6 +149,16 @@ static void on_timer(uv_timer_t *t)
 
 static void coro_entry(void);
 
+/* Frees <co> and its stack memory: the mapping or the saved copy, by model. */
+static void coro_free_mem(struct coro_sched *s, struct coro *co)
+{
+    if (s->model == CORO_STACK_DEDICATED)
+        coro__stack_unmap(co->stack, s->stack_size, s->guard);
+    else
+        free(co->saved);
+    free(co);
+}
+
 static inline void stack_bounds(const struct coro_sched *s, const struct coro *co,
                                 const void **lo, size_t *size)
 {
@@ -193,12 +203,11 @@ static void resume(struct coro_sched *s, struct coro *co)
     co->state = CORO_RUNNING;
     s->current = co;
     coro__tls_sched = s;
-    DTRACE_PROBE3(coro, resume, co->id, co->park_reason,
-                  uv_now(s->loop) - co->park_ms);
+    DTRACE_PROBE3(coro, resume, co->id, co->park_reason, s->loop->time - co->park_ms);
 #ifdef CORO_ASAN
     __sanitizer_start_switch_fiber(&s->main_fake, lo, size);
 #endif
-    coro__switch(&s->main_ctx, &co->ctx);
+    coro__switch(&s->main_ctx, &co->ctx, co->wake_result);
 #ifdef CORO_ASAN
     __sanitizer_finish_switch_fiber(s->main_fake, NULL, NULL);
 #endif
@@ -216,7 +225,8 @@ static void resume(struct coro_sched *s, struct coro *co)
         co->xfer = s->free_coros;
         s->free_coros = co;
         s->nfree++;
-        if (co->saved_cap > 4096) {      /* do not keep a deep coroutine's copy around */
+        if (s->model == CORO_STACK_SHARED && co->saved_cap > 4096) {
+            /* do not keep a deep coroutine's copy around */
             free(co->saved);
             co->saved = NULL;
             co->saved_cap = 0;
@@ -224,22 +234,23 @@ static void resume(struct coro_sched *s, struct coro *co)
         co->saved_len = 0;
         return;
     }
-    if (co->stack)
-        coro__stack_unmap(co->stack, s->stack_size, s->guard);
-    free(co->saved);
-    free(co);
+    coro_free_mem(s, co);
 }
 
-/* Coroutine side: give control back to the scheduler; returns when resumed. */
-static void switch_out(struct coro_sched *s, struct coro *co)
+/* Coroutine side: give control back to the scheduler; returns the wake result when
+ * resumed. Without ASan the switch is the last call, so callers can tail-call this. */
+static inline int switch_out(struct coro_sched *s, struct coro *co)
 {
 #ifdef CORO_ASAN
+    int ret;
+
     __sanitizer_start_switch_fiber(co->state == CORO_DEAD ? NULL : &co->asan_fake,
                                    s->main_lo, s->main_size);
-#endif
-    coro__switch(&co->ctx, &s->main_ctx);
-#ifdef CORO_ASAN
+    ret = coro__switch(&co->ctx, &s->main_ctx, 0);
     __sanitizer_finish_switch_fiber(co->asan_fake, &s->main_lo, &s->main_size);
+    return ret;
+#else
+    return coro__switch(&co->ctx, &s->main_ctx, 0);
 #endif
 }
 
@@ -388,20 +399,14 @@ int coro_sched_free(struct coro_sched *s)
 
         coro_list_del(&co->all);
         coro_list_del(&co->link);
-        if (co->stack)
-            coro__stack_unmap(co->stack, s->stack_size, s->guard);
-        free(co->saved);
-        free(co);
+        coro_free_mem(s, co);
         leaked++;
     }
     while (s->free_coros) {
         struct coro *co = s->free_coros;
 
         s->free_coros = co->xfer;
-        if (co->stack)
-            coro__stack_unmap(co->stack, s->stack_size, s->guard);
-        free(co->saved);
-        free(co);
+        coro_free_mem(s, co);
     }
     while ((b = s->free_bufs) != NULL) {
         s->free_bufs = b->next;
@@ -455,7 +460,7 @@ void coro_sched_foreach(struct coro_sched *s,
             .park_reason = co->state == CORO_PARKED ? co->park_reason : NULL,
             .park_since_ms = co->park_ms,
             .spawned_ms = co->spawned_ms,
-            .stack_saved = co->saved_len,
+            .stack_saved = s->model == CORO_STACK_SHARED ? co->saved_len : 0,
         };
 
         if (cb(&ci, ud))
@@ -489,7 +494,7 @@ int coro_spawn(struct coro_sched *s, void (*fn)(void *), void *arg, const char *
     co->name = name ? name : "coro";
     co->park_reason = NULL;
     co->id = s->next_id++;
-    co->spawned_ms = co->park_ms = uv_now(s->loop);
+    co->spawned_ms = co->park_ms = s->loop->time;
     co->xfer = NULL;
     co->heap_idx = CORO_NO_TIMER;
     co->wake_result = 0;
@@ -536,7 +541,7 @@ int coro__park(const char *reason, int64_t timeout_ms, int interruptible)
     }
     co->state = CORO_PARKED;
     co->park_reason = reason;
-    co->park_ms = uv_now(s->loop);
+    co->park_ms = s->loop->time;   /* uv_now() without the call */
     co->wake_result = 0;
     if (interruptible)
         co->flags &= ~CORO_F_UNINTERRUPTIBLE;
@@ -550,8 +555,7 @@ int coro__park(const char *reason, int64_t timeout_ms, int interruptible)
         }
     }
     DTRACE_PROBE2(coro, park, co->id, reason);
-    switch_out(s, co);
-    return co->wake_result;
+    return switch_out(s, co);
 }
 
 int coro_park(const char *reason, int64_t timeout_ms)
@@ -601,10 +605,10 @@ int coro_yield(void)
         return UV_ECANCELED;
     }
     co->park_reason = "yield";
-    co->park_ms = uv_now(s->loop);
+    co->park_ms = s->loop->time;
+    co->wake_result = 0;
     make_ready(s, co);
-    switch_out(s, co);
-    return 0;
+    return switch_out(s, co);
 }
 
 int coro_sleep(uint64_t ms)

@@ -1,7 +1,9 @@
 /* coro/switch_aarch64.S — context switch for aarch64 (AAPCS64).
  *
- *   void coro__switch(struct coro_ctx *from, struct coro_ctx *to);
- *                     x0                      x1
+ *   int coro__switch(struct coro_ctx *from, struct coro_ctx *to, int ret);
+ *                    x0                      x1                   w2
+ *
+ * <to>'s own call of coro__switch returns <ret> (in w0).
  *
  * ABI reference: Procedure Call Standard for the Arm 64-bit Architecture, §6.1.1
  * "General-purpose registers": x19-x29 and sp are callee-saved, x30 (lr) holds our
@@ -52,6 +54,7 @@ coro__switch:
     ldp     d10, d11, [x1, #0x80]   /* restore d10, d11 */
     ldp     d12, d13, [x1, #0x90]   /* restore d12, d13 */
     ldp     d14, d15, [x1, #0xa0]   /* restore d14, d15 */
+    mov     w0, w2                  /* what <to>'s coro__switch returns */
     ret                             /* to lr: where <to> called coro__switch */
     .cfi_endproc
     .size   coro__switch, .-coro__switch

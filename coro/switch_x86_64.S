@@ -1,7 +1,9 @@
 /* coro/switch_x86_64.S — context switch for x86_64 (System V AMD64 ABI).
  *
- *   void coro__switch(struct coro_ctx *from, struct coro_ctx *to);
- *                     %rdi                    %rsi
+ *   int coro__switch(struct coro_ctx *from, struct coro_ctx *to, int ret);
+ *                    %rdi                    %rsi                 %edx
+ *
+ * <to>'s own call of coro__switch returns <ret> (in %eax).
  *
  * ABI reference: System V AMD64 psABI 1.0, §3.2.1 "Registers": rbx, rbp, r12-r15, rsp
  * belong to the caller and must be preserved; "the control bits of the MXCSR register
@@ -33,9 +35,9 @@
 coro__switch:
     .cfi_startproc
     movq    (%rsp), %rax            /* our return address ... */
-    leaq    8(%rsp), %rdx           /* ... and the caller's rsp once it has returned */
+    leaq    8(%rsp), %rcx           /* ... and the caller's rsp once it has returned */
     movq    %rax, 0x00(%rdi)        /* save rip */
-    movq    %rdx, 0x08(%rdi)        /* save rsp */
+    movq    %rcx, 0x08(%rdi)        /* save rsp */
     movq    %rbx, 0x10(%rdi)        /* save rbx */
     movq    %rbp, 0x18(%rdi)        /* save rbp */
     movq    %r12, 0x20(%rdi)        /* save r12 */
@@ -53,6 +55,7 @@ coro__switch:
     movq    0x38(%rsi), %r15        /* restore r15 */
     ldmxcsr 0x40(%rsi)              /* restore MXCSR */
     fldcw   0x44(%rsi)              /* restore x87 control word */
+    movl    %edx, %eax              /* what <to>'s coro__switch returns */
     movq    0x08(%rsi), %rsp        /* restore rsp: from here on we are on <to>'s stack */
     jmpq    *0x00(%rsi)             /* continue <to> where it called coro__switch */
     .cfi_endproc
