@@ -4,6 +4,7 @@
 #   make run        build, start the echo backend and corogate on conf/corogate.ini
 #   make test       unit + integration tests, then the same suites under ASan+UBSan
 #   make bench-coro coroutine runtime micro-benchmarks (JSON lines)
+#   make bench-bpf  echo msgs/s through one worker with the eBPF probes off/tp_btf/raw_tp
 #   make V=1        show full commands
 #   make build/coro/sched.o   build one object
 
@@ -75,8 +76,9 @@ DAEMON    := $(BUILD)/corogate
 LOADGEN   := $(BUILD)/corogate-loadgen
 TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
+BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check bench bench-coro clean
+.PHONY: all deps build run test check bench bench-coro bench-bpf clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -87,7 +89,8 @@ build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS)
 # is there; installs with apt-get otherwise (root needed).
 DEB_PKGS := gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev libinih-dev \
             check systemtap-sdt-dev libbpf-dev bpftool clang libelf-dev zlib1g-dev \
-            libboost-context-dev python3 python3-websockets socat iproute2 procps
+            libboost-context-dev python3 python3-websockets socat iproute2 procps \
+            prometheus
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
@@ -112,6 +115,37 @@ $(BUILD)/%.o: %.S
 	@$(if $(Q),echo "  AS     $@")
 	$(Q)$(CC) $(CPPFLAGS) $(filter-out -fsanitize=%,$(CFLAGS)) -c -o $@ $<
 
+# BPF: bpf/NAME.bpf.c -> $(BUILD)/bpf/NAME.bpf.o -> $(BUILD)/NAME.skel.h, as libbpf-tools
+# does. vmlinux.h is dumped from the running kernel's BTF at build time; the object is
+# CO-RE, so it loads on other kernels too. clang's system include directories are passed
+# explicitly: -target bpf does not search the multiarch ones (asm/types.h).
+BPFTOOL    ?= bpftool
+BPF_CLANG  ?= clang
+VMLINUX_BTF?= /sys/kernel/btf/vmlinux
+BPF_ARCH   := $(patsubst x86_64,x86,$(patsubst aarch64,arm64,$(ARCH)))
+BPF_SYS_INC = $(shell $(BPF_CLANG) -v -E - </dev/null 2>&1 | \
+                sed -n '/<...> search starts here:/,/End of search list./{ s| \(/.*\)|-idirafter \1|p }')
+BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(BPF_ARCH)
+
+$(BUILD)/vmlinux.h:
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  GEN    $@")
+	$(Q)$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/%.h $(BUILD)/vmlinux.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  BPF    $@")
+	$(Q)$(BPF_CLANG) $(BPF_CFLAGS) -I$(BUILD) -Ibpf $(BPF_SYS_INC) -c $< -o $(@:.bpf.o=.tmp.bpf.o)
+	$(Q)$(BPFTOOL) gen object $@ $(@:.bpf.o=.tmp.bpf.o) && rm -f $(@:.bpf.o=.tmp.bpf.o)
+
+$(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	@$(if $(Q),echo "  GEN    $@")
+	$(Q)$(BPFTOOL) gen skeleton $< name $*_bpf > $@.tmp && mv $@.tmp $@
+
+BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(wildcard bpf/*.bpf.c))
+.SECONDARY: $(BPF_OBJ)
+$(BUILD)/gateway/schedlat.o: $(BUILD)/schedlat.skel.h
+
 # llhttp is compiled from the Debian package's C sources, never copied into the tree.
 $(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c
 	@mkdir -p $(@D)
@@ -127,7 +161,10 @@ $(DAEMON): $(BUILD)/gateway/main.o $(GW_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-$(LOADGEN): $(BUILD)/loadgen/main.o $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
+# The loadgen's WebSocket handshakes use the gateway's parser, SHA-1 and base64.
+LG_GW_OBJ := $(BUILD)/gateway/handshake.o
+
+$(LOADGEN): $(BUILD)/loadgen/main.o $(LG_OBJ) $(LG_GW_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -171,6 +208,43 @@ check: $(TESTS) $(DAEMON) $(LOADGEN)
 bench-coro: deps
 	$(Q)$(MAKE) --no-print-directory $(BENCHCORO)
 	$(Q)$(BENCHCORO)
+
+$(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/schedlat.o \
+               $(BUILD)/gateway/log.o
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# BENCH_ARGS: e.g. "-w 1000 -n 4 -c 8 -p 4 -s 64" (see bench/bench_schedlat.c).
+bench-bpf: deps
+	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(LOADGEN) $(BENCHSCHED)
+	$(Q)CG_BUILD=$(BUILD) $(BENCHSCHED) $(BENCH_ARGS)
+
+# ---------------------------------------------------------------- installing
+# `make install DESTDIR=/tmp/x` lays out the tree a package would; install-bin only the
+# programs (the Dockerfile's build stage uses it).
+PREFIX  ?= /usr
+SBINDIR ?= $(PREFIX)/sbin
+BINDIR  ?= $(PREFIX)/bin
+DOCDIR  ?= $(PREFIX)/share/doc/corogate
+UNITDIR ?= /lib/systemd/system
+
+.PHONY: install install-bin
+install-bin: $(DAEMON) $(LOADGEN)
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
+	install -m 0755 $(DAEMON) $(DESTDIR)$(SBINDIR)/corogate
+	install -m 0755 $(LOADGEN) $(DESTDIR)$(BINDIR)/corogate-loadgen
+
+install: install-bin
+	install -d $(DESTDIR)/etc/corogate $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/sysctl.d \
+	    $(DESTDIR)$(DOCDIR) $(DESTDIR)/usr/lib/sysusers.d
+	sed 's|^stats_socket = /tmp/corogate.sock|stats_socket = /run/corogate/stats.sock|' \
+	    conf/corogate.ini > $(DESTDIR)/etc/corogate/corogate.ini
+	chmod 0640 $(DESTDIR)/etc/corogate/corogate.ini
+	install -m 0644 systemd/corogate.service $(DESTDIR)$(UNITDIR)/corogate.service
+	install -m 0644 systemd/99-corogate.conf $(DESTDIR)/etc/sysctl.d/99-corogate.conf
+	install -m 0644 systemd/corogate.sysusers $(DESTDIR)/usr/lib/sysusers.d/corogate.conf
+	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	cp -r docs $(DESTDIR)$(DOCDIR)/
 
 clean:
 	rm -rf build

@@ -11,13 +11,16 @@
  * annotated conf/corogate.ini repeats them for the reader.
  */
 #include "config.h"
+#include "route.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <ini.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -831,6 +834,185 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
     return 0;
 }
 
+static int set_routes(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_listener_conf *l = obj;
+    struct cg_route *routes = NULL;
+    char msg[256];
+    size_t n = 0;
+    int err;
+
+    err = cg_routes_parse(value, &routes, &n, msg, sizeof(msg));
+    if (err == -ENOMEM) {
+        c->p->nomem = 1;
+        return -1;
+    }
+    if (err < 0) {
+        key_error(c, "%s", msg);
+        return -1;
+    }
+    cg_routes_free(l->routes);
+    l->routes = routes;
+    l->nroutes = n;
+    return 0;
+}
+
+/* allowed_origins = * | ORIGIN ... (scheme://host[:port], blanks or commas between). */
+static int set_origins(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_listener_conf *l = obj;
+    const char *s = value;
+    char *copy;
+    size_t n, i;
+
+    for (;;) {
+        s += strspn(s, " \t,");
+        if (!*s)
+            break;
+        n = strcspn(s, " \t,");
+        if (!(n == 1 && *s == '*') && !memmem(s, n, "://", 3)) {
+            key_error(c, "\"%.*s\" is not an origin (expected scheme://host[:port] or *)",
+                      (int)(n < SHOW_MAX ? n : SHOW_MAX), s);
+            return -1;
+        }
+        s += n;
+    }
+    if (strspn(value, " \t,") == strlen(value)) {
+        key_error(c, "empty value (use * to allow any origin)");
+        return -1;
+    }
+    free(l->allowed_origins);
+    l->allowed_origins = NULL;
+    if (strcmp(value, "*") == 0)
+        return 0;
+    copy = strdup(value);
+    if (!copy) {
+        c->p->nomem = 1;
+        return -1;
+    }
+    for (i = 0; copy[i]; i++)
+        if (copy[i] >= 'A' && copy[i] <= 'Z')
+            copy[i] = (char)(copy[i] + 32);
+    l->allowed_origins = copy;
+    return 0;
+}
+
+/* health_path = /PATH | off */
+static int set_health_path(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_listener_conf *l = obj;
+    char buf[SHOW_MAX + 4];
+    size_t n = strlen(value);
+
+    if (strcmp(value, "off") == 0) {
+        l->health_path[0] = '\0';
+        return 0;
+    }
+    if (value[0] != '/' || strpbrk(value, "?# \t")) {
+        key_error(c, "\"%s\" is not a path (expected /PATH or off)", show(value, buf, sizeof(buf)));
+        return -1;
+    }
+    if (n >= sizeof(l->health_path)) {
+        key_error(c, "\"%s\" is too long (at most %zu characters)", show(value, buf, sizeof(buf)),
+                  sizeof(l->health_path) - 1);
+        return -1;
+    }
+    memcpy(l->health_path, value, n + 1);
+    return 0;
+}
+
+/* stats_socket_mode = octal permission bits (0660). */
+static int set_sock_mode(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_gateway_conf *gw = obj;
+    char buf[SHOW_MAX + 4];
+    size_t n = strspn(value, "01234567");
+    unsigned long v;
+
+    if (n == 0 || value[n] != '\0' || n > 4 || (v = strtoul(value, NULL, 8)) > 0777) {
+        key_error(c, "\"%s\" is not a permission mode (expected octal 0..0777, e.g. 0660)",
+                  show(value, buf, sizeof(buf)));
+        return -1;
+    }
+    gw->stats_socket_mode = (unsigned int)v;
+    return 0;
+}
+
+/* Resolves a user (<group> 0) or group name, or a number, into *<id>; "" = unchanged. */
+static int resolve_id(const struct keyctx *c, const char *value, int group, unsigned int *id)
+{
+    char buf[SHOW_MAX + 4], pwbuf[4096];
+    const char *end;
+    uint64_t v;
+
+    if (!*value) {
+        *id = (unsigned int)-1;
+        return 0;
+    }
+    if (parse_u64(value, &v, &end) == 0 && !*end && v < UINT_MAX) {
+        *id = (unsigned int)v;
+        return 0;
+    }
+    if (group) {
+        struct group gr, *res = NULL;
+
+        if (getgrnam_r(value, &gr, pwbuf, sizeof(pwbuf), &res) == 0 && res) {
+            *id = (unsigned int)res->gr_gid;
+            return 0;
+        }
+    } else {
+        struct passwd pw, *res = NULL;
+
+        if (getpwnam_r(value, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res) {
+            *id = (unsigned int)res->pw_uid;
+            return 0;
+        }
+    }
+    key_error(c, "unknown %s \"%s\"", group ? "group" : "user", show(value, buf, sizeof(buf)));
+    return -1;
+}
+
+static int set_sock_owner(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_gateway_conf *gw = obj;
+    unsigned int id;
+
+    if (resolve_id(c, value, 0, &id) < 0)
+        return -1;
+    gw->stats_socket_uid = (uid_t)id;
+    return 0;
+}
+
+static int set_sock_group(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_gateway_conf *gw = obj;
+    unsigned int id;
+
+    if (resolve_id(c, value, 1, &id) < 0)
+        return -1;
+    gw->stats_socket_gid = (gid_t)id;
+    return 0;
+}
+
+/* metrics_listen = host:port | "" (off). */
+static int set_metrics_listen(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_gateway_conf *gw = obj;
+    enum hp_error why;
+
+    if (!*value || strcmp(value, "off") == 0) {
+        gw->metrics_listen[0] = '\0';
+        return 0;
+    }
+    why = parse_hostport(value, 1, &gw->metrics_addr, &gw->metrics_addrlen);
+    if (why != HP_OK || strlen(value) >= sizeof(gw->metrics_listen)) {
+        hostport_error(c, value, why == HP_OK ? HP_FORMAT : why, 1);
+        return -1;
+    }
+    strcpy(gw->metrics_listen, value);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ key tables */
 
 #define GW(f)  offsetof(struct cg_gateway_conf, f)
@@ -842,6 +1024,8 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
 
 static const char *const mode_choices[] = { "tcp", "websocket", NULL };
 static const char *const balance_choices[] = { "roundrobin", "leastconn", "random", NULL };
+static const char *const uproto_choices[] = { "websocket", "tcp", NULL };
+static const char *const rate_action_choices[] = { "delay", "close", NULL };
 
 static const struct key_desc gateway_keys[] = {
     { .name = "workers", .type = KEY_CUSTOM, .def = "auto", .set = set_workers },
@@ -851,6 +1035,14 @@ static const struct key_desc gateway_keys[] = {
     { .name = "log_level", .type = KEY_CUSTOM, .def = "info", .set = set_log_level },
     { .name = "stats_socket", .type = KEY_STRING, .offset = GW(stats_socket),
       .size = CG_CONF_SOCKPATH_MAX, .def = "/run/corogate/stats.sock" },
+    { .name = "stats_socket_mode", .type = KEY_CUSTOM, .def = "0660", .set = set_sock_mode },
+    { .name = "stats_socket_owner", .type = KEY_CUSTOM, .def = "", .set = set_sock_owner },
+    { .name = "stats_socket_group", .type = KEY_CUSTOM, .def = "", .set = set_sock_group },
+    { .name = "stats_timeout", .type = KEY_DURATION, .offset = GW(stats_timeout_ms),
+      .def = "60s", .min = 100, .max = 24 * HOUR },
+    { .name = "stats_max_clients", .type = KEY_UINT, .offset = GW(stats_max_clients),
+      .def = "1024", .min = 1, .max = 65536 },
+    { .name = "metrics_listen", .type = KEY_CUSTOM, .def = "", .set = set_metrics_listen },
     { .name = "drain_timeout", .type = KEY_DURATION, .offset = GW(drain_timeout_ms),
       .def = "30s", .min = 0, .max = 24 * HOUR },
     { .name = "nofile", .type = KEY_SIZE, .offset = GW(nofile), .def = "1048576",
@@ -866,6 +1058,42 @@ static const struct key_desc listener_keys[] = {
       .def = "300s", .min = 0, .max = 7 * 24 * HOUR },
     { .name = "backlog", .type = KEY_UINT, .offset = LS(backlog), .def = "511",
       .min = 1, .max = 65535 },
+    /* mode = websocket */
+    { .name = "upstream_protocol", .type = KEY_ENUM, .offset = LS(upstream_protocol),
+      .def = "websocket", .choices = uproto_choices },
+    { .name = "routes", .type = KEY_CUSTOM, .def = "", .set = set_routes },
+    { .name = "allowed_origins", .type = KEY_CUSTOM, .def = "*", .set = set_origins },
+    { .name = "health_path", .type = KEY_CUSTOM, .def = "/healthz", .set = set_health_path },
+    { .name = "handshake_timeout", .type = KEY_DURATION, .offset = LS(handshake_timeout_ms),
+      .def = "10s", .min = 1, .max = 5 * MIN },
+    { .name = "max_header_size", .type = KEY_SIZE, .offset = LS(max_header_size),
+      .def = "8k", .min = 256, .max = 1ull << 20 },
+    { .name = "max_headers", .type = KEY_UINT, .offset = LS(max_headers), .def = "64",
+      .min = 4, .max = 10000 },
+    { .name = "max_request_line", .type = KEY_SIZE, .offset = LS(max_request_line),
+      .def = "4k", .min = 16, .max = 1ull << 20 },
+    { .name = "upstream_handshake_timeout", .type = KEY_DURATION,
+      .offset = LS(upstream_handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
+    { .name = "max_message_size", .type = KEY_SIZE, .offset = LS(max_message_size),
+      .def = "1m", .min = 125, .max = 1ull << 30 },
+    { .name = "keepalive_interval", .type = KEY_DURATION,
+      .offset = LS(keepalive_interval_ms), .def = "30s", .min = 0, .max = 24 * HOUR },
+    { .name = "keepalive_timeout", .type = KEY_DURATION, .offset = LS(keepalive_timeout_ms),
+      .def = "10s", .min = 1, .max = HOUR },
+    { .name = "close_timeout", .type = KEY_DURATION, .offset = LS(close_timeout_ms),
+      .def = "5s", .min = 1, .max = 5 * MIN },
+    { .name = "message_rate", .type = KEY_UINT, .offset = LS(message_rate), .def = "0",
+      .min = 0, .max = 100000000 },
+    { .name = "message_burst", .type = KEY_UINT, .offset = LS(message_burst), .def = "0",
+      .min = 0, .max = 100000000 },
+    { .name = "byte_rate", .type = KEY_SIZE, .offset = LS(byte_rate), .def = "0",
+      .min = 0, .max = 1ull << 40 },
+    { .name = "byte_burst", .type = KEY_SIZE, .offset = LS(byte_burst), .def = "0",
+      .min = 0, .max = 1ull << 40 },
+    { .name = "rate_limit_action", .type = KEY_ENUM, .offset = LS(rate_limit_action),
+      .def = "delay", .choices = rate_action_choices },
+    { .name = "high_water", .type = KEY_SIZE, .offset = LS(high_water), .def = "64k",
+      .min = 4096, .max = 1ull << 30 },
 };
 
 static const struct key_desc upstream_keys[] = {
@@ -890,6 +1118,9 @@ static const struct key_desc upstream_keys[] = {
 
 _Static_assert(sizeof(enum cg_listener_mode) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_balance) == sizeof(int), "KEY_ENUM writes an int");
+_Static_assert(sizeof(enum cg_upstream_protocol) == sizeof(int), "KEY_ENUM writes an int");
+_Static_assert(sizeof(enum cg_rate_action) == sizeof(int), "KEY_ENUM writes an int");
+_Static_assert(CG_ROUTE_NAME_MAX == CG_CONF_NAME_MAX, "route upstream names are section names");
 
 static void *gateway_create(struct parser *p, const char *name, unsigned int line,
                             size_t *index)
@@ -949,17 +1180,43 @@ static void *upstream_get(struct parser *p, size_t index)
     return &p->cfg->upstreams[index];
 }
 
+static const char *const bpf_attach_choices[] = {
+    "auto", "tp_btf", "raw_tp", "kprobe", "off", NULL,
+};
+
+static const struct key_desc bpf_keys[] = {
+    { .name = "attach", .type = KEY_ENUM, .offset = offsetof(struct cg_bpf_conf, attach),
+      .def = "auto", .choices = bpf_attach_choices },
+    { .name = "btf", .type = KEY_STRING, .offset = offsetof(struct cg_bpf_conf, btf),
+      .size = sizeof(((struct cg_bpf_conf *)0)->btf), .def = "/sys/kernel/btf/vmlinux" },
+};
+
+_Static_assert(sizeof(enum cg_bpf_attach) == sizeof(int), "KEY_ENUM writes an int");
+
+static void *bpf_create(struct parser *p, const char *name, unsigned int line, size_t *index)
+{
+    *index = 0;
+    return &p->cfg->bpf;
+}
+
+static void *bpf_get(struct parser *p, size_t index)
+{
+    return &p->cfg->bpf;
+}
+
 #define KEYS(t) t, sizeof(t) / sizeof(t[0])
 
 static const struct section_kind kinds[] = {
     { "gateway",  0, KEYS(gateway_keys),  gateway_create,  gateway_get },
     { "listener", 1, KEYS(listener_keys), listener_create, listener_get },
     { "upstream", 1, KEYS(upstream_keys), upstream_create, upstream_get },
+    { "bpf",      0, KEYS(bpf_keys),      bpf_create,      bpf_get },
 };
 
 #define KIND_GATEWAY  (&kinds[0])
 #define KIND_LISTENER (&kinds[1])
 #define KIND_UPSTREAM (&kinds[2])
+#define KIND_BPF      (&kinds[3])
 
 /* Sets every key of <kind> that has a default in <obj>. */
 static void apply_defaults(struct parser *p, const struct section_kind *kind, void *obj,
@@ -1064,8 +1321,8 @@ static void begin_section(struct parser *p, char *inside)
     obj = kind->create(p, name, line, &s->index);
     if (!obj)
         goto out_keys;
-    /* [gateway] was given its defaults before parsing, in case it is absent. */
-    if (kind != KIND_GATEWAY)
+    /* [gateway] and [bpf] were given their defaults before parsing, in case of absence. */
+    if (kind != KIND_GATEWAY && kind != KIND_BPF)
         apply_defaults(p, kind, obj, s->label, line);
     p->cur = (long)p->nsections++;
     return;
@@ -1281,6 +1538,20 @@ static void check_listeners(struct parser *p)
                          l->upstream_name);
         }
 
+        line = key_line_of(s, "routes", &bad);
+        for (j = 0; line && !bad && j < l->nroutes; j++) {
+            struct cg_route *r = &l->routes[j];
+
+            for (k = 0; k < cfg->nupstreams; k++)
+                if (strcmp(cfg->upstreams[k].name, r->upstream_name) == 0)
+                    break;
+            if (k < cfg->nupstreams)
+                r->upstream = k;
+            else
+                error_at(p, line, "[%s] routes: unknown upstream \"%s\"", s->label,
+                         r->upstream_name);
+        }
+
         line = key_line_of(s, "bind", &bad);
         if (!line || bad)
             continue;
@@ -1357,6 +1628,7 @@ int cg_config_parse_string(const char *name, const char *text, struct cg_config 
     p.cfg = cfg;
     p.cur = CUR_NONE;
     apply_defaults(&p, KIND_GATEWAY, &cfg->gw, "gateway", 0);
+    apply_defaults(&p, KIND_BPF, &cfg->bpf, "bpf", 0);
 
     /* Debian's libinih reads its line limit at run time (a VLA of ini_max_line bytes);
      * the default of 200 is too short for a long servers list. */
@@ -1466,6 +1738,10 @@ void cg_config_free(struct cg_config *cfg)
         return;
     for (i = 0; i < cfg->nupstreams; i++)
         free(cfg->upstreams[i].servers);
+    for (i = 0; i < cfg->nlisteners; i++) {
+        cg_routes_free(cfg->listeners[i].routes);
+        free(cfg->listeners[i].allowed_origins);
+    }
     free(cfg->upstreams);
     free(cfg->listeners);
     free(cfg);

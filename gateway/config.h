@@ -1,8 +1,8 @@
 /* gateway/config.h — the ini configuration: types, loading, validation, value parsers.
  *
  * The file is split into lines and keys by inih; every check is ours. Sections:
- * [gateway] (at most one), [listener NAME] and [upstream NAME] (any number, NAME unique per
- * kind, [A-Za-z0-9_.-]+, at most CG_CONF_NAME_MAX - 1 characters). conf/corogate.ini
+ * [gateway] and [bpf] (at most one each), [listener NAME] and [upstream NAME] (any number,
+ * NAME unique per kind, [A-Za-z0-9_.-]+, at most CG_CONF_NAME_MAX - 1 characters). conf/corogate.ini
  * documents every key. Defaults live in one place: the key tables in config.c, written as
  * the strings a user would put in the file and parsed by the same code.
  *
@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "log.h"
@@ -38,6 +39,20 @@ enum cg_listener_mode {
     CG_MODE_WEBSOCKET,
 };
 
+/* What a websocket listener speaks to its upstream. */
+enum cg_upstream_protocol {
+    CG_UPROTO_WEBSOCKET,        /* a WebSocket backend: messages relayed frame by frame */
+    CG_UPROTO_TCP,              /* a plain TCP backend: payloads as a byte stream */
+};
+
+/* What a websocket connection over its message rate limit gets. */
+enum cg_rate_action {
+    CG_RATE_DELAY,              /* stop reading it until the buckets refill */
+    CG_RATE_CLOSE,              /* close 1008 (policy violation) */
+};
+
+struct cg_route;
+
 enum cg_balance {
     CG_BALANCE_ROUNDROBIN,      /* weighted smooth round robin */
     CG_BALANCE_LEASTCONN,
@@ -51,6 +66,14 @@ struct cg_gateway_conf {
     unsigned int     max_connections;   /* 0 = unlimited */
     enum cg_log_level log_level;
     char             stats_socket[CG_CONF_SOCKPATH_MAX];
+    unsigned int     stats_socket_mode;      /* permission bits, 0..0777 */
+    uid_t            stats_socket_uid;       /* (uid_t)-1 = the daemon's */
+    gid_t            stats_socket_gid;       /* (gid_t)-1 = the daemon's */
+    uint64_t         stats_timeout_ms;       /* idle or not-reading stats clients closed */
+    unsigned int     stats_max_clients;
+    char             metrics_listen[CG_CONF_NAME_MAX];  /* "" = no HTTP /metrics */
+    struct sockaddr_storage metrics_addr;
+    socklen_t        metrics_addrlen;
     uint64_t         drain_timeout_ms;
     uint64_t         nofile;            /* desired RLIMIT_NOFILE */
 };
@@ -88,6 +111,41 @@ struct cg_listener_conf {
     size_t           upstream;                  /* index into cg_config.upstreams */
     uint64_t         idle_timeout_ms;           /* 0 = none */
     unsigned int     backlog;
+    /* mode = websocket only (conf/corogate.ini explains each) */
+    enum cg_upstream_protocol upstream_protocol;
+    struct cg_route *routes;                    /* owned (route.h); NULL when none */
+    size_t           nroutes;
+    char            *allowed_origins;           /* owned, lowercase; NULL = any origin */
+    char             health_path[CG_CONF_PATH_MAX / 16];    /* "" = none */
+    uint64_t         handshake_timeout_ms;
+    uint64_t         max_header_size;           /* request line + headers, bytes */
+    unsigned int     max_headers;
+    uint64_t         max_request_line;          /* request-target bytes */
+    uint64_t         upstream_handshake_timeout_ms;
+    uint64_t         max_message_size;
+    uint64_t         keepalive_interval_ms;     /* 0 = no pings */
+    uint64_t         keepalive_timeout_ms;
+    uint64_t         close_timeout_ms;
+    unsigned int     message_rate;              /* messages/s from a client; 0 = no limit */
+    unsigned int     message_burst;             /* 0 = message_rate */
+    uint64_t         byte_rate;                 /* bytes/s from a client; 0 = no limit */
+    uint64_t         byte_burst;                /* 0 = byte_rate */
+    enum cg_rate_action rate_limit_action;
+    uint64_t         high_water;                /* stop reading a side above this queue */
+};
+
+/* [bpf] attach: which probes measure the workers' scheduling (see gateway/schedlat.h). */
+enum cg_bpf_attach {
+    CG_BPF_AUTO,                /* tp_btf, else raw_tp, else kprobe */
+    CG_BPF_TP_BTF,
+    CG_BPF_RAW_TP,
+    CG_BPF_KPROBE,
+    CG_BPF_OFF,
+};
+
+struct cg_bpf_conf {
+    enum cg_bpf_attach attach;
+    char             btf[CG_CONF_PATH_MAX / 16];    /* kernel BTF used for CO-RE */
 };
 
 /* A loaded configuration. Immutable once loaded: workers may read it without locks while
@@ -96,6 +154,7 @@ struct cg_config {
     char             path[CG_CONF_PATH_MAX];    /* as given to the loader */
     time_t           loaded_at;
     struct cg_gateway_conf gw;
+    struct cg_bpf_conf bpf;
     struct cg_listener_conf *listeners;
     size_t           nlisteners;
     struct cg_upstream_conf *upstreams;

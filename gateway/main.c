@@ -16,11 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "coro/ctx.h"
 #include "log.h"
+#include "schedlat.h"
+#include "stats.h"
 #include "worker.h"
 
 #ifndef CG_VERSION
@@ -45,7 +48,7 @@ static void version(void)
     printf("context switch: %s\n", CORO_SWITCH_NAME);
     printf("stacks: shared (copy-on-park) for connections, dedicated available\n");
     printf("libuv: %s\n", uv_version_string());
-    printf("bpf: libbpf (scheduler latency probes: not built yet)\n");
+    printf("bpf: libbpf; scheduler latency probes: tp_btf, raw_tp, kprobe ([bpf] attach)\n");
 }
 
 /* Raises RLIMIT_NOFILE towards <want>: the soft limit up to the hard one, and the hard one
@@ -78,6 +81,8 @@ struct main_ctx {
     uv_signal_t       sighup;
     uv_timer_t        watch;     /* notices when every worker has finished */
     int               signals;
+    struct cg_runtime rt;        /* what the stats socket shows beyond counters */
+    struct cg_stats  *stats;
 };
 
 static void close_main_handles(struct main_ctx *m)
@@ -85,6 +90,8 @@ static void close_main_handles(struct main_ctx *m)
     uv_close((uv_handle_t *)&m->sigint, NULL);
     uv_close((uv_handle_t *)&m->sigterm, NULL);
     uv_close((uv_handle_t *)&m->sighup, NULL);
+    cg_stats_stop(m->stats);
+    m->stats = NULL;
 }
 
 static void on_stop_signal(uv_signal_t *h, int signum)
@@ -101,26 +108,48 @@ static void on_stop_signal(uv_signal_t *h, int signum)
     cg_daemon_request(&m->d, CG_WREQ_STOP);
 }
 
-static void on_hup(uv_signal_t *h, int signum)
+/* Re-reads the configuration (SIGHUP, or `reload` on the stats socket: <why> says which)
+ * and records the outcome in m->rt. Returns 0, or the loader's negative errno. */
+static int reload(struct cg_runtime *rt, const char *why)
 {
-    struct main_ctx *m = h->data;
+    struct main_ctx *m = rt->ud;
     struct cg_config *cfg = NULL;
     struct cg_errors errs;
-    size_t i;
+    size_t i, n;
+    int err;
 
     cg_errors_init(&errs);
-    if (cg_config_load(m->path, &cfg, &errs) < 0) {
-        for (i = 0; i < cg_errors_count(&errs); i++)
+    err = cg_config_load(m->path, &cfg, &errs);
+    rt->reloads++;
+    rt->last_reload_at = time(NULL);
+    rt->last_reload_ok = err == 0;
+    if (err < 0) {
+        n = cg_errors_count(&errs);
+        for (i = 0; i < n; i++)
             cg_error("%s", cg_errors_get(&errs, i));
-        cg_error("SIGHUP: %s is invalid; still running on the previous configuration",
-                 m->path);
+        rt->reload_failures++;
+        snprintf(rt->last_reload_msg, sizeof(rt->last_reload_msg),
+                 "%s is invalid (%zu errors%s%s); still running on the previous "
+                 "configuration", m->path, n, n ? ", first: " : "",
+                 n ? cg_errors_get(&errs, 0) : "");
+        cg_error("%s: %s", why, rt->last_reload_msg);
     } else {
         cg_log_set_level(cfg->gw.log_level);
-        cg_notice("SIGHUP: %s is valid; log_level applied, other changes take effect "
-                  "at restart", m->path);
+        snprintf(rt->last_reload_msg, sizeof(rt->last_reload_msg),
+                 "%s is valid; log_level applied, other changes take effect at restart",
+                 m->path);
+        cg_notice("%s: %s", why, rt->last_reload_msg);
     }
     cg_config_free(cfg);
     cg_errors_deinit(&errs);
+    return err;
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+    struct main_ctx *m = h->data;
+
+    reload(&m->rt, "SIGHUP");
 }
 
 /* The main loop has nothing of its own to wait for but the workers; this polls whether
@@ -213,8 +242,20 @@ int main(int argc, char **argv)
     cg_notice("corogate %s starting: %u workers, config %s, pid %d", CG_VERSION,
               m.d.cfg->gw.workers, path, (int)getpid());
 
-    err = cg_daemon_start(&m.d);
+    m.rt.d = &m.d;
+    m.rt.started_at = time(NULL);
+    m.rt.started_ms = uv_hrtime() / 1000000;
+    m.rt.reload = reload;
+    m.rt.ud = &m;
+    /* Before the workers: no other thread runs while the socket is bound under a umask. */
+    err = cg_stats_start(loop, &m.rt, &m.stats);
+    if (err == 0)
+        err = cg_daemon_start(&m.d);
     if (err < 0) {
+        cg_stats_stop(m.stats);
+        uv_run(loop, UV_RUN_DEFAULT);
+        uv_loop_close(loop);
+        cg_error("not starting");
         cg_config_free(m.d.cfg);
         return 1;
     }
@@ -228,9 +269,16 @@ int main(int argc, char **argv)
     uv_timer_init(loop, &m.watch);
     m.watch.data = &m;
     uv_timer_start(&m.watch, on_watch, 50, 50);
+    /* After the workers started: the probes filter on their TIDs. NULL only without
+     * memory; disabled probes (no privilege, no BTF) are logged and the daemon runs on. */
+    m.d.schedlat = cg_schedlat_start(&m.d);
+    if (!m.d.schedlat)
+        cg_warn("bpf: scheduler probes not started: %s", strerror(errno));
     cg_notice("ready: accepting connections");
 
     uv_run(loop, UV_RUN_DEFAULT);
+    cg_schedlat_free(m.d.schedlat);
+    m.d.schedlat = NULL;
     cg_daemon_join(&m.d);
     uv_loop_close(loop);
     cg_notice("stopped");

@@ -14,19 +14,20 @@
 #include "coro/io.h"
 #include "coro/list.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 
 #define FLUSH_TIMEOUT_MS 5000
 
 static struct cg_ratelimit connect_log = CG_RATELIMIT_INIT(1000, 5);
 
-int cg_conn_connect_upstream(struct cg_conn *c)
+int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
 {
-    struct cg_upstream *up = c->l->up;
     const struct cg_upstream_conf *uc = up->conf;
     struct cg_worker *w = c->w;
     uint64_t tried = 0;
     unsigned attempt;
+    uint64_t t0;
     int err = UV_EHOSTUNREACH;
 
     for (attempt = 0; attempt <= uc->retries; attempt++) {
@@ -48,9 +49,11 @@ int cg_conn_connect_upstream(struct cg_conn *c)
         c->up.wreason = "write upstream";
         /* Counted before the connect so leastconn sees connections in progress too. */
         atomic_fetch_add(&srv->active, 1);
+        t0 = uv_hrtime();
         err = coro_connect(&c->up, (const struct sockaddr *)&srv->conf->addr,
                            (int64_t)uc->connect_timeout_ms);
         if (err == 0) {
+            cg_lat_hist_record(&w->stats.connect_lat, (uv_hrtime() - t0) / 1000);
             uv_tcp_nodelay(&c->up.tcp, 1);
             atomic_fetch_add(&srv->connects, 1);
             c->srv = srv;
@@ -76,6 +79,7 @@ struct dir {
     struct coro_stream *dst;
     int                 open;     /* src has not reached EOF */
     _Atomic uint64_t   *counter;  /* worker stat for these bytes */
+    _Atomic uint64_t   *lcounter; /* listener stat for these bytes */
 };
 
 /* Moves what <d>'s source has to its destination. Returns 1 on progress, 0 when there is
@@ -99,6 +103,7 @@ static int pump(struct dir *d)
     if (n < 0)
         return (int)n;
     CG_STAT_ADD(*d->counter, (uint64_t)n);
+    CG_STAT_ADD(*d->lcounter, (uint64_t)n);
     err = coro_write_nowait(d->dst, b);
     return err < 0 ? err : 1;
 }
@@ -110,8 +115,8 @@ static int relay(struct cg_conn *c)
     struct cg_worker *w = c->w;
     uint64_t idle = c->l->conf->idle_timeout_ms;
     struct dir dirs[2] = {
-        { &c->client, &c->up, 1, &w->stats.bytes_in },
-        { &c->up, &c->client, 1, &w->stats.bytes_out },
+        { &c->client, &c->up, 1, &w->stats.bytes_in, &c->l->stats.bytes_in },
+        { &c->up, &c->client, 1, &w->stats.bytes_out, &c->l->stats.bytes_out },
     };
     int err, a, b;
 
@@ -141,7 +146,7 @@ void cg_tcp_session(void *arg)
     int err;
 
     c->co = coro_self();
-    err = cg_conn_connect_upstream(c);
+    err = cg_conn_connect_upstream(c, c->l->up);
     if (err < 0) {
         if (err != UV_ECANCELED) {
             atomic_fetch_add(&c->l->up->no_server, 1);
@@ -161,6 +166,13 @@ void cg_tcp_session(void *arg)
     }
     atomic_fetch_sub(&c->srv->active, 1);
 out:
+    cg_conn_end(c);
+}
+
+void cg_conn_end(struct cg_conn *c)
+{
+    struct cg_worker *w = c->w;
+
     if (c->up_inited)
         coro_stream_close(&c->up, NULL);
     coro_stream_close(&c->client, NULL);
@@ -168,5 +180,6 @@ out:
     atomic_fetch_sub(&w->d->conns, 1);
     CG_STAT_ADD(w->stats.active, (uint64_t)-1);
     CG_STAT_ADD(w->stats.closed, 1);
+    CG_STAT_ADD(c->l->stats.active, (uint64_t)-1);
     free(c);
 }

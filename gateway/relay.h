@@ -23,8 +23,15 @@ struct cg_conn {
  * stream is open): closes both streams, updates counters and frees it. */
 void cg_tcp_session(void *arg);
 
-/* Connects c->up to a server of the listener's upstream, trying up to 1 + retries servers.
- * Returns 0 with c->srv set and counted active, or the last error. */
-int cg_conn_connect_upstream(struct cg_conn *c);
+/* Connects c->up to a server of <up> (the listener's upstream, or the one a WebSocket route
+ * chose), trying up to 1 + retries servers. Returns 0 with c->srv set and counted active,
+ * or the last error (UV_ETIMEDOUT when the last try timed out, UV_EHOSTUNREACH when no
+ * server was eligible, UV_ECANCELED on a stop). */
+int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up);
+
+/* Ends a session of either mode: closes both streams (waits for the closes), takes <c> off
+ * the worker's list, updates the counters and frees <c>. The caller has already released
+ * c->srv (active count) if it held one. */
+void cg_conn_end(struct cg_conn *c);
 
 #endif

@@ -57,7 +57,8 @@ int cg_server_is_eligible(const struct cg_server *srv)
 {
     unsigned max = srv->up->conf->max_connections_per_server;
 
-    if (atomic_load_explicit(&srv->down, memory_order_relaxed))
+    if (atomic_load_explicit(&srv->down, memory_order_relaxed) ||
+        atomic_load_explicit(&srv->state, memory_order_relaxed) != CG_SERVER_READY)
         return 0;
     return max == 0 || atomic_load_explicit(&srv->active, memory_order_relaxed) < max;
 }

@@ -15,11 +15,19 @@
 
 #define CG_MAX_WORKERS 1024
 
+/* Administrative state of a server, set at run time (stats socket `set server`). */
+enum cg_server_state {
+    CG_SERVER_READY = 0,    /* takes new connections */
+    CG_SERVER_DRAIN,        /* no new connections; established ones go on; health checked */
+    CG_SERVER_MAINT,        /* no new connections; established ones go on; not checked */
+};
+
 struct cg_server {
     const struct cg_server_conf *conf;      /* in the daemon's config */
     struct cg_upstream *up;
     unsigned           index;
     _Atomic int        down;                /* set by health checks */
+    _Atomic int        state;               /* enum cg_server_state */
     _Atomic unsigned   active;              /* established connections through us */
     _Atomic uint64_t   connects;            /* successful connects, total */
     _Atomic uint64_t   connect_fails;       /* refused, reset, timed out */
@@ -50,7 +58,8 @@ void cg_upstreams_free(struct cg_upstream *ups, size_t n);
  * indexes; servers past 63 are never excluded). Returns NULL when none is eligible. */
 struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint64_t tried);
 
-/* 1 when <srv> may take one more connection (not down, below its per-server limit). */
+/* 1 when <srv> may take one more connection (ready, not down, below its per-server
+ * limit). */
 int cg_server_is_eligible(const struct cg_server *srv);
 
 /* Records a health-check result for <srv>; returns 1 when it changed the server's state

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "relay.h"
 #include "worker.h"
+#include "ws.h"
 
 #define ACCEPTS_PER_WAKEUP 64
 #define EMFILE_PAUSE_MS    100
@@ -117,11 +118,12 @@ static void start_conn(struct cg_wlistener *l, int fd)
     struct cg_daemon *d = w->d;
     unsigned max = d->cfg->gw.max_connections;
     struct cg_conn *c;
-    int one = 1;
+    int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET;
 
     if (max && atomic_fetch_add(&d->conns, 1) >= max) {
         atomic_fetch_sub(&d->conns, 1);
         CG_STAT_ADD(w->stats.rejected_max, 1);
+        CG_STAT_ADD(l->stats.rejected_max, 1);
         close(fd);
         return;
     }
@@ -140,7 +142,8 @@ static void start_conn(struct cg_wlistener *l, int fd)
     c->l = l;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (uv_tcp_open(&c->client.tcp, fd) < 0 ||
-        coro_spawn(w->sched, cg_tcp_session, c, "tcp session", &c->co) < 0) {
+        coro_spawn(w->sched, ws ? cg_ws_session : cg_tcp_session, c,
+                   ws ? "ws session" : "tcp session", &c->co) < 0) {
         /* The handle owns fd once opened; closing it closes fd, and frees c after. */
         CG_STAT_ADD(w->stats.accept_errors, 1);
         atomic_fetch_sub(&d->conns, 1);
@@ -150,6 +153,8 @@ static void start_conn(struct cg_wlistener *l, int fd)
     coro_list_add_tail(&w->conns, &c->node);
     CG_STAT_ADD(w->stats.accepted, 1);
     CG_STAT_ADD(w->stats.active, 1);
+    CG_STAT_ADD(l->stats.accepted, 1);
+    CG_STAT_ADD(l->stats.active, 1);
     return;
 
 out_fd:
@@ -214,6 +219,8 @@ static void health_check(void *arg)
     for (;;) {
         if (coro_sleep(uc->health_check_interval_ms) == UV_ECANCELED)
             break;
+        if (atomic_load_explicit(&srv->state, memory_order_relaxed) == CG_SERVER_MAINT)
+            continue;
         err = coro_stream_init(coro_sched_current(), &ck->st);
         if (err == 0) {
             err = coro_connect(&ck->st, (const struct sockaddr *)&srv->conf->addr,
@@ -307,11 +314,49 @@ static void on_drain_timeout(uv_timer_t *t)
     cancel_all(w);
 }
 
+/* Runs the calls queued in <w>, oldest first. */
+static void run_calls(struct cg_worker *w)
+{
+    struct cg_wcall *list, *prev = NULL, *next;
+
+    uv_mutex_lock(&w->lock);
+    list = w->calls;
+    w->calls = NULL;
+    uv_mutex_unlock(&w->lock);
+    for (; list; list = next) {     /* reverse: queued newest first */
+        next = list->next;
+        list->next = prev;
+        prev = list;
+    }
+    for (list = prev; list; list = next) {
+        next = list->next;
+        list->next = NULL;
+        list->fn(w, list);
+    }
+}
+
+int cg_worker_call(struct cg_worker *w, struct cg_wcall *call)
+{
+    int err = 0;
+
+    uv_mutex_lock(&w->lock);
+    if (w->async_closed) {
+        err = -ESRCH;
+    } else {
+        call->next = w->calls;
+        w->calls = call;
+        uv_async_send(&w->async);
+    }
+    uv_mutex_unlock(&w->lock);
+    return err;
+}
+
 static void on_request(uv_async_t *a)
 {
     struct cg_worker *w = a->data;
     int how = atomic_exchange(&w->request, CG_WREQ_NONE);
 
+    run_calls(w);
     if (how == CG_WREQ_NONE)
         return;
     if (!w->stopping) {
@@ -370,6 +415,8 @@ static void worker_main(void *arg)
     snprintf(name, sizeof(name), "corogate/w%u", w->id);
     pthread_setname_np(pthread_self(), name);
     pin(w);
+    /* For the scheduler probes' TID filter (schedlat.h), once on the CPU it stays on. */
+    atomic_store(&w->tid, (int)gettid());
     for (i = 0; i < w->nls; i++)
         uv_poll_start(&w->ls[i].poll, UV_READABLE, on_acceptable);
     if (w->id == 0)
@@ -380,6 +427,7 @@ static void worker_main(void *arg)
     w->async_closed = 1;
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_mutex_unlock(&w->lock);
+    run_calls(w);       /* those queued since the last wakeup still get their answer */
     leaked = coro_sched_free(w->sched);
     if (leaked)
         cg_error("%d coroutines still alive at exit", leaked);

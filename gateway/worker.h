@@ -14,7 +14,9 @@
 #include "config.h"
 #include "coro/coro.h"
 #include "coro/coro-t.h"
+#include "metrics-t.h"
 #include "upstream.h"
+#include "ws-t.h"
 
 /* Counters of one worker. Written by that worker only (relaxed load + store, no locked
  * instruction), read by anyone. */
@@ -31,6 +33,33 @@ struct cg_worker_stats {
     _Atomic uint64_t resets;           /* closed on a read/write error */
     _Atomic uint64_t bytes_in;         /* from clients */
     _Atomic uint64_t bytes_out;        /* to clients */
+    struct cg_lat_hist connect_lat;    /* successful upstream connects */
+    struct cg_lat_hist handshake_lat;  /* WebSocket handshakes, request to 101 sent */
+    /* websocket listeners (indexes in ws-t.h; names from ws.h) */
+    _Atomic uint64_t ws_upgrades;      /* 101 sent: relaying */
+    _Atomic uint64_t ws_health;        /* health checks answered 200 */
+    _Atomic uint64_t ws_hs_aborted;    /* the client left during the handshake */
+    _Atomic uint64_t ws_hs_status[CG_WSS_N];      /* handshakes answered with an error */
+    _Atomic uint64_t ws_upstream_fails;/* backend refused or botched its handshake */
+    _Atomic uint64_t ws_close_sent[CG_WSC_N];     /* close frames sent to clients */
+    _Atomic uint64_t ws_close_rcvd[CG_WSC_N];     /* close frames received from clients */
+    _Atomic uint64_t ws_proto_errors[CG_WSP_N];   /* client protocol violations by kind */
+    _Atomic uint64_t ws_upstream_proto_errors;    /* backend protocol violations */
+    _Atomic uint64_t ws_msgs_in;       /* messages from clients */
+    _Atomic uint64_t ws_msgs_out;      /* messages to clients */
+    _Atomic uint64_t ws_too_big;       /* closed 1009 */
+    _Atomic uint64_t ws_rate_limited;  /* closed 1008 or delayed by the message rate limit */
+    _Atomic uint64_t ws_keepalive_timeouts;
+    _Atomic uint64_t ws_close_timeouts;/* close handshakes cut at close_timeout */
+};
+
+/* Counters of one listener in one worker, written by that worker only. */
+struct cg_listener_stats {
+    _Atomic uint64_t accepted;
+    _Atomic uint64_t active;
+    _Atomic uint64_t rejected_max;     /* over max_connections */
+    _Atomic uint64_t bytes_in;         /* from clients */
+    _Atomic uint64_t bytes_out;        /* to clients */
 };
 
 #define CG_STAT_ADD(field, n)                                                      \
@@ -39,6 +68,7 @@ struct cg_worker_stats {
                           memory_order_relaxed)
 
 struct cg_worker;
+struct cg_schedlat;
 
 /* One listener's socket in one worker. */
 struct cg_wlistener {
@@ -49,6 +79,16 @@ struct cg_wlistener {
     uv_timer_t                     backoff;   /* resumes accepting after EMFILE */
     int                            fd;
     int                            paused;
+    struct cg_listener_stats       stats;
+};
+
+/* A function run on a worker's thread on behalf of another thread: how the main thread
+ * asks a worker about what only the worker may touch (its coroutines). */
+struct cg_wcall {
+    struct cg_wcall *next;
+    /* Runs once on <w>'s thread, from its loop or, when the worker is stopping, after its
+     * loop ended (its scheduler still there). Hands its result back itself. */
+    void           (*fn)(struct cg_worker *w, struct cg_wcall *call);
 };
 
 struct cg_worker {
@@ -61,6 +101,7 @@ struct cg_worker {
     uv_async_t              async;        /* stop / drain requests from the main thread */
     uv_mutex_t              lock;         /* guards async_closed against a late request */
     int                     async_closed;
+    struct cg_wcall        *calls;        /* queued calls, newest first; under lock */
     uv_timer_t              drain_timer;
     _Atomic int             request;      /* CG_WREQ_* */
     struct cg_wlistener    *ls;
@@ -70,6 +111,7 @@ struct cg_worker {
     int                     reserve_fd;   /* spent to shed a connection on EMFILE */
     int                     stopping;
     struct cg_worker_stats  stats;
+    _Atomic int             tid;          /* gettid(), published once pinned; 0 before */
 };
 
 enum {
@@ -86,6 +128,7 @@ struct cg_daemon {
     _Atomic unsigned     conns;          /* established client connections, all workers */
     uint64_t             nofile;         /* RLIMIT_NOFILE in force */
     uv_loop_t           *loop;           /* main thread's */
+    struct cg_schedlat  *schedlat;       /* BPF scheduler probes (schedlat.h); main thread */
 };
 
 /* Binds every listener's sockets (one per worker, SO_REUSEPORT), starts the workers and
@@ -95,6 +138,10 @@ int cg_daemon_start(struct cg_daemon *d);
 
 /* Asks every worker to drain (<how> = CG_WREQ_DRAIN) or stop now (CG_WREQ_STOP). */
 void cg_daemon_request(struct cg_daemon *d, int how);
+
+/* Queues <call> (the caller's, kept until call->fn ran) for worker <w> and wakes it.
+ * Returns 0, or -ESRCH when the worker has ended (call->fn will not run). Any thread. */
+int cg_worker_call(struct cg_worker *w, struct cg_wcall *call);
 
 /* Waits for every worker thread to end and frees what start allocated. */
 void cg_daemon_join(struct cg_daemon *d);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "run.h"
 #include "serve.h"
 
 #ifndef CG_VERSION
@@ -20,6 +21,8 @@ struct command {
 };
 
 static const struct command commands[] = {
+    { "run",   "load: many TCP/WebSocket connections, rates, latency, a verdict",
+      lg_run_main, lg_run_usage },
     { "serve", "echo backend for corogate, its tests and capacity runs",
       lg_serve_main, lg_serve_usage },
 };

@@ -29,9 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include "lg_msg.h"
+#include "lg_ws.h"
 #include "net.h"
 #include "serve.h"
 
@@ -41,6 +44,9 @@
 #define WARN_INTERVAL_MS  1000      /* at most one accept warning per worker per second */
 #define WRITE_TIMEOUT_MS  60000     /* a peer that reads nothing for a minute is dropped */
 #define FLUSH_TIMEOUT_MS  10000     /* echo still queued at EOF gets this long to leave */
+#define HANDSHAKE_TIMEOUT_MS 10000  /* ws: the upgrade request must come within this */
+#define PUSH_TICK_MS      1
+#define PUSH_BATCH        64        /* pushes per connection per tick at most */
 #define MAX_THREADS       1024
 
 /* A --mode. <handler> NULL: named so that the error is clear, but not implemented yet. */
@@ -53,7 +59,7 @@ struct serve_mode {
 
 static const struct serve_mode serve_modes[] = {
     { "tcp", "tcp echo", "echo tcp", lg_serve_echo_tcp },
-    { "ws",  "websocket echo", "echo ws", NULL },
+    { "ws",  "websocket echo", "echo ws", lg_serve_echo_ws },
 };
 
 struct serve_stats {
@@ -64,6 +70,11 @@ struct serve_stats {
     uint64_t rejected;       /* closed at once: --max-conns reached, or no memory */
     uint64_t emfile;         /* accept() said EMFILE/ENFILE: accepts paused */
     uint64_t accept_errors;  /* other accept() failures (ENOBUFS, ENOMEM...) */
+    uint64_t dropped;        /* --fault: chunks (tcp) or messages (ws) not echoed */
+    uint64_t flipped;        /* --fault: chunks or messages echoed with a bit flipped */
+    uint64_t pushed;         /* --push: messages sent */
+    uint64_t push_skipped;   /* --push: not sent, the connection's queue was full */
+    uint64_t ws_refused;     /* ws: bad upgrade requests answered with an HTTP error */
 };
 
 /* What the command line asked for; read-only once the workers run, but for <live>. */
@@ -73,6 +84,12 @@ struct serve_cfg {
     unsigned                 threads;
     unsigned long            max_conns;   /* 0 = no limit */
     int                      quiet;
+    uint64_t                 delay_ms;    /* --delay: each echo held back this long */
+    double                   drop;        /* --fault drop=P */
+    double                   flip;        /* --fault flip=P */
+    uint64_t                 seed;        /* --fault seed=N */
+    double                   push_rate;   /* --push: messages/s per connection; 0 = off */
+    uint32_t                 push_size;   /* --push-size */
     atomic_ulong             live;        /* open connections, kept only with max_conns */
 };
 
@@ -81,6 +98,7 @@ enum {
     W_ASYNC = 1 << 1,
     W_TIMER = 1 << 2,
     W_POLL  = 1 << 3,
+    W_PUSH  = 1 << 4,
 };
 
 struct lg_worker {
@@ -99,6 +117,11 @@ struct lg_worker {
     uv_async_t          stop;
     uv_timer_t          pause;        /* ends an EMFILE pause */
     uv_poll_t           listener;
+    uv_timer_t          push;         /* --push */
+    uint64_t            push_start;   /* ns */
+    uint64_t            push_ticks;   /* messages per connection sent so far */
+    uint64_t            rng;          /* --fault */
+    uint8_t            *scratch;      /* --push: one message */
     uint64_t            last_warn_ms;
     struct lg_conn     *conns;        /* live connections */
     struct serve_stats  stats;        /* written by the worker; read after the join */
@@ -129,21 +152,285 @@ static void say(const char *fmt, ...)
 
 /* ---------------------------------------------------------------- connections */
 
+static uint64_t next_rand(uint64_t *s)
+{
+    uint64_t x = *s;
+
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+static double rand_unit(uint64_t *s)
+{
+    return (double)(next_rand(s) >> 11) / 9007199254740992.0;
+}
+
+enum { FAULT_NONE = 0, FAULT_DROP, FAULT_FLIP };
+
+/* Decides the fate of <len> bytes at <p> under --fault; flips one bit in place for
+ * FAULT_FLIP. */
+static int fault_apply(struct lg_worker *w, uint8_t *p, size_t len)
+{
+    const struct serve_cfg *cfg = w->cfg;
+
+    if (cfg->drop > 0 && rand_unit(&w->rng) < cfg->drop) {
+        w->stats.dropped++;
+        return FAULT_DROP;
+    }
+    if (cfg->flip > 0 && len > 0 && rand_unit(&w->rng) < cfg->flip) {
+        p[next_rand(&w->rng) % len] ^= (uint8_t)(1u << (next_rand(&w->rng) % 8));
+        w->stats.flipped++;
+        return FAULT_FLIP;
+    }
+    return FAULT_NONE;
+}
+
+/* --delay: sleeps until <arrived> (loop time) + the delay. Returns 0 or UV_ECANCELED. */
+static int delay_until(struct lg_conn *c, uint64_t arrived)
+{
+    uint64_t due = arrived + c->worker->cfg->delay_ms, now = uv_now(&c->worker->loop);
+
+    return due > now ? coro_sleep(due - now) : 0;
+}
+
 int lg_serve_echo_tcp(struct lg_conn *c)
 {
+    const struct serve_cfg *cfg = c->worker->cfg;
     struct coro_buf *b = NULL;
+    uint64_t arrived;
     ssize_t n;
     int err;
 
+    c->ready = 1;
     for (;;) {
         /* No read timeout: capacity tests hold idle connections for as long as they like. */
         n = coro_read(&c->st, &b, CORO_FOREVER);
         if (n < 0)
             return n == UV_EOF ? 0 : (int)n;
+        arrived = uv_now(&c->worker->loop);
+        if ((cfg->drop > 0 || cfg->flip > 0) &&
+            fault_apply(c->worker, (uint8_t *)b->data + b->off, (size_t)n) == FAULT_DROP) {
+            coro_buf_put(c->st.sched, b);
+            continue;
+        }
+        if (cfg->delay_ms) {
+            err = delay_until(c, arrived);
+            if (err < 0) {
+                coro_buf_put(c->st.sched, b);
+                return err;
+            }
+        }
         err = coro_write(&c->st, b, WRITE_TIMEOUT_MS);   /* takes <b>: the same bytes back */
         if (err < 0)
             return err;
     }
+}
+
+/* ---------------------------------------------------------------- websocket */
+
+/* Gathers frame bytes from wslay into <c->out>; out_flush() writes them. */
+static int ws_append(void *ud, const void *p, size_t len)
+{
+    struct lg_conn *c = ud;
+    struct coro_sched *s = c->st.sched;
+    const char *src = p;
+    size_t n;
+    int err;
+
+    while (len > 0) {
+        if (c->out && c->out->len == c->out->cap) {
+            err = coro_write_nowait(&c->st, c->out);
+            c->out = NULL;
+            if (err < 0)
+                return err;
+        }
+        if (!c->out) {
+            c->out = coro_buf_get(s, len > coro_buf_size(s) ? len : 0);
+            if (!c->out)
+                return UV_ENOMEM;
+        }
+        n = c->out->cap - c->out->len;
+        if (n > len)
+            n = len;
+        memcpy(c->out->data + c->out->len, src, n);
+        c->out->len += (uint32_t)n;
+        src += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* Hands wslay's queued frames over and writes them. Never waits: also for callbacks. */
+static int ws_flush(struct lg_conn *c)
+{
+    struct coro_buf *b;
+    int err = lg_wsc_flush(c->ws);
+
+    b = c->out;
+    c->out = NULL;
+    if (b) {
+        int werr = coro_write_nowait(&c->st, b);
+
+        if (err == 0)
+            err = werr;
+    }
+    if (err < 0 && !c->werr)
+        c->werr = err;
+    return err;
+}
+
+static void ws_on_msg(void *ud, int text, const uint8_t *p, size_t len)
+{
+    struct lg_conn *c = ud;
+    struct lg_worker *w = c->worker;
+    uint8_t *copy = NULL;
+    int err, fate = FAULT_NONE;
+
+    if (w->cfg->drop > 0 || w->cfg->flip > 0) {
+        copy = malloc(len ? len : 1);
+        if (!copy) {
+            c->werr = UV_ENOMEM;
+            return;
+        }
+        memcpy(copy, p, len);
+        fate = fault_apply(w, copy, len);
+        p = copy;
+    }
+    if (fate != FAULT_DROP) {
+        err = lg_wsc_send_op(c->ws, text, p, len);   /* copies */
+        if (err < 0 && !c->werr)
+            c->werr = err;
+    }
+    free(copy);
+}
+
+int lg_serve_echo_ws(struct lg_conn *c)
+{
+    const struct serve_cfg *cfg = c->worker->cfg;
+    struct coro_buf *b = NULL;
+    uint64_t arrived;
+    ssize_t n;
+    int err, ferr;
+
+    err = lg_wss_accept(&c->st, HANDSHAKE_TIMEOUT_MS, &b);
+    if (err == 1) {
+        c->worker->stats.ws_refused++;
+        return 0;                 /* the error answer is queued: flush and close */
+    }
+    if (err < 0)
+        return err;
+    c->ws = lg_ws_new(0, ws_append, ws_on_msg, c);
+    if (!c->ws) {
+        coro_buf_put(c->st.sched, b);
+        return UV_ENOMEM;
+    }
+    c->ready = 1;
+    for (;;) {
+        if (!b) {
+            n = coro_read(&c->st, &b, CORO_FOREVER);
+            if (n < 0)
+                return n == UV_EOF ? 0 : (int)n;
+        }
+        arrived = uv_now(&c->worker->loop);
+        err = lg_wsc_feed(c->ws, (const uint8_t *)b->data + b->off, b->len - b->off);
+        coro_buf_put(c->st.sched, b);
+        b = NULL;
+        if (cfg->delay_ms && err == 0) {
+            ferr = delay_until(c, arrived);
+            if (ferr < 0)
+                return ferr;
+        }
+        ferr = ws_flush(c);       /* echoes, pongs, and the close answer */
+        if (err == UV_EOF)
+            return 0;             /* close handshake done */
+        if (err < 0)
+            return err;           /* a protocol error: close 1002 was sent */
+        if (ferr < 0)
+            return ferr;
+        if (c->werr < 0)
+            return c->werr;
+        if (coro_stream_queued(&c->st) > c->st.wq_high) {
+            err = coro_flush(&c->st, WRITE_TIMEOUT_MS);   /* a slow reader: wait */
+            if (err < 0)
+                return err;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- push */
+
+static void push_one(struct lg_worker *w, struct lg_conn *c, unsigned n)
+{
+    uint32_t size = w->cfg->push_size;
+    struct coro_buf *b = NULL;
+    struct timespec ts;
+    uint64_t now;
+    unsigned i;
+    int err = 0;
+
+    if (!c->ready || c->werr || coro_stream_is_closing(&c->st))
+        return;
+    if (coro_stream_queued(&c->st) > c->st.wq_high) {
+        w->stats.push_skipped += n;
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    for (i = 0; i < n && err == 0; i++) {
+        if (c->ws) {
+            lg_msg_write(w->scratch, size, c->push_seq, now, LG_MSG_CONN_PUSH);
+            err = lg_wsc_send(c->ws, w->scratch, size);
+        } else {
+            if (b && b->cap - b->len < size) {
+                err = coro_write_nowait(&c->st, b);
+                b = NULL;
+                if (err < 0)
+                    break;
+            }
+            if (!b) {
+                b = coro_buf_get(w->sched, size > coro_buf_size(w->sched) ? size : 0);
+                if (!b) {
+                    err = UV_ENOMEM;
+                    break;
+                }
+            }
+            lg_msg_write((uint8_t *)b->data + b->len, size, c->push_seq, now,
+                         LG_MSG_CONN_PUSH);
+            b->len += size;
+        }
+        if (err == 0) {
+            c->push_seq++;
+            w->stats.pushed++;
+        }
+    }
+    if (c->ws)
+        err = ws_flush(c);
+    else if (b)
+        err = coro_write_nowait(&c->st, b);
+    if (err < 0 && !c->werr) {
+        c->werr = err;
+        if (c->co)
+            coro_wake(c->co, 0);   /* a reading handler sees the error from the socket */
+    }
+}
+
+static void on_push(uv_timer_t *h)
+{
+    struct lg_worker *w = h->data;
+    double el = (double)(uv_hrtime() - w->push_start) / 1e9;
+    uint64_t due = (uint64_t)(el * w->cfg->push_rate);
+    unsigned n;
+    struct lg_conn *c;
+
+    if (due <= w->push_ticks || w->stopping)
+        return;
+    n = due - w->push_ticks > PUSH_BATCH ? PUSH_BATCH : (unsigned)(due - w->push_ticks);
+    w->push_ticks = due;          /* a stall is not made up beyond one batch */
+    for (c = w->conns; c; c = c->next)
+        push_one(w, c, n);
 }
 
 static void conn_unlink(struct lg_worker *w, struct lg_conn *c)
@@ -183,6 +470,10 @@ static void conn_main(void *arg)
     if (err < 0 && err != UV_ECANCELED)
         w->stats.errors++;
     coro_stream_close(&c->st, NULL);   /* waits until the handle is closed */
+    coro_buf_put(w->sched, c->out);
+    c->out = NULL;
+    lg_wsc_free(c->ws);
+    c->ws = NULL;
     w->stats.bytes_in += c->st.bytes_in;
     w->stats.bytes_out += c->st.bytes_out;
     conn_unlink(w, c);
@@ -334,6 +625,10 @@ static void worker_close_handles(struct lg_worker *w)
         w->inited &= ~W_ASYNC;
         uv_close((uv_handle_t *)&w->stop, NULL);
     }
+    if (w->inited & W_PUSH) {
+        w->inited &= ~W_PUSH;
+        uv_close((uv_handle_t *)&w->push, NULL);
+    }
 }
 
 static void on_stop(uv_async_t *a)
@@ -383,6 +678,18 @@ static int worker_start(struct lg_worker *w)
     uv_timer_init(&w->loop, &w->pause);
     w->pause.data = w;
     w->inited |= W_TIMER;
+    w->rng = (w->cfg->seed + 0x9e3779b97f4a7c15ull * (w->id + 1)) | 1;
+    if (w->cfg->push_rate > 0) {
+        w->start_op = "malloc()";
+        w->scratch = malloc(w->cfg->push_size);
+        if (!w->scratch)
+            return -ENOMEM;
+        uv_timer_init(&w->loop, &w->push);
+        w->push.data = w;
+        w->inited |= W_PUSH;
+        w->push_start = uv_hrtime();
+        uv_timer_start(&w->push, on_push, PUSH_TICK_MS, PUSH_TICK_MS);
+    }
     w->start_op = "uv_poll_init()";
     err = uv_poll_init(&w->loop, &w->listener, w->lfd);
     if (err < 0)
@@ -415,6 +722,8 @@ static void worker_finish(struct lg_worker *w)
         close(w->lfd);
         w->lfd = -1;
     }
+    free(w->scratch);
+    w->scratch = NULL;
 }
 
 static void *worker_main(void *arg)
@@ -546,6 +855,11 @@ static int serve_run(struct serve_cfg *cfg)
         tot.rejected += w->stats.rejected;
         tot.emfile += w->stats.emfile;
         tot.accept_errors += w->stats.accept_errors;
+        tot.dropped += w->stats.dropped;
+        tot.flipped += w->stats.flipped;
+        tot.pushed += w->stats.pushed;
+        tot.push_skipped += w->stats.push_skipped;
+        tot.ws_refused += w->stats.ws_refused;
     }
     err = uv_loop_close(&loop);
     if (err < 0)
@@ -553,13 +867,30 @@ static int serve_run(struct serve_cfg *cfg)
     free(r.workers);
     if (failed)
         return 1;
-    if (!cfg->quiet)
+    if (!cfg->quiet) {
+        char extra[256] = "";
+        size_t off = 0;
+
+        if (cfg->drop > 0 || cfg->flip > 0)
+            off += (size_t)snprintf(extra + off, sizeof(extra) - off,
+                                    "; faults: %llu dropped, %llu flipped",
+                                    (unsigned long long)tot.dropped,
+                                    (unsigned long long)tot.flipped);
+        if (cfg->push_rate > 0 && off < sizeof(extra))
+            off += (size_t)snprintf(extra + off, sizeof(extra) - off,
+                                    "; %llu pushed, %llu push skipped (queue full)",
+                                    (unsigned long long)tot.pushed,
+                                    (unsigned long long)tot.push_skipped);
+        if (cfg->mode->handler == lg_serve_echo_ws && off < sizeof(extra))
+            snprintf(extra + off, sizeof(extra) - off, "; %llu upgrades refused",
+                     (unsigned long long)tot.ws_refused);
         say("stopped: %llu connections, %llu bytes in, %llu bytes out, %llu ended by an "
-            "error, %llu rejected, %llu EMFILE/ENFILE pauses, %llu other accept errors",
+            "error, %llu rejected, %llu EMFILE/ENFILE pauses, %llu other accept errors%s",
             (unsigned long long)tot.conns, (unsigned long long)tot.bytes_in,
             (unsigned long long)tot.bytes_out, (unsigned long long)tot.errors,
             (unsigned long long)tot.rejected, (unsigned long long)tot.emfile,
-            (unsigned long long)tot.accept_errors);
+            (unsigned long long)tot.accept_errors, extra);
+    }
     return 0;
 }
 
@@ -577,22 +908,31 @@ static unsigned default_threads(void)
 void lg_serve_usage(FILE *f)
 {
     fprintf(f,
-        "usage: corogate-loadgen serve [--mode tcp] --listen ADDR:PORT [options]\n"
+        "usage: corogate-loadgen serve [--mode tcp|ws] --listen ADDR:PORT [options]\n"
         "\n"
-        "Echo backend: every byte received on a connection is sent back on it.\n"
+        "Echo backend: every byte (tcp) or message (ws) received on a connection is sent\n"
+        "back on it.\n"
         "\n"
         "  --mode MODE         tcp: echo the bytes as they come (default)\n"
+        "                      ws: WebSocket upgrade (any path), then echo each message\n"
         "  --listen ADDR:PORT  address to serve: 127.0.0.1:9000, [::1]:9000; port 0 takes\n"
         "                      a free port (only with --threads 1), shown in the start line\n"
         "  --threads N         worker threads, each with its own SO_REUSEPORT listener\n"
         "                      (1..%d; default: online CPUs, here %u)\n"
         "  --max-conns N       close new connections at once while N are open (0: no limit)\n"
+        "  --delay MS          hold every echo back MS milliseconds (a slow backend)\n"
+        "  --fault SPEC        test mode: drop=P,flip=P[,seed=N]: each chunk (tcp) or\n"
+        "                      message (ws) is dropped with probability P, or echoed with\n"
+        "                      one bit flipped\n"
+        "  --push R            send every connection R messages/s stamped with\n"
+        "                      CLOCK_REALTIME (for `run --push-recv`)\n"
+        "  --push-size S       bytes per pushed message, %u..%u (64)\n"
         "  --quiet             print only the start line and errors\n"
         "  -h, --help          this help\n"
         "\n"
         "Prints `serve: tcp echo on ADDR:PORT, N threads` once listening. SIGINT or SIGTERM\n"
         "stops it and prints the totals. Exit status: 0 stopped by a signal, 1 could not\n"
-        "start, 2 usage error.\n", MAX_THREADS, default_threads());
+        "start, 2 usage error.\n", MAX_THREADS, default_threads(), LG_MSG_HDR, LG_MSG_MAX);
 }
 
 /* Parses all of <s> as a decimal in <min>..<max>. Returns 0 or -EINVAL. */
@@ -628,7 +968,42 @@ static int usage_error(const char *fmt, ...)
     return 2;
 }
 
-enum { OPT_MODE = 256, OPT_LISTEN, OPT_THREADS, OPT_MAX_CONNS, OPT_QUIET };
+enum {
+    OPT_MODE = 256, OPT_LISTEN, OPT_THREADS, OPT_MAX_CONNS, OPT_QUIET, OPT_DELAY, OPT_FAULT,
+    OPT_PUSH, OPT_PUSH_SIZE,
+};
+
+/* Parses "drop=P,flip=P,seed=N" (any subset, any order) into <cfg>. Returns 0 or -EINVAL. */
+static int parse_fault(const char *spec, struct serve_cfg *cfg)
+{
+    char buf[256], *tok, *save = NULL, *end;
+    double v;
+
+    if (strlen(spec) >= sizeof(buf))
+        return -EINVAL;
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (strncmp(tok, "seed=", 5) == 0) {
+            unsigned long v64;
+
+            if (parse_ulong(tok + 5, 0, ULONG_MAX, &v64) < 0)
+                return -EINVAL;
+            cfg->seed = v64;
+            continue;
+        }
+        if (strncmp(tok, "drop=", 5) != 0 && strncmp(tok, "flip=", 5) != 0)
+            return -EINVAL;
+        errno = 0;
+        v = strtod(tok + 5, &end);
+        if (errno || end == tok + 5 || *end || !(v >= 0) || !(v <= 1))
+            return -EINVAL;
+        if (tok[0] == 'd')
+            cfg->drop = v;
+        else
+            cfg->flip = v;
+    }
+    return 0;
+}
 
 int lg_serve_main(int argc, char **argv)
 {
@@ -638,17 +1013,23 @@ int lg_serve_main(int argc, char **argv)
         { "threads",   required_argument, NULL, OPT_THREADS },
         { "max-conns", required_argument, NULL, OPT_MAX_CONNS },
         { "quiet",     no_argument,       NULL, OPT_QUIET },
+        { "delay",     required_argument, NULL, OPT_DELAY },
+        { "fault",     required_argument, NULL, OPT_FAULT },
+        { "push",      required_argument, NULL, OPT_PUSH },
+        { "push-size", required_argument, NULL, OPT_PUSH_SIZE },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     struct serve_cfg cfg;
     const char *mode = "tcp", *listen_at = NULL;
+    char *end;
     unsigned long v;
     size_t i;
     int opt;
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.threads = default_threads();
+    cfg.push_size = 64;
     opterr = 0;        /* our messages, then the usage */
     optind = 0;        /* glibc: full re-initialisation, whoever parsed before */
     while ((opt = getopt_long(argc, argv, "+:h", opts, NULL)) != -1) {
@@ -673,6 +1054,31 @@ int lg_serve_main(int argc, char **argv)
         case OPT_QUIET:
             cfg.quiet = 1;
             break;
+        case OPT_DELAY:
+            if (parse_ulong(optarg, 0, 3600000, &v) < 0)
+                return usage_error("bad --delay '%s': expected milliseconds, 0..3600000",
+                                   optarg);
+            cfg.delay_ms = v;
+            break;
+        case OPT_FAULT:
+            if (parse_fault(optarg, &cfg) < 0)
+                return usage_error("bad --fault '%s': expected drop=P,flip=P[,seed=N] with "
+                                   "P in 0..1", optarg);
+            break;
+        case OPT_PUSH:
+            errno = 0;
+            cfg.push_rate = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(cfg.push_rate > 0) ||
+                cfg.push_rate > 1e6)
+                return usage_error("bad --push '%s': expected messages per second per "
+                                   "connection, up to 1000000", optarg);
+            break;
+        case OPT_PUSH_SIZE:
+            if (parse_ulong(optarg, LG_MSG_HDR, LG_MSG_MAX, &v) < 0)
+                return usage_error("bad --push-size '%s': expected %u..%u bytes", optarg,
+                                   LG_MSG_HDR, LG_MSG_MAX);
+            cfg.push_size = (uint32_t)v;
+            break;
         case 'h':
             lg_serve_usage(stdout);
             return 0;
@@ -691,7 +1097,7 @@ int lg_serve_main(int argc, char **argv)
         if (strcmp(serve_modes[i].name, mode) == 0)
             cfg.mode = &serve_modes[i];
     if (!cfg.mode)
-        return usage_error("unknown --mode '%s' (tcp)", mode);
+        return usage_error("unknown --mode '%s' (tcp, ws)", mode);
     if (!cfg.mode->handler) {
         say("unsupported mode: --mode %s is not implemented yet (use --mode tcp)", mode);
         return 2;

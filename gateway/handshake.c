@@ -1,0 +1,732 @@
+/* gateway/handshake.c — HTTP/1.1 heads for the WebSocket opening handshake.
+ *
+ * llhttp does the HTTP grammar (strict mode: bad tokens, CR/LF in values and the like are
+ * errors); we count bytes and headers, keep the headers of enum cg_hs_hdr, and pause
+ * llhttp at the end of the head so that whatever follows (early frames, a backend's first
+ * message right after its 101) stays with the caller.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "handshake.h"
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+enum { LIST = 1 };
+
+static const struct {
+    const char *name;    /* lowercase */
+    int         flags;
+} hdr_info[CG_HS_NHDRS] = {
+    [CG_HS_HOST]          = { "host", 0 },
+    [CG_HS_UPGRADE]       = { "upgrade", LIST },
+    [CG_HS_CONNECTION]    = { "connection", LIST },
+    [CG_HS_KEY]           = { "sec-websocket-key", 0 },
+    [CG_HS_VERSION]       = { "sec-websocket-version", 0 },
+    [CG_HS_PROTOCOL]      = { "sec-websocket-protocol", LIST },
+    [CG_HS_EXTENSIONS]    = { "sec-websocket-extensions", LIST },
+    [CG_HS_ACCEPT]        = { "sec-websocket-accept", 0 },
+    [CG_HS_ORIGIN]        = { "origin", 0 },
+    [CG_HS_USER_AGENT]    = { "user-agent", 0 },
+    [CG_HS_COOKIE]        = { "cookie", LIST },
+    [CG_HS_AUTHORIZATION] = { "authorization", 0 },
+    [CG_HS_XFF]           = { "x-forwarded-for", LIST },
+    [CG_HS_FORWARDED]     = { "forwarded", LIST },
+    [CG_HS_REQUEST_ID]    = { "x-request-id", 0 },
+};
+
+_Static_assert(CG_HS_NHDRS <= 32, "seen/dup are 32-bit masks");
+
+/* ------------------------------------------------------------------ strings */
+
+static int str_append(struct cg_hs_str *s, const char *p, size_t n)
+{
+    char *np;
+    size_t cap;
+
+    if (n == 0 && s->p)
+        return 0;
+    if ((size_t)s->len + n + 1 > s->cap) {
+        cap = s->cap ? s->cap : 32;
+        while (cap < (size_t)s->len + n + 1)
+            cap *= 2;
+        if (cap > UINT32_MAX)
+            return -ENOMEM;
+        np = realloc(s->p, cap);
+        if (!np)
+            return -ENOMEM;
+        s->p = np;
+        s->cap = (uint32_t)cap;
+    }
+    memcpy(s->p + s->len, p, n);
+    s->len += (uint32_t)n;
+    s->p[s->len] = '\0';
+    return 0;
+}
+
+static void str_free(struct cg_hs_str *s)
+{
+    free(s->p);
+    s->p = NULL;
+    s->len = s->cap = 0;
+}
+
+/* ------------------------------------------------------------------ llhttp callbacks */
+
+static struct cg_handshake *hs_of(llhttp_t *p)
+{
+    return p->data;
+}
+
+/* Records a refusal and makes llhttp stop with HPE_USER. */
+static int refuse(struct cg_handshake *hs, int status, const char *why)
+{
+    if (!hs->status) {
+        hs->status = status;
+        hs->error = why;
+    }
+    return -1;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t n)
+{
+    struct cg_handshake *hs = hs_of(p);
+
+    if ((size_t)hs->target.len + n > hs->lim.max_target)
+        return refuse(hs, 414, "request-target too long");
+    if (str_append(&hs->target, at, n) < 0)
+        return refuse(hs, 500, "out of memory");
+    return 0;
+}
+
+static int on_line_done(llhttp_t *p)
+{
+    hs_of(p)->line_done = 1;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t n)
+{
+    struct cg_handshake *hs = hs_of(p);
+    size_t i;
+
+    hs->line_done = 1;
+    if (hs->field_len == 0xff)
+        return 0;
+    if (hs->field_len + n > sizeof(hs->field)) {
+        hs->field_len = 0xff;       /* not a header we keep */
+        return 0;
+    }
+    for (i = 0; i < n; i++) {
+        char ch = at[i];
+
+        hs->field[hs->field_len++] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+    }
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *p)
+{
+    struct cg_handshake *hs = hs_of(p);
+    int i;
+
+    if (++hs->nheaders > hs->lim.max_headers)
+        return refuse(hs, 431, "too many header lines");
+    hs->cur = -1;
+    if (hs->field_len == 0xff)
+        return 0;
+    for (i = 0; i < CG_HS_NHDRS; i++) {
+        if (strlen(hdr_info[i].name) == hs->field_len &&
+            memcmp(hdr_info[i].name, hs->field, hs->field_len) == 0)
+            break;
+    }
+    if (i == CG_HS_NHDRS)
+        return 0;
+    if (hs->seen & (1u << i)) {
+        if (!(hdr_info[i].flags & LIST)) {
+            hs->dup |= 1u << i;     /* the first value stays */
+            return 0;
+        }
+        if (str_append(&hs->hdr[i], ", ", 2) < 0)
+            return refuse(hs, 500, "out of memory");
+    }
+    hs->seen |= 1u << i;
+    hs->cur = (int16_t)i;
+    return str_append(&hs->hdr[i], "", 0) < 0 ? refuse(hs, 500, "out of memory") : 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t n)
+{
+    struct cg_handshake *hs = hs_of(p);
+
+    if (hs->cur >= 0 && str_append(&hs->hdr[hs->cur], at, n) < 0)
+        return refuse(hs, 500, "out of memory");
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *p)
+{
+    struct cg_handshake *hs = hs_of(p);
+    struct cg_hs_str *s;
+
+    if (hs->cur >= 0) {
+        s = &hs->hdr[hs->cur];
+        while (s->len && (s->p[s->len - 1] == ' ' || s->p[s->len - 1] == '\t'))
+            s->p[--s->len] = '\0';
+    }
+    hs->cur = -1;
+    hs->field_len = 0;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    hs_of(p)->done = 1;
+    return HPE_PAUSED;      /* the rest is not HTTP: leave it to the caller */
+}
+
+static const llhttp_settings_t settings = {
+    .on_url = on_url,
+    .on_url_complete = on_line_done,
+    .on_status_complete = on_line_done,
+    .on_header_field = on_header_field,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value = on_header_value,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+};
+
+/* ------------------------------------------------------------------ parsing */
+
+void cg_handshake_init(struct cg_handshake *hs, enum cg_hs_kind kind,
+                       const struct cg_hs_limits *lim)
+{
+    memset(hs, 0, sizeof(*hs));
+    hs->lim.max_head = lim && lim->max_head ? lim->max_head : CG_HS_MAX_HEAD_DEFAULT;
+    hs->lim.max_headers = lim && lim->max_headers ? lim->max_headers
+                                                  : CG_HS_MAX_HEADERS_DEFAULT;
+    hs->lim.max_target = lim && lim->max_target ? lim->max_target : CG_HS_MAX_TARGET_DEFAULT;
+    hs->cur = -1;
+    llhttp_init(&hs->parser, kind == CG_HS_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
+    hs->parser.data = hs;
+}
+
+void cg_handshake_deinit(struct cg_handshake *hs)
+{
+    int i;
+
+    str_free(&hs->target);
+    for (i = 0; i < CG_HS_NHDRS; i++)
+        str_free(&hs->hdr[i]);
+}
+
+static int result_of(const struct cg_handshake *hs)
+{
+    if (hs->done)
+        return 1;
+    if (hs->status == 500)
+        return -ENOMEM;
+    if (hs->status == 414 || hs->status == 431)
+        return -EMSGSIZE;
+    return -EBADMSG;
+}
+
+int cg_handshake_feed(struct cg_handshake *hs, const void *data, size_t len)
+{
+    size_t room, n, used;
+    llhttp_errno_t e;
+
+    if (hs->done || hs->status || hs->error)
+        return result_of(hs);
+    room = hs->lim.max_head - hs->fed;
+    n = len < room ? len : room;
+    e = llhttp_execute(&hs->parser, data, n);
+    if (e == HPE_PAUSED && hs->done) {
+        used = (size_t)(llhttp_get_error_pos(&hs->parser) - (const char *)data);
+        hs->fed += (uint32_t)used;
+        hs->tail = (uint32_t)(len - used);
+        return 1;
+    }
+    if (e != HPE_OK) {
+        if (!hs->status) {
+            hs->status = 400;
+            hs->error = e == HPE_INVALID_VERSION ? "bad HTTP version"
+                      : e == HPE_INVALID_METHOD  ? "bad method"
+                      : e == HPE_INVALID_URL     ? "bad request-target"
+                                                 : "malformed HTTP head";
+        }
+        return result_of(hs);
+    }
+    hs->fed += (uint32_t)n;
+    if (hs->fed >= hs->lim.max_head) {
+        /* The limit is reached and the head goes on. */
+        if (hs->line_done)
+            refuse(hs, 431, "head too large");
+        else
+            refuse(hs, 414, "request line too long");
+        return result_of(hs);
+    }
+    return 0;
+}
+
+const char *cg_handshake_get(const struct cg_handshake *hs, enum cg_hs_hdr h)
+{
+    return (hs->seen & (1u << h)) ? hs->hdr[h].p : NULL;
+}
+
+const char *cg_handshake_path(const struct cg_handshake *hs, size_t *len)
+{
+    const char *q;
+
+    if (!hs->target.p) {
+        *len = 0;
+        return "";
+    }
+    q = memchr(hs->target.p, '?', hs->target.len);
+    *len = q ? (size_t)(q - hs->target.p) : hs->target.len;
+    return hs->target.p;
+}
+
+/* ------------------------------------------------------------------ checks */
+
+int cg_hs_has_token(const char *list, size_t len, const char *token)
+{
+    size_t tlen = strlen(token), i = 0, a, b;
+
+    while (i < len) {
+        while (i < len && (list[i] == ' ' || list[i] == '\t' || list[i] == ','))
+            i++;
+        a = i;
+        while (i < len && list[i] != ',')
+            i++;
+        b = i;
+        while (b > a && (list[b - 1] == ' ' || list[b - 1] == '\t'))
+            b--;
+        if (b - a == tlen && tlen && strncasecmp(list + a, token, tlen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int has_token(const struct cg_handshake *hs, enum cg_hs_hdr h, const char *token)
+{
+    const char *v = cg_handshake_get(hs, h);
+
+    return v && cg_hs_has_token(v, strlen(v), token);
+}
+
+/* 1 when <origin> (as sent) is one of the space-separated, lowercase <allowed>. */
+static int origin_allowed(const char *allowed, const char *origin)
+{
+    size_t olen = strlen(origin), n;
+    const char *p = allowed;
+
+    for (;;) {
+        p += strspn(p, " \t,");
+        if (!*p)
+            return 0;
+        n = strcspn(p, " \t,");
+        if ((n == 1 && *p == '*') || (n == olen && strncasecmp(p, origin, n) == 0))
+            return 1;
+        p += n;
+    }
+}
+
+static int key_is_valid(const char *key)
+{
+    uint8_t raw[18];
+
+    return key && strlen(key) == CG_WS_KEY_LEN &&
+           cg_base64_decode(key, CG_WS_KEY_LEN, raw, sizeof(raw)) == 16;
+}
+
+int cg_handshake_check_request(struct cg_handshake *hs, const struct cg_hs_policy *pol)
+{
+    const char *version, *key, *origin;
+    size_t plen;
+    const char *path = cg_handshake_path(hs, &plen);
+    int method = llhttp_get_method(&hs->parser);
+
+    if (!hs->done)
+        return refuse(hs, 400, "incomplete head"), -EPROTO;
+    if (hs->target.len == 0 || hs->target.p[0] != '/')
+        return refuse(hs, 400, "request-target is not a path"), -EPROTO;
+    if (pol && pol->health_path && pol->health_path[0] &&
+        strlen(pol->health_path) == plen && memcmp(pol->health_path, path, plen) == 0) {
+        if (method != HTTP_GET && method != HTTP_HEAD)
+            return refuse(hs, 405, "health check takes GET"), -EPROTO;
+        return 1;
+    }
+    if (!has_token(hs, CG_HS_UPGRADE, "websocket"))
+        return refuse(hs, 426, "not a WebSocket upgrade"), -EPROTO;
+    if (method != HTTP_GET)
+        return refuse(hs, 405, "WebSocket upgrade takes GET"), -EPROTO;
+    if (hs->parser.http_major != 1 || hs->parser.http_minor < 1)
+        return refuse(hs, 400, "WebSocket needs HTTP/1.1"), -EPROTO;
+    if (!has_token(hs, CG_HS_CONNECTION, "upgrade"))
+        return refuse(hs, 400, "Connection lacks upgrade"), -EPROTO;
+    if (hs->parser.content_length > 0 || (hs->parser.flags & F_CHUNKED))
+        return refuse(hs, 400, "upgrade request with a body"), -EPROTO;
+    if (!cg_handshake_get(hs, CG_HS_HOST) || (hs->dup & (1u << CG_HS_HOST)))
+        return refuse(hs, 400, "missing or repeated Host"), -EPROTO;
+    version = cg_handshake_get(hs, CG_HS_VERSION);
+    if (!version || strcmp(version, "13") != 0 || (hs->dup & (1u << CG_HS_VERSION)))
+        return refuse(hs, 426, "Sec-WebSocket-Version is not 13"), -EPROTO;
+    key = cg_handshake_get(hs, CG_HS_KEY);
+    if (!key_is_valid(key) || (hs->dup & (1u << CG_HS_KEY)))
+        return refuse(hs, 400, "bad Sec-WebSocket-Key"), -EPROTO;
+    origin = cg_handshake_get(hs, CG_HS_ORIGIN);
+    /* Browsers always send Origin; other clients need not, and are not a CSRF vector. */
+    if (pol && pol->allowed_origins && origin && !origin_allowed(pol->allowed_origins, origin))
+        return refuse(hs, 403, "origin not allowed"), -EPROTO;
+    cg_ws_accept(key, strlen(key), hs->accept);
+    return 0;
+}
+
+static int fail(struct cg_handshake *hs, const char *why)
+{
+    if (!hs->error)
+        hs->error = why;
+    return -EPROTO;
+}
+
+int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const char *offered)
+{
+    char want[CG_WS_ACCEPT_LEN + 1];
+    const char *accept, *proto;
+
+    if (!hs->done)
+        return fail(hs, "incomplete response");
+    if (llhttp_get_status_code(&hs->parser) != 101)
+        return fail(hs, "status is not 101");
+    if (!has_token(hs, CG_HS_UPGRADE, "websocket"))
+        return fail(hs, "Upgrade is not websocket");
+    if (!has_token(hs, CG_HS_CONNECTION, "upgrade"))
+        return fail(hs, "Connection lacks upgrade");
+    accept = cg_handshake_get(hs, CG_HS_ACCEPT);
+    cg_ws_accept(key, strlen(key), want);
+    if (!accept || strcmp(accept, want) != 0 || (hs->dup & (1u << CG_HS_ACCEPT)))
+        return fail(hs, "wrong Sec-WebSocket-Accept");
+    if (cg_handshake_get(hs, CG_HS_EXTENSIONS))
+        return fail(hs, "extension not offered");
+    proto = cg_handshake_get(hs, CG_HS_PROTOCOL);
+    if (proto && (strchr(proto, ',') || !offered ||
+                  !cg_hs_has_token(offered, strlen(offered), proto)))
+        return fail(hs, "subprotocol not offered");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ writing heads */
+
+struct out {
+    char  *p;
+    size_t size;
+    size_t len;
+    int    full;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (o->full)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(o->p + o->len, o->size - o->len, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= o->size - o->len) {
+        o->full = 1;
+        return;
+    }
+    o->len += (size_t)n;
+}
+
+static void put_header(struct out *o, const struct cg_handshake *hs, enum cg_hs_hdr h,
+                       const char *name)
+{
+    const char *v = cg_handshake_get(hs, h);
+
+    if (v && *v)
+        put(o, "%s: %s\r\n", name, v);
+}
+
+static int finish(struct out *o)
+{
+    return o->full ? -ENOSPC : (int)o->len;
+}
+
+/* A Forwarded node (RFC 7239 §6): IPv6 addresses are quoted in brackets. */
+static void put_forwarded(struct out *o, const struct cg_handshake *hs,
+                          const struct cg_hs_forward *f)
+{
+    const char *prev = cg_handshake_get(hs, CG_HS_FORWARDED);
+    const char *host = cg_handshake_get(hs, CG_HS_HOST);
+
+    put(o, "Forwarded: ");
+    if (prev && *prev)
+        put(o, "%s, ", prev);
+    if (strchr(f->client_addr, ':'))
+        put(o, "for=\"[%s]\"", f->client_addr);
+    else
+        put(o, "for=%s", f->client_addr);
+    if (host && *host && !strpbrk(host, "\"\\"))
+        put(o, ";host=\"%s\"", host);
+    put(o, ";proto=%s\r\n", f->proto);
+}
+
+int cg_handshake_backend_request(const struct cg_handshake *hs, const struct cg_hs_forward *f,
+                                 char *buf, size_t size)
+{
+    struct out o = { buf, size, 0, 0 };
+    const char *xff = cg_handshake_get(hs, CG_HS_XFF);
+
+    put(&o, "GET %s HTTP/1.1\r\n", hs->target.p ? hs->target.p : "/");
+    put_header(&o, hs, CG_HS_HOST, "Host");
+    put(&o, "Upgrade: websocket\r\nConnection: Upgrade\r\n");
+    put(&o, "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", f->key);
+    put_header(&o, hs, CG_HS_PROTOCOL, "Sec-WebSocket-Protocol");
+    put_header(&o, hs, CG_HS_ORIGIN, "Origin");
+    put_header(&o, hs, CG_HS_USER_AGENT, "User-Agent");
+    put_header(&o, hs, CG_HS_COOKIE, "Cookie");
+    put_header(&o, hs, CG_HS_AUTHORIZATION, "Authorization");
+    if (xff && *xff)
+        put(&o, "X-Forwarded-For: %s, %s\r\n", xff, f->client_addr);
+    else
+        put(&o, "X-Forwarded-For: %s\r\n", f->client_addr);
+    put(&o, "X-Forwarded-Proto: %s\r\n", f->proto);
+    put_forwarded(&o, hs, f);
+    if (f->request_id && *f->request_id)
+        put(&o, "X-Request-Id: %s\r\n", f->request_id);
+    put(&o, "\r\n");
+    return finish(&o);
+}
+
+int cg_handshake_accept_response(const struct cg_handshake *hs, const char *protocol,
+                                 const char *request_id, char *buf, size_t size)
+{
+    struct out o = { buf, size, 0, 0 };
+
+    put(&o, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", hs->accept);
+    if (protocol && *protocol)
+        put(&o, "Sec-WebSocket-Protocol: %s\r\n", protocol);
+    if (request_id && *request_id)
+        put(&o, "X-Request-Id: %s\r\n", request_id);
+    put(&o, "\r\n");
+    return finish(&o);
+}
+
+const char *cg_http_reason(int status)
+{
+    switch (status) {
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 414: return "URI Too Long";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default:  return "Unknown";
+    }
+}
+
+int cg_http_response(int status, const char *extra, char *buf, size_t size)
+{
+    struct out o = { buf, size, 0, 0 };
+    const char *reason = cg_http_reason(status);
+
+    put(&o, "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+            "Connection: close\r\n", status, reason, strlen(reason) + 1);
+    if (status == 426)
+        put(&o, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+    else if (status == 405)
+        put(&o, "Allow: GET\r\n");
+    if (extra)
+        put(&o, "%s", extra);
+    put(&o, "\r\n%s\n", reason);
+    return finish(&o);
+}
+
+/* ------------------------------------------------------------------ SHA-1, base64 */
+
+struct sha1 {
+    uint32_t h[5];
+    uint64_t len;
+    uint8_t  block[64];
+    size_t   used;
+};
+
+static uint32_t rol(uint32_t x, int n)
+{
+    return (x << n) | (x >> (32 - n));
+}
+
+static void sha1_block(struct sha1 *s, const uint8_t *p)
+{
+    uint32_t w[80], a, b, c, d, e, f, k, t;
+    int i;
+
+    for (i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
+               (uint32_t)p[4 * i + 2] << 8 | p[4 * i + 3];
+    for (; i < 80; i++)
+        w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3], e = s->h[4];
+    for (i = 0; i < 80; i++) {
+        if (i < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5a827999;
+        } else if (i < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ed9eba1;
+        } else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8f1bbcdc;
+        } else {
+            f = b ^ c ^ d;
+            k = 0xca62c1d6;
+        }
+        t = rol(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rol(b, 30);
+        b = a;
+        a = t;
+    }
+    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d, s->h[4] += e;
+}
+
+static void sha1_update(struct sha1 *s, const uint8_t *p, size_t n)
+{
+    size_t take;
+
+    s->len += n;
+    while (n > 0) {
+        take = 64 - s->used < n ? 64 - s->used : n;
+        memcpy(s->block + s->used, p, take);
+        s->used += take;
+        p += take;
+        n -= take;
+        if (s->used == 64) {
+            sha1_block(s, s->block);
+            s->used = 0;
+        }
+    }
+}
+
+void cg_sha1(const void *data, size_t len, uint8_t out[20])
+{
+    static const uint8_t pad = 0x80, zero[64];
+    struct sha1 s = { { 0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0 }, 0,
+                      { 0 }, 0 };
+    uint64_t bits;
+    uint8_t lenbuf[8];
+    int i;
+
+    sha1_update(&s, data, len);
+    bits = s.len * 8;
+    sha1_update(&s, &pad, 1);
+    sha1_update(&s, zero, (s.used <= 56 ? 56 : 120) - s.used);
+    for (i = 0; i < 8; i++)
+        lenbuf[i] = (uint8_t)(bits >> (56 - 8 * i));
+    sha1_update(&s, lenbuf, 8);
+    for (i = 0; i < 20; i++)
+        out[i] = (uint8_t)(s.h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t cg_base64_encode(const void *data, size_t len, char *out)
+{
+    const uint8_t *p = data;
+    size_t i, o = 0;
+    uint32_t v;
+
+    for (i = 0; i + 2 < len; i += 3) {
+        v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        out[o++] = b64[v >> 18];
+        out[o++] = b64[(v >> 12) & 63];
+        out[o++] = b64[(v >> 6) & 63];
+        out[o++] = b64[v & 63];
+    }
+    if (i < len) {
+        v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
+        out[o++] = b64[v >> 18];
+        out[o++] = b64[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? b64[(v >> 6) & 63] : '=';
+        out[o++] = '=';
+    }
+    out[o] = '\0';
+    return o;
+}
+
+static int b64_value(char ch)
+{
+    const char *p = ch ? strchr(b64, ch) : NULL;
+
+    return p ? (int)(p - b64) : -1;
+}
+
+int cg_base64_decode(const char *in, size_t len, uint8_t *out, size_t size)
+{
+    size_t i, o = 0, pad = 0;
+    uint32_t v;
+    int k, d;
+
+    if (len % 4)
+        return -EINVAL;
+    if (len && in[len - 1] == '=')
+        pad = (len >= 2 && in[len - 2] == '=') ? 2 : 1;
+    if ((len / 4) * 3 - pad > size)
+        return -ENOSPC;
+    for (i = 0; i < len; i += 4) {
+        v = 0;
+        for (k = 0; k < 4; k++) {
+            if (i + 4 == len && k >= 4 - (int)pad) {
+                v <<= 6;
+                continue;
+            }
+            d = b64_value(in[i + k]);
+            if (d < 0)
+                return -EINVAL;
+            v = v << 6 | (uint32_t)d;
+        }
+        out[o++] = (uint8_t)(v >> 16);
+        if (i + 4 < len || pad < 2)
+            out[o++] = (uint8_t)(v >> 8);
+        if (i + 4 < len || pad < 1)
+            out[o++] = (uint8_t)v;
+    }
+    /* Canonical form only: the bits dropped by padding must be zero. */
+    if (pad == 1 && (v & 0xff))
+        return -EINVAL;
+    if (pad == 2 && (v & 0xffff))
+        return -EINVAL;
+    return (int)o;
+}
+
+void cg_ws_accept(const char *key, size_t len, char out[CG_WS_ACCEPT_LEN + 1])
+{
+    char buf[256];
+    uint8_t digest[20];
+    size_t n = len < sizeof(buf) - sizeof(WS_GUID) ? len : sizeof(buf) - sizeof(WS_GUID);
+
+    memcpy(buf, key, n);
+    memcpy(buf + n, WS_GUID, sizeof(WS_GUID) - 1);
+    cg_sha1(buf, n + sizeof(WS_GUID) - 1, digest);
+    cg_base64_encode(digest, sizeof(digest), out);
+}

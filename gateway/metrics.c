@@ -1,0 +1,697 @@
+/* gateway/metrics.c — JSON and Prometheus renderings of the daemon's counters.
+ *
+ * Latency histograms are ours rather than loadgen/hist.h's HdrHistogram: Prometheus wants
+ * fixed `le` buckets anyway, and an HdrHistogram (a 270 KB counts array, plain integers,
+ * one thread) could not be read live from the main thread without a data race or a copy
+ * through the worker. A fixed array of single-writer atomics costs 152 bytes per worker,
+ * one relaxed store per value, and is read like every other counter.
+ *
+ * Worker counters are listed once, in worker_counters[]: both renderings walk it. Rows of
+ * one Prometheus family (same name, different `reason`) must be adjacent.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coro/ctx.h"
+#include "metrics.h"
+#include "upstream.h"
+#include "worker.h"
+#include "ws.h"
+
+#ifndef CG_VERSION
+#define CG_VERSION "0.0.0"
+#endif
+
+/* ------------------------------------------------------------------ histograms */
+
+const uint64_t cg_lat_bounds_us[CG_LAT_BOUNDS] = {
+    25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000, 5000000, 10000000,
+};
+
+/* The same bounds in seconds, as Prometheus `le` labels. */
+static const char *const lat_le[CG_LAT_BOUNDS] = {
+    "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01",
+    "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10",
+};
+
+void cg_lat_hist_record(struct cg_lat_hist *h, uint64_t us)
+{
+    unsigned i = 0;
+
+    while (i < CG_LAT_BOUNDS && us > cg_lat_bounds_us[i])
+        i++;
+    CG_STAT_ADD(h->bucket[i], 1);
+    CG_STAT_ADD(h->sum_us, us);
+}
+
+/* Reads <h> into cumulative counts <cum> (CG_LAT_BOUNDS + 1 of them, the last = count). */
+static void hist_read(const struct cg_lat_hist *h, uint64_t *cum, uint64_t *sum_us)
+{
+    uint64_t total = 0;
+    unsigned i;
+
+    *sum_us = atomic_load_explicit(&h->sum_us, memory_order_relaxed);
+    for (i = 0; i <= CG_LAT_BOUNDS; i++) {
+        total += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+        cum[i] = total;
+    }
+}
+
+/* ------------------------------------------------------------------ text buffer */
+
+void cg_sbuf_init(struct cg_sbuf *b, size_t max)
+{
+    b->p = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->max = max;
+    b->overflow = 0;
+}
+
+void cg_sbuf_deinit(struct cg_sbuf *b)
+{
+    free(b->p);
+    cg_sbuf_init(b, b->max);
+}
+
+static int sbuf_reserve(struct cg_sbuf *b, size_t more)
+{
+    size_t cap;
+    char *p;
+
+    if (b->overflow)
+        return -ENOBUFS;
+    if (more > b->max || b->len + more > b->max) {
+        b->overflow = 1;
+        return -ENOBUFS;
+    }
+    if (b->len + more + 1 <= b->cap)
+        return 0;
+    cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more + 1)
+        cap *= 2;
+    p = realloc(b->p, cap);
+    if (!p) {
+        b->overflow = 1;
+        return -ENOBUFS;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int cg_sbuf_add(struct cg_sbuf *b, const void *s, size_t len)
+{
+    if (sbuf_reserve(b, len) < 0)
+        return -ENOBUFS;
+    memcpy(b->p + b->len, s, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+int cg_sbuf_printf(struct cg_sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (b->overflow)
+        return -ENOBUFS;
+    va_start(ap, fmt);
+    n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->overflow = 1;
+        return -ENOBUFS;
+    }
+    if (b->p && (size_t)n < b->cap - b->len) {
+        if (b->len + (size_t)n > b->max) {
+            b->p[b->len] = '\0';
+            b->overflow = 1;
+            return -ENOBUFS;
+        }
+        b->len += (size_t)n;
+        return 0;
+    }
+    if (sbuf_reserve(b, (size_t)n) < 0)
+        return -ENOBUFS;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+int cg_sbuf_json_str(struct cg_sbuf *b, const char *s)
+{
+    const unsigned char *p;
+
+    cg_sbuf_add(b, "\"", 1);
+    for (p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            cg_sbuf_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            cg_sbuf_printf(b, "\\u%04x", *p);
+        else
+            cg_sbuf_add(b, p, 1);
+    }
+    return cg_sbuf_add(b, "\"", 1);
+}
+
+/* Appends <s> as a Prometheus label value (quotes not included). */
+static void prom_label(struct cg_sbuf *b, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            cg_sbuf_printf(b, "\\%c", *s);
+        else if (*s == '\n')
+            cg_sbuf_add(b, "\\n", 2);
+        else
+            cg_sbuf_add(b, s, 1);
+    }
+}
+
+/* ------------------------------------------------------------------ counter tables */
+
+enum { COUNTER, GAUGE };
+
+struct counter_desc {
+    const char *json;       /* key in `show stats` */
+    const char *family;     /* Prometheus name */
+    const char *reason;     /* the `reason` label, or NULL */
+    int         type;
+    const char *help;
+    size_t      off;
+    unsigned    n;          /* > 0: an array of n counters, each labelled reason_of(i) */
+    const char *(*reason_of)(unsigned i);
+};
+
+static const char *ws_status_reason(unsigned i)
+{
+    static const char *const names[] = {
+        "400", "403", "404", "405", "408", "414", "426", "429", "431", "500", "502", "503",
+        "504",
+    };
+
+    _Static_assert(CG_WSS_OTHER == sizeof(names) / sizeof(names[0]), "one name per status");
+    return i < CG_WSS_OTHER ? names[i] : "other";
+}
+
+static const char *ws_close_reason(unsigned i)
+{
+    return cg_ws_close_name((enum cg_ws_close_stat)i);
+}
+
+static const char *ws_proto_reason(unsigned i)
+{
+    return cg_ws_proto_name((enum cg_ws_proto_stat)i);
+}
+
+#define WS(f)          offsetof(struct cg_worker_stats, f), 0, NULL
+#define WSA(f, n, fn)  offsetof(struct cg_worker_stats, f), n, fn
+#define LS(f)          offsetof(struct cg_listener_stats, f), 0, NULL
+#define WSH(f)         offsetof(struct cg_worker_stats, f)
+
+static const struct counter_desc worker_counters[] = {
+    { "accepted", "corogate_worker_connections_accepted_total", NULL, COUNTER,
+      "Client connections accepted.", WS(accepted) },
+    { "active", "corogate_worker_connections_active", NULL, GAUGE,
+      "Client connections open now.", WS(active) },
+    { "closed", "corogate_worker_connections_closed_total", NULL, COUNTER,
+      "Client connections closed.", WS(closed) },
+    { "rejected_max", "corogate_worker_connections_rejected_total", "max_connections",
+      COUNTER, "Client connections refused at accept, by reason.", WS(rejected_max) },
+    { "accept_emfile", "corogate_worker_accept_errors_total", "emfile", COUNTER,
+      "accept() failures, by reason (emfile: out of descriptors, connection shed).",
+      WS(accept_emfile) },
+    { "accept_errors", "corogate_worker_accept_errors_total", "other", COUNTER, NULL,
+      WS(accept_errors) },
+    { "no_server", "corogate_worker_connection_errors_total", "no_server", COUNTER,
+      "Client connections ended by an error or a timeout, by reason.", WS(no_server) },
+    { "idle_timeouts", "corogate_worker_connection_errors_total", "idle_timeout", COUNTER,
+      NULL, WS(idle_timeouts) },
+    { "resets", "corogate_worker_connection_errors_total", "reset", COUNTER, NULL,
+      WS(resets) },
+    { "connect_fails", "corogate_worker_upstream_connect_failures_total", NULL, COUNTER,
+      "Failed connect attempts to upstream servers (each retry counts).", WS(connect_fails) },
+    { "bytes_in", "corogate_worker_received_bytes_total", NULL, COUNTER,
+      "Bytes received from clients.", WS(bytes_in) },
+    { "bytes_out", "corogate_worker_sent_bytes_total", NULL, COUNTER,
+      "Bytes sent to clients.", WS(bytes_out) },
+    /* websocket listeners */
+    { "ws_upgrades", "corogate_websocket_upgrades_total", NULL, COUNTER,
+      "WebSocket handshakes completed (101 sent, relaying).", WS(ws_upgrades) },
+    { "ws_health", "corogate_websocket_health_checks_total", NULL, COUNTER,
+      "Health-check requests answered 200 on websocket listeners.", WS(ws_health) },
+    { "ws_hs_aborted", "corogate_websocket_handshake_failures_total", "aborted", COUNTER,
+      "WebSocket handshakes that failed, by reason: the HTTP status sent, or aborted by "
+      "the client.", WS(ws_hs_aborted) },
+    { "ws_hs_status", "corogate_websocket_handshake_failures_total", NULL, COUNTER, NULL,
+      WSA(ws_hs_status, CG_WSS_N, ws_status_reason) },
+    { "ws_upstream_fails", "corogate_websocket_upstream_handshake_failures_total", NULL,
+      COUNTER, "Backend WebSocket handshakes refused or botched.", WS(ws_upstream_fails) },
+    { "ws_close_sent", "corogate_websocket_closes_sent_total", NULL, COUNTER,
+      "Close frames sent to clients, by close code.", WSA(ws_close_sent, CG_WSC_N, ws_close_reason) },
+    { "ws_close_rcvd", "corogate_websocket_closes_received_total", NULL, COUNTER,
+      "Close frames received from clients, by close code.", WSA(ws_close_rcvd, CG_WSC_N, ws_close_reason) },
+    { "ws_proto_errors", "corogate_websocket_protocol_errors_total", NULL, COUNTER,
+      "Protocol violations by clients, by kind.", WSA(ws_proto_errors, CG_WSP_N, ws_proto_reason) },
+    { "ws_upstream_proto_errors", "corogate_websocket_upstream_protocol_errors_total", NULL,
+      COUNTER, "Protocol violations by backends.", WS(ws_upstream_proto_errors) },
+    { "ws_msgs_in", "corogate_websocket_received_messages_total", NULL, COUNTER,
+      "WebSocket messages received from clients.", WS(ws_msgs_in) },
+    { "ws_msgs_out", "corogate_websocket_sent_messages_total", NULL, COUNTER,
+      "WebSocket messages sent to clients.", WS(ws_msgs_out) },
+    { "ws_too_big", "corogate_websocket_messages_too_big_total", NULL, COUNTER,
+      "Connections closed with 1009: a message over max_message_size.", WS(ws_too_big) },
+    { "ws_rate_limited", "corogate_websocket_rate_limited_total", NULL, COUNTER,
+      "Messages delayed, or connections closed (1008), by the message rate limit.",
+      WS(ws_rate_limited) },
+    { "ws_keepalive_timeouts", "corogate_websocket_keepalive_timeouts_total", NULL, COUNTER,
+      "Connections closed because a ping went unanswered.", WS(ws_keepalive_timeouts) },
+    { "ws_close_timeouts", "corogate_websocket_close_timeouts_total", NULL, COUNTER,
+      "Close handshakes cut at close_timeout.", WS(ws_close_timeouts) },
+};
+
+static const struct counter_desc listener_counters[] = {
+    { "accepted", "corogate_listener_connections_accepted_total", NULL, COUNTER,
+      "Client connections accepted, per listener and worker.", LS(accepted) },
+    { "active", "corogate_listener_connections_active", NULL, GAUGE,
+      "Client connections open now, per listener and worker.", LS(active) },
+    { "rejected_max", "corogate_listener_connections_rejected_total", "max_connections",
+      COUNTER, "Client connections refused at accept, by reason.", LS(rejected_max) },
+    { "bytes_in", "corogate_listener_received_bytes_total", NULL, COUNTER,
+      "Bytes received from clients, per listener and worker.", LS(bytes_in) },
+    { "bytes_out", "corogate_listener_sent_bytes_total", NULL, COUNTER,
+      "Bytes sent to clients, per listener and worker.", LS(bytes_out) },
+};
+
+struct hist_desc {
+    const char *json;
+    const char *family;
+    const char *help;
+    size_t      off;
+};
+
+static const struct hist_desc worker_hists[] = {
+    { "connect_latency", "corogate_upstream_connect_duration_seconds",
+      "Time to connect to an upstream server, successful connects.", WSH(connect_lat) },
+    { "handshake_latency", "corogate_websocket_handshake_duration_seconds",
+      "Time from a WebSocket request to the 101 response.", WSH(handshake_lat) },
+};
+
+#define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+size_t cg_metrics_worker_counters(void)
+{
+    size_t k, n = NELEMS(worker_hists) * sizeof(struct cg_lat_hist) / sizeof(uint64_t);
+
+    for (k = 0; k < NELEMS(worker_counters); k++)
+        n += worker_counters[k].n ? worker_counters[k].n : 1;
+    return n;
+}
+
+static uint64_t load_at(const void *base, size_t off)
+{
+    return atomic_load_explicit((const _Atomic uint64_t *)((const char *)base + off),
+                                memory_order_relaxed);
+}
+
+static const char *server_state_name(int state)
+{
+    switch (state) {
+    case CG_SERVER_READY: return "ready";
+    case CG_SERVER_DRAIN: return "drain";
+    case CG_SERVER_MAINT: return "maint";
+    }
+    return "?";
+}
+
+static const char *balance_name(int b)
+{
+    switch (b) {
+    case CG_BALANCE_ROUNDROBIN: return "roundrobin";
+    case CG_BALANCE_LEASTCONN:  return "leastconn";
+    case CG_BALANCE_RANDOM:     return "random";
+    }
+    return "?";
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+static void json_hist(struct cg_sbuf *b, const struct cg_lat_hist *h)
+{
+    uint64_t cum[CG_LAT_BOUNDS + 1], sum;
+    unsigned i;
+
+    hist_read(h, cum, &sum);
+    cg_sbuf_add(b, "{\"le_us\":[", 10);
+    for (i = 0; i < CG_LAT_BOUNDS; i++)
+        cg_sbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)cg_lat_bounds_us[i]);
+    cg_sbuf_add(b, "],\"cumulative\":[", 16);
+    for (i = 0; i < CG_LAT_BOUNDS; i++)
+        cg_sbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)cum[i]);
+    cg_sbuf_printf(b, "],\"count\":%llu,\"sum_us\":%llu}", (unsigned long long)cum[CG_LAT_BOUNDS],
+                   (unsigned long long)sum);
+}
+
+static void json_listeners(struct cg_sbuf *b, const struct cg_daemon *d)
+{
+    const struct cg_config *cfg = d->cfg;
+    size_t i, k;
+    unsigned w;
+
+    cg_sbuf_add(b, "\"listeners\":[", 13);
+    for (i = 0; i < cfg->nlisteners; i++) {
+        const struct cg_listener_conf *lc = &cfg->listeners[i];
+
+        cg_sbuf_printf(b, "%s{\"name\":", i ? "," : "");
+        cg_sbuf_json_str(b, lc->name);
+        cg_sbuf_add(b, ",\"bind\":", 8);
+        cg_sbuf_json_str(b, lc->bind);
+        cg_sbuf_printf(b, ",\"mode\":\"%s\",\"upstream\":",
+                       lc->mode == CG_MODE_TCP ? "tcp" : "websocket");
+        cg_sbuf_json_str(b, cg_config_listener_upstream(cfg, lc)->name);
+        for (k = 0; k < NELEMS(listener_counters); k++) {
+            uint64_t sum = 0;
+
+            for (w = 0; w < d->nworkers; w++)
+                if (i < d->workers[w].nls)
+                    sum += load_at(&d->workers[w].ls[i].stats, listener_counters[k].off);
+            cg_sbuf_printf(b, ",\"%s\":%llu", listener_counters[k].json,
+                           (unsigned long long)sum);
+        }
+        cg_sbuf_add(b, "}", 1);
+    }
+    cg_sbuf_add(b, "]", 1);
+}
+
+static void json_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
+{
+    size_t i;
+    unsigned j;
+
+    cg_sbuf_add(b, "\"upstreams\":[", 13);
+    for (i = 0; d->ups && i < d->cfg->nupstreams; i++) {
+        const struct cg_upstream *up = &d->ups[i];
+
+        cg_sbuf_printf(b, "%s{\"name\":", i ? "," : "");
+        cg_sbuf_json_str(b, up->conf->name);
+        cg_sbuf_printf(b, ",\"balance\":\"%s\",\"no_server\":%llu,\"servers\":[",
+                       balance_name(up->conf->balance),
+                       (unsigned long long)atomic_load(&up->no_server));
+        for (j = 0; j < up->nservers; j++) {
+            const struct cg_server *s = &up->servers[j];
+
+            cg_sbuf_printf(b, "%s{\"name\":", j ? "," : "");
+            cg_sbuf_json_str(b, s->conf->name);
+            cg_sbuf_printf(b, ",\"weight\":%u,\"state\":\"%s\",\"health\":\"%s\","
+                           "\"active\":%u,\"connects\":%llu,\"connect_fails\":%llu,"
+                           "\"connect_timeouts\":%llu,\"checks_failed\":%llu}",
+                           s->conf->weight, server_state_name(atomic_load(&s->state)),
+                           atomic_load(&s->down) ? "down" : "up", atomic_load(&s->active),
+                           (unsigned long long)atomic_load(&s->connects),
+                           (unsigned long long)atomic_load(&s->connect_fails),
+                           (unsigned long long)atomic_load(&s->connect_timeouts),
+                           (unsigned long long)atomic_load(&s->checks_failed));
+        }
+        cg_sbuf_add(b, "]}", 2);
+    }
+    cg_sbuf_add(b, "]", 1);
+}
+
+/* Appends `,"key":value` for row <t>: its value summed over the workers of <d> (all of them
+ * when <only> is NULL), an object by reason for an array row. */
+static void json_counter(struct cg_sbuf *b, const struct cg_daemon *d,
+                         const struct cg_worker *only, const struct counter_desc *t, int first)
+{
+    unsigned i, w, n = t->n ? t->n : 1;
+
+    cg_sbuf_printf(b, "%s\"%s\":%s", first ? "" : ",", t->json, t->n ? "{" : "");
+    for (i = 0; i < n; i++) {
+        uint64_t sum = 0;
+
+        for (w = 0; w < d->nworkers; w++)
+            if (!only || only == &d->workers[w])
+                sum += load_at(&d->workers[w].stats, t->off + i * sizeof(uint64_t));
+        if (t->n)
+            cg_sbuf_printf(b, "%s\"%s\":%llu", i ? "," : "", t->reason_of(i),
+                           (unsigned long long)sum);
+        else
+            cg_sbuf_printf(b, "%llu", (unsigned long long)sum);
+    }
+    if (t->n)
+        cg_sbuf_add(b, "}", 1);
+}
+
+static void json_workers(struct cg_sbuf *b, const struct cg_daemon *d)
+{
+    unsigned w;
+    size_t k;
+
+    cg_sbuf_add(b, "\"workers\":[", 11);
+    for (w = 0; w < d->nworkers; w++) {
+        const struct cg_worker *wk = &d->workers[w];
+
+        cg_sbuf_printf(b, "%s{\"id\":%u,\"cpu\":%d", w ? "," : "", wk->id, wk->cpu);
+        for (k = 0; k < NELEMS(worker_counters); k++)
+            json_counter(b, d, wk, &worker_counters[k], 0);
+        for (k = 0; k < NELEMS(worker_hists); k++) {
+            cg_sbuf_printf(b, ",\"%s\":", worker_hists[k].json);
+            json_hist(b, (const struct cg_lat_hist *)((const char *)&wk->stats +
+                                                      worker_hists[k].off));
+        }
+        cg_sbuf_add(b, "}", 1);
+    }
+    cg_sbuf_add(b, "]", 1);
+}
+
+int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt)
+{
+    const struct cg_daemon *d = rt->d;
+    unsigned max = d->cfg->gw.max_connections;
+    size_t k;
+
+    cg_sbuf_printf(b, "{\"version\":\"%s\",\"pid\":%d,\"uptime_ms\":%llu,\"workers_count\":%u,"
+                   "\"connections\":%u,\"max_connections\":%u,\"totals\":{",
+                   CG_VERSION, (int)getpid(),
+                   (unsigned long long)(uv_hrtime() / 1000000 - rt->started_ms), d->nworkers,
+                   atomic_load(&d->conns), max);
+    for (k = 0; k < NELEMS(worker_counters); k++)
+        json_counter(b, d, NULL, &worker_counters[k], k == 0);
+    cg_sbuf_add(b, "},", 2);
+    json_listeners(b, d);
+    cg_sbuf_add(b, ",", 1);
+    json_upstreams(b, d);
+    cg_sbuf_add(b, ",", 1);
+    json_workers(b, d);
+    cg_sbuf_printf(b, ",\"breaker\":{\"configured\":false,\"connections\":%u,"
+                   "\"max_connections\":%u},\"admission\":{\"configured\":false},"
+                   "\"reloads\":%u,\"reload_failures\":%u,\"stats_clients\":%u}\n",
+                   atomic_load(&d->conns), max, rt->reloads, rt->reload_failures,
+                   rt->stats_clients);
+    return b->overflow ? -ENOBUFS : 0;
+}
+
+/* ------------------------------------------------------------------ Prometheus */
+
+static void prom_family(struct cg_sbuf *b, const char *name, const char *type,
+                        const char *help)
+{
+    cg_sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_counter_rows(struct cg_sbuf *b, const struct cg_daemon *d,
+                              const struct counter_desc *t, size_t n, int per_listener)
+{
+    const struct cg_config *cfg = d->cfg;
+    size_t k, i;
+    unsigned w, e;
+
+    for (k = 0; k < n; k++) {
+        if (k == 0 || strcmp(t[k].family, t[k - 1].family) != 0)
+            prom_family(b, t[k].family, t[k].type == GAUGE ? "gauge" : "counter", t[k].help);
+        for (e = 0; e < (t[k].n ? t[k].n : 1); e++) {
+            for (i = 0; i < (per_listener ? cfg->nlisteners : 1); i++) {
+                for (w = 0; w < d->nworkers; w++) {
+                    const struct cg_worker *wk = &d->workers[w];
+                    const void *base;
+                    const char *reason = t[k].n ? t[k].reason_of(e) : t[k].reason;
+
+                    if (per_listener && i >= wk->nls)
+                        continue;
+                    cg_sbuf_printf(b, "%s{", t[k].family);
+                    if (per_listener) {
+                        base = &wk->ls[i].stats;
+                        cg_sbuf_add(b, "listener=\"", 10);
+                        prom_label(b, cfg->listeners[i].name);
+                        cg_sbuf_add(b, "\",", 2);
+                    } else {
+                        base = &wk->stats;
+                    }
+                    cg_sbuf_printf(b, "worker=\"%u\"", wk->id);
+                    if (reason)
+                        cg_sbuf_printf(b, ",reason=\"%s\"", reason);
+                    cg_sbuf_printf(b, "} %llu\n",
+                                   (unsigned long long)load_at(base, t[k].off +
+                                                               e * sizeof(uint64_t)));
+                }
+            }
+        }
+    }
+}
+
+static void prom_hists(struct cg_sbuf *b, const struct cg_daemon *d)
+{
+    uint64_t cum[CG_LAT_BOUNDS + 1], sum;
+    size_t k;
+    unsigned w, i;
+
+    for (k = 0; k < NELEMS(worker_hists); k++) {
+        const char *f = worker_hists[k].family;
+
+        prom_family(b, f, "histogram", worker_hists[k].help);
+        for (w = 0; w < d->nworkers; w++) {
+            const struct cg_worker *wk = &d->workers[w];
+
+            hist_read((const struct cg_lat_hist *)((const char *)&wk->stats +
+                                                   worker_hists[k].off), cum, &sum);
+            for (i = 0; i < CG_LAT_BOUNDS; i++)
+                cg_sbuf_printf(b, "%s_bucket{worker=\"%u\",le=\"%s\"} %llu\n", f, wk->id,
+                               lat_le[i], (unsigned long long)cum[i]);
+            cg_sbuf_printf(b, "%s_bucket{worker=\"%u\",le=\"+Inf\"} %llu\n", f, wk->id,
+                           (unsigned long long)cum[CG_LAT_BOUNDS]);
+            cg_sbuf_printf(b, "%s_sum{worker=\"%u\"} %llu.%06llu\n", f, wk->id,
+                           (unsigned long long)(sum / 1000000),
+                           (unsigned long long)(sum % 1000000));
+            cg_sbuf_printf(b, "%s_count{worker=\"%u\"} %llu\n", f, wk->id,
+                           (unsigned long long)cum[CG_LAT_BOUNDS]);
+        }
+    }
+}
+
+/* One sample per server of every upstream: <what> picks the value. */
+enum server_value { SV_UP, SV_ACTIVE, SV_CONNECTS, SV_FAILS, SV_TIMEOUTS, SV_CHECKS };
+
+static void prom_servers(struct cg_sbuf *b, const struct cg_daemon *d, const char *family,
+                         enum server_value what)
+{
+    size_t i;
+    unsigned j;
+
+    for (i = 0; d->ups && i < d->cfg->nupstreams; i++) {
+        const struct cg_upstream *up = &d->ups[i];
+
+        for (j = 0; j < up->nservers; j++) {
+            const struct cg_server *s = &up->servers[j];
+            unsigned long long v = 0;
+
+            switch (what) {
+            case SV_UP:       v = !atomic_load(&s->down); break;
+            case SV_ACTIVE:   v = atomic_load(&s->active); break;
+            case SV_CONNECTS: v = atomic_load(&s->connects); break;
+            case SV_FAILS:    v = atomic_load(&s->connect_fails); break;
+            case SV_TIMEOUTS: v = atomic_load(&s->connect_timeouts); break;
+            case SV_CHECKS:   v = atomic_load(&s->checks_failed); break;
+            }
+            cg_sbuf_printf(b, "%s{upstream=\"", family);
+            prom_label(b, up->conf->name);
+            cg_sbuf_add(b, "\",server=\"", 10);
+            prom_label(b, s->conf->name);
+            cg_sbuf_printf(b, "\"} %llu\n", v);
+        }
+    }
+}
+
+static void prom_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
+{
+    static const struct {
+        const char *family, *type, *help;
+        enum server_value what;
+    } rows[] = {
+        { "corogate_server_up", "gauge", "1 when health checks find the server up.", SV_UP },
+        { "corogate_server_connections_active", "gauge",
+          "Connections open to the server now, connects in progress included.", SV_ACTIVE },
+        { "corogate_server_connects_total", "counter", "Successful connects to the server.",
+          SV_CONNECTS },
+        { "corogate_server_connect_failures_total", "counter",
+          "Failed connects to the server (refused, reset, timed out).", SV_FAILS },
+        { "corogate_server_connect_timeouts_total", "counter",
+          "Connects to the server that timed out.", SV_TIMEOUTS },
+        { "corogate_server_health_check_failures_total", "counter",
+          "Failed health checks of the server.", SV_CHECKS },
+    };
+    static const int states[] = { CG_SERVER_READY, CG_SERVER_DRAIN, CG_SERVER_MAINT };
+    size_t r, i, k;
+    unsigned j;
+
+    for (r = 0; r < NELEMS(rows); r++) {
+        prom_family(b, rows[r].family, rows[r].type, rows[r].help);
+        prom_servers(b, d, rows[r].family, rows[r].what);
+    }
+    prom_family(b, "corogate_server_admin_state", "gauge",
+                "1 for the server's administrative state (set server ... state).");
+    for (i = 0; d->ups && i < d->cfg->nupstreams; i++) {
+        const struct cg_upstream *up = &d->ups[i];
+
+        for (j = 0; j < up->nservers; j++) {
+            int cur = atomic_load(&up->servers[j].state);
+
+            for (k = 0; k < NELEMS(states); k++) {
+                cg_sbuf_add(b, "corogate_server_admin_state{upstream=\"", 38);
+                prom_label(b, up->conf->name);
+                cg_sbuf_add(b, "\",server=\"", 10);
+                prom_label(b, up->servers[j].conf->name);
+                cg_sbuf_printf(b, "\",state=\"%s\"} %d\n", server_state_name(states[k]),
+                               cur == states[k]);
+            }
+        }
+    }
+    prom_family(b, "corogate_upstream_no_server_total", "counter",
+                "Client connections closed because no server of the upstream could be "
+                "reached.");
+    for (i = 0; d->ups && i < d->cfg->nupstreams; i++) {
+        cg_sbuf_add(b, "corogate_upstream_no_server_total{upstream=\"", 44);
+        prom_label(b, d->ups[i].conf->name);
+        cg_sbuf_printf(b, "\"} %llu\n", (unsigned long long)atomic_load(&d->ups[i].no_server));
+    }
+}
+
+int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt)
+{
+    const struct cg_daemon *d = rt->d;
+
+    prom_family(b, "corogate_build_info", "gauge", "Version and build features; always 1.");
+    cg_sbuf_printf(b, "corogate_build_info{version=\"%s\",context_switch=\"%s\"} 1\n",
+                   CG_VERSION, CORO_SWITCH_NAME);
+    prom_family(b, "corogate_start_time_seconds", "gauge",
+                "Start of the process, seconds since the epoch.");
+    cg_sbuf_printf(b, "corogate_start_time_seconds %lld\n", (long long)rt->started_at);
+    prom_family(b, "corogate_workers", "gauge", "Worker threads.");
+    cg_sbuf_printf(b, "corogate_workers %u\n", d->nworkers);
+    prom_family(b, "corogate_connections", "gauge", "Client connections open now, all workers.");
+    cg_sbuf_printf(b, "corogate_connections %u\n", atomic_load(&d->conns));
+    prom_family(b, "corogate_connections_limit", "gauge",
+                "max_connections in force (0 = unlimited).");
+    cg_sbuf_printf(b, "corogate_connections_limit %u\n", d->cfg->gw.max_connections);
+    prom_family(b, "corogate_open_files_limit", "gauge", "RLIMIT_NOFILE in force.");
+    cg_sbuf_printf(b, "corogate_open_files_limit %llu\n", (unsigned long long)d->nofile);
+    prom_family(b, "corogate_config_reloads_total", "counter",
+                "Configuration reloads (SIGHUP or the reload command), by result.");
+    cg_sbuf_printf(b, "corogate_config_reloads_total{result=\"success\"} %u\n"
+                   "corogate_config_reloads_total{result=\"failure\"} %u\n",
+                   rt->reloads - rt->reload_failures, rt->reload_failures);
+    prom_family(b, "corogate_stats_clients", "gauge",
+                "Stats socket and /metrics clients connected now.");
+    cg_sbuf_printf(b, "corogate_stats_clients %u\n", rt->stats_clients);
+
+    prom_counter_rows(b, d, listener_counters, NELEMS(listener_counters), 1);
+    prom_counter_rows(b, d, worker_counters, NELEMS(worker_counters), 0);
+    prom_hists(b, d);
+    prom_upstreams(b, d);
+    return b->overflow ? -ENOBUFS : 0;
+}

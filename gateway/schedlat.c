@@ -1,0 +1,716 @@
+/* gateway/schedlat.c — loads bpf/schedlat.bpf.c for the worker threads, reads and formats
+ * its per-worker figures.
+ *
+ * One skeleton, three sets of programs. For each attach path tried, the object is opened
+ * afresh, the other paths' programs get autoload off (so they are neither verified nor
+ * loaded), the TID -> worker map is filled and the path's programs are attached by hand
+ * (the kprobes need the names found in /proc/kallsyms). A failure undoes that try whole
+ * (schedlat_bpf__destroy) and, for attach = auto, the next path is tried. Missing
+ * privilege ends the tries at once: the other paths need the same.
+ *
+ * libbpf's own messages go to the debug log: the decision is logged once, here.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <linux/types.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "bpf/schedlat.h"
+#include "log.h"
+#include "schedlat.h"
+#include "schedlat.skel.h"
+#include "worker.h"
+
+#define DEFAULT_BTF       "/sys/kernel/btf/vmlinux"
+#define DEFAULT_KALLSYMS  "/proc/kallsyms"
+#define MAX_LINKS         8
+#define SYM_MAX           128
+#define REASON_MAX        768
+#define TID_WAIT_MS       2000
+
+_Static_assert(CG_SCHED_SLOTS == SCHEDLAT_SLOTS, "one histogram layout");
+
+struct cg_schedlat {
+    struct schedlat_bpf *skel;
+    struct bpf_link     *links[MAX_LINKS];
+    unsigned             nlinks;
+    enum cg_bpf_attach   mode;          /* in use; CG_BPF_OFF when disabled */
+    unsigned             n;
+    int                 *tids;
+    int                 *cpus;
+    char                 hooks[4 * SYM_MAX];   /* what is attached, for show sched */
+    char                 reason[REASON_MAX];   /* why disabled */
+};
+
+static const char *const mode_names[] = {
+    [CG_BPF_AUTO] = "auto", [CG_BPF_TP_BTF] = "tp_btf", [CG_BPF_RAW_TP] = "raw_tp",
+    [CG_BPF_KPROBE] = "kprobe", [CG_BPF_OFF] = "off",
+};
+
+/* ------------------------------------------------------------------ libbpf messages */
+
+static int on_libbpf_print(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+    char *msg = NULL, *line, *save = NULL;
+
+    if (!cg_log_enabled(CG_LOG_DEBUG) || vasprintf(&msg, fmt, ap) < 0)
+        return 0;
+    /* Messages start with "libbpf: " already; a verifier log comes as one message. */
+    for (line = strtok_r(msg, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+        cg_debug("%s", line);
+    free(msg);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ kallsyms */
+
+/* 1 when <name> is <base> followed by a clone suffix a kprobe may use as the function. */
+static int is_clone_of(const char *name, const char *base)
+{
+    static const char *const ok[] = { ".isra.", ".constprop.", ".llvm.", NULL };
+    size_t n = strlen(base);
+    int i;
+
+    if (strncmp(name, base, n) != 0 || name[n] != '.')
+        return 0;
+    for (i = 0; ok[i]; i++)
+        if (strncmp(name + n, ok[i], strlen(ok[i])) == 0)
+            return 1;
+    return 0;
+}
+
+int cg_schedlat_find_symbol(const char *path, const char *base, char *out, size_t size)
+{
+    char line[512], name[SYM_MAX * 2], clone[SYM_MAX * 2] = "", type;
+    unsigned long long addr;
+    int found = 0, err;
+    FILE *f;
+
+    f = fopen(path ? path : DEFAULT_KALLSYMS, "re");
+    if (!f)
+        return -errno;
+    while (fgets(line, sizeof(line), f)) {
+        /* "ffffffff813a4380 t finish_task_switch.isra.0" ["\t[module]"] */
+        if (sscanf(line, "%llx %c %255s", &addr, &type, name) != 3)
+            continue;
+        if ((type != 't' && type != 'T') || strchr(line, '['))
+            continue;
+        if (strcmp(name, base) == 0) {
+            found = 1;
+            break;
+        }
+        if (!clone[0] && is_clone_of(name, base))
+            snprintf(clone, sizeof(clone), "%s", name);
+    }
+    fclose(f);
+    if (!found && !clone[0])
+        return -ENOENT;
+    err = snprintf(out, size, "%s", found ? base : clone);
+    return err < 0 || (size_t)err >= size ? -ENAMETOOLONG : 0;
+}
+
+/* ------------------------------------------------------------------ loading */
+
+enum { P_WAKEUP, P_WAKEUP_NEW, P_SWITCH, P_MIGRATE, NPROGS };
+
+/* The programs of <mode>, by role; the kprobe set has one program for both wake-ups. */
+static void progs_of(struct schedlat_bpf *skel, enum cg_bpf_attach mode,
+                     struct bpf_program *p[NPROGS])
+{
+    switch (mode) {
+    case CG_BPF_TP_BTF:
+        p[P_WAKEUP] = skel->progs.btf_wakeup;
+        p[P_WAKEUP_NEW] = skel->progs.btf_wakeup_new;
+        p[P_SWITCH] = skel->progs.btf_switch;
+        p[P_MIGRATE] = skel->progs.btf_migrate;
+        break;
+    case CG_BPF_RAW_TP:
+        p[P_WAKEUP] = skel->progs.raw_wakeup;
+        p[P_WAKEUP_NEW] = skel->progs.raw_wakeup_new;
+        p[P_SWITCH] = skel->progs.raw_switch;
+        p[P_MIGRATE] = skel->progs.raw_migrate;
+        break;
+    default:
+        p[P_WAKEUP] = skel->progs.kp_wakeup;
+        p[P_WAKEUP_NEW] = skel->progs.kp_wakeup;
+        p[P_SWITCH] = skel->progs.kp_switch;
+        p[P_MIGRATE] = skel->progs.kp_migrate;
+        break;
+    }
+}
+
+static void set_autoload(struct schedlat_bpf *skel, enum cg_bpf_attach mode)
+{
+    static const enum cg_bpf_attach all[] = { CG_BPF_TP_BTF, CG_BPF_RAW_TP, CG_BPF_KPROBE };
+    struct bpf_program *p[NPROGS];
+    size_t i, k;
+
+    for (i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        progs_of(skel, all[i], p);
+        for (k = 0; k < NPROGS; k++)
+            bpf_program__set_autoload(p[k], all[i] == mode);
+    }
+}
+
+static void unload(struct cg_schedlat *s)
+{
+    while (s->nlinks > 0)
+        bpf_link__destroy(s->links[--s->nlinks]);
+    schedlat_bpf__destroy(s->skel);     /* NULL-safe */
+    s->skel = NULL;
+}
+
+static int add_link(struct cg_schedlat *s, struct bpf_link *link)
+{
+    if (!link)
+        return -errno;
+    s->links[s->nlinks++] = link;
+    return 0;
+}
+
+/* The tracepoint paths: libbpf attaches by the section name. */
+static int attach_tracepoints(struct cg_schedlat *s, enum cg_bpf_attach mode, char *why,
+                              size_t size)
+{
+    struct bpf_program *p[NPROGS];
+    int k, err;
+
+    progs_of(s->skel, mode, p);
+    for (k = 0; k < NPROGS; k++) {
+        err = add_link(s, bpf_program__attach(p[k]));
+        if (err < 0) {
+            snprintf(why, size, "attach %s: %s", bpf_program__section_name(p[k]),
+                     strerror(-err));
+            return err;
+        }
+    }
+    snprintf(s->hooks, sizeof(s->hooks), "%s sched_wakeup, sched_wakeup_new, sched_switch, "
+             "sched_migrate_task", mode == CG_BPF_TP_BTF ? "BTF tracepoints" :
+             "raw tracepoints");
+    return 0;
+}
+
+/* The kprobe path: every symbol is looked up first, so a kernel that lacks one fails
+ * before anything is attached. */
+static int attach_kprobes(struct cg_schedlat *s, const char *kallsyms, char *why, size_t size)
+{
+    static const struct { const char *base; int role; } hooks[] = {
+        { "try_to_wake_up", P_WAKEUP },
+        { "wake_up_new_task", P_WAKEUP_NEW },
+        { "finish_task_switch", P_SWITCH },
+        { "set_task_cpu", P_MIGRATE },
+    };
+    char syms[4][SYM_MAX];
+    struct bpf_program *p[NPROGS];
+    size_t i, len = 0;
+    int err;
+
+    for (i = 0; i < 4; i++) {
+        err = cg_schedlat_find_symbol(kallsyms, hooks[i].base, syms[i], sizeof(syms[i]));
+        if (err < 0) {
+            snprintf(why, size, "no kernel function %s in %s: %s", hooks[i].base,
+                     kallsyms ? kallsyms : DEFAULT_KALLSYMS, strerror(-err));
+            return err;
+        }
+    }
+    progs_of(s->skel, CG_BPF_KPROBE, p);
+    for (i = 0; i < 4; i++) {
+        err = add_link(s, bpf_program__attach_kprobe(p[hooks[i].role], false, syms[i]));
+        if (err < 0) {
+            snprintf(why, size, "attach kprobe %.127s: %s%s", syms[i], strerror(-err),
+                     access("/sys/bus/event_source/devices/kprobe", F_OK) < 0 ?
+                     " (this kernel has no kprobe support)" : "");
+            return err;
+        }
+    }
+    len = (size_t)snprintf(s->hooks, sizeof(s->hooks), "kprobes");
+    for (i = 0; i < 4 && len < sizeof(s->hooks); i++)
+        len += (size_t)snprintf(s->hooks + len, sizeof(s->hooks) - len, "%s %s",
+                                i ? "," : "", syms[i]);
+    return 0;
+}
+
+/* Opens, loads and attaches <mode>'s programs. Returns 0, or a negative errno with the
+ * failed step in <why>; nothing stays loaded then. */
+static int try_mode(struct cg_schedlat *s, enum cg_bpf_attach mode,
+                    const struct cg_schedlat_opts *o, char *why, size_t size)
+{
+    LIBBPF_OPTS(bpf_object_open_opts, oo);
+    __u32 i, tid;
+    int err;
+
+    /* libbpf finds the running kernel's BTF by itself; a file named in the config is used
+     * for CO-RE instead (a kernel without /sys/kernel/btf, BTF from elsewhere). */
+    if (o->btf && strcmp(o->btf, DEFAULT_BTF) != 0)
+        oo.btf_custom_path = o->btf;
+    s->skel = schedlat_bpf__open_opts(&oo);
+    if (!s->skel) {
+        err = -errno;
+        snprintf(why, size, "open: %s", strerror(-err));
+        return err;
+    }
+    s->skel->rodata->targ_tgid = (__u32)(o->tgid > 0 ? o->tgid : getpid());
+    set_autoload(s->skel, mode);
+    err = bpf_map__set_max_entries(s->skel->maps.stats, s->n);
+    if (err == 0)
+        err = bpf_map__set_max_entries(s->skel->maps.tstate, s->n);
+    if (err == 0) {
+        err = schedlat_bpf__load(s->skel);
+        if (err < 0)
+            snprintf(why, size, "load: %s", strerror(-err));
+    } else {
+        snprintf(why, size, "map size: %s", strerror(-err));
+    }
+    for (i = 0; err == 0 && i < s->n; i++) {
+        tid = (__u32)s->tids[i];
+        err = bpf_map__update_elem(s->skel->maps.workers_by_tid, &tid, sizeof(tid), &i,
+                                   sizeof(i), BPF_ANY);
+        if (err < 0)
+            snprintf(why, size, "worker map: %s", strerror(-err));
+    }
+    if (err == 0 && mode == CG_BPF_KPROBE)
+        err = attach_kprobes(s, o->kallsyms, why, size);
+    else if (err == 0)
+        err = attach_tracepoints(s, mode, why, size);
+    if (err < 0)
+        unload(s);
+    return err;
+}
+
+/* Appends "<fmt>" to s->reason, "; " between parts. */
+__attribute__((format(printf, 2, 3)))
+static void add_reason(struct cg_schedlat *s, const char *fmt, ...)
+{
+    size_t len = strlen(s->reason);
+    va_list ap;
+
+    if (len && len + 2 < sizeof(s->reason)) {
+        memcpy(s->reason + len, "; ", 3);
+        len += 2;
+    }
+    va_start(ap, fmt);
+    vsnprintf(s->reason + len, sizeof(s->reason) - len, fmt, ap);
+    va_end(ap);
+}
+
+struct cg_schedlat *cg_schedlat_new(const struct cg_schedlat_opts *opts, const int *tids,
+                                    const int *cpus, unsigned n)
+{
+    static const enum cg_bpf_attach order[] = { CG_BPF_TP_BTF, CG_BPF_RAW_TP, CG_BPF_KPROBE };
+    struct cg_schedlat_opts o = { .attach = CG_BPF_AUTO };
+    struct cg_schedlat *s;
+    const char *btf;
+    char why[REASON_MAX / 2];
+    size_t i, first = 0, last = 2;
+    unsigned k;
+    int err;
+
+    if (n == 0 || n > SCHEDLAT_MAX_WORKERS) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (opts)
+        o = *opts;
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->tids = calloc(n, sizeof(*s->tids));
+    s->cpus = calloc(n, sizeof(*s->cpus));
+    if (!s->tids || !s->cpus) {
+        cg_schedlat_free(s);
+        errno = ENOMEM;
+        return NULL;
+    }
+    s->n = n;
+    for (k = 0; k < n; k++) {
+        s->tids[k] = tids[k];
+        s->cpus[k] = cpus ? cpus[k] : -1;
+    }
+    s->mode = CG_BPF_OFF;
+
+    if (o.attach == CG_BPF_OFF) {
+        add_reason(s, "[bpf] attach = off");
+        cg_info("bpf: scheduler probes off ([bpf] attach = off)");
+        return s;
+    }
+    btf = o.btf ? o.btf : DEFAULT_BTF;
+    if (access(btf, R_OK) < 0) {
+        add_reason(s, "no kernel BTF (%s: %s)", btf, strerror(errno));
+        goto out_disabled;
+    }
+    libbpf_set_print(on_libbpf_print);
+    if (o.attach != CG_BPF_AUTO) {
+        for (first = 0; order[first] != o.attach; first++)
+            continue;
+        last = first;
+    }
+    for (i = first; i <= last; i++) {
+        err = try_mode(s, order[i], &o, why, sizeof(why));
+        if (err == 0) {
+            s->mode = order[i];
+            if (s->reason[0])       /* auto fell back: say from what, once */
+                cg_info("bpf: scheduler probes: %s", s->reason);
+            s->reason[0] = '\0';
+            cg_notice("bpf: scheduler probes attached to %u worker threads: %s (%s)", n,
+                      mode_names[s->mode], s->hooks);
+            return s;
+        }
+        if (err == -EPERM) {    /* EACCES is the verifier's refusal */
+            s->reason[0] = '\0';
+            add_reason(s, "no privilege for BPF (needs root, or CAP_BPF and CAP_PERFMON): "
+                       "%s: %s", mode_names[order[i]], why);
+            goto out_disabled;
+        }
+        add_reason(s, "%s: %s", mode_names[order[i]], why);
+    }
+out_disabled:
+    cg_warn("bpf: scheduler probes disabled: %s; running without them", s->reason);
+    return s;
+}
+
+struct cg_schedlat *cg_schedlat_start(struct cg_daemon *d)
+{
+    struct cg_schedlat_opts o = { .attach = d->cfg->bpf.attach, .btf = d->cfg->bpf.btf };
+    struct timespec ts = { 0, 1000000 };
+    int *tids, *cpus, waited = 0;
+    struct cg_schedlat *s;
+    unsigned i;
+
+    tids = calloc(d->nworkers ? d->nworkers : 1, sizeof(*tids));
+    cpus = calloc(d->nworkers ? d->nworkers : 1, sizeof(*cpus));
+    if (!tids || !cpus) {
+        free(tids);
+        free(cpus);
+        return NULL;
+    }
+    for (i = 0; i < d->nworkers; i++) {
+        while ((tids[i] = atomic_load(&d->workers[i].tid)) == 0 && waited < TID_WAIT_MS &&
+               o.attach != CG_BPF_OFF) {
+            nanosleep(&ts, NULL);
+            waited++;
+        }
+        cpus[i] = d->workers[i].cpu;    /* written before the TID was published */
+    }
+    for (i = 0; i < d->nworkers && tids[i] != 0; i++)
+        continue;
+    if (i < d->nworkers && o.attach != CG_BPF_OFF) {
+        cg_warn("bpf: worker %u did not start within %d ms; scheduler probes disabled", i,
+                TID_WAIT_MS);
+        o.attach = CG_BPF_OFF;
+    }
+    s = cg_schedlat_new(&o, tids, cpus, d->nworkers);
+    free(tids);
+    free(cpus);
+    return s;
+}
+
+void cg_schedlat_free(struct cg_schedlat *s)
+{
+    if (!s)
+        return;
+    unload(s);
+    free(s->tids);
+    free(s->cpus);
+    free(s);
+}
+
+int cg_schedlat_is_running(const struct cg_schedlat *s)
+{
+    return s && s->mode != CG_BPF_OFF;
+}
+
+const char *cg_schedlat_mode(const struct cg_schedlat *s)
+{
+    return s ? mode_names[s->mode] : "off";
+}
+
+const char *cg_schedlat_reason(const struct cg_schedlat *s)
+{
+    return s ? s->reason : "not started";
+}
+
+unsigned cg_schedlat_nworkers(const struct cg_schedlat *s)
+{
+    return s ? s->n : 0;
+}
+
+/* ------------------------------------------------------------------ reading */
+
+int cg_schedlat_read(const struct cg_schedlat *s, unsigned i, struct cg_sched_worker *out)
+{
+    struct schedlat_worker v;
+    __u32 key = i;
+    int err;
+
+    if (!cg_schedlat_is_running(s))
+        return -ENODEV;
+    if (i >= s->n)
+        return -ERANGE;
+    err = bpf_map__lookup_elem(s->skel->maps.stats, &key, sizeof(key), &v, sizeof(v), 0);
+    if (err < 0)
+        return err;
+    memset(out, 0, sizeof(*out));
+    memcpy(out->runq.slots, v.runq_slots, sizeof(out->runq.slots));
+    out->runq.count = v.runq_count;
+    out->runq.sum_ns = v.runq_sum_ns;
+    out->runq.max_ns = v.runq_max_ns;
+    out->off_vol_ns = v.off_vol_ns;
+    out->off_invol_ns = v.off_invol_ns;
+    out->nvol = v.nvol;
+    out->ninvol = v.ninvol;
+    out->wakeups = v.wakeups;
+    out->migrations = v.migrations;
+    out->switch_in = v.switch_in;
+    out->tid = s->tids[i];
+    out->cpu = s->cpus[i];
+    return 0;
+}
+
+int cg_schedlat_prog_stats(const struct cg_schedlat *s, uint64_t *runs, uint64_t *run_ns)
+{
+    struct bpf_program *p[NPROGS];
+    struct bpf_prog_info info;
+    __u32 len;
+    int k, err;
+
+    *runs = 0;
+    *run_ns = 0;
+    if (!cg_schedlat_is_running(s))
+        return -ENODEV;
+    progs_of(s->skel, s->mode, p);
+    for (k = 0; k < NPROGS; k++) {
+        if (k > 0 && p[k] == p[k - 1])         /* kp_wakeup serves two hooks */
+            continue;
+        memset(&info, 0, sizeof(info));
+        len = sizeof(info);
+        err = bpf_obj_get_info_by_fd(bpf_program__fd(p[k]), &info, &len);
+        if (err < 0)
+            return err;
+        *runs += info.run_cnt;
+        *run_ns += info.run_time_ns;
+    }
+    return 0;
+}
+
+/* Slot <i> holds [lo, hi) nanoseconds. */
+static void slot_bounds(unsigned i, uint64_t *lo, uint64_t *hi)
+{
+    *lo = i == 0 ? 0 : (1ull << i) * 1000;
+    *hi = (1ull << (i + 1)) * 1000;
+}
+
+uint64_t cg_sched_hist_percentile(const struct cg_sched_hist *h, double p)
+{
+    uint64_t total = 0, cum = 0, lo, hi, v;
+    double rank;
+    unsigned i;
+
+    for (i = 0; i < CG_SCHED_SLOTS; i++)
+        total += h->slots[i];
+    if (total == 0)
+        return 0;
+    rank = p / 100.0 * (double)total;
+    if (rank < 1.0)
+        rank = 1.0;
+    for (i = 0; i < CG_SCHED_SLOTS; i++) {
+        if (h->slots[i] == 0 || (double)(cum + h->slots[i]) < rank) {
+            cum += h->slots[i];
+            continue;
+        }
+        slot_bounds(i, &lo, &hi);
+        if (i == CG_SCHED_SLOTS - 1 && h->max_ns > lo)
+            hi = h->max_ns;
+        v = lo + (uint64_t)((rank - (double)cum) / (double)h->slots[i] * (double)(hi - lo));
+        return h->max_ns && v > h->max_ns ? h->max_ns : v;
+    }
+    return h->max_ns;
+}
+
+void cg_sched_worker_diff(struct cg_sched_worker *out, const struct cg_sched_worker *now,
+                          const struct cg_sched_worker *before)
+{
+    unsigned i;
+
+#define SUB(f) out->f = now->f >= before->f ? now->f - before->f : 0
+    for (i = 0; i < CG_SCHED_SLOTS; i++)
+        SUB(runq.slots[i]);
+    SUB(runq.count);
+    SUB(runq.sum_ns);
+    SUB(off_vol_ns);
+    SUB(off_invol_ns);
+    SUB(nvol);
+    SUB(ninvol);
+    SUB(wakeups);
+    SUB(migrations);
+    SUB(switch_in);
+#undef SUB
+    out->runq.max_ns = now->runq.max_ns;
+    out->tid = now->tid;
+    out->cpu = now->cpu;
+}
+
+/* ------------------------------------------------------------------ formatting */
+
+/* "850ns", "12.3us", "4.56ms", "1.23s". */
+static const char *fmt_ns(uint64_t ns, char *buf, size_t size)
+{
+    if (ns < 1000)
+        snprintf(buf, size, "%lluns", (unsigned long long)ns);
+    else if (ns < 1000000)
+        snprintf(buf, size, "%.3gus", (double)ns / 1e3);
+    else if (ns < 1000000000)
+        snprintf(buf, size, "%.3gms", (double)ns / 1e6);
+    else
+        snprintf(buf, size, "%.3gs", (double)ns / 1e9);
+    return buf;
+}
+
+/* runqlat's histogram: one line per slot up to the last non-empty one. */
+static void print_hist(FILE *f, const struct cg_sched_hist *h)
+{
+    uint64_t top = 0;
+    unsigned i, last = 0, stars, k;
+
+    for (i = 0; i < CG_SCHED_SLOTS; i++) {
+        if (h->slots[i])
+            last = i;
+        if (h->slots[i] > top)
+            top = h->slots[i];
+    }
+    fprintf(f, "    %20s : %-10s distribution\n", "usecs", "count");
+    for (i = 0; i <= last && top; i++) {
+        char range[48];
+
+        if (i == CG_SCHED_SLOTS - 1)
+            snprintf(range, sizeof(range), "%llu -> ...", 1ull << i);
+        else
+            snprintf(range, sizeof(range), "%llu -> %llu", i ? 1ull << i : 0ull,
+                     (1ull << (i + 1)) - 1);
+        stars = (unsigned)(h->slots[i] * 40 / top);
+        fprintf(f, "    %20s : %-10llu |", range, (unsigned long long)h->slots[i]);
+        for (k = 0; k < 40; k++)
+            fputc(k < stars ? '*' : ' ', f);
+        fputs("|\n", f);
+    }
+}
+
+static void format_text(FILE *f, const struct cg_schedlat *s)
+{
+    struct cg_sched_worker w;
+    char a[6][32];
+    unsigned i;
+    int err;
+
+    if (!cg_schedlat_is_running(s)) {
+        fprintf(f, "sched: disabled: %s\n", cg_schedlat_reason(s));
+        return;
+    }
+    fprintf(f, "sched: attach %s (%s), %u workers\n", mode_names[s->mode], s->hooks, s->n);
+    for (i = 0; i < s->n; i++) {
+        err = cg_schedlat_read(s, i, &w);
+        if (err < 0) {
+            fprintf(f, "worker %u: read failed: %s\n", i, strerror(-err));
+            continue;
+        }
+        if (w.cpu >= 0)
+            fprintf(f, "worker %u (tid %d, cpu %d)\n", i, w.tid, w.cpu);
+        else
+            fprintf(f, "worker %u (tid %d, not pinned)\n", i, w.tid);
+        fprintf(f, "  run-queue latency: %llu samples, avg %s, p50 %s, p99 %s, p99.9 %s, "
+                "max %s\n", (unsigned long long)w.runq.count,
+                fmt_ns(w.runq.count ? w.runq.sum_ns / w.runq.count : 0, a[0], 32),
+                fmt_ns(cg_sched_hist_percentile(&w.runq, 50), a[1], 32),
+                fmt_ns(cg_sched_hist_percentile(&w.runq, 99), a[2], 32),
+                fmt_ns(cg_sched_hist_percentile(&w.runq, 99.9), a[3], 32),
+                fmt_ns(w.runq.max_ns, a[4], 32));
+        fprintf(f, "  off-CPU: voluntary %llu switches, %s; involuntary %llu switches, %s\n",
+                (unsigned long long)w.nvol, fmt_ns(w.off_vol_ns, a[0], 32),
+                (unsigned long long)w.ninvol, fmt_ns(w.off_invol_ns, a[5], 32));
+        fprintf(f, "  wake-ups %llu, migrations %llu\n", (unsigned long long)w.wakeups,
+                (unsigned long long)w.migrations);
+        print_hist(f, &w.runq);
+    }
+}
+
+static void json_string(FILE *f, const char *str)
+{
+    const unsigned char *p;
+
+    fputc('"', f);
+    for (p = (const unsigned char *)str; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20)
+            fprintf(f, "\\u%04x", *p);
+        else
+            fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void format_json(FILE *f, const struct cg_schedlat *s)
+{
+    struct cg_sched_worker w;
+    unsigned i, k;
+
+    fputs("{\"attach\":", f);
+    json_string(f, cg_schedlat_mode(s));
+    if (!cg_schedlat_is_running(s)) {
+        fputs(",\"enabled\":false,\"reason\":", f);
+        json_string(f, cg_schedlat_reason(s));
+        fputs("}\n", f);
+        return;
+    }
+    fputs(",\"enabled\":true,\"hooks\":", f);
+    json_string(f, s->hooks);
+    fputs(",\"workers\":[", f);
+    for (i = 0; i < s->n; i++) {
+        if (cg_schedlat_read(s, i, &w) < 0)
+            memset(&w, 0, sizeof(w));
+        fprintf(f, "%s{\"worker\":%u,\"tid\":%d,\"cpu\":%d,\"runq\":{\"count\":%llu,"
+                "\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,\"p99_ns\":%llu,"
+                "\"p999_ns\":%llu,\"log2_us\":[", i ? "," : "", i, s->tids[i], s->cpus[i],
+                (unsigned long long)w.runq.count, (unsigned long long)w.runq.sum_ns,
+                (unsigned long long)w.runq.max_ns,
+                (unsigned long long)cg_sched_hist_percentile(&w.runq, 50),
+                (unsigned long long)cg_sched_hist_percentile(&w.runq, 99),
+                (unsigned long long)cg_sched_hist_percentile(&w.runq, 99.9));
+        for (k = 0; k < CG_SCHED_SLOTS; k++)
+            fprintf(f, "%s%llu", k ? "," : "", (unsigned long long)w.runq.slots[k]);
+        fprintf(f, "]},\"voluntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
+                "\"involuntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
+                "\"wakeups\":%llu,\"migrations\":%llu}",
+                (unsigned long long)w.nvol, (unsigned long long)w.off_vol_ns,
+                (unsigned long long)w.ninvol, (unsigned long long)w.off_invol_ns,
+                (unsigned long long)w.wakeups, (unsigned long long)w.migrations);
+    }
+    fputs("]}\n", f);
+}
+
+char *cg_schedlat_format(const struct cg_schedlat *s, int json)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f;
+
+    f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    if (json)
+        format_json(f, s);
+    else
+        format_text(f, s);
+    if (fclose(f) != 0) {
+        free(text);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return text;
+}

@@ -1,0 +1,124 @@
+/* gateway/schedlat.h — scheduler latency of the worker threads, measured in the kernel by
+ * bpf/schedlat.bpf.c: the loader (main thread) and the user-side aggregation.
+ *
+ * Per worker thread: run-queue latency (wake-up, or preemption while runnable, to running
+ * again) as a log2 histogram of microseconds with count, sum and max; voluntary and
+ * involuntary switches with the off-CPU time that followed them; wake-ups; CPU migrations.
+ * The kernel side filters on this process and on a TID -> worker map filled at start, so
+ * other tasks cost one compare per scheduler event.
+ *
+ * Attach paths (enum cg_bpf_attach, `[bpf] attach`): BTF tracepoints (tp_btf), raw
+ * tracepoints (raw_tp), kprobes on try_to_wake_up, wake_up_new_task, finish_task_switch
+ * and set_task_cpu (names resolved in /proc/kallsyms); CG_BPF_AUTO tries them in that
+ * order and keeps the first that loads and attaches. Without privilege (root, or CAP_BPF
+ * and CAP_PERFMON) or kernel BTF the probes are disabled with a reason; the daemon runs on.
+ *
+ * Threads: everything here runs on the main thread, except reads (cg_schedlat_read(),
+ * cg_schedlat_format()), which any thread may do while the object lives.
+ */
+#ifndef CG_SCHEDLAT_H
+#define CG_SCHEDLAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct cg_daemon;
+struct cg_schedlat;
+
+#define CG_SCHED_SLOTS 32     /* slot 0: 0..1 us; slot i: 2^i..2^(i+1)-1 us; last: above */
+
+/* A log2 histogram of microseconds, as read from the kernel. */
+struct cg_sched_hist {
+    uint64_t slots[CG_SCHED_SLOTS];
+    uint64_t count;
+    uint64_t sum_ns;
+    uint64_t max_ns;          /* since start: cg_sched_worker_diff() keeps the later one */
+};
+
+/* One worker thread's figures since the probes were attached. */
+struct cg_sched_worker {
+    struct cg_sched_hist runq;          /* run-queue latency */
+    uint64_t off_vol_ns;                /* off-CPU time after blocking */
+    uint64_t off_invol_ns;              /* off-CPU time after being preempted */
+    uint64_t nvol;                      /* voluntary switches (blocked) */
+    uint64_t ninvol;                    /* involuntary switches (preempted while runnable) */
+    uint64_t wakeups;
+    uint64_t migrations;
+    uint64_t switch_in;                 /* times put on a CPU */
+    int      tid;
+    int      cpu;                       /* pinned to, or -1 */
+};
+
+struct cg_schedlat_opts {
+    enum cg_bpf_attach attach;
+    const char        *btf;             /* kernel BTF file; NULL = /sys/kernel/btf/vmlinux */
+    const char        *kallsyms;        /* symbol table for kprobes; NULL = /proc/kallsyms */
+    int                tgid;            /* process of <tids>; 0 = this one (a benchmark may
+                                         * watch another process's threads) */
+};
+
+/* Loads the probes for the <n> worker threads whose TIDs are <tids> (worker i is tids[i];
+ * <cpus>, which may be NULL, says where each is pinned, -1 for none), as <opts> says (NULL
+ * = auto), and attaches them. Never fails for want of privilege, BTF or kernel support:
+ * the object is then disabled, cg_schedlat_reason() says why, and one warning is logged
+ * (an info line for attach = off). Returns the object (the caller frees it with
+ * cg_schedlat_free()), or NULL with errno ENOMEM, or EINVAL when <n> is 0 or above the
+ * map size (1024). */
+struct cg_schedlat *cg_schedlat_new(const struct cg_schedlat_opts *opts, const int *tids,
+                                    const int *cpus, unsigned n);
+
+/* The daemon's way in: waits up to 2 s for every worker of <d> to publish its TID, then
+ * calls cg_schedlat_new() with d->cfg's [bpf] section. Returns what that returns. */
+struct cg_schedlat *cg_schedlat_start(struct cg_daemon *d);
+
+/* Detaches and unloads the probes and frees <s>. NULL-safe. */
+void cg_schedlat_free(struct cg_schedlat *s);
+
+/* 1 when the probes are attached, 0 when disabled (or <s> is NULL). */
+int cg_schedlat_is_running(const struct cg_schedlat *s);
+
+/* The attach path in use: "tp_btf", "raw_tp", "kprobe"; "off" when disabled. Static. */
+const char *cg_schedlat_mode(const struct cg_schedlat *s);
+
+/* Why the probes are disabled ("" when running), valid while <s> lives. */
+const char *cg_schedlat_reason(const struct cg_schedlat *s);
+
+/* Number of worker threads <s> watches. */
+unsigned cg_schedlat_nworkers(const struct cg_schedlat *s);
+
+/* Reads worker <i>'s figures into *<out>. Returns 0, -ENODEV when the probes are
+ * disabled, -ERANGE when there is no worker <i>, or the map read's negative errno. */
+int cg_schedlat_read(const struct cg_schedlat *s, unsigned i, struct cg_sched_worker *out);
+
+/* The kernel's run-time statistics of the programs in use (enabled while some process holds
+ * bpf_enable_stats(BPF_STATS_RUN_TIME), or with sysctl kernel.bpf_stats_enabled = 1):
+ * *<runs> program runs and *<run_ns> nanoseconds spent in them, summed. Returns 0 (both 0
+ * while statistics are off), -ENODEV when the probes are disabled, or a negative errno. */
+int cg_schedlat_prog_stats(const struct cg_schedlat *s, uint64_t *runs, uint64_t *run_ns);
+
+/* The <p>th percentile (0 < p <= 100) of <h> in nanoseconds, interpolated linearly within
+ * its log2 slot and capped at h->max_ns; 0 when <h> is empty. */
+uint64_t cg_sched_hist_percentile(const struct cg_sched_hist *h, double p);
+
+/* *<out> = <now> - <before>, field by field: the interval between two reads of one worker
+ * (max_ns, tid and cpu are <now>'s). <out> may alias <now>. */
+void cg_sched_worker_diff(struct cg_sched_worker *out, const struct cg_sched_worker *now,
+                          const struct cg_sched_worker *before);
+
+/* `show sched`: the attach path, then per worker the run-queue latency percentiles and
+ * histogram (runqlat style), switches with off-CPU time, wake-ups and migrations; with
+ * <json>, the same as one JSON object on one line. Returns a NUL-terminated string the
+ * caller frees (ending in a newline), or NULL with errno ENOMEM. <s> may be NULL (the
+ * probes were never started): reported as disabled. */
+char *cg_schedlat_format(const struct cg_schedlat *s, int json);
+
+/* Finds the kernel text symbol for function <base> in the kallsyms-format file <path>
+ * (NULL = /proc/kallsyms): <base> itself, else a compiler-made clone of it such as
+ * "<base>.isra.0" or "<base>.constprop.0" (never ".part"/".cold" pieces, never a
+ * module's). Copies the name into <out> of <size>. Returns 0, -ENOENT when not found,
+ * -ENAMETOOLONG, or the negative errno of opening <path>. */
+int cg_schedlat_find_symbol(const char *path, const char *base, char *out, size_t size);
+
+#endif

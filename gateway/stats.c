@@ -1,0 +1,1366 @@
+/* gateway/stats.c — the stats socket, its commands, and the /metrics HTTP listener.
+ *
+ * Everything here runs on the main thread. A client is a uv stream (a pipe for the stats
+ * socket, TCP for /metrics) plus a timer; both are closed together and the client freed
+ * when the second close callback ran. Answers are rendered whole into a buffer (bounded by
+ * REPLY_MAX) and handed to uv_write(); the client is not read again while more than
+ * OUT_HIGH bytes of answers wait, so a client that does not read holds at most one answer
+ * and a line of input, and its timer closes it after stats_timeout without a completed
+ * write.
+ *
+ * `show coros` is the one command that needs the workers: one request per worker goes
+ * through cg_worker_call(); each worker fills its part on its own thread and pushes it on
+ * our `done` list, guarded by a mutex, with a uv_async_send(). The answer is written when
+ * all parts are back or after CALL_TIMEOUT_MS, whichever comes first; parts arriving after
+ * that, or after their client went away, are freed on arrival. The server itself is freed
+ * only when no part is outstanding.
+ */
+#include <errno.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "coro/ctx.h"
+#include "coro/list.h"
+#include "log.h"
+#include "relay.h"
+#include "schedlat.h"
+#include "stats.h"
+#include "upstream.h"
+#include "worker.h"
+
+#ifndef CG_VERSION
+#define CG_VERSION "0.0.0"
+#endif
+
+#define LINE_MAX_BYTES  4096            /* longest command line, newline included */
+#define OUT_HIGH        (64u * 1024)    /* take no command while more than this waits */
+#define REPLY_MAX       (32u << 20)     /* largest answer we render */
+#define CALL_TIMEOUT_MS 2000            /* workers' share of `show coros` */
+#define COROS_DEFAULT   10
+#define COROS_MAX       1000
+#define URL_MAX         1024
+#define HTTP_REQ_MAX    (16u * 1024)    /* request line and headers */
+#define LISTEN_BACKLOG  511
+
+struct client;
+
+/* One worker's part of a `show coros`. */
+struct coro_item {
+    uint64_t    id;
+    const char *name;           /* static strings of the coroutine runtime */
+    const char *reason;
+    int         state;
+    uint64_t    parked_ms;
+    uint64_t    age_ms;
+    size_t      stack_saved;
+    const void *arg;            /* compared only, dereferenced on the worker's thread */
+    char        label[256];     /* filled when arg is a connection of the worker */
+};
+
+struct coros_call {
+    struct cg_wcall     call;       /* first: the worker gets &call */
+    struct cg_stats    *st;
+    struct coros_req   *req;        /* main thread only; NULL once abandoned */
+    struct coros_call  *next_done;  /* on st->done, under st->lock */
+    unsigned            worker;
+    unsigned            want;
+    unsigned            total;      /* results, written by the worker */
+    unsigned            parked;
+    unsigned            n;
+    struct coro_item    items[];
+};
+
+struct coros_req {
+    struct client      *c;
+    unsigned            nparts;
+    unsigned            waiting;
+    unsigned            want;
+    struct coros_call **parts;      /* [nparts]; NULL where the worker had stopped */
+    unsigned char      *back;       /* [nparts]: 1 once that part came back */
+};
+
+struct wreq {
+    uv_write_t      req;
+    struct client  *c;
+    size_t          len;
+    char           *data;           /* owned */
+};
+
+struct client {
+    union {
+        uv_handle_t h;
+        uv_stream_t s;
+        uv_pipe_t   pipe;
+        uv_tcp_t    tcp;
+    } u;
+    uv_timer_t        timer;
+    struct cg_stats  *st;
+    struct client    *prev, *next;
+    struct coros_req *req;          /* a command waiting for the workers */
+    size_t            queued;       /* bytes in writes not yet completed */
+    int               handles;      /* open handles; freed at 0 */
+    uint8_t           http;
+    uint8_t           closing;
+    uint8_t           reading;
+    uint8_t           prompt;
+    uint8_t           eof;          /* the client shut its side down */
+    uint8_t           quit;         /* close once every answer is written */
+    uint8_t           skipping;     /* dropping the rest of an over-long line */
+    size_t            inlen;
+    char              in[LINE_MAX_BYTES];
+    /* HTTP only */
+    llhttp_t          parser;
+    size_t            req_bytes;
+    size_t            urllen;
+    char              url[URL_MAX];
+};
+
+struct cg_stats {
+    uv_loop_t          *loop;
+    struct cg_runtime  *rt;
+    uv_pipe_t           unix_srv;
+    uv_tcp_t            http_srv;
+    uv_async_t          replies;
+    uv_mutex_t          lock;
+    struct coros_call  *done;       /* under lock */
+    struct client      *clients;
+    llhttp_settings_t   http_settings;
+    unsigned            nclients;
+    unsigned            outstanding;    /* coros parts not yet back (main thread) */
+    int                 handles;        /* open server handles (unix, http, async) */
+    int                 async_open;
+    int                 stopping;
+    int                 own_path;       /* the socket file is ours to remove */
+    dev_t               dev;
+    ino_t               ino;
+    char                path[CG_CONF_SOCKPATH_MAX];
+};
+
+static const char help_text[] =
+    "Commands (one per line):\n"
+    "  help                                    this list\n"
+    "  prompt                                  interactive mode: a \"> \" prompt, stay open\n"
+    "  quit                                    close the connection\n"
+    "  show info                               version, pid, uptime, workers, limits, config\n"
+    "  show stats                              every counter, as JSON\n"
+    "  show metrics                            every counter, Prometheus text format\n"
+    "  show coros [N]                          per worker, the N longest-parked coroutines"
+    " (default 10)\n"
+    "  show upstreams                          servers: state, health, connections\n"
+    "  show breaker                            connection quotas in use\n"
+    "  show sched [json]                       per worker: run-queue latency, off-CPU time,\n"
+    "                                          switches, migrations (eBPF, [bpf] attach)\n"
+    "  set server UPSTREAM/SERVER state ready|drain|maint\n"
+    "                                          take a server in or out of balancing\n"
+    "  set breaker force-open|force-closed|auto   (not built yet)\n"
+    "  set rate LISTENER RATE BURST            (not built yet)\n"
+    "  reload                                  re-read the configuration, as SIGHUP does\n";
+
+static void client_close(struct client *c);
+static void client_process(struct client *c);
+static void maybe_free(struct cg_stats *st);
+
+/* ------------------------------------------------------------------ output */
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static void on_timer(uv_timer_t *t);
+
+/* Restarts <c>'s deadline: stats_timeout from now, or the workers' deadline while a
+ * command waits for them. */
+static void client_touch(struct client *c)
+{
+    uint64_t ms = c->st->rt->d->cfg->gw.stats_timeout_ms;
+
+    if (c->closing)
+        return;
+    uv_timer_start(&c->timer, on_timer, c->req ? CALL_TIMEOUT_MS : ms, 0);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct wreq *wr = req->data;
+    struct client *c = wr->c;
+
+    c->queued -= wr->len;
+    free(wr->data);
+    free(wr);
+    if (status < 0) {
+        client_close(c);
+        return;
+    }
+    client_touch(c);
+    client_process(c);
+}
+
+/* Queues the bytes of <b> for <c>, taking them (b is left empty). */
+static void client_send(struct client *c, struct cg_sbuf *b)
+{
+    struct wreq *wr;
+    uv_buf_t buf;
+
+    if (c->closing || b->len == 0) {
+        cg_sbuf_deinit(b);
+        return;
+    }
+    wr = malloc(sizeof(*wr));
+    if (!wr) {
+        cg_sbuf_deinit(b);
+        client_close(c);
+        return;
+    }
+    wr->c = c;
+    wr->len = b->len;
+    wr->data = b->p;
+    wr->req.data = wr;
+    b->p = NULL;
+    cg_sbuf_deinit(b);
+    buf = uv_buf_init(wr->data, (unsigned)wr->len);
+    c->queued += wr->len;
+    if (uv_write(&wr->req, &c->u.s, &buf, 1, on_written) < 0) {
+        c->queued -= wr->len;
+        free(wr->data);
+        free(wr);
+        client_close(c);
+    }
+}
+
+/* Ends an answer: the blank line, then the prompt in interactive mode; and sends it. */
+static void client_answer(struct client *c, struct cg_sbuf *b)
+{
+    if (b->overflow) {
+        cg_sbuf_deinit(b);
+        cg_sbuf_printf(b, "error: the answer is larger than %u bytes\n", REPLY_MAX);
+    }
+    if (b->len == 0 || b->p[b->len - 1] != '\n')
+        cg_sbuf_add(b, "\n", 1);
+    cg_sbuf_add(b, "\n", 1);
+    if (c->prompt)
+        cg_sbuf_add(b, "> ", 2);
+    client_send(c, b);
+}
+
+/* ------------------------------------------------------------------ clients */
+
+static void on_client_closed(uv_handle_t *h)
+{
+    struct client *c = h->data;
+    struct cg_stats *st = c->st;
+
+    if (--c->handles > 0)
+        return;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        st->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    st->nclients--;
+    st->rt->stats_clients = st->nclients;
+    free(c);
+    maybe_free(st);
+}
+
+/* Answers with what came back (if the client still listens); late parts are freed when
+ * they arrive. */
+static void finish_req(struct coros_req *r);
+
+static void client_close(struct client *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->req) {
+        struct coros_req *r = c->req;
+
+        c->req = NULL;
+        finish_req(r);
+    }
+    uv_close(&c->u.h, on_client_closed);
+    uv_close((uv_handle_t *)&c->timer, on_client_closed);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    struct client *c = t->data;
+    struct cg_stats *st = c->st;
+    char ms[32];
+
+    if (c->req) {
+        struct coros_req *r = c->req;
+
+        c->req = NULL;
+        finish_req(r);         /* answers with what came back */
+        client_touch(c);
+        client_process(c);
+        return;
+    }
+    st->rt->stats_timeouts++;
+    cg_info("stats client closed: %s for %s", c->queued ? "not reading its answers" : "idle",
+            cg_format_duration(st->rt->d->cfg->gw.stats_timeout_ms, ms, sizeof(ms)));
+    client_close(c);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    struct client *c = h->data;
+    static char http_scratch[4096];
+
+    if (c->http) {
+        /* The parser keeps nothing of the bytes after its callbacks; main thread only. */
+        *buf = uv_buf_init(http_scratch, sizeof(http_scratch));
+        return;
+    }
+    *buf = uv_buf_init(c->in + c->inlen, (unsigned)(sizeof(c->in) - c->inlen));
+}
+
+static void http_feed(struct client *c, const char *data, size_t len);
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    struct client *c = s->data;
+
+    if (n == 0)
+        return;
+    if (n < 0) {
+        c->eof = 1;
+        if (n != UV_EOF) {
+            client_close(c);
+            return;
+        }
+        uv_read_stop(s);
+        c->reading = 0;
+        if (c->http) {
+            client_close(c);
+            return;
+        }
+        client_process(c);
+        return;
+    }
+    client_touch(c);
+    if (c->http) {
+        http_feed(c, buf->base, (size_t)n);
+        return;
+    }
+    c->inlen += (size_t)n;
+    client_process(c);
+}
+
+/* Reads from <c> only while it may send a command that we would take now. */
+static void client_update_reading(struct client *c)
+{
+    int want = !c->closing && !c->eof && !c->quit && !c->req && c->queued <= OUT_HIGH &&
+               c->inlen < sizeof(c->in);
+
+    if (want && !c->reading) {
+        if (uv_read_start(&c->u.s, on_alloc, on_read) == 0)
+            c->reading = 1;
+    } else if (!want && c->reading) {
+        uv_read_stop(&c->u.s);
+        c->reading = 0;
+    }
+}
+
+/* ------------------------------------------------------------------ commands */
+
+static void run_command(struct client *c, char *line);
+
+/* Takes the complete lines of <c>'s input while it may (no command waiting for workers,
+ * little output waiting for the client), then decides whether to read on or close. */
+static void client_process(struct client *c)
+{
+    char *nl, line[LINE_MAX_BYTES + 1];
+    size_t n;
+
+    if (c->closing)
+        return;
+    if (c->http) {
+        if (c->quit && c->queued == 0)
+            client_close(c);
+        return;
+    }
+    while (!c->closing && !c->req && !c->quit && c->queued <= OUT_HIGH) {
+        nl = memchr(c->in, '\n', c->inlen);
+        if (!nl) {
+            if (c->inlen == sizeof(c->in)) {
+                c->skipping = 1;            /* over-long: drop it, answer at its end */
+                c->inlen = 0;
+                continue;
+            }
+            if (!c->eof || c->inlen == 0)
+                break;
+            nl = c->in + c->inlen;          /* the last line, without its newline */
+        }
+        n = (size_t)(nl - c->in);
+        memcpy(line, c->in, n);
+        line[n] = '\0';
+        if (n < c->inlen)
+            n++;
+        memmove(c->in, c->in + n, c->inlen - n);
+        c->inlen -= n;
+        if (c->skipping) {
+            struct cg_sbuf b;
+
+            c->skipping = 0;
+            cg_sbuf_init(&b, REPLY_MAX);
+            cg_sbuf_printf(&b, "error: line too long (at most %d bytes)\n",
+                           LINE_MAX_BYTES - 1);
+            client_answer(c, &b);
+            continue;
+        }
+        run_command(c, line);
+    }
+    if (c->closing)
+        return;
+    if (c->eof && !c->req && c->inlen == 0)
+        c->quit = 1;
+    if (c->quit && !c->req && c->queued == 0) {
+        client_close(c);
+        return;
+    }
+    client_update_reading(c);
+}
+
+static const char *fmt_time(time_t t, char *buf, size_t size)
+{
+    struct tm tm;
+
+    if (t == 0 || !gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(buf, size, "never");
+    return buf;
+}
+
+static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
+{
+    const struct cg_runtime *rt = st->rt;
+    const struct cg_daemon *d = rt->d;
+    const struct cg_config *cfg = d->cfg;
+    uint64_t up = now_ms() - rt->started_ms;
+    char t1[40], t2[40];
+    unsigned i;
+
+    cg_sbuf_printf(b, "name: corogate\nversion: %s\ncontext_switch: %s\nlibuv: %s\n"
+                   "features: tcp websocket stats-socket metrics-http\n"
+                   "pid: %d\nstarted: %s\nuptime_ms: %llu\nworkers: %u\n",
+                   CG_VERSION, CORO_SWITCH_NAME, uv_version_string(), (int)getpid(),
+                   fmt_time(rt->started_at, t1, sizeof(t1)), (unsigned long long)up,
+                   d->nworkers);
+    for (i = 0; i < d->nworkers; i++) {
+        if (d->workers[i].cpu >= 0)
+            cg_sbuf_printf(b, "worker %u: cpu %d\n", i, d->workers[i].cpu);
+        else
+            cg_sbuf_printf(b, "worker %u: not pinned\n", i);
+    }
+    cg_sbuf_printf(b, "nofile: %llu\nmax_connections: %u\nconnections: %u\n"
+                   "listeners: %zu\nupstreams: %zu\n"
+                   "config: %s\nconfig_loaded: %s\nreloads: %u\nreload_failures: %u\n"
+                   "last_reload: %s%s%s\nstats_clients: %u\nstats_timeouts: %llu\n"
+                   "stats_refused: %llu\nbreaker: not configured\nadmission: not configured\n",
+                   (unsigned long long)d->nofile, cfg->gw.max_connections,
+                   atomic_load(&d->conns), cfg->nlisteners, cfg->nupstreams, cfg->path,
+                   fmt_time(cfg->loaded_at, t2, sizeof(t2)), rt->reloads, rt->reload_failures,
+                   fmt_time(rt->last_reload_at, t1, sizeof(t1)),
+                   rt->last_reload_at ? (rt->last_reload_ok ? " ok: " : " failed: ") : "",
+                   rt->last_reload_at ? rt->last_reload_msg : "", rt->stats_clients,
+                   (unsigned long long)rt->stats_timeouts,
+                   (unsigned long long)rt->stats_refused);
+}
+
+static const char *state_name(int s)
+{
+    return s == CG_SERVER_READY ? "ready" : s == CG_SERVER_DRAIN ? "drain" : "maint";
+}
+
+static void cmd_upstreams(struct cg_stats *st, struct cg_sbuf *b)
+{
+    const struct cg_daemon *d = st->rt->d;
+    size_t i;
+    unsigned j;
+
+    for (i = 0; d->ups && i < d->cfg->nupstreams; i++) {
+        const struct cg_upstream *up = &d->ups[i];
+        const struct cg_upstream_conf *uc = up->conf;
+
+        cg_sbuf_printf(b, "upstream %s: %u servers, balance %s, no_server %llu, "
+                       "health checks %s\n", uc->name, up->nservers,
+                       uc->balance == CG_BALANCE_LEASTCONN ? "leastconn" :
+                       uc->balance == CG_BALANCE_RANDOM ? "random" : "roundrobin",
+                       (unsigned long long)atomic_load(&up->no_server),
+                       uc->health_check_interval_ms ? "on" : "off");
+        for (j = 0; j < up->nservers; j++) {
+            const struct cg_server *s = &up->servers[j];
+            int state = atomic_load(&s->state);
+
+            cg_sbuf_printf(b, "  server %s: state %s, health %s, eligible %s, weight %u, "
+                           "active %u, connects %llu, connect_fails %llu, "
+                           "connect_timeouts %llu, checks_failed %llu\n",
+                           s->conf->name, state_name(state),
+                           atomic_load(&s->down) ? "down" : "up",
+                           cg_server_is_eligible(s) ? "yes" : "no", s->conf->weight,
+                           atomic_load(&s->active),
+                           (unsigned long long)atomic_load(&s->connects),
+                           (unsigned long long)atomic_load(&s->connect_fails),
+                           (unsigned long long)atomic_load(&s->connect_timeouts),
+                           (unsigned long long)atomic_load(&s->checks_failed));
+        }
+    }
+}
+
+static void cmd_breaker(struct cg_stats *st, struct cg_sbuf *b)
+{
+    const struct cg_daemon *d = st->rt->d;
+    unsigned max = d->cfg->gw.max_connections, used = atomic_load(&d->conns), i;
+    uint64_t rejected = 0;
+
+    for (i = 0; i < d->nworkers; i++)
+        rejected += atomic_load(&d->workers[i].stats.rejected_max);
+    cg_sbuf_printf(b, "breaker: not configured (per-IP and per-upstream quotas, memory "
+                   "watermark: not built yet)\n");
+    if (max)
+        cg_sbuf_printf(b, "max_connections: %u used of %u (%.1f%%), %llu refused\n", used,
+                       max, 100.0 * used / max, (unsigned long long)rejected);
+    else
+        cg_sbuf_printf(b, "max_connections: unlimited, %u used\n", used);
+    for (i = 0; i < d->nworkers; i++) {
+        const struct cg_worker_stats *ws = &d->workers[i].stats;
+        uint64_t active = atomic_load(&ws->active);
+
+        cg_sbuf_printf(b, "worker %u: %llu connections", i, (unsigned long long)active);
+        if (max)
+            cg_sbuf_printf(b, " (%.1f%% of max_connections)", 100.0 * (double)active / max);
+        cg_sbuf_printf(b, ", %llu refused\n",
+                       (unsigned long long)atomic_load(&ws->rejected_max));
+    }
+}
+
+/* set server UPSTREAM/SERVER state ready|drain|maint */
+static int cmd_set_server(struct cg_stats *st, char **argv, int argc, struct cg_sbuf *b)
+{
+    const struct cg_daemon *d = st->rt->d;
+    static const char *const states[] = { "ready", "drain", "maint" };
+    struct cg_upstream *up = NULL;
+    struct cg_server *srv = NULL;
+    char *slash;
+    size_t i;
+    int state = -1, old;
+
+    if (argc != 5 || strcmp(argv[3], "state") != 0) {
+        cg_sbuf_printf(b, "error: usage: set server UPSTREAM/SERVER state ready|drain|maint\n");
+        return -EINVAL;
+    }
+    slash = strchr(argv[2], '/');
+    if (!slash) {
+        cg_sbuf_printf(b, "error: \"%s\" is not UPSTREAM/SERVER (e.g. echo/127.0.0.1:9000)\n",
+                       argv[2]);
+        return -EINVAL;
+    }
+    *slash = '\0';
+    for (i = 0; d->ups && i < d->cfg->nupstreams; i++)
+        if (strcmp(d->ups[i].conf->name, argv[2]) == 0)
+            up = &d->ups[i];
+    if (!up) {
+        cg_sbuf_printf(b, "error: no upstream \"%s\" (see show upstreams)\n", argv[2]);
+        return -ENOENT;
+    }
+    for (i = 0; i < up->nservers; i++)
+        if (strcmp(up->servers[i].conf->name, slash + 1) == 0)
+            srv = &up->servers[i];
+    if (!srv) {
+        cg_sbuf_printf(b, "error: upstream %s has no server \"%s\" (see show upstreams)\n",
+                       argv[2], slash + 1);
+        return -ENOENT;
+    }
+    for (i = 0; i < 3; i++)
+        if (strcmp(argv[4], states[i]) == 0)
+            state = (int)i;
+    if (state < 0) {
+        cg_sbuf_printf(b, "error: \"%s\" is not a state (expected ready, drain or maint)\n",
+                       argv[4]);
+        return -EINVAL;
+    }
+    old = atomic_exchange(&srv->state, state);
+    cg_notice("stats socket: set server %s/%s state %s (was %s)", up->conf->name,
+              srv->conf->name, states[state], state_name(old));
+    cg_sbuf_printf(b, "server %s/%s: state %s (was %s)%s\n", up->conf->name, srv->conf->name,
+                   states[state], state_name(old),
+                   state == CG_SERVER_READY ? "" :
+                   "; no new connections, established ones go on");
+    return 0;
+}
+
+/* ------------------------------------------------------------------ show coros */
+
+/* Which of two items ranks first: longer parked, then older. */
+static int item_before(const struct coro_item *a, const struct coro_item *b)
+{
+    if (a->parked_ms != b->parked_ms)
+        return a->parked_ms > b->parked_ms;
+    return a->age_ms > b->age_ms;
+}
+
+struct collect {
+    struct coros_call *cc;
+    uint64_t           now;
+};
+
+/* Keeps the <want> best items as a heap whose root is the worst kept. */
+static void heap_sift_down(struct coro_item *h, unsigned n, unsigned i)
+{
+    struct coro_item tmp;
+
+    for (;;) {
+        unsigned l = 2 * i + 1, r = l + 1, worst = i;
+
+        if (l < n && item_before(&h[worst], &h[l]))
+            worst = l;
+        if (r < n && item_before(&h[worst], &h[r]))
+            worst = r;
+        if (worst == i)
+            return;
+        tmp = h[i];
+        h[i] = h[worst];
+        h[worst] = tmp;
+        i = worst;
+    }
+}
+
+static void heap_sift_up(struct coro_item *h, unsigned i)
+{
+    struct coro_item tmp;
+
+    while (i > 0) {
+        unsigned p = (i - 1) / 2;
+
+        if (!item_before(&h[p], &h[i]))
+            return;
+        tmp = h[i];
+        h[i] = h[p];
+        h[p] = tmp;
+        i = p;
+    }
+}
+
+static int on_coro(const struct coro_info *ci, void *ud)
+{
+    struct collect *col = ud;
+    struct coros_call *cc = col->cc;
+    struct coro_item it;
+
+    cc->total++;
+    if (ci->state == CORO_PARKED)
+        cc->parked++;
+    if (cc->want == 0)
+        return 0;
+    memset(&it, 0, sizeof(it));
+    it.id = ci->id;
+    it.name = ci->name;
+    it.reason = ci->park_reason;
+    it.state = (int)ci->state;
+    it.parked_ms = ci->state == CORO_PARKED && col->now > ci->park_since_ms ?
+                   col->now - ci->park_since_ms : 0;
+    it.age_ms = col->now > ci->spawned_ms ? col->now - ci->spawned_ms : 0;
+    it.stack_saved = ci->stack_saved;
+    it.arg = ci->arg;
+    if (cc->n < cc->want) {
+        cc->items[cc->n] = it;
+        heap_sift_up(cc->items, cc->n++);
+    } else if (item_before(&it, &cc->items[0])) {
+        cc->items[0] = it;
+        heap_sift_down(cc->items, cc->n, 0);
+    }
+    return 0;
+}
+
+static int cmp_item(const void *a, const void *b)
+{
+    const struct coro_item *x = a, *y = b;
+
+    return item_before(x, y) ? -1 : item_before(y, x) ? 1 : 0;
+}
+
+static int cmp_arg(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)(*(const struct coro_item *const *)a)->arg;
+    uintptr_t y = (uintptr_t)(*(const struct coro_item *const *)b)->arg;
+
+    return x < y ? -1 : x > y;
+}
+
+static void format_peer(const struct sockaddr_storage *ss, char *buf, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+        uv_ip4_name(in, host, sizeof(host));
+        snprintf(buf, size, "%s:%u", host, ntohs(in->sin_port));
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+        uv_ip6_name(in6, host, sizeof(host));
+        snprintf(buf, size, "[%s]:%u", host, ntohs(in6->sin6_port));
+    } else {
+        snprintf(buf, size, "?");
+    }
+}
+
+/* Labels the items whose coroutine argument is one of <w>'s connections: the argument is
+ * dereferenced only once found in w->conns, so other coroutines' arguments stay opaque. */
+static void label_conns(struct cg_worker *w, struct coros_call *cc)
+{
+    struct coro_item **by_arg;
+    struct coro_list *node;
+    unsigned i;
+
+    if (cc->n == 0)
+        return;
+    by_arg = malloc(cc->n * sizeof(*by_arg));
+    if (!by_arg)
+        return;
+    for (i = 0; i < cc->n; i++)
+        by_arg[i] = &cc->items[i];
+    qsort(by_arg, cc->n, sizeof(*by_arg), cmp_arg);
+    for (node = w->conns.next; node != &w->conns; node = node->next) {
+        struct cg_conn *c = coro_list_entry(node, struct cg_conn, node);
+        struct coro_item key = { .arg = c }, *kp = &key, **hit;
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        char peer[INET6_ADDRSTRLEN + 8];
+
+        hit = bsearch(&kp, by_arg, cc->n, sizeof(*by_arg), cmp_arg);
+        if (!hit)
+            continue;
+        memset(&ss, 0, sizeof(ss));
+        if (uv_tcp_getpeername(&c->client.tcp, (struct sockaddr *)&ss, &len) < 0)
+            ss.ss_family = AF_UNSPEC;
+        format_peer(&ss, peer, sizeof(peer));
+        snprintf((*hit)->label, sizeof((*hit)->label), "peer=%s listener=%s server=%s", peer,
+                 c->l->conf->name, c->srv ? c->srv->conf->name : "-");
+    }
+    free(by_arg);
+}
+
+/* Runs on worker <w>'s thread: fills its part and hands it back to the main thread. */
+static void collect_coros(struct cg_worker *w, struct cg_wcall *call)
+{
+    struct coros_call *cc = (struct coros_call *)call;
+    struct cg_stats *st = cc->st;
+    struct collect col = { cc, uv_now(&w->loop) };
+
+    coro_sched_foreach(w->sched, on_coro, &col);
+    qsort(cc->items, cc->n, sizeof(cc->items[0]), cmp_item);
+    label_conns(w, cc);
+    uv_mutex_lock(&st->lock);
+    cc->next_done = st->done;
+    st->done = cc;
+    uv_async_send(&st->replies);
+    uv_mutex_unlock(&st->lock);
+}
+
+static const char *coro_state_name(int s)
+{
+    switch (s) {
+    case CORO_READY:   return "ready";
+    case CORO_RUNNING: return "running";
+    case CORO_PARKED:  return "parked";
+    case CORO_DEAD:    return "dead";
+    }
+    return "?";
+}
+
+/* Renders the answer of <r> into <b> from the parts that came back, and frees <r>; parts
+ * still out are left to be freed when they arrive. */
+static void render_req(struct coros_req *r, struct cg_sbuf *b)
+{
+    unsigned i, k;
+
+    for (i = 0; i < r->nparts; i++) {
+        struct coros_call *cc = r->parts[i];
+
+        if (!cc) {
+            cg_sbuf_printf(b, "worker %u: stopped\n", i);
+            continue;
+        }
+        if (!r->back[i]) {
+            cg_sbuf_printf(b, "worker %u: no answer within %d ms\n", i, CALL_TIMEOUT_MS);
+            cc->req = NULL;             /* freed when it comes back */
+            continue;
+        }
+        cg_sbuf_printf(b, "worker %u: %u coroutines, %u parked; %u longest parked:\n", i,
+                       cc->total, cc->parked, cc->n);
+        for (k = 0; k < cc->n; k++) {
+            const struct coro_item *it = &cc->items[k];
+
+            cg_sbuf_printf(b, "  id=%llu name=\"%s\" state=%s reason=\"%s\" parked_ms=%llu "
+                           "age_ms=%llu stack_saved=%zu%s%s\n", (unsigned long long)it->id,
+                           it->name ? it->name : "?", coro_state_name(it->state),
+                           it->reason ? it->reason : "", (unsigned long long)it->parked_ms,
+                           (unsigned long long)it->age_ms, it->stack_saved,
+                           it->label[0] ? " " : "", it->label);
+        }
+        free(cc);
+    }
+    free(r->parts);
+    free(r->back);
+    free(r);
+}
+
+/* Answers <r>'s client (when it is still there) and frees <r>. */
+static void finish_req(struct coros_req *r)
+{
+    struct client *c = r->c;
+    struct cg_sbuf b;
+
+    cg_sbuf_init(&b, REPLY_MAX);
+    render_req(r, &b);
+    if (c && !c->closing)
+        client_answer(c, &b);
+    else
+        cg_sbuf_deinit(&b);
+}
+
+static void on_replies(uv_async_t *a)
+{
+    struct cg_stats *st = a->data;
+    struct coros_call *list, *cc;
+
+    uv_mutex_lock(&st->lock);
+    list = st->done;
+    st->done = NULL;
+    uv_mutex_unlock(&st->lock);
+    while ((cc = list)) {
+        struct coros_req *r = cc->req;
+
+        list = cc->next_done;
+        st->outstanding--;
+        if (!r) {
+            free(cc);
+            continue;
+        }
+        r->back[cc->worker] = 1;
+        if (--r->waiting == 0) {
+            struct client *c = r->c;
+
+            c->req = NULL;
+            finish_req(r);
+            client_touch(c);
+            client_process(c);
+        }
+    }
+    maybe_free(st);
+}
+
+static void cmd_coros(struct client *c, char **argv, int argc, struct cg_sbuf *b)
+{
+    struct cg_stats *st = c->st;
+    struct cg_daemon *d = st->rt->d;
+    struct coros_req *r;
+    unsigned long want = COROS_DEFAULT;
+    unsigned i;
+    char *end;
+
+    if (argc > 3) {
+        cg_sbuf_printf(b, "error: usage: show coros [N]\n");
+        return;
+    }
+    if (argc == 3) {
+        errno = 0;
+        want = strtoul(argv[2], &end, 10);
+        if (errno || *end || end == argv[2] || want > COROS_MAX) {
+            cg_sbuf_printf(b, "error: \"%s\" is not a count (expected 0..%d)\n", argv[2],
+                           COROS_MAX);
+            return;
+        }
+    }
+    r = calloc(1, sizeof(*r));
+    if (r) {
+        r->nparts = d->nworkers;
+        r->parts = calloc(d->nworkers + 1, sizeof(*r->parts));
+        r->back = calloc(d->nworkers + 1, 1);
+    }
+    if (!r || !r->parts || !r->back)
+        goto out_nomem;
+    r->c = c;
+    r->want = (unsigned)want;
+    for (i = 0; i < d->nworkers; i++) {
+        struct coros_call *cc = calloc(1, sizeof(*cc) + want * sizeof(cc->items[0]));
+
+        if (!cc)
+            break;
+        cc->call.fn = collect_coros;
+        cc->st = st;
+        cc->req = r;
+        cc->worker = i;
+        cc->want = (unsigned)want;
+        if (cg_worker_call(&d->workers[i], &cc->call) < 0) {
+            free(cc);
+            continue;
+        }
+        r->parts[i] = cc;
+        r->waiting++;
+        st->outstanding++;
+    }
+    if (i < d->nworkers) {          /* out of memory midway: wait for those sent */
+        r->nparts = i;
+        cg_sbuf_printf(b, "error: out of memory; showing workers 0..%u only\n", i);
+    }
+    if (r->waiting == 0) {
+        render_req(r, b);           /* every worker stopped: say so */
+        return;
+    }
+    c->req = r;
+    client_touch(c);
+    return;
+
+out_nomem:
+    if (r) {
+        free(r->parts);
+        free(r->back);
+        free(r);
+    }
+    cg_sbuf_printf(b, "error: out of memory\n");
+}
+
+static void run_command(struct client *c, char *line)
+{
+    struct cg_stats *st = c->st;
+    struct cg_runtime *rt = st->rt;
+    char *argv[8], *save = NULL, *tok, copy[LINE_MAX_BYTES + 1];
+    struct cg_sbuf b;
+    int argc = 0, err;
+
+    snprintf(copy, sizeof(copy), "%s", line);
+    for (tok = strtok_r(line, " \t\r", &save); tok && argc < 8;
+         tok = strtok_r(NULL, " \t\r", &save))
+        argv[argc++] = tok;
+    cg_sbuf_init(&b, REPLY_MAX);
+    if (argc == 0) {
+        if (c->prompt)
+            cg_sbuf_add(&b, "> ", 2);
+        client_send(c, &b);
+        return;
+    }
+#define IS(i, s) (argc > (i) && strcmp(argv[i], (s)) == 0)
+    if (IS(0, "help") && argc == 1) {
+        cg_sbuf_add(&b, help_text, sizeof(help_text) - 1);
+    } else if (IS(0, "prompt") && argc == 1) {
+        c->prompt = !c->prompt;
+        if (c->prompt)
+            cg_sbuf_add(&b, "> ", 2);
+        client_send(c, &b);
+        return;
+    } else if (IS(0, "quit") && argc == 1) {
+        c->quit = 1;
+        cg_sbuf_deinit(&b);
+        return;
+    } else if (IS(0, "show") && IS(1, "info") && argc == 2) {
+        cmd_info(st, &b);
+    } else if (IS(0, "show") && IS(1, "stats") && argc == 2) {
+        cg_metrics_json(&b, rt);
+    } else if (IS(0, "show") && IS(1, "metrics") && argc == 2) {
+        cg_metrics_prometheus(&b, rt);
+    } else if (IS(0, "show") && IS(1, "coros")) {
+        cmd_coros(c, argv, argc, &b);
+        if (c->req) {                   /* answered when the workers are back */
+            cg_sbuf_deinit(&b);
+            return;
+        }
+    } else if (IS(0, "show") && IS(1, "upstreams") && argc == 2) {
+        cmd_upstreams(st, &b);
+    } else if (IS(0, "show") && IS(1, "breaker") && argc == 2) {
+        cmd_breaker(st, &b);
+    } else if (IS(0, "show") && IS(1, "sched") && (argc == 2 || (argc == 3 && IS(2, "json")))) {
+        char *text = cg_schedlat_format(rt->d->schedlat, argc == 3);    /* schedlat.h */
+
+        if (text)
+            cg_sbuf_add(&b, text, strlen(text));
+        else
+            cg_sbuf_printf(&b, "error: out of memory\n");
+        free(text);
+    } else if (IS(0, "set") && IS(1, "server")) {
+        cmd_set_server(st, argv, argc, &b);
+    } else if (IS(0, "set") && IS(1, "breaker")) {
+        cg_notice("stats socket: refused \"%s\": no breaker in this build", copy);
+        cg_sbuf_printf(&b, "error: set breaker: the circuit breaker is not built yet "
+                       "(\"show breaker\" shows what exists); nothing changed\n");
+    } else if (IS(0, "set") && IS(1, "rate")) {
+        cg_notice("stats socket: refused \"%s\": no admission control in this build", copy);
+        cg_sbuf_printf(&b, "error: set rate: admission control (token buckets per listener) "
+                       "is not built yet; nothing changed\n");
+    } else if (IS(0, "reload") && argc == 1) {
+        err = rt->reload ? rt->reload(rt, "stats socket") : -ENOSYS;
+        if (err < 0)
+            cg_sbuf_printf(&b, "error: reload: %s\n", rt->last_reload_msg[0] ?
+                           rt->last_reload_msg : strerror(-err));
+        else
+            cg_sbuf_printf(&b, "reload: %s\n", rt->last_reload_msg);
+    } else {
+        cg_sbuf_add(&b, "error: unknown command \"", 24);
+        cg_sbuf_add(&b, copy, strnlen(copy, 200));
+        cg_sbuf_add(&b, "\"\n", 2);
+        cg_sbuf_add(&b, help_text, sizeof(help_text) - 1);
+    }
+#undef IS
+    client_answer(c, &b);
+}
+
+/* ------------------------------------------------------------------ HTTP /metrics */
+
+static int on_http_url(llhttp_t *p, const char *at, size_t len)
+{
+    struct client *c = p->data;
+
+    if (c->urllen + len >= sizeof(c->url))
+        return -1;
+    memcpy(c->url + c->urllen, at, len);
+    c->urllen += len;
+    c->url[c->urllen] = '\0';
+    return 0;
+}
+
+static int on_http_complete(llhttp_t *p)
+{
+    return HPE_PAUSED;      /* one request per connection: answer it, then close */
+}
+
+static void http_reply(struct client *c, const char *status, const char *extra,
+                       const char *ctype, struct cg_sbuf *body, int head)
+{
+    struct cg_sbuf b;
+
+    cg_sbuf_init(&b, REPLY_MAX + 1024);
+    cg_sbuf_printf(&b, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                   "Connection: close\r\n%s\r\n", status, ctype, body->len, extra);
+    if (!head && body->len)
+        cg_sbuf_add(&b, body->p, body->len);
+    cg_sbuf_deinit(body);
+    c->quit = 1;
+    if (c->reading) {
+        uv_read_stop(&c->u.s);
+        c->reading = 0;
+    }
+    if (b.overflow) {
+        cg_sbuf_deinit(&b);
+        client_close(c);
+        return;
+    }
+    client_send(c, &b);
+}
+
+static void http_feed(struct client *c, const char *data, size_t len)
+{
+    static const char text[] = "text/plain; charset=utf-8";
+    struct cg_sbuf body;
+    llhttp_errno_t err;
+    char *q;
+    int m;
+
+    if (c->quit)
+        return;
+    c->req_bytes += len;
+    err = llhttp_execute(&c->parser, data, len);
+    cg_sbuf_init(&body, REPLY_MAX);
+    if (err == HPE_OK) {
+        if (c->req_bytes <= HTTP_REQ_MAX)
+            return;
+        cg_sbuf_printf(&body, "request too large\n");
+        http_reply(c, "431 Request Header Fields Too Large", "", text, &body, 0);
+        return;
+    }
+    if (err != HPE_PAUSED) {
+        cg_sbuf_printf(&body, "bad request: %s\n", llhttp_errno_name(err));
+        http_reply(c, "400 Bad Request", "", text, &body, 0);
+        return;
+    }
+    m = llhttp_get_method(&c->parser);
+    q = strchr(c->url, '?');
+    if (q)
+        *q = '\0';
+    if (m != HTTP_GET && m != HTTP_HEAD) {
+        cg_sbuf_printf(&body, "method not allowed: use GET\n");
+        http_reply(c, "405 Method Not Allowed", "Allow: GET, HEAD\r\n", text, &body, 0);
+    } else if (strcmp(c->url, "/metrics") != 0) {
+        cg_sbuf_printf(&body, "not found: metrics are at /metrics\n");
+        http_reply(c, "404 Not Found", "", text, &body, m == HTTP_HEAD);
+    } else if (cg_metrics_prometheus(&body, c->st->rt) < 0) {
+        cg_sbuf_deinit(&body);
+        cg_sbuf_printf(&body, "metrics larger than %u bytes\n", REPLY_MAX);
+        http_reply(c, "500 Internal Server Error", "", text, &body, 0);
+    } else {
+        http_reply(c, "200 OK", "", "text/plain; version=0.0.4; charset=utf-8", &body,
+                   m == HTTP_HEAD);
+    }
+}
+
+/* ------------------------------------------------------------------ accepting */
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct cg_stats *st = server->data;
+    int http = server == (uv_stream_t *)&st->http_srv;
+    struct client *c;
+    int err;
+
+    if (status < 0) {
+        cg_warn("stats: accept: %s", uv_strerror(status));
+        return;
+    }
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+        cg_error("stats: cannot take a client: out of memory");
+        return;
+    }
+    c->st = st;
+    c->http = (uint8_t)http;
+    err = http ? uv_tcp_init(st->loop, &c->u.tcp) : uv_pipe_init(st->loop, &c->u.pipe, 0);
+    if (err < 0) {
+        free(c);
+        return;
+    }
+    uv_timer_init(st->loop, &c->timer);
+    c->u.h.data = c;
+    c->timer.data = c;
+    c->handles = 2;
+    c->next = st->clients;
+    if (st->clients)
+        st->clients->prev = c;
+    st->clients = c;
+    st->nclients++;
+    st->rt->stats_clients = st->nclients;
+    err = uv_accept(server, &c->u.s);
+    if (err < 0) {
+        cg_warn("stats: accept: %s", uv_strerror(err));
+        client_close(c);
+        return;
+    }
+    if (st->nclients > st->rt->d->cfg->gw.stats_max_clients) {
+        static const char msg[] = "error: too many stats clients; try again later\n\n";
+        uv_buf_t buf = uv_buf_init((char *)msg, sizeof(msg) - 1);
+
+        st->rt->stats_refused++;
+        if (!http)
+            uv_try_write(&c->u.s, &buf, 1);
+        client_close(c);
+        return;
+    }
+    st->rt->stats_accepted++;
+    if (http) {
+        llhttp_init(&c->parser, HTTP_REQUEST, &st->http_settings);
+        c->parser.data = c;
+        uv_tcp_nodelay(&c->u.tcp, 1);
+    }
+    client_touch(c);
+    client_update_reading(c);
+}
+
+static void on_server_closed(uv_handle_t *h)
+{
+    struct cg_stats *st = h->data;
+
+    st->handles--;
+    maybe_free(st);
+}
+
+static void maybe_free(struct cg_stats *st)
+{
+    if (!st->stopping)
+        return;
+    if (st->outstanding == 0 && st->async_open) {
+        st->async_open = 0;
+        uv_close((uv_handle_t *)&st->replies, on_server_closed);
+        return;
+    }
+    if (st->handles > 0 || st->nclients > 0 || st->outstanding > 0)
+        return;
+    uv_mutex_destroy(&st->lock);
+    free(st);
+}
+
+/* Is the socket at <path> in use? 0: stale (connect refused), 1: someone accepts on it,
+ * negative errno: cannot tell. */
+static int socket_in_use(const char *path)
+{
+    struct sockaddr_un sun;
+    int fd, err = 0;
+
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0 || errno == EAGAIN)
+        err = 1;
+    else if (errno != ECONNREFUSED)
+        err = -errno;
+    close(fd);
+    return err;
+}
+
+static int open_unix(struct cg_stats *st)
+{
+    const struct cg_gateway_conf *gw = &st->rt->d->cfg->gw;
+    const char *path = gw->stats_socket;
+    struct stat sb;
+    mode_t old;
+    int err;
+
+    snprintf(st->path, sizeof(st->path), "%s", path);
+    if (lstat(path, &sb) == 0) {
+        if (!S_ISSOCK(sb.st_mode)) {
+            cg_error("stats socket %s: the path exists and is not a socket; not replacing it",
+                     path);
+            return -EEXIST;
+        }
+        err = socket_in_use(path);
+        if (err == 1) {
+            cg_error("stats socket %s: a process accepts connections on it (another "
+                     "corogate?); not replacing it", path);
+            return -EADDRINUSE;
+        }
+        if (err < 0) {
+            cg_error("stats socket %s: connect() to the existing socket: %s; not replacing it",
+                     path, strerror(-err));
+            return err;
+        }
+        if (unlink(path) < 0) {
+            err = -errno;
+            cg_error("stats socket %s: unlink() of the stale socket: %s", path, strerror(-err));
+            return err;
+        }
+        cg_notice("stats socket %s: removed a stale socket", path);
+    } else if (errno != ENOENT) {
+        err = -errno;
+        cg_error("stats socket %s: lstat(): %s", path, strerror(-err));
+        return err;
+    }
+    err = uv_pipe_init(st->loop, &st->unix_srv, 0);
+    if (err < 0)
+        return err;
+    st->unix_srv.data = st;
+    st->handles++;
+    /* Nobody may connect before the mode is set: bind under 0177, then chmod. */
+    old = umask(0177);
+    err = uv_pipe_bind(&st->unix_srv, path);
+    umask(old);
+    if (err < 0) {
+        cg_error("stats socket %s: bind(): %s", path, uv_strerror(err));
+        return err;
+    }
+    if (lstat(path, &sb) == 0) {
+        st->own_path = 1;
+        st->dev = sb.st_dev;
+        st->ino = sb.st_ino;
+    }
+    if ((gw->stats_socket_uid != (uid_t)-1 || gw->stats_socket_gid != (gid_t)-1) &&
+        lchown(path, gw->stats_socket_uid, gw->stats_socket_gid) < 0) {
+        err = -errno;
+        cg_error("stats socket %s: chown(%d, %d): %s", path, (int)gw->stats_socket_uid,
+                 (int)gw->stats_socket_gid, strerror(-err));
+        return err;
+    }
+    if (chmod(path, gw->stats_socket_mode) < 0) {
+        err = -errno;
+        cg_error("stats socket %s: chmod(%04o): %s", path, gw->stats_socket_mode,
+                 strerror(-err));
+        return err;
+    }
+    err = uv_listen((uv_stream_t *)&st->unix_srv, LISTEN_BACKLOG, on_connection);
+    if (err < 0) {
+        cg_error("stats socket %s: listen(): %s", path, uv_strerror(err));
+        return err;
+    }
+    cg_notice("stats socket: %s (mode %04o)", path, gw->stats_socket_mode);
+    return 0;
+}
+
+static int open_http(struct cg_stats *st)
+{
+    const struct cg_gateway_conf *gw = &st->rt->d->cfg->gw;
+    int err;
+
+    llhttp_settings_init(&st->http_settings);
+    st->http_settings.on_url = on_http_url;
+    st->http_settings.on_message_complete = on_http_complete;
+    err = uv_tcp_init(st->loop, &st->http_srv);
+    if (err < 0)
+        return err;
+    st->http_srv.data = st;
+    st->handles++;
+    err = uv_tcp_bind(&st->http_srv, (const struct sockaddr *)&gw->metrics_addr, 0);
+    if (err == 0)
+        err = uv_listen((uv_stream_t *)&st->http_srv, LISTEN_BACKLOG, on_connection);
+    if (err < 0) {
+        cg_error("metrics_listen %s: %s", gw->metrics_listen, uv_strerror(err));
+        return err;
+    }
+    cg_notice("metrics: http://%s/metrics", gw->metrics_listen);
+    return 0;
+}
+
+int cg_stats_start(uv_loop_t *loop, struct cg_runtime *rt, struct cg_stats **out)
+{
+    struct cg_stats *st;
+    int err;
+
+    *out = NULL;
+    st = calloc(1, sizeof(*st));
+    if (!st)
+        return -ENOMEM;
+    st->loop = loop;
+    st->rt = rt;
+    uv_mutex_init(&st->lock);
+    err = uv_async_init(loop, &st->replies, on_replies);
+    if (err < 0) {
+        uv_mutex_destroy(&st->lock);
+        free(st);
+        return err;
+    }
+    st->replies.data = st;
+    st->async_open = 1;
+    st->handles++;
+    err = open_unix(st);
+    if (err == 0 && rt->d->cfg->gw.metrics_listen[0])
+        err = open_http(st);
+    if (err < 0) {
+        cg_stats_stop(st);
+        return err;
+    }
+    *out = st;
+    return 0;
+}
+
+void cg_stats_stop(struct cg_stats *st)
+{
+    struct stat sb;
+    struct client *c, *next;
+
+    if (!st || st->stopping)
+        return;
+    st->stopping = 1;
+    if (st->own_path && lstat(st->path, &sb) == 0 && sb.st_dev == st->dev &&
+        sb.st_ino == st->ino)
+        unlink(st->path);
+    st->own_path = 0;
+    if (st->unix_srv.loop && !uv_is_closing((uv_handle_t *)&st->unix_srv))
+        uv_close((uv_handle_t *)&st->unix_srv, on_server_closed);
+    if (st->http_srv.loop && !uv_is_closing((uv_handle_t *)&st->http_srv))
+        uv_close((uv_handle_t *)&st->http_srv, on_server_closed);
+    for (c = st->clients; c; c = next) {
+        next = c->next;
+        client_close(c);
+    }
+    maybe_free(st);
+}

@@ -1,0 +1,1357 @@
+/* gateway/ws.c — the WebSocket session: handshakes, then a frame-by-frame relay.
+ *
+ * Relay model. One coroutine drives both sides and never blocks on a write (as the TCP
+ * relay: a blocking write in a single coroutine would deadlock against an echo peer). Each
+ * side has a wslay frame context: wslay_frame_recv() parses the frames a side sends,
+ * wslay_frame_send() writes frames to it. A data frame received from one side is forwarded
+ * to the other as a frame with the same opcode, FIN bit and length, its payload passed on
+ * chunk by chunk as it arrives (header with the first chunk): fragmentation is preserved,
+ * a message of any size streams through, and the only copies are into wslay's 4 KiB
+ * receive buffer and into the pooled output buffer. Control frames are ours: pings are
+ * answered on the side they came from, pongs end a keepalive wait, and a close is
+ * forwarded to the other side, whose answer is forwarded back (so each peer sees the
+ * other's close code and reason), bounded by close_timeout.
+ *
+ * A frame can only start on a side at a frame boundary, so our own control frames (pongs,
+ * pings, closes) wait while a forwarded frame is half sent ("due"); a close that never
+ * finds a boundary is cut at close_timeout, when both connections are simply closed.
+ *
+ * Backpressure: a side is read only while the other side's queue (pooled buffers handed
+ * to libuv plus the output being gathered) is under high_water, so a slow reader stops
+ * its peer through TCP instead of growing our memory.
+ *
+ * Memory while idle. We use wslay's frame layer rather than its event layer, which
+ * buffers whole messages and answers closes by itself. A frame context holds a 4 KiB
+ * receive buffer, so each side's context (with our 250 bytes of control-frame payloads)
+ * is allocated when the side first has a frame to parse or to send and freed again once
+ * the side has been at a frame boundary with nothing buffered for TRIM_MS: an idle
+ * connection holds the cg_conn, this session, and the coroutine's saved stack, no buffer.
+ * To know that nothing is buffered inside wslay we count the bytes handed to it and the
+ * bytes of the frames it returned (header sizes follow from the lengths, since wslay
+ * rejects non-minimal length encodings).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+#include <wslay/wslay.h>
+
+#include "coro/io.h"
+#include "handshake.h"
+#include "log.h"
+#include "metrics.h"
+#include "relay.h"
+#include "route.h"
+#include "tokenbucket.h"
+#include "utf8.h"
+#include "worker.h"
+#include "ws.h"
+
+#define TRIM_MS          1000      /* a side idle this long gives back its frame context */
+#define LINGER_MS        1000      /* reading after an error response, so it is not reset */
+#define WRITE_TIMEOUT_MS 5000      /* writing a handshake response */
+#define FLUSH_MIN_MS     200       /* at the end, for the last frames to leave, at least */
+#define PUMP_BUDGET      (256u * 1024)  /* payload bytes per side per pass */
+#define REQUEST_ID_MAX   128
+#define RESP_HEAD_MAX    16384     /* a backend's 101 response */
+
+enum input_mode {
+    IN_FRAMES = 0,   /* parse and forward */
+    IN_DISCARD,      /* after an error: parse (to find the close answer), forward nothing */
+    IN_DRAIN,        /* after a framing error: read and drop bytes until EOF */
+};
+
+/* A side's parsing state, allocated only while it is busy (see trim()). */
+struct work {
+    wslay_frame_context_ptr fr;
+    uint8_t                 ctl[125];   /* payload of the control frame being received */
+    uint8_t                 pong[125];  /* payload of the pong that is due */
+    uint8_t                 ctl_len;
+    uint8_t                 pong_len;
+};
+
+struct sess;
+
+struct side {
+    struct sess         *s;
+    struct side         *peer;
+    struct coro_stream  *st;
+    struct work         *wk;        /* NULL while idle */
+    struct coro_buf     *in;        /* received bytes not yet handed to wslay */
+    struct coro_buf     *out;       /* bytes being gathered for st */
+    uint64_t             given;     /* bytes handed to wslay, ever */
+    uint64_t             t_rem;     /* track(): payload bytes left of the frame handed over */
+    uint64_t             next_hdr;  /* stream offset of the next frame header */
+    uint64_t             in_len;    /* payload length of the frame being received */
+    uint64_t             in_rem;    /* ... still due */
+    uint64_t             msg_len;   /* payload of the message being received, so far */
+    uint64_t             last_io;   /* loop ms of the last frame either way */
+    const char          *close_reason;  /* our close, while due */
+    uint16_t             close_code;
+    int32_t              rerr;      /* UV_EOF or the read error, once seen */
+    uint8_t              hdr[2];    /* the first bytes of the last frame header handed over */
+    uint8_t              t_hdr[14]; /* track(): the header being handed over */
+    uint8_t              t_have;
+    uint8_t              t_need;    /* its length once known; 0 = in a payload */
+    uint8_t              client;    /* the client: we are its server */
+    uint8_t              raw;       /* a plain TCP backend (upstream_protocol = tcp) */
+    uint8_t              in_frame;  /* a frame is being received */
+    uint8_t              in_op;
+    uint8_t              in_fin;
+    uint8_t              fwd;       /* the frame being received is forwarded */
+    uint8_t              msg_op;    /* opcode of the message in progress; 0 = none */
+    uint8_t              utf8;      /* validator state of a text message */
+    uint8_t              out_busy;  /* a forwarded frame is half written to this side */
+    uint8_t              input;     /* enum input_mode */
+    uint8_t              pong_due;
+    uint8_t              ping_due;
+    uint8_t              close_due;
+    uint8_t              close_sent;
+    uint8_t              close_rcvd;
+    uint8_t              eof;       /* nothing more will be read */
+    uint8_t              shut;      /* raw backend: our sending side was shut down */
+    uint8_t              gone;      /* failed or abandoned: nothing more to or from it */
+};
+
+struct sess {
+    struct cg_conn                *c;
+    struct cg_worker              *w;
+    const struct cg_listener_conf *lc;
+    struct side                    cl;
+    struct side                    be;
+    struct cg_tokenbucket          msgs;
+    struct cg_tokenbucket          bytes;
+    uint64_t                       now;          /* loop ms, refreshed each pass */
+    uint64_t                       last_data;    /* last data frame either way */
+    uint64_t                       last_rx;      /* last frame from the client */
+    uint64_t                       ping_at;      /* our ping went out; 0 = none waiting */
+    uint64_t                       close_at;     /* close_timeout expires; 0 = open */
+    uint64_t                       rate_until;   /* client reads paused until then */
+    unsigned                       cancels;
+    uint8_t                        rate_noted;   /* this pause was counted */
+};
+
+/* The handshake state, freed before the relay starts. */
+struct hsblock {
+    struct cg_handshake req;
+    struct cg_handshake resp;
+    char                key[CG_WS_KEY_LEN + 1];         /* ours, for the backend */
+    char                request_id[REQUEST_ID_MAX + 1];
+    char                addr[64];                       /* the client's IP address */
+};
+
+static struct cg_ratelimit upstream_log = CG_RATELIMIT_INIT(1000, 5);
+
+/* ------------------------------------------------------------------ labels */
+
+static const int status_codes[CG_WSS_N] = {
+    400, 403, 404, 405, 408, 414, 426, 429, 431, 500, 502, 503, 504, 0,
+};
+
+enum cg_ws_status_stat cg_ws_status_index(int status)
+{
+    int i;
+
+    for (i = 0; i < CG_WSS_OTHER; i++)
+        if (status_codes[i] == status)
+            return (enum cg_ws_status_stat)i;
+    return CG_WSS_OTHER;
+}
+
+int cg_ws_status_code(enum cg_ws_status_stat i)
+{
+    return i < CG_WSS_N ? status_codes[i] : 0;
+}
+
+static const char *const close_names[CG_WSC_N] = {
+    "1000", "1001", "1002", "1003", "1005", "1007", "1008", "1009", "1010", "1011", "1014",
+    "other",
+};
+
+enum cg_ws_close_stat cg_ws_close_index(unsigned code)
+{
+    switch (code) {
+    case 1000: return CG_WSC_1000;
+    case 1001: return CG_WSC_1001;
+    case 1002: return CG_WSC_1002;
+    case 1003: return CG_WSC_1003;
+    case 1005: return CG_WSC_1005;
+    case 1007: return CG_WSC_1007;
+    case 1008: return CG_WSC_1008;
+    case 1009: return CG_WSC_1009;
+    case 1010: return CG_WSC_1010;
+    case 1011: return CG_WSC_1011;
+    case 1014: return CG_WSC_1014;
+    default:   return CG_WSC_OTHER;
+    }
+}
+
+const char *cg_ws_close_name(enum cg_ws_close_stat i)
+{
+    return i < CG_WSC_N ? close_names[i] : "?";
+}
+
+static const char *const proto_names[CG_WSP_N] = {
+    "unmasked", "rsv", "opcode", "control", "continuation", "length", "close", "utf8",
+};
+
+const char *cg_ws_proto_name(enum cg_ws_proto_stat i)
+{
+    return i < CG_WSP_N ? proto_names[i] : "?";
+}
+
+int cg_ws_close_code_is_valid(unsigned code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
+/* ------------------------------------------------------------------ randomness */
+
+/* Mask keys and request ids need to be unpredictable to peers, not secret: a per-thread
+ * xorshift128+ seeded from getrandom() saves a syscall per frame. */
+static __thread uint64_t rng[2];
+
+static uint64_t rand64(void)
+{
+    uint64_t a, b;
+
+    if (!rng[0] && !rng[1]) {
+        if (getrandom(rng, sizeof(rng), GRND_NONBLOCK) != sizeof(rng)) {
+            struct timespec ts;
+
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            rng[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)gettid();
+            rng[1] = (uint64_t)ts.tv_sec ^ 0x2545f4914f6cdd1dull;
+        }
+        rng[0] |= 1;
+    }
+    a = rng[0];
+    b = rng[1];
+    rng[0] = b;
+    a ^= a << 23;
+    rng[1] = a ^ b ^ (a >> 17) ^ (b >> 26);
+    return rng[1] + b;
+}
+
+static void rand_bytes(uint8_t *p, size_t n)
+{
+    uint64_t v = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (i % 8 == 0)
+            v = rand64();
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+/* ------------------------------------------------------------------ output */
+
+static void side_gone(struct side *x);
+
+static uint64_t queued(const struct side *x)
+{
+    return coro_stream_queued(x->st) + (x->out ? x->out->len - x->out->off : 0);
+}
+
+/* Hands the gathered output of <x> to its stream. */
+static void flush_out(struct side *x)
+{
+    struct sess *s = x->s;
+    struct coro_buf *b = x->out;
+    int err;
+
+    if (!b)
+        return;
+    x->out = NULL;
+    if (x->gone || x->shut) {
+        coro_buf_put(s->w->sched, b);
+        return;
+    }
+    if (x->client) {
+        CG_STAT_ADD(s->w->stats.bytes_out, b->len);
+        CG_STAT_ADD(s->c->l->stats.bytes_out, b->len);
+    }
+    err = coro_write_nowait(x->st, b);
+    if (err < 0)
+        side_gone(x);
+}
+
+/* Appends <len> bytes to what <x> will be sent. Returns 0 or UV_ENOMEM. */
+static int out_put(struct side *x, const void *data, size_t len)
+{
+    struct coro_buf *b;
+    const char *p = data;
+    size_t n;
+
+    while (len > 0) {
+        b = x->out;
+        if (!b) {
+            b = x->out = coro_buf_get(x->s->w->sched, 0);
+            if (!b)
+                return UV_ENOMEM;
+        }
+        n = b->cap - b->len < len ? b->cap - b->len : len;
+        memcpy(b->data + b->len, p, n);
+        b->len += (uint32_t)n;
+        p += n;
+        len -= n;
+        if (b->len == b->cap)
+            flush_out(x);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ wslay callbacks */
+
+static ssize_t on_send(const uint8_t *data, size_t len, int flags, void *ud)
+{
+    struct side *x = ud;
+
+    if (out_put(x, data, len) < 0)
+        return -1;          /* wslay reports WANT_WRITE; the caller gives the side up */
+    return (ssize_t)len;
+}
+
+/* Follows the frames in the <n> bytes at <p> about to be handed to wslay, and returns how
+ * many of them to hand over: never past the end of a frame, and at most one header start
+ * per hand-over. So wslay never holds bytes of a frame it has not started to return, its
+ * header's first bytes are in x->hdr when it reports WSLAY_ERR_PROTO, and at a frame
+ * boundary it holds nothing. */
+static size_t track(struct side *x, const uint8_t *p, size_t n)
+{
+    size_t i = 0, k;
+    uint64_t v;
+    unsigned len7;
+    int j;
+
+    while (i < n) {
+        if (x->t_need == 0) {
+            if (x->t_rem == 0) {
+                if (i > 0)
+                    break;          /* the next header goes in the next hand-over */
+                x->t_need = 2;
+                x->t_have = 0;
+                continue;
+            }
+            k = n - i < x->t_rem ? n - i : (size_t)x->t_rem;
+            x->t_rem -= k;
+            i += k;
+            if (x->t_rem == 0)
+                break;              /* the frame ends here */
+            continue;
+        }
+        x->t_hdr[x->t_have++] = p[i++];
+        if (x->t_have == 2) {
+            x->hdr[0] = x->t_hdr[0];
+            x->hdr[1] = x->t_hdr[1];
+            len7 = x->t_hdr[1] & 0x7f;
+            x->t_need = (uint8_t)(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) +
+                                  (x->t_hdr[1] & 0x80 ? 4 : 0));
+        }
+        if (x->t_have >= 2 && x->t_have == x->t_need) {
+            len7 = x->t_hdr[1] & 0x7f;
+            v = len7;
+            if (len7 >= 126)
+                for (v = 0, j = 0; j < (len7 == 126 ? 2 : 8); j++)
+                    v = v << 8 | x->t_hdr[2 + j];
+            x->t_rem = v;
+            x->t_need = 0;
+            if (v == 0)
+                break;              /* a frame without payload ends with its header */
+        }
+    }
+    return i;
+}
+
+static ssize_t on_recv(uint8_t *buf, size_t len, int flags, void *ud)
+{
+    struct side *x = ud;
+    struct coro_buf *b = x->in;
+    ssize_t r;
+    size_t n;
+
+    if (!b) {
+        r = coro_try_read(x->st, &b);
+        if (r == UV_EAGAIN)
+            return -1;      /* WANT_READ */
+        if (r < 0) {
+            x->rerr = (int32_t)r;
+            return -1;
+        }
+        x->in = b;
+        if (x->client) {
+            CG_STAT_ADD(x->s->w->stats.bytes_in, (uint64_t)r);
+            CG_STAT_ADD(x->s->c->l->stats.bytes_in, (uint64_t)r);
+        }
+    }
+    n = b->len - b->off < len ? b->len - b->off : len;
+    n = track(x, (const uint8_t *)b->data + b->off, n);
+    memcpy(buf, b->data + b->off, n);
+    b->off += (uint32_t)n;
+    x->given += n;
+    if (b->off == b->len) {
+        coro_buf_put(x->s->w->sched, b);
+        x->in = NULL;
+    }
+    return (ssize_t)n;
+}
+
+static int on_genmask(uint8_t *buf, size_t len, void *ud)
+{
+    rand_bytes(buf, len);
+    return 0;
+}
+
+static const struct wslay_frame_callbacks frame_callbacks = {
+    .send_callback = on_send,
+    .recv_callback = on_recv,
+    .genmask_callback = on_genmask,
+};
+
+/* <x>'s work state, allocated on first use. NULL when out of memory. */
+static struct work *work_of(struct side *x)
+{
+    struct work *wk = x->wk;
+
+    if (wk)
+        return wk;
+    wk = malloc(sizeof(*wk));
+    if (!wk)
+        return NULL;
+    wk->ctl_len = wk->pong_len = 0;
+    if (wslay_frame_context_init(&wk->fr, &frame_callbacks, x) != 0) {
+        free(wk);
+        return NULL;
+    }
+    x->wk = wk;
+    return wk;
+}
+
+static void work_free(struct side *x)
+{
+    if (!x->wk)
+        return;
+    wslay_frame_context_free(x->wk->fr);
+    free(x->wk);
+    x->wk = NULL;
+}
+
+/* Gives back <x>'s frame context once it has been idle at a frame boundary, with nothing
+ * buffered in wslay or due, for TRIM_MS. */
+static void trim(struct side *x)
+{
+    if (!x->wk || x->in || x->in_frame || x->out_busy || x->pong_due || x->ping_due ||
+        x->close_due || x->given != x->next_hdr || x->s->now - x->last_io < TRIM_MS)
+        return;
+    work_free(x);
+}
+
+/* ------------------------------------------------------------------ closing */
+
+static void begin_closing(struct sess *s)
+{
+    if (!s->close_at)
+        s->close_at = s->now + s->lc->close_timeout_ms;
+}
+
+/* Abandons <x>: nothing more is read from or written to it. Its peer learns by a close
+ * unless the close handshake with <x> had completed. */
+static void start_close(struct side *x, unsigned code, const char *reason);
+
+static void side_gone(struct side *x)
+{
+    struct side *y = x->peer;
+    int half = x->in_frame && x->fwd && y->out_busy;
+
+    if (x->gone)
+        return;
+    x->gone = 1;
+    x->eof = 1;
+    x->fwd = 0;
+    x->pong_due = x->ping_due = x->close_due = 0;
+    coro_buf_put(x->s->w->sched, x->in);
+    x->in = NULL;
+    begin_closing(x->s);
+    /* Gone without a close of its own: the peer learns with one. */
+    if (!x->close_rcvd) {
+        if (y->client)
+            start_close(y, x->raw ? 1000 : 1014, x->raw ? "upstream closed"
+                                                        : "upstream went away");
+        else
+            start_close(y, 1001, "client went away");
+    }
+    if (half)
+        side_gone(y);       /* the frame <x> was forwarding to <y> can never end */
+}
+
+static void send_control(struct side *x, uint8_t op, const uint8_t *data, size_t len)
+{
+    struct wslay_frame_iocb io = {
+        .fin = 1, .opcode = op, .mask = !x->client, .payload_length = len,
+        .data = data, .data_length = len,
+    };
+
+    if (!work_of(x) || wslay_frame_send(x->wk->fr, &io) < 0) {
+        side_gone(x);
+        return;
+    }
+    x->last_io = x->s->now;
+}
+
+/* Sends a close with <code> (1005: none) and <reason> of <len> bytes to <x>. */
+static void send_close(struct side *x, unsigned code, const void *reason, size_t len)
+{
+    struct sess *s = x->s;
+    uint8_t buf[125] = { 0 };
+    size_t n = 0;
+
+    if (code != 1005) {
+        if (len > sizeof(buf) - 2)
+            len = sizeof(buf) - 2;
+        buf[0] = (uint8_t)(code >> 8);
+        buf[1] = (uint8_t)code;
+        memcpy(buf + 2, reason, len);
+        n = 2 + len;
+    }
+    x->close_due = 0;
+    x->pong_due = x->ping_due = 0;
+    send_control(x, WSLAY_CONNECTION_CLOSE, buf, n);
+    x->close_sent = 1;
+    if (x->client)
+        CG_STAT_ADD(s->w->stats.ws_close_sent[cg_ws_close_index(code)], 1);
+    begin_closing(s);
+}
+
+/* Starts closing <x> with our own <code> and static <reason>: now if <x> is at a frame
+ * boundary, else when it gets there. A raw backend is shut down instead. */
+static void start_close(struct side *x, unsigned code, const char *reason)
+{
+    begin_closing(x->s);
+    if (x->gone || x->close_sent || x->close_due)
+        return;
+    if (x->raw) {
+        flush_out(x);
+        if (!x->gone && !x->shut) {
+            x->shut = 1;
+            if (coro_shutdown(x->st) < 0)
+                side_gone(x);
+        }
+        return;
+    }
+    x->close_code = (uint16_t)code;
+    x->close_reason = reason;
+    x->close_due = 1;
+}
+
+static void close_both(struct sess *s, unsigned client_code, const char *client_reason,
+                       unsigned backend_code, const char *backend_reason)
+{
+    start_close(&s->cl, client_code, client_reason);
+    start_close(&s->be, backend_code, backend_reason);
+}
+
+/* Sends what is due on <x> once it is at a frame boundary. */
+static void send_due(struct side *x)
+{
+    struct sess *s = x->s;
+
+    if (x->raw || x->gone || x->out_busy)
+        return;
+    if (x->pong_due) {
+        x->pong_due = 0;
+        send_control(x, WSLAY_PONG, x->wk->pong, x->wk->pong_len);
+    }
+    if (x->ping_due && !x->gone) {
+        x->ping_due = 0;
+        send_control(x, WSLAY_PING, (const uint8_t *)"corogate", 8);
+        s->ping_at = s->now;
+    }
+    if (x->close_due && !x->gone)
+        send_close(x, x->close_code, x->close_reason,
+                   x->close_reason ? strlen(x->close_reason) : 0);
+}
+
+/* A protocol violation by <x> of <kind>: 1002, or 1007 for UTF-8. */
+static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
+{
+    struct sess *s = x->s;
+    struct side *y = x->peer;
+    unsigned code = kind == CG_WSP_UTF8 ? 1007 : 1002;
+    int half = x->in_frame && x->fwd && y->out_busy;
+
+    if (x->client)
+        CG_STAT_ADD(s->w->stats.ws_proto_errors[kind], 1);
+    else
+        CG_STAT_ADD(s->w->stats.ws_upstream_proto_errors, 1);
+    cg_debug("websocket %s: protocol error (%s): closing %u", x->client ? "client" : "upstream",
+             cg_ws_proto_name(kind), code);
+    x->input = framing ? IN_DRAIN : IN_DISCARD;
+    x->fwd = 0;
+    if (x->client)
+        close_both(s, code, kind == CG_WSP_UTF8 ? "invalid UTF-8" : "protocol error",
+                   1001, "client protocol error");
+    else
+        close_both(s, 1014, "upstream protocol error",
+                   code, kind == CG_WSP_UTF8 ? "invalid UTF-8" : "protocol error");
+    if (half)
+        side_gone(y);       /* the frame half forwarded can never end */
+}
+
+/* ------------------------------------------------------------------ receiving frames */
+
+static int hdr_len(const struct wslay_frame_iocb *io)
+{
+    uint64_t n = io->payload_length;
+
+    return 2 + (n < 126 ? 0 : n < 65536 ? 2 : 8) + (io->mask ? 4 : 0);
+}
+
+/* Applies the client's message rate limit to a frame of <len> bytes (<first>: the first
+ * of a message). Returns 0, or -1 when it closed the connection (action close). */
+static int rate_limit(struct sess *s, uint64_t len, int first)
+{
+    const struct cg_listener_conf *lc = s->lc;
+
+    if (cg_tb_is_unlimited(&s->msgs) && cg_tb_is_unlimited(&s->bytes))
+        return 0;
+    if (lc->rate_limit_action == CG_RATE_CLOSE) {
+        if ((!first || cg_tb_take(&s->msgs, 1, s->now)) && cg_tb_take(&s->bytes, len, s->now))
+            return 0;
+        CG_STAT_ADD(s->w->stats.ws_rate_limited, 1);
+        s->cl.input = IN_DISCARD;
+        s->cl.fwd = 0;
+        close_both(s, 1008, "message rate limit", 1001, "client over its rate limit");
+        return -1;
+    }
+    /* delay: charge now, stop reading at the next frame boundary while in debt */
+    if (first)
+        cg_tb_force(&s->msgs, 1, s->now);
+    cg_tb_force(&s->bytes, len, s->now);
+    return 0;
+}
+
+/* 1 while the client's reads are paused by the rate limit (action delay). */
+static int rate_paused(struct sess *s)
+{
+    uint64_t a, b;
+
+    if (s->lc->rate_limit_action != CG_RATE_DELAY || s->cl.input != IN_FRAMES)
+        return 0;
+    a = cg_tb_wait_ms(&s->msgs, 1, s->now);
+    b = cg_tb_wait_ms(&s->bytes, 1, s->now);
+    if (!a && !b) {
+        s->rate_noted = 0;
+        return 0;
+    }
+    s->rate_until = s->now + (a > b ? a : b);
+    if (!s->rate_noted) {
+        s->rate_noted = 1;
+        CG_STAT_ADD(s->w->stats.ws_rate_limited, 1);
+    }
+    return 1;
+}
+
+/* The first piece of a frame from <x>. Returns 0, or -1 after a violation or limit. */
+static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
+{
+    struct sess *s = x->s;
+    struct side *y = x->peer;
+    uint8_t op = io->opcode;
+
+    x->in_frame = 1;
+    x->in_op = op;
+    x->in_fin = io->fin;
+    x->in_len = x->in_rem = io->payload_length;
+    x->next_hdr += (uint64_t)hdr_len(io) + io->payload_length;
+    x->last_io = s->now;
+    x->fwd = 0;
+    if (x->client) {
+        s->last_rx = s->now;
+        s->ping_at = 0;         /* any frame shows the client is alive */
+    }
+    if (op >= 8)
+        x->wk->ctl_len = 0;
+    if (x->input != IN_FRAMES)
+        return 0;
+    if (x->client && !io->mask)
+        return violation(x, CG_WSP_UNMASKED, 0), -1;
+    if (!x->client && io->mask)
+        return violation(x, CG_WSP_UNMASKED, 0), -1;
+    if (io->rsv)
+        return violation(x, CG_WSP_RSV, 0), -1;
+    if (op > WSLAY_BINARY_FRAME && op != WSLAY_CONNECTION_CLOSE && op != WSLAY_PING &&
+        op != WSLAY_PONG)
+        return violation(x, CG_WSP_OPCODE, 0), -1;
+    if (op >= 8)
+        return 0;
+    if ((op == WSLAY_CONTINUATION_FRAME) != (x->msg_op != 0))
+        return violation(x, CG_WSP_CONTINUATION, 0), -1;
+    if (op != WSLAY_CONTINUATION_FRAME) {
+        x->msg_op = op;
+        x->msg_len = 0;
+        x->utf8 = CG_UTF8_ACCEPT;
+    }
+    x->msg_len += io->payload_length;
+    if (x->client && x->msg_len > s->lc->max_message_size) {
+        CG_STAT_ADD(s->w->stats.ws_too_big, 1);
+        x->input = IN_DISCARD;
+        close_both(s, 1009, "message too big", 1001, "client sent a message too big");
+        return -1;
+    }
+    if (x->client && rate_limit(s, io->payload_length, op != WSLAY_CONTINUATION_FRAME) < 0)
+        return -1;
+    s->last_data = s->now;
+    x->fwd = !y->gone && !y->close_sent && !y->close_due && !y->shut;
+    return 0;
+}
+
+/* Passes a chunk of <x>'s current data frame on to its peer. */
+static void forward(struct side *x, const struct wslay_frame_iocb *io)
+{
+    struct side *y = x->peer;
+    struct wslay_frame_iocb o = {
+        .fin = x->in_fin, .opcode = x->in_op, .mask = !y->client,
+        .payload_length = x->in_len, .data = io->data, .data_length = io->data_length,
+    };
+
+    if (y->raw) {
+        if (out_put(y, io->data, io->data_length) < 0)
+            side_gone(y);
+        return;
+    }
+    if (!work_of(y) || wslay_frame_send(y->wk->fr, &o) != (ssize_t)io->data_length) {
+        side_gone(y);
+        return;
+    }
+    y->out_busy = x->in_rem > 0;
+    y->last_io = x->s->now;
+}
+
+static void on_close_frame(struct side *x)
+{
+    struct sess *s = x->s;
+    struct side *y = x->peer;
+    const uint8_t *p = x->wk->ctl;
+    size_t len = x->wk->ctl_len;
+    unsigned code = 1005;
+
+    if (x->input == IN_FRAMES) {
+        if (len == 1)
+            return violation(x, CG_WSP_CLOSE, 0);
+        if (len >= 2) {
+            code = (unsigned)p[0] << 8 | p[1];
+            if (!cg_ws_close_code_is_valid(code))
+                return violation(x, CG_WSP_CLOSE, 0);
+            if (!cg_utf8_is_valid(p + 2, len - 2))
+                return violation(x, CG_WSP_UTF8, 0);
+        }
+    } else if (len >= 2) {
+        code = (unsigned)p[0] << 8 | p[1];
+    }
+    x->close_rcvd = 1;
+    x->eof = 1;                 /* nothing may follow a close */
+    if (x->client)
+        CG_STAT_ADD(s->w->stats.ws_close_rcvd[cg_ws_close_index(code)], 1);
+    begin_closing(s);
+    if (!y->gone && !y->close_sent && !y->close_due && !y->shut) {
+        if (y->raw) {
+            start_close(y, code, NULL);     /* shuts the TCP backend down */
+            send_close(x, code, p + 2, len >= 2 ? len - 2 : 0);
+        } else if (!y->out_busy) {
+            send_close(y, code, p + 2, len >= 2 ? len - 2 : 0);   /* forwarded */
+        } else {
+            /* Cannot happen: y's frames come from x, which is at a frame boundary. */
+            side_gone(y);
+            if (!x->close_sent)
+                send_close(x, code, p + 2, len >= 2 ? len - 2 : 0);
+        }
+    } else if (!x->close_sent && !x->close_due) {
+        /* Nobody to forward it to: answer it ourselves. */
+        if (x->out_busy) {
+            x->close_code = (uint16_t)code;
+            x->close_reason = NULL;
+            x->close_due = 1;
+        } else {
+            send_close(x, code, p + 2, len >= 2 ? len - 2 : 0);
+        }
+    }
+}
+
+/* The last piece of a frame from <x>. */
+static void frame_end(struct side *x)
+{
+    struct sess *s = x->s;
+
+    x->in_frame = 0;
+    if (x->in_op < 8) {
+        if (!x->in_fin)
+            return;
+        if (x->input == IN_FRAMES && x->msg_op == WSLAY_TEXT_FRAME &&
+            x->utf8 != CG_UTF8_ACCEPT)
+            return violation(x, CG_WSP_UTF8, 0);
+        x->msg_op = 0;
+        if (x->fwd)
+            CG_STAT_ADD(*(x->client ? &s->w->stats.ws_msgs_in : &s->w->stats.ws_msgs_out), 1);
+        return;
+    }
+    switch (x->in_op) {
+    case WSLAY_PING:
+        if (!x->close_sent && !x->close_due && x->input == IN_FRAMES) {
+            memcpy(x->wk->pong, x->wk->ctl, x->wk->ctl_len);
+            x->wk->pong_len = x->wk->ctl_len;
+            x->pong_due = 1;
+        }
+        break;
+    case WSLAY_PONG:
+        break;                  /* frame_start() already ended the keepalive wait */
+    case WSLAY_CONNECTION_CLOSE:
+        on_close_frame(x);
+        break;
+    }
+}
+
+/* One piece of a frame from <x>. */
+static void on_piece(struct side *x, const struct wslay_frame_iocb *io)
+{
+    if (!x->in_frame)
+        frame_start(x, io);     /* on error it leaves x->fwd = 0: the frame is dropped */
+    x->in_rem -= io->data_length;
+    if (x->in_op < 8) {
+        if (x->fwd && x->msg_op == WSLAY_TEXT_FRAME) {
+            x->utf8 = cg_utf8_feed(x->utf8, io->data, io->data_length);
+            /* An incomplete character at the very end of the message is an error too;
+             * catch it before the last piece goes out. */
+            if (x->utf8 == CG_UTF8_REJECT ||
+                (x->in_rem == 0 && x->in_fin && x->utf8 != CG_UTF8_ACCEPT))
+                violation(x, CG_WSP_UTF8, 0);
+        }
+        if (x->fwd)
+            forward(x, io);
+    } else if (io->data_length) {
+        memcpy(x->wk->ctl + x->wk->ctl_len, io->data, io->data_length);
+        x->wk->ctl_len += (uint8_t)io->data_length;
+    }
+    if (x->in_rem == 0)
+        frame_end(x);
+}
+
+/* Reads and drops whatever <x> sends, until EOF. */
+static int drain(struct side *x)
+{
+    struct coro_buf *b;
+    ssize_t n;
+    int progress = 0;
+
+    coro_buf_put(x->s->w->sched, x->in);
+    x->in = NULL;
+    while ((n = coro_try_read(x->st, &b)) > 0) {
+        coro_buf_put(x->s->w->sched, b);
+        progress = 1;
+    }
+    if (n != UV_EAGAIN) {
+        x->eof = 1;
+        x->rerr = (int32_t)n;
+    }
+    return progress;
+}
+
+static void on_read_end(struct side *x)
+{
+    x->eof = 1;
+    if (!x->close_rcvd)
+        side_gone(x);
+}
+
+/* Processes what the WebSocket side <x> sent. Returns 1 on progress, 0 when it must wait. */
+static int pump_ws(struct side *x)
+{
+    struct sess *s = x->s;
+    struct side *y = x->peer;
+    struct wslay_frame_iocb io;
+    size_t budget = PUMP_BUDGET;
+    int progress = 0;
+    ssize_t r;
+
+    while (!x->gone && !x->eof) {
+        if (x->input == IN_DRAIN)
+            return drain(x) | progress;
+        if (!x->in_frame) {
+            if (x->input == IN_FRAMES && !y->gone && queued(y) > s->lc->high_water)
+                break;          /* backpressure: the peer is slow */
+            if (x->client && rate_paused(s))
+                break;
+        }
+        if (!work_of(x)) {
+            side_gone(x);
+            break;
+        }
+        memset(&io, 0, sizeof(io));
+        r = wslay_frame_recv(x->wk->fr, &io);
+        if (r == WSLAY_ERR_WANT_READ) {
+            if (x->rerr)
+                on_read_end(x);
+            break;
+        }
+        if (r < 0) {
+            /* Only the frame layer's own checks: a control frame fragmented or longer
+             * than 125 bytes, or a length not in its shortest form. */
+            int ctl = (x->hdr[0] & 0x08) && (!(x->hdr[0] & 0x80) || (x->hdr[1] & 0x7f) > 125);
+
+            if (x->input == IN_FRAMES)
+                violation(x, ctl ? CG_WSP_CONTROL : CG_WSP_LENGTH, 1);
+            x->input = IN_DRAIN;
+            continue;
+        }
+        progress = 1;
+        on_piece(x, &io);
+        if (io.data_length >= budget)
+            break;
+        budget -= io.data_length;
+    }
+    return progress;
+}
+
+/* Processes what the raw TCP backend <x> sent: each chunk becomes a binary message. */
+static int pump_raw(struct side *x)
+{
+    struct sess *s = x->s;
+    struct side *y = x->peer;
+    struct wslay_frame_iocb o = { .fin = 1, .opcode = WSLAY_BINARY_FRAME };
+    struct coro_buf *b;
+    int progress = 0;
+    ssize_t n;
+
+    while (!x->gone && !x->eof) {
+        if (!y->gone && queued(y) > s->lc->high_water)
+            break;
+        n = coro_try_read(x->st, &b);
+        if (n == UV_EAGAIN)
+            break;
+        if (n < 0) {
+            x->rerr = (int32_t)n;
+            on_read_end(x);
+            break;
+        }
+        progress = 1;
+        if (!y->gone && !y->close_sent && !y->close_due) {
+            o.payload_length = o.data_length = (size_t)n;
+            o.data = (const uint8_t *)b->data + b->off;
+            if (!work_of(y) || wslay_frame_send(y->wk->fr, &o) != n)
+                side_gone(y);
+            y->last_io = s->now;
+            s->last_data = s->now;
+            CG_STAT_ADD(s->w->stats.ws_msgs_out, 1);
+        }
+        coro_buf_put(s->w->sched, b);
+    }
+    return progress;
+}
+
+/* ------------------------------------------------------------------ the relay */
+
+/* 1 when nothing more is to be done with <x>. After a framing error (IN_DRAIN) the
+ * connection is failed (RFC 6455 §7.1.7): our close is enough. */
+static int side_done(const struct side *x)
+{
+    if (x->gone)
+        return 1;
+    if (x->raw)
+        return x->eof || x->shut;
+    return x->close_sent && (x->close_rcvd || x->eof || x->input == IN_DRAIN);
+}
+
+/* Acts on the timeouts due at s->now. Returns 1 when the close handshake ran out of time. */
+static int check_timers(struct sess *s)
+{
+    const struct cg_listener_conf *lc = s->lc;
+
+    if (s->close_at)
+        return s->now >= s->close_at;
+    if (lc->idle_timeout_ms && s->now - s->last_data >= lc->idle_timeout_ms) {
+        CG_STAT_ADD(s->w->stats.idle_timeouts, 1);
+        close_both(s, 1001, "idle timeout", 1001, "client idle timeout");
+        return 0;
+    }
+    if (lc->keepalive_interval_ms) {
+        if (s->ping_at && s->now - s->ping_at >= lc->keepalive_timeout_ms) {
+            CG_STAT_ADD(s->w->stats.ws_keepalive_timeouts, 1);
+            close_both(s, 1001, "keepalive timeout", 1001, "client keepalive timeout");
+        } else if (!s->ping_at && !s->cl.ping_due &&
+                   s->now - s->last_rx >= lc->keepalive_interval_ms) {
+            s->cl.ping_due = 1;
+        }
+    }
+    return 0;
+}
+
+static void earliest(uint64_t *t, uint64_t at)
+{
+    if (at && (*t == 0 || at < *t))
+        *t = at;
+}
+
+/* How long the relay may park: until the next timer due. */
+static int64_t park_time(struct sess *s)
+{
+    const struct cg_listener_conf *lc = s->lc;
+    uint64_t t = 0;
+    const struct side *sides[2] = { &s->cl, &s->be };
+    int i;
+
+    if (s->close_at) {
+        t = s->close_at;
+    } else {
+        if (lc->idle_timeout_ms)
+            earliest(&t, s->last_data + lc->idle_timeout_ms);
+        if (lc->keepalive_interval_ms)
+            earliest(&t, s->ping_at ? s->ping_at + lc->keepalive_timeout_ms
+                                    : s->last_rx + lc->keepalive_interval_ms);
+    }
+    if (s->rate_until > s->now)
+        earliest(&t, s->rate_until);
+    for (i = 0; i < 2; i++)
+        if (sides[i]->wk)
+            earliest(&t, sides[i]->last_io + TRIM_MS);
+    if (!t)
+        return CORO_FOREVER;
+    return t > s->now ? (int64_t)(t - s->now) : 0;
+}
+
+static void linger(struct sess *s, int64_t ms);
+
+static void relay(struct sess *s)
+{
+    struct cg_conn *c = s->c;
+    uv_loop_t *loop = coro_sched_loop(s->w->sched);
+    int progress, err;
+    int64_t left;
+
+    coro_stream_watch(&c->client, c->co);
+    coro_stream_watch(&c->up, c->co);
+    s->now = uv_now(loop);
+    s->last_data = s->last_rx = s->cl.last_io = s->be.last_io = s->now;
+    for (;;) {
+        s->now = uv_now(loop);
+        if (check_timers(s)) {
+            CG_STAT_ADD(s->w->stats.ws_close_timeouts, 1);
+            break;
+        }
+        progress = pump_ws(&s->cl);
+        progress |= s->be.raw ? pump_raw(&s->be) : pump_ws(&s->be);
+        send_due(&s->cl);
+        send_due(&s->be);
+        flush_out(&s->cl);
+        flush_out(&s->be);
+        if (side_done(&s->cl) && side_done(&s->be))
+            break;
+        if (progress)
+            continue;
+        trim(&s->cl);
+        trim(&s->be);
+        err = coro_park("ws relay", park_time(s));
+        if (err == UV_ECANCELED) {
+            /* Drain: close both cleanly; a second cancel (stop) cuts. */
+            if (s->cancels++)
+                break;
+            s->now = uv_now(loop);
+            close_both(s, 1001, "going away", 1001, "going away");
+        }
+    }
+    /* Let the last frames (the closes) leave, within what close_timeout allows. */
+    s->now = uv_now(loop);
+    left = s->close_at > s->now ? (int64_t)(s->close_at - s->now) : 0;
+    if (left < FLUSH_MIN_MS)
+        left = FLUSH_MIN_MS;
+    if (!s->be.gone)
+        coro_flush(&c->up, left);
+    if (!s->cl.gone && coro_flush(&c->client, left) == 0 && !s->cl.close_rcvd)
+        linger(s, left);        /* the client may still be sending: do not reset */
+}
+
+/* ------------------------------------------------------------------ handshakes */
+
+static void count_status(struct sess *s, int status)
+{
+    CG_STAT_ADD(s->w->stats.ws_hs_status[cg_ws_status_index(status)], 1);
+}
+
+/* Reads and drops what the client still sends, briefly, after our last bytes: closing
+ * with unread data would reset the connection and could destroy the response in flight. */
+static void linger(struct sess *s, int64_t ms)
+{
+    struct coro_stream *st = &s->c->client;
+    uv_loop_t *loop = coro_sched_loop(s->w->sched);
+    uint64_t end = uv_now(loop) + (uint64_t)ms, now;
+    struct coro_buf *b;
+
+    if (coro_flush(st, ms) < 0 || coro_shutdown(st) < 0)
+        return;
+    for (;;) {
+        now = uv_now(loop);
+        if (now >= end || coro_read(st, &b, (int64_t)(end - now)) < 0)
+            return;
+        coro_buf_put(s->w->sched, b);
+    }
+}
+
+/* Answers the client with <status> (counted unless 200), then closes. */
+static void answer(struct sess *s, int status, const char *why, int head_only)
+{
+    char buf[512];
+    int n = cg_http_response(status, NULL, buf, sizeof(buf));
+    char *body;
+
+    if (status != 200)
+        count_status(s, status);
+    cg_debug("listener %s: handshake answered %d: %s", s->lc->name, status, why ? why : "");
+    if (n < 0)
+        return;
+    if (head_only && (body = strstr(buf, "\r\n\r\n")) != NULL)
+        n = (int)(body + 4 - buf);
+    CG_STAT_ADD(s->w->stats.bytes_out, (uint64_t)n);
+    if (coro_write_copy(&s->c->client, buf, (size_t)n, WRITE_TIMEOUT_MS) == 0)
+        linger(s, LINGER_MS);
+}
+
+/* Feeds what <st> delivers to <hs> until its head is complete, for <timeout_ms> at most.
+ * Leftover bytes after the head go to <x>->in. Returns 0, UV_ETIMEDOUT, a read error
+ * (UV_EOF, UV_ECANCELED...), or the parse error of cg_handshake_feed() (negative errno). */
+static int read_head(struct sess *s, struct coro_stream *st, struct cg_handshake *hs,
+                     struct side *x, uint64_t timeout_ms)
+{
+    uv_loop_t *loop = coro_sched_loop(s->w->sched);
+    uint64_t start = uv_now(loop), el;
+    struct coro_buf *b;
+    ssize_t n;
+    int rc;
+
+    for (;;) {
+        el = uv_now(loop) - start;
+        n = coro_read(st, &b, el >= timeout_ms ? 0 : (int64_t)(timeout_ms - el));
+        if (n < 0)
+            return (int)n;
+        if (x->client) {
+            CG_STAT_ADD(s->w->stats.bytes_in, (uint64_t)n);
+            CG_STAT_ADD(s->c->l->stats.bytes_in, (uint64_t)n);
+        }
+        rc = cg_handshake_feed(hs, b->data + b->off, (size_t)n);
+        if (rc == 1 && hs->tail) {
+            b->off = b->len - hs->tail;
+            x->in = b;
+        } else {
+            coro_buf_put(s->w->sched, b);
+        }
+        if (rc != 0)
+            return rc == 1 ? 0 : rc;
+    }
+}
+
+/* A printable token we can pass on as X-Request-Id. */
+static int is_sane_id(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+
+    return n > 0 && n <= REQUEST_ID_MAX &&
+           strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:+/=")
+               == n;
+}
+
+static void prepare_forward(struct sess *s, struct hsblock *hb)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    const char *id = cg_handshake_get(&hb->req, CG_HS_REQUEST_ID);
+    uint8_t raw[16];
+    int i;
+
+    if (is_sane_id(id)) {
+        strcpy(hb->request_id, id);
+    } else {
+        rand_bytes(raw, sizeof(raw));
+        for (i = 0; i < 16; i++)
+            snprintf(hb->request_id + 2 * i, 3, "%02x", raw[i]);
+    }
+    rand_bytes(raw, sizeof(raw));
+    cg_base64_encode(raw, sizeof(raw), hb->key);
+    strcpy(hb->addr, "unknown");
+    if (uv_tcp_getpeername(&s->c->client.tcp, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, hb->addr, sizeof(hb->addr));
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, hb->addr, sizeof(hb->addr));
+    }
+}
+
+/* The backend's side of the handshake. Returns 0, or the status to answer the client
+ * with (502, 504), or UV_ECANCELED. */
+static int backend_handshake(struct sess *s, struct hsblock *hb)
+{
+    struct cg_conn *c = s->c;
+    const struct cg_listener_conf *lc = s->lc;
+    struct cg_hs_forward f = {
+        .client_addr = hb->addr, .proto = "http", .request_id = hb->request_id,
+        .key = hb->key,
+    };
+    struct cg_hs_limits lim = { RESP_HEAD_MAX, 100, 0 };
+    struct coro_buf *b;
+    const char *why;
+    int n, err;
+
+    b = coro_buf_get(s->w->sched, hb->req.fed + 2048);
+    if (!b)
+        return 502;
+    n = cg_handshake_backend_request(&hb->req, &f, b->data, b->cap);
+    if (n < 0) {
+        coro_buf_put(s->w->sched, b);
+        return 502;
+    }
+    b->len = (uint32_t)n;
+    err = coro_write(&c->up, b, (int64_t)lc->upstream_handshake_timeout_ms);
+    cg_handshake_init(&hb->resp, CG_HS_RESPONSE, &lim);
+    if (err == 0)
+        err = read_head(s, &c->up, &hb->resp, &s->be, lc->upstream_handshake_timeout_ms);
+    if (err == 0)
+        err = cg_handshake_check_response(&hb->resp, hb->key,
+                                          cg_handshake_get(&hb->req, CG_HS_PROTOCOL));
+    if (err == 0)
+        return 0;
+    if (err == UV_ECANCELED)
+        return err;
+    why = err == UV_ETIMEDOUT ? "timed out" : err == UV_EOF ? "connection closed"
+        : err == -EPROTO || hb->resp.error ? hb->resp.error : uv_strerror(err);
+    atomic_fetch_add(&c->srv->connect_fails, 1);
+    CG_STAT_ADD(s->w->stats.ws_upstream_fails, 1);
+    cg_log_ratelimited(&upstream_log, CG_LOG_WARN, "listener %s: WebSocket handshake with "
+                       "%s failed: %s", lc->name, c->srv->conf->name, why ? why : "?");
+    return err == UV_ETIMEDOUT ? 504 : 502;
+}
+
+/* ------------------------------------------------------------------ the session */
+
+static void side_free(struct side *x)
+{
+    work_free(x);
+    coro_buf_put(x->s->w->sched, x->in);
+    coro_buf_put(x->s->w->sched, x->out);
+    x->in = x->out = NULL;
+}
+
+void cg_ws_session(void *arg)
+{
+    struct cg_conn *c = arg;
+    struct cg_worker *w = c->w;
+    const struct cg_listener_conf *lc = c->l->conf;
+    uv_loop_t *loop = coro_sched_loop(w->sched);
+    struct cg_hs_limits lim = {
+        (uint32_t)lc->max_header_size, lc->max_headers, (uint32_t)lc->max_request_line,
+    };
+    struct cg_hs_policy pol = { lc->health_path, lc->allowed_origins };
+    struct hsblock *hb = NULL;
+    struct sess *s = NULL;
+    const struct cg_route *rt;
+    struct cg_upstream *up;
+    uint64_t t0 = uv_hrtime();
+    const char *host, *path;
+    size_t plen;
+    char buf[1024];
+    int err, n;
+
+    c->co = coro_self();
+    c->client.wq_high = (uint32_t)lc->high_water;
+    s = calloc(1, sizeof(*s));
+    hb = calloc(1, sizeof(*hb));
+    if (!s || !hb)
+        goto out;
+    s->c = c;
+    s->w = w;
+    s->lc = lc;
+    s->cl = (struct side){ .s = s, .peer = &s->be, .st = &c->client, .client = 1 };
+    s->be = (struct side){ .s = s, .peer = &s->cl, .st = &c->up,
+                           .raw = lc->upstream_protocol == CG_UPROTO_TCP };
+    s->now = uv_now(loop);
+    cg_tb_init(&s->msgs, lc->message_rate, lc->message_burst, s->now);
+    cg_tb_init(&s->bytes, lc->byte_rate, lc->byte_burst, s->now);
+
+    cg_handshake_init(&hb->req, CG_HS_REQUEST, &lim);
+    err = read_head(s, &c->client, &hb->req, &s->cl, lc->handshake_timeout_ms);
+    if (err == UV_ETIMEDOUT) {
+        answer(s, 408, "handshake timeout", 0);
+        goto out;
+    }
+    if (err == -EMSGSIZE || err == -EBADMSG || err == -ENOMEM) {
+        answer(s, hb->req.status, hb->req.error, 0);
+        goto out;
+    }
+    if (err < 0) {
+        CG_STAT_ADD(w->stats.ws_hs_aborted, 1);
+        goto out;
+    }
+    err = cg_handshake_check_request(&hb->req, &pol);
+    if (err == 1) {
+        CG_STAT_ADD(w->stats.ws_health, 1);
+        answer(s, 200, "health check", llhttp_get_method(&hb->req.parser) == HTTP_HEAD);
+        goto out;
+    }
+    if (err < 0) {
+        answer(s, hb->req.status, hb->req.error, 0);
+        goto out;
+    }
+
+    host = cg_handshake_get(&hb->req, CG_HS_HOST);
+    path = cg_handshake_path(&hb->req, &plen);
+    rt = cg_route_match(lc->routes, lc->nroutes, host, host ? strlen(host) : 0, path, plen);
+    up = rt ? &w->d->ups[rt->upstream] : c->l->up;
+    err = cg_conn_connect_upstream(c, up);
+    if (err < 0) {
+        if (err == UV_ECANCELED) {
+            answer(s, 503, "stopping", 0);
+            goto out;
+        }
+        atomic_fetch_add(&up->no_server, 1);
+        CG_STAT_ADD(w->stats.no_server, 1);
+        answer(s, err == UV_ETIMEDOUT ? 504 : 502, uv_strerror(err), 0);
+        goto out;
+    }
+    c->up.wq_high = (uint32_t)lc->high_water;
+    prepare_forward(s, hb);
+    if (!s->be.raw) {
+        err = backend_handshake(s, hb);
+        if (err != 0) {
+            answer(s, err == UV_ECANCELED ? 503 : err, "upstream handshake", 0);
+            goto out_srv;
+        }
+    }
+    n = cg_handshake_accept_response(&hb->req, s->be.raw ? NULL
+                                     : cg_handshake_get(&hb->resp, CG_HS_PROTOCOL),
+                                     hb->request_id, buf, sizeof(buf));
+    if (n < 0 || coro_write_copy(&c->client, buf, (size_t)n, WRITE_TIMEOUT_MS) < 0)
+        goto out_srv;
+    CG_STAT_ADD(w->stats.bytes_out, (uint64_t)n);
+    CG_STAT_ADD(w->stats.ws_upgrades, 1);
+    cg_lat_hist_record(&w->stats.handshake_lat, (uv_hrtime() - t0) / 1000);
+    cg_handshake_deinit(&hb->req);
+    cg_handshake_deinit(&hb->resp);
+    free(hb);
+    hb = NULL;
+
+    relay(s);
+out_srv:
+    atomic_fetch_sub(&c->srv->active, 1);
+out:
+    if (hb) {
+        cg_handshake_deinit(&hb->req);
+        cg_handshake_deinit(&hb->resp);
+        free(hb);
+    }
+    if (s) {
+        side_free(&s->cl);
+        side_free(&s->be);
+        free(s);
+    }
+    cg_conn_end(c);
+}

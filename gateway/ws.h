@@ -1,0 +1,33 @@
+/* gateway/ws.h — a WebSocket listener's connection: handshake, backend, message relay.
+ *
+ * One coroutine per connection (cg_ws_session). It reads the opening request under the
+ * listener's limits and handshake_timeout, answers health checks and refusals itself,
+ * routes by path and Host, connects a backend server (with retries), performs the
+ * backend's handshake (upstream_protocol = websocket) and only then answers 101. The relay
+ * then forwards frame by frame in both directions with wslay's frame layer on each side
+ * (the client side as a server: frames must be masked; the backend side as a client:
+ * frames are masked with fresh keys): a frame's payload streams through as it arrives,
+ * so no message is ever held whole. Limits, close handshakes, keepalive pings, rate limits
+ * and backpressure are described in ws.c.
+ */
+#ifndef CG_WS_H
+#define CG_WS_H
+
+#include "ws-t.h"
+
+/* The coroutine body of a websocket listener's connection. Owns <arg> (a struct cg_conn
+ * whose client stream is open): closes both streams, updates counters and frees it. */
+void cg_ws_session(void *arg);
+
+/* Counter labels, for stats output. */
+enum cg_ws_status_stat cg_ws_status_index(int status);  /* HTTP status -> index */
+int cg_ws_status_code(enum cg_ws_status_stat i);        /* index -> status; 0 for OTHER */
+enum cg_ws_close_stat cg_ws_close_index(unsigned code); /* close code -> index */
+const char *cg_ws_close_name(enum cg_ws_close_stat i);  /* "1000" ... "1005" ... "other" */
+const char *cg_ws_proto_name(enum cg_ws_proto_stat i);  /* "unmasked", "rsv" ... */
+
+/* 1 when <code> may appear in a close frame (RFC 6455 §7.4: 1000-1003, 1007-1014,
+ * 3000-4999). */
+int cg_ws_close_code_is_valid(unsigned code);
+
+#endif

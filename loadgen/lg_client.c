@@ -1,0 +1,1230 @@
+/* loadgen/lg_client.c — one process's share of `corogate-loadgen run` (see lg_client.h).
+ *
+ * Threads. Each runs a uv loop and a coroutine scheduler. A ramp timer spawns the thread's
+ * connections at its part of the connect rate; each connection is one coroutine that
+ * connects (binding its source address), upgrades (ws), then runs its traffic until the
+ * thread stops. Open-loop senders are woken by the thread's pacer: a timerfd armed at the
+ * earliest send time of a min-heap of connections, so send times are kept to about 50 µs
+ * rather than the loop's millisecond timers (latency is measured from the intended send
+ * time, so timer slack would show up as latency).
+ *
+ * The process's main thread talks to the threads through atomics and uv_async: it sends
+ * CMD_STEADY when every thread's ramp is over, CMD_STOP when the steady phase ends, and
+ * CMD_CANCEL on a second signal; threads publish counters and a round-trip histogram
+ * under their mutex every PUBLISH_MS and notify the main thread when their ramp is over
+ * and when they have finished. Results are read after the join.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "coro/coro.h"
+#include "coro/io.h"
+#include "lg_client.h"
+#include "lg_msg.h"
+#include "lg_ws.h"
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define RAMP_TICK_MS     1
+#define SPAWN_PER_TICK   4096      /* new coroutines per ramp tick at most */
+#define PUBLISH_MS       250
+#define PROGRESS_MS      1000
+#define SEND_BATCH       64        /* messages one wake-up sends at most when behind */
+#define PACER_SLACK_NS   20000     /* wake those due within 20 µs together */
+#define NO_HEAP          UINT32_MAX
+
+enum { CMD_STEADY = 1, CMD_STOP = 2, CMD_CANCEL = 4 };
+
+enum {
+    T_LOOP    = 1 << 0,
+    T_ASYNC   = 1 << 1,
+    T_RAMP    = 1 << 2,
+    T_PUBLISH = 1 << 3,
+    T_PACER   = 1 << 4,
+    T_MUTEX   = 1 << 5,
+};
+
+struct lg_thread;
+
+/* One simulated client connection; owned by its coroutine. */
+struct lg_cconn {
+    struct coro_stream st;        /* first: the handle's address is the connection's */
+    struct lg_thread  *t;
+    struct coro       *co;
+    struct lg_cconn   *prev;      /* the thread's live connections */
+    struct lg_cconn   *next;
+    struct coro_buf   *out;       /* bytes being gathered for one write */
+    struct lg_wsc     *ws;        /* ws mode, after the upgrade */
+    struct lg_msg_rx   rx;
+    uint64_t           pace_at;   /* ns: when the pacer wakes it */
+    uint64_t           next_send; /* ns: intended time of the next message (open loop) */
+    uint64_t           seq;       /* next sequence number to send */
+    uint32_t           gid;       /* global index: the conn field of its messages */
+    uint32_t           heap_idx;  /* in the pacer heap, or NO_HEAP */
+    int                up;
+};
+
+struct lg_proc;
+
+struct lg_thread {
+    struct lg_proc          *proc;
+    const struct lg_run_cfg *cfg;
+    unsigned                 id;
+    unsigned                 share;      /* global share index */
+    unsigned                 nshares;
+    pthread_t                thread;
+    uv_sem_t                 ready;
+    int                      start_err;
+    const char              *start_op;
+    unsigned                 inited;
+    uv_loop_t                loop;
+    struct coro_sched       *sched;
+    uv_async_t               cmd_async;
+    atomic_uint              cmd;
+    uv_timer_t               ramp;
+    uv_timer_t               publish;
+    /* pacer */
+    int                      tfd;
+    uv_poll_t                pacer;
+    struct lg_cconn        **heap;
+    uint32_t                 nheap;
+    uint32_t                 capheap;
+    uint64_t                 armed_at;
+    uint64_t                 interval_ns;
+    /* ramp */
+    uint64_t                 count;      /* connections of this thread */
+    uint64_t                 spawned;
+    uint64_t                 settled;    /* attempts over (or skipped by the stop) */
+    uint64_t                 ramp_start;
+    double                   rate;
+    int                      ramp_reported;
+    int                      steady;
+    int                      stopping;
+    int                      closing;
+    struct lg_cconn         *conns;
+    uint64_t                 live;
+    uint64_t                 base_sent;      /* at CMD_STEADY */
+    uint64_t                 base_received;
+    uint8_t                 *scratch;        /* one message, for ws payloads */
+    /* counting, thread only */
+    struct lg_counters       c;
+    struct lg_msg_stats      ms;
+    struct cg_hist           connect_h;
+    struct cg_hist           rtt_h;
+    struct cg_hist           iv_rtt;         /* since the last publish */
+    uint64_t                 now_ns;         /* clock read for the data being fed */
+    /* published, under <mu> */
+    pthread_mutex_t          mu;
+    struct lg_counters       snap;
+    struct cg_hist           snap_rtt;
+    int                      async_closed;
+    atomic_int               ramp_done;
+    atomic_int               finished;
+};
+
+enum { PH_RAMP = 0, PH_STEADY, PH_STOPPING, PH_DONE };
+
+struct lg_proc {
+    const struct lg_run_cfg *cfg;
+    unsigned                 index;
+    struct lg_thread        *threads;
+    unsigned                 nstarted;
+    uv_loop_t                loop;
+    uv_async_t               notify;
+    uv_timer_t               progress;
+    uv_timer_t               hold;
+    uv_signal_t              sigint;
+    uv_signal_t              sigterm;
+    struct lg_sink          *sink;
+    int                      phase;
+    int                      signals;
+    int                      handles_closed;
+    uint64_t                 start_ns;
+    uint64_t                 steady_ns;
+    uint64_t                 stop_ns;
+    struct cg_hist           prog_rtt;
+};
+
+static void thread_publish(struct lg_thread *t);
+static void thread_maybe_close(struct lg_thread *t);
+
+/* ------------------------------------------------------------------ helpers */
+
+static enum lg_err connect_error_kind(int err)
+{
+    switch (err) {
+    case UV_ECONNREFUSED:  return LG_ERR_REFUSED;
+    case UV_ETIMEDOUT:     return LG_ERR_CONN_TIMEOUT;
+    case UV_EADDRNOTAVAIL:
+    case UV_EADDRINUSE:    return LG_ERR_NO_ADDR;
+    case UV_EMFILE:
+    case UV_ENFILE:        return LG_ERR_NO_FDS;
+    case UV_EPROTO:        return LG_ERR_HANDSHAKE;
+    default:               return LG_ERR_CONN_OTHER;
+    }
+}
+
+static enum lg_err io_error_kind(int err)
+{
+    switch (err) {
+    case UV_EOF:          return LG_ERR_CLOSED;
+    case UV_ECONNRESET:
+    case UV_EPIPE:        return LG_ERR_RESET;
+    default:              return LG_ERR_IO;
+    }
+}
+
+/* ------------------------------------------------------------------ pacer */
+
+static void heap_set(struct lg_thread *t, uint32_t i, struct lg_cconn *c)
+{
+    t->heap[i] = c;
+    c->heap_idx = i;
+}
+
+static void heap_up(struct lg_thread *t, uint32_t i)
+{
+    struct lg_cconn *c = t->heap[i];
+
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+
+        if (t->heap[p]->pace_at <= c->pace_at)
+            break;
+        heap_set(t, i, t->heap[p]);
+        i = p;
+    }
+    heap_set(t, i, c);
+}
+
+static void heap_down(struct lg_thread *t, uint32_t i)
+{
+    struct lg_cconn *c = t->heap[i];
+
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = i;
+        const struct lg_cconn *best = c;
+
+        if (l < t->nheap && t->heap[l]->pace_at < best->pace_at) {
+            m = l;
+            best = t->heap[l];
+        }
+        if (l + 1 < t->nheap && t->heap[l + 1]->pace_at < best->pace_at)
+            m = l + 1;
+        if (m == i)
+            break;
+        heap_set(t, i, t->heap[m]);
+        i = m;
+    }
+    heap_set(t, i, c);
+}
+
+static void heap_del(struct lg_thread *t, struct lg_cconn *c)
+{
+    uint32_t i = c->heap_idx;
+    struct lg_cconn *last;
+
+    if (i == NO_HEAP)
+        return;
+    c->heap_idx = NO_HEAP;
+    last = t->heap[--t->nheap];
+    if (last == c)
+        return;
+    heap_set(t, i, last);
+    heap_down(t, i);
+    heap_up(t, last->heap_idx);
+}
+
+/* Arms the timerfd at the earliest deadline, when it changed. */
+static void pacer_program(struct lg_thread *t)
+{
+    struct itimerspec its = { { 0, 0 }, { 0, 0 } };
+    uint64_t at;
+
+    if (t->nheap == 0)
+        return;                   /* a fire with nothing due is harmless */
+    at = t->heap[0]->pace_at;
+    if (at == t->armed_at)
+        return;
+    t->armed_at = at;
+    if (at == 0)
+        at = 1;                   /* 0 would disarm */
+    its.it_value.tv_sec = (time_t)(at / 1000000000u);
+    its.it_value.tv_nsec = (long)(at % 1000000000u);
+    timerfd_settime(t->tfd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+/* Wakes <c> at <at> (ns, uv_hrtime clock) unless something else wakes it first. */
+static int pacer_arm(struct lg_thread *t, struct lg_cconn *c, uint64_t at)
+{
+    if (c->heap_idx != NO_HEAP)
+        heap_del(t, c);
+    if (t->nheap == t->capheap) {
+        uint32_t cap = t->capheap ? t->capheap * 2 : 1024;
+        struct lg_cconn **h = realloc(t->heap, cap * sizeof(*h));
+
+        if (!h)
+            return UV_ENOMEM;
+        t->heap = h;
+        t->capheap = cap;
+    }
+    c->pace_at = at;
+    t->heap[t->nheap] = c;
+    c->heap_idx = t->nheap++;
+    heap_up(t, c->heap_idx);
+    if (t->heap[0] == c)
+        pacer_program(t);
+    return 0;
+}
+
+static void on_pacer(uv_poll_t *h, int status, int events)
+{
+    struct lg_thread *t = h->data;
+    uint64_t expirations, now;
+    struct lg_cconn *c;
+
+    if (read(t->tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+        return;
+    t->armed_at = 0;
+    now = uv_hrtime();
+    while (t->nheap > 0 && t->heap[0]->pace_at <= now + PACER_SLACK_NS) {
+        c = t->heap[0];
+        heap_del(t, c);
+        coro_wake(c->co, 0);
+    }
+    pacer_program(t);
+}
+
+/* ------------------------------------------------------------------ sending and receiving */
+
+static void on_frame(void *ud, uint64_t seq, uint64_t ts)
+{
+    struct lg_cconn *c = ud;
+    struct lg_thread *t = c->t;
+    uint64_t now = t->now_ns;
+
+    if (t->cfg->traffic == LG_TRAFFIC_PUSH) {
+        struct timespec ts_now;
+
+        clock_gettime(CLOCK_REALTIME, &ts_now);
+        now = (uint64_t)ts_now.tv_sec * 1000000000u + (uint64_t)ts_now.tv_nsec;
+    }
+    if (now < ts)
+        now = ts;
+    cg_hist_record(&t->rtt_h, now - ts);
+    cg_hist_record(&t->iv_rtt, now - ts);
+}
+
+/* Where the WebSocket layer hands over a whole received data message. */
+static void on_ws_message(void *ud, int text, const uint8_t *p, size_t len)
+{
+    struct lg_cconn *c = ud;
+
+    lg_msg_rx_message(&c->rx, p, len, &c->t->ms, on_frame, c);
+}
+
+/* Feeds received bytes to the frame cutter (tcp) or the WebSocket parser. Returns 0, or
+ * UV_EPROTO when the WebSocket layer failed (protocol error, close). */
+static int conn_feed(struct lg_cconn *c, const uint8_t *p, size_t len)
+{
+    struct lg_thread *t = c->t;
+
+    t->c.bytes_received += len;
+    if (c->ws)
+        return lg_wsc_feed(c->ws, p, len);
+    if (t->cfg->traffic == LG_TRAFFIC_IDLE)
+        return 0;             /* nothing expected: counted, dropped */
+    lg_msg_rx_feed(&c->rx, p, len, &t->ms, on_frame, c);
+    return 0;
+}
+
+/* Reads and feeds everything that has arrived. Returns 0, or UV_EOF / a read error. */
+static int conn_read_all(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    struct coro_buf *b = NULL;
+    ssize_t n;
+    int err;
+
+    t->now_ns = uv_hrtime();
+    while ((n = coro_try_read(&c->st, &b)) > 0) {
+        err = conn_feed(c, (const uint8_t *)b->data + b->off, (size_t)n);
+        coro_buf_put(t->sched, b);
+        if (err < 0)
+            return err;
+    }
+    if (c->ws) {
+        err = lg_wsc_flush(c->ws);       /* pongs and close replies */
+        if (err < 0)
+            return err;
+    }
+    return n == UV_EAGAIN ? 0 : (int)n;
+}
+
+/* Sends the gathered bytes. Returns 0 or a write error. */
+static int conn_flush(struct lg_cconn *c)
+{
+    struct coro_buf *b = c->out;
+
+    c->out = NULL;
+    if (!b)
+        return 0;
+    return coro_write_nowait(&c->st, b);
+}
+
+/* Appends <len> bytes to the gathering buffer, writing it out when full. For the ws
+ * layer's send callback too. Returns 0 or a libuv error. */
+static int conn_append(struct lg_cconn *c, const void *p, size_t len)
+{
+    struct coro_sched *s = c->t->sched;
+    const char *src = p;
+    size_t n;
+    int err;
+
+    while (len > 0) {
+        if (c->out && c->out->len == c->out->cap) {
+            err = conn_flush(c);
+            if (err < 0)
+                return err;
+        }
+        if (!c->out) {
+            c->out = coro_buf_get(s, len > coro_buf_size(s) ? len : 0);
+            if (!c->out)
+                return UV_ENOMEM;
+        }
+        n = c->out->cap - c->out->len;
+        if (n > len)
+            n = len;
+        memcpy(c->out->data + c->out->len, src, n);
+        c->out->len += (uint32_t)n;
+        src += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int ws_send_bytes(void *ud, const void *p, size_t len)
+{
+    return conn_append(ud, p, len);
+}
+
+/* Queues one message with timestamp <ts>. Returns 0 or a libuv error. */
+static int conn_put_msg(struct lg_cconn *c, uint64_t ts)
+{
+    struct lg_thread *t = c->t;
+    uint32_t size = t->cfg->message_size;
+    struct coro_buf *b;
+    int err;
+
+    if (c->ws) {
+        lg_msg_write(t->scratch, size, c->seq, ts, c->gid);
+        err = lg_wsc_send(c->ws, t->scratch, size);
+    } else {
+        b = c->out;
+        if (b && b->cap - b->len < size) {
+            err = conn_flush(c);
+            if (err < 0)
+                return err;
+            b = NULL;
+        }
+        if (!b) {
+            b = c->out = coro_buf_get(t->sched, size > coro_buf_size(t->sched) ? size : 0);
+            if (!b)
+                return UV_ENOMEM;
+        }
+        lg_msg_write((uint8_t *)b->data + b->len, size, c->seq, ts, c->gid);
+        b->len += size;
+        err = 0;
+    }
+    if (err < 0)
+        return err;
+    c->seq++;
+    t->c.sent++;
+    t->c.bytes_sent += size;
+    return 0;
+}
+
+static int conn_send_flush(struct lg_cconn *c)
+{
+    int err = 0;
+
+    if (c->ws)
+        err = lg_wsc_flush(c->ws);
+    if (err == 0)
+        err = conn_flush(c);
+    return err;
+}
+
+/* ------------------------------------------------------------------ traffic */
+
+/* After the stop: waits up to drain_ms for the replies still in flight, then counts the
+ * missing ones lost. Returns 0 (errors while draining are not the run's failures). */
+static int conn_drain(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    uint64_t start = uv_now(&t->loop), el;
+    int err;
+
+    while (c->rx.expected < c->seq) {
+        el = uv_now(&t->loop) - start;
+        if (el >= (uint64_t)t->cfg->drain_ms)
+            break;
+        err = coro_park("drain", t->cfg->drain_ms - (int64_t)el);
+        if (err == UV_ECANCELED)
+            break;
+        if (conn_read_all(c) < 0)
+            break;
+    }
+    lg_msg_rx_give_up(&c->rx, c->seq, &t->ms);
+    return 0;
+}
+
+/* Holds the connection open and silent until the stop; the server may say nothing either. */
+static int traffic_idle(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    int err;
+
+    coro_stream_watch(&c->st, coro_self());
+    for (;;) {
+        err = conn_read_all(c);          /* also starts reading: EOF and RST show up */
+        if (err < 0)
+            return err;
+        if (t->stopping)
+            return 0;
+        err = coro_park("hold", CORO_FOREVER);
+        if (err == UV_ECANCELED)
+            return err;
+    }
+}
+
+/* Open loop: message i leaves at start + i * interval, or as soon after as possible; its
+ * timestamp is the intended time, so a stall of ours or the server's counts in full. */
+static int traffic_rate(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    uint64_t now, iv = t->interval_ns;
+    unsigned n;
+    int err;
+
+    /* Spread the connections' phases over one interval (golden-ratio sequence). */
+    c->next_send = uv_hrtime() + (uint64_t)((double)iv * ((double)((c->gid * 2654435761u)
+                                                                    & 0xffffff) / 16777216.0));
+    coro_stream_watch(&c->st, coro_self());
+    for (;;) {
+        if (t->stopping)
+            break;
+        now = uv_hrtime();
+        n = 0;
+        if (coro_stream_queued(&c->st) <= c->st.wq_high) {
+            while (c->next_send <= now && n < SEND_BATCH) {
+                err = conn_put_msg(c, c->next_send);
+                if (err < 0)
+                    return err;
+                c->next_send += iv;
+                n++;
+            }
+            if (n) {
+                err = conn_send_flush(c);
+                if (err < 0)
+                    return err;
+            }
+        }
+        err = 0;
+        if (c->next_send > now)
+            err = pacer_arm(t, c, c->next_send);
+        else if (coro_stream_queued(&c->st) <= c->st.wq_high)
+            err = pacer_arm(t, c, now);   /* behind: after the others had their turn */
+        /* else the write queue's drain wakes us */
+        if (err < 0)
+            return err;
+        err = coro_park("rate", CORO_FOREVER);
+        heap_del(t, c);
+        if (err == UV_ECANCELED)
+            return err;
+        err = conn_read_all(c);
+        if (err < 0)
+            return err;
+    }
+    return conn_drain(c);
+}
+
+/* Closed loop: one message in flight; the next leaves when its echo is back. A reply not
+ * back within reply_timeout_ms counts lost; a damaged one moves on at once. */
+static int traffic_closed(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    uint64_t want, corrupt0, start, el;
+    int err;
+
+    coro_stream_watch(&c->st, coro_self());
+    while (!t->stopping) {
+        err = conn_put_msg(c, uv_hrtime());
+        if (err == 0)
+            err = conn_send_flush(c);
+        if (err < 0)
+            return err;
+        want = c->seq;
+        corrupt0 = t->ms.corrupt;
+        start = uv_now(&t->loop);
+        for (;;) {
+            err = conn_read_all(c);
+            if (err < 0)
+                return err;
+            if (c->rx.expected >= want || c->rx.bad || t->ms.corrupt != corrupt0 ||
+                t->stopping)
+                break;
+            el = uv_now(&t->loop) - start;
+            if (el >= (uint64_t)t->cfg->reply_timeout_ms) {
+                lg_msg_rx_give_up(&c->rx, want, &t->ms);
+                break;
+            }
+            err = coro_park("reply", t->cfg->reply_timeout_ms - (int64_t)el);
+            if (err == UV_ECANCELED)
+                return err;
+        }
+    }
+    return conn_drain(c);
+}
+
+/* Receives what `serve --push` sends until the stop. */
+static int traffic_push(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    int err;
+
+    coro_stream_watch(&c->st, coro_self());
+    for (;;) {
+        err = conn_read_all(c);
+        if (err < 0)
+            return err;
+        if (t->stopping)
+            return 0;
+        err = coro_park("push", CORO_FOREVER);
+        if (err == UV_ECANCELED)
+            return err;
+    }
+}
+
+/* ------------------------------------------------------------------ connections */
+
+static int conn_connect(struct lg_cconn *c)
+{
+    const struct lg_run_cfg *cfg = c->t->cfg;
+    const struct sockaddr *sa = (const struct sockaddr *)&cfg->target;
+    int fd, one = 1, err;
+
+    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0)
+        return -errno;
+    if (cfg->nsources && sa->sa_family == AF_INET) {
+        struct sockaddr_in src = { .sin_family = AF_INET };
+
+        src.sin_addr.s_addr = cfg->sources[c->gid % cfg->nsources];
+        /* The port is chosen at connect() time, per destination: binding does not use up
+         * the source address's ports. */
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+        if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
+            err = -errno;
+            close(fd);
+            return err;
+        }
+    }
+    err = uv_tcp_open(&c->st.tcp, fd);
+    if (err < 0) {
+        close(fd);
+        return err;
+    }
+    uv_tcp_nodelay(&c->st.tcp, 1);
+    return coro_connect(&c->st, sa, cfg->connect_timeout_ms);
+}
+
+static void thread_check_ramp(struct lg_thread *t)
+{
+    if (t->ramp_reported || t->settled < t->count)
+        return;
+    t->ramp_reported = 1;
+    thread_publish(t);
+    atomic_store(&t->ramp_done, 1);
+    uv_async_send(&t->proc->notify);
+}
+
+static void conn_unlink(struct lg_thread *t, struct lg_cconn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        t->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+}
+
+/* The coroutine of one client connection; owns <arg> and frees it. */
+static void conn_main(void *arg)
+{
+    struct lg_cconn *c = arg;
+    struct lg_thread *t = c->t;
+    const struct lg_run_cfg *cfg = t->cfg;
+    uint64_t t0;
+    int err, inited = 0;
+
+    if (t->stopping) {
+        t->settled++;
+        goto out;
+    }
+    err = coro_stream_init(t->sched, &c->st);
+    if (err == 0) {
+        inited = 1;
+        t->c.attempts++;
+        t0 = uv_hrtime();
+        err = conn_connect(c);
+        if (err == 0 && cfg->mode == LG_MODE_WS)
+            err = lg_wsc_open(&c->ws, &c->st, cfg, ws_send_bytes, on_ws_message, c,
+                              cfg->connect_timeout_ms - (int64_t)((uv_hrtime() - t0) / 1000000));
+        if (err == 0)
+            cg_hist_record(&t->connect_h, uv_hrtime() - t0);
+    }
+    t->settled++;
+    if (err < 0) {
+        if (err != UV_ECANCELED)
+            t->c.errors[connect_error_kind(err)]++;
+        thread_check_ramp(t);
+        goto out;
+    }
+    c->up = 1;
+    t->c.connected++;
+    thread_check_ramp(t);
+    if (cfg->traffic != LG_TRAFFIC_IDLE) {
+        err = lg_msg_rx_init(&c->rx, cfg->message_size,
+                             cfg->traffic == LG_TRAFFIC_PUSH ? LG_MSG_CONN_PUSH : c->gid);
+        if (err < 0)
+            err = UV_ENOMEM;
+    }
+    if (err == 0) {
+        switch (cfg->traffic) {
+        case LG_TRAFFIC_IDLE:   err = traffic_idle(c); break;
+        case LG_TRAFFIC_RATE:   err = traffic_rate(c); break;
+        case LG_TRAFFIC_CLOSED: err = traffic_closed(c); break;
+        case LG_TRAFFIC_PUSH:   err = traffic_push(c); break;
+        }
+    }
+    t->c.ended++;
+    if (err < 0 && err != UV_ECANCELED) {
+        t->c.errors[io_error_kind(err)]++;
+        if (!t->stopping)
+            t->c.dropped++;
+    }
+    if (err == 0 && c->ws)
+        lg_wsc_close(c->ws, 1000);      /* says goodbye; best effort */
+out:
+    heap_del(t, c);
+    coro_buf_put(t->sched, c->out);
+    c->out = NULL;
+    if (inited)
+        coro_stream_close(&c->st, NULL);   /* waits for the close */
+    lg_wsc_free(c->ws);
+    lg_msg_rx_deinit(&c->rx);
+    conn_unlink(t, c);
+    t->live--;
+    free(c);
+    thread_maybe_close(t);
+}
+
+static int spawn_one(struct lg_thread *t)
+{
+    struct lg_cconn *c = calloc(1, sizeof(*c));
+    int err;
+
+    if (!c)
+        return UV_ENOMEM;
+    c->t = t;
+    c->gid = (uint32_t)(t->share + t->spawned * t->nshares);
+    c->heap_idx = NO_HEAP;
+    err = coro_spawn(t->sched, conn_main, c, "lg client", &c->co);
+    if (err < 0) {
+        free(c);
+        return err;
+    }
+    c->next = t->conns;
+    if (t->conns)
+        t->conns->prev = c;
+    t->conns = c;
+    t->live++;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ threads */
+
+static void on_ramp(uv_timer_t *h)
+{
+    struct lg_thread *t = h->data;
+    double el = (double)(uv_hrtime() - t->ramp_start) / 1e9;
+    uint64_t due = (uint64_t)(el * t->rate) + 1;
+    unsigned n = 0;
+
+    if (due > t->count || t->rate <= 0)
+        due = t->count;
+    while (t->spawned < due && n < SPAWN_PER_TICK && !t->stopping) {
+        if (spawn_one(t) < 0) {       /* out of memory: counted as a failed attempt */
+            t->c.attempts++;
+            t->c.errors[LG_ERR_CONN_OTHER]++;
+            t->settled++;
+        }
+        t->spawned++;
+        n++;
+    }
+    if (t->spawned == t->count) {
+        uv_timer_stop(&t->ramp);
+        thread_check_ramp(t);
+    }
+}
+
+static void fold_counters(struct lg_thread *t)
+{
+    t->c.received = t->ms.good;
+    t->c.corrupt = t->ms.corrupt;
+    t->c.lost = t->ms.lost;
+    t->c.reordered = t->ms.reordered;
+    t->c.skipped_bytes = t->ms.skipped;
+}
+
+static void thread_publish(struct lg_thread *t)
+{
+    fold_counters(t);
+    pthread_mutex_lock(&t->mu);
+    t->snap = t->c;
+    cg_hist_merge(&t->snap_rtt, &t->iv_rtt);
+    pthread_mutex_unlock(&t->mu);
+    cg_hist_reset(&t->iv_rtt);
+}
+
+static void on_publish(uv_timer_t *h)
+{
+    thread_publish(h->data);
+}
+
+/* Once stopping and the last connection is gone: closes the thread's handles, after which
+ * its loop ends. */
+static void thread_maybe_close(struct lg_thread *t)
+{
+    if (!t->stopping || t->live > 0 || t->closing)
+        return;
+    t->closing = 1;
+    if (t->inited & T_ASYNC) {
+        pthread_mutex_lock(&t->mu);
+        t->async_closed = 1;
+        pthread_mutex_unlock(&t->mu);
+        uv_close((uv_handle_t *)&t->cmd_async, NULL);
+    }
+    if (t->inited & T_RAMP)
+        uv_close((uv_handle_t *)&t->ramp, NULL);
+    if (t->inited & T_PUBLISH)
+        uv_close((uv_handle_t *)&t->publish, NULL);
+    if (t->inited & T_PACER)
+        uv_close((uv_handle_t *)&t->pacer, NULL);
+    t->inited &= ~(unsigned)(T_ASYNC | T_RAMP | T_PUBLISH | T_PACER);
+}
+
+static void on_cmd(uv_async_t *h)
+{
+    struct lg_thread *t = h->data;
+    unsigned cmd = atomic_exchange(&t->cmd, 0);
+    struct lg_cconn *c;
+
+    if (cmd & CMD_STEADY && !t->steady && !t->stopping) {
+        t->steady = 1;
+        fold_counters(t);
+        t->c.up_at_steady = lg_counters_up(&t->c);
+        t->base_sent = t->c.sent;
+        t->base_received = t->c.received;
+    }
+    if (cmd & (CMD_STOP | CMD_CANCEL) && !t->stopping) {
+        fold_counters(t);
+        if (t->steady) {
+            t->c.up_at_stop = lg_counters_up(&t->c);
+            t->c.steady_sent = t->c.sent - t->base_sent;
+            t->c.steady_received = t->c.received - t->base_received;
+        }
+        t->stopping = 1;
+        uv_timer_stop(&t->ramp);
+        for (c = t->conns; c; c = c->next)
+            if (c->co)
+                coro_wake(c->co, 0);
+    }
+    if (cmd & CMD_CANCEL)
+        for (c = t->conns; c; c = c->next)
+            if (c->co)
+                coro_cancel(c->co);
+    thread_maybe_close(t);
+}
+
+static int thread_start(struct lg_thread *t)
+{
+    const struct lg_run_cfg *cfg = t->cfg;
+    struct coro_sched_opts so = { .stack_model = CORO_STACK_SHARED };
+    uint64_t n = cfg->connections, ns = t->nshares;
+    int err;
+
+    t->count = n / ns + (t->share < n % ns ? 1 : 0);
+    t->rate = cfg->connect_rate / (double)ns;
+    if (cfg->traffic == LG_TRAFFIC_RATE) {
+        double iv = 1e9 / cfg->message_rate;
+
+        t->interval_ns = iv < 1 ? 1 : (uint64_t)iv;
+    }
+    t->start_op = "uv_loop_init()";
+    err = uv_loop_init(&t->loop);
+    if (err < 0)
+        return err;
+    t->inited |= T_LOOP;
+    t->start_op = "coro_sched_new()";
+    so.buf_keep = 1024;
+    t->sched = coro_sched_new(&t->loop, &so);
+    if (!t->sched)
+        return -errno;
+    t->start_op = "malloc()";
+    t->scratch = malloc(cfg->message_size > LG_MSG_HDR ? cfg->message_size : LG_MSG_HDR);
+    if (!t->scratch)
+        return -ENOMEM;
+    t->start_op = "uv_async_init()";
+    err = uv_async_init(&t->loop, &t->cmd_async, on_cmd);
+    if (err < 0)
+        return err;
+    t->cmd_async.data = t;
+    t->inited |= T_ASYNC;
+    uv_timer_init(&t->loop, &t->ramp);
+    t->ramp.data = t;
+    t->inited |= T_RAMP;
+    uv_timer_init(&t->loop, &t->publish);
+    t->publish.data = t;
+    t->inited |= T_PUBLISH;
+    if (cfg->traffic == LG_TRAFFIC_RATE) {
+        t->start_op = "timerfd_create()";
+        t->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (t->tfd < 0)
+            return -errno;
+        t->start_op = "uv_poll_init()";
+        err = uv_poll_init(&t->loop, &t->pacer, t->tfd);
+        if (err < 0)
+            return err;
+        t->pacer.data = t;
+        t->inited |= T_PACER;
+        err = uv_poll_start(&t->pacer, UV_READABLE, on_pacer);
+        if (err < 0)
+            return err;
+    }
+    return 0;
+}
+
+static void *thread_main(void *arg)
+{
+    struct lg_thread *t = arg;
+    int err, n;
+
+    /* Timer slack of 1 ns: epoll and the pacer wake when asked, not up to 50 µs later. */
+    prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+    err = thread_start(t);
+    t->start_err = err;
+    uv_sem_post(&t->ready);
+    if (err == 0) {
+        t->ramp_start = uv_hrtime();
+        uv_timer_start(&t->ramp, on_ramp, 0, RAMP_TICK_MS);
+        uv_timer_start(&t->publish, on_publish, PUBLISH_MS, PUBLISH_MS);
+        if (t->count == 0)
+            thread_check_ramp(t);
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+    } else {
+        t->stopping = 1;
+        thread_maybe_close(t);
+    }
+    if (t->sched) {
+        n = coro_sched_free(t->sched);
+        t->sched = NULL;
+        if (n > 0)
+            fprintf(stderr, "run: thread %u: %d coroutines still alive at exit\n", t->id, n);
+    }
+    if (t->inited & T_LOOP) {
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&t->loop);
+        t->inited &= ~(unsigned)T_LOOP;
+    }
+    if (t->tfd >= 0)
+        close(t->tfd);
+    t->tfd = -1;
+    fold_counters(t);
+    if (err == 0) {
+        thread_publish(t);
+        atomic_store(&t->finished, 1);
+        uv_async_send(&t->proc->notify);
+    }
+    return NULL;
+}
+
+/* Sends <cmd> to <t> unless its async handle is gone (it is then stopping anyway). */
+static void thread_send(struct lg_thread *t, unsigned cmd)
+{
+    pthread_mutex_lock(&t->mu);
+    if (!t->async_closed) {
+        atomic_fetch_or(&t->cmd, cmd);
+        uv_async_send(&t->cmd_async);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* ------------------------------------------------------------------ the process */
+
+static void proc_send_all(struct lg_proc *p, unsigned cmd)
+{
+    unsigned i;
+
+    for (i = 0; i < p->nstarted; i++)
+        thread_send(&p->threads[i], cmd);
+}
+
+/* Sums the threads' published counters (and histograms into <rtt>, when not NULL). */
+static void proc_sum(struct lg_proc *p, struct lg_counters *c, struct cg_hist *rtt)
+{
+    unsigned i;
+
+    memset(c, 0, sizeof(*c));
+    if (rtt)
+        cg_hist_reset(rtt);
+    for (i = 0; i < p->nstarted; i++) {
+        struct lg_thread *t = &p->threads[i];
+
+        pthread_mutex_lock(&t->mu);
+        lg_counters_add(c, &t->snap);
+        if (rtt)
+            cg_hist_merge(rtt, &t->snap_rtt);
+        pthread_mutex_unlock(&t->mu);
+    }
+}
+
+static void proc_stop(struct lg_proc *p)
+{
+    if (p->phase >= PH_STOPPING)
+        return;
+    p->phase = PH_STOPPING;
+    p->stop_ns = uv_hrtime();
+    uv_timer_stop(&p->hold);
+    proc_send_all(p, CMD_STOP);
+}
+
+static void on_hold_end(uv_timer_t *h)
+{
+    proc_stop(h->data);
+}
+
+static void proc_close_handles(struct lg_proc *p)
+{
+    if (p->handles_closed)
+        return;
+    p->handles_closed = 1;
+    uv_close((uv_handle_t *)&p->notify, NULL);
+    uv_close((uv_handle_t *)&p->progress, NULL);
+    uv_close((uv_handle_t *)&p->hold, NULL);
+    if (!uv_is_closing((uv_handle_t *)&p->sigint))
+        uv_close((uv_handle_t *)&p->sigint, NULL);
+    if (!uv_is_closing((uv_handle_t *)&p->sigterm))
+        uv_close((uv_handle_t *)&p->sigterm, NULL);
+}
+
+static void on_notify(uv_async_t *h)
+{
+    struct lg_proc *p = h->data;
+    struct lg_counters c;
+    unsigned i, ramped = 0, finished = 0;
+
+    for (i = 0; i < p->nstarted; i++) {
+        ramped += (unsigned)atomic_load(&p->threads[i].ramp_done);
+        finished += (unsigned)atomic_load(&p->threads[i].finished);
+    }
+    if (p->phase == PH_RAMP && ramped == p->nstarted) {
+        p->phase = PH_STEADY;
+        p->steady_ns = uv_hrtime();
+        proc_send_all(p, CMD_STEADY);
+        proc_sum(p, &c, NULL);
+        /* Nothing up: there is nothing to hold or to measure. */
+        if (lg_counters_up(&c) == 0 || p->cfg->duration_ms == 0)
+            proc_stop(p);
+        else
+            uv_timer_start(&p->hold, on_hold_end, p->cfg->duration_ms, 0);
+    }
+    if (finished == p->nstarted && p->phase != PH_DONE) {
+        p->phase = PH_DONE;
+        for (i = 0; i < p->nstarted; i++)
+            pthread_join(p->threads[i].thread, NULL);
+        p->nstarted = 0;
+        proc_close_handles(p);
+    }
+}
+
+static void on_progress(uv_timer_t *h)
+{
+    struct lg_proc *p = h->data;
+    struct lg_counters c;
+
+    proc_sum(p, &c, &p->prog_rtt);
+    if (p->sink && p->sink->progress)
+        p->sink->progress(p->sink, &c, &p->prog_rtt);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct lg_proc *p = h->data;
+
+    if (p->signals++ == 0) {
+        if (!p->cfg->quiet && p->cfg->procs == 1)
+            fprintf(stderr, "\nrun: %s: stopping (again to cancel at once)\n",
+                    signum == SIGINT ? "SIGINT" : "SIGTERM");
+        if (p->phase < PH_STOPPING)
+            proc_stop(p);
+        return;
+    }
+    proc_send_all(p, CMD_CANCEL);
+    uv_close((uv_handle_t *)&p->sigint, NULL);
+    uv_close((uv_handle_t *)&p->sigterm, NULL);
+}
+
+static void thread_deinit(struct lg_thread *t)
+{
+    cg_hist_deinit(&t->connect_h);
+    cg_hist_deinit(&t->rtt_h);
+    cg_hist_deinit(&t->iv_rtt);
+    cg_hist_deinit(&t->snap_rtt);
+    free(t->heap);
+    t->heap = NULL;
+    free(t->scratch);
+    t->scratch = NULL;
+    if (t->inited & T_MUTEX)
+        pthread_mutex_destroy(&t->mu);
+    t->inited = 0;
+}
+
+int lg_client_run(const struct lg_run_cfg *cfg, unsigned proc, struct lg_sink *sink,
+                  struct lg_result *res)
+{
+    struct lg_proc p;
+    unsigned i, ncreated = 0;
+    int err = 0;
+
+    memset(&p, 0, sizeof(p));
+    p.cfg = cfg;
+    p.index = proc;
+    p.sink = sink;
+    p.threads = calloc(cfg->threads, sizeof(*p.threads));
+    if (!p.threads || lg_hist_init(&p.prog_rtt) < 0) {
+        fprintf(stderr, "run: out of memory\n");
+        free(p.threads);
+        return -ENOMEM;
+    }
+    err = uv_loop_init(&p.loop);
+    if (err < 0) {
+        fprintf(stderr, "run: uv_loop_init(): %s\n", uv_strerror(err));
+        cg_hist_deinit(&p.prog_rtt);
+        free(p.threads);
+        return err;
+    }
+    uv_async_init(&p.loop, &p.notify, on_notify);
+    p.notify.data = &p;
+    uv_timer_init(&p.loop, &p.progress);
+    p.progress.data = &p;
+    uv_timer_init(&p.loop, &p.hold);
+    p.hold.data = &p;
+    uv_signal_init(&p.loop, &p.sigint);
+    uv_signal_init(&p.loop, &p.sigterm);
+    p.sigint.data = p.sigterm.data = &p;
+    uv_signal_start(&p.sigint, on_signal, SIGINT);
+    uv_signal_start(&p.sigterm, on_signal, SIGTERM);
+
+    for (i = 0; i < cfg->threads; i++) {
+        struct lg_thread *t = &p.threads[i];
+
+        t->proc = &p;
+        t->cfg = cfg;
+        t->id = i;
+        t->tfd = -1;
+        t->share = proc * cfg->threads + i;
+        t->nshares = cfg->procs * cfg->threads;
+        if (lg_hist_init(&t->connect_h) < 0 || lg_hist_init(&t->rtt_h) < 0 ||
+            lg_hist_init(&t->iv_rtt) < 0 || lg_hist_init(&t->snap_rtt) < 0) {
+            thread_deinit(t);
+            err = -ENOMEM;
+            fprintf(stderr, "run: out of memory\n");
+            break;
+        }
+        pthread_mutex_init(&t->mu, NULL);
+        t->inited |= T_MUTEX;
+        uv_sem_init(&t->ready, 0);
+        ncreated++;
+        err = pthread_create(&t->thread, NULL, thread_main, t);
+        if (err) {
+            fprintf(stderr, "run: pthread_create(): %s\n", strerror(err));
+            err = -err;
+            uv_sem_destroy(&t->ready);
+            break;
+        }
+        p.nstarted++;
+    }
+    for (i = 0; i < p.nstarted; i++) {
+        struct lg_thread *t = &p.threads[i];
+
+        uv_sem_wait(&t->ready);
+        uv_sem_destroy(&t->ready);
+        if (t->start_err < 0 && err == 0) {
+            err = t->start_err;
+            fprintf(stderr, "run: thread %u: %s: %s\n", i, t->start_op, uv_strerror(err));
+        }
+    }
+    p.start_ns = uv_hrtime();
+    if (err < 0) {
+        proc_send_all(&p, CMD_CANCEL);
+        for (i = 0; i < p.nstarted; i++)
+            pthread_join(p.threads[i].thread, NULL);
+        p.nstarted = 0;
+        proc_close_handles(&p);
+    } else {
+        uv_timer_start(&p.progress, on_progress, PROGRESS_MS, PROGRESS_MS);
+    }
+    uv_run(&p.loop, UV_RUN_DEFAULT);
+
+    if (err == 0) {
+        uint64_t stop = p.stop_ns ? p.stop_ns : uv_hrtime();
+
+        for (i = 0; i < cfg->threads; i++) {
+            struct lg_thread *t = &p.threads[i];
+
+            lg_counters_add(&res->c, &t->c);
+            cg_hist_merge(&res->connect, &t->connect_h);
+            cg_hist_merge(&res->rtt, &t->rtt_h);
+        }
+        res->c.ramp_ns = p.steady_ns ? p.steady_ns - p.start_ns : 0;
+        res->c.steady_ns = p.steady_ns && stop > p.steady_ns ? stop - p.steady_ns : 0;
+        if (res->c.steady_ns)
+            res->c.steady_rate_milli = (uint64_t)((double)res->c.steady_received * 1e12 /
+                                                  (double)res->c.steady_ns);
+        res->c.procs_done = 1;
+        res->c.interrupted = p.signals > 0;
+    }
+    for (i = 0; i < ncreated; i++)
+        thread_deinit(&p.threads[i]);
+    uv_loop_close(&p.loop);
+    cg_hist_deinit(&p.prog_rtt);
+    free(p.threads);
+    return err;
+}

@@ -1,0 +1,911 @@
+/* tests/test_loadgen.c — `corogate-loadgen run` against its own `serve`, as black boxes
+ * (the binaries under $CG_BUILD, default build/), plus the message layer in memory.
+ *
+ * Every run is bounded: short durations, tens of connections, 127.0.0.0/8 only. The JSON
+ * report is parsed with the small parser below and checked key by key.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "loadgen/lg_msg.h"
+#include "loadgen/net.h"
+
+#define START_TIMEOUT_MS 3000
+#define RUN_TIMEOUT_MS   20000
+
+/* ------------------------------------------------------------------ processes */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static const char *loadgen_path(void)
+{
+    static char path[4096];
+    const char *dir = getenv("CG_BUILD");
+
+    snprintf(path, sizeof(path), "%s/corogate-loadgen", dir && *dir ? dir : "build");
+    return path;
+}
+
+struct proc {
+    pid_t  pid;
+    int    fd;              /* read end of its stdout+stderr */
+    char  *out;             /* what it wrote so far, NUL-terminated */
+    size_t len;
+    size_t cap;
+};
+
+static struct proc server = { .pid = -1, .fd = -1 };
+static char json_path[128];
+static char tmp_dir[64];
+
+static void proc_spawn(struct proc *p, const char *const *args)
+{
+    const char *argv[64];
+    pid_t parent = getpid();
+    int fds[2], i;
+
+    argv[0] = loadgen_path();
+    for (i = 0; args[i] && i < 62; i++)
+        argv[i + 1] = args[i];
+    argv[i + 1] = NULL;
+    ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+    p->len = 0;
+    if (!p->out) {
+        p->cap = 1 << 16;
+        p->out = malloc(p->cap);
+        ck_assert_ptr_nonnull(p->out);
+    }
+    p->out[0] = '\0';
+    p->pid = fork();
+    ck_assert_int_ge(p->pid, 0);
+    if (p->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(fds[1], STDOUT_FILENO);
+        dup2(fds[1], STDERR_FILENO);
+        execv(argv[0], (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fds[1]);
+    p->fd = fds[0];
+}
+
+/* Appends output, waiting up to <timeout_ms>. Returns bytes read; 0 at EOF or timeout. */
+static ssize_t proc_read(struct proc *p, int timeout_ms)
+{
+    struct pollfd pfd = { .fd = p->fd, .events = POLLIN };
+    ssize_t n;
+
+    if (p->fd < 0 || poll(&pfd, 1, timeout_ms) <= 0)
+        return 0;
+    if (p->cap - p->len < 4096) {
+        p->cap *= 2;
+        p->out = realloc(p->out, p->cap);
+        ck_assert_ptr_nonnull(p->out);
+    }
+    n = read(p->fd, p->out + p->len, p->cap - 1 - p->len);
+    if (n <= 0) {
+        close(p->fd);
+        p->fd = -1;
+        return 0;
+    }
+    p->len += (size_t)n;
+    p->out[p->len] = '\0';
+    return n;
+}
+
+/* Reads until EOF and reaps; returns the wait status (killed after <timeout_ms>). */
+static int proc_wait(struct proc *p, int timeout_ms)
+{
+    uint64_t until = now_ms() + (uint64_t)timeout_ms;
+    int status = -1;
+
+    while (p->fd >= 0 && now_ms() < until)
+        proc_read(p, 100);
+    while (now_ms() < until) {
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            p->pid = -1;
+            return status;
+        }
+        usleep(5000);
+    }
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, &status, 0);
+    p->pid = -1;
+    ck_abort_msg("still running after %d ms; it said:\n%s", timeout_ms, p->out);
+    return -1;
+}
+
+static void proc_kill(struct proc *p)
+{
+    if (p->pid > 0) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+        p->pid = -1;
+    }
+    if (p->fd >= 0) {
+        close(p->fd);
+        p->fd = -1;
+    }
+}
+
+/* Starts `serve <args>` and returns its port, from the start line. */
+static uint16_t server_start(const char *const *args)
+{
+    const char *argv[32] = { "serve" };
+    struct sockaddr_storage ss;
+    uint64_t until = now_ms() + START_TIMEOUT_MS;
+    char *line, *end;
+    int i;
+
+    for (i = 0; args[i] && i < 30; i++)
+        argv[i + 1] = args[i];
+    argv[i + 1] = NULL;
+    proc_spawn(&server, argv);
+    for (;;) {
+        line = strstr(server.out, " echo on ");
+        end = line ? strchr(line, ',') : NULL;
+        if (end && strchr(end, '\n'))
+            break;
+        ck_assert_msg(now_ms() < until && proc_read(&server, (int)(until - now_ms())) > 0,
+                      "no start line from the server; it said: %s", server.out);
+    }
+    *end = '\0';
+    ck_assert_int_eq(lg_addr_parse(line + strlen(" echo on "), &ss), 0);
+    *end = ',';
+    return lg_addr_port((struct sockaddr *)&ss);
+}
+
+/* SIGTERM, then the totals line; asserts a clean exit. */
+static void server_stop(void)
+{
+    int status;
+
+    ck_assert_int_eq(kill(server.pid, SIGTERM), 0);
+    status = proc_wait(&server, 5000);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "server: %s", server.out);
+}
+
+/* The server's totals: connections, bytes in, bytes out. */
+static void server_totals(unsigned long long *conns, unsigned long long *in,
+                          unsigned long long *out)
+{
+    const char *s = strstr(server.out, "stopped: ");
+
+    ck_assert_msg(s, "no totals line: %s", server.out);
+    ck_assert_int_eq(sscanf(s, "stopped: %llu connections, %llu bytes in, %llu bytes out",
+                            conns, in, out), 3);
+}
+
+/* Runs `run <args>` to the end; returns its exit status, output in <p>. */
+static int run_loadgen(struct proc *p, const char *const *args)
+{
+    const char *argv[64] = { "run" };
+    int i, status;
+
+    for (i = 0; args[i] && i < 62; i++)
+        argv[i + 1] = args[i];
+    argv[i + 1] = NULL;
+    proc_spawn(p, argv);
+    status = proc_wait(p, RUN_TIMEOUT_MS);
+    ck_assert_msg(WIFEXITED(status), "run did not exit by itself: %s", p->out);
+    return WEXITSTATUS(status);
+}
+
+static void setup(void)
+{
+    snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/cg-loadgen-test.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
+    snprintf(json_path, sizeof(json_path), "%s/report.json", tmp_dir);
+}
+
+static void teardown(void)
+{
+    proc_kill(&server);
+    free(server.out);
+    server.out = NULL;
+    unlink(json_path);
+    rmdir(tmp_dir);
+}
+
+/* ------------------------------------------------------------------ a small JSON parser */
+
+enum jtype { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+
+struct jnode {
+    enum jtype    type;
+    char         *key;       /* inside an object */
+    char         *str;
+    double        num;
+    int           boolean;
+    struct jnode *child;     /* first member or element */
+    struct jnode *next;
+};
+
+struct jparser {
+    const char *p;
+    const char *err;
+};
+
+static void jfree(struct jnode *n)
+{
+    while (n) {
+        struct jnode *next = n->next;
+
+        jfree(n->child);
+        free(n->key);
+        free(n->str);
+        free(n);
+        n = next;
+    }
+}
+
+static void jws(struct jparser *j)
+{
+    while (*j->p == ' ' || *j->p == '\n' || *j->p == '\t' || *j->p == '\r')
+        j->p++;
+}
+
+static char *jstring(struct jparser *j)
+{
+    size_t cap = 64, n = 0;
+    char *s = malloc(cap);
+
+    if (*j->p != '"') {
+        j->err = "expected a string";
+        free(s);
+        return NULL;
+    }
+    j->p++;
+    while (*j->p && *j->p != '"') {
+        char ch = *j->p++;
+
+        if ((unsigned char)ch < 0x20) {
+            j->err = "control character in a string";
+            free(s);
+            return NULL;
+        }
+        if (ch == '\\') {
+            ch = *j->p++;
+            switch (ch) {
+            case '"': case '\\': case '/': break;
+            case 'n': ch = '\n'; break;
+            case 't': ch = '\t'; break;
+            case 'r': ch = '\r'; break;
+            case 'b': ch = '\b'; break;
+            case 'f': ch = '\f'; break;
+            case 'u':
+                if (!isxdigit((unsigned char)j->p[0]) || !isxdigit((unsigned char)j->p[1]) ||
+                    !isxdigit((unsigned char)j->p[2]) || !isxdigit((unsigned char)j->p[3])) {
+                    j->err = "bad \\u escape";
+                    free(s);
+                    return NULL;
+                }
+                ch = (char)strtol((char[]){ j->p[2], j->p[3], 0 }, NULL, 16);
+                j->p += 4;
+                break;
+            default:
+                j->err = "bad escape";
+                free(s);
+                return NULL;
+            }
+        }
+        if (n + 2 > cap)
+            s = realloc(s, cap *= 2);
+        s[n++] = ch;
+    }
+    if (*j->p != '"') {
+        j->err = "unterminated string";
+        free(s);
+        return NULL;
+    }
+    j->p++;
+    s[n] = '\0';
+    return s;
+}
+
+static struct jnode *jvalue(struct jparser *j, int depth)
+{
+    struct jnode *n = calloc(1, sizeof(*n)), **tail;
+    char *end;
+
+    jws(j);
+    if (depth > 32) {
+        j->err = "too deep";
+        goto fail;
+    }
+    if (*j->p == '{' || *j->p == '[') {
+        char close = *j->p == '{' ? '}' : ']';
+
+        n->type = *j->p == '{' ? J_OBJ : J_ARR;
+        j->p++;
+        tail = &n->child;
+        jws(j);
+        if (*j->p == close) {
+            j->p++;
+            return n;
+        }
+        for (;;) {
+            char *key = NULL;
+            struct jnode *m;
+
+            jws(j);
+            if (n->type == J_OBJ) {
+                key = jstring(j);
+                if (!key)
+                    goto fail;
+                jws(j);
+                if (*j->p++ != ':') {
+                    free(key);
+                    j->err = "expected ':'";
+                    goto fail;
+                }
+            }
+            m = jvalue(j, depth + 1);
+            if (!m) {
+                free(key);
+                goto fail;
+            }
+            m->key = key;
+            *tail = m;
+            tail = &m->next;
+            jws(j);
+            if (*j->p == ',') {
+                j->p++;
+                continue;
+            }
+            if (*j->p == close) {
+                j->p++;
+                return n;
+            }
+            j->err = "expected ',' or a closing bracket";
+            goto fail;
+        }
+    }
+    if (*j->p == '"') {
+        n->type = J_STR;
+        n->str = jstring(j);
+        if (!n->str)
+            goto fail;
+        return n;
+    }
+    if (strncmp(j->p, "true", 4) == 0 || strncmp(j->p, "false", 5) == 0) {
+        n->type = J_BOOL;
+        n->boolean = *j->p == 't';
+        j->p += n->boolean ? 4 : 5;
+        return n;
+    }
+    if (strncmp(j->p, "null", 4) == 0) {
+        n->type = J_NULL;
+        j->p += 4;
+        return n;
+    }
+    if (*j->p == '-' || isdigit((unsigned char)*j->p)) {
+        n->type = J_NUM;
+        n->num = strtod(j->p, &end);
+        if (end == j->p || !isfinite(n->num)) {
+            j->err = "bad number";
+            goto fail;
+        }
+        j->p = end;
+        return n;
+    }
+    j->err = "unexpected character";
+fail:
+    jfree(n);
+    return NULL;
+}
+
+/* Parses the whole file at <path>; fails the test when it is not valid JSON. */
+static struct jnode *jparse_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    struct jparser j = { NULL, NULL };
+    struct jnode *root;
+    char *buf;
+    long len;
+
+    ck_assert_msg(f != NULL, "no JSON file %s", path);
+    fseek(f, 0, SEEK_END);
+    len = ftell(f);
+    rewind(f);
+    buf = malloc((size_t)len + 1);
+    ck_assert_int_eq(fread(buf, 1, (size_t)len, f), len);
+    buf[len] = '\0';
+    fclose(f);
+    j.p = buf;
+    root = jvalue(&j, 0);
+    if (root) {
+        jws(&j);
+        if (*j.p)
+            j.err = "trailing bytes";
+    }
+    ck_assert_msg(root && !j.err, "invalid JSON (%s) at offset %ld of:\n%s",
+                  j.err ? j.err : "?", (long)(j.p - buf), buf);
+    free(buf);
+    return root;
+}
+
+static struct jnode *jget(const struct jnode *obj, const char *key)
+{
+    struct jnode *m;
+
+    for (m = obj ? obj->child : NULL; m; m = m->next)
+        if (m->key && strcmp(m->key, key) == 0)
+            return m;
+    return NULL;
+}
+
+/* The member at "a.b.c" of <root>, which must exist with type <type>. */
+static struct jnode *jreq(const struct jnode *root, const char *path, enum jtype type)
+{
+    char buf[128], *tok, *save = NULL;
+    const struct jnode *n = root;
+
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (tok = strtok_r(buf, ".", &save); tok; tok = strtok_r(NULL, ".", &save)) {
+        ck_assert_msg(n && n->type == J_OBJ, "%s: parent of '%s' is not an object", path, tok);
+        n = jget(n, tok);
+        ck_assert_msg(n != NULL, "JSON report lacks %s", path);
+    }
+    ck_assert_msg(n->type == type, "JSON %s has type %d, expected %d", path, n->type, type);
+    return (struct jnode *)n;
+}
+
+static double jnum(const struct jnode *root, const char *path)
+{
+    return jreq(root, path, J_NUM)->num;
+}
+
+/* ------------------------------------------------------------------ message layer */
+
+static uint64_t frames_seen;
+
+static void count_frame(void *ud, uint64_t seq, uint64_t ts)
+{
+    (void)ud;
+    (void)ts;
+    ck_assert_uint_eq(seq, frames_seen);     /* in order, each once */
+    frames_seen++;
+}
+
+/* Frames cut from a stream fed in pieces of every size from 1 byte to all at once. */
+START_TEST(test_msg_stream_pieces)
+{
+    enum { SIZE = 48, N = 40 };
+    uint8_t stream[SIZE * N];
+    struct lg_msg_stats st;
+    struct lg_msg_rx rx;
+    size_t piece, off, n;
+    int i;
+
+    for (i = 0; i < N; i++)
+        lg_msg_write(stream + i * SIZE, SIZE, (uint64_t)i, 1000u + (uint64_t)i, 7);
+    for (piece = 1; piece <= sizeof(stream); piece += piece < 64 ? 1 : 97) {
+        memset(&st, 0, sizeof(st));
+        frames_seen = 0;
+        ck_assert_int_eq(lg_msg_rx_init(&rx, SIZE, 7), 0);
+        for (off = 0; off < sizeof(stream); off += n) {
+            n = sizeof(stream) - off < piece ? sizeof(stream) - off : piece;
+            lg_msg_rx_feed(&rx, stream + off, n, &st, count_frame, NULL);
+        }
+        ck_assert_uint_eq(st.good, N);
+        ck_assert_uint_eq(frames_seen, N);
+        ck_assert_uint_eq(st.corrupt + st.lost + st.reordered + st.skipped, 0);
+        lg_msg_rx_deinit(&rx);
+    }
+}
+END_TEST
+
+/* One flipped bit, one dropped byte, one dropped frame, one frame repeated: each is
+ * detected, counted once, and the frames after it are accepted again. */
+START_TEST(test_msg_damage)
+{
+    enum { SIZE = 64, N = 20 };
+    uint8_t good[SIZE * N], bad[SIZE * N + SIZE];
+    struct lg_msg_stats st;
+    struct lg_msg_rx rx;
+    size_t len = 0, i;
+
+    for (i = 0; i < N; i++)
+        lg_msg_write(good + i * SIZE, SIZE, i, 0, 3);
+    /* frames 0-2 intact; 3 with a bit flipped; 4 intact; 5 missing its 10th byte;
+     * 6, 7 intact; 8 missing; 9 intact; then 9 again (reordered); 10..19 intact */
+    memcpy(bad, good, 5 * SIZE);
+    bad[3 * SIZE + 40] ^= 0x10;
+    len = 5 * SIZE;
+    memcpy(bad + len, good + 5 * SIZE, 9);
+    memcpy(bad + len + 9, good + 5 * SIZE + 10, SIZE - 10);
+    len += SIZE - 1;
+    memcpy(bad + len, good + 6 * SIZE, 2 * SIZE);
+    len += 2 * SIZE;
+    memcpy(bad + len, good + 9 * SIZE, SIZE);
+    len += SIZE;
+    memcpy(bad + len, good + 9 * SIZE, SIZE);
+    len += SIZE;
+    memcpy(bad + len, good + 10 * SIZE, 10 * SIZE);
+    len += 10 * SIZE;
+    ck_assert_uint_le(len, sizeof(bad));
+
+    for (i = 1; i <= len; i = i < 8 ? i + 1 : i * 3) {     /* whole, and in pieces */
+        size_t off, n;
+
+        memset(&st, 0, sizeof(st));
+        ck_assert_int_eq(lg_msg_rx_init(&rx, SIZE, 3), 0);
+        for (off = 0; off < len; off += n) {
+            n = len - off < i ? len - off : i;
+            lg_msg_rx_feed(&rx, bad + off, n, &st, NULL, NULL);
+        }
+        ck_assert_uint_eq(st.corrupt, 2);       /* the flipped and the short frame */
+        ck_assert_uint_eq(st.lost, 1);          /* frame 8 */
+        ck_assert_uint_eq(st.reordered, 1);     /* the second 9 */
+        ck_assert_uint_eq(st.good, N - 3);
+        ck_assert_uint_eq(rx.expected, N);
+        lg_msg_rx_deinit(&rx);
+    }
+    /* A frame of another connection is damage, not data. */
+    memset(&st, 0, sizeof(st));
+    ck_assert_int_eq(lg_msg_rx_init(&rx, SIZE, 4), 0);
+    lg_msg_rx_feed(&rx, good, SIZE, &st, NULL, NULL);
+    ck_assert_uint_eq(st.good, 0);
+    ck_assert_uint_eq(st.corrupt, 1);
+    ck_assert_uint_eq(lg_msg_rx_give_up(&rx, 5, &st), 4);   /* 0 was the damaged one */
+    lg_msg_rx_deinit(&rx);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ runs */
+
+static const char *const echo1[] = { "--mode", "tcp", "--listen", "127.0.0.1:0", "--threads",
+                                     "1", NULL };
+
+/* Every message sent comes back exactly once, and the loadgen's byte counts are the
+ * server's: what one side counts, the other saw. */
+START_TEST(test_exact_counts)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    unsigned long long conns, in, out;
+    char target[32];
+    struct jnode *j;
+    double sent, recv;
+    uint16_t port = server_start(echo1);
+    const char *args[] = { "--target", target, "--connections", "20", "--connect-rate", "2000",
+                           "--duration", "1s", "--message-rate", "50", "--message-size", "100",
+                           "--json", json_path, "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+    ck_assert_ptr_nonnull(strstr(run.out, "RESULT: PASS: 20 of 20 connections reached"));
+    server_stop();
+    server_totals(&conns, &in, &out);
+    j = jparse_file(json_path);
+    sent = jnum(j, "messages.sent");
+    recv = jnum(j, "messages.received");
+    ck_assert_msg(sent >= 20 * 50 * 0.9, "only %.0f messages sent", sent);
+    ck_assert(sent == recv);
+    ck_assert_uint_eq(conns, 20);
+    ck_assert(jnum(j, "messages.bytes_sent") == sent * 100);
+    ck_assert(jnum(j, "messages.bytes_received") == recv * 100);
+    ck_assert_uint_eq(in, (unsigned long long)sent * 100);
+    ck_assert_uint_eq(out, in);
+    ck_assert(jnum(j, "messages.corrupt") == 0 && jnum(j, "messages.lost") == 0 &&
+              jnum(j, "messages.reordered") == 0);
+    ck_assert(jnum(j, "latency_ms.round_trip.count") == recv);
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
+/* Closed loop: also exact, and every echo timed. */
+START_TEST(test_closed_loop_counts)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    unsigned long long conns, in, out;
+    char target[32];
+    struct jnode *j;
+    uint16_t port = server_start(echo1);
+    const char *args[] = { "--target", target, "--connections", "8", "--duration", "500ms",
+                           "--closed-loop", "--json", json_path, "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+    server_stop();
+    server_totals(&conns, &in, &out);
+    j = jparse_file(json_path);
+    ck_assert(jnum(j, "messages.sent") > 1000);
+    ck_assert(jnum(j, "messages.sent") == jnum(j, "messages.received"));
+    ck_assert_uint_eq(in, (unsigned long long)jnum(j, "messages.sent") * 64);
+    ck_assert(jnum(j, "throughput.msgs_per_s") > 1000);
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
+/* --procs 2 x --threads 2: the merged counts are the sum of what each process did, which is
+ * what the server saw. */
+START_TEST(test_procs_merge)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    unsigned long long conns, in, out;
+    char target[32];
+    struct jnode *j;
+    const char *two[] = { "--listen", "127.0.0.1:0", "--threads", "1", NULL };
+    uint16_t port = server_start(two);
+    const char *args[] = { "--target", target, "--connections", "30", "--connect-rate", "3000",
+                           "--duration", "1s", "--message-rate", "20", "--procs", "2",
+                           "--threads", "2", "--json", json_path, "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+    server_stop();
+    server_totals(&conns, &in, &out);
+    j = jparse_file(json_path);
+    ck_assert_uint_eq(conns, 30);
+    ck_assert(jnum(j, "connections.connected") == 30);
+    ck_assert(jnum(j, "connections.attempts") == 30);
+    ck_assert(jnum(j, "connections.up_at_end") == 30);
+    ck_assert(jnum(j, "config.procs") == 2);
+    ck_assert_uint_eq(in, (unsigned long long)jnum(j, "messages.sent") * 64);
+    ck_assert(jnum(j, "messages.received") == jnum(j, "messages.sent"));
+    ck_assert(jnum(j, "latency_ms.round_trip.count") == jnum(j, "messages.received"));
+    ck_assert(jnum(j, "latency_ms.connect.count") == 30);
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
+/* The plain statement and the exit status when nothing listens. */
+START_TEST(test_failing_ramp)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t len = sizeof(sin);
+    char target[32];
+    struct jnode *j;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    const char *args[] = { "--target", target, "--connections", "5", "--duration", "5s",
+                           "--closed-loop", "--json", json_path, NULL };
+    uint64_t t0;
+
+    /* A port that was free a moment ago: bound, never listened on, closed. */
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
+    close(fd);
+    snprintf(target, sizeof(target), "127.0.0.1:%u", ntohs(sin.sin_port));
+    t0 = now_ms();
+    ck_assert_int_eq(run_loadgen(&run, args), 1);
+    ck_assert_uint_lt(now_ms() - t0, 4000);    /* nothing up: no point holding 5 s */
+    ck_assert_msg(strstr(run.out, "RESULT: FAIL: the requested 5 connections were NOT "
+                                  "reached"), "%s", run.out);
+    ck_assert_ptr_nonnull(strstr(run.out, "refused 5"));
+    j = jparse_file(json_path);
+    ck_assert(!jreq(j, "result.pass", J_BOOL)->boolean);
+    ck_assert(!jreq(j, "result.reached", J_BOOL)->boolean);
+    ck_assert(jnum(j, "result.status") == 1);
+    ck_assert(jnum(j, "errors.refused") == 5);
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
+/* Every required key with its type; values consistent with each other. */
+START_TEST(test_json_schema)
+{
+    static const char *const nums[] = {
+        "config.connections", "config.connect_rate", "config.duration_s",
+        "config.message_size", "config.message_rate", "config.sources", "config.threads",
+        "config.procs", "result.status", "connections.requested", "connections.attempts",
+        "connections.connected", "connections.up_after_ramp", "connections.up_at_end",
+        "connections.dropped", "connections.ramp_s", "connections.steady_s",
+        "errors.refused", "errors.connect_timeout", "errors.no_source_port", "errors.no_fds",
+        "errors.connect_other", "errors.handshake", "errors.closed_by_peer", "errors.reset",
+        "errors.io", "errors.total", "messages.sent", "messages.received", "messages.corrupt",
+        "messages.lost", "messages.reordered", "messages.bytes_sent",
+        "messages.bytes_received", "messages.skipped_bytes", "throughput.msgs_per_s",
+        "throughput.bytes_per_s", "throughput.steady_sent", "throughput.steady_received",
+        "throughput.window_s",
+    };
+    static const char *const hkeys[] = { "count", "min", "mean", "p50", "p90", "p99",
+                                         "p99_9", "p99_99", "max" };
+    static const char *const hists[] = { "latency_ms.connect", "latency_ms.round_trip" };
+    static const char *const tkeys[] = { "t_s", "up", "attempts", "msgs_per_s", "p50_ms",
+                                         "p99_ms" };
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32], key[64];
+    struct jnode *j, *tl, *pt;
+    size_t i, k;
+    double prev;
+    uint16_t port = server_start(echo1);
+    const char *args[] = { "--target", target, "--connections", "10", "--duration", "1500ms",
+                           "--message-rate", "100", "--source", "127.0.0.2-127.0.0.3",
+                           "--json", json_path, "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+    j = jparse_file(json_path);
+    ck_assert_str_eq(jreq(j, "schema", J_STR)->str, "corogate-loadgen.run/1");
+    ck_assert_str_eq(jreq(j, "config.mode", J_STR)->str, "tcp");
+    ck_assert_str_eq(jreq(j, "config.target", J_STR)->str, target);
+    ck_assert_str_eq(jreq(j, "config.traffic", J_STR)->str, "rate");
+    jreq(j, "config.path", J_NULL);
+    for (i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+        ck_assert(jnum(j, nums[i]) >= 0);
+    ck_assert(jreq(j, "result.pass", J_BOOL)->boolean);
+    ck_assert(jreq(j, "result.reached", J_BOOL)->boolean);
+    ck_assert(jreq(j, "result.held", J_BOOL)->boolean);
+    ck_assert(!jreq(j, "result.data_errors", J_BOOL)->boolean);
+    ck_assert(!jreq(j, "result.interrupted", J_BOOL)->boolean);
+    ck_assert_ptr_nonnull(strstr(jreq(j, "result.statement", J_STR)->str, "PASS"));
+    ck_assert(jnum(j, "config.sources") == 2);
+    for (i = 0; i < 2; i++) {
+        prev = 0;
+        for (k = 0; k < sizeof(hkeys) / sizeof(hkeys[0]); k++) {
+            snprintf(key, sizeof(key), "%s.%s", hists[i], hkeys[k]);
+            ck_assert(jnum(j, key) >= 0);
+            if (k >= 3) {                       /* percentiles never decrease */
+                ck_assert_msg(jnum(j, key) >= prev, "%s below the one before", key);
+                prev = jnum(j, key);
+            }
+        }
+    }
+    ck_assert(jnum(j, "latency_ms.round_trip.p50") > 0);
+    ck_assert(jnum(j, "latency_ms.round_trip.p50") < 100);
+    tl = jreq(j, "timeline", J_ARR);
+    for (pt = tl->child, i = 0; pt; pt = pt->next, i++) {
+        ck_assert_int_eq(pt->type, J_OBJ);
+        for (k = 0; k < sizeof(tkeys) / sizeof(tkeys[0]); k++)
+            ck_assert_msg(jget(pt, tkeys[k]) && jget(pt, tkeys[k])->type == J_NUM,
+                          "timeline point lacks %s", tkeys[k]);
+    }
+    ck_assert_uint_ge(i, 2);
+    jfree(j);
+    free(run.out);
+    server_stop();
+}
+END_TEST
+
+/* ------------------------------------------------------------------ source addresses */
+
+struct acceptor {
+    int       lfd;
+    unsigned  want;
+    unsigned  got;
+    uint32_t  peers[64];     /* network order */
+    int       fds[64];
+};
+
+static void *accept_main(void *arg)
+{
+    struct acceptor *a = arg;
+    struct sockaddr_in sin;
+    socklen_t len;
+    int fd;
+
+    while (a->got < a->want) {
+        len = sizeof(sin);
+        fd = accept(a->lfd, (struct sockaddr *)&sin, &len);
+        if (fd < 0)
+            break;
+        a->peers[a->got] = sin.sin_addr.s_addr;
+        a->fds[a->got++] = fd;     /* held open: the loadgen holds them too */
+    }
+    return NULL;
+}
+
+/* --source spreads the connections round-robin over the range: the server sees each
+ * address equally often. */
+START_TEST(test_source_spread)
+{
+    enum { N = 12 };
+    struct proc run = { .pid = -1, .fd = -1 };
+    struct acceptor a = { .want = N };
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t len = sizeof(sin);
+    unsigned per[4] = { 0 }, i;
+    pthread_t th;
+    char target[32];
+    const char *args[] = { "--target", target, "--connections", "12", "--duration", "300ms",
+                           "--hold", "--source", "127.0.0.2-127.0.0.5", "--threads", "2",
+                           "--quiet", NULL };
+
+    a.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(a.lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    ck_assert_int_eq(listen(a.lfd, 64), 0);
+    ck_assert_int_eq(getsockname(a.lfd, (struct sockaddr *)&sin, &len), 0);
+    ck_assert_int_eq(pthread_create(&th, NULL, accept_main, &a), 0);
+    snprintf(target, sizeof(target), "127.0.0.1:%u", ntohs(sin.sin_port));
+    ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+    pthread_join(th, NULL);
+    ck_assert_uint_eq(a.got, N);
+    for (i = 0; i < a.got; i++) {
+        uint32_t h = ntohl(a.peers[i]);
+
+        ck_assert_msg(h >= 0x7f000002 && h <= 0x7f000005, "peer %08x outside the range", h);
+        per[h - 0x7f000002]++;
+        close(a.fds[i]);
+    }
+    for (i = 0; i < 4; i++)
+        ck_assert_uint_eq(per[i], N / 4);
+    close(a.lfd);
+    free(run.out);
+}
+END_TEST
+
+START_TEST(test_usage_errors)
+{
+    static const char *const none[] = { "--connections", "3", NULL };
+    static const char *const both[] = { "--target", "127.0.0.1:1", "--closed-loop",
+                                        "--message-rate", "5", NULL };
+    static const char *const hold[] = { "--target", "127.0.0.1:1", "--hold", "--closed-loop",
+                                        NULL };
+    static const char *const size[] = { "--target", "127.0.0.1:1", "--message-size", "8",
+                                        NULL };
+    static const char *const src[] = { "--target", "127.0.0.1:1", "--source",
+                                       "127.0.0.9-127.0.0.2", NULL };
+    static const char *const dur[] = { "--target", "127.0.0.1:1", "--duration", "5x", NULL };
+    static const char *const hdr[] = { "--target", "127.0.0.1:1", "--header", "X: y", NULL };
+    struct proc run = { .pid = -1, .fd = -1 };
+
+    ck_assert_int_eq(run_loadgen(&run, none), 2);
+    ck_assert_ptr_nonnull(strstr(run.out, "--target ADDR:PORT is required"));
+    ck_assert_int_eq(run_loadgen(&run, both), 2);
+    ck_assert_int_eq(run_loadgen(&run, hold), 2);
+    ck_assert_int_eq(run_loadgen(&run, size), 2);
+    ck_assert_ptr_nonnull(strstr(run.out, "bad --message-size '8'"));
+    ck_assert_int_eq(run_loadgen(&run, src), 2);
+    ck_assert_int_eq(run_loadgen(&run, dur), 2);
+    ck_assert_int_eq(run_loadgen(&run, hdr), 2);
+    ck_assert_ptr_nonnull(strstr(run.out, "need --mode ws"));
+    free(run.out);
+}
+END_TEST
+
+Suite *loadgen_suite(void)
+{
+    Suite *s = suite_create("loadgen");
+    TCase *msg = tcase_create("msg");
+    TCase *runs = tcase_create("run");
+
+    tcase_add_test(msg, test_msg_stream_pieces);
+    tcase_add_test(msg, test_msg_damage);
+    suite_add_tcase(s, msg);
+
+    tcase_add_checked_fixture(runs, setup, teardown);
+    tcase_set_timeout(runs, 30);
+    tcase_add_test(runs, test_exact_counts);
+    tcase_add_test(runs, test_closed_loop_counts);
+    tcase_add_test(runs, test_procs_merge);
+    tcase_add_test(runs, test_failing_ramp);
+    tcase_add_test(runs, test_json_schema);
+    tcase_add_test(runs, test_source_spread);
+    tcase_add_test(runs, test_usage_errors);
+    suite_add_tcase(s, runs);
+    return s;
+}

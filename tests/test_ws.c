@@ -1,0 +1,864 @@
+/* tests/test_ws.c — websocket listeners end to end: the real daemon between independent
+ * peers. Clients and backends are Debian's python3-websockets (tests/ws_peer.py, run with
+ * /usr/bin/python3); what that library will not send (malformed requests, protocol
+ * violations, a client that ignores pings) comes from raw sockets here. The TCP bridge
+ * runs against the harness's echo server.
+ *
+ * Each test starts its own daemon and stops it with SIGTERM expecting exit status 0 (under
+ * ASan: no leak, no error at exit). Failure messages end with the daemon's log tail.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define PYTHON     "/usr/bin/python3"
+#define PEER       "tests/ws_peer.py"
+#define READY_MS   5000
+#define STOP_MS    8000
+#define IO_MS      5000
+#define CLIENT_MS  60000
+
+/* ------------------------------------------------------------------ python peers */
+
+struct backend {
+    pid_t pid;
+    int   port;
+    char  log[TH_PATH_MAX];     /* its event log: "open PATH", "close CODE REASON" */
+};
+
+/* Starts `ws_peer.py backend` with the extra arguments <a1>, <a2> (NULL = none) and waits
+ * for its "READY <port>". */
+static void backend_start(struct backend *b, const char *a1, const char *a2)
+{
+    char line[64];
+    int pfd[2], n = 0;
+    struct pollfd p;
+    ssize_t r;
+
+    snprintf(b->log, sizeof(b->log), "%s/backend-%d-%ld.log", th_tmpdir(), (int)getpid(),
+             (long)th_now_ms() + rand());
+    ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
+    b->pid = fork();
+    ck_assert_int_ge(b->pid, 0);
+    if (b->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(pfd[1], 1);
+        execl(PYTHON, PYTHON, PEER, "backend", "--log", b->log, a1, a2, (char *)NULL);
+        _exit(127);
+    }
+    close(pfd[1]);
+    p.fd = pfd[0];
+    p.events = POLLIN;
+    while (n < (int)sizeof(line) - 1 && !memchr(line, '\n', (size_t)n)) {
+        ck_assert_msg(poll(&p, 1, 10000) == 1, "the python backend did not start");
+        r = read(pfd[0], line + n, sizeof(line) - 1 - (size_t)n);
+        ck_assert_msg(r > 0, "the python backend exited");
+        n += (int)r;
+        line[n] = '\0';
+    }
+    close(pfd[0]);
+    ck_assert_msg(sscanf(line, "READY %d", &b->port) == 1, "backend said: %s", line);
+}
+
+static void backend_stop(struct backend *b)
+{
+    if (b->pid > 0) {
+        kill(b->pid, SIGKILL);
+        waitpid(b->pid, NULL, 0);
+    }
+    b->pid = -1;
+}
+
+/* The backend's event log (caller frees). */
+static char *backend_log(const struct backend *b)
+{
+    char *s = th_read_file(b->log, NULL);
+
+    return s ? s : strdup("");
+}
+
+/* Waits up to 5 s for <needle> in the backend's log. */
+static int backend_wait_log(const struct backend *b, const char *needle)
+{
+    int64_t end = th_now_ms() + 5000;
+    char *s;
+    int found;
+
+    do {
+        s = backend_log(b);
+        found = strstr(s, needle) != NULL;
+        free(s);
+        if (found)
+            return 1;
+        th_sleep_ms(20);
+    } while (th_now_ms() < end);
+    return 0;
+}
+
+/* Runs `ws_peer.py client URL SCENARIO ARGS...` (NULL-terminated) to completion. Returns 1
+ * when it exited 0; else fails the test with its output and the daemon's log tail. */
+static void client_run(struct th_daemon *d, int port, const char *path, ...)
+{
+    const char *argv[16];
+    char url[256], out[TH_PATH_MAX], how[96];
+    int argc = 0, st = -1, fd;
+    int64_t end;
+    va_list ap;
+    pid_t pid;
+    char *text;
+
+    snprintf(url, sizeof(url), "ws://127.0.0.1:%d%s", port, path);
+    argv[argc++] = PYTHON;
+    argv[argc++] = PEER;
+    argv[argc++] = "client";
+    argv[argc++] = url;
+    va_start(ap, path);
+    while (argc < 15 && (argv[argc] = va_arg(ap, const char *)) != NULL)
+        argc++;
+    va_end(ap);
+    argv[argc] = NULL;
+    snprintf(out, sizeof(out), "%s/client-%d-%ld.out", th_tmpdir(), (int)getpid(),
+             (long)th_now_ms() + rand());
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(PYTHON, (char *const *)argv);
+        _exit(127);
+    }
+    close(fd);
+    end = th_now_ms() + CLIENT_MS;
+    while (waitpid(pid, &st, WNOHANG) == 0) {
+        if (th_now_ms() > end) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+            break;
+        }
+        th_sleep_ms(10);
+    }
+    text = th_read_file(out, NULL);
+    TH_ASSERT(d, WIFEXITED(st) && WEXITSTATUS(st) == 0, "client %s %s: %s: %s", url, argv[4],
+              th_describe_status(st, how, sizeof(how)), text ? text : "");
+    free(text);
+}
+
+/* ------------------------------------------------------------------ the daemon */
+
+/* Starts a daemon with one websocket [listener w] (its extra lines <listener>) relaying
+ * to [upstream u] at <servers>, plus the sections <more> (NULL = none). */
+static struct th_daemon *ws_start(const char *listener, const char *servers, const char *more,
+                                  int *port)
+{
+    struct th_daemon_opts opts = { .ready_log = "ready: accepting connections" };
+    struct th_daemon *d;
+    int err, attempt;
+
+    for (attempt = 0;; attempt++) {
+        *port = th_free_port();
+        ck_assert_int_gt(*port, 0);
+        d = th_daemon_start_conf(&opts,
+                                 "[gateway]\nworkers = 2\ncpu_pinning = off\n"
+                                 "drain_timeout = 1s\n"
+                                 "stats_socket = %s/stats-%d.sock\n"
+                                 "[bpf]\nattach = off\n"
+                                 "[listener w]\nbind = 127.0.0.1:%d\nmode = websocket\n"
+                                 "upstream = u\n%s\n"
+                                 "[upstream u]\nservers = %s\nhealth_check_interval = 0\n"
+                                 "connect_timeout = 500ms\nretries = 0\n%s\n",
+                                 th_tmpdir(), *port, *port, listener ? listener : "", servers,
+                                 more ? more : "");
+        ck_assert_msg(d != NULL, "cannot start %s: %s", th_daemon_path(), strerror(errno));
+        err = th_daemon_wait_ready(d, *port, READY_MS);
+        if (err == -ECHILD && attempt < 2 &&
+            th_daemon_log_count(d, "Address already in use") > 0) {
+            th_daemon_free(d);
+            continue;
+        }
+        TH_ASSERT(d, err == 0, "the daemon does not accept on port %d", *port);
+        return d;
+    }
+}
+
+static void ws_stop_clean(struct th_daemon *d)
+{
+    char how[96];
+    int st = th_daemon_stop(d, SIGTERM, STOP_MS);
+
+    TH_ASSERT(d, st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "SIGTERM: %s, expected exit status 0", th_describe_status(st, how, sizeof(how)));
+}
+
+static const char *servers_at(int port, char *buf, size_t size)
+{
+    snprintf(buf, size, "127.0.0.1:%d", port);
+    return buf;
+}
+
+/* Sends <cmd> to the daemon's stats socket and returns the whole answer (caller frees). */
+static char *stats_cmd(int port, const char *cmd)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap);
+    ssize_t r;
+    int fd;
+
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/stats-%d.sock", th_tmpdir(), port);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(th_send_all(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
+    shutdown(fd, SHUT_WR);
+    while ((r = read(fd, buf + len, cap - 1 - len)) > 0)
+        len += (size_t)r;
+    buf[len] = '\0';
+    close(fd);
+    return buf;
+}
+
+/* The sum over workers of the Prometheus series whose line starts with <prefix> (family
+ * and the labels that matter, e.g. "corogate_websocket_closes_sent_total{" with <label>
+ * "reason=\"1009\""). */
+static long metric(int port, const char *family, const char *label)
+{
+    char *text = stats_cmd(port, "show metrics\n"), *line, *save = NULL;
+    long sum = 0;
+
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        const char *sp;
+
+        if (strncmp(line, family, strlen(family)) != 0 || (label && !strstr(line, label)))
+            continue;
+        if (line[strlen(family)] != '{' && line[strlen(family)] != ' ')
+            continue;
+        sp = strrchr(line, ' ');
+        if (sp)
+            sum += strtol(sp + 1, NULL, 10);
+    }
+    free(text);
+    return sum;
+}
+
+/* ------------------------------------------------------------------ raw clients */
+
+static const char upgrade_fmt[] =
+    "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n";
+
+/* Opens a WebSocket on <path> and reads the 101 head (byte by byte: frames may follow).
+ * Returns the descriptor. */
+static int raw_open(struct th_daemon *d, int port, const char *path, const char *extra)
+{
+    char req[1024], head[2048];
+    size_t n = 0;
+    int fd = th_connect(port, IO_MS);
+
+    TH_ASSERT(d, fd >= 0, "connect: %s", strerror(-fd));
+    snprintf(req, sizeof(req), upgrade_fmt, path, extra ? extra : "");
+    ck_assert_int_eq(th_send_all(fd, req, strlen(req)), (ssize_t)strlen(req));
+    while (n < sizeof(head) - 1 && (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4) != 0)) {
+        TH_ASSERT(d, th_recv_n(fd, head + n, 1) == 1, "no 101 (got %zu bytes)", n);
+        n++;
+    }
+    head[n] = '\0';
+    TH_ASSERT(d, strncmp(head, "HTTP/1.1 101 ", 13) == 0, "answer: %s", head);
+    TH_ASSERT(d, strstr(head, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+              "answer: %s", head);
+    return fd;
+}
+
+/* Sends one frame; <mask> 1 masks it as a client must. */
+static void frame_send(int fd, int fin, int rsv, int op, int mask, const void *data, size_t n)
+{
+    uint8_t h[14], key[4] = { 0x12, 0x34, 0x56, 0x78 }, *buf;
+    size_t hl = 2, i;
+
+    h[0] = (uint8_t)((fin ? 0x80 : 0) | (rsv << 4) | op);
+    if (n < 126) {
+        h[1] = (uint8_t)n;
+    } else if (n < 65536) {
+        h[1] = 126;
+        h[2] = (uint8_t)(n >> 8);
+        h[3] = (uint8_t)n;
+        hl = 4;
+    } else {
+        h[1] = 127;
+        for (i = 0; i < 8; i++)
+            h[2 + i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
+        hl = 10;
+    }
+    if (mask) {
+        h[1] |= 0x80;
+        memcpy(h + hl, key, 4);
+        hl += 4;
+    }
+    buf = malloc(hl + n + 1);
+    memcpy(buf, h, hl);
+    for (i = 0; i < n; i++)
+        buf[hl + i] = ((const uint8_t *)data)[i] ^ (mask ? key[i % 4] : 0);
+    ck_assert_int_eq(th_send_all(fd, buf, hl + n), (ssize_t)(hl + n));
+    free(buf);
+}
+
+/* Receives one frame (servers never mask). Returns its payload length, or a negative
+ * errno (-EPIPE at EOF). */
+static ssize_t frame_recv(int fd, int *op, uint8_t *buf, size_t cap)
+{
+    uint8_t h[10];
+    uint64_t n;
+    ssize_t r;
+    int i;
+
+    r = th_recv_n(fd, h, 2);
+    if (r != 2)
+        return r < 0 ? r : -EPIPE;
+    *op = h[0] & 0x0f;
+    n = h[1] & 0x7f;
+    if (h[1] & 0x80)
+        return -EPROTO;
+    if (n >= 126) {
+        int k = n == 126 ? 2 : 8;
+
+        if (th_recv_n(fd, h + 2, (size_t)k) != k)
+            return -EPIPE;
+        for (n = 0, i = 0; i < k; i++)
+            n = n << 8 | h[2 + i];
+    }
+    if (n > cap)
+        return -EMSGSIZE;
+    if (n && th_recv_n(fd, buf, n) != (ssize_t)n)
+        return -EPIPE;
+    return (ssize_t)n;
+}
+
+/* Reads frames until a close; returns its code (1005: none) and copies its reason. */
+static int close_recv(struct th_daemon *d, int fd, char *reason, size_t size)
+{
+    uint8_t buf[1 << 16];
+    ssize_t n;
+    int op;
+
+    for (;;) {
+        n = frame_recv(fd, &op, buf, sizeof(buf));
+        TH_ASSERT(d, n >= 0, "waiting for a close frame: %s", strerror((int)-n));
+        if (op != 0x8)
+            continue;
+        if (reason)
+            snprintf(reason, size, "%.*s", n > 2 ? (int)n - 2 : 0, (char *)buf + 2);
+        return n >= 2 ? buf[0] << 8 | buf[1] : 1005;
+    }
+}
+
+/* Expects a close with <code> from the daemon, answers it and expects the TCP close. */
+static void expect_close(struct th_daemon *d, int fd, int code)
+{
+    char reason[128];
+    uint8_t ans[2] = { (uint8_t)(code >> 8), (uint8_t)code };
+    int got = close_recv(d, fd, reason, sizeof(reason));
+
+    TH_ASSERT(d, got == code, "close %d (%s), expected %d", got, reason, code);
+    frame_send(fd, 1, 0, 0x8, 1, ans, 2);
+    TH_ASSERT(d, th_wait_closed(fd, IO_MS) == 0, "the daemon kept the connection");
+    close(fd);
+}
+
+/* Sends <req> raw and returns the whole answer up to EOF (caller frees). */
+static char *http_exchange(struct th_daemon *d, int port, const char *req, size_t len)
+{
+    char *buf = malloc(65536);
+    int fd = th_connect(port, IO_MS);
+    ssize_t n;
+
+    TH_ASSERT(d, fd >= 0, "connect: %s", strerror(-fd));
+    ck_assert_int_eq(th_send_all(fd, req, len), (ssize_t)len);
+    n = th_recv_eof(fd, buf, 65535);
+    TH_ASSERT(d, n >= 0, "reading the answer: %s", strerror((int)-n));
+    buf[n] = '\0';
+    close(fd);
+    return buf;
+}
+
+/* ------------------------------------------------------------------ 1. relaying */
+
+/* Text, binary, empty, fragmented, 1 MiB, 200 in flight; headers to the backend. */
+START_TEST(test_ws_echo)
+{
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64];
+    int port;
+
+    backend_start(&be, "--subprotocols", "a,b");
+    d = ws_start(NULL, servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/echo", "echo", NULL);
+    client_run(d, port, "/chat/room?x=1", "headers", NULL);
+    client_run(d, port, "/", "subprotocol", "b,c", "b", NULL);
+    client_run(d, port, "/", "subprotocol", "c,a", "a", NULL);
+    client_run(d, port, "/", "subprotocol", "c", NULL);
+    TH_ASSERT(d, backend_wait_log(&be, "open /chat/room?x=1"), "the backend saw no path");
+    TH_ASSERT(d, metric(port, "corogate_websocket_upgrades_total", NULL) >= 6,
+              "upgrades counted: %ld", metric(port, "corogate_websocket_upgrades_total", NULL));
+    TH_ASSERT(d, metric(port, "corogate_websocket_received_messages_total", NULL) >= 200,
+              "messages counted");
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+/* Routes pick the backend by path. */
+START_TEST(test_ws_routes)
+{
+    struct backend a, b;
+    struct th_daemon *d;
+    char srv[64], more[256], lst[128];
+    int port;
+
+    backend_start(&a, NULL, NULL);
+    backend_start(&b, NULL, NULL);
+    snprintf(lst, sizeof(lst), "routes = /b/*=ub 127.0.0.1/exact=ub");
+    snprintf(more, sizeof(more), "[upstream ub]\nservers = 127.0.0.1:%d\n"
+             "health_check_interval = 0\n", b.port);
+    d = ws_start(lst, servers_at(a.port, srv, sizeof(srv)), more, &port);
+    client_run(d, port, "/b/x", "echo", NULL);
+    client_run(d, port, "/a/y", "echo", NULL);
+    client_run(d, port, "/exact?q=1", "echo", NULL);
+    TH_ASSERT(d, backend_wait_log(&b, "open /b/x"), "/b/x did not reach backend b");
+    TH_ASSERT(d, backend_wait_log(&b, "open /exact?q=1"), "/exact did not reach backend b");
+    TH_ASSERT(d, backend_wait_log(&a, "open /a/y"), "/a/y did not reach backend a");
+    ws_stop_clean(d);
+    backend_stop(&a);
+    backend_stop(&b);
+}
+END_TEST
+
+/* Close codes and reasons travel both ways; pings are answered by the gateway. */
+START_TEST(test_ws_close_and_ping)
+{
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64];
+    int port;
+
+    backend_start(&be, NULL, NULL);
+    d = ws_start(NULL, servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/", "close_client", "4001", "bye now", NULL);
+    TH_ASSERT(d, backend_wait_log(&be, "close 4001 bye now"), "the backend did not see 4001");
+    client_run(d, port, "/", "close_backend", "4002", "later", NULL);
+    client_run(d, port, "/", "close_backend", "1000", "done", NULL);
+    client_run(d, port, "/", "ping", NULL);
+    TH_ASSERT(d, metric(port, "corogate_websocket_closes_received_total",
+                        "reason=\"other\"") >= 1, "close 4001 not counted");
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+/* upstream_protocol = tcp: message payloads to a TCP stream and back as binary messages. */
+START_TEST(test_ws_tcp_bridge)
+{
+    struct th_echo *e = th_echo_new(0);
+    struct th_daemon *d;
+    char srv[64];
+    int port;
+
+    ck_assert_ptr_nonnull(e);
+    d = ws_start("upstream_protocol = tcp", servers_at(th_echo_port(e), srv, sizeof(srv)), NULL,
+                 &port);
+    client_run(d, port, "/", "bridge", NULL);
+    client_run(d, port, "/", "close_client", "1000", "bye", NULL);
+    ws_stop_clean(d);
+    th_echo_free(e);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ 2. handshakes */
+
+struct hs_case {
+    const char *req;            /* a full request; "%s" is replaced by 600 bytes */
+    int         status;
+    const char *header;         /* a line the answer must have, or NULL */
+};
+
+static const struct hs_case hs_cases[] = {
+    { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 426, "Upgrade: websocket\r\n" },
+    { "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+      426, "Sec-WebSocket-Version: 13\r\n" },
+    { "POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      405, "Allow: GET\r\n" },
+    { "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n", 400, NULL },
+    { "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      400, NULL },
+    { "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Origin: http://evil.example\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      403, NULL },
+    { "GET /%s HTTP/1.1\r\nHost: x\r\n\r\n", 414, NULL },
+    { "GET / HTTP/1.1\r\nHost: x\r\nCookie: %s\r\n\r\n", 431, NULL },
+    { "GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\nF: 1\r\nG: 1\r\nH: 1\r\n"
+      "I: 1\r\n\r\n", 431, NULL },
+    { "GET / HTTP/1.1\r\nHost: a\nb\r\n\r\n", 400, NULL },
+    { "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 200, "Content-Length: 3\r\n" },
+    { "GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n", 200, NULL },
+};
+
+/* Every refusal with its status, a short body and Connection: close, then EOF; counted. */
+START_TEST(test_ws_handshake_refusals)
+{
+    static const char listener[] =
+        "max_header_size = 512\nmax_headers = 8\nmax_request_line = 256\n"
+        "allowed_origins = http://good.example\n";
+    struct th_daemon *d;
+    char big[601], req[2048], want[32];
+    char *ans;
+    size_t i, n = sizeof(hs_cases) / sizeof(hs_cases[0]);
+    int port, len;
+
+    memset(big, 'x', 600);
+    big[600] = '\0';
+    d = ws_start(listener, "127.0.0.1:1", NULL, &port);
+    for (i = 0; i < n; i++) {
+        len = snprintf(req, sizeof(req), hs_cases[i].req, big);
+        ans = http_exchange(d, port, req, (size_t)len);
+        snprintf(want, sizeof(want), "HTTP/1.1 %d ", hs_cases[i].status);
+        TH_ASSERT(d, strncmp(ans, want, strlen(want)) == 0, "case %zu: %s", i, ans);
+        TH_ASSERT(d, strstr(ans, "\r\nConnection: close\r\n"), "case %zu: %s", i, ans);
+        TH_ASSERT(d, !hs_cases[i].header || strstr(ans, hs_cases[i].header), "case %zu: %s",
+                  i, ans);
+        free(ans);
+    }
+    TH_ASSERT(d, metric(port, "corogate_websocket_handshake_failures_total",
+                        "reason=\"431\"") == 2, "431s counted");
+    TH_ASSERT(d, metric(port, "corogate_websocket_handshake_failures_total",
+                        "reason=\"426\"") == 2, "426s counted");
+    TH_ASSERT(d, metric(port, "corogate_websocket_health_checks_total", NULL) == 2,
+              "health checks counted");
+    ws_stop_clean(d);
+}
+END_TEST
+
+/* A client dribbling its request one byte at a time is cut at handshake_timeout. */
+START_TEST(test_ws_slowloris)
+{
+    static const char req[] = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n";
+    struct th_daemon *d;
+    char ans[1024];
+    int64_t t0;
+    size_t i;
+    ssize_t n;
+    int port, fd;
+
+    d = ws_start("handshake_timeout = 1s", "127.0.0.1:1", NULL, &port);
+    fd = th_connect(port, IO_MS);
+    ck_assert_int_ge(fd, 0);
+    t0 = th_now_ms();
+    for (i = 0; i < sizeof(req) - 1; i++) {
+        if (send(fd, req + i, 1, MSG_NOSIGNAL) != 1)
+            break;              /* cut */
+        th_sleep_ms(200);
+        if (th_now_ms() - t0 > 4000)
+            break;
+    }
+    n = th_recv_eof(fd, ans, sizeof(ans) - 1);
+    TH_ASSERT(d, n > 0, "no answer: %s", strerror((int)-n));
+    ans[n] = '\0';
+    TH_ASSERT(d, strncmp(ans, "HTTP/1.1 408 ", 13) == 0, "answer: %s", ans);
+    TH_ASSERT(d, th_now_ms() - t0 < 2500, "cut after %ld ms", (long)(th_now_ms() - t0));
+    TH_ASSERT(d, th_now_ms() - t0 >= 900, "cut after %ld ms", (long)(th_now_ms() - t0));
+    close(fd);
+    ws_stop_clean(d);
+}
+END_TEST
+
+/* Backend down: 502; a backend that never answers the connect: 504. */
+START_TEST(test_ws_backend_down)
+{
+    struct th_blackhole *bh = th_blackhole_new();
+    struct th_echo *e = th_echo_new(0);
+    struct th_daemon *d;
+    char srv[64], more[256];
+    int port, dead = th_free_port();
+
+    ck_assert_ptr_nonnull(bh);
+    ck_assert_ptr_nonnull(e);
+    snprintf(more, sizeof(more), "[upstream hole]\nservers = 127.0.0.1:%d\n"
+             "health_check_interval = 0\nconnect_timeout = 300ms\nretries = 0\n"
+             "[upstream echo]\nservers = 127.0.0.1:%d\nhealth_check_interval = 0\n",
+             bh->port, th_echo_port(e));
+    d = ws_start("routes = /hole=hole /echo=echo", servers_at(dead, srv, sizeof(srv)), more,
+                 &port);
+    client_run(d, port, "/", "refused", "502", NULL);
+    client_run(d, port, "/hole", "refused", "504", NULL);
+    /* a TCP echo is no WebSocket server: our own request comes back, not a 101 */
+    client_run(d, port, "/echo", "refused", "502", NULL);
+    TH_ASSERT(d, metric(port, "corogate_websocket_handshake_failures_total",
+                        "reason=\"502\"") == 2, "502s counted");
+    TH_ASSERT(d, metric(port, "corogate_websocket_upstream_handshake_failures_total", NULL)
+                 == 1, "backend handshake failure counted");
+    ws_stop_clean(d);
+    th_echo_free(e);
+    th_blackhole_free(bh);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ 3. limits */
+
+/* Protocol violations close 1002 (1007 for UTF-8), each counted by kind. */
+struct violation {
+    int         fin, rsv, op, mask;
+    const char *payload;
+    size_t      len;
+    int         code;
+    const char *kind;
+};
+
+static const struct violation violations[] = {
+    { 1, 0, 0x1, 0, "unmasked", 8, 1002, "unmasked" },
+    { 1, 4, 0x1, 1, "rsv1", 4, 1002, "rsv" },
+    { 1, 0, 0x3, 1, "op3", 3, 1002, "opcode" },
+    { 1, 0, 0xb, 1, "opB", 3, 1002, "opcode" },
+    { 1, 0, 0x0, 1, "cont", 4, 1002, "continuation" },
+    { 0, 0, 0x9, 1, "frag ping", 9, 1002, "control" },
+    { 1, 0, 0x9, 1, NULL, 126, 1002, "control" },
+    { 1, 0, 0x8, 1, "\x03\xed", 2, 1002, "close" },             /* code 1005 on the wire */
+    { 1, 0, 0x8, 1, "\x03", 1, 1002, "close" },
+    { 1, 0, 0x1, 1, "bad \xff utf8", 10, 1007, "utf8" },
+    { 1, 0, 0x1, 1, "cut \xe2\x9c", 6, 1007, "utf8" },
+    { 1, 0, 0x8, 1, "\x03\xe8\xc0\xaf", 4, 1007, "utf8" },     /* reason not UTF-8 */
+};
+
+START_TEST(test_ws_violations)
+{
+    const struct violation *v = &violations[_i];
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64], label[64], big[126];
+    int port, fd;
+
+    memset(big, 'p', sizeof(big));
+    backend_start(&be, NULL, NULL);
+    d = ws_start(NULL, servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    fd = raw_open(d, port, "/", NULL);
+    frame_send(fd, v->fin, v->rsv, v->op, v->mask, v->payload ? v->payload : big, v->len);
+    expect_close(d, fd, v->code);
+    snprintf(label, sizeof(label), "reason=\"%s\"", v->kind);
+    TH_ASSERT(d, metric(port, "corogate_websocket_protocol_errors_total", label) == 1,
+              "violation %d not counted as %s", _i, v->kind);
+    /* the backend heard of it as the client going away */
+    TH_ASSERT(d, backend_wait_log(&be, "close 1001"), "backend: not closed 1001");
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+/* Messages over max_message_size: 1009 (a single frame, and fragments adding up). */
+START_TEST(test_ws_too_big)
+{
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64];
+    uint8_t chunk[40000];
+    int port, fd;
+
+    memset(chunk, 'z', sizeof(chunk));
+    backend_start(&be, NULL, NULL);
+    d = ws_start("max_message_size = 64k", servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/", "too_big", "100000", NULL);
+    fd = raw_open(d, port, "/", NULL);
+    frame_send(fd, 0, 0, 0x2, 1, chunk, sizeof(chunk));
+    frame_send(fd, 1, 0, 0x0, 1, chunk, sizeof(chunk));
+    expect_close(d, fd, 1009);
+    TH_ASSERT(d, metric(port, "corogate_websocket_closes_sent_total", "reason=\"1009\"") == 2,
+              "1009s counted");
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+/* The message rate limit: close (1008), or delay (everything arrives, later). */
+START_TEST(test_ws_rate_limit)
+{
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64];
+    int port;
+
+    backend_start(&be, NULL, NULL);
+    d = ws_start("message_rate = 20\nmessage_burst = 5\nrate_limit_action = close",
+                 servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/", "rate_close", "50", NULL);
+    TH_ASSERT(d, metric(port, "corogate_websocket_closes_sent_total", "reason=\"1008\"") == 1,
+              "1008 counted");
+    ws_stop_clean(d);
+    d = ws_start("message_rate = 20\nmessage_burst = 5\nrate_limit_action = delay",
+                 servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    /* 25 messages: 5 at once, 20 more at 20/s: about a second */
+    client_run(d, port, "/", "rate_delay", "25", "800", NULL);
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+/* Keepalive: a client answering pings stays; one that does not is closed 1001. Idle
+ * connections are closed at idle_timeout. */
+START_TEST(test_ws_keepalive)
+{
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64];
+    uint8_t buf[256];
+    int64_t t0;
+    ssize_t n;
+    int port, fd, op;
+
+    backend_start(&be, NULL, NULL);
+    d = ws_start("keepalive_interval = 300ms\nkeepalive_timeout = 400ms\nidle_timeout = 10s",
+                 servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/", "keepalive", "1.5", NULL);
+    fd = raw_open(d, port, "/", NULL);
+    t0 = th_now_ms();
+    n = frame_recv(fd, &op, buf, sizeof(buf));
+    TH_ASSERT(d, n >= 0 && op == 0x9, "expected a ping, got op %d (%zd)", op, n);
+    TH_ASSERT(d, th_now_ms() - t0 >= 250, "ping after %ld ms", (long)(th_now_ms() - t0));
+    expect_close(d, fd, 1001);
+    TH_ASSERT(d, th_now_ms() - t0 < 2000, "closed after %ld ms", (long)(th_now_ms() - t0));
+    TH_ASSERT(d, metric(port, "corogate_websocket_keepalive_timeouts_total", NULL) == 1,
+              "keepalive timeout counted");
+    ws_stop_clean(d);
+
+    d = ws_start("keepalive_interval = 0\nidle_timeout = 500ms",
+                 servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/", "idle", "3", NULL);
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+/* SIGTERM: open connections get 1001 "going away" and the daemon exits. */
+START_TEST(test_ws_drain)
+{
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64], reason[128], how[96];
+    int port, fd, code, st;
+
+    backend_start(&be, NULL, NULL);
+    d = ws_start("close_timeout = 1s", servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    fd = raw_open(d, port, "/", NULL);
+    frame_send(fd, 1, 0, 0x1, 1, "hi", 2);
+    kill(d->pid, SIGTERM);
+    code = close_recv(d, fd, reason, sizeof(reason));
+    TH_ASSERT(d, code == 1001 && strcmp(reason, "going away") == 0, "close %d %s", code,
+              reason);
+    frame_send(fd, 1, 0, 0x8, 1, "\x03\xe9", 2);
+    TH_ASSERT(d, th_wait_closed(fd, IO_MS) == 0, "not closed");
+    close(fd);
+    st = th_daemon_wait_exit(d, STOP_MS);
+    TH_ASSERT(d, st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit: %s",
+              th_describe_status(st, how, sizeof(how)));
+    TH_ASSERT(d, backend_wait_log(&be, "close 1001 going away"), "backend not told");
+    backend_stop(&be);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ 4. memory */
+
+static long rss_kib(pid_t pid)
+{
+    char path[64], *s, *p;
+    long kib = -1;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    s = th_read_file(path, NULL);
+    if (s && (p = strstr(s, "VmRSS:")) != NULL)
+        kib = strtol(p + 6, NULL, 10);
+    free(s);
+    return kib;
+}
+
+/* A client that stops reading while its backend floods it: the daemon stops reading the
+ * backend (TCP pushes back) instead of queueing the flood. */
+START_TEST(test_ws_slow_reader)
+{
+    static const char cmd[] = "cmd:flood 3000 65536";    /* 196 MB */
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64];
+    long before, after;
+    int port, fd;
+
+    backend_start(&be, NULL, NULL);
+    d = ws_start(NULL, servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/", "echo", NULL);        /* warm the pools */
+    before = rss_kib(d->pid);
+    fd = raw_open(d, port, "/", NULL);
+    frame_send(fd, 1, 0, 0x1, 1, cmd, sizeof(cmd) - 1);
+    th_sleep_ms(2000);
+    after = rss_kib(d->pid);
+    TH_ASSERT(d, before > 0 && after - before < 16 * 1024,
+              "RSS grew from %ld to %ld KiB with a slow reader", before, after);
+    close(fd);
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+Suite *ws_suite(void)
+{
+    Suite *s = suite_create("ws");
+    TCase *relay = tcase_create("relay");
+    TCase *hs = tcase_create("handshake");
+    TCase *lim = tcase_create("limits");
+    TCase *mem = tcase_create("memory");
+
+    th_tcase_add_fixtures(relay);
+    tcase_set_timeout(relay, 120);
+    tcase_add_test(relay, test_ws_echo);
+    tcase_add_test(relay, test_ws_routes);
+    tcase_add_test(relay, test_ws_close_and_ping);
+    tcase_add_test(relay, test_ws_tcp_bridge);
+    tcase_add_test(relay, test_ws_drain);
+    suite_add_tcase(s, relay);
+
+    th_tcase_add_fixtures(hs);
+    tcase_set_timeout(hs, 60);
+    tcase_add_test(hs, test_ws_handshake_refusals);
+    tcase_add_test(hs, test_ws_slowloris);
+    tcase_add_test(hs, test_ws_backend_down);
+    suite_add_tcase(s, hs);
+
+    th_tcase_add_fixtures(lim);
+    tcase_set_timeout(lim, 60);
+    tcase_add_loop_test(lim, test_ws_violations, 0,
+                        (int)(sizeof(violations) / sizeof(violations[0])));
+    tcase_add_test(lim, test_ws_too_big);
+    tcase_add_test(lim, test_ws_rate_limit);
+    tcase_add_test(lim, test_ws_keepalive);
+    suite_add_tcase(s, lim);
+
+    th_tcase_add_fixtures(mem);
+    tcase_set_timeout(mem, 60);
+    tcase_add_test(mem, test_ws_slow_reader);
+    suite_add_tcase(s, mem);
+    return s;
+}
