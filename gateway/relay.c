@@ -66,9 +66,10 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
         if (err == UV_ETIMEDOUT)
             atomic_fetch_add(&srv->connect_timeouts, 1);
         CG_STAT_ADD(w->stats.connect_fails, 1);
+        more = attempt < uc->retries && (unsigned)__builtin_popcountll(tried) < up->nservers;
         cg_log_ratelimited(&connect_log, CG_LOG_WARN, "upstream %s: connect() to %s: %s%s",
                            uc->name, srv->conf->name, uv_strerror(err),
-                           attempt < uc->retries ? ", trying another server" : "");
+                           more ? ", trying another server" : "");
     }
     return err;
 }

@@ -41,6 +41,7 @@ static int                reg_shared;
 static int                prev_subreaper = -1;
 static char               tmpdir[TH_PATH_MAX];
 static pid_t              tmpdir_owner;       /* the process that removes it */
+static int                tmpdir_lazy;        /* made by th_tmpdir(), not by a fixture */
 static struct th_daemon  *daemons;            /* this process's, for th_teardown() */
 static struct th_echo    *echos;
 static struct th_blackhole *holes;
@@ -115,6 +116,8 @@ static void remove_tree(const char *dir)
 
 /* ------------------------------------------------------------------ fixtures */
 
+static void make_tmpdir(void);
+
 void th_unchecked_setup(void)
 {
     void *p;
@@ -129,7 +132,11 @@ void th_unchecked_setup(void)
     if (prctl(PR_GET_CHILD_SUBREAPER, &prev_subreaper) < 0)
         prev_subreaper = 0;
     prctl(PR_SET_CHILD_SUBREAPER, 1);
-    th_tmpdir();
+    if (tmpdir[0] && tmpdir_lazy && tmpdir_owner == getpid())
+        remove_tree(tmpdir);
+    tmpdir[0] = '\0';
+    make_tmpdir();
+    tmpdir_lazy = 0;
 }
 
 void th_unchecked_teardown(void)
@@ -203,15 +210,33 @@ void th_note(const char *fmt, ...)
     fprintf(stderr, "note: %s\n", line);
 }
 
+static void make_tmpdir(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/corogate-test.XXXXXX");
+    tmpdir_owner = 0;                           /* 0: never removed */
+    if (mkdtemp(tmpdir))
+        tmpdir_owner = getpid();
+    else
+        snprintf(tmpdir, sizeof(tmpdir), "/tmp");
+}
+
+/* A directory made outside the fixtures goes when its process exits normally (a test that
+ * passed, in fork mode; the runner, in no-fork mode). */
+static void remove_lazy_tmpdir(void)
+{
+    if (tmpdir[0] && tmpdir_lazy && tmpdir_owner == getpid())
+        remove_tree(tmpdir);
+}
+
 const char *th_tmpdir(void)
 {
+    static int registered;
+
     if (!tmpdir[0]) {
-        snprintf(tmpdir, sizeof(tmpdir), "/tmp/corogate-test.XXXXXX");
-        if (!mkdtemp(tmpdir)) {
-            snprintf(tmpdir, sizeof(tmpdir), "/tmp");
-            return tmpdir;
-        }
-        tmpdir_owner = getpid();
+        make_tmpdir();
+        tmpdir_lazy = 1;
+        if (!registered++)
+            atexit(remove_lazy_tmpdir);
     }
     return tmpdir;
 }
@@ -701,19 +726,53 @@ int th_daemon_wait_log(struct th_daemon *d, const char *needle, int count, int t
     }
 }
 
+/* Appends "name state wchan" for each thread of <pid> to <buf> of <size>: where a daemon
+ * that does not exit is stuck. */
+static void describe_threads(pid_t pid, char *buf, size_t size)
+{
+    char path[320], *stat, *wchan, *p;
+    struct dirent *de;
+    size_t len = 0;
+    DIR *d;
+
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    d = opendir(path);
+    if (!d)
+        return;
+    while ((de = readdir(d)) != NULL && len + 80 < size) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)pid, de->d_name);
+        stat = th_read_file(path, NULL);
+        snprintf(path, sizeof(path), "/proc/%d/task/%s/wchan", (int)pid, de->d_name);
+        wchan = th_read_file(path, NULL);
+        p = stat ? strrchr(stat, ')') : NULL;
+        if (p && strchr(stat, '('))
+            len += (size_t)snprintf(buf + len, size - len, " [%.*s %c %s]",
+                                    (int)(p - strchr(stat, '(') - 1), strchr(stat, '(') + 1,
+                                    p[2], wchan ? wchan : "?");
+        free(stat);
+        free(wchan);
+    }
+    closedir(d);
+}
+
 const char *th_daemon_tail(struct th_daemon *d)
 {
-    char how[96], *log;
+    char how[400], *log;
+    int n;
 
     if (!d)
         return "(no daemon)";
-    if (d->pid > 0)
-        snprintf(how, sizeof(how), "pid %d, running", (int)d->pid);
-    else
+    if (d->pid > 0) {
+        n = snprintf(how, sizeof(how), "pid %d, running; threads:", (int)d->pid);
+        describe_threads(d->pid, how + n, sizeof(how) - (size_t)n);
+    } else {
         th_describe_status(d->status, how, sizeof(how));
+    }
     log = th_daemon_log(d);
     snprintf(d->tail, sizeof(d->tail), "---- %s (daemon %s), last lines ----\n%s----",
-             d->log, how, log ? th_tail(log, TH_TAIL_MAX - 300) : "(unreadable)\n");
+             d->log, how, log ? th_tail(log, TH_TAIL_MAX - 600) : "(unreadable)\n");
     free(log);
     return d->tail;
 }

@@ -60,7 +60,9 @@ void th_sleep_ms(int64_t ms);
  * timings and counts that pass but are worth seeing when tuning margins. */
 void th_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
-/* The scratch directory (created on first use when no fixture made one). */
+/* The scratch directory: made by th_unchecked_setup() and removed with everything in it
+ * by th_unchecked_teardown(); without the fixtures, made on first use and removed when the
+ * process exits normally (a failed test in fork mode leaves it). */
 const char *th_tmpdir(void);
 
 /* Writes the text formatted from <fmt> to a new file of the scratch directory named
