@@ -28,7 +28,7 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
     uint64_t tried = 0;
     unsigned attempt;
     uint64_t t0;
-    int err = UV_EHOSTUNREACH;
+    int err = UV_EHOSTUNREACH, more;
 
     for (attempt = 0; attempt <= uc->retries; attempt++) {
         struct cg_server *srv = cg_upstream_pick(up, w->id, tried);
