@@ -78,7 +78,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check bench bench-coro bench-bpf clean
+.PHONY: all deps build run test check bench bench-coro bench-bpf bench-deps capacity clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -205,12 +205,38 @@ check: $(TESTS) $(DAEMON) $(LOADGEN)
 	$(Q)CG_BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(TESTS)
 
+# The largest connection count the open-files limit allows, through corogate: RSS and CPU
+# per connection, accept rate, latency at a fixed rate, the quota (loadgen/capacity.sh;
+# CONNECTIONS, RATE, WORKERS... in the environment scale it up).
+capacity: $(DAEMON) $(LOADGEN)
+	$(Q)BUILD=$(BUILD) ./loadgen/capacity.sh
+
+# The peers `make bench` compares corogate with; not needed by the build or the tests.
+BENCH_DEB_PKGS := haproxy nginx libnginx-mod-stream socat procps
+bench-deps:
+	@missing=""; for p in $(BENCH_DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
+	        missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "  DEPS   installing:$$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing \
+	        >/dev/null || exit 1; \
+	fi
+
+# The loadgen against the backend, corogate, HAProxy and nginx (loadgen/bench.sh; configs
+# in loadgen/bench/): one table of medians for TCP and WebSocket.
+bench: bench-deps $(DAEMON) $(LOADGEN)
+	$(Q)BUILD=$(BUILD) ./loadgen/bench.sh
+
 bench-coro: deps
 	$(Q)$(MAKE) --no-print-directory $(BENCHCORO)
 	$(Q)$(BENCHCORO)
 
 $(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/schedlat.o \
-               $(BUILD)/gateway/log.o
+               $(BUILD)/gateway/log.o $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

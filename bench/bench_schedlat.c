@@ -1,7 +1,7 @@
 /* bench/bench_schedlat.c — what the eBPF scheduler probes cost: echo messages/s through one
  * pinned corogate worker, with the probes attached and without, in one run.
  *
- *   build/bench-schedlat [-w WINDOW_MS] [-n CYCLES] [-c CONNS] [-p DEPTH] [-s SIZE]
+ *   build/bench-schedlat [-w WINDOW_MS] [-n CYCLES] [-c CONNS] [-p DEPTH] [-s SIZE] [-S]
  *   make bench-bpf [BENCH_ARGS="..."]
  *
  * One daemon runs with [bpf] attach = off, one worker pinned to CPU 0; the echo backend
@@ -13,7 +13,10 @@
  * machine falls on every mode alike), CYCLES times. A shared machine is noisy; comparing
  * each probed window with the unprobed windows next to it, and taking the median of those
  * ratios, keeps most of that noise out. Besides messages/s it reports the worker thread's
- * CPU time per message (from /proc). Output: one JSON line per window, then a summary.
+ * CPU time per message (from /proc), and the probes' own cost as the kernel measures it
+ * (BPF run-time statistics, on during probed windows): runs/s, ns per run, share of the
+ * CPUs, ns per message; that figure does not depend on the noise. Output: one JSON line
+ * per window, then a summary.
  * Needs root (the probes; without it they are disabled, and the run says so).
  */
 #include <errno.h>
@@ -32,6 +35,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
+
 #include "gateway/log.h"
 #include "gateway/schedlat.h"
 
@@ -41,7 +46,8 @@
 static const char *const modes[] = { "none", "tp_btf", "raw_tp" };
 #define NMODES 3
 
-static int opt_window_ms = 1000, opt_cycles = 4, opt_conns = 8, opt_depth = 4, opt_size = 64;
+static int opt_stats = 1;
+static int opt_window_ms = 300, opt_cycles = 10, opt_conns = 8, opt_depth = 4, opt_size = 64;
 static const char *build = "build";
 
 static int64_t now_ns(void)
@@ -233,6 +239,10 @@ static int worker_tid(pid_t pid)
 
 struct window {
     int    mode;               /* index into modes[] */
+    double secs;
+    double msgs;
+    double prog_runs;          /* the probes' programs: runs and time in them (BPF stats) */
+    double prog_ns;
     double msgs_per_s;
     double cpu_ns_per_msg;     /* worker thread CPU time per message */
     double worker_cpu_pct;
@@ -288,8 +298,9 @@ int main(int argc, char **argv)
 
     if (getenv("CG_BUILD"))
         build = getenv("CG_BUILD");
-    while ((opt = getopt(argc, argv, "w:n:c:p:s:h")) != -1) {
+    while ((opt = getopt(argc, argv, "w:n:c:p:s:Sh")) != -1) {
         switch (opt) {
+        case 'S': opt_stats = 0; break;
         case 'w': opt_window_ms = atoi(optarg); break;
         case 'n': opt_cycles = atoi(optarg); break;
         case 'c': opt_conns = atoi(optarg); break;
@@ -297,7 +308,8 @@ int main(int argc, char **argv)
         case 's': opt_size = atoi(optarg); break;
         default:
             fprintf(stderr, "usage: bench-schedlat [-w WINDOW_MS] [-n CYCLES] [-c CONNS] "
-                    "[-p DEPTH] [-s SIZE]\n");
+                    "[-p DEPTH] [-s SIZE] [-S]\n  -S  no BPF run-time statistics (they cost "
+                    "two clock reads per program run)\n");
             return opt == 'h' ? 0 : 2;
         }
     }
@@ -360,12 +372,16 @@ int main(int argc, char **argv)
     for (i = 0; i < n; i++) {
         struct cg_schedlat_opts o = { .attach = CG_BPF_TP_BTF, .tgid = pid };
         struct cg_schedlat *s = NULL;
+        uint64_t runs = 0, run_ns = 0;
+        int stats_fd = -1;
         long long t0, t1;
         uint64_t m0, m1;
         int64_t s0, s1;
 
         w[i].mode = abccba[i % 6];
         if (w[i].mode != 0) {
+            /* The kernel times each program run while this fd is open. */
+            stats_fd = opt_stats ? bpf_enable_stats(BPF_STATS_RUN_TIME) : -1;
             o.attach = w[i].mode == 1 ? CG_BPF_TP_BTF : CG_BPF_RAW_TP;
             s = cg_schedlat_new(&o, &tid, NULL, 1);
             if (!cg_schedlat_is_running(s)) {
@@ -382,7 +398,15 @@ int main(int argc, char **argv)
         m1 = atomic_load(&msgs);
         t1 = thread_ticks(pid, tid);
         s1 = now_ns();
+        if (s && cg_schedlat_prog_stats(s, &runs, &run_ns) < 0)
+            runs = run_ns = 0;
         cg_schedlat_free(s);
+        if (stats_fd >= 0)
+            close(stats_fd);
+        w[i].secs = (double)(s1 - s0) / 1e9;
+        w[i].msgs = (double)(m1 - m0);
+        w[i].prog_runs = (double)runs;
+        w[i].prog_ns = (double)run_ns;
         w[i].msgs_per_s = (double)(m1 - m0) * 1e9 / (double)(s1 - s0);
         w[i].cpu_ns_per_msg = (t0 >= 0 && t1 >= 0 && m1 > m0) ?
             (double)(t1 - t0) * 1e9 / (double)sysconf(_SC_CLK_TCK) / (double)(m1 - m0) : 0;
@@ -390,9 +414,10 @@ int main(int argc, char **argv)
             (double)(t1 - t0) * 1e9 / (double)sysconf(_SC_CLK_TCK) / (double)(s1 - s0) * 100 : 0;
         printf("{\"bench\":\"schedlat\",\"window\":%d,\"probes\":\"%s\",\"conns\":%d,"
                "\"depth\":%d,\"size\":%d,\"window_ms\":%d,\"msgs_per_s\":%.0f,"
-               "\"worker_cpu_pct\":%.1f,\"worker_cpu_ns_per_msg\":%.0f}\n", i,
-               modes[w[i].mode], opt_conns, opt_depth, opt_size, opt_window_ms,
-               w[i].msgs_per_s, w[i].worker_cpu_pct, w[i].cpu_ns_per_msg);
+               "\"worker_cpu_pct\":%.1f,\"worker_cpu_ns_per_msg\":%.0f,\"prog_runs\":%.0f,"
+               "\"prog_ns\":%.0f}\n", i, modes[w[i].mode], opt_conns, opt_depth, opt_size,
+               opt_window_ms, w[i].msgs_per_s, w[i].worker_cpu_pct, w[i].cpu_ns_per_msg,
+               w[i].prog_runs, w[i].prog_ns);
         fflush(stdout);
     }
     atomic_store(&stop, 1);
@@ -415,11 +440,27 @@ int main(int argc, char **argv)
     printf("summary (%d windows of %d ms, %d conns x %d in flight, %d-byte messages): "
            "no probes %.0f msgs/s, %.0f ns worker CPU/msg (medians)", n, opt_window_ms,
            opt_conns, opt_depth, opt_size, median(rate[0], nrate[0]), median(cost[0], nrate[0]));
-    for (m = 1; m < NMODES; m++)
-        printf("; %s %.0f msgs/s, %+.1f%% msgs/s and %+.1f%% CPU/msg vs the windows next to "
-               "it", modes[m], median(rate[m], nrate[m]),
-               (median(ratio[m], nratio[m]) - 1) * 100, (median(cratio[m], nratio[m]) - 1) * 100);
     printf("%s\n", attached_all ? "" : " (probes did NOT attach: see above)");
+    for (m = 1; m < NMODES; m++) {
+        double secs = 0, nmsgs = 0, runs = 0, ns = 0;
+
+        for (i = 0; i < n; i++) {
+            if (w[i].mode != m)
+                continue;
+            secs += w[i].secs;
+            nmsgs += w[i].msgs;
+            runs += w[i].prog_runs;
+            ns += w[i].prog_ns;
+        }
+        printf("  %s: %.0f msgs/s (median), %+.1f%% msgs/s and %+.1f%% worker CPU/msg against "
+               "the unprobed windows beside it (median ratio); in-kernel cost: %.0f program "
+               "runs/s, %.0f ns/run, %.3f%% of the machine's %ld CPUs, %.0f ns per message\n",
+               modes[m], median(rate[m], nrate[m]), (median(ratio[m], nratio[m]) - 1) * 100,
+               (median(cratio[m], nratio[m]) - 1) * 100, secs > 0 ? runs / secs : 0,
+               runs > 0 ? ns / runs : 0,
+               secs > 0 ? ns / (secs * 1e9 * (double)sysconf(_SC_NPROCESSORS_ONLN)) * 100 : 0,
+               sysconf(_SC_NPROCESSORS_ONLN), nmsgs > 0 ? ns / nmsgs : 0);
+    }
 
 out_daemon:
     if (pid > 0) {

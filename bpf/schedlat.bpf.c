@@ -87,33 +87,40 @@ struct task_struct___cpu {              /* before 5.16 */
     unsigned int cpu;
 } __attribute__((preserve_access_index));
 
-static __always_inline long task_state(struct task_struct *p)
+/* Reads <p>->field: a plain load where <p> is a BTF pointer the verifier trusts (<btf>, a
+ * tp_btf program: the cheapest), bpf_probe_read_kernel() otherwise. <btf> is a constant in
+ * every inlined copy, so the other branch is compiled out. */
+#define TASK_READ(btf, p, field) ((btf) ? (p)->field : BPF_CORE_READ(p, field))
+
+static __always_inline long task_state(struct task_struct *p, const int btf)
 {
     struct task_struct___new *n = (void *)p;
+    struct task_struct___old *o = (void *)p;
 
     if (bpf_core_field_exists(n->__state))
-        return BPF_CORE_READ(n, __state);
-    return BPF_CORE_READ((struct task_struct___old *)p, state);
+        return TASK_READ(btf, n, __state);
+    return TASK_READ(btf, o, state);
 }
 
-static __always_inline __u32 task_cpu(struct task_struct *p)
+static __always_inline __u32 task_cpu(struct task_struct *p, const int btf)
 {
     struct task_struct___ti *t = (void *)p;
+    struct task_struct___cpu *c = (void *)p;
 
     if (bpf_core_field_exists(t->thread_info.cpu))
-        return BPF_CORE_READ(t, thread_info.cpu);
-    return BPF_CORE_READ((struct task_struct___cpu *)p, cpu);
+        return TASK_READ(btf, t, thread_info.cpu);
+    return TASK_READ(btf, c, cpu);
 }
 
 /* The process filter, then the worker map. Returns 1 and the worker's index in *<idx>
  * when <p> is one of our worker threads. */
-static __always_inline int worker_of(struct task_struct *p, __u32 *idx)
+static __always_inline int worker_of(struct task_struct *p, __u32 *idx, const int btf)
 {
     __u32 tid, *w;
 
-    if (!p || (__u32)BPF_CORE_READ(p, tgid) != targ_tgid)
+    if (!p || (__u32)TASK_READ(btf, p, tgid) != targ_tgid)
         return 0;
-    tid = BPF_CORE_READ(p, pid);
+    tid = TASK_READ(btf, p, pid);
     w = bpf_map_lookup_elem(&workers_by_tid, &tid);
     if (!w)
         return 0;
@@ -134,13 +141,13 @@ static __always_inline __u32 log2_u64(__u64 v)
     return r;
 }
 
-static __always_inline int on_wakeup(struct task_struct *p)
+static __always_inline int on_wakeup(struct task_struct *p, const int btf)
 {
     struct schedlat_worker *w;
     struct schedlat_task *t;
     __u32 idx;
 
-    if (!worker_of(p, &idx))
+    if (!worker_of(p, &idx, btf))
         return 0;
     t = bpf_map_lookup_elem(&tstate, &idx);
     w = bpf_map_lookup_elem(&stats, &idx);
@@ -153,21 +160,21 @@ static __always_inline int on_wakeup(struct task_struct *p)
 
 /* <prev> leaves the CPU for <next>; <preempt> is the tracepoint's flag (0 when unknown). */
 static __always_inline int on_switch(int preempt, struct task_struct *prev,
-                                     struct task_struct *next)
+                                     struct task_struct *next, const int btf)
 {
     struct schedlat_worker *w;
     struct schedlat_task *t;
     __u64 now = 0, delta;
     __u32 idx, slot, invol;
 
-    if (worker_of(prev, &idx)) {
+    if (worker_of(prev, &idx, btf)) {
         t = bpf_map_lookup_elem(&tstate, &idx);
         w = bpf_map_lookup_elem(&stats, &idx);
         if (t && w) {
             now = bpf_ktime_get_ns();
             /* Preempted, or left the CPU while still runnable (sched_yield, a signal
              * that cancelled the sleep): it waits in the run queue from now on. */
-            invol = preempt || task_state(prev) == TASK_RUNNING;
+            invol = preempt || task_state(prev, btf) == TASK_RUNNING;
             t->off_ns = now;
             t->off_invol = invol;
             t->ready_ns = invol ? now : 0;
@@ -177,7 +184,7 @@ static __always_inline int on_switch(int preempt, struct task_struct *prev,
                 __sync_fetch_and_add(&w->nvol, 1);
         }
     }
-    if (!worker_of(next, &idx))
+    if (!worker_of(next, &idx, btf))
         return 0;
     t = bpf_map_lookup_elem(&tstate, &idx);
     w = bpf_map_lookup_elem(&stats, &idx);
@@ -212,15 +219,15 @@ static __always_inline int on_switch(int preempt, struct task_struct *prev,
     return 0;
 }
 
-static __always_inline int on_migrate(struct task_struct *p, __u32 dest_cpu)
+static __always_inline int on_migrate(struct task_struct *p, __u32 dest_cpu, const int btf)
 {
     struct schedlat_worker *w;
     __u32 idx;
 
-    if (!worker_of(p, &idx))
+    if (!worker_of(p, &idx, btf))
         return 0;
     /* set_task_cpu() fires the tracepoint also when the CPU does not change. */
-    if (task_cpu(p) == dest_cpu)
+    if (task_cpu(p, btf) == dest_cpu)
         return 0;
     w = bpf_map_lookup_elem(&stats, &idx);
     if (w)
@@ -233,25 +240,25 @@ static __always_inline int on_migrate(struct task_struct *p, __u32 dest_cpu)
 SEC("tp_btf/sched_wakeup")
 int BPF_PROG(btf_wakeup, struct task_struct *p)
 {
-    return on_wakeup(p);
+    return on_wakeup(p, 1);
 }
 
 SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(btf_wakeup_new, struct task_struct *p)
 {
-    return on_wakeup(p);
+    return on_wakeup(p, 1);
 }
 
 SEC("tp_btf/sched_switch")
 int BPF_PROG(btf_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-    return on_switch(preempt, prev, next);
+    return on_switch(preempt, prev, next, 1);
 }
 
 SEC("tp_btf/sched_migrate_task")
 int BPF_PROG(btf_migrate, struct task_struct *p, int dest_cpu)
 {
-    return on_migrate(p, (__u32)dest_cpu);
+    return on_migrate(p, (__u32)dest_cpu, 1);
 }
 
 /* ------------------------------------------------------------------ raw_tp */
@@ -259,25 +266,25 @@ int BPF_PROG(btf_migrate, struct task_struct *p, int dest_cpu)
 SEC("raw_tp/sched_wakeup")
 int BPF_PROG(raw_wakeup, struct task_struct *p)
 {
-    return on_wakeup(p);
+    return on_wakeup(p, 0);
 }
 
 SEC("raw_tp/sched_wakeup_new")
 int BPF_PROG(raw_wakeup_new, struct task_struct *p)
 {
-    return on_wakeup(p);
+    return on_wakeup(p, 0);
 }
 
 SEC("raw_tp/sched_switch")
 int BPF_PROG(raw_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-    return on_switch(preempt, prev, next);
+    return on_switch(preempt, prev, next, 0);
 }
 
 SEC("raw_tp/sched_migrate_task")
 int BPF_PROG(raw_migrate, struct task_struct *p, int dest_cpu)
 {
-    return on_migrate(p, (__u32)dest_cpu);
+    return on_migrate(p, (__u32)dest_cpu, 0);
 }
 
 /* ------------------------------------------------------------------ kprobe
@@ -289,21 +296,21 @@ SEC("kprobe")
 int BPF_KPROBE(kp_wakeup, struct task_struct *p)
 {
     /* Entry of try_to_wake_up(): a task that is running already is not being woken. */
-    if (task_state(p) == TASK_RUNNING)
+    if (task_state(p, 0) == TASK_RUNNING)
         return 0;
-    return on_wakeup(p);
+    return on_wakeup(p, 0);
 }
 
 SEC("kprobe")
 int BPF_KPROBE(kp_switch, struct task_struct *prev)
 {
-    return on_switch(0, prev, (struct task_struct *)bpf_get_current_task());
+    return on_switch(0, prev, (struct task_struct *)bpf_get_current_task(), 0);
 }
 
 SEC("kprobe")
 int BPF_KPROBE(kp_migrate, struct task_struct *p, unsigned int new_cpu)
 {
-    return on_migrate(p, new_cpu);
+    return on_migrate(p, new_cpu, 0);
 }
 
 char LICENSE[] SEC("license") = "GPL";

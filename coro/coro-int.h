@@ -2,6 +2,7 @@
 #ifndef CORO_CORO_INT_H
 #define CORO_CORO_INT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -37,7 +38,9 @@ struct coro {
     uint64_t           id;
     uint64_t           spawned_ms;
     uint64_t           park_ms;
-    uint64_t           deadline;   /* loop ms; meaningful while heap_idx != CORO_NO_TIMER */
+    uint64_t           deadline;   /* loop ms while heap_idx != CORO_NO_TIMER; while READY
+                                    * with track_ready: CLOCK_MONOTONIC ns when made ready
+                                    * (a ready coroutine has no timer: the field is free) */
     void              *xfer;       /* a value handed over by a channel; free-list link */
     union {                        /* one per model: a coroutine struct costs 224 bytes */
         char          *stack;      /* dedicated model: the mapping (guard first) */
@@ -89,6 +92,12 @@ struct coro_sched {
     unsigned           buf_keep;
     unsigned           bufs_out;
     size_t             buf_size;
+    /* ready-to-run delays (opts.track_ready): written here only, read by any thread */
+    int                track_ready;
+    _Atomic uint64_t   ready_slots[CORO_READY_SLOTS];
+    _Atomic uint64_t   ready_count;
+    _Atomic uint64_t   ready_sum_ns;
+    _Atomic uint64_t   ready_max_ns;
 #ifdef CORO_ASAN
     const void        *main_lo;
     size_t             main_size;

@@ -54,6 +54,20 @@ struct coro_sched_opts {
     size_t   buf_size;     /* bytes per pooled I/O buffer; default 16 KiB */
     unsigned buf_keep;     /* idle buffers kept in the pool; default 256 */
     unsigned stack_keep;   /* idle dedicated stacks kept; default 256 */
+    unsigned track_ready;  /* 1: time every ready-to-run delay (coro_sched_ready_stats()),
+                            * at two clock reads per resume; default 0 */
+};
+
+#define CORO_READY_SLOTS 32
+
+/* A scheduler's ready-to-run delays: from the moment a coroutine became ready (coro_wake()
+ * from its I/O callback, its timer, its spawn) to the moment it runs. A log2 histogram of
+ * microseconds: slot 0 counts 0..1 us, slot i 2^i..2^(i+1)-1 us, the last one all above. */
+struct coro_ready_stats {
+    uint64_t slots[CORO_READY_SLOTS];
+    uint64_t count;
+    uint64_t sum_ns;
+    uint64_t max_ns;
 };
 
 /* What coro_sched_foreach() reports about one coroutine. Strings are static. */
@@ -81,6 +95,11 @@ int coro_sched_free(struct coro_sched *s);
 /* Runs every coroutine that is ready now (not those made ready meanwhile); the loop does
  * this by itself after each poll. Returns how many were resumed. */
 unsigned coro_sched_run(struct coro_sched *s);
+
+/* Copies <s>'s ready-to-run delays into *<out> (all 0 unless opts.track_ready). Any thread
+ * may call it while <s> lives: only the scheduler's thread writes them (relaxed atomics),
+ * so each value reads whole, though not all from one instant. */
+void coro_sched_ready_stats(const struct coro_sched *s, struct coro_ready_stats *out);
 
 uv_loop_t *coro_sched_loop(const struct coro_sched *s);
 enum coro_stack_model coro_sched_stack_model(const struct coro_sched *s);

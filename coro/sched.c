@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sdt.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coro-int.h"
@@ -273,6 +274,44 @@ static void coro_entry(void)
     abort();   /* a dead coroutine is never resumed */
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Single writer: a relaxed load and store, no locked instruction. */
+#define READY_ADD(f, n) \
+    atomic_store_explicit(&(f), atomic_load_explicit(&(f), memory_order_relaxed) + (n), \
+                          memory_order_relaxed)
+
+static void ready_record(struct coro_sched *s, const struct coro *co)
+{
+    uint64_t ns = mono_ns() - co->deadline, us = ns / 1000;
+    unsigned slot = us ? 63u - (unsigned)__builtin_clzll(us) : 0;
+
+    if (slot >= CORO_READY_SLOTS)
+        slot = CORO_READY_SLOTS - 1;
+    READY_ADD(s->ready_slots[slot], 1);
+    READY_ADD(s->ready_count, 1);
+    READY_ADD(s->ready_sum_ns, ns);
+    if (ns > atomic_load_explicit(&s->ready_max_ns, memory_order_relaxed))
+        atomic_store_explicit(&s->ready_max_ns, ns, memory_order_relaxed);
+}
+
+void coro_sched_ready_stats(const struct coro_sched *s, struct coro_ready_stats *out)
+{
+    unsigned i;
+
+    for (i = 0; i < CORO_READY_SLOTS; i++)
+        out->slots[i] = atomic_load_explicit(&s->ready_slots[i], memory_order_relaxed);
+    out->count = atomic_load_explicit(&s->ready_count, memory_order_relaxed);
+    out->sum_ns = atomic_load_explicit(&s->ready_sum_ns, memory_order_relaxed);
+    out->max_ns = atomic_load_explicit(&s->ready_max_ns, memory_order_relaxed);
+}
+
 unsigned coro_sched_run(struct coro_sched *s)
 {
     unsigned n = s->nready, ran = 0;
@@ -284,6 +323,8 @@ unsigned coro_sched_run(struct coro_sched *s)
 
         coro_list_del(&co->link);
         s->nready--;
+        if (s->track_ready)
+            ready_record(s, co);
         resume(s, co);
         ran++;
     }
@@ -308,6 +349,8 @@ static void on_idle(uv_idle_t *h)
 
 static void make_ready(struct coro_sched *s, struct coro *co)
 {
+    if (s->track_ready)
+        co->deadline = mono_ns();   /* no timer while ready: see struct coro */
     co->state = CORO_READY;
     coro_list_add_tail(&s->ready, &co->link);
     if (s->nready++ == 0 && !uv_is_active((uv_handle_t *)&s->idle))
@@ -346,6 +389,7 @@ struct coro_sched *coro_sched_new(uv_loop_t *loop, const struct coro_sched_opts 
     s->buf_size = o.buf_size ? o.buf_size : DEFAULT_BUF_SIZE;
     s->buf_keep = o.buf_keep ? o.buf_keep : DEFAULT_KEEP;
     s->stack_keep = o.stack_keep ? o.stack_keep : DEFAULT_KEEP;
+    s->track_ready = o.track_ready != 0;
     s->timer_due = UINT64_MAX;
     s->next_id = 1;
     coro_list_init(&s->ready);

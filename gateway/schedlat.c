@@ -572,20 +572,83 @@ static const char *fmt_ns(uint64_t ns, char *buf, size_t size)
     return buf;
 }
 
-/* runqlat's histogram: one line per slot up to the last non-empty one. */
-static void print_hist(FILE *f, const struct cg_sched_hist *h)
+int cg_sched_coro_read(struct cg_daemon *d, unsigned i, struct cg_sched_hist *out)
 {
-    uint64_t top = 0;
-    unsigned i, last = 0, stars, k;
+    struct cg_worker *w;
+    struct coro_ready_stats rs;
+    int err = 0;
+
+    if (!d || i >= d->nworkers)
+        return -ERANGE;
+    w = &d->workers[i];
+    /* The scheduler is freed once the worker closed its async handle: check under the
+     * lock the worker takes to do so. */
+    uv_mutex_lock(&w->lock);
+    if (w->async_closed)
+        err = -ESRCH;
+    else
+        coro_sched_ready_stats(w->sched, &rs);
+    uv_mutex_unlock(&w->lock);
+    if (err < 0)
+        return err;
+    _Static_assert(CORO_READY_SLOTS == CG_SCHED_SLOTS, "one histogram layout");
+    memcpy(out->slots, rs.slots, sizeof(out->slots));
+    out->count = rs.count;
+    out->sum_ns = rs.sum_ns;
+    out->max_ns = rs.max_ns;
+    return 0;
+}
+
+/* "N samples, avg A, p50 B, p99 C, p99.9 D, max E" */
+static void print_summary(FILE *f, const struct cg_sched_hist *h, const char *what)
+{
+    char a[5][32];
+
+    fprintf(f, "%llu %s, avg %s, p50 %s, p99 %s, p99.9 %s, max %s\n",
+            (unsigned long long)h->count, what,
+            fmt_ns(h->count ? h->sum_ns / h->count : 0, a[0], 32),
+            fmt_ns(cg_sched_hist_percentile(h, 50), a[1], 32),
+            fmt_ns(cg_sched_hist_percentile(h, 99), a[2], 32),
+            fmt_ns(cg_sched_hist_percentile(h, 99.9), a[3], 32),
+            fmt_ns(h->max_ns, a[4], 32));
+}
+
+static void print_bar(FILE *f, uint64_t v, uint64_t top)
+{
+    unsigned k, stars = top ? (unsigned)(v * 20 / top) : 0;
+
+    fputc('|', f);
+    for (k = 0; k < 20; k++)
+        fputc(k < stars ? '*' : ' ', f);
+    fputc('|', f);
+}
+
+/* runqlat's histogram, one line per slot up to the last non-empty one; with <coro>, the
+ * coroutine ready-to-run histogram beside it, on the same scale of microseconds. */
+static void print_hist(FILE *f, const struct cg_sched_hist *h, const struct cg_sched_hist *coro)
+{
+    uint64_t top = 0, ctop = 0;
+    unsigned i, last = 0;
 
     for (i = 0; i < CG_SCHED_SLOTS; i++) {
-        if (h->slots[i])
+        if (h && h->slots[i] && i > last)
             last = i;
-        if (h->slots[i] > top)
+        if (coro && coro->slots[i] && i > last)
+            last = i;
+        if (h && h->slots[i] > top)
             top = h->slots[i];
+        if (coro && coro->slots[i] > ctop)
+            ctop = coro->slots[i];
     }
-    fprintf(f, "    %20s : %-10s distribution\n", "usecs", "count");
-    for (i = 0; i <= last && top; i++) {
+    if (!top && !ctop)
+        return;
+    fprintf(f, "    %20s :", "usecs");
+    if (h)
+        fprintf(f, " %-10s %-*s", "run-queue", coro ? 22 : 0, "distribution");
+    if (coro)
+        fprintf(f, " %-10s %s", "coroutine", "distribution");
+    fputc('\n', f);
+    for (i = 0; i <= last; i++) {
         char range[48];
 
         if (i == CG_SCHED_SLOTS - 1)
@@ -593,49 +656,58 @@ static void print_hist(FILE *f, const struct cg_sched_hist *h)
         else
             snprintf(range, sizeof(range), "%llu -> %llu", i ? 1ull << i : 0ull,
                      (1ull << (i + 1)) - 1);
-        stars = (unsigned)(h->slots[i] * 40 / top);
-        fprintf(f, "    %20s : %-10llu |", range, (unsigned long long)h->slots[i]);
-        for (k = 0; k < 40; k++)
-            fputc(k < stars ? '*' : ' ', f);
-        fputs("|\n", f);
+        fprintf(f, "    %20s :", range);
+        if (h) {
+            fprintf(f, " %-10llu ", (unsigned long long)h->slots[i]);
+            print_bar(f, h->slots[i], top);
+        }
+        if (coro) {
+            fprintf(f, " %-10llu ", (unsigned long long)coro->slots[i]);
+            print_bar(f, coro->slots[i], ctop);
+        }
+        fputc('\n', f);
     }
 }
 
-static void format_text(FILE *f, const struct cg_schedlat *s)
+static void format_text(FILE *f, const struct cg_schedlat *s, struct cg_daemon *d)
 {
     struct cg_sched_worker w;
-    char a[6][32];
-    unsigned i;
-    int err;
+    struct cg_sched_hist coro;
+    unsigned i, n = d ? d->nworkers : 0;
+    int running = cg_schedlat_is_running(s), err, have_coro;
+    char a[2][32];
 
-    if (!cg_schedlat_is_running(s)) {
+    if (!running)
         fprintf(f, "sched: disabled: %s\n", cg_schedlat_reason(s));
-        return;
-    }
-    fprintf(f, "sched: attach %s (%s), %u workers\n", mode_names[s->mode], s->hooks, s->n);
-    for (i = 0; i < s->n; i++) {
-        err = cg_schedlat_read(s, i, &w);
-        if (err < 0) {
-            fprintf(f, "worker %u: read failed: %s\n", i, strerror(-err));
-            continue;
-        }
-        if (w.cpu >= 0)
+    else
+        fprintf(f, "sched: attach %s (%s), %u workers\n", mode_names[s->mode], s->hooks, s->n);
+    if (running && s->n > n)
+        n = s->n;
+    for (i = 0; i < n; i++) {
+        err = running ? cg_schedlat_read(s, i, &w) : -ENODEV;
+        have_coro = cg_sched_coro_read(d, i, &coro) == 0;
+        if (err == 0 && w.cpu >= 0)
             fprintf(f, "worker %u (tid %d, cpu %d)\n", i, w.tid, w.cpu);
-        else
+        else if (err == 0)
             fprintf(f, "worker %u (tid %d, not pinned)\n", i, w.tid);
-        fprintf(f, "  run-queue latency: %llu samples, avg %s, p50 %s, p99 %s, p99.9 %s, "
-                "max %s\n", (unsigned long long)w.runq.count,
-                fmt_ns(w.runq.count ? w.runq.sum_ns / w.runq.count : 0, a[0], 32),
-                fmt_ns(cg_sched_hist_percentile(&w.runq, 50), a[1], 32),
-                fmt_ns(cg_sched_hist_percentile(&w.runq, 99), a[2], 32),
-                fmt_ns(cg_sched_hist_percentile(&w.runq, 99.9), a[3], 32),
-                fmt_ns(w.runq.max_ns, a[4], 32));
-        fprintf(f, "  off-CPU: voluntary %llu switches, %s; involuntary %llu switches, %s\n",
-                (unsigned long long)w.nvol, fmt_ns(w.off_vol_ns, a[0], 32),
-                (unsigned long long)w.ninvol, fmt_ns(w.off_invol_ns, a[5], 32));
-        fprintf(f, "  wake-ups %llu, migrations %llu\n", (unsigned long long)w.wakeups,
-                (unsigned long long)w.migrations);
-        print_hist(f, &w.runq);
+        else
+            fprintf(f, "worker %u\n", i);
+        if (err == 0) {
+            fputs("  run-queue latency: ", f);
+            print_summary(f, &w.runq, "samples");
+            fprintf(f, "  off-CPU: voluntary %llu switches, %s; involuntary %llu switches, "
+                    "%s\n", (unsigned long long)w.nvol, fmt_ns(w.off_vol_ns, a[0], 32),
+                    (unsigned long long)w.ninvol, fmt_ns(w.off_invol_ns, a[1], 32));
+            fprintf(f, "  wake-ups %llu, migrations %llu\n", (unsigned long long)w.wakeups,
+                    (unsigned long long)w.migrations);
+        } else if (running) {
+            fprintf(f, "  probes: read failed: %s\n", strerror(-err));
+        }
+        if (have_coro) {
+            fputs("  coroutine ready-to-run: ", f);
+            print_summary(f, &coro, "resumes");
+        }
+        print_hist(f, err == 0 ? &w.runq : NULL, have_coro ? &coro : NULL);
     }
 }
 
@@ -655,46 +727,67 @@ static void json_string(FILE *f, const char *str)
     fputc('"', f);
 }
 
-static void format_json(FILE *f, const struct cg_schedlat *s)
+static void json_hist(FILE *f, const char *name, const struct cg_sched_hist *h)
+{
+    unsigned k;
+
+    fprintf(f, "\"%s\":{\"count\":%llu,\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,"
+            "\"p99_ns\":%llu,\"p999_ns\":%llu,\"log2_us\":[", name,
+            (unsigned long long)h->count, (unsigned long long)h->sum_ns,
+            (unsigned long long)h->max_ns,
+            (unsigned long long)cg_sched_hist_percentile(h, 50),
+            (unsigned long long)cg_sched_hist_percentile(h, 99),
+            (unsigned long long)cg_sched_hist_percentile(h, 99.9));
+    for (k = 0; k < CG_SCHED_SLOTS; k++)
+        fprintf(f, "%s%llu", k ? "," : "", (unsigned long long)h->slots[k]);
+    fputs("]}", f);
+}
+
+static void format_json(FILE *f, const struct cg_schedlat *s, struct cg_daemon *d)
 {
     struct cg_sched_worker w;
-    unsigned i, k;
+    struct cg_sched_hist coro;
+    unsigned i, n = d ? d->nworkers : 0;
+    int running = cg_schedlat_is_running(s);
 
     fputs("{\"attach\":", f);
     json_string(f, cg_schedlat_mode(s));
-    if (!cg_schedlat_is_running(s)) {
+    if (running) {
+        fputs(",\"enabled\":true,\"hooks\":", f);
+        json_string(f, s->hooks);
+        if (s->n > n)
+            n = s->n;
+    } else {
         fputs(",\"enabled\":false,\"reason\":", f);
         json_string(f, cg_schedlat_reason(s));
+    }
+    if (n == 0) {
         fputs("}\n", f);
         return;
     }
-    fputs(",\"enabled\":true,\"hooks\":", f);
-    json_string(f, s->hooks);
     fputs(",\"workers\":[", f);
-    for (i = 0; i < s->n; i++) {
-        if (cg_schedlat_read(s, i, &w) < 0)
-            memset(&w, 0, sizeof(w));
-        fprintf(f, "%s{\"worker\":%u,\"tid\":%d,\"cpu\":%d,\"runq\":{\"count\":%llu,"
-                "\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,\"p99_ns\":%llu,"
-                "\"p999_ns\":%llu,\"log2_us\":[", i ? "," : "", i, s->tids[i], s->cpus[i],
-                (unsigned long long)w.runq.count, (unsigned long long)w.runq.sum_ns,
-                (unsigned long long)w.runq.max_ns,
-                (unsigned long long)cg_sched_hist_percentile(&w.runq, 50),
-                (unsigned long long)cg_sched_hist_percentile(&w.runq, 99),
-                (unsigned long long)cg_sched_hist_percentile(&w.runq, 99.9));
-        for (k = 0; k < CG_SCHED_SLOTS; k++)
-            fprintf(f, "%s%llu", k ? "," : "", (unsigned long long)w.runq.slots[k]);
-        fprintf(f, "]},\"voluntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
-                "\"involuntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
-                "\"wakeups\":%llu,\"migrations\":%llu}",
-                (unsigned long long)w.nvol, (unsigned long long)w.off_vol_ns,
-                (unsigned long long)w.ninvol, (unsigned long long)w.off_invol_ns,
-                (unsigned long long)w.wakeups, (unsigned long long)w.migrations);
+    for (i = 0; i < n; i++) {
+        fprintf(f, "%s{\"worker\":%u", i ? "," : "", i);
+        if (running && cg_schedlat_read(s, i, &w) == 0) {
+            fprintf(f, ",\"tid\":%d,\"cpu\":%d,", w.tid, w.cpu);
+            json_hist(f, "runq", &w.runq);
+            fprintf(f, ",\"voluntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
+                    "\"involuntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
+                    "\"wakeups\":%llu,\"migrations\":%llu",
+                    (unsigned long long)w.nvol, (unsigned long long)w.off_vol_ns,
+                    (unsigned long long)w.ninvol, (unsigned long long)w.off_invol_ns,
+                    (unsigned long long)w.wakeups, (unsigned long long)w.migrations);
+        }
+        if (cg_sched_coro_read(d, i, &coro) == 0) {
+            fputc(',', f);
+            json_hist(f, "coro_ready", &coro);
+        }
+        fputc('}', f);
     }
     fputs("]}\n", f);
 }
 
-char *cg_schedlat_format(const struct cg_schedlat *s, int json)
+char *cg_schedlat_format(const struct cg_schedlat *s, struct cg_daemon *d, int json)
 {
     char *text = NULL;
     size_t len = 0;
@@ -704,9 +797,9 @@ char *cg_schedlat_format(const struct cg_schedlat *s, int json)
     if (!f)
         return NULL;
     if (json)
-        format_json(f, s);
+        format_json(f, s, d);
     else
-        format_text(f, s);
+        format_text(f, s, d);
     if (fclose(f) != 0) {
         free(text);
         errno = ENOMEM;

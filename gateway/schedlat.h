@@ -107,12 +107,18 @@ uint64_t cg_sched_hist_percentile(const struct cg_sched_hist *h, double p);
 void cg_sched_worker_diff(struct cg_sched_worker *out, const struct cg_sched_worker *now,
                           const struct cg_sched_worker *before);
 
-/* `show sched`: the attach path, then per worker the run-queue latency percentiles and
- * histogram (runqlat style), switches with off-CPU time, wake-ups and migrations; with
- * <json>, the same as one JSON object on one line. Returns a NUL-terminated string the
- * caller frees (ending in a newline), or NULL with errno ENOMEM. <s> may be NULL (the
- * probes were never started): reported as disabled. */
-char *cg_schedlat_format(const struct cg_schedlat *s, int json);
+/* Reads worker <i> of <d>'s coroutine ready-to-run delays (coro_sched_ready_stats(), from
+ * a coroutine being made ready to it running) into *<out>. Any thread. Returns 0, -ERANGE
+ * when there is no worker <i> (or <d> is NULL), -ESRCH when it has ended. */
+int cg_sched_coro_read(struct cg_daemon *d, unsigned i, struct cg_sched_hist *out);
+
+/* `show sched`: the attach path (or why the probes are disabled), then per worker the
+ * run-queue latency percentiles, switches with off-CPU time, wake-ups and migrations, the
+ * coroutine ready-to-run percentiles (when <d>, which may be NULL, is given), and both
+ * histograms side by side (runqlat style); with <json>, the same as one JSON object on one
+ * line. Returns a NUL-terminated string the caller frees (ending in a newline), or NULL
+ * with errno ENOMEM. <s> may be NULL (the probes were never started): reported disabled. */
+char *cg_schedlat_format(const struct cg_schedlat *s, struct cg_daemon *d, int json);
 
 /* Finds the kernel text symbol for function <base> in the kallsyms-format file <path>
  * (NULL = /proc/kallsyms): <base> itself, else a compiler-made clone of it such as

@@ -157,7 +157,8 @@ static const char help_text[] =
     "  show upstreams                          servers: state, health, connections\n"
     "  show breaker                            connection quotas in use\n"
     "  show sched [json]                       per worker: run-queue latency, off-CPU time,\n"
-    "                                          switches, migrations (eBPF, [bpf] attach)\n"
+    "                                          switches, migrations (eBPF, [bpf] attach);\n"
+    "                                          coroutine ready-to-run delays\n"
     "  set server UPSTREAM/SERVER state ready|drain|maint\n"
     "                                          take a server in or out of balancing\n"
     "  set breaker force-open|force-closed|auto   (not built yet)\n"
@@ -982,7 +983,7 @@ static void run_command(struct client *c, char *line)
     } else if (IS(0, "show") && IS(1, "breaker") && argc == 2) {
         cmd_breaker(st, &b);
     } else if (IS(0, "show") && IS(1, "sched") && (argc == 2 || (argc == 3 && IS(2, "json")))) {
-        char *text = cg_schedlat_format(rt->d->schedlat, argc == 3);    /* schedlat.h */
+        char *text = cg_schedlat_format(rt->d->schedlat, rt->d, argc == 3);  /* schedlat.h */
 
         if (text)
             cg_sbuf_add(&b, text, strlen(text));

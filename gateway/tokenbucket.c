@@ -3,9 +3,13 @@
 
 #define MILLI 1000
 
+/* Token counts are capped so that a full bucket minus a full debt still fits an int64_t
+ * in thousandths: 2^61 / 1000 tokens is more than any rate limit needs. */
+#define TOKENS_MAX (((int64_t)1 << 61) / MILLI)
+
 static int64_t clamp_tokens(uint64_t n)
 {
-    return n > (uint64_t)INT64_MAX / MILLI ? INT64_MAX / MILLI : (int64_t)n;
+    return n > (uint64_t)TOKENS_MAX ? TOKENS_MAX : (int64_t)n;
 }
 
 void cg_tb_init(struct cg_tokenbucket *tb, uint64_t rate, uint64_t burst, uint64_t now_ms)

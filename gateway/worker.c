@@ -445,7 +445,8 @@ static void worker_main(void *arg)
 static int worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
 {
     const struct cg_config *cfg = d->cfg;
-    struct coro_sched_opts opts = { .stack_model = CORO_STACK_SHARED };
+    /* track_ready: the coroutine ready-to-run delays of `show sched` (schedlat.h). */
+    struct coro_sched_opts opts = { .stack_model = CORO_STACK_SHARED, .track_ready = 1 };
     unsigned i;
     int err;
 

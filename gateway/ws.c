@@ -90,6 +90,7 @@ struct side {
     uint64_t             last_io;   /* loop ms of the last frame either way */
     const char          *close_reason;  /* our close, while due */
     uint16_t             close_code;
+    uint16_t             rcvd_code;     /* of the close it sent (1005: none) */
     int32_t              rerr;      /* UV_EOF or the read error, once seen */
     uint8_t              hdr[2];    /* the first bytes of the last frame header handed over */
     uint8_t              t_hdr[14]; /* track(): the header being handed over */
@@ -140,6 +141,7 @@ struct hsblock {
     char                key[CG_WS_KEY_LEN + 1];         /* ours, for the backend */
     char                request_id[REQUEST_ID_MAX + 1];
     char                addr[64];                       /* the client's IP address */
+    char                head[1024];                     /* our 101 */
 };
 
 static struct cg_ratelimit upstream_log = CG_RATELIMIT_INIT(1000, 5);
@@ -441,14 +443,19 @@ static void work_free(struct side *x)
     x->wk = NULL;
 }
 
-/* Gives back <x>'s frame context once it has been idle at a frame boundary, with nothing
- * buffered in wslay or due, for TRIM_MS. */
+/* 1 when <x> has a frame context it could give back: at a frame boundary both ways,
+ * nothing buffered in wslay, nothing due. */
+static int trimmable(const struct side *x)
+{
+    return x->wk && !x->in && !x->in_frame && !x->out_busy && !x->pong_due && !x->ping_due &&
+           !x->close_due && x->given == x->next_hdr;
+}
+
+/* Gives back <x>'s frame context once it has been trimmable and idle for TRIM_MS. */
 static void trim(struct side *x)
 {
-    if (!x->wk || x->in || x->in_frame || x->out_busy || x->pong_due || x->ping_due ||
-        x->close_due || x->given != x->next_hdr || x->s->now - x->last_io < TRIM_MS)
-        return;
-    work_free(x);
+    if (trimmable(x) && x->s->now - x->last_io >= TRIM_MS)
+        work_free(x);
 }
 
 /* ------------------------------------------------------------------ closing */
@@ -459,10 +466,10 @@ static void begin_closing(struct sess *s)
         s->close_at = s->now + s->lc->close_timeout_ms;
 }
 
-/* Abandons <x>: nothing more is read from or written to it. Its peer learns by a close
- * unless the close handshake with <x> had completed. */
 static void start_close(struct side *x, unsigned code, const char *reason);
 
+/* Abandons <x>: nothing more is read from or written to it. Its peer learns by a close
+ * unless <x> had sent its own. */
 static void side_gone(struct side *x)
 {
     struct side *y = x->peer;
@@ -515,7 +522,8 @@ static void send_close(struct side *x, unsigned code, const void *reason, size_t
             len = sizeof(buf) - 2;
         buf[0] = (uint8_t)(code >> 8);
         buf[1] = (uint8_t)code;
-        memcpy(buf + 2, reason, len);
+        if (len)
+            memcpy(buf + 2, reason, len);
         n = 2 + len;
     }
     x->close_due = 0;
@@ -754,6 +762,7 @@ static void on_close_frame(struct side *x)
         code = (unsigned)p[0] << 8 | p[1];
     }
     x->close_rcvd = 1;
+    x->rcvd_code = (uint16_t)code;
     x->eof = 1;                 /* nothing may follow a close */
     if (x->client)
         CG_STAT_ADD(s->w->stats.ws_close_rcvd[cg_ws_close_index(code)], 1);
@@ -886,6 +895,8 @@ static int pump_ws(struct side *x)
             if (x->client && rate_paused(s))
                 break;
         }
+        if (!x->wk && !x->in && !coro_stream_readable(x->st))
+            break;              /* nothing arrived: no need for a context yet */
         if (!work_of(x)) {
             side_gone(x);
             break;
@@ -1008,14 +1019,15 @@ static int64_t park_time(struct sess *s)
     } else {
         if (lc->idle_timeout_ms)
             earliest(&t, s->last_data + lc->idle_timeout_ms);
-        if (lc->keepalive_interval_ms)
+        /* A ping due but not sent yet waits for a frame boundary, not for a timer. */
+        if (lc->keepalive_interval_ms && !s->cl.ping_due)
             earliest(&t, s->ping_at ? s->ping_at + lc->keepalive_timeout_ms
                                     : s->last_rx + lc->keepalive_interval_ms);
     }
     if (s->rate_until > s->now)
         earliest(&t, s->rate_until);
     for (i = 0; i < 2; i++)
-        if (sides[i]->wk)
+        if (trimmable(sides[i]))
             earliest(&t, sides[i]->last_io + TRIM_MS);
     if (!t)
         return CORO_FOREVER;
@@ -1023,6 +1035,15 @@ static int64_t park_time(struct sess *s)
 }
 
 static void linger(struct sess *s, int64_t ms);
+
+/* Answers the close <x> sent with its own code, if nobody did and <x> can take a frame. */
+static void echo_close(struct side *x)
+{
+    if (x->raw || x->gone || !x->close_rcvd || x->close_sent || x->out_busy)
+        return;
+    send_close(x, x->rcvd_code, NULL, 0);
+    flush_out(x);
+}
 
 static void relay(struct sess *s)
 {
@@ -1039,6 +1060,9 @@ static void relay(struct sess *s)
         s->now = uv_now(loop);
         if (check_timers(s)) {
             CG_STAT_ADD(s->w->stats.ws_close_timeouts, 1);
+            /* A peer whose close the other side never answered gets its answer from us. */
+            echo_close(&s->cl);
+            echo_close(&s->be);
             break;
         }
         progress = pump_ws(&s->cl);
@@ -1202,7 +1226,7 @@ static int backend_handshake(struct sess *s, struct hsblock *hb)
     const char *why;
     int n, err;
 
-    b = coro_buf_get(s->w->sched, hb->req.fed + 2048);
+    b = coro_buf_get(s->w->sched, 2 * (size_t)hb->req.fed + 2048);   /* Host goes twice */
     if (!b)
         return 502;
     n = cg_handshake_backend_request(&hb->req, &f, b->data, b->cap);
@@ -1258,7 +1282,6 @@ void cg_ws_session(void *arg)
     uint64_t t0 = uv_hrtime();
     const char *host, *path;
     size_t plen;
-    char buf[1024];
     int err, n;
 
     c->co = coro_self();
@@ -1328,8 +1351,8 @@ void cg_ws_session(void *arg)
     }
     n = cg_handshake_accept_response(&hb->req, s->be.raw ? NULL
                                      : cg_handshake_get(&hb->resp, CG_HS_PROTOCOL),
-                                     hb->request_id, buf, sizeof(buf));
-    if (n < 0 || coro_write_copy(&c->client, buf, (size_t)n, WRITE_TIMEOUT_MS) < 0)
+                                     hb->request_id, hb->head, sizeof(hb->head));
+    if (n < 0 || coro_write_copy(&c->client, hb->head, (size_t)n, WRITE_TIMEOUT_MS) < 0)
         goto out_srv;
     CG_STAT_ADD(w->stats.bytes_out, (uint64_t)n);
     CG_STAT_ADD(w->stats.ws_upgrades, 1);

@@ -45,6 +45,7 @@
 #define PROGRESS_MS      1000
 #define SEND_BATCH       64        /* messages one wake-up sends at most when behind */
 #define PACER_SLACK_NS   20000     /* wake those due within 20 µs together */
+#define CLOSE_WAIT_MS    1000      /* ws: how long our close waits for the answer */
 #define NO_HEAP          UINT32_MAX
 
 enum { CMD_STEADY = 1, CMD_STOP = 2, CMD_CANCEL = 4 };
@@ -119,6 +120,7 @@ struct lg_thread {
     uint64_t                 live;
     uint64_t                 base_sent;      /* at CMD_STEADY */
     uint64_t                 base_received;
+    uint64_t                 base_connected;
     uint8_t                 *scratch;        /* one message, for ws payloads */
     /* counting, thread only */
     struct lg_counters       c;
@@ -161,6 +163,7 @@ struct lg_proc {
 
 static void thread_publish(struct lg_thread *t);
 static void thread_maybe_close(struct lg_thread *t);
+static int conn_flush(struct lg_cconn *c);
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -369,6 +372,8 @@ static int conn_read_all(struct lg_cconn *c)
     }
     if (c->ws) {
         err = lg_wsc_flush(c->ws);       /* pongs and close replies */
+        if (err == 0)
+            err = conn_flush(c);
         if (err < 0)
             return err;
     }
@@ -512,6 +517,23 @@ static int traffic_idle(struct lg_cconn *c)
     }
 }
 
+/* After the last of --messages: reads on (late echoes, EOF) until the stop, then drains. */
+static int traffic_done(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    int err;
+
+    while (!t->stopping) {
+        err = coro_park("done", CORO_FOREVER);
+        if (err == UV_ECANCELED)
+            return err;
+        err = conn_read_all(c);
+        if (err < 0)
+            return err;
+    }
+    return conn_drain(c);
+}
+
 /* Open loop: message i leaves at start + i * interval, or as soon after as possible; its
  * timestamp is the intended time, so a stall of ours or the server's counts in full. */
 static int traffic_rate(struct lg_cconn *c)
@@ -528,10 +550,13 @@ static int traffic_rate(struct lg_cconn *c)
     for (;;) {
         if (t->stopping)
             break;
+        if (t->cfg->messages && c->seq >= t->cfg->messages)
+            return traffic_done(c);
         now = uv_hrtime();
         n = 0;
         if (coro_stream_queued(&c->st) <= c->st.wq_high) {
-            while (c->next_send <= now && n < SEND_BATCH) {
+            while (c->next_send <= now && n < SEND_BATCH &&
+                   (!t->cfg->messages || c->seq < t->cfg->messages)) {
                 err = conn_put_msg(c, c->next_send);
                 if (err < 0)
                     return err;
@@ -563,40 +588,55 @@ static int traffic_rate(struct lg_cconn *c)
     return conn_drain(c);
 }
 
-/* Closed loop: one message in flight; the next leaves when its echo is back. A reply not
- * back within reply_timeout_ms counts lost; a damaged one moves on at once. */
-static int traffic_closed(struct lg_cconn *c)
+/* Sends one message and waits for its echo. Returns 0 once it is back, damaged, or given
+ * up after reply_timeout_ms (counted lost), or at the stop; a read error otherwise. */
+static int round_trip(struct lg_cconn *c)
 {
     struct lg_thread *t = c->t;
     uint64_t want, corrupt0, start, el;
     int err;
 
-    coro_stream_watch(&c->st, coro_self());
-    while (!t->stopping) {
-        err = conn_put_msg(c, uv_hrtime());
-        if (err == 0)
-            err = conn_send_flush(c);
+    err = conn_put_msg(c, uv_hrtime());
+    if (err == 0)
+        err = conn_send_flush(c);
+    if (err < 0)
+        return err;
+    want = c->seq;
+    corrupt0 = c->rx.corrupt;
+    start = uv_now(&t->loop);
+    for (;;) {
+        err = conn_read_all(c);
         if (err < 0)
             return err;
-        want = c->seq;
-        corrupt0 = t->ms.corrupt;
-        start = uv_now(&t->loop);
-        for (;;) {
-            err = conn_read_all(c);
-            if (err < 0)
-                return err;
-            if (c->rx.expected >= want || c->rx.bad || t->ms.corrupt != corrupt0 ||
-                t->stopping)
-                break;
-            el = uv_now(&t->loop) - start;
-            if (el >= (uint64_t)t->cfg->reply_timeout_ms) {
-                lg_msg_rx_give_up(&c->rx, want, &t->ms);
-                break;
-            }
-            err = coro_park("reply", t->cfg->reply_timeout_ms - (int64_t)el);
-            if (err == UV_ECANCELED)
-                return err;
+        /* A damaged echo will not come back whole: move on (every way out of this loop
+         * but the timeout needs new data, so the coroutine parks). */
+        if (c->rx.expected >= want || c->rx.corrupt != corrupt0 || t->stopping)
+            return 0;
+        el = uv_now(&t->loop) - start;
+        if (el >= (uint64_t)t->cfg->reply_timeout_ms) {
+            lg_msg_rx_give_up(&c->rx, want, &t->ms);
+            return 0;
         }
+        err = coro_park("reply", t->cfg->reply_timeout_ms - (int64_t)el);
+        if (err == UV_ECANCELED)
+            return err;
+    }
+}
+
+/* Closed loop: one message in flight; the next leaves when its echo is back. A reply not
+ * back within reply_timeout_ms counts lost; a damaged one moves on at once. */
+static int traffic_closed(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    int err;
+
+    coro_stream_watch(&c->st, coro_self());
+    while (!t->stopping) {
+        if (t->cfg->messages && c->seq >= t->cfg->messages)
+            return traffic_done(c);
+        err = round_trip(c);
+        if (err < 0)
+            return err;
     }
     return conn_drain(c);
 }
@@ -621,6 +661,33 @@ static int traffic_push(struct lg_cconn *c)
 }
 
 /* ------------------------------------------------------------------ connections */
+
+/* The WebSocket close handshake from our side: close 1000, then the peer's close (or EOF)
+ * within CLOSE_WAIT_MS; best effort, errors are not the run's. */
+static void ws_goodbye(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    uint64_t start = uv_now(&t->loop), el;
+    struct coro_buf *b = NULL;
+    ssize_t n;
+
+    lg_wsc_close(c->ws, 1000);
+    if (conn_flush(c) < 0)
+        return;
+    for (;;) {
+        el = uv_now(&t->loop) - start;
+        if (el >= CLOSE_WAIT_MS)
+            return;
+        n = coro_read(&c->st, &b, CLOSE_WAIT_MS - (int64_t)el);
+        if (n < 0)
+            return;                       /* EOF, error, timeout, cancel */
+        t->c.bytes_received += (uint64_t)n;
+        n = lg_wsc_feed(c->ws, (const uint8_t *)b->data + b->off, (size_t)n);
+        coro_buf_put(t->sched, b);
+        if (n < 0)
+            return;                       /* UV_EOF: the close answer came */
+    }
+}
 
 static int conn_connect(struct lg_cconn *c)
 {
@@ -674,41 +741,124 @@ static void conn_unlink(struct lg_thread *t, struct lg_cconn *c)
     c->prev = c->next = NULL;
 }
 
+/* Initialises <c>'s stream, connects it (binding the source), upgrades it (ws), and counts
+ * the attempt, its latency or its error. Returns 0 or the error. The stream must be closed
+ * afterwards either way. */
+static int conn_open(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+    const struct lg_run_cfg *cfg = t->cfg;
+    uint64_t t0;
+    int err;
+
+    err = coro_stream_init(t->sched, &c->st);
+    if (err < 0)
+        return err;
+    t->c.attempts++;
+    t0 = uv_hrtime();
+    err = conn_connect(c);
+    if (err == 0 && cfg->mode == LG_MODE_WS)
+        err = lg_wsc_open(&c->ws, &c->st, cfg, ws_send_bytes, on_ws_message, c,
+                          cfg->connect_timeout_ms - (int64_t)((uv_hrtime() - t0) / 1000000));
+    if (err == 0) {
+        cg_hist_record(&t->connect_h, uv_hrtime() - t0);
+        t->c.connected++;
+    } else if (err != UV_ECANCELED) {
+        t->c.errors[connect_error_kind(err)]++;
+    }
+    return err;
+}
+
+/* Frees what a connection holds besides its (closed) stream, unlinks and frees it. */
+static void conn_release(struct lg_cconn *c)
+{
+    struct lg_thread *t = c->t;
+
+    heap_del(t, c);
+    coro_buf_put(t->sched, c->out);
+    c->out = NULL;
+    lg_wsc_free(c->ws);
+    c->ws = NULL;
+    lg_msg_rx_deinit(&c->rx);
+    conn_unlink(t, c);
+    t->live--;
+    free(c);
+    thread_maybe_close(t);
+}
+
+static void settle_once(struct lg_thread *t, int *settled)
+{
+    if (*settled)
+        return;
+    *settled = 1;
+    t->settled++;
+    thread_check_ramp(t);
+}
+
+/* --churn: connect, one round trip, close, again until the stop: new connections/s with
+ * the whole cost of each (accept, upstream connect, relay, both closes). */
+static void churn_main(void *arg)
+{
+    struct lg_cconn *c = arg;
+    struct lg_thread *t = c->t;
+    int err = 0, settled = 0;
+
+    if (!t->stopping && lg_msg_rx_init(&c->rx, t->cfg->message_size, c->gid) < 0) {
+        t->c.errors[LG_ERR_CONN_OTHER]++;
+        goto out;
+    }
+    while (!t->stopping) {
+        err = conn_open(c);
+        settle_once(t, &settled);
+        if (err == 0) {
+            c->seq = 0;
+            c->rx.expected = 0;
+            c->rx.partlen = 0;
+            c->rx.bad = 0;
+            c->rx.damaged = 0;
+            coro_stream_watch(&c->st, coro_self());
+            err = round_trip(c);
+            if (err == 0 && t->stopping)
+                err = conn_drain(c);      /* the echo in flight at the stop */
+            if (err == 0 && c->ws)
+                ws_goodbye(c);
+            t->c.ended++;
+            if (err < 0 && err != UV_ECANCELED)
+                t->c.errors[io_error_kind(err)]++;
+        }
+        coro_stream_close(&c->st, NULL);
+        lg_wsc_free(c->ws);
+        c->ws = NULL;
+        coro_buf_put(t->sched, c->out);
+        c->out = NULL;
+        if (err == UV_ECANCELED)
+            break;
+        if (err < 0 && !t->stopping && coro_sleep(10) == UV_ECANCELED)
+            break;                        /* after an error: no tight loop */
+    }
+out:
+    settle_once(t, &settled);
+    conn_release(c);
+}
+
 /* The coroutine of one client connection; owns <arg> and frees it. */
 static void conn_main(void *arg)
 {
     struct lg_cconn *c = arg;
     struct lg_thread *t = c->t;
     const struct lg_run_cfg *cfg = t->cfg;
-    uint64_t t0;
-    int err, inited = 0;
+    int err, settled = 0;
 
     if (t->stopping) {
-        t->settled++;
+        settle_once(t, &settled);
+        conn_release(c);
+        return;
+    }
+    err = conn_open(c);
+    settle_once(t, &settled);
+    if (err < 0)
         goto out;
-    }
-    err = coro_stream_init(t->sched, &c->st);
-    if (err == 0) {
-        inited = 1;
-        t->c.attempts++;
-        t0 = uv_hrtime();
-        err = conn_connect(c);
-        if (err == 0 && cfg->mode == LG_MODE_WS)
-            err = lg_wsc_open(&c->ws, &c->st, cfg, ws_send_bytes, on_ws_message, c,
-                              cfg->connect_timeout_ms - (int64_t)((uv_hrtime() - t0) / 1000000));
-        if (err == 0)
-            cg_hist_record(&t->connect_h, uv_hrtime() - t0);
-    }
-    t->settled++;
-    if (err < 0) {
-        if (err != UV_ECANCELED)
-            t->c.errors[connect_error_kind(err)]++;
-        thread_check_ramp(t);
-        goto out;
-    }
     c->up = 1;
-    t->c.connected++;
-    thread_check_ramp(t);
     if (cfg->traffic != LG_TRAFFIC_IDLE) {
         err = lg_msg_rx_init(&c->rx, cfg->message_size,
                              cfg->traffic == LG_TRAFFIC_PUSH ? LG_MSG_CONN_PUSH : c->gid);
@@ -721,6 +871,7 @@ static void conn_main(void *arg)
         case LG_TRAFFIC_RATE:   err = traffic_rate(c); break;
         case LG_TRAFFIC_CLOSED: err = traffic_closed(c); break;
         case LG_TRAFFIC_PUSH:   err = traffic_push(c); break;
+        case LG_TRAFFIC_CHURN:  break;    /* churn_main */
         }
     }
     t->c.ended++;
@@ -730,19 +881,10 @@ static void conn_main(void *arg)
             t->c.dropped++;
     }
     if (err == 0 && c->ws)
-        lg_wsc_close(c->ws, 1000);      /* says goodbye; best effort */
+        ws_goodbye(c);
 out:
-    heap_del(t, c);
-    coro_buf_put(t->sched, c->out);
-    c->out = NULL;
-    if (inited)
-        coro_stream_close(&c->st, NULL);   /* waits for the close */
-    lg_wsc_free(c->ws);
-    lg_msg_rx_deinit(&c->rx);
-    conn_unlink(t, c);
-    t->live--;
-    free(c);
-    thread_maybe_close(t);
+    coro_stream_close(&c->st, NULL);   /* waits for the close */
+    conn_release(c);
 }
 
 static int spawn_one(struct lg_thread *t)
@@ -755,7 +897,8 @@ static int spawn_one(struct lg_thread *t)
     c->t = t;
     c->gid = (uint32_t)(t->share + t->spawned * t->nshares);
     c->heap_idx = NO_HEAP;
-    err = coro_spawn(t->sched, conn_main, c, "lg client", &c->co);
+    err = coro_spawn(t->sched, t->cfg->traffic == LG_TRAFFIC_CHURN ? churn_main : conn_main,
+                     c, "lg client", &c->co);
     if (err < 0) {
         free(c);
         return err;
@@ -852,6 +995,7 @@ static void on_cmd(uv_async_t *h)
         t->c.up_at_steady = lg_counters_up(&t->c);
         t->base_sent = t->c.sent;
         t->base_received = t->c.received;
+        t->base_connected = t->c.connected;
     }
     if (cmd & (CMD_STOP | CMD_CANCEL) && !t->stopping) {
         fold_counters(t);
@@ -859,6 +1003,7 @@ static void on_cmd(uv_async_t *h)
             t->c.up_at_stop = lg_counters_up(&t->c);
             t->c.steady_sent = t->c.sent - t->base_sent;
             t->c.steady_received = t->c.received - t->base_received;
+            t->c.steady_connected = t->c.connected - t->base_connected;
         }
         t->stopping = 1;
         uv_timer_stop(&t->ramp);
@@ -1215,9 +1360,12 @@ int lg_client_run(const struct lg_run_cfg *cfg, unsigned proc, struct lg_sink *s
         }
         res->c.ramp_ns = p.steady_ns ? p.steady_ns - p.start_ns : 0;
         res->c.steady_ns = p.steady_ns && stop > p.steady_ns ? stop - p.steady_ns : 0;
-        if (res->c.steady_ns)
+        if (res->c.steady_ns) {
             res->c.steady_rate_milli = (uint64_t)((double)res->c.steady_received * 1e12 /
                                                   (double)res->c.steady_ns);
+            res->c.steady_conn_rate_milli = (uint64_t)((double)res->c.steady_connected *
+                                                       1e12 / (double)res->c.steady_ns);
+        }
         res->c.procs_done = 1;
         res->c.interrupted = p.signals > 0;
     }

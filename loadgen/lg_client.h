@@ -30,6 +30,7 @@ enum lg_traffic {
     LG_TRAFFIC_RATE,       /* --message-rate: open loop, constant rate per connection */
     LG_TRAFFIC_CLOSED,     /* --closed-loop: next message when the echo is back */
     LG_TRAFFIC_PUSH,       /* --push-recv: send nothing, check what `serve --push` sends */
+    LG_TRAFFIC_CHURN,      /* --churn: connect, one round trip, close; again until the end */
 };
 
 #define LG_MAX_HEADERS 16
@@ -48,6 +49,7 @@ struct lg_run_cfg {
     uint64_t         duration_ms;           /* steady phase */
     uint32_t         message_size;
     double           message_rate;          /* per connection per second (open loop) */
+    uint64_t         messages;              /* per connection, then silent; 0 = no limit */
     uint32_t        *sources;               /* IPv4, network order; NULL: no bind */
     uint32_t         nsources;
     unsigned         threads;

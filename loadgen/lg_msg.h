@@ -45,6 +45,7 @@ struct lg_msg_rx {
     uint32_t conn;        /* expected conn field */
     uint32_t damaged;     /* corrupt stretches since the last good frame */
     uint64_t expected;    /* next sequence number expected */
+    uint64_t corrupt;     /* damaged stretches on this connection, ever */
     int      bad;         /* 1 while resynchronising */
 };
 

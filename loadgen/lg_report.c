@@ -52,6 +52,8 @@ void lg_counters_add(struct lg_counters *d, const struct lg_counters *s)
     if (s->steady_ns > d->steady_ns)
         d->steady_ns = s->steady_ns;
     d->steady_rate_milli += s->steady_rate_milli;
+    d->steady_connected += s->steady_connected;
+    d->steady_conn_rate_milli += s->steady_conn_rate_milli;
     d->procs_done += s->procs_done;
     d->interrupted += s->interrupted;
 }
@@ -434,6 +436,29 @@ static void judge(const struct lg_agg *a, const struct lg_counters *c, struct ve
     v->reached = c->up_at_steady == n && c->procs_done == cfg->procs;
     v->held = v->reached && c->up_at_stop == n && !c->interrupted;
     v->data_errors = c->corrupt + c->lost + c->reordered > 0;
+    if (cfg->traffic == LG_TRAFFIC_CHURN && c->procs_done == cfg->procs) {
+        /* Connections come and go: the verdict is whether every cycle worked. */
+        v->reached = v->held = errors_total(c) == 0 && c->connected > 0 && !c->interrupted;
+        if (!v->reached) {
+            v->status = 1;
+            snprintf(v->text, sizeof(v->text),
+                     "FAIL: %llu of %llu churn cycles failed%s; errors: %s",
+                     (unsigned long long)errors_total(c), (unsigned long long)c->attempts,
+                     c->interrupted ? " (interrupted)" : "", errs);
+        } else if (v->data_errors) {
+            v->status = 3;
+            snprintf(v->text, sizeof(v->text),
+                     "FAIL: messages were damaged: %llu corrupt, %llu lost, %llu reordered",
+                     (unsigned long long)c->corrupt, (unsigned long long)c->lost,
+                     (unsigned long long)c->reordered);
+        } else {
+            snprintf(v->text, sizeof(v->text),
+                     "PASS: %llu connections by %llu churners, %.0f new connections/s, every "
+                     "echo intact", (unsigned long long)c->connected,
+                     (unsigned long long)n, (double)c->steady_conn_rate_milli / 1000.0);
+        }
+        return;
+    }
     if (c->procs_done < cfg->procs) {
         v->status = 1;
         snprintf(v->text, sizeof(v->text),
@@ -500,6 +525,7 @@ static const char *traffic_name(const struct lg_run_cfg *cfg)
     case LG_TRAFFIC_RATE:   return "open loop";
     case LG_TRAFFIC_CLOSED: return "closed loop";
     case LG_TRAFFIC_PUSH:   return "server push";
+    case LG_TRAFFIC_CHURN:  return "churn (connect, one round trip, close)";
     }
     return "?";
 }
@@ -522,8 +548,10 @@ static void print_report(const struct lg_agg *a, const struct verdict *v, FILE *
     if (cfg->traffic == LG_TRAFFIC_RATE)
         fprintf(out, ", %u-byte messages at %g/s per connection", cfg->message_size,
                 cfg->message_rate);
-    else if (cfg->traffic == LG_TRAFFIC_CLOSED)
+    else if (cfg->traffic == LG_TRAFFIC_CLOSED || cfg->traffic == LG_TRAFFIC_CHURN)
         fprintf(out, ", %u-byte messages", cfg->message_size);
+    if (cfg->messages)
+        fprintf(out, ", %llu per connection", (unsigned long long)cfg->messages);
     fprintf(out, ", steady phase %.1f s\n", (double)cfg->duration_ms / 1e3);
     fprintf(out, "connections: %llu attempts, %llu connected, %llu up after the ramp "
             "(%.2f s), %llu up at the end of the steady phase (%.2f s), %llu dropped\n",
@@ -542,6 +570,10 @@ static void print_report(const struct lg_agg *a, const struct verdict *v, FILE *
                 "received %llu messages in all\n", rate,
                 rate * cfg->message_size / 1e6, (unsigned long long)c->sent,
                 (unsigned long long)c->received);
+        if (cfg->traffic == LG_TRAFFIC_CHURN)
+            fprintf(out, "new connections: %.0f/s (steady phase), %llu in all\n",
+                    (double)c->steady_conn_rate_milli / 1000.0,
+                    (unsigned long long)c->connected);
         fprintf(out, "integrity: %llu corrupt, %llu lost, %llu reordered, %llu bytes "
                 "skipped\n", (unsigned long long)c->corrupt, (unsigned long long)c->lost,
                 (unsigned long long)c->reordered, (unsigned long long)c->skipped_bytes);
@@ -596,6 +628,7 @@ static const char *traffic_key(enum lg_traffic t)
     case LG_TRAFFIC_RATE:   return "rate";
     case LG_TRAFFIC_CLOSED: return "closed_loop";
     case LG_TRAFFIC_PUSH:   return "push";
+    case LG_TRAFFIC_CHURN:  return "churn";
     }
     return "?";
 }
@@ -622,10 +655,12 @@ static int write_json(const struct lg_agg *a, const struct verdict *v, const cha
         fprintf(f, "null");
     fprintf(f, ", \"connections\": %llu, \"connect_rate\": %g, \"duration_s\": %g, "
             "\"traffic\": \"%s\", \"message_size\": %u, \"message_rate\": %g, "
+            "\"messages_per_connection\": %llu, "
             "\"sources\": %u, \"threads\": %u, \"procs\": %u},\n",
             (unsigned long long)cfg->connections, cfg->connect_rate,
             (double)cfg->duration_ms / 1e3, traffic_key(cfg->traffic), cfg->message_size,
-            cfg->traffic == LG_TRAFFIC_RATE ? cfg->message_rate : 0.0, cfg->nsources,
+            cfg->traffic == LG_TRAFFIC_RATE ? cfg->message_rate : 0.0,
+            (unsigned long long)cfg->messages, cfg->nsources,
             cfg->threads, cfg->procs);
     fprintf(f, "  \"result\": {\"status\": %d, \"pass\": %s, \"reached\": %s, \"held\": %s, "
             "\"data_errors\": %s, \"interrupted\": %s, \"statement\": ", v->status,
@@ -654,11 +689,13 @@ static int write_json(const struct lg_agg *a, const struct verdict *v, const cha
             (unsigned long long)c->reordered, (unsigned long long)c->bytes_sent,
             (unsigned long long)c->bytes_received, (unsigned long long)c->skipped_bytes);
     fprintf(f, "  \"throughput\": {\"msgs_per_s\": %.3f, \"bytes_per_s\": %.3f, "
-            "\"steady_sent\": %llu, \"steady_received\": %llu, \"window_s\": %.6f},\n",
+            "\"connections_per_s\": %.3f, \"steady_sent\": %llu, "
+            "\"steady_received\": %llu, \"steady_connected\": %llu, \"window_s\": %.6f},\n",
             (double)c->steady_rate_milli / 1000.0,
             (double)c->steady_rate_milli / 1000.0 * cfg->message_size,
+            (double)c->steady_conn_rate_milli / 1000.0,
             (unsigned long long)c->steady_sent, (unsigned long long)c->steady_received,
-            (double)c->steady_ns / 1e9);
+            (unsigned long long)c->steady_connected, (double)c->steady_ns / 1e9);
     fprintf(f, "  \"latency_ms\": {\n");
     json_hist(f, "connect", &a->fin.connect, 0);
     json_hist(f, "round_trip", &a->fin.rtt, 1);

@@ -55,6 +55,8 @@ struct lg_counters {
     uint64_t ramp_ns;           /* start to ramp done (the longest) */
     uint64_t steady_ns;         /* length of the steady phase (the longest) */
     uint64_t steady_rate_milli; /* steady messages received per second x 1000 (summed) */
+    uint64_t steady_connected;  /* connects during the steady phase (--churn) */
+    uint64_t steady_conn_rate_milli; /* ... per second x 1000 (summed) */
     uint64_t procs_done;        /* processes that delivered their result */
     uint64_t interrupted;       /* processes stopped by a signal */
 };

@@ -75,6 +75,10 @@ void lg_run_usage(FILE *f)
         "  --closed-loop          next message as soon as the echo is back\n"
         "  --push-recv            send nothing; check messages from `serve --push`\n"
         "                         (latency from the server's CLOCK_REALTIME stamp)\n"
+        "  --churn                each connection slot connects, does one round trip,\n"
+        "                         closes, and again: new connections/s\n"
+        "  --messages N           with --message-rate/--closed-loop: N messages per\n"
+        "                         connection, then silent until the end\n"
         "  --source RANGES        bind source addresses round-robin, IPv4:\n"
         "                         127.0.0.2-127.0.0.250[,127.1.0.1-127.1.0.9...]\n"
         "  --threads T            event-loop threads per process (1)\n"
@@ -580,7 +584,7 @@ enum {
     OPT_MODE = 256, OPT_TARGET, OPT_PATH, OPT_HEADER, OPT_CONNECTIONS, OPT_CONNECT_RATE,
     OPT_DURATION, OPT_HOLD, OPT_MESSAGE_SIZE, OPT_MESSAGE_RATE, OPT_CLOSED_LOOP,
     OPT_PUSH_RECV, OPT_SOURCE, OPT_THREADS, OPT_PROCS, OPT_CONNECT_TIMEOUT,
-    OPT_REPLY_TIMEOUT, OPT_DRAIN, OPT_JSON, OPT_PLOT, OPT_QUIET,
+    OPT_REPLY_TIMEOUT, OPT_DRAIN, OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHURN, OPT_MESSAGES,
 };
 
 int lg_run_main(int argc, char **argv)
@@ -598,6 +602,8 @@ int lg_run_main(int argc, char **argv)
         { "message-rate",    required_argument, NULL, OPT_MESSAGE_RATE },
         { "closed-loop",     no_argument,       NULL, OPT_CLOSED_LOOP },
         { "push-recv",       no_argument,       NULL, OPT_PUSH_RECV },
+        { "churn",           no_argument,       NULL, OPT_CHURN },
+        { "messages",        required_argument, NULL, OPT_MESSAGES },
         { "source",          required_argument, NULL, OPT_SOURCE },
         { "threads",         required_argument, NULL, OPT_THREADS },
         { "procs",           required_argument, NULL, OPT_PROCS },
@@ -692,6 +698,15 @@ int lg_run_main(int argc, char **argv)
             cfg.traffic = LG_TRAFFIC_PUSH;
             ntraffic++;
             break;
+        case OPT_CHURN:
+            cfg.traffic = LG_TRAFFIC_CHURN;
+            ntraffic++;
+            break;
+        case OPT_MESSAGES:
+            if (parse_u64(optarg, 1, UINT64_MAX / 2, &v) < 0)
+                return usage_error("bad --messages '%s': expected a count", optarg);
+            cfg.messages = v;
+            break;
         case OPT_SOURCE:
             sources = optarg;
             break;
@@ -755,10 +770,13 @@ int lg_run_main(int argc, char **argv)
     lg_addr_format((const struct sockaddr *)&cfg.target, cfg.target_str,
                    sizeof(cfg.target_str));
     if (ntraffic > 1)
-        return usage_error("choose one of --message-rate, --closed-loop and --push-recv");
+        return usage_error("choose one of --message-rate, --closed-loop, --push-recv and "
+                           "--churn");
     if (hold && ntraffic)
         return usage_error("--hold keeps connections silent: it excludes --message-rate, "
-                           "--closed-loop and --push-recv");
+                           "--closed-loop, --push-recv and --churn");
+    if (cfg.messages && cfg.traffic != LG_TRAFFIC_RATE && cfg.traffic != LG_TRAFFIC_CLOSED)
+        return usage_error("--messages goes with --message-rate or --closed-loop");
     if (cfg.mode == LG_MODE_TCP && (cfg.nheaders || strcmp(cfg.path, "/") != 0))
         return usage_error("--path and --header need --mode ws");
     if ((uint64_t)cfg.procs * cfg.threads > 1024)

@@ -579,6 +579,32 @@ START_TEST(test_msg_damage)
 }
 END_TEST
 
+/* Every single-bit flip anywhere in a frame fails the check, for sizes with and without a
+ * partial last word. */
+START_TEST(test_msg_every_bit)
+{
+    static const uint32_t sizes[] = { 32, 33, 39, 64, 100, 257 };
+    uint8_t buf[300];
+    uint64_t seq, ts;
+    size_t i, k;
+    int bit;
+
+    for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        lg_msg_write(buf, sizes[k], 12345 + k, 987654321, 42);
+        ck_assert(lg_msg_check(buf, sizes[k], sizes[k], 42, &seq, &ts));
+        ck_assert_uint_eq(seq, 12345 + k);
+        ck_assert_uint_eq(ts, 987654321);
+        for (i = 0; i < sizes[k]; i++)
+            for (bit = 0; bit < 8; bit++) {
+                buf[i] ^= (uint8_t)(1u << bit);
+                ck_assert_msg(!lg_msg_check(buf, sizes[k], sizes[k], 42, &seq, &ts),
+                              "size %u: flip of bit %d of byte %zu not seen", sizes[k], bit, i);
+                buf[i] ^= (uint8_t)(1u << bit);
+            }
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ runs */
 
 static const char *const echo1[] = { "--mode", "tcp", "--listen", "127.0.0.1:0", "--threads",
@@ -858,6 +884,314 @@ START_TEST(test_source_spread)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ WebSocket, faults */
+
+static uint16_t start_with(const char *mode, const char *extra1, const char *extra2)
+{
+    const char *args[] = { "--mode", mode, "--listen", "127.0.0.1:0", "--threads", "1",
+                           extra1, extra2, NULL };
+
+    return server_start(args);
+}
+
+/* The ws client against the ws server: upgrade with a path and a header, masked binary
+ * messages echoed back, exact counts, clean close handshakes. */
+START_TEST(test_ws_echo)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    unsigned long long conns, in, out;
+    char target[32];
+    struct jnode *j;
+    uint16_t port = start_with("ws", NULL, NULL);
+    const char *args[] = { "--mode", "ws", "--target", target, "--path", "/echo?x=1",
+                           "--header", "X-Test: yes", "--connections", "12",
+                           "--duration", "1s", "--message-rate", "40", "--message-size", "200",
+                           "--json", json_path, "--quiet", NULL };
+    const char *closed[] = { "--mode", "ws", "--target", target, "--connections", "4",
+                             "--duration", "300ms", "--closed-loop", "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_msg(run_loadgen(&run, args) == 0, "ws run failed:\n%s", run.out);
+    j = jparse_file(json_path);
+    ck_assert_str_eq(jreq(j, "config.mode", J_STR)->str, "ws");
+    ck_assert_str_eq(jreq(j, "config.path", J_STR)->str, "/echo?x=1");
+    ck_assert(jnum(j, "messages.sent") >= 12 * 40 * 0.9);
+    ck_assert(jnum(j, "messages.sent") == jnum(j, "messages.received"));
+    ck_assert(jnum(j, "errors.total") == 0);
+    ck_assert(jnum(j, "latency_ms.connect.count") == 12);   /* connect + upgrade */
+    jfree(j);
+    ck_assert_msg(run_loadgen(&run, closed) == 0, "ws closed loop failed:\n%s", run.out);
+    server_stop();
+    server_totals(&conns, &in, &out);
+    ck_assert_uint_eq(conns, 16);
+    ck_assert_msg(strstr(server.out, " 0 ended by an error") &&
+                  strstr(server.out, "0 upgrades refused"), "server: %s", server.out);
+    free(run.out);
+}
+END_TEST
+
+/* A request that is not an upgrade gets an HTTP error, and the client says "handshake". */
+START_TEST(test_ws_refused)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32];
+    uint16_t port = start_with("tcp", NULL, NULL);   /* echoes the request: not a 101 */
+    const char *args[] = { "--mode", "ws", "--target", target, "--connections", "3",
+                           "--duration", "1s", "--closed-loop", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_int_eq(run_loadgen(&run, args), 1);
+    ck_assert_msg(strstr(run.out, "handshake 3"), "%s", run.out);
+    ck_assert_ptr_nonnull(strstr(run.out, "NOT reached"));
+    free(run.out);
+}
+END_TEST
+
+static unsigned long long server_fault(const char *what)
+{
+    const char *p = strstr(server.out, "faults: ");
+    unsigned long long dropped, flipped;
+
+    ck_assert_msg(p, "no fault counts: %s", server.out);
+    ck_assert_int_eq(sscanf(p, "faults: %llu dropped, %llu flipped", &dropped, &flipped), 2);
+    return strcmp(what, "dropped") == 0 ? dropped : flipped;
+}
+
+/* tcp: the server drops or damages whole chunks; the client detects both, every message
+ * is accounted for (intact + damaged + lost = sent), and the exit status says so. */
+START_TEST(test_fault_tcp)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32];
+    struct jnode *j;
+    uint16_t port = start_with("tcp", "--fault", "drop=0.03,flip=0.03,seed=7");
+    const char *args[] = { "--target", target, "--connections", "10", "--duration", "1s",
+                           "--message-rate", "100", "--json", json_path, "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_int_eq(run_loadgen(&run, args), 3);
+    ck_assert_ptr_nonnull(strstr(run.out, "but messages were damaged"));
+    server_stop();
+    j = jparse_file(json_path);
+    ck_assert(jreq(j, "result.data_errors", J_BOOL)->boolean);
+    ck_assert(jreq(j, "result.held", J_BOOL)->boolean);
+    ck_assert(jnum(j, "result.status") == 3);
+    ck_assert_uint_gt(server_fault("dropped"), 0);
+    ck_assert_uint_gt(server_fault("flipped"), 0);
+    ck_assert(jnum(j, "messages.corrupt") > 0);
+    ck_assert(jnum(j, "messages.lost") > 0);
+    ck_assert(jnum(j, "messages.received") + jnum(j, "messages.corrupt") +
+              jnum(j, "messages.lost") == jnum(j, "messages.sent"));
+    /* at most one damaged stretch per damaged chunk */
+    ck_assert(jnum(j, "messages.corrupt") <= server_fault("flipped") + server_fault("dropped"));
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
+/* ws: faults hit whole messages, so the counts match the server's exactly. */
+START_TEST(test_fault_ws)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32];
+    struct jnode *j;
+    uint16_t port = start_with("ws", "--fault", "drop=0.04,flip=0.04,seed=11");
+    const char *args[] = { "--mode", "ws", "--target", target, "--connections", "10",
+                           "--duration", "1s", "--message-rate", "100", "--json", json_path,
+                           "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_int_eq(run_loadgen(&run, args), 3);
+    server_stop();
+    j = jparse_file(json_path);
+    ck_assert_uint_gt(server_fault("dropped"), 0);
+    ck_assert_uint_gt(server_fault("flipped"), 0);
+    ck_assert_uint_eq((unsigned long long)jnum(j, "messages.lost"), server_fault("dropped"));
+    ck_assert_uint_eq((unsigned long long)jnum(j, "messages.corrupt"), server_fault("flipped"));
+    ck_assert(jnum(j, "messages.received") + jnum(j, "messages.corrupt") +
+              jnum(j, "messages.lost") == jnum(j, "messages.sent"));
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
+/* Closed loop: a dropped echo is given up after --reply-timeout and counted lost; a damaged
+ * one is counted at once; the loop goes on either way. */
+START_TEST(test_fault_closed_loop)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32];
+    struct jnode *j;
+    uint16_t port = start_with("tcp", "--fault", "drop=0.2,flip=0.2,seed=3");
+    const char *args[] = { "--target", target, "--connections", "4", "--duration", "1s",
+                           "--closed-loop", "--reply-timeout", "50ms", "--json", json_path,
+                           "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_int_eq(run_loadgen(&run, args), 3);
+    server_stop();
+    j = jparse_file(json_path);
+    ck_assert(jnum(j, "messages.lost") > 0);
+    ck_assert(jnum(j, "messages.corrupt") > 0);
+    ck_assert(jnum(j, "messages.received") > 20);
+    ck_assert(jnum(j, "messages.received") + jnum(j, "messages.corrupt") +
+              jnum(j, "messages.lost") == jnum(j, "messages.sent"));
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
+/* A backend that answers after exactly 20 ms: the reported percentiles say 20 ms (open loop,
+ * well below saturation, so nothing queues). */
+START_TEST(test_delay_percentiles)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32];
+    struct jnode *j;
+    double p50, p99, min;
+    uint16_t port = start_with("tcp", "--delay", "20");
+    const char *args[] = { "--target", target, "--connections", "20", "--duration", "1500ms",
+                           "--message-rate", "20", "--json", json_path, "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+    j = jparse_file(json_path);
+    p50 = jnum(j, "latency_ms.round_trip.p50");
+    p99 = jnum(j, "latency_ms.round_trip.p99");
+    min = jnum(j, "latency_ms.round_trip.min");
+    /* The server's sleep runs on millisecond loop time: 19-21 ms, plus the round trip. */
+    ck_assert_msg(min >= 19.0, "min %.3f ms below the delay", min);
+    ck_assert_msg(p50 >= 19.5 && p50 <= 23.0, "p50 %.3f ms, expected about 20", p50);
+    ck_assert_msg(p99 >= p50 && p99 <= 40.0, "p99 %.3f ms, expected 20..40", p99);
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
+/* serve --push: every connection receives the server's stamped messages, checked in order;
+ * the latency is the server's stamp to our receipt. tcp and ws. */
+START_TEST(test_push)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32];
+    struct jnode *j;
+    int ws;
+
+    for (ws = 0; ws < 2; ws++) {
+        const char *sargs[] = { "--mode", ws ? "ws" : "tcp", "--listen", "127.0.0.1:0",
+                                "--threads", "1", "--push", "50", "--push-size", "80", NULL };
+        uint16_t port = server_start(sargs);
+        const char *args[] = { "--mode", ws ? "ws" : "tcp", "--target", target,
+                               "--connections", "10", "--duration", "1s", "--push-recv",
+                               "--message-size", "80", "--json", json_path, "--quiet", NULL };
+
+        snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+        ck_assert_msg(run_loadgen(&run, args) == 0, "push run failed:\n%s", run.out);
+        server_stop();
+        ck_assert_ptr_nonnull(strstr(server.out, " pushed, 0 push skipped"));
+        j = jparse_file(json_path);
+        ck_assert_str_eq(jreq(j, "config.traffic", J_STR)->str, "push");
+        ck_assert(jnum(j, "messages.sent") == 0);
+        ck_assert_msg(jnum(j, "messages.received") >= 10 * 50 * 0.8, "%s: %.0f received",
+                      ws ? "ws" : "tcp", jnum(j, "messages.received"));
+        ck_assert(jnum(j, "messages.corrupt") + jnum(j, "messages.lost") == 0);
+        ck_assert(jnum(j, "latency_ms.round_trip.p50") < 10);
+        jfree(j);
+    }
+    free(run.out);
+}
+END_TEST
+
+/* SIGINT during the steady phase: a report anyway, and a failure exit (not held). */
+START_TEST(test_interrupt)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    const char *argv[] = { "run", "--target", NULL, "--connections", "5", "--duration",
+                           "30s", "--message-rate", "10", NULL };
+    char target[32];
+    int status;
+    uint16_t port = server_start(echo1);
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    argv[2] = target;
+    proc_spawn(&run, argv);
+    while (!strstr(run.out, "up 5/5"))
+        ck_assert_msg(proc_read(&run, 3000) > 0, "no progress: %s", run.out);
+    kill(run.pid, SIGINT);
+    status = proc_wait(&run, 5000);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    ck_assert_msg(strstr(run.out, "NOT held (interrupted)"), "%s", run.out);
+    free(run.out);
+}
+END_TEST
+
+/* --messages N: exactly N round trips per connection, then silence; the counts are exact
+ * on both sides, for tcp and ws. */
+START_TEST(test_messages_exact)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    unsigned long long conns, in, out;
+    char target[32];
+    struct jnode *j;
+    int ws;
+
+    for (ws = 0; ws < 2; ws++) {
+        const char *sargs[] = { "--mode", ws ? "ws" : "tcp", "--listen", "127.0.0.1:0",
+                                "--threads", "1", NULL };
+        uint16_t port = server_start(sargs);
+        const char *args[] = { "--mode", ws ? "ws" : "tcp", "--target", target,
+                               "--connections", "10", "--duration", "300ms", "--closed-loop",
+                               "--messages", "3", "--message-size", "1024", "--json",
+                               json_path, "--quiet", NULL };
+
+        snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+        ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+        server_stop();
+        server_totals(&conns, &in, &out);
+        j = jparse_file(json_path);
+        ck_assert(jnum(j, "messages.sent") == 30);
+        ck_assert(jnum(j, "messages.received") == 30);
+        ck_assert(jnum(j, "config.messages_per_connection") == 3);
+        ck_assert_uint_eq(conns, 10);
+        if (!ws)
+            ck_assert_uint_eq(in, 30 * 1024);
+        jfree(j);
+    }
+    free(run.out);
+}
+END_TEST
+
+/* --churn: connection after connection, each with one intact round trip; the server saw
+ * every one of them. */
+START_TEST(test_churn)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    unsigned long long conns, in, out;
+    char target[32];
+    struct jnode *j;
+    uint16_t port = server_start(echo1);
+    const char *args[] = { "--target", target, "--connections", "4", "--duration", "500ms",
+                           "--churn", "--source", "127.0.0.2-127.0.0.9", "--json", json_path,
+                           "--quiet", NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+    ck_assert_ptr_nonnull(strstr(run.out, "new connections/s"));
+    server_stop();
+    server_totals(&conns, &in, &out);
+    j = jparse_file(json_path);
+    ck_assert_str_eq(jreq(j, "config.traffic", J_STR)->str, "churn");
+    ck_assert(jnum(j, "throughput.connections_per_s") > 100);
+    ck_assert_uint_eq(conns, (unsigned long long)jnum(j, "connections.connected"));
+    ck_assert(jnum(j, "messages.sent") == jnum(j, "connections.connected"));
+    ck_assert(jnum(j, "messages.received") == jnum(j, "messages.sent"));
+    ck_assert_uint_eq(in, (unsigned long long)jnum(j, "messages.sent") * 64);
+    ck_assert(jnum(j, "latency_ms.connect.count") == jnum(j, "connections.connected"));
+    jfree(j);
+    free(run.out);
+}
+END_TEST
+
 START_TEST(test_usage_errors)
 {
     static const char *const none[] = { "--connections", "3", NULL };
@@ -895,6 +1229,7 @@ Suite *loadgen_suite(void)
 
     tcase_add_test(msg, test_msg_stream_pieces);
     tcase_add_test(msg, test_msg_damage);
+    tcase_add_test(msg, test_msg_every_bit);
     suite_add_tcase(s, msg);
 
     tcase_add_checked_fixture(runs, setup, teardown);
@@ -906,6 +1241,16 @@ Suite *loadgen_suite(void)
     tcase_add_test(runs, test_json_schema);
     tcase_add_test(runs, test_source_spread);
     tcase_add_test(runs, test_usage_errors);
+    tcase_add_test(runs, test_ws_echo);
+    tcase_add_test(runs, test_ws_refused);
+    tcase_add_test(runs, test_fault_tcp);
+    tcase_add_test(runs, test_fault_ws);
+    tcase_add_test(runs, test_fault_closed_loop);
+    tcase_add_test(runs, test_delay_percentiles);
+    tcase_add_test(runs, test_push);
+    tcase_add_test(runs, test_interrupt);
+    tcase_add_test(runs, test_messages_exact);
+    tcase_add_test(runs, test_churn);
     suite_add_tcase(s, runs);
     return s;
 }

@@ -110,12 +110,12 @@ static void check_attached(enum cg_bpf_attach mode, const char *name)
     ck_assert_uint_gt(w2.runq.max_ns, 0);
     ck_assert_int_eq(cg_schedlat_read(s, 1, &w), -ERANGE);
 
-    text = cg_schedlat_format(s, 0);
+    text = cg_schedlat_format(s, NULL, 0);
     ck_assert_ptr_nonnull(text);
     ck_assert_msg(strstr(text, name) && strstr(text, "worker 0 (tid ") &&
                   strstr(text, "run-queue latency: ") && strstr(text, "usecs") &&
                   strstr(text, "voluntary "), "%s", text);
-    json = cg_schedlat_format(s, 1);
+    json = cg_schedlat_format(s, NULL, 1);
     ck_assert_ptr_nonnull(json);
     ck_assert_msg(strncmp(json, "{\"attach\":\"", 11) == 0 && strstr(json, "\"enabled\":true") &&
                   strstr(json, "\"log2_us\":[") && strcmp(json + strlen(json) - 3, "]}\n") == 0,
@@ -305,8 +305,8 @@ START_TEST(test_disabled)
     ck_assert_str_eq(cg_schedlat_reason(s),
                      "no kernel BTF (/nonexistent/vmlinux: No such file or directory)");
     ck_assert_int_eq(cg_schedlat_read(s, 0, &w), -ENODEV);
-    text = cg_schedlat_format(s, 0);
-    json = cg_schedlat_format(s, 1);
+    text = cg_schedlat_format(s, NULL, 0);
+    json = cg_schedlat_format(s, NULL, 1);
     ck_assert_str_eq(text, "sched: disabled: no kernel BTF (/nonexistent/vmlinux: No such file "
                      "or directory)\n");
     ck_assert_str_eq(json, "{\"attach\":\"off\",\"enabled\":false,\"reason\":\"no kernel BTF "
@@ -323,7 +323,7 @@ START_TEST(test_disabled)
 
     ck_assert_ptr_null(cg_schedlat_new(&o, tids, NULL, 0));
     ck_assert_int_eq(errno, EINVAL);
-    text = cg_schedlat_format(NULL, 0);
+    text = cg_schedlat_format(NULL, NULL, 0);
     ck_assert_str_eq(text, "sched: disabled: not started\n");
     free(text);
     cg_schedlat_free(NULL);
@@ -562,10 +562,10 @@ struct phase {
 
 static void print_phase(const char *name, const struct phase *p, int ms)
 {
-    fprintf(stderr, "schedlat: %s: %llu msgs/s + %llu MB/s; run-queue %llu samples, p50 %llu ns, p99 %llu "
-            "ns, max %llu ns; voluntary %llu (/proc %llu), involuntary %llu (/proc %llu), "
-            "off-CPU invol %llu us, migrations %llu\n", name, p->msgs * 1000 / (unsigned)ms,
-            p->bulk / 1000 / (unsigned)ms,
+    fprintf(stderr, "schedlat: %s: %llu msgs/s + %llu MB/s; run-queue %llu samples, p50 %llu "
+            "ns, p99 %llu ns, max %llu ns; voluntary %llu (/proc %llu), involuntary %llu "
+            "(/proc %llu), off-CPU invol %llu us, migrations %llu\n", name,
+            p->msgs * 1000 / (unsigned)ms, p->bulk / 1000 / (unsigned)ms,
             (unsigned long long)p->w.runq.count,
             (unsigned long long)cg_sched_hist_percentile(&p->w.runq, 50),
             (unsigned long long)cg_sched_hist_percentile(&p->w.runq, 99),
@@ -614,6 +614,7 @@ START_TEST(test_two_phases)
         "[upstream u]\nservers = 127.0.0.1:%d\nhealth_check_interval = 0\n"
         "[bpf]\nattach = tp_btf\n";
     struct cg_daemon d;
+    struct cg_sched_hist coro;
     struct cg_errors errs;
     struct load l = { 0 };
     struct phase p1, p2;
@@ -719,8 +720,13 @@ START_TEST(test_two_phases)
              && p2.w.ninvol * PHASE1_MS > p1.w.ninvol * PHASE2_MS
              && p2.w.off_invol_ns * PHASE1_MS > p1.w.off_invol_ns * PHASE2_MS;
     }
-    show = cg_schedlat_format(d.schedlat, 0);
-    json = cg_schedlat_format(d.schedlat, 1);
+    show = cg_schedlat_format(d.schedlat, &d, 0);
+    json = cg_schedlat_format(d.schedlat, &d, 1);
+    /* The level above: every resume of a coroutine timed from ready to running. */
+    ck_assert_int_eq(cg_sched_coro_read(&d, 0, &coro), 0);
+    ck_assert_uint_gt(coro.count, 1000);
+    ck_assert_uint_gt(coro.max_ns, 0);
+    ck_assert_int_eq(cg_sched_coro_read(&d, 1, &coro), -ERANGE);
 
     atomic_store(&l.stop, 1);
     for (i = 0; i < PINGPONG_CONNS + BULK_CONNS; i++)
@@ -736,9 +742,10 @@ START_TEST(test_two_phases)
     ck_assert_ptr_nonnull(show);
     ck_assert_ptr_nonnull(json);
     ck_assert_msg(strstr(show, "sched: attach tp_btf") && strstr(show, "worker 0 (tid ") &&
+                  strstr(show, "  coroutine ready-to-run: ") && strstr(show, "coroutine") &&
                   !strstr(show, "worker 1"), "%s", show);
-    ck_assert_msg(strstr(json, "\"workers\":[{\"worker\":0,") && !strstr(json, "\"worker\":1"),
-                  "%s", json);
+    ck_assert_msg(strstr(json, "\"workers\":[{\"worker\":0,") &&
+                  strstr(json, "\"coro_ready\":{") && !strstr(json, "\"worker\":1"), "%s", json);
     free(show);
     free(json);
     ck_assert_int_eq(atomic_load(&l.errors), 0);

@@ -456,7 +456,7 @@ START_TEST(test_usage_errors)
     static const char *const bad_port[] = { "serve", "--listen", "127.0.0.1:65536", NULL };
     static const char *const port0[] = { "serve", "--listen", "127.0.0.1:0", "--threads",
                                          "2", NULL };
-    static const char *const ws[] = { "serve", "--mode", "ws", "--listen", "127.0.0.1:0",
+    static const char *const ws[] = { "serve", "--mode", "wss", "--listen", "127.0.0.1:0",
                                       NULL };
     static const char *const nocmd[] = { "frobnicate", NULL };
     static const char *const help[] = { "--help", NULL };
@@ -470,7 +470,7 @@ START_TEST(test_usage_errors)
     ck_assert_int_eq(run_status(port0), 2);
     ck_assert_ptr_nonnull(strstr(srv.log, "port 0 needs --threads 1"));
     ck_assert_int_eq(run_status(ws), 2);
-    ck_assert_ptr_nonnull(strstr(srv.log, "unsupported mode"));
+    ck_assert_ptr_nonnull(strstr(srv.log, "unknown --mode 'wss'"));
     ck_assert_int_eq(run_status(nocmd), 2);
     ck_assert_int_eq(run_status(help), 0);
 }

@@ -108,8 +108,9 @@ static int backend_wait_log(const struct backend *b, const char *needle)
     return 0;
 }
 
-/* Runs `ws_peer.py client URL SCENARIO ARGS...` (NULL-terminated) to completion. Returns 1
- * when it exited 0; else fails the test with its output and the daemon's log tail. */
+/* Runs `ws_peer.py client URL SCENARIO ARGS...` (NULL-terminated) to completion, for
+ * CLIENT_MS at most; fails the test with the client's output and the daemon's log tail
+ * unless it exited 0. */
 static void client_run(struct th_daemon *d, int port, const char *path, ...)
 {
     const char *argv[16];
@@ -448,7 +449,8 @@ START_TEST(test_ws_routes)
 }
 END_TEST
 
-/* Close codes and reasons travel both ways; pings are answered by the gateway. */
+/* Close codes and reasons travel both ways; pings are answered by the gateway; a backend
+ * that drops its connection closes the client with 1014. */
 START_TEST(test_ws_close_and_ping)
 {
     struct backend be;
@@ -463,6 +465,7 @@ START_TEST(test_ws_close_and_ping)
     client_run(d, port, "/", "close_backend", "4002", "later", NULL);
     client_run(d, port, "/", "close_backend", "1000", "done", NULL);
     client_run(d, port, "/", "ping", NULL);
+    client_run(d, port, "/", "backend_abort", NULL);
     TH_ASSERT(d, metric(port, "corogate_websocket_closes_received_total",
                         "reason=\"other\"") >= 1, "close 4001 not counted");
     ws_stop_clean(d);
@@ -630,21 +633,27 @@ struct violation {
     size_t      len;
     int         code;
     const char *kind;
+    int         raw;        /* 1: <payload> is the whole frame, sent as is */
 };
 
 static const struct violation violations[] = {
-    { 1, 0, 0x1, 0, "unmasked", 8, 1002, "unmasked" },
-    { 1, 4, 0x1, 1, "rsv1", 4, 1002, "rsv" },
-    { 1, 0, 0x3, 1, "op3", 3, 1002, "opcode" },
-    { 1, 0, 0xb, 1, "opB", 3, 1002, "opcode" },
-    { 1, 0, 0x0, 1, "cont", 4, 1002, "continuation" },
-    { 0, 0, 0x9, 1, "frag ping", 9, 1002, "control" },
-    { 1, 0, 0x9, 1, NULL, 126, 1002, "control" },
-    { 1, 0, 0x8, 1, "\x03\xed", 2, 1002, "close" },             /* code 1005 on the wire */
-    { 1, 0, 0x8, 1, "\x03", 1, 1002, "close" },
-    { 1, 0, 0x1, 1, "bad \xff utf8", 10, 1007, "utf8" },
-    { 1, 0, 0x1, 1, "cut \xe2\x9c", 6, 1007, "utf8" },
-    { 1, 0, 0x8, 1, "\x03\xe8\xc0\xaf", 4, 1007, "utf8" },     /* reason not UTF-8 */
+    { 1, 0, 0x1, 0, "unmasked", 8, 1002, "unmasked", 0 },
+    { 1, 4, 0x1, 1, "rsv1", 4, 1002, "rsv", 0 },
+    { 1, 0, 0x3, 1, "op3", 3, 1002, "opcode", 0 },
+    { 1, 0, 0xb, 1, "opB", 3, 1002, "opcode", 0 },
+    { 1, 0, 0x0, 1, "cont", 4, 1002, "continuation", 0 },
+    { 0, 0, 0x9, 1, "frag ping", 9, 1002, "control", 0 },
+    { 1, 0, 0x9, 1, NULL, 126, 1002, "control", 0 },
+    { 1, 0, 0x8, 1, "\x03\xed", 2, 1002, "close", 0 },             /* code 1005 on the wire */
+    { 1, 0, 0x8, 1, "\x03", 1, 1002, "close", 0 },
+    { 1, 0, 0x1, 1, "bad \xff utf8", 10, 1007, "utf8", 0 },
+    { 1, 0, 0x1, 1, "cut \xe2\x9c", 6, 1007, "utf8", 0 },
+    { 1, 0, 0x8, 1, "\x03\xe8\xc0\xaf", 4, 1007, "utf8", 0 },     /* reason not UTF-8 */
+    /* a 5-byte payload with a 16-bit length: not the shortest form */
+    { 0, 0, 0, 0, "\x81\xfe\x00\x05\x00\x00\x00\x00hello", 13, 1002, "length", 1 },
+    /* a fragmented message interrupted by a new one */
+    { 0, 0, 0, 0, "\x01\x80\x00\x00\x00\x00\x81\x80\x00\x00\x00\x00", 12, 1002,
+      "continuation", 1 },
 };
 
 START_TEST(test_ws_violations)
@@ -659,7 +668,10 @@ START_TEST(test_ws_violations)
     backend_start(&be, NULL, NULL);
     d = ws_start(NULL, servers_at(be.port, srv, sizeof(srv)), NULL, &port);
     fd = raw_open(d, port, "/", NULL);
-    frame_send(fd, v->fin, v->rsv, v->op, v->mask, v->payload ? v->payload : big, v->len);
+    if (v->raw)
+        ck_assert_int_eq(th_send_all(fd, v->payload, v->len), (ssize_t)v->len);
+    else
+        frame_send(fd, v->fin, v->rsv, v->op, v->mask, v->payload ? v->payload : big, v->len);
     expect_close(d, fd, v->code);
     snprintf(label, sizeof(label), "reason=\"%s\"", v->kind);
     TH_ASSERT(d, metric(port, "corogate_websocket_protocol_errors_total", label) == 1,
@@ -781,6 +793,35 @@ START_TEST(test_ws_drain)
 }
 END_TEST
 
+/* A client that never answers the backend's close: at close_timeout the backend gets its
+ * own close back (not a dropped connection) and the client's connection is closed. */
+START_TEST(test_ws_close_timeout)
+{
+    static const char cmd[] = "cmd:close 4003 bye";
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64], reason[128];
+    int64_t t0;
+    int port, fd, code;
+
+    backend_start(&be, NULL, NULL);
+    d = ws_start("close_timeout = 500ms", servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    fd = raw_open(d, port, "/", NULL);
+    frame_send(fd, 1, 0, 0x1, 1, cmd, sizeof(cmd) - 1);
+    code = close_recv(d, fd, reason, sizeof(reason));
+    TH_ASSERT(d, code == 4003 && strcmp(reason, "bye") == 0, "close %d %s", code, reason);
+    t0 = th_now_ms();
+    TH_ASSERT(d, th_wait_closed(fd, IO_MS) == 0, "not closed");
+    TH_ASSERT(d, th_now_ms() - t0 >= 300, "closed after %ld ms", (long)(th_now_ms() - t0));
+    close(fd);
+    TH_ASSERT(d, backend_wait_log(&be, "close 4003 "), "the backend's close was not answered");
+    TH_ASSERT(d, metric(port, "corogate_websocket_close_timeouts_total", NULL) == 1,
+              "close timeout counted");
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ 4. memory */
 
 static long rss_kib(pid_t pid)
@@ -838,6 +879,7 @@ Suite *ws_suite(void)
     tcase_add_test(relay, test_ws_close_and_ping);
     tcase_add_test(relay, test_ws_tcp_bridge);
     tcase_add_test(relay, test_ws_drain);
+    tcase_add_test(relay, test_ws_close_timeout);
     suite_add_tcase(s, relay);
 
     th_tcase_add_fixtures(hs);

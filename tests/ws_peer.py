@@ -11,6 +11,7 @@ Uses Debian's python3-websockets (10.x, legacy asyncio API). Run with /usr/bin/p
         cmd:close CODE REASON  closes with CODE and REASON
         cmd:flood N SIZE       sends N binary messages of SIZE bytes
         cmd:ping               pings the client side; answers "pong" once the pong came
+        cmd:abort              drops the TCP connection without a close frame
       With --log, appends one line per event: "open PATH", "close CODE REASON".
 
   ws_peer.py client URL SCENARIO [ARGS...]
@@ -66,6 +67,9 @@ async def backend_main(args):
                         blob = bytes(size)
                         for _ in range(n):
                             await ws.send(blob)
+                    elif cmd == "abort":
+                        ws.transport.abort()
+                        break
                     elif cmd == "ping":
                         waiter = await ws.ping(b"backend")
                         await asyncio.wait_for(waiter, 5)
@@ -249,6 +253,12 @@ async def sc_close_backend(url, args):
         await expect_close(ws, code, reason)
 
 
+async def sc_backend_abort(url, args):
+    async with websockets.connect(url, **OPTS) as ws:
+        await ws.send("cmd:abort")
+        await expect_close(ws, 1014, "upstream went away")
+
+
 async def sc_idle(url, args):
     async with websockets.connect(url, **OPTS) as ws:
         await expect_close(ws, 1001, "idle timeout", timeout=float(args[0]))
@@ -284,7 +294,7 @@ SCENARIOS = {
     "too_big": sc_too_big, "rate_close": sc_rate_close, "rate_delay": sc_rate_delay,
     "ping": sc_ping, "keepalive": sc_keepalive, "close_client": sc_close_client,
     "close_backend": sc_close_backend, "idle": sc_idle, "bridge": sc_bridge,
-    "refused": sc_refused,
+    "refused": sc_refused, "backend_abort": sc_backend_abort,
 }
 
 

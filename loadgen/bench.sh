@@ -1,0 +1,388 @@
+#!/bin/bash
+# loadgen/bench.sh — `make bench`: the same load against the echo backend directly, corogate,
+# HAProxy and nginx, each with the same number of worker threads, for TCP and WebSocket.
+#
+# Figures, each the median of REPS runs (the loadgen's JSON reports and /proc):
+#   rss_idle    user-space RSS per idle connection: VmRSS of the proxy's processes with
+#               IDLE_CONNS idle connections open, minus before, divided by IDLE_CONNS (the
+#               proxy is restarted for every repetition, so earlier runs do not pre-grow it)
+#   rss_msg     the same after one 1 KiB message went through each connection both ways
+#               (per-connection buffers must have gone back to the pool)
+#   cpu_msg     proxy CPU time per relayed 64-byte message (each direction counts once),
+#               from /proc/PID/stat over the closed-loop 100-connection runs
+#   cl_100      messages/s, closed loop, 100 connections, 64-byte messages
+#   cl_1000     the same with 1000 connections
+#   p99_fixed   p99 round trip in ms at FIXED_CONNS x FIXED_RATE msg/s (open loop, latency
+#               from the intended send time)
+#   conn_rate   new connections/s: CHURN_CONNS slots that each connect, do one round trip
+#               and close, again and again (accept, upstream connect, relay, closes)
+# The table gives each proxy's figure and its ratio to the best of the proxies for that row
+# (lower is better for RSS, CPU and p99; higher for the rates), and corogate's targets from
+# issue 5. "direct" is the backend without a proxy: the ceiling for the rates.
+#
+# Everything shares this machine's CPUs (loadgen, backend, proxy): figures are for
+# comparing the peers in one run, not absolute capacity. Configurations: loadgen/bench/.
+#
+# Environment (defaults in brackets): WORKERS [1], REPS [3], SECS measuring window per run
+# [2], IDLE_CONNS [2000], FIXED_CONNS [100], FIXED_RATE msg/s per connection [100],
+# CHURN_CONNS [50], MODES ["tcp ws"], PEERS ["direct corogate haproxy nginx"], BPF
+# (corogate's [bpf] attach) [off], PORT base [29000], LG_THREADS loadgen threads [1],
+# BUILD [build], OUT [$BUILD/bench-run].
+set -u
+
+BUILD=$(realpath -m "${BUILD:-build}")
+OUT=$(realpath -m "${OUT:-$BUILD/bench-run}")
+LG=$BUILD/corogate-loadgen
+CG=$BUILD/corogate
+CONF=$(realpath "$(dirname "$0")/bench")
+WORKERS=${WORKERS:-1}
+REPS=${REPS:-3}
+SECS=${SECS:-2}
+IDLE_CONNS=${IDLE_CONNS:-2000}
+FIXED_CONNS=${FIXED_CONNS:-100}
+FIXED_RATE=${FIXED_RATE:-100}
+CHURN_CONNS=${CHURN_CONNS:-50}
+MODES=${MODES:-tcp ws}
+PEERS=${PEERS:-direct corogate haproxy nginx}
+BPF=${BPF:-off}
+PORT=${PORT:-29000}
+LG_THREADS=${LG_THREADS:-1}
+SOURCES=${SOURCES:-127.0.0.2-127.0.0.250}
+NOFILE=$(ulimit -n)
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+TCK=$(getconf CLK_TCK)
+NCPU=$(getconf _NPROCESSORS_ONLN)
+
+BACKEND_TCP=$(( PORT + 1 ))
+BACKEND_WS=$(( PORT + 2 ))
+TCP_PORT=$(( PORT + 10 ))
+WS_PORT=$(( PORT + 11 ))
+MAXCONN=$(( (NOFILE - 512) / 2 ))
+METRICS="rss_idle rss_msg cpu_msg cl_100 cl_1000 p99_fixed conn_rate"
+
+for b in "$LG" "$CG"; do
+    [ -x "$b" ] || { echo "bench: $b is missing: run make first" >&2; exit 1; }
+done
+mkdir -p "$OUT/nginx-tmp"
+rm -f "$OUT"/*.json "$OUT"/*.log
+
+declare -A R          # R[mode,peer,metric] = median
+declare -A NOTE       # NOTE[mode,peer] = why a peer has no figures
+BACKEND_PID=
+PEER_PID=
+LG_PID=
+
+cleanup() {
+    [ -n "$LG_PID" ] && kill -INT "$LG_PID" 2>/dev/null
+    stop_peer
+    [ -n "$BACKEND_PID" ] && kill -TERM "$BACKEND_PID" 2>/dev/null && wait "$BACKEND_PID" 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+now_ms() { date +%s%3N; }
+have() { command -v "$1" >/dev/null 2>&1; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+jnum() {
+    tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
+        head -1 | awk '{ print $2 }'
+}
+render() {
+    sed -e "s|@WORKERS@|$WORKERS|g" -e "s|@NOFILE@|$NOFILE|g" -e "s|@OUT@|$OUT|g" \
+        -e "s|@MAXCONN@|$MAXCONN|g" -e "s|@WCONN@|$(( NOFILE - 64 ))|g" \
+        -e "s|@TCP_PORT@|$TCP_PORT|g" -e "s|@WS_PORT@|$WS_PORT|g" \
+        -e "s|@BACKEND_TCP@|$BACKEND_TCP|g" -e "s|@BACKEND_WS@|$BACKEND_WS|g" \
+        -e "s|@BPF@|$BPF|g" "$1" > "$2"
+}
+# The peer's processes: its main pid and their children (nginx workers).
+peer_pids() {
+    [ -n "$PEER_PID" ] || return
+    echo "$PEER_PID"
+    pgrep -P "$PEER_PID" 2>/dev/null
+}
+sum_rss() {
+    local p t=0 v
+    for p in $(peer_pids); do
+        v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+        t=$(( t + ${v:-0} ))
+    done
+    echo $t
+}
+sum_cpu() {
+    local p t=0 v
+    for p in $(peer_pids); do
+        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null)
+        t=$(( t + ${v:-0} ))
+    done
+    echo $t
+}
+sum_fds() {
+    local p t=0
+    for p in $(peer_pids); do
+        t=$(( t + $(ls "/proc/$p/fd" 2>/dev/null | wc -l) ))
+    done
+    echo $t
+}
+wait_port() {
+    local i
+    for (( i = 0; i < 100; i++ )); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+port_of() {   # port_of MODE PEER
+    if [ "$2" = direct ]; then
+        [ "$1" = ws ] && echo $BACKEND_WS || echo $BACKEND_TCP
+    else
+        [ "$1" = ws ] && echo $WS_PORT || echo $TCP_PORT
+    fi
+}
+
+start_peer() {   # start_peer PEER MODE: 0 when it listens
+    local peer=$1 mode=$2
+    PEER_PID=
+    case $peer in
+    direct) return 0 ;;
+    corogate)
+        render "$CONF/corogate.ini" "$OUT/corogate.ini"
+        "$CG" -c "$OUT/corogate.ini" >>"$OUT/corogate.log" 2>&1 &
+        PEER_PID=$! ;;
+    haproxy)
+        render "$CONF/haproxy.cfg" "$OUT/haproxy.cfg"
+        haproxy -db -f "$OUT/haproxy.cfg" >>"$OUT/haproxy.log" 2>&1 &
+        PEER_PID=$! ;;
+    nginx)
+        render "$CONF/nginx.conf" "$OUT/nginx.conf"
+        nginx -c "$OUT/nginx.conf" -p "$OUT" -e "$OUT/nginx-error.log" >>"$OUT/nginx.log" 2>&1 &
+        PEER_PID=$! ;;
+    esac
+    if ! wait_port "$(port_of "$mode" "$peer")" || ! kill -0 "$PEER_PID" 2>/dev/null; then
+        stop_peer
+        return 1
+    fi
+    sleep 0.3     # its workers settle (nginx forks them after listening)
+    return 0
+}
+stop_peer() {
+    local i
+    [ -n "$PEER_PID" ] || return 0
+    kill -TERM "$PEER_PID" 2>/dev/null
+    for (( i = 0; i < 50; i++ )); do
+        kill -0 "$PEER_PID" 2>/dev/null || break
+        sleep 0.1
+        [ $i -eq 20 ] && kill -TERM "$PEER_PID" 2>/dev/null   # corogate: again = now
+    done
+    kill -KILL "$PEER_PID" 2>/dev/null
+    wait "$PEER_PID" 2>/dev/null
+    PEER_PID=
+}
+start_backend() {
+    "$LG" serve --mode "$1" --listen "127.0.0.1:$(port_of "$1" direct)" --threads 1 \
+        --quiet >>"$OUT/backend.log" 2>&1 &
+    BACKEND_PID=$!
+    wait_port "$(port_of "$1" direct)"
+}
+stop_backend() {
+    kill -TERM "$BACKEND_PID" 2>/dev/null
+    wait "$BACKEND_PID" 2>/dev/null
+    BACKEND_PID=
+}
+
+# lg MODE PEER NAME ARGS...: one loadgen run, report in $OUT/NAME.json; prints its exit status.
+lg() {
+    local mode=$1 peer=$2 name=$3
+    shift 3
+    "$LG" run --mode "$mode" --target "127.0.0.1:$(port_of "$mode" "$peer")" \
+        --source "$SOURCES" --threads "$LG_THREADS" --json "$OUT/$name.json" --quiet "$@" \
+        >"$OUT/$name.log" 2>&1
+    echo $?
+}
+
+# RSS per idle connection: fresh (msgs 0) or after one 1 KiB message (msgs 1).
+rss_run() {   # rss_run MODE PEER MSGS REP
+    local mode=$1 peer=$2 msgs=$3 name="$1-$2-rss$3-$4" r0 r1 t rc
+    local -a traffic=(--hold)
+    [ "$msgs" = 1 ] && traffic=(--closed-loop --messages 1 --message-size 1024)
+    start_peer "$peer" "$mode" || { echo fail; return; }
+    r0=$(sum_rss)
+    "$LG" run --mode "$mode" --target "127.0.0.1:$(port_of "$mode" "$peer")" \
+        --connections "$IDLE_CONNS" --connect-rate 20000 --duration 3s "${traffic[@]}" \
+        --source "$SOURCES" --json "$OUT/$name.json" --quiet >"$OUT/$name.log" 2>&1 &
+    LG_PID=$!
+    t=$(( $(now_ms) + 10000 ))
+    while [ "$(sum_fds)" -lt $(( 2 * IDLE_CONNS )) ] && [ "$(now_ms)" -lt $t ]; do sleep 0.05; done
+    sleep 1
+    r1=$(sum_rss)
+    wait $LG_PID
+    rc=$?
+    LG_PID=
+    stop_peer
+    if [ $rc -ne 0 ]; then echo fail; return; fi
+    awk -v a="$r0" -v b="$r1" -v n="$IDLE_CONNS" 'BEGIN { printf "%.0f\n", (b - a) * 1024 / n }'
+}
+
+measure() {   # measure MODE PEER: fills R[MODE,PEER,*]
+    local mode=$1 peer=$2 rep rc c0 c1 sent recv
+    local -a v_idle=() v_msg=() v_cpu=() v_100=() v_1000=() v_p99=() v_conn=()
+    if [ "$peer" != direct ]; then
+        for (( rep = 1; rep <= REPS; rep++ )); do
+            v_idle+=("$(rss_run "$mode" "$peer" 0 $rep)")
+            v_msg+=("$(rss_run "$mode" "$peer" 1 $rep)")
+        done
+    fi
+    if ! start_peer "$peer" "$mode"; then
+        NOTE[$mode,$peer]="did not start (see $OUT/$peer.log)"
+        return
+    fi
+    for (( rep = 1; rep <= REPS; rep++ )); do
+        c0=$(sum_cpu)
+        rc=$(lg "$mode" "$peer" "$mode-$peer-cl100-$rep" --connections 100 --connect-rate 20000 \
+             --closed-loop --duration "${SECS}s")
+        c1=$(sum_cpu)
+        if [ "$rc" = 0 ]; then
+            v_100+=("$(jnum "$OUT/$mode-$peer-cl100-$rep.json" throughput msgs_per_s)")
+            sent=$(jnum "$OUT/$mode-$peer-cl100-$rep.json" messages sent)
+            recv=$(jnum "$OUT/$mode-$peer-cl100-$rep.json" messages received)
+            [ "$peer" != direct ] && v_cpu+=("$(awk -v c=$(( c1 - c0 )) -v t="$TCK" \
+                -v n=$(( sent + recv )) 'BEGIN { printf "%.2f\n", c * 1e6 / t / (n ? n : 1) }')")
+        else
+            v_100+=(fail)
+        fi
+        rc=$(lg "$mode" "$peer" "$mode-$peer-cl1000-$rep" --connections 1000 \
+             --connect-rate 20000 --closed-loop --duration "${SECS}s")
+        [ "$rc" = 0 ] && v_1000+=("$(jnum "$OUT/$mode-$peer-cl1000-$rep.json" throughput msgs_per_s)") \
+                      || v_1000+=(fail)
+        rc=$(lg "$mode" "$peer" "$mode-$peer-fixed-$rep" --connections "$FIXED_CONNS" \
+             --connect-rate 20000 --message-rate "$FIXED_RATE" --duration "${SECS}s")
+        [ "$rc" = 0 ] && v_p99+=("$(jnum "$OUT/$mode-$peer-fixed-$rep.json" round_trip p99)") \
+                      || v_p99+=(fail)
+        rc=$(lg "$mode" "$peer" "$mode-$peer-churn-$rep" --connections "$CHURN_CONNS" \
+             --connect-rate 20000 --churn --duration "${SECS}s")
+        [ "$rc" = 0 ] && v_conn+=("$(jnum "$OUT/$mode-$peer-churn-$rep.json" throughput connections_per_s)") \
+                      || v_conn+=(fail)
+    done
+    stop_peer
+    pick() { local x; for x in "$@"; do [ "$x" = fail ] && { echo fail; return; }; done; median "$@"; }
+    [ ${#v_idle[@]} -gt 0 ] && R[$mode,$peer,rss_idle]=$(pick "${v_idle[@]}")
+    [ ${#v_msg[@]} -gt 0 ] && R[$mode,$peer,rss_msg]=$(pick "${v_msg[@]}")
+    [ ${#v_cpu[@]} -gt 0 ] && R[$mode,$peer,cpu_msg]=$(pick "${v_cpu[@]}")
+    R[$mode,$peer,cl_100]=$(pick "${v_100[@]}")
+    R[$mode,$peer,cl_1000]=$(pick "${v_1000[@]}")
+    R[$mode,$peer,p99_fixed]=$(pick "${v_p99[@]}")
+    R[$mode,$peer,conn_rate]=$(pick "${v_conn[@]}")
+}
+
+# ------------------------------------------------------------------ run
+echo "bench: $WORKERS worker(s) per peer, $NCPU CPUs shared by loadgen, backend and proxy;" \
+     "medians of $REPS; peers: $PEERS"
+for peer in $PEERS; do
+    case $peer in
+    haproxy|nginx) have "$peer" || NOTE[tcp,$peer]="not installed (make bench-deps)" ;;
+    esac
+done
+for mode in $MODES; do
+    start_backend "$mode" || { echo "bench: the $mode echo backend did not start" >&2; exit 1; }
+    for peer in $PEERS; do
+        [ -n "${NOTE[tcp,$peer]:-}" ] && { NOTE[$mode,$peer]=${NOTE[tcp,$peer]}; continue; }
+        if [ "$peer" = corogate ] && [ "$mode" = ws ] &&
+           ! { render "$CONF/corogate.ini" "$OUT/corogate.ini" &&
+               "$CG" -t -c "$OUT/corogate.ini" >/dev/null 2>&1; }; then
+            NOTE[ws,corogate]="corogate websocket listener not available"
+            echo "ws: corogate websocket listener not available"
+            continue
+        fi
+        printf 'bench: %s %s...' "$mode" "$peer"
+        t0=$(now_ms)
+        measure "$mode" "$peer"
+        printf ' %d s\n' $(( ($(now_ms) - t0) / 1000 ))
+    done
+    stop_backend
+done
+
+# ------------------------------------------------------------------ table
+label() {
+    case $1 in
+    rss_idle)  echo "RSS per idle conn, bytes ($IDLE_CONNS conns)" ;;
+    rss_msg)   echo "RSS per idle conn after a 1 KiB msg, bytes" ;;
+    cpu_msg)   echo "proxy CPU per relayed msg, us" ;;
+    cl_100)    echo "msgs/s closed loop, 100 conns" ;;
+    cl_1000)   echo "msgs/s closed loop, 1000 conns" ;;
+    p99_fixed) echo "p99 ms at $(( FIXED_CONNS * FIXED_RATE )) msg/s ($FIXED_CONNS x $FIXED_RATE/s)" ;;
+    conn_rate) echo "new connections/s ($CHURN_CONNS churners)" ;;
+    esac
+}
+lower_better() { case $1 in rss_idle|rss_msg|cpu_msg|p99_fixed) return 0 ;; esac; return 1; }
+target() {   # corogate's target as "OP RATIO" against the best other proxy
+    case $1 in
+    rss_idle|rss_msg) echo "<= 0.33" ;;
+    cpu_msg)          echo "<= 0.70" ;;
+    cl_100|cl_1000)   echo ">= 1.15" ;;
+    p99_fixed)        echo "<= 1.00" ;;
+    conn_rate)        echo ">= 1.30" ;;
+    esac
+}
+isnum() { [[ $1 =~ ^[0-9.e+-]+$ ]]; }
+fmtv() {
+    isnum "$1" || { echo "${1:--}"; return; }
+    case $2 in
+    p99_fixed) awk -v v="$1" 'BEGIN { printf "%.3f", v }' ;;
+    cpu_msg)   awk -v v="$1" 'BEGIN { printf "%.2f", v }' ;;
+    *)         awk -v v="$1" 'BEGIN { printf "%.0f", v }' ;;
+    esac
+}
+
+proxies=""
+for p in $PEERS; do [ "$p" != direct ] && proxies="$proxies $p"; done
+{
+echo
+echo "make bench — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, $WORKERS worker(s) each, medians of $REPS;" \
+     "(xN) = ratio to the best proxy of the row"
+printf '%-5s %-46s' mode metric
+for p in $PEERS; do printf ' %18s' "$p"; done
+printf '  %-22s\n' "corogate: target met?"
+for mode in $MODES; do
+    for m in $METRICS; do
+        best=
+        for p in $proxies; do
+            v=${R[$mode,$p,$m]:-}
+            isnum "$v" || continue
+            if [ -z "$best" ]; then best=$v
+            elif lower_better $m; then best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b < a) ? b : a }')
+            else best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b > a) ? b : a }'); fi
+        done
+        printf '%-5s %-46s' "$mode" "$(label $m)"
+        for p in $PEERS; do
+            v=${R[$mode,$p,$m]:-}
+            if [ -n "${NOTE[$mode,$p]:-}" ]; then cell="n/a"
+            elif isnum "$v" && [ "$p" != direct ] && [ -n "$best" ] && isnum "$best" &&
+                 awk -v b="$best" 'BEGIN { exit !(b > 0) }'; then
+                cell="$(fmtv "$v" $m) ($(awk -v v="$v" -v b="$best" 'BEGIN { printf "%.2f", v / b }')x)"
+            else cell=$(fmtv "$v" $m); fi
+            printf ' %18s' "$cell"
+        done
+        # corogate against the best of the other proxies
+        other=
+        for p in $proxies; do
+            [ "$p" = corogate ] && continue
+            v=${R[$mode,$p,$m]:-}
+            isnum "$v" || continue
+            if [ -z "$other" ]; then other=$v
+            elif lower_better $m; then other=$(awk -v a="$other" -v b="$v" 'BEGIN { print (b < a) ? b : a }')
+            else other=$(awk -v a="$other" -v b="$v" 'BEGIN { print (b > a) ? b : a }'); fi
+        done
+        cg=${R[$mode,corogate,$m]:-}
+        if isnum "$cg" && [ -n "$other" ] && awk -v o="$other" 'BEGIN { exit !(o > 0) }'; then
+            read -r op want <<<"$(target $m)"
+            ratio=$(awk -v c="$cg" -v o="$other" 'BEGIN { printf "%.2f", c / o }')
+            if awk -v r="$ratio" -v w="$want" -v op="$op" \
+                'BEGIN { exit !((op == "<=") ? (r <= w) : (r >= w)) }'; then met=yes; else met=NO; fi
+            printf '  %s (%s %s)\n' "$ratio $met" "$op" "$want"
+        else
+            printf '  -\n'
+        fi
+    done
+done
+for k in "${!NOTE[@]}"; do echo "note: ${k/,/ }: ${NOTE[$k]}"; done
+echo "(per-run JSON reports and logs in $OUT/)"
+} | tee "$OUT/bench.txt"

@@ -1,0 +1,254 @@
+#!/bin/bash
+# loadgen/capacity.sh — `make capacity`: how many connections corogate holds here, what each
+# costs it, and what happens at its quota.
+#
+# Starts the echo backend(s), corogate in front of them, and the loadgen; then:
+#   1. ramps idle connections (--hold) to QUOTA - LAT_CONNS at RATE/s and measures the
+#      accept rate and corogate's CPU per accepted connection;
+#   2. reads corogate's VmRSS (/proc/PID/status) before and after: RSS per idle connection
+#      (the increase divided by the count) and in total (all of RSS divided by the count);
+#   3. with the idle connections held, LAT_CONNS more connections send MSG_RATE msgs/s each
+#      for LAT_DURATION (open loop): latency percentiles at that fixed rate, corogate's CPU
+#      per relayed message, and RSS per idle connection after traffic (buffers must go back
+#      to the pool);
+#   4. asks for LAT_CONNS + OVER connections more: LAT_CONNS fit under max_connections =
+#      QUOTA, the OVER others must be turned away at once, and the idle ones must stay up.
+#
+# Every figure comes from the loadgen's JSON reports, corogate's stats socket (`show stats`)
+# and /proc. The default QUOTA is the largest count the open-files limit allows: a proxied
+# connection costs corogate 2 descriptors (client and upstream), the backend 1 and the
+# loadgen 1, so with `ulimit -n` = L corogate holds about (L - 256) / 2. The loadgen uses
+# ceil(count / (L - 512)) processes. For 1,000,000 on a large machine, raise the limits
+# (ulimit -n, fs.nr_open, fs.file-max; see systemd/ and docs) and run e.g.
+#   CONNECTIONS=1000000 RATE=50000 WORKERS=16 make capacity
+# which spreads the loadgen over SOURCES addresses and corogate's upstream connections over
+# ceil(count / 25000) backend ports (each (source, destination) pair has ~28k ports).
+#
+# Environment (defaults in brackets):
+#   CONNECTIONS    connections to hold, the quota too [from ulimit -n]
+#   RATE           connect rate, per second [2000]
+#   LAT_CONNS      connections carrying traffic in step 3 [100]
+#   MSG_RATE       messages/s per connection in step 3 [10]
+#   MSG_SIZE       bytes per message [64]
+#   LAT_DURATION   step 3's length, seconds [10]
+#   OVER           connections asked beyond the quota in step 4 [200]
+#   MODE           tcp or ws (corogate's WebSocket listener in front of a ws echo) [tcp]
+#   WORKERS        corogate worker threads [online CPUs]
+#   THREADS        loadgen threads per process [1]
+#   PROCS          loadgen processes [from the open-files limit]
+#   BACKEND_THREADS  echo backend threads per port [1]
+#   SOURCES        loadgen source addresses [127.0.0.2-127.0.0.250]
+#   PORT           corogate's port; backends use PORT+1000... [28000]
+#   BUILD          where the binaries are [build]
+#   OUT            logs, config and JSON reports [$BUILD/capacity]
+# Exit status: 0 when the idle connections were reached and held and the quota behaved;
+# 1 otherwise (the summary says what failed).
+set -u
+
+BUILD=${BUILD:-build}
+OUT=${OUT:-$BUILD/capacity}
+LG=$BUILD/corogate-loadgen
+CG=$BUILD/corogate
+NOFILE=$(ulimit -n)
+NCPU=$(getconf _NPROCESSORS_ONLN)
+TCK=$(getconf CLK_TCK)
+
+if [ "$NOFILE" = unlimited ]; then NOFILE=1048576; fi
+CONNECTIONS=${CONNECTIONS:-$(( (NOFILE - 256) / 2 / 100 * 100 ))}
+RATE=${RATE:-2000}
+LAT_CONNS=${LAT_CONNS:-100}
+MSG_RATE=${MSG_RATE:-10}
+MSG_SIZE=${MSG_SIZE:-64}
+LAT_DURATION=${LAT_DURATION:-10}
+OVER=${OVER:-200}
+MODE=${MODE:-tcp}
+WORKERS=${WORKERS:-$NCPU}
+THREADS=${THREADS:-1}
+PROCS=${PROCS:-$(( (CONNECTIONS + NOFILE - 513) / (NOFILE - 512) ))}
+BACKEND_THREADS=${BACKEND_THREADS:-1}
+SOURCES=${SOURCES:-127.0.0.2-127.0.0.250}
+PORT=${PORT:-28000}
+NBACKENDS=$(( (CONNECTIONS + LAT_CONNS + OVER + 24999) / 25000 ))
+
+for b in "$LG" "$CG"; do
+    [ -x "$b" ] || { echo "capacity: $b is missing: run make first" >&2; exit 1; }
+done
+if [ "$LAT_CONNS" -ge "$CONNECTIONS" ]; then
+    echo "capacity: LAT_CONNS ($LAT_CONNS) must be below CONNECTIONS ($CONNECTIONS)" >&2
+    exit 1
+fi
+if [ $(( CONNECTIONS * 2 + 256 )) -gt "$NOFILE" ]; then
+    echo "capacity: warning: $CONNECTIONS connections need $(( CONNECTIONS * 2 + 256 )) fds" \
+         "in corogate; ulimit -n is $NOFILE" >&2
+fi
+mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.log "$OUT/cg.sock"
+
+IDLE=$(( CONNECTIONS - LAT_CONNS ))
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+now_ms() { date +%s%3N; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# A number from corogate's `show stats` JSON: stat KEY (first occurrence).
+stat() {
+    printf 'show stats\n' | socat -t 2 - "UNIX-CONNECT:$OUT/cg.sock" 2>/dev/null |
+        grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2
+}
+# A number from a loadgen JSON report: jnum FILE SECTION KEY.
+jnum() {
+    tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
+        head -1 | awk '{ print $2 }'
+}
+fmt() { awk -v v="$1" -v d="${2:-1}" 'BEGIN { printf "%.*f", d, v }'; }
+lat() { fmt "$(jnum "$OUT/latency.json" round_trip "$1")" 3; }
+
+# ------------------------------------------------------------------ backends and corogate
+servers=""
+for (( i = 0; i < NBACKENDS; i++ )); do
+    bport=$(( PORT + 1000 + i ))
+    "$LG" serve --mode "$MODE" --listen "127.0.0.1:$bport" --threads "$BACKEND_THREADS" \
+        --quiet >"$OUT/backend-$i.log" 2>&1 &
+    PIDS+=($!)
+    servers="$servers 127.0.0.1:$bport"
+done
+if [ "$MODE" = ws ]; then lmode=websocket; else lmode=tcp; fi
+cat >"$OUT/corogate.ini" <<EOF
+; written by loadgen/capacity.sh
+[gateway]
+workers = $WORKERS
+max_connections = $CONNECTIONS
+nofile = $NOFILE
+stats_socket = $OUT/cg.sock
+log_level = notice
+[listener cap]
+bind = 127.0.0.1:$PORT
+mode = $lmode
+upstream = echo
+idle_timeout = 0
+backlog = 4096
+[upstream echo]
+servers = $servers
+[bpf]
+attach = off
+EOF
+"$CG" -c "$OUT/corogate.ini" >"$OUT/corogate.log" 2>&1 &
+CGPID=$!
+PIDS+=($CGPID)
+for (( i = 0; i < 100; i++ )); do
+    [ -S "$OUT/cg.sock" ] && [ -n "$(stat connections)" ] && break
+    sleep 0.1
+done
+if ! kill -0 "$CGPID" 2>/dev/null || [ -z "$(stat connections)" ]; then
+    echo "capacity: corogate did not start:" >&2
+    cat "$OUT/corogate.log" >&2
+    exit 1
+fi
+sleep 0.3
+
+echo "capacity: $MODE, corogate $WORKERS workers, quota $CONNECTIONS connections" \
+     "(ulimit -n $NOFILE), $NBACKENDS backend port(s), loadgen $PROCS process(es)"
+
+# ------------------------------------------------------------------ 1-2. ramp, idle
+rss0=$(rss_kb $CGPID)
+cpu0=$(cpu_ticks $CGPID)
+hold_s=$(( LAT_DURATION + 8 ))
+t0=$(now_ms)
+"$LG" run --mode "$MODE" --target "127.0.0.1:$PORT" --connections "$IDLE" \
+    --connect-rate "$RATE" --duration "${hold_s}s" --hold --procs "$PROCS" \
+    --threads "$THREADS" --source "$SOURCES" --connect-timeout 10s \
+    --json "$OUT/idle.json" >"$OUT/idle.log" 2>&1 &
+IDLEPID=$!
+PIDS+=($IDLEPID)
+limit=$(( t0 + IDLE * 2000 / RATE + 20000 ))
+up=0
+while :; do
+    up=$(stat connections); up=${up:-0}
+    [ "$up" -ge "$IDLE" ] && break
+    kill -0 $IDLEPID 2>/dev/null || break
+    [ "$(now_ms)" -ge "$limit" ] && break
+    sleep 0.1
+done
+t1=$(now_ms)
+cpu1=$(cpu_ticks $CGPID)
+ramp_ms=$(( t1 - t0 ))
+sleep 1
+rss1=$(rss_kb $CGPID)
+up1=$(stat connections); up1=${up1:-0}
+
+# ------------------------------------------------------------------ 3. fixed-rate latency
+cpu2=$(cpu_ticks $CGPID)
+"$LG" run --mode "$MODE" --target "127.0.0.1:$PORT" --connections "$LAT_CONNS" \
+    --connect-rate 1000 --duration "${LAT_DURATION}s" --message-rate "$MSG_RATE" \
+    --message-size "$MSG_SIZE" --json "$OUT/latency.json" >"$OUT/latency.log" 2>&1
+lat_rc=$?
+cpu3=$(cpu_ticks $CGPID)
+sleep 0.5
+rss2=$(rss_kb $CGPID)
+
+# ------------------------------------------------------------------ 4. the quota
+rej0=$(stat rejected_max); rej0=${rej0:-0}
+"$LG" run --mode "$MODE" --target "127.0.0.1:$PORT" --connections $(( LAT_CONNS + OVER )) \
+    --connect-rate 2000 --duration 2s --hold --json "$OUT/quota.json" >"$OUT/quota.log" 2>&1
+rej1=$(stat rejected_max); rej1=${rej1:-0}
+wait $IDLEPID
+idle_rc=$?
+
+# ------------------------------------------------------------------ summary
+tot_kb=$(( rss1 ))
+per_idle=$(awk -v a="$rss0" -v b="$rss1" -v n="$IDLE" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
+per_total=$(awk -v b="$rss1" -v n="$IDLE" 'BEGIN { printf "%.0f", b * 1024 / n }')
+per_after=$(awk -v a="$rss0" -v b="$rss2" -v n="$IDLE" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
+accept_rate=$(awk -v n="$up1" -v ms="$ramp_ms" 'BEGIN { printf "%.0f", n * 1000 / (ms ? ms : 1) }')
+cpu_ramp_us=$(awk -v c="$(( cpu1 - cpu0 ))" -v t="$TCK" -v n="$up1" \
+    'BEGIN { printf "%.1f", c * 1e6 / t / (n ? n : 1) }')
+cpu_ramp_pct=$(awk -v c="$(( cpu1 - cpu0 ))" -v t="$TCK" -v ms="$ramp_ms" \
+    'BEGIN { printf "%.0f", c * 100000 / t / (ms ? ms : 1) }')
+sent=$(jnum "$OUT/latency.json" messages sent); sent=${sent:-0}
+recv=$(jnum "$OUT/latency.json" messages received); recv=${recv:-0}
+cpu_msg_us=$(awk -v c="$(( cpu3 - cpu2 ))" -v t="$TCK" -v n="$(( sent + recv ))" \
+    'BEGIN { printf "%.1f", c * 1e6 / t / (n ? n : 1) }')
+cpu_lat_pct=$(awk -v c="$(( cpu3 - cpu2 ))" -v t="$TCK" -v s="$LAT_DURATION" \
+    'BEGIN { printf "%.0f", c * 100 / t / (s + 1) }')
+q_conn=$(jnum "$OUT/quota.json" connections connected); q_conn=${q_conn:-0}
+q_up=$(jnum "$OUT/quota.json" connections up_at_end); q_up=${q_up:-0}
+q_closed=$(jnum "$OUT/quota.json" errors closed_by_peer); q_closed=${q_closed:-0}
+q_reset=$(jnum "$OUT/quota.json" errors reset); q_reset=${q_reset:-0}
+q_refused=$(jnum "$OUT/quota.json" errors refused); q_refused=${q_refused:-0}
+i_up=$(jnum "$OUT/idle.json" connections up_at_end); i_up=${i_up:-0}
+i_drop=$(jnum "$OUT/idle.json" connections dropped); i_drop=${i_drop:-0}
+
+echo
+echo "corogate capacity ($MODE) — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, ulimit -n $NOFILE"
+printf '  %-44s %s\n' \
+    "idle connections reached (corogate count)" "$up1 of $IDLE in $(fmt $(( ramp_ms )) 0) ms" \
+    "accept rate" "$accept_rate conn/s (loadgen asked $RATE/s)" \
+    "corogate CPU during the ramp" "$cpu_ramp_pct % of one CPU, $cpu_ramp_us us per connection" \
+    "corogate VmRSS before / with idle conns" "$rss0 kB / $rss1 kB" \
+    "RSS per idle connection (increase / count)" "$per_idle bytes" \
+    "RSS per connection (all of RSS / count)" "$per_total bytes" \
+    "RSS per idle connection after traffic" "$per_after bytes ($rss2 kB)" \
+    "latency at $MSG_RATE msg/s x $LAT_CONNS conns" \
+        "$(lat p50) / $(lat p90) / $(lat p99) / $(lat p99_9) / $(lat max) ms (p50/p90/p99/p99.9/max)" \
+    "  messages sent / received / lost" "$sent / $recv / $(jnum "$OUT/latency.json" messages lost) (exit $lat_rc)" \
+    "corogate CPU at that rate" "$cpu_lat_pct % of one CPU, $cpu_msg_us us per relayed message" \
+    "quota (max_connections = $CONNECTIONS)" \
+        "asked $(( LAT_CONNS + OVER )) more: $q_up held, $(( q_closed + q_reset + q_refused )) turned away (closed $q_closed, reset $q_reset, refused $q_refused); corogate rejected_max +$(( rej1 - rej0 ))" \
+    "idle connections after all steps" "$i_up of $IDLE up, $i_drop dropped (loadgen exit $idle_rc)"
+echo "  (logs, config and JSON reports in $OUT/)"
+
+fail=0
+[ "$idle_rc" -eq 0 ] || { echo "capacity: FAIL: the $IDLE idle connections were not reached and held"; fail=1; }
+[ "$lat_rc" -eq 0 ] || { echo "capacity: FAIL: the latency run failed (exit $lat_rc, see $OUT/latency.log)"; fail=1; }
+[ "$q_up" -le "$LAT_CONNS" ] || { echo "capacity: FAIL: $q_up connections held beyond the quota"; fail=1; }
+[ $(( rej1 - rej0 )) -gt 0 ] || { echo "capacity: FAIL: corogate rejected nothing at the quota"; fail=1; }
+[ $fail -eq 0 ] && echo "capacity: PASS"
+exit $fail
