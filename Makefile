@@ -185,6 +185,22 @@ $(TESTS): $(TEST_OBJ) $(GW_OBJ) $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) $(LDLIBS)
 
+# The runtime's own suites alone: `make check-ucontext` builds them with the ucontext
+# fallback (on x86_64 too), so that the switch other architectures use is tested here.
+CORO_TEST_OBJ := $(call obj,tests/test_coro.c tests/test_coro_io.c $(wildcard tests/*_$(ARCH).S))
+
+$(BUILD)/coro-tests/suites.inc:
+	@mkdir -p $(@D)
+	$(Q)printf 'SUITE(coro)\nSUITE(coro_io)\n' > $@
+
+$(BUILD)/coro-tests/main.o: tests/main.c $(BUILD)/coro-tests/suites.inc
+	@$(if $(Q),echo "  CC     $@")
+	$(Q)$(CC) -I$(BUILD)/coro-tests $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/run-coro-tests: $(BUILD)/coro-tests/main.o $(CORO_TEST_OBJ) $(LIBCORO)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) -luv -pthread
+
 $(BENCHCORO): $(BUILD)/bench/bench_coro.o $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ -lboost_context $(LDLIBS)
@@ -198,7 +214,14 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory build
 	$(Q)$(MAKE) --no-print-directory SAN=1 build
 	$(Q)$(MAKE) --no-print-directory check
+	$(Q)$(MAKE) --no-print-directory check-ucontext
 	$(Q)$(MAKE) --no-print-directory SAN=1 check
+
+check-ucontext: deps
+	$(Q)$(MAKE) --no-print-directory CORO_SWITCH=ucontext BUILD=build/uctx \
+	    build/uctx/run-coro-tests
+	@echo "  TEST   build/uctx/run-coro-tests (ucontext context switch)"
+	$(Q)build/uctx/run-coro-tests
 
 check: $(TESTS) $(DAEMON) $(LOADGEN)
 	@echo "  TEST   $(TESTS)"

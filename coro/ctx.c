@@ -22,7 +22,7 @@ int coro__switch(struct coro_ctx *from, struct coro_ctx *to, int ret)
 
     /* swapcontext saves registers in the ucontext_t, not on the stack, so what a parked
      * context needs of its stack lies above this frame; keep a margin for our own. */
-    from->sp = (char *)&marker - 256;
+    from->sp = (char *)((uintptr_t)&marker - 256);
     to->ret = ret;
     swapcontext(&from->uc, &to->uc);
     (void)marker;
