@@ -215,7 +215,34 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory SAN=1 build
 	$(Q)$(MAKE) --no-print-directory check
 	$(Q)$(MAKE) --no-print-directory check-ucontext
+	$(Q)$(MAKE) --no-print-directory check-cross
 	$(Q)$(MAKE) --no-print-directory SAN=1 check
+
+# The aarch64 switch, cross-compiled and run under qemu-user on this x86_64 machine (and the
+# native switch through the same program).
+CROSS_PKGS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+check-cross:
+	@missing=""; for p in $(CROSS_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
+	        missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "  DEPS   installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        $$missing >/dev/null || { apt-get update -qq && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        $$missing >/dev/null; } || exit 1; \
+	fi
+	@mkdir -p build/cross
+	@echo "  TEST   switch selftest: aarch64 under qemu, and native"
+	$(Q)aarch64-linux-gnu-gcc -std=gnu11 -O2 -static -D_GNU_SOURCE -I. -Icoro -Wall -Wextra \
+	    -Werror -o build/cross/switch-aarch64 tests/cross/switch_selftest.c coro/ctx.c \
+	    coro/switch_aarch64.S -lm
+	$(Q)qemu-aarch64-static build/cross/switch-aarch64
+	$(Q)$(CC) -std=gnu11 -O2 -D_GNU_SOURCE -I. -Icoro -Wall -Wextra -Werror \
+	    -o build/cross/switch-native tests/cross/switch_selftest.c coro/ctx.c \
+	    $(CORO_ASM) -lm
+	$(Q)build/cross/switch-native
 
 check-ucontext: deps
 	$(Q)$(MAKE) --no-print-directory CORO_SWITCH=ucontext BUILD=build/uctx \
