@@ -297,12 +297,20 @@ bench-bpf: deps
 
 # ---------------------------------------------------------------- installing
 # `make install DESTDIR=/tmp/x` lays out the tree a package would; install-bin only the
-# programs (the Dockerfile's build stage uses it).
-PREFIX  ?= /usr
-SBINDIR ?= $(PREFIX)/sbin
-BINDIR  ?= $(PREFIX)/bin
-DOCDIR  ?= $(PREFIX)/share/doc/corogate
-UNITDIR ?= /lib/systemd/system
+# programs (the Dockerfile's build stage uses it). systemd reads units, sysctl and sysusers
+# files from $(PREFIX)/lib/... for PREFIX=/usr and /usr/local alike. The configuration is
+# installed only where there is none: an operator's file is never overwritten (the new
+# default goes next to it as corogate.ini.dist). It is mode 0644: the daemon runs as the
+# unprivileged user corogate and must read it; it holds no secret.
+PREFIX      ?= /usr
+SBINDIR     ?= $(PREFIX)/sbin
+BINDIR      ?= $(PREFIX)/bin
+DOCDIR      ?= $(PREFIX)/share/doc/corogate
+MANDIR      ?= $(PREFIX)/share/man
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSCTLDIR   ?= $(PREFIX)/lib/sysctl.d
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 
 .PHONY: install install-bin
 install-bin: $(DAEMON) $(LOADGEN)
@@ -311,16 +319,25 @@ install-bin: $(DAEMON) $(LOADGEN)
 	install -m 0755 $(LOADGEN) $(DESTDIR)$(BINDIR)/corogate-loadgen
 
 install: install-bin
-	install -d $(DESTDIR)/etc/corogate $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/sysctl.d \
-	    $(DESTDIR)$(DOCDIR) $(DESTDIR)/usr/lib/sysusers.d
-	sed 's|^stats_socket = /tmp/corogate.sock|stats_socket = /run/corogate/stats.sock|' \
-	    conf/corogate.ini > $(DESTDIR)/etc/corogate/corogate.ini
-	chmod 0640 $(DESTDIR)/etc/corogate/corogate.ini
-	install -m 0644 systemd/corogate.service $(DESTDIR)$(UNITDIR)/corogate.service
-	install -m 0644 systemd/99-corogate.conf $(DESTDIR)/etc/sysctl.d/99-corogate.conf
-	install -m 0644 systemd/corogate.sysusers $(DESTDIR)/usr/lib/sysusers.d/corogate.conf
+	install -d $(DESTDIR)$(SYSCONFDIR)/corogate $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSCTLDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(DOCDIR)/docs \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man1
+	sed 's|^stats_socket = .*|stats_socket = /run/corogate/stats.sock|' \
+	    conf/corogate.ini > $(DESTDIR)$(SYSCONFDIR)/corogate/corogate.ini.dist
+	chmod 0644 $(DESTDIR)$(SYSCONFDIR)/corogate/corogate.ini.dist
+	test -e $(DESTDIR)$(SYSCONFDIR)/corogate/corogate.ini || \
+	    cp -p $(DESTDIR)$(SYSCONFDIR)/corogate/corogate.ini.dist \
+	        $(DESTDIR)$(SYSCONFDIR)/corogate/corogate.ini
+	sed -e 's|/usr/sbin/corogate|$(SBINDIR)/corogate|g' \
+	    -e 's|/etc/corogate/|$(SYSCONFDIR)/corogate/|g' \
+	    systemd/corogate.service > $(DESTDIR)$(UNITDIR)/corogate.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/corogate.service
+	install -m 0644 systemd/99-corogate.conf $(DESTDIR)$(SYSCTLDIR)/99-corogate.conf
+	install -m 0644 systemd/corogate.sysusers $(DESTDIR)$(SYSUSERSDIR)/corogate.conf
+	install -m 0644 man/corogate.8 $(DESTDIR)$(MANDIR)/man8/corogate.8
+	install -m 0644 man/corogate-loadgen.1 $(DESTDIR)$(MANDIR)/man1/corogate-loadgen.1
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
-	cp -r docs $(DESTDIR)$(DOCDIR)/
+	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
 clean:
 	rm -rf build

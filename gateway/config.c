@@ -346,6 +346,9 @@ struct key_desc {
     const char *const     *choices;     /* KEY_ENUM: NULL-terminated names */
     /* KEY_CUSTOM: parses <value> into <obj>; reports through key_error(); returns 0/-1. */
     int                  (*set)(const struct keyctx *c, void *obj, const char *value);
+    /* An override: when absent from its section, the key takes the value of the key of
+     * the same name in this section kind ("admission", "breaker"). */
+    const char            *inherit;
 };
 
 /* One kind of section: [gateway], [listener NAME], [upstream NAME]. */
@@ -1013,11 +1016,84 @@ static int set_metrics_listen(const struct keyctx *c, void *obj, const char *val
     return 0;
 }
 
+/* A percentage: "90" or "90%", within the key's min..max. */
+static int set_percent(const struct keyctx *c, void *obj, unsigned int *field,
+                       uint64_t min, uint64_t max, const char *value)
+{
+    char buf[SHOW_MAX + 4];
+    const char *end;
+    uint64_t v;
+    int err;
+
+    err = parse_u64(value, &v, &end);
+    if (err == -EINVAL || (*end && strcmp(end, "%") != 0)) {
+        key_error(c, "\"%s\" is not a percentage (expected %llu..%llu, e.g. 90%%)",
+                  show(value, buf, sizeof(buf)), (unsigned long long)min,
+                  (unsigned long long)max);
+        return -1;
+    }
+    if (err || v < min || v > max) {
+        key_error(c, "\"%s\" is out of range (expected %llu..%llu%%)",
+                  show(value, buf, sizeof(buf)), (unsigned long long)min,
+                  (unsigned long long)max);
+        return -1;
+    }
+    *field = (unsigned int)v;
+    return 0;
+}
+
+static int set_resume(const struct keyctx *c, void *obj, const char *value)
+{
+    return set_percent(c, obj, &((struct cg_breaker_conf *)obj)->resume, 1, 99, value);
+}
+
+static int set_fd_watermark(const struct keyctx *c, void *obj, const char *value)
+{
+    return set_percent(c, obj, &((struct cg_breaker_conf *)obj)->fd_watermark, 0, 100, value);
+}
+
+static int set_error_rate(const struct keyctx *c, void *obj, const char *value)
+{
+    return set_percent(c, obj, &((struct cg_srv_breaker_conf *)obj)->eject_error_rate, 0, 100,
+                       value);
+}
+
+/* memory_watermark = auto | off | SIZE (0 = off). */
+static int set_memory_watermark(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_breaker_conf *b = obj;
+    char buf[SHOW_MAX + 4];
+    uint64_t v = 0;
+    int err;
+
+    if (strcmp(value, "auto") == 0 || strcmp(value, "off") == 0) {
+        b->memory_auto = value[0] == 'a';
+        b->memory_watermark = 0;
+        return 0;
+    }
+    err = cg_parse_size(value, &v);
+    if (err == -EINVAL) {
+        key_error(c, "\"%s\" is not a size, auto or off (e.g. 4g)",
+                  show(value, buf, sizeof(buf)));
+        return -1;
+    }
+    if (err || (v && v < (1ull << 20)) || v > (1ull << 50)) {
+        key_error(c, "\"%s\" is out of range (expected 1m..1048576g, or 0 = off)",
+                  show(value, buf, sizeof(buf)));
+        return -1;
+    }
+    b->memory_auto = 0;
+    b->memory_watermark = v;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ key tables */
 
 #define GW(f)  offsetof(struct cg_gateway_conf, f)
 #define LS(f)  offsetof(struct cg_listener_conf, f)
 #define UP(f)  offsetof(struct cg_upstream_conf, f)
+#define AD(f)  offsetof(struct cg_admission_conf, f)
+#define BR(f)  offsetof(struct cg_breaker_conf, f)
 #define SEC    1000ull
 #define MIN    (60 * SEC)
 #define HOUR   (60 * MIN)
@@ -1026,6 +1102,84 @@ static const char *const mode_choices[] = { "tcp", "websocket", NULL };
 static const char *const balance_choices[] = { "roundrobin", "leastconn", "random", NULL };
 static const char *const uproto_choices[] = { "websocket", "tcp", NULL };
 static const char *const rate_action_choices[] = { "delay", "close", NULL };
+
+static const char *const reject_choices[] = { "close", "rst", NULL };
+
+/* The admission keys a listener may set for itself: rows for [admission] (OFF = AL) and
+ * for [listener] (OFF = LA, inheriting [admission]'s value when absent). */
+#define AL(f)  offsetof(struct cg_admission_conf, lim.f)
+#define LA(f)  offsetof(struct cg_listener_conf, adm.f)
+#define ADM_LIMIT_KEYS(OFF, INH)                                                           \
+    { .name = "connection_rate", .type = KEY_UINT, .offset = OFF(conn_rate), .def = "0",  \
+      .min = 0, .max = 100000000, .inherit = INH },                                       \
+    { .name = "connection_burst", .type = KEY_UINT, .offset = OFF(conn_burst), .def = "0",\
+      .min = 0, .max = 100000000, .inherit = INH },                                       \
+    { .name = "ip_connection_rate", .type = KEY_UINT, .offset = OFF(ip_conn_rate),        \
+      .def = "0", .min = 0, .max = 100000000, .inherit = INH },                           \
+    { .name = "ip_connection_burst", .type = KEY_UINT, .offset = OFF(ip_conn_burst),      \
+      .def = "0", .min = 0, .max = 100000000, .inherit = INH },                           \
+    { .name = "max_connections_per_ip", .type = KEY_UINT, .offset = OFF(max_conns_per_ip),\
+      .def = "0", .min = 0, .max = UINT_MAX, .inherit = INH },                            \
+    { .name = "reject", .type = KEY_ENUM, .offset = OFF(reject), .def = "close",          \
+      .choices = reject_choices, .inherit = INH }
+
+/* The per-server breaker keys an upstream may set for itself: [breaker] (BS) and
+ * [upstream] (UB) rows. */
+#define BS(f)  offsetof(struct cg_breaker_conf, srv.f)
+#define UB(f)  offsetof(struct cg_upstream_conf, brk.f)
+#define SRV_BREAKER_KEYS(OFF, INH, RATE)                                                   \
+    { .name = "max_pending_connects_per_server", .type = KEY_UINT,                        \
+      .offset = OFF(max_pending), .def = "0", .min = 0, .max = UINT_MAX, .inherit = INH },\
+    { .name = "eject_consecutive_failures", .type = KEY_UINT,                             \
+      .offset = OFF(eject_failures), .def = "5", .min = 0, .max = 1000000, .inherit = INH },\
+    { .name = "eject_error_rate", .type = KEY_CUSTOM, .def = "0", .set = RATE,            \
+      .inherit = INH, .offset = OFF(eject_error_rate) },                                  \
+    { .name = "eject_window", .type = KEY_DURATION, .offset = OFF(eject_window_ms),       \
+      .def = "10s", .min = 100, .max = HOUR, .inherit = INH },                            \
+    { .name = "eject_min_connects", .type = KEY_UINT, .offset = OFF(eject_min_connects),  \
+      .def = "20", .min = 1, .max = 1000000, .inherit = INH },                            \
+    { .name = "eject_cooldown", .type = KEY_DURATION, .offset = OFF(eject_cooldown_ms),   \
+      .def = "10s", .min = 10, .max = HOUR, .inherit = INH }
+
+static int set_up_error_rate(const struct keyctx *c, void *obj, const char *value)
+{
+    return set_error_rate(c, &((struct cg_upstream_conf *)obj)->brk, value);
+}
+
+static int set_brk_error_rate(const struct keyctx *c, void *obj, const char *value)
+{
+    return set_error_rate(c, &((struct cg_breaker_conf *)obj)->srv, value);
+}
+
+static const struct key_desc admission_keys[] = {
+    ADM_LIMIT_KEYS(AL, NULL),
+    { .name = "ipv4_prefix", .type = KEY_UINT, .offset = AD(ipv4_prefix), .def = "32",
+      .min = 1, .max = 32 },
+    { .name = "ipv6_prefix", .type = KEY_UINT, .offset = AD(ipv6_prefix), .def = "64",
+      .min = 1, .max = 128 },
+    { .name = "ip_table_size", .type = KEY_UINT, .offset = AD(ip_table_size), .def = "65536",
+      .min = 64, .max = 1u << 24 },
+    { .name = "reject_timeout", .type = KEY_DURATION, .offset = AD(reject_timeout_ms),
+      .def = "1s", .min = 1, .max = MIN },
+    { .name = "max_rejecting", .type = KEY_UINT, .offset = AD(max_rejecting), .def = "1024",
+      .min = 0, .max = 1000000 },
+};
+
+static const struct key_desc breaker_keys[] = {
+    { .name = "max_connections_per_worker", .type = KEY_UINT,
+      .offset = BR(max_conns_per_worker), .def = "0", .min = 0, .max = UINT_MAX },
+    { .name = "memory_watermark", .type = KEY_CUSTOM, .def = "auto",
+      .set = set_memory_watermark },
+    { .name = "fd_watermark", .type = KEY_CUSTOM, .def = "0", .set = set_fd_watermark },
+    { .name = "open_for", .type = KEY_DURATION, .offset = BR(open_for_ms), .def = "5s",
+      .min = 1, .max = HOUR },
+    { .name = "resume", .type = KEY_CUSTOM, .def = "90", .set = set_resume },
+    { .name = "half_open_rate", .type = KEY_UINT, .offset = BR(half_open_rate), .def = "50",
+      .min = 1, .max = 100000000 },
+    { .name = "check_interval", .type = KEY_DURATION, .offset = BR(check_interval_ms),
+      .def = "250ms", .min = 10, .max = MIN },
+    SRV_BREAKER_KEYS(BS, NULL, set_brk_error_rate),
+};
 
 static const struct key_desc gateway_keys[] = {
     { .name = "workers", .type = KEY_CUSTOM, .def = "auto", .set = set_workers },
@@ -1045,6 +1199,8 @@ static const struct key_desc gateway_keys[] = {
     { .name = "metrics_listen", .type = KEY_CUSTOM, .def = "", .set = set_metrics_listen },
     { .name = "drain_timeout", .type = KEY_DURATION, .offset = GW(drain_timeout_ms),
       .def = "30s", .min = 0, .max = 24 * HOUR },
+    { .name = "drain_spread", .type = KEY_DURATION, .offset = GW(drain_spread_ms),
+      .def = "0", .min = 0, .max = 24 * HOUR },
     { .name = "nofile", .type = KEY_SIZE, .offset = GW(nofile), .def = "1048576",
       .min = 64, .max = 1ull << 30 },
 };
@@ -1094,6 +1250,7 @@ static const struct key_desc listener_keys[] = {
       .def = "delay", .choices = rate_action_choices },
     { .name = "high_water", .type = KEY_SIZE, .offset = LS(high_water), .def = "64k",
       .min = 4096, .max = 1ull << 30 },
+    ADM_LIMIT_KEYS(LA, "admission"),
 };
 
 static const struct key_desc upstream_keys[] = {
@@ -1114,12 +1271,14 @@ static const struct key_desc upstream_keys[] = {
       .def = "3", .min = 1, .max = 100 },
     { .name = "health_check_rise", .type = KEY_UINT, .offset = UP(health_check_rise),
       .def = "2", .min = 1, .max = 100 },
+    SRV_BREAKER_KEYS(UB, "breaker", set_up_error_rate),
 };
 
 _Static_assert(sizeof(enum cg_listener_mode) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_balance) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_upstream_protocol) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_rate_action) == sizeof(int), "KEY_ENUM writes an int");
+_Static_assert(sizeof(enum cg_reject_how) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(CG_ROUTE_NAME_MAX == CG_CONF_NAME_MAX, "route upstream names are section names");
 
 static void *gateway_create(struct parser *p, const char *name, unsigned int line,
@@ -1204,19 +1363,54 @@ static void *bpf_get(struct parser *p, size_t index)
     return &p->cfg->bpf;
 }
 
+static void *admission_create(struct parser *p, const char *name, unsigned int line,
+                              size_t *index)
+{
+    *index = 0;
+    return &p->cfg->adm;
+}
+
+static void *admission_get(struct parser *p, size_t index)
+{
+    return &p->cfg->adm;
+}
+
+static void *breaker_create(struct parser *p, const char *name, unsigned int line,
+                            size_t *index)
+{
+    *index = 0;
+    return &p->cfg->brk;
+}
+
+static void *breaker_get(struct parser *p, size_t index)
+{
+    return &p->cfg->brk;
+}
+
 #define KEYS(t) t, sizeof(t) / sizeof(t[0])
 
 static const struct section_kind kinds[] = {
-    { "gateway",  0, KEYS(gateway_keys),  gateway_create,  gateway_get },
-    { "listener", 1, KEYS(listener_keys), listener_create, listener_get },
-    { "upstream", 1, KEYS(upstream_keys), upstream_create, upstream_get },
-    { "bpf",      0, KEYS(bpf_keys),      bpf_create,      bpf_get },
+    { "gateway",   0, KEYS(gateway_keys),   gateway_create,   gateway_get },
+    { "listener",  1, KEYS(listener_keys),  listener_create,  listener_get },
+    { "upstream",  1, KEYS(upstream_keys),  upstream_create,  upstream_get },
+    { "bpf",       0, KEYS(bpf_keys),       bpf_create,       bpf_get },
+    { "admission", 0, KEYS(admission_keys), admission_create, admission_get },
+    { "breaker",   0, KEYS(breaker_keys),   breaker_create,   breaker_get },
 };
 
-#define KIND_GATEWAY  (&kinds[0])
-#define KIND_LISTENER (&kinds[1])
-#define KIND_UPSTREAM (&kinds[2])
-#define KIND_BPF      (&kinds[3])
+#define KIND_GATEWAY   (&kinds[0])
+#define KIND_LISTENER  (&kinds[1])
+#define KIND_UPSTREAM  (&kinds[2])
+#define KIND_BPF       (&kinds[3])
+#define KIND_ADMISSION (&kinds[4])
+#define KIND_BREAKER   (&kinds[5])
+
+/* 1 for the kinds that exist once, unnamed, and get their defaults before parsing. */
+static int is_singleton(const struct section_kind *kind)
+{
+    return kind == KIND_GATEWAY || kind == KIND_BPF || kind == KIND_ADMISSION ||
+           kind == KIND_BREAKER;
+}
 
 /* Sets every key of <kind> that has a default in <obj>. */
 static void apply_defaults(struct parser *p, const struct section_kind *kind, void *obj,
@@ -1321,8 +1515,9 @@ static void begin_section(struct parser *p, char *inside)
     obj = kind->create(p, name, line, &s->index);
     if (!obj)
         goto out_keys;
-    /* [gateway] and [bpf] were given their defaults before parsing, in case of absence. */
-    if (kind != KIND_GATEWAY && kind != KIND_BPF)
+    /* [gateway], [bpf], [admission] and [breaker] were given their defaults before
+     * parsing, in case of absence. */
+    if (!is_singleton(kind))
         apply_defaults(p, kind, obj, s->label, line);
     p->cur = (long)p->nsections++;
     return;
@@ -1576,6 +1771,50 @@ static void check_listeners(struct parser *p)
     }
 }
 
+/* The bytes a key's field takes (for copying an inherited value). */
+static size_t key_field_size(const struct key_desc *k)
+{
+    switch (k->type) {
+    case KEY_DURATION:
+    case KEY_SIZE:
+        return sizeof(uint64_t);
+    case KEY_UINT:
+    case KEY_CUSTOM:            /* the percentages: unsigned int */
+        return sizeof(unsigned int);
+    case KEY_BOOL:
+    case KEY_ENUM:
+        return sizeof(int);
+    case KEY_STRING:
+        return k->size;
+    }
+    return 0;
+}
+
+/* Gives the override keys that section <s> left out the value of their [admission] or
+ * [breaker] key, set or default. */
+static void inherit_keys(struct parser *p, const struct section *s)
+{
+    const struct section_kind *kind = s->kind, *parent;
+    void *obj = kind->get(p, s->index), *pobj;
+    size_t k, j;
+
+    for (k = 0; k < kind->nkeys; k++) {
+        const struct key_desc *key = &kind->keys[k];
+
+        if (!key->inherit || s->key_line[k])
+            continue;
+        parent = strcmp(key->inherit, "admission") == 0 ? KIND_ADMISSION : KIND_BREAKER;
+        pobj = parent->get(p, 0);
+        for (j = 0; j < parent->nkeys; j++) {
+            if (strcmp(parent->keys[j].name, key->name) != 0)
+                continue;
+            memcpy((char *)obj + key->offset, (const char *)pobj + parent->keys[j].offset,
+                   key_field_size(key));
+            break;
+        }
+    }
+}
+
 static void check_all(struct parser *p)
 {
     const struct section *s;
@@ -1583,6 +1822,7 @@ static void check_all(struct parser *p)
 
     for (i = 0; i < p->nsections; i++) {
         s = &p->sections[i];
+        inherit_keys(p, s);
         for (k = 0; k < s->kind->nkeys; k++)
             if (!s->kind->keys[k].def && !s->key_line[k])
                 error_at(p, s->line, "[%s] %s: required key missing", s->label,
@@ -1629,6 +1869,8 @@ int cg_config_parse_string(const char *name, const char *text, struct cg_config 
     p.cur = CUR_NONE;
     apply_defaults(&p, KIND_GATEWAY, &cfg->gw, "gateway", 0);
     apply_defaults(&p, KIND_BPF, &cfg->bpf, "bpf", 0);
+    apply_defaults(&p, KIND_ADMISSION, &cfg->adm, "admission", 0);
+    apply_defaults(&p, KIND_BREAKER, &cfg->brk, "breaker", 0);
 
     /* Debian's libinih reads its line limit at run time (a VLA of ini_max_line bytes);
      * the default of 200 is too short for a long servers list. */

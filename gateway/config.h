@@ -1,10 +1,12 @@
 /* gateway/config.h — the ini configuration: types, loading, validation, value parsers.
  *
  * The file is split into lines and keys by inih; every check is ours. Sections:
- * [gateway] and [bpf] (at most one each), [listener NAME] and [upstream NAME] (any number,
- * NAME unique per kind, [A-Za-z0-9_.-]+, at most CG_CONF_NAME_MAX - 1 characters). conf/corogate.ini
- * documents every key. Defaults live in one place: the key tables in config.c, written as
- * the strings a user would put in the file and parsed by the same code.
+ * [gateway], [admission], [breaker] and [bpf] (at most one each), [listener NAME] and
+ * [upstream NAME] (any number, NAME unique per kind, [A-Za-z0-9_.-]+, at most
+ * CG_CONF_NAME_MAX - 1 characters). Some [admission] and [breaker] keys may also be set in a
+ * listener or an upstream, for that one only. conf/corogate.ini documents every key.
+ * Defaults live in one place: the key tables in config.c, written as the strings a user
+ * would put in the file and parsed by the same code.
  *
  * Every error is collected, one message each, formatted as
  *     FILE:LINE: [SECTION] KEY: message      (a key's value)
@@ -75,7 +77,60 @@ struct cg_gateway_conf {
     struct sockaddr_storage metrics_addr;
     socklen_t        metrics_addrlen;
     uint64_t         drain_timeout_ms;
+    uint64_t         drain_spread_ms;   /* websocket 1001s spread over this; 0 = at once */
     uint64_t         nofile;            /* desired RLIMIT_NOFILE */
+};
+
+/* How a TCP listener refuses a connection (WebSocket listeners answer 429/503). */
+enum cg_reject_how {
+    CG_REJECT_CLOSE,            /* close at once: the client reads EOF */
+    CG_REJECT_RST,              /* SO_LINGER 0, then close: the client gets a reset */
+};
+
+/* One listener's admission limits: its own keys, or else [admission]'s (conf/corogate.ini
+ * explains each). */
+struct cg_adm_limits {
+    unsigned int     conn_rate;         /* new connections/s, all workers; 0 = no limit */
+    unsigned int     conn_burst;        /* 0 = conn_rate */
+    unsigned int     ip_conn_rate;      /* new connections/s per client address; 0 = none */
+    unsigned int     ip_conn_burst;     /* 0 = ip_conn_rate */
+    unsigned int     max_conns_per_ip;  /* open connections per client address; 0 = any */
+    enum cg_reject_how reject;
+};
+
+/* [admission]: token buckets at accept. */
+struct cg_admission_conf {
+    struct cg_adm_limits lim;           /* what listeners without their own keys get */
+    unsigned int     ipv4_prefix;       /* bits of an IPv4 address that make a "client" */
+    unsigned int     ipv6_prefix;
+    unsigned int     ip_table_size;     /* per-address entries, fixed at start */
+    uint64_t         reject_timeout_ms; /* a refused WebSocket client's request, at most */
+    unsigned int     max_rejecting;     /* refused WebSocket clients answered at once, per
+                                         * worker; more are closed */
+};
+
+/* The failure breaker and connect quota of each server of one upstream: its own keys, or
+ * else [breaker]'s. */
+struct cg_srv_breaker_conf {
+    unsigned int     max_pending;       /* connects in progress per server; 0 = any */
+    unsigned int     eject_failures;    /* consecutive failures that eject; 0 = never */
+    unsigned int     eject_error_rate;  /* percent failed in eject_window; 0 = off */
+    uint64_t         eject_window_ms;
+    unsigned int     eject_min_connects;/* in the window, before the rate counts */
+    uint64_t         eject_cooldown_ms; /* ejected this long, then probed */
+};
+
+/* [breaker]: connection quotas and the overload circuit breaker. */
+struct cg_breaker_conf {
+    unsigned int     max_conns_per_worker;  /* 0 = unlimited */
+    uint64_t         memory_watermark;      /* RSS bytes that trip it; 0 = off */
+    int              memory_auto;           /* 1: watermark is 90% of the memory we have */
+    unsigned int     fd_watermark;          /* percent of RLIMIT_NOFILE; 0 = off */
+    uint64_t         open_for_ms;           /* OPEN at least this long */
+    unsigned int     resume;                /* percent: HALF_OPEN -> CLOSED below this */
+    unsigned int     half_open_rate;        /* new connections/s admitted while HALF_OPEN */
+    uint64_t         check_interval_ms;     /* memory and descriptors sampled this often */
+    struct cg_srv_breaker_conf srv;         /* what upstreams without their own keys get */
 };
 
 struct cg_server_conf {
@@ -98,6 +153,7 @@ struct cg_upstream_conf {
     uint64_t         health_check_timeout_ms;
     unsigned int     health_check_fall;
     unsigned int     health_check_rise;
+    struct cg_srv_breaker_conf brk;             /* own keys, else [breaker]'s */
 };
 
 struct cg_listener_conf {
@@ -132,6 +188,7 @@ struct cg_listener_conf {
     uint64_t         byte_burst;                /* 0 = byte_rate */
     enum cg_rate_action rate_limit_action;
     uint64_t         high_water;                /* stop reading a side above this queue */
+    struct cg_adm_limits adm;                   /* own keys, else [admission]'s */
 };
 
 /* [bpf] attach: which probes measure the workers' scheduling (see gateway/schedlat.h). */
@@ -155,6 +212,8 @@ struct cg_config {
     time_t           loaded_at;
     struct cg_gateway_conf gw;
     struct cg_bpf_conf bpf;
+    struct cg_admission_conf adm;
+    struct cg_breaker_conf brk;
     struct cg_listener_conf *listeners;
     size_t           nlisteners;
     struct cg_upstream_conf *upstreams;

@@ -15,6 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "admission.h"
+#include "breaker.h"
 #include "coro/ctx.h"
 #include "metrics.h"
 #include "upstream.h"
@@ -201,6 +203,11 @@ static const char *ws_status_reason(unsigned i)
     return i < CG_WSS_OTHER ? names[i] : "other";
 }
 
+static const char *reject_reason(unsigned i)
+{
+    return cg_reject_label((int)i);
+}
+
 static const char *ws_close_reason(unsigned i)
 {
     return cg_ws_close_name((enum cg_ws_close_stat)i);
@@ -214,6 +221,7 @@ static const char *ws_proto_reason(unsigned i)
 #define WS(f)          offsetof(struct cg_worker_stats, f), 0, NULL
 #define WSA(f, n, fn)  offsetof(struct cg_worker_stats, f), n, fn
 #define LS(f)          offsetof(struct cg_listener_stats, f), 0, NULL
+#define LSA(f, n, fn)  offsetof(struct cg_listener_stats, f), n, fn
 #define WSH(f)         offsetof(struct cg_worker_stats, f)
 
 static const struct counter_desc worker_counters[] = {
@@ -225,6 +233,8 @@ static const struct counter_desc worker_counters[] = {
       "Client connections closed.", WS(closed) },
     { "rejected_max", "corogate_worker_connections_rejected_total", "max_connections",
       COUNTER, "Client connections refused at accept, by reason.", WS(rejected_max) },
+    { "rejected", "corogate_worker_connections_rejected_total", NULL, COUNTER, NULL,
+      WSA(rejected, CG_REJ_N, reject_reason) },
     { "accept_emfile", "corogate_worker_accept_errors_total", "emfile", COUNTER,
       "accept() failures, by reason (emfile: out of descriptors, connection shed).",
       WS(accept_emfile) },
@@ -284,6 +294,8 @@ static const struct counter_desc listener_counters[] = {
       "Client connections open now, per listener and worker.", LS(active) },
     { "rejected_max", "corogate_listener_connections_rejected_total", "max_connections",
       COUNTER, "Client connections refused at accept, by reason.", LS(rejected_max) },
+    { "rejected", "corogate_listener_connections_rejected_total", NULL, COUNTER, NULL,
+      LSA(rejected, CG_REJ_N, reject_reason) },
     { "bytes_in", "corogate_listener_received_bytes_total", NULL, COUNTER,
       "Bytes received from clients, per listener and worker.", LS(bytes_in) },
     { "bytes_out", "corogate_listener_sent_bytes_total", NULL, COUNTER,
@@ -377,13 +389,38 @@ static void json_listeners(struct cg_sbuf *b, const struct cg_daemon *d)
                        lc->mode == CG_MODE_TCP ? "tcp" : "websocket");
         cg_sbuf_json_str(b, cg_config_listener_upstream(cfg, lc)->name);
         for (k = 0; k < NELEMS(listener_counters); k++) {
-            uint64_t sum = 0;
+            const struct counter_desc *t = &listener_counters[k];
+            unsigned e, n = t->n ? t->n : 1;
 
-            for (w = 0; w < d->nworkers; w++)
-                if (i < d->workers[w].nls)
-                    sum += load_at(&d->workers[w].ls[i].stats, listener_counters[k].off);
-            cg_sbuf_printf(b, ",\"%s\":%llu", listener_counters[k].json,
-                           (unsigned long long)sum);
+            cg_sbuf_printf(b, ",\"%s\":%s", t->json, t->n ? "{" : "");
+            for (e = 0; e < n; e++) {
+                uint64_t sum = 0;
+
+                for (w = 0; w < d->nworkers; w++)
+                    if (i < d->workers[w].nls)
+                        sum += load_at(&d->workers[w].ls[i].stats,
+                                       t->off + e * sizeof(uint64_t));
+                if (t->n)
+                    cg_sbuf_printf(b, "%s\"%s\":%llu", e ? "," : "", t->reason_of(e),
+                                   (unsigned long long)sum);
+                else
+                    cg_sbuf_printf(b, "%llu", (unsigned long long)sum);
+            }
+            if (t->n)
+                cg_sbuf_add(b, "}", 1);
+        }
+        if (d->adm && cg_admission_listener(d->adm, lc->name)) {
+            const struct cg_adm_listener *al = cg_admission_listener(d->adm, lc->name);
+            uint64_t ip = atomic_load(&al->ip_params);
+            uint32_t rate, burst;
+
+            cg_tbs_get(&al->bucket, &rate, &burst);
+            cg_sbuf_printf(b, ",\"admission\":{\"connection_rate\":%u,\"connection_burst\":%u,"
+                           "\"ip_connection_rate\":%u,\"ip_connection_burst\":%u,"
+                           "\"max_connections_per_ip\":%u,\"reject\":\"%s\"}", rate, burst,
+                           (uint32_t)ip, (uint32_t)(ip >> 32),
+                           atomic_load(&al->max_conns_per_ip),
+                           atomic_load(&al->reject) == CG_REJECT_RST ? "rst" : "close");
         }
         cg_sbuf_add(b, "}", 1);
     }
@@ -411,13 +448,20 @@ static void json_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
             cg_sbuf_json_str(b, s->conf->name);
             cg_sbuf_printf(b, ",\"weight\":%u,\"state\":\"%s\",\"health\":\"%s\","
                            "\"active\":%u,\"connects\":%llu,\"connect_fails\":%llu,"
-                           "\"connect_timeouts\":%llu,\"checks_failed\":%llu}",
+                           "\"connect_timeouts\":%llu,\"checks_failed\":%llu,"
+                           "\"breaker\":\"%s\",\"pending\":%u,\"consecutive_failures\":%u,"
+                           "\"ejections\":%llu,\"restores\":%llu,\"probes_failed\":%llu}",
                            s->conf->weight, server_state_name(atomic_load(&s->state)),
                            atomic_load(&s->down) ? "down" : "up", atomic_load(&s->active),
                            (unsigned long long)atomic_load(&s->connects),
                            (unsigned long long)atomic_load(&s->connect_fails),
                            (unsigned long long)atomic_load(&s->connect_timeouts),
-                           (unsigned long long)atomic_load(&s->checks_failed));
+                           (unsigned long long)atomic_load(&s->checks_failed),
+                           cg_srv_brk_name(atomic_load(&s->brk)), atomic_load(&s->pending),
+                           atomic_load(&s->consec_fails),
+                           (unsigned long long)atomic_load(&s->ejections),
+                           (unsigned long long)atomic_load(&s->restores),
+                           (unsigned long long)atomic_load(&s->probes_failed));
         }
         cg_sbuf_add(b, "]}", 2);
     }
@@ -470,6 +514,56 @@ static void json_workers(struct cg_sbuf *b, const struct cg_daemon *d)
     cg_sbuf_add(b, "]", 1);
 }
 
+/* `"breaker":{...},"admission":{...}`: a daemon without them (tests) shows nulls. */
+static void json_breaker(struct cg_sbuf *b, const struct cg_daemon *d)
+{
+    struct cg_breaker *brk = d->brk;
+    struct cg_iptable_stats ips;
+    uint64_t since;
+    int why, state;
+    unsigned i;
+
+    if (!brk) {
+        cg_sbuf_printf(b, "\"breaker\":null,\"admission\":null");
+        return;
+    }
+    state = cg_breaker_state(brk, &since, &why);
+    cg_sbuf_printf(b, "\"breaker\":{\"state\":\"%s\",\"mode\":\"%s\",\"reason\":\"%s\","
+                   "\"for_ms\":%llu,\"connections\":%u,\"max_connections\":%u,"
+                   "\"max_connections_per_worker\":%u,\"rss\":%llu,\"memory_watermark\":%llu,"
+                   "\"fds\":%llu,\"fd_limit\":%llu,\"open_for_ms\":%llu,\"resume_pct\":%u,"
+                   "\"use_permille\":{",
+                   cg_brk_state_name(state), cg_brk_mode_name(atomic_load(&brk->mode)),
+                   cg_brk_why_name(why),
+                   (unsigned long long)(uv_hrtime() / 1000000 - since), atomic_load(&d->conns),
+                   atomic_load(&brk->max_conns), atomic_load(&brk->max_per_worker),
+                   (unsigned long long)atomic_load(&brk->rss),
+                   (unsigned long long)atomic_load(&brk->memory_watermark),
+                   (unsigned long long)atomic_load(&brk->fds),
+                   (unsigned long long)(brk->nofile * atomic_load(&brk->fd_watermark) / 100),
+                   (unsigned long long)atomic_load(&brk->open_for_ms),
+                   atomic_load(&brk->resume) / 10);
+    for (i = 0; i < CG_BRKW_NRES; i++)
+        cg_sbuf_printf(b, "%s\"%s\":%u", i ? "," : "", cg_brk_why_name((int)i),
+                       atomic_load(&brk->use[i]));
+    cg_sbuf_add(b, "},\"entered\":{", 13);
+    for (i = 0; i < CG_BRK_NSTATES; i++)
+        cg_sbuf_printf(b, "%s\"%s\":%llu", i ? "," : "", cg_brk_state_name((int)i),
+                       (unsigned long long)atomic_load(&brk->entered[i]));
+    cg_sbuf_add(b, "},\"trips\":{", 11);
+    for (i = 0; i < CG_BRKW_N; i++)
+        cg_sbuf_printf(b, "%s\"%s\":%llu", i ? "," : "", cg_brk_why_name((int)i),
+                       (unsigned long long)atomic_load(&brk->trips[i]));
+    cg_sbuf_add(b, "}}", 2);
+    cg_iptable_stats(d->adm ? d->adm->ipt : NULL, uv_hrtime(), &ips);
+    cg_sbuf_printf(b, ",\"admission\":{\"ip_table\":%s,\"capacity\":%llu,\"live\":%llu,"
+                   "\"holding\":%llu,\"evictions\":%llu,\"untracked\":%llu}",
+                   d->adm && d->adm->ipt ? "true" : "false",
+                   (unsigned long long)ips.capacity, (unsigned long long)ips.live,
+                   (unsigned long long)ips.holding, (unsigned long long)ips.evictions,
+                   (unsigned long long)ips.untracked);
+}
+
 int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt)
 {
     const struct cg_daemon *d = rt->d;
@@ -489,11 +583,10 @@ int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt)
     json_upstreams(b, d);
     cg_sbuf_add(b, ",", 1);
     json_workers(b, d);
-    cg_sbuf_printf(b, ",\"breaker\":{\"configured\":false,\"connections\":%u,"
-                   "\"max_connections\":%u},\"admission\":{\"configured\":false},"
-                   "\"reloads\":%u,\"reload_failures\":%u,\"stats_clients\":%u}\n",
-                   atomic_load(&d->conns), max, rt->reloads, rt->reload_failures,
-                   rt->stats_clients);
+    cg_sbuf_add(b, ",", 1);
+    json_breaker(b, d);
+    cg_sbuf_printf(b, ",\"reloads\":%u,\"reload_failures\":%u,\"stats_clients\":%u}\n",
+                   rt->reloads, rt->reload_failures, rt->stats_clients);
     return b->overflow ? -ENOBUFS : 0;
 }
 
@@ -575,7 +668,10 @@ static void prom_hists(struct cg_sbuf *b, const struct cg_daemon *d)
 }
 
 /* One sample per server of every upstream: <what> picks the value. */
-enum server_value { SV_UP, SV_ACTIVE, SV_CONNECTS, SV_FAILS, SV_TIMEOUTS, SV_CHECKS };
+enum server_value {
+    SV_UP, SV_ACTIVE, SV_CONNECTS, SV_FAILS, SV_TIMEOUTS, SV_CHECKS, SV_EJECTED, SV_PENDING,
+    SV_EJECTIONS, SV_RESTORES,
+};
 
 static void prom_servers(struct cg_sbuf *b, const struct cg_daemon *d, const char *family,
                          enum server_value what)
@@ -597,6 +693,10 @@ static void prom_servers(struct cg_sbuf *b, const struct cg_daemon *d, const cha
             case SV_FAILS:    v = atomic_load(&s->connect_fails); break;
             case SV_TIMEOUTS: v = atomic_load(&s->connect_timeouts); break;
             case SV_CHECKS:   v = atomic_load(&s->checks_failed); break;
+            case SV_EJECTED:  v = atomic_load(&s->brk) != CG_SRV_IN; break;
+            case SV_PENDING:  v = atomic_load(&s->pending); break;
+            case SV_EJECTIONS: v = atomic_load(&s->ejections); break;
+            case SV_RESTORES: v = atomic_load(&s->restores); break;
             }
             cg_sbuf_printf(b, "%s{upstream=\"", family);
             prom_label(b, up->conf->name);
@@ -624,6 +724,15 @@ static void prom_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
           "Connects to the server that timed out.", SV_TIMEOUTS },
         { "corogate_server_health_check_failures_total", "counter",
           "Failed health checks of the server.", SV_CHECKS },
+        { "corogate_server_ejected", "gauge",
+          "1 while the server's failure breaker keeps it out of balancing (or probes it).",
+          SV_EJECTED },
+        { "corogate_server_pending_connects", "gauge", "Connects to the server in progress.",
+          SV_PENDING },
+        { "corogate_server_ejections_total", "counter",
+          "Times the failure breaker ejected the server.", SV_EJECTIONS },
+        { "corogate_server_restores_total", "counter",
+          "Times a probe brought an ejected server back.", SV_RESTORES },
     };
     static const int states[] = { CG_SERVER_READY, CG_SERVER_DRAIN, CG_SERVER_MAINT };
     size_t r, i, k;
@@ -661,6 +770,69 @@ static void prom_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
     }
 }
 
+static void prom_breaker(struct cg_sbuf *b, const struct cg_daemon *d)
+{
+    struct cg_breaker *brk = d->brk;
+    struct cg_iptable_stats ips;
+    int state, i;
+
+    if (!brk)
+        return;
+    state = cg_breaker_state(brk, NULL, NULL);
+    prom_family(b, "corogate_breaker_state", "gauge",
+                "1 for the overload breaker's state (closed, open, half_open).");
+    for (i = 0; i < CG_BRK_NSTATES; i++)
+        cg_sbuf_printf(b, "corogate_breaker_state{state=\"%s\"} %d\n", cg_brk_state_name(i),
+                       state == i);
+    prom_family(b, "corogate_breaker_transitions_total", "counter",
+                "Overload breaker transitions, by the state entered.");
+    for (i = 0; i < CG_BRK_NSTATES; i++)
+        cg_sbuf_printf(b, "corogate_breaker_transitions_total{to=\"%s\"} %llu\n",
+                       cg_brk_state_name(i), (unsigned long long)atomic_load(&brk->entered[i]));
+    prom_family(b, "corogate_breaker_trips_total", "counter",
+                "Overload breaker openings, by reason.");
+    for (i = 0; i < CG_BRKW_N; i++)
+        if (i < CG_BRKW_NRES || i == CG_BRKW_FORCED)
+            cg_sbuf_printf(b, "corogate_breaker_trips_total{reason=\"%s\"} %llu\n",
+                           cg_brk_why_name(i), (unsigned long long)atomic_load(&brk->trips[i]));
+    prom_family(b, "corogate_breaker_use_ratio", "gauge",
+                "Use of each watched resource as a fraction of its trip point (0 when off).");
+    for (i = 0; i < CG_BRKW_NRES; i++)
+        cg_sbuf_printf(b, "corogate_breaker_use_ratio{resource=\"%s\"} %u.%03u\n",
+                       cg_brk_why_name(i), atomic_load(&brk->use[i]) / 1000,
+                       atomic_load(&brk->use[i]) % 1000);
+    prom_family(b, "corogate_resident_memory_bytes", "gauge",
+                "Resident memory, as the breaker last sampled it.");
+    cg_sbuf_printf(b, "corogate_resident_memory_bytes %llu\n",
+                   (unsigned long long)atomic_load(&brk->rss));
+    prom_family(b, "corogate_memory_watermark_bytes", "gauge",
+                "Resident memory that opens the breaker (0 = off).");
+    cg_sbuf_printf(b, "corogate_memory_watermark_bytes %llu\n",
+                   (unsigned long long)atomic_load(&brk->memory_watermark));
+    prom_family(b, "corogate_open_files_estimate", "gauge",
+                "Open descriptors as the breaker estimates them.");
+    cg_sbuf_printf(b, "corogate_open_files_estimate %llu\n",
+                   (unsigned long long)atomic_load(&brk->fds));
+    if (!d->adm || !d->adm->ipt)
+        return;
+    cg_iptable_stats(d->adm->ipt, uv_hrtime(), &ips);
+    prom_family(b, "corogate_admission_ip_entries", "gauge",
+                "Client-address entries remembered (a bucket not full, or connections held).");
+    cg_sbuf_printf(b, "corogate_admission_ip_entries %llu\n", (unsigned long long)ips.live);
+    prom_family(b, "corogate_admission_ip_entries_limit", "gauge",
+                "Capacity of the client-address table (ip_table_size).");
+    cg_sbuf_printf(b, "corogate_admission_ip_entries_limit %llu\n",
+                   (unsigned long long)ips.capacity);
+    prom_family(b, "corogate_admission_ip_evictions_total", "counter",
+                "Remembered client addresses given up for newcomers.");
+    cg_sbuf_printf(b, "corogate_admission_ip_evictions_total %llu\n",
+                   (unsigned long long)ips.evictions);
+    prom_family(b, "corogate_admission_ip_untracked_total", "counter",
+                "Connections admitted untracked: every entry of their set held connections.");
+    cg_sbuf_printf(b, "corogate_admission_ip_untracked_total %llu\n",
+                   (unsigned long long)ips.untracked);
+}
+
 int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt)
 {
     const struct cg_daemon *d = rt->d;
@@ -689,6 +861,7 @@ int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt)
                 "Stats socket and /metrics clients connected now.");
     cg_sbuf_printf(b, "corogate_stats_clients %u\n", rt->stats_clients);
 
+    prom_breaker(b, d);
     prom_counter_rows(b, d, listener_counters, NELEMS(listener_counters), 1);
     prom_counter_rows(b, d, worker_counters, NELEMS(worker_counters), 0);
     prom_hists(b, d);

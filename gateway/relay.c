@@ -13,37 +13,64 @@
 
 #include "coro/io.h"
 #include "coro/list.h"
+#include "admission.h"
+#include "breaker.h"
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
+#include "reload.h"
 
 #define FLUSH_TIMEOUT_MS 5000
 
 static struct cg_ratelimit connect_log = CG_RATELIMIT_INIT(1000, 5);
+
+/* 1 when a connect to a server is only half the story: a WebSocket backend must also
+ * complete its handshake, and ws.c reports that outcome to the server's breaker. */
+static int defers_report(const struct cg_conn *c)
+{
+    return c->lc->mode == CG_MODE_WEBSOCKET &&
+           c->lc->upstream_protocol == CG_UPROTO_WEBSOCKET;
+}
+
+static int is_local_error(int err)
+{
+    return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM ||
+           err == UV_EADDRNOTAVAIL;
+}
 
 int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
 {
     const struct cg_upstream_conf *uc = up->conf;
     struct cg_worker *w = c->w;
     uint64_t tried = 0;
-    unsigned attempt;
+    unsigned attempt = 0, skipped = 0;
     uint64_t t0;
-    int err = UV_EHOSTUNREACH, more;
+    int err = UV_EHOSTUNREACH, more, probe;
 
-    for (attempt = 0; attempt <= uc->retries; attempt++) {
+    while (attempt <= uc->retries) {
         struct cg_server *srv = cg_upstream_pick(up, w->id, tried);
 
         if (!srv)
             break;
         if (srv->index < 64)
             tried |= 1ull << srv->index;
+        /* Its pending connects full, or its probe taken, since it was picked: not a try. */
+        if (cg_server_connect_begin(srv, uv_hrtime() / 1000000, &probe) < 0) {
+            if (++skipped > up->nservers)
+                break;
+            continue;
+        }
+        attempt++;
         if (c->up_inited) {
             coro_stream_close(&c->up, NULL);
             c->up_inited = 0;
         }
         err = coro_stream_init(w->sched, &c->up);
-        if (err < 0)
+        if (err < 0) {
+            cg_server_connect_done(srv);
+            cg_server_report(srv, -1, 0, NULL);
             return err;
+        }
         c->up_inited = 1;
         c->up.rreason = "read upstream";
         c->up.wreason = "write upstream";
@@ -52,23 +79,32 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
         t0 = uv_hrtime();
         err = coro_connect(&c->up, (const struct sockaddr *)&srv->conf->addr,
                            (int64_t)uc->connect_timeout_ms);
+        cg_server_connect_done(srv);
         if (err == 0) {
             cg_lat_hist_record(&w->stats.connect_lat, (uv_hrtime() - t0) / 1000);
             uv_tcp_nodelay(&c->up.tcp, 1);
             atomic_fetch_add(&srv->connects, 1);
+            if (!defers_report(c))
+                cg_server_report(srv, 1, uv_hrtime() / 1000000, NULL);
             c->srv = srv;
             return 0;
         }
         atomic_fetch_sub(&srv->active, 1);
-        if (err == UV_ECANCELED)
+        if (err == UV_ECANCELED) {
+            cg_server_report(srv, -1, 0, NULL);
             return err;
+        }
+        /* Our own shortage (descriptors, memory, ports) is not the server's failure. */
+        cg_server_report(srv, is_local_error(err) ? -1 : 0, uv_hrtime() / 1000000,
+                         uv_strerror(err));
         atomic_fetch_add(&srv->connect_fails, 1);
         if (err == UV_ETIMEDOUT)
             atomic_fetch_add(&srv->connect_timeouts, 1);
         CG_STAT_ADD(w->stats.connect_fails, 1);
-        more = attempt < uc->retries && (unsigned)__builtin_popcountll(tried) < up->nservers;
-        cg_log_ratelimited(&connect_log, CG_LOG_WARN, "upstream %s: connect() to %s: %s%s",
+        more = attempt <= uc->retries && (unsigned)__builtin_popcountll(tried) < up->nservers;
+        cg_log_ratelimited(&connect_log, CG_LOG_WARN, "upstream %s: connect() to %s: %s%s%s",
                            uc->name, srv->conf->name, uv_strerror(err),
+                           probe ? " (probe of an ejected server)" : "",
                            more ? ", trying another server" : "");
     }
     return err;
@@ -80,7 +116,9 @@ struct dir {
     struct coro_stream *dst;
     int                 open;     /* src has not reached EOF */
     _Atomic uint64_t   *counter;  /* worker stat for these bytes */
-    _Atomic uint64_t   *lcounter; /* listener stat for these bytes */
+    struct cg_conn     *c;        /* c->l: its listener's, looked up each time (a reload
+                                   * moves it) */
+    int                 out;      /* to the client: bytes_out */
 };
 
 /* Moves what <d>'s source has to its destination. Returns 1 on progress, 0 when there is
@@ -104,7 +142,10 @@ static int pump(struct dir *d)
     if (n < 0)
         return (int)n;
     CG_STAT_ADD(*d->counter, (uint64_t)n);
-    CG_STAT_ADD(*d->lcounter, (uint64_t)n);
+    if (d->out)
+        CG_STAT_ADD(d->c->l->stats.bytes_out, (uint64_t)n);
+    else
+        CG_STAT_ADD(d->c->l->stats.bytes_in, (uint64_t)n);
     err = coro_write_nowait(d->dst, b);
     return err < 0 ? err : 1;
 }
@@ -114,10 +155,10 @@ static int pump(struct dir *d)
 static int relay(struct cg_conn *c)
 {
     struct cg_worker *w = c->w;
-    uint64_t idle = c->l->conf->idle_timeout_ms;
+    uint64_t idle = c->lc->idle_timeout_ms;
     struct dir dirs[2] = {
-        { &c->client, &c->up, 1, &w->stats.bytes_in, &c->l->stats.bytes_in },
-        { &c->up, &c->client, 1, &w->stats.bytes_out, &c->l->stats.bytes_out },
+        { &c->client, &c->up, 1, &w->stats.bytes_in, c, 0 },
+        { &c->up, &c->client, 1, &w->stats.bytes_out, c, 1 },
     };
     int err, a, b;
 
@@ -144,13 +185,14 @@ void cg_tcp_session(void *arg)
 {
     struct cg_conn *c = arg;
     struct cg_worker *w = c->w;
+    struct cg_upstream *up = &c->gen->ups[c->lc->upstream];    /* its generation's */
     int err;
 
     c->co = coro_self();
-    err = cg_conn_connect_upstream(c, c->l->up);
+    err = cg_conn_connect_upstream(c, up);
     if (err < 0) {
         if (err != UV_ECANCELED) {
-            atomic_fetch_add(&c->l->up->no_server, 1);
+            atomic_fetch_add(&up->no_server, 1);
             CG_STAT_ADD(w->stats.no_server, 1);
         }
         goto out;
@@ -177,10 +219,13 @@ void cg_conn_end(struct cg_conn *c)
     if (c->up_inited)
         coro_stream_close(&c->up, NULL);
     coro_stream_close(&c->client, NULL);
-    coro_list_del(&c->node);
+    cg_worker_unlink(w, &c->node);
+    cg_iptable_release(w->d->adm->ipt, c->ip_slot);
     atomic_fetch_sub(&w->d->conns, 1);
     CG_STAT_ADD(w->stats.active, (uint64_t)-1);
     CG_STAT_ADD(w->stats.closed, 1);
     CG_STAT_ADD(c->l->stats.active, (uint64_t)-1);
+    cg_gen_put(c->srv_gen);
+    cg_gen_put(c->gen);
     free(c);
 }

@@ -11,9 +11,16 @@ struct cg_conn {
     struct coro_stream   up;
     struct coro_list     node;     /* in the worker's conns */
     struct cg_worker    *w;
-    struct cg_wlistener *l;
+    struct cg_wlistener *l;        /* counters only: a reload may move it (worker.h) */
     struct cg_server    *srv;
     struct coro         *co;
+    /* Reload (reload.h): the generation the connection started in (a reference) and its
+     * listener's settings there; srv_gen, when set, a reference to the newer generation a
+     * reload moved srv's accounting to (NULL: srv is in gen). */
+    struct cg_gen       *gen;
+    const struct cg_listener_conf *lc;
+    struct cg_gen       *srv_gen;
+    uint32_t             ip_slot;  /* per-address connection slot held (admission.h), 0 = none */
     uint8_t              up_inited;
 };
 

@@ -3,6 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uv.h>
+
+#include "breaker.h"
 #include "upstream.h"
 
 struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nworkers)
@@ -33,6 +36,7 @@ struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nwork
             up->servers[j].up = up;
             up->servers[j].index = (unsigned)j;
         }
+        cg_upstream_breaker_set(up, &uc->brk);
         for (j = 0; j < nworkers; j++)   /* distinct, non-zero xorshift seeds */
             up->rng[j] = 0x9e3779b97f4a7c15ull * (j + 1) ^ ((uint64_t)i << 32) ^ 0x2545f491;
     }
@@ -53,12 +57,33 @@ void cg_upstreams_free(struct cg_upstream *ups, size_t n)
     free(ups);
 }
 
+void cg_upstreams_apply(struct cg_upstream *ups, size_t n, const struct cg_config *cfg)
+{
+    size_t i, j;
+
+    for (i = 0; ups && i < n; i++)
+        for (j = 0; j < cfg->nupstreams; j++)
+            if (strcmp(ups[i].conf->name, cfg->upstreams[j].name) == 0)
+                cg_upstream_breaker_set(&ups[i], &cfg->upstreams[j].brk);
+}
+
 int cg_server_is_eligible(const struct cg_server *srv)
 {
-    unsigned max = srv->up->conf->max_connections_per_server;
+    const struct cg_upstream *up = srv->up;
+    unsigned max = up->conf->max_connections_per_server;
+    unsigned pmax = atomic_load_explicit(&up->max_pending, memory_order_relaxed);
+    int brk = atomic_load_explicit(&srv->brk, memory_order_relaxed);
 
     if (atomic_load_explicit(&srv->down, memory_order_relaxed) ||
         atomic_load_explicit(&srv->state, memory_order_relaxed) != CG_SERVER_READY)
+        return 0;
+    /* Ejected: only once its cool-down is over, for the probe. */
+    if (brk == CG_SRV_PROBING ||
+        (brk == CG_SRV_EJECTED && uv_hrtime() / 1000000 <
+                                  atomic_load_explicit(&srv->eject_until_ms,
+                                                       memory_order_relaxed)))
+        return 0;
+    if (pmax && atomic_load_explicit(&srv->pending, memory_order_relaxed) >= pmax)
         return 0;
     return max == 0 || atomic_load_explicit(&srv->active, memory_order_relaxed) < max;
 }
@@ -198,4 +223,56 @@ int cg_server_check_result(struct cg_server *srv, int ok)
         return 1;
     }
     return 0;
+}
+
+static int same_addr(const struct cg_server_conf *a, const struct cg_server_conf *b)
+{
+    return a->addrlen == b->addrlen && memcmp(&a->addr, &b->addr, a->addrlen) == 0;
+}
+
+#define CARRY(dst, src, field) \
+    atomic_store(&(dst)->field, atomic_load(&(src)->field))
+
+void cg_upstreams_carry(struct cg_upstream *ups, size_t n, struct cg_upstream *old,
+                        size_t nold)
+{
+    size_t i, k;
+    unsigned j, m;
+
+    for (i = 0; i < n; i++) {
+        struct cg_upstream *up = &ups[i];
+
+        for (k = 0; k < nold && strcmp(old[k].conf->name, up->conf->name) != 0; k++)
+            ;
+        if (k == nold)
+            continue;
+        CARRY(up, &old[k], no_server);
+        for (j = 0; j < up->nservers; j++) {
+            struct cg_server *s = &up->servers[j];
+
+            for (m = 0; m < old[k].nservers; m++) {
+                struct cg_server *o = &old[k].servers[m];
+
+                if (!same_addr(s->conf, o->conf))
+                    continue;
+                CARRY(s, o, down);
+                CARRY(s, o, state);
+                CARRY(s, o, connects);
+                CARRY(s, o, connect_fails);
+                CARRY(s, o, connect_timeouts);
+                CARRY(s, o, checks_failed);
+                CARRY(s, o, eject_until_ms);
+                /* A probe in flight belongs to the old generation: the new one probes
+                 * again (ejected, cool-down over). */
+                atomic_store(&s->brk, atomic_load(&o->brk) == CG_SRV_PROBING ?
+                             CG_SRV_EJECTED : atomic_load(&o->brk));
+                CARRY(s, o, consec_fails);
+                CARRY(s, o, ejections);
+                CARRY(s, o, restores);
+                CARRY(s, o, probes_failed);
+                o->succ = s;
+                break;
+            }
+        }
+    }
 }

@@ -35,6 +35,20 @@ struct cg_server {
     _Atomic uint64_t   checks_failed;
     unsigned           check_fails;         /* consecutive, health-check worker only */
     unsigned           check_oks;
+    /* reload: this server in the next generation (reload.h), set when that one is built;
+     * read only by workers moving their connections over to it */
+    struct cg_server  *succ;
+    /* failure breaker and connect quota (breaker.h) */
+    _Atomic unsigned   pending;             /* connects in progress */
+    _Atomic int        brk;                 /* enum cg_srv_brk: in, ejected, probing */
+    _Atomic uint64_t   eject_until_ms;      /* ejected: probed from then on */
+    _Atomic unsigned   consec_fails;        /* connects failed in a row */
+    _Atomic uint64_t   win_start_ms;        /* the error-rate window */
+    _Atomic unsigned   win_total;
+    _Atomic unsigned   win_fails;
+    _Atomic uint64_t   ejections;
+    _Atomic uint64_t   restores;
+    _Atomic uint64_t   probes_failed;
 };
 
 struct cg_upstream {
@@ -42,6 +56,13 @@ struct cg_upstream {
     struct cg_server  *servers;
     unsigned           nservers;
     _Atomic uint64_t   no_server;           /* client closed: no server could be reached */
+    /* per-server breaker settings, replaced on reload (cg_upstream_breaker_set()) */
+    _Atomic unsigned   max_pending;         /* 0 = no limit */
+    _Atomic unsigned   eject_failures;      /* 0 = off */
+    _Atomic unsigned   eject_error_rate;    /* percent; 0 = off */
+    _Atomic unsigned   eject_min_connects;
+    _Atomic uint64_t   eject_window_ms;
+    _Atomic uint64_t   eject_cooldown_ms;
     /* per worker: smooth weighted round-robin current weights, then the RNG state */
     int               *wrr;                 /* [worker][server] */
     uint64_t          *rng;                 /* [worker] */
@@ -58,9 +79,23 @@ void cg_upstreams_free(struct cg_upstream *ups, size_t n);
  * indexes; servers past 63 are never excluded). Returns NULL when none is eligible. */
 struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint64_t tried);
 
-/* 1 when <srv> may take one more connection (ready, not down, below its per-server
- * limit). */
+/* 1 when <srv> may take one more connection (ready, not down, not ejected or due for its
+ * probe, below its per-server connection and pending-connect limits). */
 int cg_server_is_eligible(const struct cg_server *srv);
+
+/* Applies <cfg>'s per-server breaker settings to the upstreams of the same names in <ups>
+ * (<n> of them): a reload. */
+void cg_upstreams_apply(struct cg_upstream *ups, size_t n, const struct cg_config *cfg);
+
+/* Reload: carries the run-time state of <old> (<nold> upstreams, the generation in force)
+ * into <ups> (<n>, just built for the next one). Servers are matched by upstream name and
+ * server address; a matched server gets the old one's health (down), administrative state,
+ * breaker state and cumulative counters, and the old server's succ points at it. What is
+ * not carried: active and pending (connections of the old generation stay counted there
+ * until the workers move them, see worker.c), the health-check streaks (a server needs a
+ * full rise/fall run again) and the balancers' per-worker state. Main thread. */
+void cg_upstreams_carry(struct cg_upstream *ups, size_t n, struct cg_upstream *old,
+                        size_t nold);
 
 /* Records a health-check result for <srv>; returns 1 when it changed the server's state
  * (the caller logs it), 0 otherwise. Only the health-check worker calls this. */

@@ -6,6 +6,14 @@
  * descriptors (EMFILE/ENFILE), as nginx does, instead of being woken again at once for
  * the same pending connection: the loop cannot spin. One pending connection is shed by
  * spending a reserve descriptor, so the client learns at once rather than at its timeout.
+ *
+ * Each accepted connection then goes through admission (admission.h, breaker.h) before a
+ * coroutine exists: the breaker's state (one atomic load while closed), the client
+ * address's bucket and quota, the listener's bucket, the worker's and the daemon's
+ * connection quotas. A refused connection is closed at once (or reset) on a TCP listener;
+ * a websocket listener answers it 429 or 503 from a small coroutine that reads only the
+ * request. Worker 0's breaker timer samples memory and descriptors, moves the breaker
+ * along and ends the admission log's refusal episodes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,12 +24,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
+#include "admission.h"
+#include "breaker.h"
 #include "coro/io.h"
 #include "coro/list.h"
 #include "log.h"
 #include "relay.h"
+#include "reload.h"
 #include "worker.h"
 #include "ws.h"
 
@@ -112,23 +126,201 @@ static void accept_emfile(struct cg_wlistener *l, int err)
     }
 }
 
-static void start_conn(struct cg_wlistener *l, int fd)
+/* ------------------------------------------------------------------ admission */
+
+#define NS_PER_MS 1000000ull
+
+static unsigned wait_s(uint64_t wait_ns)
+{
+    uint64_t s = (wait_ns + 999999999ull) / 1000000000ull;
+
+    return s == 0 ? 1 : s > 3600 ? 3600 : (unsigned)s;
+}
+
+/* What was decided about one accepted connection. */
+struct verdict {
+    int      reason;        /* -1: admitted; else enum cg_reject_reason */
+    unsigned retry_s;       /* Retry-After for a refusal */
+    uint32_t ip_slot;       /* admitted: the address's connection slot, 0 = none */
+    unsigned limit;         /* a refusal: the limit in force (rate, quota) */
+};
+
+static struct cg_ratelimit refusal_log = CG_RATELIMIT_INIT(10000, 20);
+
+/* Decides about a connection from <peer> (NULL: unknown) to <l>. Admitted, it is counted
+ * in d->conns and holds v->ip_slot. The order puts the cheapest and most general check
+ * first, and the per-address checks before the listener's bucket, so that one client's
+ * flood spends its own tokens and not everybody's. */
+static void admit(struct cg_wlistener *l, const struct sockaddr *peer, struct verdict *v)
 {
     struct cg_worker *w = l->w;
     struct cg_daemon *d = w->d;
-    unsigned max = d->cfg->gw.max_connections;
-    struct cg_conn *c;
-    int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET;
+    struct cg_breaker *b = d->brk;
+    struct cg_admission *a = d->adm;
+    struct cg_adm_listener *al = l->adm;
+    unsigned use, max, wmax;
+    uint64_t now_ns = uv_hrtime(), now_ms = now_ns / NS_PER_MS, wait = 0;
+    uint64_t active = atomic_load_explicit(&w->stats.active, memory_order_relaxed);
+    int res, r;
 
+    v->reason = -1;
+    v->ip_slot = 0;
+    v->limit = 0;
+    if (!al)        /* the listener's first connection (since the start or a reload) */
+        al = l->adm = cg_admission_listener(a, l->conf->name);
+    use = cg_breaker_use(b, atomic_load_explicit(&d->conns, memory_order_relaxed), active,
+                         &res, NULL);
+    if (!cg_breaker_admit(b, use, res, now_ms, &v->retry_s)) {
+        v->reason = CG_REJ_BREAKER;
+        return;
+    }
+    r = al ? cg_admission_check_ip(a, al, peer, now_ns, &v->ip_slot, &wait) : 0;
+    if (r) {
+        v->reason = r;
+        v->retry_s = r == CG_REJ_IP_RATE ? wait_s(wait) : 1;
+        return;
+    }
+    if (al && !cg_tbs_take(&al->bucket, now_ns, &wait)) {
+        v->reason = CG_REJ_RATE;
+        v->retry_s = wait_s(wait);
+        goto out_ip;
+    }
+    wmax = atomic_load_explicit(&b->max_per_worker, memory_order_relaxed);
+    if (wmax && active >= wmax) {
+        v->reason = CG_REJ_WORKER_QUOTA;
+        v->retry_s = 1;
+        v->limit = wmax;
+        cg_breaker_trip(b, CG_BRKW_WORKER, 1000, now_ms);
+        goto out_ip;
+    }
+    max = atomic_load_explicit(&b->max_conns, memory_order_relaxed);
     if (max && atomic_fetch_add(&d->conns, 1) >= max) {
         atomic_fetch_sub(&d->conns, 1);
-        CG_STAT_ADD(w->stats.rejected_max, 1);
-        CG_STAT_ADD(l->stats.rejected_max, 1);
-        close(fd);
-        return;
+        v->reason = CG_REJ_MAX_CONNS;
+        v->retry_s = 1;
+        v->limit = max;
+        cg_breaker_trip(b, CG_BRKW_CONNECTIONS, 1000, now_ms);
+        goto out_ip;
     }
     if (!max)
         atomic_fetch_add(&d->conns, 1);
+    return;
+
+out_ip:
+    cg_iptable_release(a->ipt, v->ip_slot);
+    v->ip_slot = 0;
+}
+
+/* Logs that listener <l> starts refusing connections for <v>'s reason, the first from
+ * <peer>: once an episode, never per connection. */
+static void log_refusal(struct cg_wlistener *l, const struct verdict *v,
+                        const struct sockaddr *peer)
+{
+    struct cg_adm_listener *al = l->adm;
+    struct cg_admission *a = l->w->d->adm;
+    char what[128], who[80] = "?";
+    struct cg_ipkey key;
+    uint32_t rate, burst;
+    uint64_t ip;
+    int why;
+
+    if (peer && cg_ipkey_make(&key, peer, atomic_load(&a->v4_prefix),
+                              atomic_load(&a->v6_prefix), 0) == 0)
+        cg_ipkey_format(&key, atomic_load(&a->v4_prefix), atomic_load(&a->v6_prefix), who,
+                        sizeof(who));
+    switch (v->reason) {
+    case CG_REJ_RATE:
+        cg_tbs_get(&al->bucket, &rate, &burst);
+        snprintf(what, sizeof(what), "connection_rate %u/s (burst %u) exceeded", rate, burst);
+        break;
+    case CG_REJ_IP_RATE:
+        ip = atomic_load(&al->ip_params);
+        snprintf(what, sizeof(what), "ip_connection_rate %u/s (burst %u) exceeded by %s",
+                 (uint32_t)ip, (uint32_t)(ip >> 32) ? (uint32_t)(ip >> 32) : (uint32_t)ip,
+                 who);
+        break;
+    case CG_REJ_IP_QUOTA:
+        snprintf(what, sizeof(what), "max_connections_per_ip %u reached by %s",
+                 atomic_load(&al->max_conns_per_ip), who);
+        break;
+    case CG_REJ_BREAKER:
+        snprintf(what, sizeof(what), "the breaker is %s (%s)",
+                 cg_brk_state_name(cg_breaker_state(l->w->d->brk, NULL, &why)),
+                 cg_brk_why_name(why));
+        break;
+    default:
+        snprintf(what, sizeof(what), "%s %u reached", cg_reject_name(v->reason), v->limit);
+        break;
+    }
+    cg_log_ratelimited(&refusal_log, CG_LOG_WARN, "listener %s: refusing new connections: %s",
+                       l->conf->name, what);
+}
+
+/* Refuses <fd> as <v> says: counted, logged when an episode starts, then closed (or reset)
+ * on a TCP listener, answered 429/503 on a websocket one while the worker answers fewer
+ * than max_rejecting at once. */
+static void refuse(struct cg_wlistener *l, int fd, const struct verdict *v,
+                   const struct sockaddr *peer)
+{
+    struct cg_worker *w = l->w;
+    struct cg_admission *a = w->d->adm;
+    struct cg_adm_listener *al = l->adm;     /* found by admit() */
+    struct cg_reject *r;
+
+    if (v->reason == CG_REJ_MAX_CONNS) {
+        CG_STAT_ADD(w->stats.rejected_max, 1);
+        CG_STAT_ADD(l->stats.rejected_max, 1);
+    } else {
+        CG_STAT_ADD(w->stats.rejected[v->reason], 1);
+        CG_STAT_ADD(l->stats.rejected[v->reason], 1);
+    }
+    if (al && cg_admission_note(a, al, v->reason, uv_hrtime() / NS_PER_MS))
+        log_refusal(l, v, peer);
+    if (l->conf->mode != CG_MODE_WEBSOCKET ||
+        w->rejecting >= atomic_load_explicit(&a->max_rejecting, memory_order_relaxed))
+        goto out_close;
+    r = calloc(1, sizeof(*r));
+    if (!r)
+        goto out_close;
+    if (coro_stream_init(w->sched, &r->c.client) < 0) {
+        free(r);
+        goto out_close;
+    }
+    r->status = v->reason == CG_REJ_RATE || v->reason == CG_REJ_IP_RATE ? 429 : 503;
+    r->retry_s = v->retry_s;
+    r->max_head = l->conf->max_header_size;
+    r->c.client.rreason = "read refused client";
+    r->c.client.wreason = "write refused client";
+    r->c.w = w;
+    r->c.l = l;
+    if (uv_tcp_open(&r->c.client.tcp, fd) < 0 ||
+        coro_spawn(w->sched, cg_reject_session, r, "ws refusal", &r->c.co) < 0) {
+        coro_stream_close(&r->c.client, (uv_close_cb)free);    /* closes fd, frees r */
+        return;
+    }
+    w->rejecting++;
+    coro_list_add_tail(&w->refusing, &r->c.node);
+    return;
+
+out_close:
+    cg_reject_fd(fd, al ? (enum cg_reject_how)atomic_load_explicit(&al->reject,
+                                                                   memory_order_relaxed)
+                        : CG_REJECT_CLOSE);
+}
+
+static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *peer)
+{
+    struct cg_worker *w = l->w;
+    struct cg_daemon *d = w->d;
+    struct verdict v;
+    struct cg_conn *c;
+    int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET;
+
+    admit(l, peer, &v);
+    if (v.reason >= 0) {
+        refuse(l, fd, &v, peer);
+        return;
+    }
     c = calloc(1, sizeof(*c));
     if (!c)
         goto out_fd;
@@ -140,6 +332,9 @@ static void start_conn(struct cg_wlistener *l, int fd)
     c->client.wreason = "write client";
     c->w = w;
     c->l = l;
+    c->ip_slot = v.ip_slot;
+    c->gen = cg_gen_get(w->gen);          /* the connection's settings, for its life */
+    c->lc = l->conf;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (uv_tcp_open(&c->client.tcp, fd) < 0 ||
         coro_spawn(w->sched, ws ? cg_ws_session : cg_tcp_session, c,
@@ -147,6 +342,8 @@ static void start_conn(struct cg_wlistener *l, int fd)
         /* The handle owns fd once opened; closing it closes fd, and frees c after. */
         CG_STAT_ADD(w->stats.accept_errors, 1);
         atomic_fetch_sub(&d->conns, 1);
+        cg_iptable_release(d->adm->ipt, v.ip_slot);
+        cg_gen_put(c->gen);
         coro_stream_close(&c->client, (uv_close_cb)free);
         return;
     }
@@ -159,6 +356,7 @@ static void start_conn(struct cg_wlistener *l, int fd)
 
 out_fd:
     atomic_fetch_sub(&d->conns, 1);
+    cg_iptable_release(d->adm->ipt, v.ip_slot);
     CG_STAT_ADD(w->stats.accept_errors, 1);
     close(fd);
 }
@@ -166,6 +364,8 @@ out_fd:
 static void on_acceptable(uv_poll_t *p, int status, int events)
 {
     struct cg_wlistener *l = p->data;
+    struct sockaddr_storage peer;
+    socklen_t len;
     int i, fd;
 
     if (status < 0) {
@@ -173,9 +373,11 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
         return;
     }
     for (i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
-        fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        len = sizeof(peer);
+        fd = accept4(l->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            start_conn(l, fd);
+            start_conn(l, fd, len > 0 && len <= sizeof(peer) ? (struct sockaddr *)&peer
+                                                             : NULL);
             continue;
         }
         switch (errno) {
@@ -205,6 +407,7 @@ struct check {
     struct coro_stream st;        /* heap: a pending connect may outlive a parked stack */
     struct coro_list   node;
     struct cg_server  *srv;
+    struct cg_gen     *gen;       /* srv's */
     struct coro       *co;
 };
 
@@ -239,16 +442,17 @@ static void health_check(void *arg)
         }
     }
     coro_list_del(&ck->node);
+    cg_gen_put(ck->gen);
     free(ck);
 }
 
 static void start_health_checks(struct cg_worker *w)
 {
-    struct cg_daemon *d = w->d;
+    struct cg_gen *g = w->gen;
     size_t i, j;
 
-    for (i = 0; i < d->cfg->nupstreams; i++) {
-        struct cg_upstream *up = &d->ups[i];
+    for (i = 0; i < g->cfg->nupstreams; i++) {
+        struct cg_upstream *up = &g->ups[i];
 
         if (up->conf->health_check_interval_ms == 0)
             continue;
@@ -262,10 +466,366 @@ static void start_health_checks(struct cg_worker *w)
                 return;
             }
             ck->srv = &up->servers[j];
+            ck->gen = cg_gen_get(g);
             coro_list_init(&ck->node);
             coro_list_add_tail(&w->checks, &ck->node);
         }
     }
+}
+
+/* ------------------------------------------------------------------ breaker timer */
+
+/* Descriptors open now, from /proc/self/fd (only while there are few). */
+static uint64_t count_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *e;
+    uint64_t n = 0;
+
+    if (!dir)
+        return 0;
+    while ((e = readdir(dir)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(dir);
+    return n ? n - 1 : 0;       /* less the directory's own */
+}
+
+/* Worker 0, every check_interval: samples memory and descriptors, moves the breaker
+ * along, ends the admission log's refusal episodes. Descriptors are estimated (counting
+ * them at a million connections would cost too much): those open before the first
+ * connection, and two per client connection (its own, and its server's or connect's). */
+static void on_brk_timer(uv_timer_t *t)
+{
+    struct cg_worker *w = t->data;
+    struct cg_daemon *d = w->d;
+    struct cg_breaker *b = d->brk;
+    uint64_t now_ms = uv_hrtime() / NS_PER_MS, conns, wmax = 0, a, iv;
+    unsigned i, use, each[CG_BRKW_NRES];
+    int res;
+
+    conns = atomic_load(&d->conns);
+    if (d->fd_base == 0) {
+        a = count_fds();
+        d->fd_base = a > 2 * conns ? a - 2 * conns : 1;
+    }
+    cg_breaker_sample(b, d->fd_base + 2 * conns);
+    for (i = 0; i < d->nworkers; i++) {
+        a = atomic_load_explicit(&d->workers[i].stats.active, memory_order_relaxed);
+        if (a > wmax)
+            wmax = a;
+    }
+    use = cg_breaker_use(b, conns, wmax, &res, each);
+    for (i = 0; i < CG_BRKW_NRES; i++)
+        atomic_store_explicit(&b->use[i], each[i], memory_order_relaxed);
+    cg_breaker_tick(b, use, res, now_ms);
+    cg_admission_tick(d->adm, now_ms);
+    iv = atomic_load(&b->check_interval_ms);
+    if (iv != uv_timer_get_repeat(t))
+        uv_timer_set_repeat(t, iv);
+}
+
+/* ------------------------------------------------------------------ reload, liveness */
+
+/* What the counters of connections whose listener a reload removed belong to
+ * (w->retired); never used to accept. */
+static const struct cg_listener_conf retired_conf = {
+    .name = "(removed by reload)",
+    .max_header_size = 8192,
+};
+
+void cg_listener_stats_copy(struct cg_listener_stats *dst, const struct cg_listener_stats *src)
+{
+    _Atomic uint64_t *to = (_Atomic uint64_t *)dst;
+    _Atomic uint64_t *from = (_Atomic uint64_t *)src;
+    size_t i;
+
+    _Static_assert(sizeof(*dst) % sizeof(uint64_t) == 0, "listener stats are all counters");
+    for (i = 0; i < sizeof(*dst) / sizeof(uint64_t); i++)
+        atomic_store_explicit(&to[i], atomic_load_explicit(&from[i], memory_order_relaxed),
+                              memory_order_relaxed);
+}
+
+/* An array of listeners replaced by a reload: freed once its handles are closed. */
+struct retired_ls {
+    struct cg_wlistener *ls;
+    unsigned             pending;       /* handles not closed yet */
+};
+
+static void on_old_closed(uv_handle_t *h)
+{
+    struct retired_ls *rl = h->data;
+
+    if (--rl->pending == 0) {
+        free(rl->ls);
+        free(rl);
+    }
+}
+
+static void retire_handles(struct cg_wlistener *l, struct retired_ls *rl)
+{
+    if (!l->handles)
+        return;
+    l->poll.data = l->backoff.data = rl;
+    uv_close((uv_handle_t *)&l->poll, on_old_closed);
+    uv_close((uv_handle_t *)&l->backoff, on_old_closed);
+    rl->pending += 2;
+    l->handles = 0;
+}
+
+/* Accepts what is queued on <l>, a socket about to close, so that nothing already queued
+ * is refused: bounded by the queue's length. */
+static void accept_queued(struct cg_wlistener *l)
+{
+    unsigned i, n = 1 + l->conf->backlog / ACCEPTS_PER_WAKEUP;
+
+    for (i = 0; i < n && l->fd >= 0 && !l->paused; i++)
+        on_acceptable(&l->poll, 0, UV_READABLE);
+}
+
+/* A switch that is not applied: its new sockets close (kept ones are the worker's). */
+static void discard_switch(struct cg_worker *w, struct cg_wswitch *sw)
+{
+    unsigned i;
+
+    for (i = 0; i < sw->nls; i++)
+        if (!sw->map[i].keep && sw->ls[i].fd >= 0)
+            close(sw->ls[i].fd);
+    /* The main thread may show this array (stats): kept until cg_daemon_join() or a later
+     * switch, the newest only (the main thread shows no older one). */
+    free(w->discarded);
+    w->discarded = sw->ls;
+    cg_gen_put(sw->gen);
+}
+
+/* Moves connection <c>'s server accounting from generation <old> to <g>, when its server
+ * is in <old> and <g> has it too: leastconn and max_connections_per_server then count it. */
+static void move_server(struct cg_conn *c, struct cg_gen *old, struct cg_gen *g)
+{
+    struct cg_gen *sg = c->srv_gen ? c->srv_gen : c->gen;
+    struct cg_server *to;
+
+    if (!c->srv || sg != old || !(to = c->srv->succ))
+        return;
+    atomic_fetch_add(&to->active, 1);
+    atomic_fetch_sub(&c->srv->active, 1);
+    c->srv = to;
+    cg_gen_put(c->srv_gen);         /* never the last: the worker holds <old> */
+    c->srv_gen = cg_gen_get(g);
+}
+
+void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call)
+{
+    struct cg_wswitch *sw = (struct cg_wswitch *)call;
+    void (*done)(struct cg_wswitch *, int) = sw->done;
+    struct cg_wlistener *ols = w->wls;
+    struct cg_gen *old = w->gen;
+    struct retired_ls *rl = NULL;
+    struct coro_list *n;
+    unsigned nold = w->nwls, i, j;
+    int *to = NULL, err;
+
+    if (!w->stopping) {
+        rl = calloc(1, sizeof(*rl));
+        to = malloc((nold ? nold : 1) * sizeof(*to));
+        if (!rl || !to)
+            cg_error("reload: worker %u: out of memory; it stays on generation %u", w->id,
+                     old->id);
+    }
+    if (!rl || !to) {
+        free(rl);
+        free(to);
+        discard_switch(w, sw);
+        done(sw, 0);
+        free(sw);
+        return;
+    }
+    for (j = 0; j < nold; j++)
+        to[j] = -1;
+    for (i = 0; i < sw->nls; i++)
+        if (sw->map[i].from >= 0 && (unsigned)sw->map[i].from < nold)
+            to[sw->map[i].from] = (int)i;
+    /* Sockets that go: what they queued is accepted now, under the old generation. */
+    for (j = 0; j < nold; j++)
+        if (to[j] < 0 || !sw->map[to[j]].keep)
+            accept_queued(&ols[j]);
+    for (i = 0; i < sw->nls; i++) {
+        struct cg_wlistener *l = &sw->ls[i];
+        int from = sw->map[i].from;
+
+        if (from >= 0 && (unsigned)from < nold) {
+            cg_listener_stats_copy(&l->stats, &ols[from].stats);
+            /* One handle per descriptor and loop: the old one goes first. */
+            if (sw->map[i].keep) {
+                retire_handles(&ols[from], rl);
+                ols[from].fd = -1;
+            }
+        }
+        err = uv_poll_init(&w->loop, &l->poll, l->fd);
+        if (err < 0) {
+            cg_error("reload: listener %s: worker %u cannot watch its socket: %s",
+                     l->conf->name, w->id, uv_strerror(err));
+            continue;
+        }
+        l->poll.data = l;
+        uv_timer_init(&w->loop, &l->backoff);
+        l->backoff.data = l;
+        l->handles = 1;
+        uv_poll_start(&l->poll, UV_READABLE, on_acceptable);
+    }
+    for (j = 0; j < nold; j++) {
+        retire_handles(&ols[j], rl);
+        if (ols[j].fd >= 0)
+            close(ols[j].fd);
+        ols[j].fd = -1;
+    }
+    /* Connections stay on their generation; counters follow the listener's name and the
+     * server's address into the new one. */
+    for (n = w->conns.next; n != &w->conns; n = n->next) {
+        struct cg_conn *c = coro_list_entry(n, struct cg_conn, node);
+        uintptr_t at = (uintptr_t)c->l, lo = (uintptr_t)ols;
+
+        if (at >= lo && at < lo + nold * sizeof(*ols)) {
+            j = (unsigned)((at - lo) / sizeof(*ols));
+            c->l = to[j] >= 0 ? &sw->ls[to[j]] : &w->retired;
+            if (to[j] < 0)              /* its end takes it off there */
+                CG_STAT_ADD(w->retired.stats.active, 1);
+        }
+        move_server(c, old, sw->gen);
+    }
+    if (rl->pending == 0) {
+        free(ols);
+        free(rl);
+    } else {
+        rl->ls = ols;
+    }
+    free(to);
+    free(w->discarded);             /* the main thread shows sw->ls now */
+    w->discarded = NULL;
+    w->wls = sw->ls;
+    w->nwls = sw->nls;
+    w->gen = sw->gen;
+    if (w->id == 0) {
+        /* Health checks follow the servers of the new generation. */
+        for (n = w->checks.next; n != &w->checks; n = n->next) {
+            struct check *ck = coro_list_entry(n, struct check, node);
+
+            if (ck->co)
+                coro_cancel(ck->co);
+        }
+        start_health_checks(w);
+    }
+    cg_info("reload: worker %u runs generation %u", w->id, w->gen->id);
+    cg_gen_put(old);
+    done(sw, 1);
+    free(sw);
+}
+
+static void on_beat(uv_timer_t *t)
+{
+    struct cg_worker *w = t->data;
+
+    CG_STAT_ADD(w->beats, 1);
+}
+
+struct stall {
+    struct cg_wcall call;
+    unsigned        ms;
+};
+
+static void do_stall(struct cg_worker *w, struct cg_wcall *call)
+{
+    struct stall *st = (struct stall *)call;
+    struct timespec ts = { st->ms / 1000, (long)(st->ms % 1000) * 1000000L };
+
+    cg_warn("debug: worker %u stalls for %u ms (test hook)", w->id, st->ms);
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+    cg_warn("debug: worker %u runs again", w->id);
+    free(st);
+}
+
+int cg_worker_stall(struct cg_worker *w, unsigned ms)
+{
+    struct stall *st = calloc(1, sizeof(*st));
+    int err;
+
+    if (!st)
+        return -ENOMEM;
+    st->call.fn = do_stall;
+    st->ms = ms;
+    err = cg_worker_call(w, &st->call);
+    if (err < 0)
+        free(st);
+    return err;
+}
+
+/* ------------------------------------------------------------------ drain spread */
+
+void cg_worker_unlink(struct cg_worker *w, struct coro_list *node)
+{
+    if (w->spread_next == node)
+        w->spread_next = node->next;
+    coro_list_del(node);
+}
+
+static int is_ws(const struct cg_conn *c)
+{
+    return c->lc && c->lc->mode == CG_MODE_WEBSOCKET;
+}
+
+/* Sends the websocket connections due by now their 1001 (a cancel: ws.c closes it). */
+static void spread_step(struct cg_worker *w)
+{
+    uint64_t spread = w->gen->cfg->gw.drain_spread_ms;
+    uint64_t el = uv_now(&w->loop) - w->spread_start, due = w->spread_total;
+
+    if (spread && el < spread)
+        due = ((uint64_t)w->spread_total * el + spread - 1) / spread;
+    while (w->spread_done < due && w->spread_next && w->spread_next != &w->conns) {
+        struct cg_conn *c = coro_list_entry(w->spread_next, struct cg_conn, node);
+
+        w->spread_next = w->spread_next->next;
+        if (!is_ws(c) || !c->co)
+            continue;
+        w->spread_done++;
+        coro_cancel(c->co);
+    }
+    if (w->spread_done >= w->spread_total || !w->spread_next || w->spread_next == &w->conns) {
+        w->spread_next = NULL;
+        if (uv_is_active((uv_handle_t *)&w->spread_timer))
+            uv_timer_stop(&w->spread_timer);
+    }
+}
+
+static void on_spread(uv_timer_t *t)
+{
+    spread_step(t->data);
+}
+
+static void start_spread(struct cg_worker *w)
+{
+    uint64_t spread = w->gen->cfg->gw.drain_spread_ms, tick;
+    struct coro_list *n;
+    char dur[32];
+
+    w->spread_total = w->spread_done = 0;
+    for (n = w->conns.next; n != &w->conns; n = n->next)
+        if (is_ws(coro_list_entry(n, struct cg_conn, node)))
+            w->spread_total++;
+    if (w->spread_total == 0)
+        return;
+    if (spread)
+        cg_notice("drain: %u websocket connections get 1001 over %s", w->spread_total,
+                  cg_format_duration(spread, dur, sizeof(dur)));
+    w->spread_start = uv_now(&w->loop);
+    w->spread_next = w->conns.next;
+    spread_step(w);
+    if (!w->spread_next)
+        return;
+    tick = spread / 100 < 10 ? 10 : spread / 100 > 1000 ? 1000 : spread / 100;
+    uv_timer_start(&w->spread_timer, on_spread, tick, tick);
+    uv_unref((uv_handle_t *)&w->spread_timer);
 }
 
 /* ------------------------------------------------------------------ stopping */
@@ -274,13 +834,16 @@ static void close_listeners(struct cg_worker *w)
 {
     unsigned i;
 
-    for (i = 0; i < w->nls; i++) {
-        struct cg_wlistener *l = &w->ls[i];
+    for (i = 0; i < w->nwls; i++) {
+        struct cg_wlistener *l = &w->wls[i];
 
         if (l->fd < 0)
             continue;
-        uv_close((uv_handle_t *)&l->poll, NULL);
-        uv_close((uv_handle_t *)&l->backoff, NULL);
+        if (l->handles) {
+            uv_close((uv_handle_t *)&l->poll, NULL);
+            uv_close((uv_handle_t *)&l->backoff, NULL);
+            l->handles = 0;
+        }
         close(l->fd);
         l->fd = -1;
     }
@@ -291,6 +854,12 @@ static void cancel_all(struct cg_worker *w)
     struct coro_list *n;
 
     for (n = w->conns.next; n != &w->conns; n = n->next) {
+        struct cg_conn *c = coro_list_entry(n, struct cg_conn, node);
+
+        if (c->co)
+            coro_cancel(c->co);
+    }
+    for (n = w->refusing.next; n != &w->refusing; n = n->next) {
         struct cg_conn *c = coro_list_entry(n, struct cg_conn, node);
 
         if (c->co)
@@ -364,6 +933,9 @@ static void on_request(uv_async_t *a)
         close_listeners(w);
         /* Kept open for a later stop request, but no reason to keep the loop running. */
         uv_unref((uv_handle_t *)&w->async);
+        uv_timer_stop(&w->brk_timer);
+        if (how == CG_WREQ_DRAIN)
+            start_spread(w);
         /* Health checks stop with the listeners; connections get the drain time. */
         for (struct coro_list *n = w->checks.next; n != &w->checks; n = n->next) {
             struct check *ck = coro_list_entry(n, struct check, node);
@@ -373,11 +945,14 @@ static void on_request(uv_async_t *a)
         }
     }
     if (how == CG_WREQ_STOP) {
+        if (uv_is_active((uv_handle_t *)&w->spread_timer))
+            uv_timer_stop(&w->spread_timer);
         cancel_all(w);
         if (uv_is_active((uv_handle_t *)&w->drain_timer))
             uv_timer_stop(&w->drain_timer);
     } else if (!uv_is_active((uv_handle_t *)&w->drain_timer)) {
-        uv_timer_start(&w->drain_timer, on_drain_timeout, w->d->cfg->gw.drain_timeout_ms, 0);
+        uv_timer_start(&w->drain_timer, on_drain_timeout, w->gen->cfg->gw.drain_timeout_ms,
+                       0);
     }
     uv_unref((uv_handle_t *)&w->drain_timer);   /* it must not keep an idle loop alive */
 }
@@ -390,7 +965,7 @@ static void pin(struct cg_worker *w)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int err;
 
-    if (!w->d->cfg->gw.cpu_pinning || ncpu <= 0) {
+    if (!w->gen->cfg->gw.cpu_pinning || ncpu <= 0) {
         w->cpu = -1;
         return;
     }
@@ -417,10 +992,19 @@ static void worker_main(void *arg)
     pin(w);
     /* For the scheduler probes' TID filter (schedlat.h), once on the CPU it stays on. */
     atomic_store(&w->tid, (int)gettid());
-    for (i = 0; i < w->nls; i++)
-        uv_poll_start(&w->ls[i].poll, UV_READABLE, on_acceptable);
-    if (w->id == 0)
+    for (i = 0; i < w->nwls; i++)
+        uv_poll_start(&w->wls[i].poll, UV_READABLE, on_acceptable);
+    uv_timer_start(&w->beat, on_beat, 0, w->d->beat_ms ? w->d->beat_ms : 1000);
+    uv_unref((uv_handle_t *)&w->beat);
+    if (w->id == 0) {
         start_health_checks(w);
+        uv_timer_start(&w->brk_timer, on_brk_timer, atomic_load(&w->d->brk->check_interval_ms),
+                       atomic_load(&w->d->brk->check_interval_ms));
+    }
+    uv_mutex_lock(&w->d->start_lock);       /* cg_daemon_start() waits for every worker */
+    w->d->started++;
+    uv_cond_signal(&w->d->start_cond);
+    uv_mutex_unlock(&w->d->start_lock);
     uv_run(&w->loop, UV_RUN_DEFAULT);
 
     uv_mutex_lock(&w->lock);
@@ -432,7 +1016,13 @@ static void worker_main(void *arg)
     if (leaked)
         cg_error("%d coroutines still alive at exit", leaked);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->brk_timer, NULL);
+    uv_close((uv_handle_t *)&w->beat, NULL);
+    uv_close((uv_handle_t *)&w->spread_timer, NULL);
+    close_listeners(w);             /* a stop before any drain leaves none, normally */
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    cg_gen_put(w->gen);
+    w->gen = NULL;
     if (uv_loop_close(&w->loop) != 0)
         cg_error("worker loop closed with handles still open");
     if (w->reserve_fd >= 0)
@@ -454,6 +1044,7 @@ static int worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
     w->id = id;
     w->reserve_fd = -1;
     coro_list_init(&w->conns);
+    coro_list_init(&w->refusing);
     coro_list_init(&w->checks);
     err = uv_loop_init(&w->loop);
     if (err < 0)
@@ -469,15 +1060,28 @@ static int worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
     w->async.data = w;
     uv_timer_init(&w->loop, &w->drain_timer);
     w->drain_timer.data = w;
+    uv_timer_init(&w->loop, &w->brk_timer);
+    w->brk_timer.data = w;
+    uv_timer_init(&w->loop, &w->beat);
+    w->beat.data = w;
+    uv_timer_init(&w->loop, &w->spread_timer);
+    w->spread_timer.data = w;
+    w->gen = cg_gen_get(d->gen);
+    w->retired.w = w;
+    w->retired.conf = &retired_conf;
+    w->retired.fd = -1;
     w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     w->ls = calloc(cfg->nlisteners, sizeof(*w->ls));
     if (!w->ls && cfg->nlisteners)
         return -ENOMEM;
     w->nls = (unsigned)cfg->nlisteners;
+    w->wls = w->ls;
+    w->nwls = w->nls;
     for (i = 0; i < w->nls; i++) {
         struct cg_wlistener *l = &w->ls[i];
 
         l->w = w;
+        l->index = i;
         l->conf = &cfg->listeners[i];
         l->up = &d->ups[l->conf->upstream];
         l->fd = -1;
@@ -517,6 +1121,7 @@ static int bind_listeners(struct cg_daemon *d)
             l->poll.data = l;
             uv_timer_init(&d->workers[k].loop, &l->backoff);
             l->backoff.data = l;
+            l->handles = 1;
         }
     }
     return 0;
@@ -528,6 +1133,9 @@ static void worker_abandon(struct cg_worker *w)
     close_listeners(w);
     uv_close((uv_handle_t *)&w->async, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_close((uv_handle_t *)&w->brk_timer, NULL);
+    uv_close((uv_handle_t *)&w->beat, NULL);
+    uv_close((uv_handle_t *)&w->spread_timer, NULL);
     coro_sched_free(w->sched);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
@@ -535,6 +1143,8 @@ static void worker_abandon(struct cg_worker *w)
     if (w->reserve_fd >= 0)
         close(w->reserve_fd);
     free(w->ls);
+    cg_gen_put(w->gen);
+    w->gen = NULL;
 }
 
 int cg_daemon_start(struct cg_daemon *d)
@@ -542,12 +1152,25 @@ int cg_daemon_start(struct cg_daemon *d)
     unsigned i, n = d->cfg->gw.workers;
     int err;
 
-    d->ups = cg_upstreams_new(d->cfg, n);
+    d->gen = cg_gen_new(d->cfg, n, 1);
+    if (!d->gen) {
+        cg_config_free(d->cfg);
+        d->cfg = NULL;
+        return -ENOMEM;
+    }
+    d->ups = d->gen->ups;
+    uv_mutex_init(&d->start_lock);
+    uv_cond_init(&d->start_cond);
     d->workers = calloc(n, sizeof(*d->workers));
-    if (!d->ups || !d->workers) {
+    d->adm = cg_admission_new(d->cfg);
+    d->brk = cg_breaker_new(d->cfg, d->nofile);
+    if (!d->workers || !d->adm || !d->brk) {
         err = -ENOMEM;
         goto out_free;
     }
+    if (d->cfg->brk.memory_auto && atomic_load(&d->brk->memory_watermark))
+        cg_info("breaker: memory_watermark auto: %llu MiB",
+                (unsigned long long)(atomic_load(&d->brk->memory_watermark) >> 20));
     for (i = 0; i < n; i++) {
         err = worker_init(d, &d->workers[i], i);
         if (err < 0) {
@@ -570,6 +1193,11 @@ int cg_daemon_start(struct cg_daemon *d)
             return err;
         }
     }
+    /* Every worker watches its sockets before the caller says it is ready. */
+    uv_mutex_lock(&d->start_lock);
+    while (d->started < n)
+        uv_cond_wait(&d->start_cond, &d->start_lock);
+    uv_mutex_unlock(&d->start_lock);
     return 0;
 
 out_workers:
@@ -579,7 +1207,15 @@ out_workers:
 out_free:
     free(d->workers);
     d->workers = NULL;
-    cg_upstreams_free(d->ups, d->cfg->nupstreams);
+    cg_admission_free(d->adm);
+    d->adm = NULL;
+    cg_breaker_free(d->brk);
+    d->brk = NULL;
+    uv_cond_destroy(&d->start_cond);
+    uv_mutex_destroy(&d->start_lock);
+    cg_gen_put(d->gen);
+    d->gen = NULL;
+    d->cfg = NULL;
     d->ups = NULL;
     return err;
 }
@@ -609,11 +1245,31 @@ void cg_daemon_join(struct cg_daemon *d)
     for (i = 0; i < d->nworkers; i++) {
         uv_thread_join(&d->workers[i].thread);
         uv_mutex_destroy(&d->workers[i].lock);
-        free(d->workers[i].ls);
+        /* The worker's own array; one the main thread shows but the worker never adopted
+         * (a reload while it stopped) was kept for this moment too. */
+        free(d->workers[i].wls);
+        free(d->workers[i].discarded);
     }
     free(d->workers);
     d->workers = NULL;
     d->nworkers = 0;
-    cg_upstreams_free(d->ups, d->cfg->nupstreams);
+    cg_admission_free(d->adm);
+    d->adm = NULL;
+    cg_breaker_free(d->brk);
+    d->brk = NULL;
+    uv_cond_destroy(&d->start_cond);
+    uv_mutex_destroy(&d->start_lock);
+    cg_gen_put(d->gen);
+    d->gen = NULL;
+    d->cfg = NULL;
     d->ups = NULL;
+}
+
+void cg_daemon_apply_limits(struct cg_daemon *d, const struct cg_config *cfg)
+{
+    if (d->adm)
+        cg_admission_apply(d->adm, cfg);
+    if (d->brk)
+        cg_breaker_apply(d->brk, cfg);
+    cg_upstreams_apply(d->ups, d->cfg->nupstreams, cfg);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "admission-t.h"
 #include "config.h"
 #include "coro/coro.h"
 #include "coro/coro-t.h"
@@ -25,6 +26,7 @@ struct cg_worker_stats {
     _Atomic uint64_t active;
     _Atomic uint64_t closed;
     _Atomic uint64_t rejected_max;     /* over max_connections */
+    _Atomic uint64_t rejected[CG_REJ_N];   /* refused at accept, by reason (admission-t.h) */
     _Atomic uint64_t accept_emfile;    /* EMFILE/ENFILE: shed and paused */
     _Atomic uint64_t accept_errors;
     _Atomic uint64_t no_server;        /* no upstream server could be reached */
@@ -58,6 +60,7 @@ struct cg_listener_stats {
     _Atomic uint64_t accepted;
     _Atomic uint64_t active;
     _Atomic uint64_t rejected_max;     /* over max_connections */
+    _Atomic uint64_t rejected[CG_REJ_N];   /* refused at accept, by reason (admission-t.h) */
     _Atomic uint64_t bytes_in;         /* from clients */
     _Atomic uint64_t bytes_out;        /* to clients */
 };
@@ -69,16 +72,26 @@ struct cg_listener_stats {
 
 struct cg_worker;
 struct cg_schedlat;
+struct cg_gen;
+struct cg_reload;
+struct cg_admission;
+struct cg_adm_listener;
+struct cg_breaker;
 
-/* One listener's socket in one worker. */
+/* One listener's socket in one worker. conf and up belong to the worker's generation
+ * (reload.h); a connection takes its own settings from the generation it holds. */
 struct cg_wlistener {
     struct cg_worker              *w;
     const struct cg_listener_conf *conf;
     struct cg_upstream            *up;
+    unsigned                       index;     /* of conf in its configuration */
+    struct cg_adm_listener        *adm;       /* its admission state (admission.h), found by
+                                               * name at its first connection */
     uv_poll_t                      poll;      /* readable = connections to accept */
     uv_timer_t                     backoff;   /* resumes accepting after EMFILE */
     int                            fd;
     int                            paused;
+    int                            handles;   /* poll and backoff initialised, not closed */
     struct cg_listener_stats       stats;
 };
 
@@ -104,12 +117,32 @@ struct cg_worker {
     struct cg_wcall        *calls;        /* queued calls, newest first; under lock */
     uv_timer_t              drain_timer;
     _Atomic int             request;      /* CG_WREQ_* */
+    /* The listeners as the main thread sees them (stats, metrics: counters only); from a
+     * reload on, the array the worker is about to adopt. Main thread. */
     struct cg_wlistener    *ls;
     unsigned                nls;
+    /* Reload (reload.h): the worker's own generation and listeners, on its thread only. */
+    struct cg_gen          *gen;          /* a reference */
+    struct cg_wlistener    *wls;
+    unsigned                nwls;
+    struct cg_wlistener     retired;      /* counters of connections whose listener went */
+    struct cg_wlistener    *discarded;    /* a switch's array never adopted (stopping) */
+    /* Liveness for the systemd watchdog: bumped by a timer of the worker's loop. */
+    uv_timer_t              beat;
+    _Atomic uint64_t        beats;
+    /* Drain: websocket connections are sent 1001 over [gateway] drain_spread. */
+    uv_timer_t              spread_timer;
+    struct coro_list       *spread_next;  /* next connection to visit; cg_conn_end moves it */
+    uint64_t                spread_start;
+    unsigned                spread_total; /* websocket connections when the drain began */
+    unsigned                spread_done;
     struct coro_list        conns;        /* live connections, to cancel on shutdown */
     struct coro_list        checks;       /* health-check coroutines (worker 0) */
     int                     reserve_fd;   /* spent to shed a connection on EMFILE */
     int                     stopping;
+    unsigned                rejecting;    /* refused websocket clients being answered */
+    struct coro_list        refusing;     /* their coroutines' conns (admission.h) */
+    uv_timer_t              brk_timer;    /* worker 0: samples for the breaker */
     struct cg_worker_stats  stats;
     _Atomic int             tid;          /* gettid(), published once pinned; 0 before */
 };
@@ -121,6 +154,9 @@ enum {
 };
 
 struct cg_daemon {
+    /* The generation in force for new connections (reload.h), and its cfg and ups: what
+     * the main thread (stats, metrics, reload) reads. Workers read their own w->gen. */
+    struct cg_gen       *gen;
     struct cg_config    *cfg;
     struct cg_upstream  *ups;
     struct cg_worker    *workers;
@@ -129,11 +165,40 @@ struct cg_daemon {
     uint64_t             nofile;         /* RLIMIT_NOFILE in force */
     uv_loop_t           *loop;           /* main thread's */
     struct cg_schedlat  *schedlat;       /* BPF scheduler probes (schedlat.h); main thread */
+    struct cg_admission *adm;            /* token buckets at accept (admission.h) */
+    struct cg_breaker   *brk;            /* quotas and the overload breaker (breaker.h) */
+    uint64_t             fd_base;        /* descriptors open before any connection */
+    uint64_t             beat_ms;        /* workers' heartbeat period; set before start */
+    int                  test_hooks;     /* CG_TEST_HOOKS=1: `debug` stats commands */
+    struct cg_reload    *reload;         /* reload.h; main thread */
+    uv_mutex_t           start_lock;     /* workers report that they accept */
+    uv_cond_t            start_cond;
+    unsigned             started;
 };
 
-/* Binds every listener's sockets (one per worker, SO_REUSEPORT), starts the workers and
- * returns once all accept. Returns 0 or a negative errno; errors are logged with the
- * listener and address. On failure nothing is left running. */
+/* A new generation for one worker, built by reload.c and applied by cg_worker_switch() on
+ * the worker's thread, which then owns it and every part of it. */
+struct cg_wswitch {
+    struct cg_wcall      call;           /* first; call.fn = cg_worker_switch */
+    struct cg_gen       *gen;            /* a reference, the worker's from then on */
+    struct cg_wlistener *ls;             /* the listeners under gen: w, conf, up, fd and a
+                                          * snapshot of the counters set; handles not yet */
+    unsigned             nls;
+    /* Called on the worker's thread once applied (or discarded because the worker is
+     * stopping), just before <sw> is freed. */
+    void               (*done)(struct cg_wswitch *sw, int applied);
+    void                *ud;
+    struct {
+        int              from;           /* same-named listener in the worker's current
+                                          * array (counters, connections), or -1 */
+        int              keep;           /* 1: ls[i].fd is that listener's socket */
+    }                    map[];          /* [nls] */
+};
+
+/* Builds generation 1 from d->cfg (which it owns from then on, also on failure: d->cfg is
+ * then NULL), binds every listener's sockets (one per worker, SO_REUSEPORT), starts the
+ * workers and returns once all accept. Returns 0 or a negative errno; errors are logged
+ * with the listener and address. On failure nothing is left running. */
 int cg_daemon_start(struct cg_daemon *d);
 
 /* Asks every worker to drain (<how> = CG_WREQ_DRAIN) or stop now (CG_WREQ_STOP). */
@@ -143,8 +208,32 @@ void cg_daemon_request(struct cg_daemon *d, int how);
  * Returns 0, or -ESRCH when the worker has ended (call->fn will not run). Any thread. */
 int cg_worker_call(struct cg_worker *w, struct cg_wcall *call);
 
-/* Waits for every worker thread to end and frees what start allocated. */
+/* Waits for every worker thread to end and frees what start allocated, the daemon's
+ * generation included (d->gen, d->cfg and d->ups are NULL afterwards). */
 void cg_daemon_join(struct cg_daemon *d);
+
+/* Applies the admission and breaker settings of <cfg> (a reloaded configuration, which the
+ * caller keeps or frees afterwards: nothing of it is kept) to the running daemon <d>:
+ * [admission], [breaker], [gateway] max_connections and the listeners' and upstreams'
+ * overrides, matched by name. Main thread. */
+void cg_daemon_apply_limits(struct cg_daemon *d, const struct cg_config *cfg);
+
+/* The cg_wcall function of a struct cg_wswitch: adopts sw->gen and sw->ls in worker <w>.
+ * Queued sockets of listeners that went are accepted under the old generation first, so no
+ * connection already queued is refused; established connections keep their generation;
+ * their listener counters and server accounting move over to the same-named listener and
+ * the same server of the new one (when there is one). */
+void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call);
+
+/* Takes connection <node> off w->conns (the drain's cursor steps over it). Worker thread. */
+void cg_worker_unlink(struct cg_worker *w, struct coro_list *node);
+
+/* Copies every counter of <src> to <dst>. */
+void cg_listener_stats_copy(struct cg_listener_stats *dst, const struct cg_listener_stats *src);
+
+/* Test hook (`debug stall-worker`, only with CG_TEST_HOOKS=1): blocks worker <w>'s thread
+ * for <ms> milliseconds, as a hung worker would. Returns 0, -ENOMEM or -ESRCH. */
+int cg_worker_stall(struct cg_worker *w, unsigned ms);
 
 /* Opens a listening TCP socket on <addr> with SO_REUSEADDR and SO_REUSEPORT, non-blocking,
  * listening with <backlog>. Returns the fd or a negative errno. */

@@ -38,11 +38,13 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
+#include "breaker.h"
 #include "coro/io.h"
 #include "handshake.h"
 #include "log.h"
 #include "metrics.h"
 #include "relay.h"
+#include "reload.h"
 #include "route.h"
 #include "tokenbucket.h"
 #include "utf8.h"
@@ -1269,7 +1271,7 @@ void cg_ws_session(void *arg)
 {
     struct cg_conn *c = arg;
     struct cg_worker *w = c->w;
-    const struct cg_listener_conf *lc = c->l->conf;
+    const struct cg_listener_conf *lc = c->lc;    /* its generation's, for its life */
     uv_loop_t *loop = coro_sched_loop(w->sched);
     struct cg_hs_limits lim = {
         (uint32_t)lc->max_header_size, lc->max_headers, (uint32_t)lc->max_request_line,
@@ -1328,7 +1330,7 @@ void cg_ws_session(void *arg)
     host = cg_handshake_get(&hb->req, CG_HS_HOST);
     path = cg_handshake_path(&hb->req, &plen);
     rt = cg_route_match(lc->routes, lc->nroutes, host, host ? strlen(host) : 0, path, plen);
-    up = rt ? &w->d->ups[rt->upstream] : c->l->up;
+    up = &c->gen->ups[rt ? rt->upstream : lc->upstream];
     err = cg_conn_connect_upstream(c, up);
     if (err < 0) {
         if (err == UV_ECANCELED) {
@@ -1344,6 +1346,9 @@ void cg_ws_session(void *arg)
     prepare_forward(s, hb);
     if (!s->be.raw) {
         err = backend_handshake(s, hb);
+        /* The outcome for the server's failure breaker (relay.c left it to us). */
+        cg_server_report(c->srv, err == 0 ? 1 : err == UV_ECANCELED ? -1 : 0,
+                         uv_hrtime() / 1000000, "WebSocket handshake failed");
         if (err != 0) {
             answer(s, err == UV_ECANCELED ? 503 : err, "upstream handshake", 0);
             goto out_srv;

@@ -75,7 +75,8 @@ LG_PID=
 cleanup() {
     [ -n "$LG_PID" ] && kill -INT "$LG_PID" 2>/dev/null
     stop_peer
-    [ -n "$BACKEND_PID" ] && kill -TERM "$BACKEND_PID" 2>/dev/null && wait "$BACKEND_PID" 2>/dev/null
+    [ -n "$BACKEND_PID" ] && kill -TERM "$BACKEND_PID" 2>/dev/null &&
+        wait "$BACKEND_PID" 2>/dev/null
 }
 trap cleanup EXIT
 trap 'exit 1' INT TERM
@@ -222,6 +223,11 @@ rss_run() {   # rss_run MODE PEER MSGS REP
     awk -v a="$r0" -v b="$r1" -v n="$IDLE_CONNS" 'BEGIN { printf "%.0f\n", (b - a) * 1024 / n }'
 }
 
+# fig RC NAME SECTION KEY: a figure of run NAME's report, or "fail" when the run failed.
+fig() {
+    if [ "$1" = 0 ]; then jnum "$OUT/$2.json" "$3" "$4"; else echo fail; fi
+}
+
 measure() {   # measure MODE PEER: fills R[MODE,PEER,*]
     local mode=$1 peer=$2 rep rc c0 c1 sent recv
     local -a v_idle=() v_msg=() v_cpu=() v_100=() v_1000=() v_p99=() v_conn=()
@@ -251,19 +257,20 @@ measure() {   # measure MODE PEER: fills R[MODE,PEER,*]
         fi
         rc=$(lg "$mode" "$peer" "$mode-$peer-cl1000-$rep" --connections 1000 \
              --connect-rate 20000 --closed-loop --duration "${SECS}s")
-        [ "$rc" = 0 ] && v_1000+=("$(jnum "$OUT/$mode-$peer-cl1000-$rep.json" throughput msgs_per_s)") \
-                      || v_1000+=(fail)
+        v_1000+=("$(fig "$rc" "$mode-$peer-cl1000-$rep" throughput msgs_per_s)")
         rc=$(lg "$mode" "$peer" "$mode-$peer-fixed-$rep" --connections "$FIXED_CONNS" \
              --connect-rate 20000 --message-rate "$FIXED_RATE" --duration "${SECS}s")
-        [ "$rc" = 0 ] && v_p99+=("$(jnum "$OUT/$mode-$peer-fixed-$rep.json" round_trip p99)") \
-                      || v_p99+=(fail)
+        v_p99+=("$(fig "$rc" "$mode-$peer-fixed-$rep" round_trip p99)")
         rc=$(lg "$mode" "$peer" "$mode-$peer-churn-$rep" --connections "$CHURN_CONNS" \
              --connect-rate 20000 --churn --duration "${SECS}s")
-        [ "$rc" = 0 ] && v_conn+=("$(jnum "$OUT/$mode-$peer-churn-$rep.json" throughput connections_per_s)") \
-                      || v_conn+=(fail)
+        v_conn+=("$(fig "$rc" "$mode-$peer-churn-$rep" throughput connections_per_s)")
     done
     stop_peer
-    pick() { local x; for x in "$@"; do [ "$x" = fail ] && { echo fail; return; }; done; median "$@"; }
+    pick() {   # the median, or "fail" when any run failed
+        local x
+        for x in "$@"; do [ "$x" = fail ] && { echo fail; return; }; done
+        median "$@"
+    }
     [ ${#v_idle[@]} -gt 0 ] && R[$mode,$peer,rss_idle]=$(pick "${v_idle[@]}")
     [ ${#v_msg[@]} -gt 0 ] && R[$mode,$peer,rss_msg]=$(pick "${v_msg[@]}")
     [ ${#v_cpu[@]} -gt 0 ] && R[$mode,$peer,cpu_msg]=$(pick "${v_cpu[@]}")
@@ -308,11 +315,17 @@ label() {
     cpu_msg)   echo "proxy CPU per relayed msg, us" ;;
     cl_100)    echo "msgs/s closed loop, 100 conns" ;;
     cl_1000)   echo "msgs/s closed loop, 1000 conns" ;;
-    p99_fixed) echo "p99 ms at $(( FIXED_CONNS * FIXED_RATE )) msg/s ($FIXED_CONNS x $FIXED_RATE/s)" ;;
+    p99_fixed) echo "p99 ms at $(( FIXED_CONNS * FIXED_RATE )) msg/s" \
+                    "($FIXED_CONNS x $FIXED_RATE/s)" ;;
     conn_rate) echo "new connections/s ($CHURN_CONNS churners)" ;;
     esac
 }
 lower_better() { case $1 in rss_idle|rss_msg|cpu_msg|p99_fixed) return 0 ;; esac; return 1; }
+better() {   # better METRIC A B: the better of two figures ("" for A: B)
+    if [ -z "$2" ]; then echo "$3"
+    elif lower_better "$1"; then awk -v a="$2" -v b="$3" 'BEGIN { print (b < a) ? b : a }'
+    else awk -v a="$2" -v b="$3" 'BEGIN { print (b > a) ? b : a }'; fi
+}
 target() {   # corogate's target as "OP RATIO" against the best other proxy
     case $1 in
     rss_idle|rss_msg) echo "<= 0.33" ;;
@@ -336,8 +349,8 @@ proxies=""
 for p in $PEERS; do [ "$p" != direct ] && proxies="$proxies $p"; done
 {
 echo
-echo "make bench — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, $WORKERS worker(s) each, medians of $REPS;" \
-     "(xN) = ratio to the best proxy of the row"
+echo "make bench — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, $WORKERS worker(s) each," \
+     "medians of $REPS; (xN) = ratio to the best proxy of the row"
 printf '%-5s %-46s' mode metric
 for p in $PEERS; do printf ' %18s' "$p"; done
 printf '  %-22s\n' "corogate: target met?"
@@ -347,9 +360,7 @@ for mode in $MODES; do
         for p in $proxies; do
             v=${R[$mode,$p,$m]:-}
             isnum "$v" || continue
-            if [ -z "$best" ]; then best=$v
-            elif lower_better $m; then best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b < a) ? b : a }')
-            else best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b > a) ? b : a }'); fi
+            best=$(better $m "$best" "$v")
         done
         printf '%-5s %-46s' "$mode" "$(label $m)"
         for p in $PEERS; do
@@ -357,7 +368,8 @@ for mode in $MODES; do
             if [ -n "${NOTE[$mode,$p]:-}" ]; then cell="n/a"
             elif isnum "$v" && [ "$p" != direct ] && [ -n "$best" ] && isnum "$best" &&
                  awk -v b="$best" 'BEGIN { exit !(b > 0) }'; then
-                cell="$(fmtv "$v" $m) ($(awk -v v="$v" -v b="$best" 'BEGIN { printf "%.2f", v / b }')x)"
+                ratio=$(awk -v v="$v" -v b="$best" 'BEGIN { printf "%.2f", v / b }')
+                cell="$(fmtv "$v" $m) (${ratio}x)"
             else cell=$(fmtv "$v" $m); fi
             printf ' %18s' "$cell"
         done
@@ -367,16 +379,15 @@ for mode in $MODES; do
             [ "$p" = corogate ] && continue
             v=${R[$mode,$p,$m]:-}
             isnum "$v" || continue
-            if [ -z "$other" ]; then other=$v
-            elif lower_better $m; then other=$(awk -v a="$other" -v b="$v" 'BEGIN { print (b < a) ? b : a }')
-            else other=$(awk -v a="$other" -v b="$v" 'BEGIN { print (b > a) ? b : a }'); fi
+            other=$(better $m "$other" "$v")
         done
         cg=${R[$mode,corogate,$m]:-}
         if isnum "$cg" && [ -n "$other" ] && awk -v o="$other" 'BEGIN { exit !(o > 0) }'; then
             read -r op want <<<"$(target $m)"
             ratio=$(awk -v c="$cg" -v o="$other" 'BEGIN { printf "%.2f", c / o }')
-            if awk -v r="$ratio" -v w="$want" -v op="$op" \
-                'BEGIN { exit !((op == "<=") ? (r <= w) : (r >= w)) }'; then met=yes; else met=NO; fi
+            met=NO
+            awk -v r="$ratio" -v w="$want" -v op="$op" \
+                'BEGIN { exit !((op == "<=") ? (r <= w) : (r >= w)) }' && met=yes
             printf '  %s (%s %s)\n' "$ratio $met" "$op" "$want"
         else
             printf '  -\n'

@@ -226,6 +226,14 @@ q_refused=$(jnum "$OUT/quota.json" errors refused); q_refused=${q_refused:-0}
 i_up=$(jnum "$OUT/idle.json" connections up_at_end); i_up=${i_up:-0}
 i_drop=$(jnum "$OUT/idle.json" connections dropped); i_drop=${i_drop:-0}
 
+lost=$(jnum "$OUT/latency.json" messages lost)
+lat_line="$(lat p50) / $(lat p90) / $(lat p99) / $(lat p99_9) / $(lat max) ms"
+lat_line="$lat_line (p50/p90/p99/p99.9/max)"
+quota_line="asked $(( LAT_CONNS + OVER )) more: $q_up held,"
+quota_line="$quota_line $(( q_closed + q_reset + q_refused )) turned away (closed $q_closed,"
+quota_line="$quota_line reset $q_reset, refused $q_refused); corogate rejected_max"
+quota_line="$quota_line +$(( rej1 - rej0 ))"
+
 echo
 echo "corogate capacity ($MODE) — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, ulimit -n $NOFILE"
 printf '  %-44s %s\n' \
@@ -236,19 +244,18 @@ printf '  %-44s %s\n' \
     "RSS per idle connection (increase / count)" "$per_idle bytes" \
     "RSS per connection (all of RSS / count)" "$per_total bytes" \
     "RSS per idle connection after traffic" "$per_after bytes ($rss2 kB)" \
-    "latency at $MSG_RATE msg/s x $LAT_CONNS conns" \
-        "$(lat p50) / $(lat p90) / $(lat p99) / $(lat p99_9) / $(lat max) ms (p50/p90/p99/p99.9/max)" \
-    "  messages sent / received / lost" "$sent / $recv / $(jnum "$OUT/latency.json" messages lost) (exit $lat_rc)" \
+    "latency at $MSG_RATE msg/s x $LAT_CONNS conns" "$lat_line" \
+    "  messages sent / received / lost" "$sent / $recv / $lost (exit $lat_rc)" \
     "corogate CPU at that rate" "$cpu_lat_pct % of one CPU, $cpu_msg_us us per relayed message" \
-    "quota (max_connections = $CONNECTIONS)" \
-        "asked $(( LAT_CONNS + OVER )) more: $q_up held, $(( q_closed + q_reset + q_refused )) turned away (closed $q_closed, reset $q_reset, refused $q_refused); corogate rejected_max +$(( rej1 - rej0 ))" \
+    "quota (max_connections = $CONNECTIONS)" "$quota_line" \
     "idle connections after all steps" "$i_up of $IDLE up, $i_drop dropped (loadgen exit $idle_rc)"
 echo "  (logs, config and JSON reports in $OUT/)"
 
 fail=0
-[ "$idle_rc" -eq 0 ] || { echo "capacity: FAIL: the $IDLE idle connections were not reached and held"; fail=1; }
-[ "$lat_rc" -eq 0 ] || { echo "capacity: FAIL: the latency run failed (exit $lat_rc, see $OUT/latency.log)"; fail=1; }
-[ "$q_up" -le "$LAT_CONNS" ] || { echo "capacity: FAIL: $q_up connections held beyond the quota"; fail=1; }
-[ $(( rej1 - rej0 )) -gt 0 ] || { echo "capacity: FAIL: corogate rejected nothing at the quota"; fail=1; }
+failed() { echo "capacity: FAIL: $*"; fail=1; }
+[ "$idle_rc" -eq 0 ] || failed "the $IDLE idle connections were not reached and held"
+[ "$lat_rc" -eq 0 ] || failed "the latency run failed (exit $lat_rc, see $OUT/latency.log)"
+[ "$q_up" -le "$LAT_CONNS" ] || failed "$q_up connections held beyond the quota"
+[ $(( rej1 - rej0 )) -gt 0 ] || failed "corogate rejected nothing at the quota"
 [ $fail -eq 0 ] && echo "capacity: PASS"
 exit $fail

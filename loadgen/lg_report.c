@@ -54,6 +54,10 @@ void lg_counters_add(struct lg_counters *d, const struct lg_counters *s)
     d->steady_rate_milli += s->steady_rate_milli;
     d->steady_connected += s->steady_connected;
     d->steady_conn_rate_milli += s->steady_conn_rate_milli;
+    d->cpu_us += s->cpu_us;
+    if (s->wall_us > d->wall_us)
+        d->wall_us = s->wall_us;
+    d->threads += s->threads;
     d->procs_done += s->procs_done;
     d->interrupted += s->interrupted;
 }
@@ -498,6 +502,16 @@ static void judge(const struct lg_agg *a, const struct lg_counters *c, struct ve
 
 /* ------------------------------------------------------------------ text */
 
+/* Above this share of its threads' time, the loadgen itself may have limited the run. */
+#define LOADGEN_BUSY 0.85
+
+static double loadgen_util(const struct lg_counters *c)
+{
+    if (!c->wall_us || !c->threads)
+        return 0;
+    return (double)c->cpu_us / ((double)c->wall_us * (double)c->threads);
+}
+
 static const double pcts[] = { 50, 90, 99, 99.9, 99.99 };
 static const char *const pct_names[] = { "p50", "p90", "p99", "p99.9", "p99.99" };
 #define NPCTS (sizeof(pcts) / sizeof(pcts[0]))
@@ -580,6 +594,15 @@ static void print_report(const struct lg_agg *a, const struct verdict *v, FILE *
     }
     fmt_errors(c, errs, sizeof(errs));
     fprintf(out, "errors: %s\n", errs);
+    if (c->wall_us && c->threads) {
+        double util = loadgen_util(c);
+
+        fprintf(out, "loadgen: %.2f s CPU in %.2f s, %.0f%% of its %llu thread%s%s\n",
+                (double)c->cpu_us / 1e6, (double)c->wall_us / 1e6, util * 100,
+                (unsigned long long)c->threads, c->threads == 1 ? "" : "s",
+                util > LOADGEN_BUSY ? ": it may have been the bottleneck (add --threads or "
+                                      "--procs, or spare it a CPU)" : "");
+    }
     fprintf(out, "RESULT: %s\n", v->text);
 }
 
@@ -696,6 +719,10 @@ static int write_json(const struct lg_agg *a, const struct verdict *v, const cha
             (double)c->steady_conn_rate_milli / 1000.0,
             (unsigned long long)c->steady_sent, (unsigned long long)c->steady_received,
             (unsigned long long)c->steady_connected, (double)c->steady_ns / 1e9);
+    fprintf(f, "  \"loadgen\": {\"cpu_s\": %.6f, \"wall_s\": %.6f, \"threads\": %llu, "
+            "\"utilisation\": %.4f, \"busy\": %s},\n", (double)c->cpu_us / 1e6,
+            (double)c->wall_us / 1e6, (unsigned long long)c->threads, loadgen_util(c),
+            loadgen_util(c) > LOADGEN_BUSY ? "true" : "false");
     fprintf(f, "  \"latency_ms\": {\n");
     json_hist(f, "connect", &a->fin.connect, 0);
     json_hist(f, "round_trip", &a->fin.rtt, 1);
@@ -744,6 +771,7 @@ static int write_plot(const struct lg_agg *a, const char *png)
                                                                   : &a->fin.rtt;
     char pct_path[4096], tl_path[4096], cmd[64];
     struct cg_hist_pct_iter it;
+    double top_up = 0, top_rate = 0;
     FILE *f, *gp;
     size_t i;
     int status;
@@ -763,6 +791,12 @@ static int write_plot(const struct lg_agg *a, const char *png)
     if (!f)
         return -errno;
     fprintf(f, "# t_s up msgs_per_s\n");
+    for (i = 0; i < a->ntl; i++) {
+        if ((double)a->tl[i].up > top_up)
+            top_up = (double)a->tl[i].up;
+        if (a->tl[i].msgs_per_s > top_rate)
+            top_rate = a->tl[i].msgs_per_s;
+    }
     for (i = 0; i < a->ntl; i++)
         fprintf(f, "%.3f %llu %.1f\n", a->tl[i].t, (unsigned long long)a->tl[i].up,
                 a->tl[i].msgs_per_s);
@@ -779,12 +813,15 @@ static int write_plot(const struct lg_agg *a, const char *png)
             "set logscale x\n"
             "set xlabel 'percentile'\n"
             "set ylabel 'ms'\n"
-            "set xtics ('50%%' 2, '90%%' 10, '99%%' 100, '99.9%%' 1000, '99.99%%' 10000, "
-            "'99.999%%' 100000)\n"
+            /* tic labels are formats to gnuplot: a percent sign is written twice */
+            "set xtics ('50%%%%' 2, '90%%%%' 10, '99%%%%' 100, '99.9%%%%' 1000, "
+            "'99.99%%%%' 10000, '99.999%%%%' 100000)\n"
             "plot '%s' using 2:3 with lines title 'latency'\n"
             "unset logscale x\n"
             "set xtics auto\n"
             "set title 'connections and throughput'\n"
+            "set yrange [0:%.0f]\n"
+            "set y2range [0:%.0f]\n"
             "set xlabel 'seconds'\n"
             "set ylabel 'connections up'\n"
             "set y2label 'messages/s'\n"
@@ -793,7 +830,7 @@ static int write_plot(const struct lg_agg *a, const char *png)
             "title 'msgs/s'\n"
             "unset multiplot\n",
             png, a->cfg->traffic == LG_TRAFFIC_IDLE ? "connect" : "round-trip", pct_path,
-            tl_path);
+            top_up * 1.15 + 1, top_rate * 1.15 + 1, tl_path);
     status = pclose(gp);
     if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return -EIO;

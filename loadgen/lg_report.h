@@ -57,6 +57,9 @@ struct lg_counters {
     uint64_t steady_rate_milli; /* steady messages received per second x 1000 (summed) */
     uint64_t steady_connected;  /* connects during the steady phase (--churn) */
     uint64_t steady_conn_rate_milli; /* ... per second x 1000 (summed) */
+    uint64_t cpu_us;            /* the loadgen's own CPU time, user + system (summed) */
+    uint64_t wall_us;           /* the longest process's run time */
+    uint64_t threads;           /* event-loop threads (summed) */
     uint64_t procs_done;        /* processes that delivered their result */
     uint64_t interrupted;       /* processes stopped by a signal */
 };

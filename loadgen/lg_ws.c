@@ -237,18 +237,18 @@ static int has_host_header(const struct lg_run_cfg *cfg)
     return 0;
 }
 
-int lg_wsc_open(struct lg_wsc **out, struct coro_stream *st, const struct lg_run_cfg *cfg,
-                lg_ws_send_fn send, lg_ws_msg_fn on_msg, void *ud, int64_t timeout_ms)
+int lg_wsc_handshake(struct coro_stream *st, const struct lg_run_cfg *cfg, int64_t timeout_ms,
+                     struct coro_buf **tail)
 {
     struct cg_handshake *hs = NULL;
     struct coro_buf *req = NULL, *last = NULL;
-    struct lg_wsc *w = NULL;
     uint8_t raw[16];
     char key[CG_WS_KEY_LEN + 1];
     uint64_t rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)st) | 1;
     unsigned i;
     int n, err;
 
+    *tail = NULL;
     if (timeout_ms < 1)
         timeout_ms = 1;
     for (i = 0; i < sizeof(raw); i++)
@@ -285,25 +285,15 @@ int lg_wsc_open(struct lg_wsc **out, struct coro_stream *st, const struct lg_run
         err = cg_handshake_check_response(hs, key, NULL) == 0 ? 0 : UV_EPROTO;
     else if (err != UV_ETIMEDOUT && err != UV_ECANCELED && err != UV_ENOMEM)
         err = UV_EPROTO;          /* a bad head, or the server closed on us */
-    if (err == 0) {
-        w = lg_ws_new(1, send, on_msg, ud);
-        if (!w)
-            err = UV_ENOMEM;
-    }
     if (err == 0 && hs->tail > 0) {
-        err = lg_wsc_feed(w, (const uint8_t *)last->data + last->len - hs->tail, hs->tail);
-        if (err == UV_EOF)
-            err = UV_EPROTO;
+        last->off = last->len - hs->tail;
+        *tail = last;
+        last = NULL;
     }
     coro_buf_put(st->sched, last);
     cg_handshake_deinit(hs);
     free(hs);
-    if (err < 0) {
-        lg_wsc_free(w);
-        return err;
-    }
-    *out = w;
-    return 0;
+    return err;
 }
 
 int lg_wss_accept(struct coro_stream *st, int64_t timeout_ms, struct coro_buf **tail)

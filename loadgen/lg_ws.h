@@ -57,12 +57,14 @@ void lg_wsc_free(struct lg_wsc *w);   /* NULL-safe */
 /* ------------------------------------------------------------------ handshakes */
 
 /* Client: sends the upgrade request for <cfg> (path, Host = target, extra headers) on the
- * connected <st>, checks the 101 answer, all within <timeout_ms>, and makes the client
- * context in <*out> (the caller frees it), feeding it what followed the head. Returns 0;
- * UV_ETIMEDOUT; UV_EPROTO when the server refused or answered something malformed, or
- * closed first; another libuv error. */
-int lg_wsc_open(struct lg_wsc **out, struct coro_stream *st, const struct lg_run_cfg *cfg,
-                lg_ws_send_fn send, lg_ws_msg_fn on_msg, void *ud, int64_t timeout_ms);
+ * connected <st> and checks the 101 answer, all within <timeout_ms>. Returns 0 with the
+ * bytes that followed the head (frames the server sent at once) in <*tail>, NULL when none
+ * (the caller feeds them to its context, then puts the buffer back); UV_ETIMEDOUT;
+ * UV_EPROTO when the server refused or answered something malformed, or closed first;
+ * another libuv error. The context is the caller's to make (lg_ws_new), when it needs one:
+ * an idle connection does without its ~9 KB. */
+int lg_wsc_handshake(struct coro_stream *st, const struct lg_run_cfg *cfg, int64_t timeout_ms,
+                     struct coro_buf **tail);
 
 /* Server: reads an upgrade request from <st> within <timeout_ms> and answers it: 101, or
  * an HTTP error for a bad request. Returns 0 after a 101, with the bytes that followed the

@@ -281,8 +281,6 @@ static int run_local(const struct lg_run_cfg *cfg)
         lg_agg_free(agg);
         return 1;
     }
-    lg_agg_update(agg, 0, &res.c, &res.rtt);
-    lg_agg_tick(agg);                 /* the last point of the timeline */
     lg_agg_final(agg, 0, &res);
     rc = lg_agg_report(agg, stdout);
     lg_result_deinit(&res);
@@ -566,7 +564,6 @@ static int run_procs(struct lg_run_cfg *cfg)
     }
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    lg_agg_tick(agg);
     rc = lg_agg_report(agg, stdout);
 out:
     if (kids)

@@ -1,0 +1,526 @@
+/* gateway/breaker.c — the overload breaker's state machine, its samples of memory and
+ * descriptors, and the per-server failure breaker. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "breaker.h"
+#include "log.h"
+
+#define PERMILLE   1000u
+#define NS_PER_MS  1000000ull
+
+static struct cg_ratelimit transition_log = CG_RATELIMIT_INIT(10000, 30);
+static struct cg_ratelimit server_log = CG_RATELIMIT_INIT(10000, 30);
+
+/* ------------------------------------------------------------------ names */
+
+const char *cg_brk_state_name(int state)
+{
+    static const char *const names[] = { "closed", "open", "half_open" };
+
+    return state >= 0 && state < CG_BRK_NSTATES ? names[state] : "?";
+}
+
+const char *cg_brk_mode_name(int mode)
+{
+    static const char *const names[] = { "auto", "force-open", "force-closed" };
+
+    return mode >= 0 && mode <= CG_BRK_FORCE_CLOSED ? names[mode] : "?";
+}
+
+const char *cg_brk_why_name(int why)
+{
+    static const char *const names[] = {
+        "connections", "worker_connections", "memory", "fds", "open_for", "resumed", "forced",
+        "start",
+    };
+
+    _Static_assert(sizeof(names) / sizeof(names[0]) == CG_BRKW_N, "one name per reason");
+    return why >= 0 && why < CG_BRKW_N ? names[why] : "?";
+}
+
+const char *cg_srv_brk_name(int brk)
+{
+    static const char *const names[] = { "in", "ejected", "probing" };
+
+    return brk >= 0 && brk <= CG_SRV_PROBING ? names[brk] : "?";
+}
+
+/* ------------------------------------------------------------------ memory */
+
+/* Reads the first number of the file at <path> ("max" reads as 0). */
+static uint64_t read_number(const char *path)
+{
+    char buf[64];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return strtoull(buf, NULL, 10);
+}
+
+uint64_t cg_breaker_memory_auto(void)
+{
+    struct sysinfo si;
+    uint64_t total = 0, cg;
+
+    if (sysinfo(&si) == 0)
+        total = (uint64_t)si.totalram * si.mem_unit;
+    /* cgroup v2, then v1 (whose "no limit" is a huge number) */
+    cg = read_number("/sys/fs/cgroup/memory.max");
+    if (!cg)
+        cg = read_number("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    if (cg && (!total || cg < total))
+        total = cg;
+    return total / 10 * 9;
+}
+
+int cg_breaker_sample(struct cg_breaker *b, uint64_t fds)
+{
+    char buf[128];
+    unsigned long long size, resident;
+    ssize_t n;
+    int fd, err = 0;
+
+    atomic_store_explicit(&b->fds, fds, memory_order_relaxed);
+    fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    n = read(fd, buf, sizeof(buf) - 1);
+    if (n < 0)
+        err = -errno;
+    close(fd);
+    if (n <= 0)
+        return err ? err : -EIO;
+    buf[n] = '\0';
+    if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+        return -EIO;
+    atomic_store_explicit(&b->rss, (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE),
+                          memory_order_relaxed);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the breaker */
+
+#define W_STATE(w)  ((int)((w) & 3))
+#define W_WHY(w)    ((int)(((w) >> 2) & 63))
+#define W_SINCE(w)  ((w) >> 8)
+#define W_MAKE(since, why, state) \
+    ((uint64_t)(since) << 8 | (uint64_t)(why) << 2 | (uint64_t)(state))
+
+static void set_limits(struct cg_breaker *b, const struct cg_config *cfg)
+{
+    const struct cg_breaker_conf *bc = &cfg->brk;
+
+    atomic_store(&b->max_conns, cfg->gw.max_connections);
+    atomic_store(&b->max_per_worker, bc->max_conns_per_worker);
+    atomic_store(&b->memory_auto, bc->memory_auto);
+    atomic_store(&b->memory_watermark, bc->memory_auto ? cg_breaker_memory_auto()
+                                                       : bc->memory_watermark);
+    atomic_store(&b->fd_watermark, bc->fd_watermark);
+    atomic_store(&b->open_for_ms, bc->open_for_ms);
+    atomic_store(&b->resume, bc->resume * 10);
+    atomic_store(&b->check_interval_ms, bc->check_interval_ms);
+    cg_tbs_set(&b->trickle, bc->half_open_rate, 1);
+}
+
+struct cg_breaker *cg_breaker_new(const struct cg_config *cfg, uint64_t nofile)
+{
+    struct cg_breaker *b = calloc(1, sizeof(*b));
+
+    if (!b)
+        return NULL;
+    if (pthread_mutex_init(&b->lock, NULL) != 0) {
+        free(b);
+        errno = ENOMEM;
+        return NULL;
+    }
+    b->nofile = nofile;
+    atomic_init(&b->word, W_MAKE(uv_hrtime() / NS_PER_MS, CG_BRKW_START, CG_BRK_CLOSED));
+    cg_tbs_init(&b->trickle, cfg->brk.half_open_rate, 1);
+    set_limits(b, cfg);
+    return b;
+}
+
+void cg_breaker_free(struct cg_breaker *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_destroy(&b->lock);
+    free(b);
+}
+
+void cg_breaker_apply(struct cg_breaker *b, const struct cg_config *cfg)
+{
+    set_limits(b, cfg);
+}
+
+static unsigned permille(uint64_t used, uint64_t limit)
+{
+    uint64_t p;
+
+    if (!limit)
+        return 0;
+    p = used >= UINT64_MAX / PERMILLE ? UINT32_MAX : used * PERMILLE / limit;
+    return p > UINT32_MAX ? UINT32_MAX : (unsigned)p;
+}
+
+unsigned cg_breaker_use(struct cg_breaker *b, uint64_t conns, uint64_t wconns, int *res,
+                        unsigned *each)
+{
+    unsigned u[CG_BRKW_NRES], best = 0, i;
+    uint64_t fdlim = b->nofile * atomic_load_explicit(&b->fd_watermark, memory_order_relaxed)
+                     / 100;
+    int which = CG_BRKW_CONNECTIONS;
+
+    u[CG_BRKW_CONNECTIONS] = permille(conns, atomic_load_explicit(&b->max_conns,
+                                                                  memory_order_relaxed));
+    u[CG_BRKW_WORKER] = permille(wconns, atomic_load_explicit(&b->max_per_worker,
+                                                              memory_order_relaxed));
+    u[CG_BRKW_MEMORY] = permille(atomic_load_explicit(&b->rss, memory_order_relaxed),
+                                 atomic_load_explicit(&b->memory_watermark,
+                                                      memory_order_relaxed));
+    u[CG_BRKW_FDS] = permille(atomic_load_explicit(&b->fds, memory_order_relaxed), fdlim);
+    for (i = 0; i < CG_BRKW_NRES; i++) {
+        if (u[i] > best) {
+            best = u[i];
+            which = (int)i;
+        }
+    }
+    if (res)
+        *res = which;
+    if (each)
+        memcpy(each, u, sizeof(u));
+    return best;
+}
+
+/* Logs and records a transition that this thread won. */
+static void record(struct cg_breaker *b, int from, int to, int why, unsigned use,
+                   uint64_t now_ms)
+{
+    struct cg_brk_event *ev;
+    struct timespec ts;
+    char what[160];
+
+    atomic_fetch_add(&b->entered[to], 1);
+    if (to == CG_BRK_OPEN)
+        atomic_fetch_add(&b->trips[why], 1);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    pthread_mutex_lock(&b->lock);
+    ev = &b->hist[b->nhist++ % CG_BRK_HISTORY];
+    ev->at_ms = now_ms;
+    ev->wall_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / NS_PER_MS;
+    ev->use = use;
+    ev->from = (uint8_t)from;
+    ev->to = (uint8_t)to;
+    ev->why = (uint8_t)why;
+    pthread_mutex_unlock(&b->lock);
+
+    if (why < CG_BRKW_NRES)
+        snprintf(what, sizeof(what), "%s at %u.%u%% of the limit", cg_brk_why_name(why),
+                 use / 10, use % 10);
+    else if (why == CG_BRKW_RESUMED)
+        snprintf(what, sizeof(what), "use %u.%u%% below resume %u%%", use / 10, use % 10,
+                 atomic_load(&b->resume) / 10);
+    else
+        snprintf(what, sizeof(what), "%s", cg_brk_why_name(why));
+    if (to == CG_BRK_OPEN)
+        cg_log_ratelimited(&transition_log, CG_LOG_WARN, "breaker: %s -> %s: %s; refusing new "
+                           "connections for at least %llu ms", cg_brk_state_name(from),
+                           cg_brk_state_name(to), what,
+                           (unsigned long long)atomic_load(&b->open_for_ms));
+    else if (to == CG_BRK_HALF_OPEN)
+        cg_log_ratelimited(&transition_log, CG_LOG_NOTICE, "breaker: %s -> %s: %s; admitting "
+                           "a trickle", cg_brk_state_name(from), cg_brk_state_name(to), what);
+    else
+        cg_log_ratelimited(&transition_log, CG_LOG_NOTICE, "breaker: %s -> %s: %s",
+                           cg_brk_state_name(from), cg_brk_state_name(to), what);
+}
+
+/* Moves <b> from the state in *<w> to <to>. Returns 1 when this thread did it (*<w> then
+ * holds the new word), 0 when another changed the word first (*<w> holds that). */
+static int transition(struct cg_breaker *b, uint64_t *w, int to, int why, unsigned use,
+                      uint64_t now_ms)
+{
+    uint64_t nw = W_MAKE(now_ms, why, to);
+    int from = W_STATE(*w);
+
+    if (!atomic_compare_exchange_strong(&b->word, w, nw))
+        return 0;
+    *w = nw;
+    record(b, from, to, why, use, now_ms);
+    return 1;
+}
+
+static unsigned open_left_s(struct cg_breaker *b, uint64_t w, uint64_t now_ms)
+{
+    uint64_t end = W_SINCE(w) + atomic_load_explicit(&b->open_for_ms, memory_order_relaxed);
+
+    return end > now_ms ? (unsigned)((end - now_ms + 999) / 1000) : 1;
+}
+
+int cg_breaker_admit(struct cg_breaker *b, unsigned use, int res, uint64_t now_ms,
+                     unsigned *retry_s)
+{
+    int mode = atomic_load_explicit(&b->mode, memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
+
+    if (mode == CG_BRK_FORCE_CLOSED)
+        return 1;
+    if (mode == CG_BRK_FORCE_OPEN) {
+        *retry_s = 1;
+        return 0;
+    }
+    for (;;) {
+        switch (W_STATE(w)) {
+        case CG_BRK_CLOSED:
+            if (use < PERMILLE)
+                return 1;
+            if (!transition(b, &w, CG_BRK_OPEN, res, use, now_ms))
+                continue;
+            *retry_s = open_left_s(b, w, now_ms);
+            return 0;
+        case CG_BRK_OPEN:
+            if (now_ms < W_SINCE(w) + atomic_load_explicit(&b->open_for_ms,
+                                                           memory_order_relaxed)) {
+                *retry_s = open_left_s(b, w, now_ms);
+                return 0;
+            }
+            transition(b, &w, CG_BRK_HALF_OPEN, CG_BRKW_OPEN_FOR, use, now_ms);
+            continue;
+        default:        /* CG_BRK_HALF_OPEN */
+            if (use >= PERMILLE) {
+                if (!transition(b, &w, CG_BRK_OPEN, res, use, now_ms))
+                    continue;
+                *retry_s = open_left_s(b, w, now_ms);
+                return 0;
+            }
+            if (use < atomic_load_explicit(&b->resume, memory_order_relaxed)) {
+                if (!transition(b, &w, CG_BRK_CLOSED, CG_BRKW_RESUMED, use, now_ms))
+                    continue;
+                return 1;
+            }
+            if (cg_tbs_take(&b->trickle, now_ms * NS_PER_MS, NULL))
+                return 1;
+            *retry_s = 1;
+            return 0;
+        }
+    }
+}
+
+void cg_breaker_trip(struct cg_breaker *b, int res, unsigned use, uint64_t now_ms)
+{
+    uint64_t w = atomic_load(&b->word);
+
+    if (atomic_load(&b->mode) != CG_BRK_AUTO)
+        return;
+    while (W_STATE(w) != CG_BRK_OPEN && !transition(b, &w, CG_BRK_OPEN, res, use, now_ms))
+        ;
+}
+
+void cg_breaker_tick(struct cg_breaker *b, unsigned use, int res, uint64_t now_ms)
+{
+    uint64_t w = atomic_load(&b->word);
+
+    if (atomic_load(&b->mode) != CG_BRK_AUTO)
+        return;
+    switch (W_STATE(w)) {
+    case CG_BRK_CLOSED:
+        if (use >= PERMILLE)
+            transition(b, &w, CG_BRK_OPEN, res, use, now_ms);
+        break;
+    case CG_BRK_OPEN:
+        if (now_ms >= W_SINCE(w) + atomic_load(&b->open_for_ms))
+            transition(b, &w, CG_BRK_HALF_OPEN, CG_BRKW_OPEN_FOR, use, now_ms);
+        break;
+    default:
+        if (use >= PERMILLE)
+            transition(b, &w, CG_BRK_OPEN, res, use, now_ms);
+        else if (use < atomic_load(&b->resume))
+            transition(b, &w, CG_BRK_CLOSED, CG_BRKW_RESUMED, use, now_ms);
+        break;
+    }
+}
+
+int cg_breaker_set_mode(struct cg_breaker *b, int mode, uint64_t now_ms)
+{
+    int old = atomic_exchange(&b->mode, mode);
+    uint64_t w = atomic_load(&b->word);
+    int to = mode == CG_BRK_FORCE_OPEN ? CG_BRK_OPEN : mode == CG_BRK_FORCE_CLOSED
+                                                       ? CG_BRK_CLOSED : CG_BRK_HALF_OPEN;
+
+    /* Back to auto: only a forced open hands over to half-open; otherwise the state in
+     * force stays and use moves it on. */
+    if (mode == CG_BRK_AUTO && !(old == CG_BRK_FORCE_OPEN && W_STATE(w) == CG_BRK_OPEN))
+        return old;
+    while (W_STATE(w) != to && !transition(b, &w, to, CG_BRKW_FORCED, 0, now_ms))
+        ;
+    return old;
+}
+
+int cg_breaker_state(const struct cg_breaker *b, uint64_t *since_ms, int *why)
+{
+    uint64_t w = atomic_load(&b->word);
+
+    if (since_ms)
+        *since_ms = W_SINCE(w);
+    if (why)
+        *why = W_WHY(w);
+    return W_STATE(w);
+}
+
+size_t cg_breaker_history(struct cg_breaker *b, struct cg_brk_event *out, size_t max)
+{
+    uint64_t first, i;
+    size_t n = 0;
+
+    pthread_mutex_lock(&b->lock);
+    first = b->nhist > CG_BRK_HISTORY ? b->nhist - CG_BRK_HISTORY : 0;
+    if (b->nhist - first > max)
+        first = b->nhist - max;
+    for (i = first; i < b->nhist; i++)
+        out[n++] = b->hist[i % CG_BRK_HISTORY];
+    pthread_mutex_unlock(&b->lock);
+    return n;
+}
+
+/* ------------------------------------------------------------------ server breaker */
+
+void cg_upstream_breaker_set(struct cg_upstream *up, const struct cg_srv_breaker_conf *uc)
+{
+    atomic_store(&up->max_pending, uc->max_pending);
+    atomic_store(&up->eject_failures, uc->eject_failures);
+    atomic_store(&up->eject_error_rate, uc->eject_error_rate);
+    atomic_store(&up->eject_min_connects, uc->eject_min_connects);
+    atomic_store(&up->eject_window_ms, uc->eject_window_ms);
+    atomic_store(&up->eject_cooldown_ms, uc->eject_cooldown_ms);
+}
+
+int cg_server_connect_begin(struct cg_server *srv, uint64_t now_ms, int *probe)
+{
+    unsigned pmax = atomic_load_explicit(&srv->up->max_pending, memory_order_relaxed);
+    int brk = atomic_load(&srv->brk);
+
+    *probe = 0;
+    if (brk == CG_SRV_PROBING)
+        return -EAGAIN;
+    if (brk == CG_SRV_EJECTED) {
+        if (now_ms < atomic_load(&srv->eject_until_ms) ||
+            !atomic_compare_exchange_strong(&srv->brk, &brk, CG_SRV_PROBING))
+            return -EAGAIN;
+        *probe = 1;
+    }
+    if (atomic_fetch_add(&srv->pending, 1) >= pmax && pmax) {
+        atomic_fetch_sub(&srv->pending, 1);
+        if (*probe)
+            atomic_store(&srv->brk, CG_SRV_EJECTED);    /* its cool-down is over: next */
+        *probe = 0;
+        return -EBUSY;
+    }
+    return 0;
+}
+
+void cg_server_connect_done(struct cg_server *srv)
+{
+    atomic_fetch_sub(&srv->pending, 1);
+}
+
+/* Ejects <srv> for its cool-down from state <from> (in, or probing). Returns 1 when this
+ * thread did it. */
+static int eject(struct cg_server *srv, int from, uint64_t now_ms)
+{
+    uint64_t cool = atomic_load(&srv->up->eject_cooldown_ms);
+
+    atomic_store(&srv->eject_until_ms, now_ms + cool);
+    if (!atomic_compare_exchange_strong(&srv->brk, &from, CG_SRV_EJECTED))
+        return 0;
+    atomic_store(&srv->consec_fails, 0);
+    return 1;
+}
+
+void cg_server_report(struct cg_server *srv, int ok, uint64_t now_ms, const char *what)
+{
+    struct cg_upstream *up = srv->up;
+    unsigned fails, total, nfail, rate = atomic_load(&up->eject_error_rate);
+    unsigned max_fails = atomic_load(&up->eject_failures);
+    uint64_t start = atomic_load(&srv->win_start_ms), window = atomic_load(&up->eject_window_ms);
+    uint64_t cool = atomic_load(&up->eject_cooldown_ms);
+    int brk = atomic_load(&srv->brk);
+
+    if (ok < 0) {
+        /* Neither way: a probe is given back for the next connection to make. */
+        if (brk == CG_SRV_PROBING)
+            atomic_compare_exchange_strong(&srv->brk, &brk, CG_SRV_EJECTED);
+        return;
+    }
+    if (brk == CG_SRV_PROBING) {
+        if (ok) {
+            atomic_store(&srv->consec_fails, 0);
+            atomic_store(&srv->win_total, 0);
+            atomic_store(&srv->win_fails, 0);
+            atomic_store(&srv->win_start_ms, now_ms);
+            if (atomic_compare_exchange_strong(&srv->brk, &brk, CG_SRV_IN)) {
+                atomic_fetch_add(&srv->restores, 1);
+                cg_log_ratelimited(&server_log, CG_LOG_NOTICE, "upstream %s: server %s "
+                                   "restored: the probe connected", up->conf->name,
+                                   srv->conf->name);
+            }
+        } else if (eject(srv, CG_SRV_PROBING, now_ms)) {
+            atomic_fetch_add(&srv->probes_failed, 1);
+            cg_log_ratelimited(&server_log, CG_LOG_WARN, "upstream %s: server %s still "
+                               "failing (probe: %s); ejected for another %llu ms",
+                               up->conf->name, srv->conf->name, what ? what : "failed",
+                               (unsigned long long)cool);
+        }
+        return;
+    }
+    if (brk != CG_SRV_IN)
+        return;         /* ejected meanwhile by another connection */
+
+    /* The error-rate window: fixed windows, restarted by whoever sees it expired. */
+    if (now_ms >= start + window && atomic_compare_exchange_strong(&srv->win_start_ms, &start,
+                                                                   now_ms)) {
+        atomic_store(&srv->win_total, 0);
+        atomic_store(&srv->win_fails, 0);
+    }
+    total = atomic_fetch_add(&srv->win_total, 1) + 1;
+    nfail = ok ? atomic_load(&srv->win_fails) : atomic_fetch_add(&srv->win_fails, 1) + 1;
+    if (ok) {
+        atomic_store(&srv->consec_fails, 0);
+        return;
+    }
+    fails = atomic_fetch_add(&srv->consec_fails, 1) + 1;
+    if (max_fails && fails >= max_fails) {
+        if (eject(srv, CG_SRV_IN, now_ms)) {
+            atomic_fetch_add(&srv->ejections, 1);
+            cg_log_ratelimited(&server_log, CG_LOG_WARN, "upstream %s: server %s ejected "
+                               "for %llu ms: %u consecutive failures (last: %s)",
+                               up->conf->name, srv->conf->name, (unsigned long long)cool,
+                               fails, what ? what : "failed");
+        }
+        return;
+    }
+    if (rate && total >= atomic_load(&up->eject_min_connects) &&
+        (uint64_t)nfail * 100 >= (uint64_t)rate * total && eject(srv, CG_SRV_IN, now_ms)) {
+        atomic_fetch_add(&srv->ejections, 1);
+        cg_log_ratelimited(&server_log, CG_LOG_WARN, "upstream %s: server %s ejected for "
+                           "%llu ms: %u of %u connects failed in %llu ms (last: %s)",
+                           up->conf->name, srv->conf->name, (unsigned long long)cool, nfail,
+                           total, (unsigned long long)window, what ? what : "failed");
+    }
+}

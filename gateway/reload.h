@@ -1,0 +1,82 @@
+/* gateway/reload.h — configuration generations, and reloading the configuration in place.
+ *
+ * A generation (struct cg_gen) is a loaded configuration with the run-time state of its
+ * upstreams built for it. It is reference-counted: the daemon holds the one in force for
+ * new connections (d->gen), each worker the one it accepts with (w->gen), each connection
+ * the one it started in, until it ends: its listener's settings (timeouts, limits, rates),
+ * its routes, its upstream and server come from there, so a reload never changes what an
+ * established connection does. A generation is freed with its last reference, on
+ * whichever thread drops it.
+ *
+ * A reload (SIGHUP, `reload` on the stats socket) on the main thread:
+ *   1. the caller loads and validates the file; an invalid one changes nothing;
+ *   2. cg_reload_apply(): keys that only a restart can change are kept as they are (and
+ *      logged); the listeners are planned: one with the same name and bind address keeps
+ *      its sockets (a new backlog is applied with listen()), others get new sockets, bound
+ *      now, before any old one closes; a failure to bind abandons the reload;
+ *   3. the next generation is built and the upstream state carried into it
+ *      (cg_upstreams_carry()), the daemon's admission and breaker limits are applied;
+ *   4. each worker gets a struct cg_wswitch through cg_worker_call() and switches on its
+ *      own thread (cg_worker_switch()): new sockets watched, the queues of sockets that go
+ *      accepted, then those sockets closed; connections stay on their generation;
+ *   5. the main thread learns that every worker has switched from cg_reload_poll().
+ */
+#ifndef CG_RELOAD_H
+#define CG_RELOAD_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "config.h"
+#include "upstream.h"
+
+struct cg_daemon;
+
+struct cg_gen {
+    struct cg_config   *cfg;        /* owned */
+    struct cg_upstream *ups;        /* owned: cfg->nupstreams of them */
+    unsigned            id;         /* 1 at start, one more per applied reload */
+    _Atomic unsigned    refs;
+};
+
+/* Builds a generation of <cfg> (taken over on success only) with upstream state for
+ * <nworkers> workers, numbered <id>, holding one reference. Returns it, or NULL (ENOMEM). */
+struct cg_gen *cg_gen_new(struct cg_config *cfg, unsigned nworkers, unsigned id);
+
+/* Takes a reference to <g> and returns it. Any thread. NULL-safe. */
+struct cg_gen *cg_gen_get(struct cg_gen *g);
+
+/* Drops a reference to <g>; the last one frees it with its cfg and ups. Any thread.
+ * NULL-safe. */
+void cg_gen_put(struct cg_gen *g);
+
+struct cg_reload;
+
+/* Prepares reloading for the running daemon <d> (started). Returns the reloader (free it
+ * with cg_reload_free() once the workers are joined) or NULL (ENOMEM). */
+struct cg_reload *cg_reload_new(struct cg_daemon *d);
+
+/* Applies the loaded and valid <cfg> (taken over, also on failure) to the daemon, as
+ * described above. Returns 0 once every worker has been sent the new generation (d->gen,
+ * d->cfg and d->ups are the new ones); or -EADDRINUSE and the other errors of binding a
+ * new listener, -ENOMEM, -ESHUTDOWN while the daemon drains: nothing changed then. Writes
+ * a one-line summary (what changed, or why nothing did) to <msg> of <size>, and logs the
+ * details. Main thread. */
+int cg_reload_apply(struct cg_reload *r, struct cg_config *cfg, char *msg, size_t size);
+
+/* Returns the id of the latest generation when every worker has switched to it since the
+ * last call that returned it, else 0: the main thread polls this to learn that a reload
+ * is complete. */
+unsigned cg_reload_poll(struct cg_reload *r);
+
+/* Workers that have not switched to the latest generation yet. Any thread. */
+unsigned cg_reload_pending(const struct cg_reload *r);
+
+/* Refuses further reloads (the daemon drains). Main thread. */
+void cg_reload_shutdown(struct cg_reload *r);
+
+/* Frees <r>. Call once the workers are joined (they report to it until they end).
+ * NULL-safe. */
+void cg_reload_free(struct cg_reload *r);
+
+#endif
