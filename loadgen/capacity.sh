@@ -11,8 +11,11 @@
 #      for LAT_DURATION (open loop): latency percentiles at that fixed rate, corogate's CPU
 #      per relayed message, and RSS per idle connection after traffic (buffers must go back
 #      to the pool);
-#   4. asks for LAT_CONNS + OVER connections more: LAT_CONNS fit under max_connections =
-#      QUOTA, the OVER others must be turned away at once, and the idle ones must stay up.
+#   4. asks for LAT_CONNS + OVER connections more, with max_connections = QUOTA: at most
+#      LAT_CONNS may get in, every other one must be turned away (closed, reset, or 503 for
+#      ws: corogate's breaker opens at 100% of the quota, refuses everything for open_for,
+#      then admits a trickle until use is below resume), and the idle ones must stay up.
+#      The summary shows corogate's `show breaker` (state, use, refusals).
 #
 # Every figure comes from the loadgen's JSON reports, corogate's stats socket (`show stats`)
 # and /proc. The default QUOTA is the largest count the open-files limit allows: a proxied
@@ -103,6 +106,8 @@ stat() {
     printf 'show stats\n' | socat -t 2 - "UNIX-CONNECT:$OUT/cg.sock" 2>/dev/null |
         grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2
 }
+# The runtime API's answer to one command.
+ask() { printf '%s\n' "$1" | socat -t 2 - "UNIX-CONNECT:$OUT/cg.sock" 2>/dev/null; }
 # A number from a loadgen JSON report: jnum FILE SECTION KEY.
 jnum() {
     tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
@@ -199,6 +204,7 @@ rej0=$(stat rejected_max); rej0=${rej0:-0}
 "$LG" run --mode "$MODE" --target "127.0.0.1:$PORT" --connections $(( LAT_CONNS + OVER )) \
     --connect-rate 2000 --duration 2s --hold --json "$OUT/quota.json" >"$OUT/quota.log" 2>&1
 rej1=$(stat rejected_max); rej1=${rej1:-0}
+ask "show breaker" >"$OUT/breaker.txt"
 wait $IDLEPID
 idle_rc=$?
 
@@ -223,16 +229,17 @@ q_up=$(jnum "$OUT/quota.json" connections up_at_end); q_up=${q_up:-0}
 q_closed=$(jnum "$OUT/quota.json" errors closed_by_peer); q_closed=${q_closed:-0}
 q_reset=$(jnum "$OUT/quota.json" errors reset); q_reset=${q_reset:-0}
 q_refused=$(jnum "$OUT/quota.json" errors refused); q_refused=${q_refused:-0}
+q_hs=$(jnum "$OUT/quota.json" errors handshake); q_hs=${q_hs:-0}
+q_total=$(jnum "$OUT/quota.json" errors total); q_total=${q_total:-0}
 i_up=$(jnum "$OUT/idle.json" connections up_at_end); i_up=${i_up:-0}
 i_drop=$(jnum "$OUT/idle.json" connections dropped); i_drop=${i_drop:-0}
 
 lost=$(jnum "$OUT/latency.json" messages lost)
 lat_line="$(lat p50) / $(lat p90) / $(lat p99) / $(lat p99_9) / $(lat max) ms"
 lat_line="$lat_line (p50/p90/p99/p99.9/max)"
-quota_line="asked $(( LAT_CONNS + OVER )) more: $q_up held,"
-quota_line="$quota_line $(( q_closed + q_reset + q_refused )) turned away (closed $q_closed,"
-quota_line="$quota_line reset $q_reset, refused $q_refused); corogate rejected_max"
-quota_line="$quota_line +$(( rej1 - rej0 ))"
+quota_line="asked $(( LAT_CONNS + OVER )) more: $q_up held, $q_total turned away"
+quota_line="$quota_line (closed $q_closed, reset $q_reset, refused $q_refused, 503 $q_hs);"
+quota_line="$quota_line rejected_max +$(( rej1 - rej0 ))"
 
 echo
 echo "corogate capacity ($MODE) — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, ulimit -n $NOFILE"
@@ -249,6 +256,8 @@ printf '  %-44s %s\n' \
     "corogate CPU at that rate" "$cpu_lat_pct % of one CPU, $cpu_msg_us us per relayed message" \
     "quota (max_connections = $CONNECTIONS)" "$quota_line" \
     "idle connections after all steps" "$i_up of $IDLE up, $i_drop dropped (loadgen exit $idle_rc)"
+sed -n -e 's/^/    corogate: /' -e '/breaker:/p' -e '/^    corogate: max_connections:/p' \
+    "$OUT/breaker.txt"
 echo "  (logs, config and JSON reports in $OUT/)"
 
 fail=0
@@ -256,6 +265,9 @@ failed() { echo "capacity: FAIL: $*"; fail=1; }
 [ "$idle_rc" -eq 0 ] || failed "the $IDLE idle connections were not reached and held"
 [ "$lat_rc" -eq 0 ] || failed "the latency run failed (exit $lat_rc, see $OUT/latency.log)"
 [ "$q_up" -le "$LAT_CONNS" ] || failed "$q_up connections held beyond the quota"
-[ $(( rej1 - rej0 )) -gt 0 ] || failed "corogate rejected nothing at the quota"
+[ $(( q_up + q_total )) -eq $(( LAT_CONNS + OVER )) ] ||
+    failed "of $(( LAT_CONNS + OVER )) asked beyond the idle ones, $q_up held and $q_total" \
+           "turned away: the others neither (see $OUT/quota.log)"
+[ "$q_total" -ge "$OVER" ] || failed "only $q_total connections turned away at the quota"
 [ $fail -eq 0 ] && echo "capacity: PASS"
 exit $fail

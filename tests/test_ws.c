@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -420,6 +421,50 @@ START_TEST(test_ws_echo)
               "messages counted");
     ws_stop_clean(d);
     backend_stop(&be);
+}
+END_TEST
+
+/* The bundled backend, `corogate-loadgen serve --mode ws`, behind the daemon: the same
+ * echo scenario through an independent client (python) and our own server. */
+START_TEST(test_ws_loadgen_backend)
+{
+    char bin[TH_PATH_MAX], listen_at[64], srv[64];
+    struct th_daemon *d;
+    int bport, port, fd = -1;
+    int64_t end;
+    pid_t pid;
+
+    snprintf(bin, sizeof(bin), "%s/corogate-loadgen",
+             getenv("CG_BUILD") ? getenv("CG_BUILD") : "build");
+    bport = th_free_port();
+    ck_assert_int_gt(bport, 0);
+    snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%d", bport);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl(bin, bin, "serve", "--mode", "ws", "--listen", listen_at, "--threads", "1",
+              "--quiet", (char *)NULL);
+        _exit(127);
+    }
+    for (end = th_now_ms() + READY_MS; fd < 0 && th_now_ms() < end;) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)bport),
+                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+            close(fd);
+            fd = -1;
+            th_sleep_ms(20);
+        }
+    }
+    ck_assert_msg(fd >= 0, "%s serve --mode ws does not accept on %s", bin, listen_at);
+    close(fd);
+    d = ws_start(NULL, servers_at(bport, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/echo", "echo", NULL);
+    ws_stop_clean(d);
+    kill(pid, SIGTERM);
+    ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
 }
 END_TEST
 
@@ -875,6 +920,7 @@ Suite *ws_suite(void)
     th_tcase_add_fixtures(relay);
     tcase_set_timeout(relay, 120);
     tcase_add_test(relay, test_ws_echo);
+    tcase_add_test(relay, test_ws_loadgen_backend);
     tcase_add_test(relay, test_ws_routes);
     tcase_add_test(relay, test_ws_close_and_ping);
     tcase_add_test(relay, test_ws_tcp_bridge);
