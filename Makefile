@@ -4,6 +4,8 @@
 #   make run        build, start the echo backend and corogate on conf/corogate.ini
 #   make test       unit + integration tests, then the same suites under ASan+UBSan
 #   make bench-coro coroutine runtime micro-benchmarks (JSON lines)
+#   make capacity   the most connections the open-files limit allows, through corogate
+#   make bench      loadgen against the backend, corogate, HAProxy, nginx: one table
 #   make bench-bpf  echo msgs/s through one worker with the eBPF probes off/tp_btf/raw_tp
 #   make V=1        show full commands
 #   make build/coro/sched.o   build one object
@@ -90,7 +92,7 @@ build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS)
 DEB_PKGS := gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev libinih-dev \
             check systemtap-sdt-dev libbpf-dev bpftool clang libelf-dev zlib1g-dev \
             libboost-context-dev python3 python3-websockets socat iproute2 procps \
-            prometheus
+            prometheus bpftrace
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
@@ -286,6 +288,7 @@ bench-coro: deps
 	$(Q)$(BENCHCORO)
 
 $(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/schedlat.o \
+               $(BUILD)/gateway/breaker.o $(BUILD)/gateway/tokenbucket.o \
                $(BUILD)/gateway/log.o $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -1,12 +1,66 @@
 /* coro/buf.c — the per-scheduler I/O buffer pool.
  *
- * Fixed-size buffers on a free list, bounded by buf_keep so that a burst does not pin its
- * peak forever; larger requests are plain malloc. One pool per scheduler, so no locks.
+ * Fixed-size buffers on a free list, bounded by buf_keep; larger requests are plain malloc.
+ * One pool per scheduler, so no locks. A burst (many reads in one poll) fills the pool
+ * with buffers whose first pages are resident, and malloc would keep them resident after
+ * a free too; so the pool decays: buffers that stayed unused during a whole DECAY_MS tick,
+ * beyond the FLOOR most recently used ones, are freed; and once the pool has settled
+ * (a tick that freed nothing after some that did), malloc_trim() gives the free pages of
+ * the heap back to the system: the pool's, and those the burst's other short-lived
+ * allocations left behind.
  */
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "coro-int.h"
 #include "io.h"
+
+#define DECAY_MS   250u             /* a pool's tick: what stayed unused during one is surplus */
+#define FLOOR      8u               /* idle buffers kept however long they are unused */
+#define TRIM_MIN   (256u * 1024)    /* pooled bytes freed before malloc_trim() is worth it */
+
+/* The pool's tick: frees what was never taken since the last one (the coldest buffers, at
+ * the list's tail); at the first tick that frees nothing after TRIM_MIN bytes were, gives
+ * the heap's free pages back. malloc_trim() walks every arena's free chunks under its
+ * lock, so it runs only after a burst that large: at most every other tick, and only as
+ * often as such bursts come and go. Ticks while the pool holds more than FLOOR buffers or
+ * a trim is owed. */
+static void on_decay(uv_timer_t *t)
+{
+    struct coro_sched *s = t->data;
+    unsigned keep = s->nbufs_free - (s->nbufs_low > FLOOR ? s->nbufs_low - FLOOR : 0);
+    struct coro_buf **pp = &s->free_bufs, *b;
+    int settled = 1;
+
+    while (*pp && keep-- > 0)
+        pp = &(*pp)->next;
+    while ((b = *pp) != NULL) {
+        *pp = b->next;
+        s->nbufs_free--;
+        s->bufs_freed += sizeof(*b) + b->cap;
+        free(b);
+        settled = 0;
+    }
+    s->nbufs_low = s->nbufs_free;
+    if (settled && s->bufs_freed >= TRIM_MIN) {
+        s->bufs_freed = 0;
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+    }
+    if (s->nbufs_free <= FLOOR && s->bufs_freed < TRIM_MIN)
+        uv_timer_stop(t);
+}
+
+static void decay_start(struct coro_sched *s)
+{
+    if (uv_is_active((uv_handle_t *)&s->pool_timer))
+        return;
+    s->nbufs_low = s->nbufs_free;
+    uv_timer_start(&s->pool_timer, on_decay, DECAY_MS, DECAY_MS);
+}
 
 struct coro_buf *coro_buf_get(struct coro_sched *s, size_t size)
 {
@@ -16,7 +70,8 @@ struct coro_buf *coro_buf_get(struct coro_sched *s, size_t size)
         b = s->free_bufs;
         if (b) {
             s->free_bufs = b->next;
-            s->nbufs_free--;
+            if (--s->nbufs_free < s->nbufs_low)
+                s->nbufs_low = s->nbufs_free;
         } else {
             b = malloc(sizeof(*b) + s->buf_size);
             if (!b)
@@ -47,8 +102,13 @@ void coro_buf_put(struct coro_sched *s, struct coro_buf *b)
     if (b->pooled && s->nbufs_free < s->buf_keep) {
         b->next = s->free_bufs;
         s->free_bufs = b;
-        s->nbufs_free++;
+        if (++s->nbufs_free > FLOOR)
+            decay_start(s);
         return;
+    }
+    if (b->pooled) {            /* a burst beyond buf_keep */
+        s->bufs_freed += sizeof(*b) + b->cap;
+        decay_start(s);
     }
     free(b);
 }

@@ -87,9 +87,12 @@ struct coro_sched {
     unsigned           nfree;
     unsigned           stack_keep;
     /* I/O buffers */
-    struct coro_buf   *free_bufs;
+    struct coro_buf   *free_bufs;  /* most recently put first */
     unsigned           nbufs_free;
+    unsigned           nbufs_low;  /* the fewest in free_bufs since the last decay tick */
     unsigned           buf_keep;
+    size_t             bufs_freed; /* pooled bytes freed since the last malloc_trim() */
+    uv_timer_t         pool_timer; /* the pool's decay tick (buf.c), while it has surplus */
     unsigned           bufs_out;
     size_t             buf_size;
     /* ready-to-run delays (opts.track_ready): written here only, read by any thread */

@@ -408,10 +408,12 @@ struct coro_sched *coro_sched_new(uv_loop_t *loop, const struct coro_sched_opts 
     uv_check_init(loop, &s->check);
     uv_idle_init(loop, &s->idle);
     uv_timer_init(loop, &s->timer);
-    s->check.data = s->idle.data = s->timer.data = s;
-    s->handles_open = 3;
+    uv_timer_init(loop, &s->pool_timer);
+    s->check.data = s->idle.data = s->timer.data = s->pool_timer.data = s;
+    s->handles_open = 4;
     uv_check_start(&s->check, on_check);
     uv_unref((uv_handle_t *)&s->check);   /* a scheduler alone keeps no loop alive */
+    uv_unref((uv_handle_t *)&s->pool_timer);
     return s;
 
 out_handler:
@@ -456,6 +458,7 @@ int coro_sched_free(struct coro_sched *s)
         s->free_bufs = b->next;
         free(b);
     }
+    s->nbufs_free = 0;
     if (s->shared_map)
         coro__stack_unmap(s->shared_map, s->stack_size, s->guard);
     s->shared_map = NULL;
@@ -466,6 +469,7 @@ int coro_sched_free(struct coro_sched *s)
     uv_close((uv_handle_t *)&s->check, on_sched_handle_closed);
     uv_close((uv_handle_t *)&s->idle, on_sched_handle_closed);
     uv_close((uv_handle_t *)&s->timer, on_sched_handle_closed);
+    uv_close((uv_handle_t *)&s->pool_timer, on_sched_handle_closed);
     return leaked;
 }
 

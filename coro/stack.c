@@ -49,6 +49,10 @@ void coro__stack_unmap(char *map, size_t size, size_t guard)
 
 /* ------------------------------------------------------------------ shared stack */
 
+/* Bytes a saved copy may exceed its need by before it is shrunk: a coroutine alternating
+ * between two park depths closer than this does not realloc at every switch. */
+#define SAVED_SLACK 128u
+
 int coro__stack_save(struct coro_sched *s, struct coro *co)
 {
     char *sp = coro__ctx_sp(&co->ctx);
@@ -57,9 +61,11 @@ int coro__stack_save(struct coro_sched *s, struct coro *co)
     if (sp < s->shared_lo)          /* the ucontext margin may reach below the stack */
         sp = s->shared_lo;
     n = (size_t)(s->shared_top - sp);
-    if (n > co->saved_cap || co->saved_cap > 4 * n + 4096) {
+    if (n > co->saved_cap || co->saved_cap > n + SAVED_SLACK) {
         /* Exact-ish size, so that a million parked coroutines cost what they use; a
-         * buffer far larger than needed (after one deep call) is shrunk back. */
+         * buffer larger than needed (after a deeper park: a connect, a handshake read) is
+         * shrunk back, since the park where a connection spends its life is usually its
+         * shallowest. */
         size_t cap = (n + 15) & ~(size_t)15;
         char *p = realloc(co->saved, cap ? cap : 16);
 

@@ -14,6 +14,7 @@
 
 #include "breaker.h"
 #include "log.h"
+#include "schedlat.h"
 
 #define PERMILLE   1000u
 #define NS_PER_MS  1000000ull
@@ -40,8 +41,8 @@ const char *cg_brk_mode_name(int mode)
 const char *cg_brk_why_name(int why)
 {
     static const char *const names[] = {
-        "connections", "worker_connections", "memory", "fds", "open_for", "resumed", "forced",
-        "start",
+        "connections", "worker_connections", "memory", "fds", "sched_latency", "open_for",
+        "resumed", "forced", "start",
     };
 
     _Static_assert(sizeof(names) / sizeof(names[0]) == CG_BRKW_N, "one name per reason");
@@ -136,6 +137,10 @@ static void set_limits(struct cg_breaker *b, const struct cg_config *cfg)
     atomic_store(&b->open_for_ms, bc->open_for_ms);
     atomic_store(&b->resume, bc->resume * 10);
     atomic_store(&b->check_interval_ms, bc->check_interval_ms);
+    atomic_store(&b->sched_window_ms, bc->sched_window_ms);
+    atomic_store(&b->sched_threshold_ns, bc->sched_latency_ms * NS_PER_MS);
+    if (!bc->sched_latency_ms)
+        atomic_store(&b->sched_p99_ns, 0);      /* off: no stale sample trips it */
     cg_tbs_set(&b->trickle, bc->half_open_rate, 1);
 }
 
@@ -196,6 +201,9 @@ unsigned cg_breaker_use(struct cg_breaker *b, uint64_t conns, uint64_t wconns, i
                                  atomic_load_explicit(&b->memory_watermark,
                                                       memory_order_relaxed));
     u[CG_BRKW_FDS] = permille(atomic_load_explicit(&b->fds, memory_order_relaxed), fdlim);
+    u[CG_BRKW_SCHED] = permille(atomic_load_explicit(&b->sched_p99_ns, memory_order_relaxed),
+                                atomic_load_explicit(&b->sched_threshold_ns,
+                                                     memory_order_relaxed));
     for (i = 0; i < CG_BRKW_NRES; i++) {
         if (u[i] > best) {
             best = u[i];
@@ -231,7 +239,14 @@ static void record(struct cg_breaker *b, int from, int to, int why, unsigned use
     ev->why = (uint8_t)why;
     pthread_mutex_unlock(&b->lock);
 
-    if (why < CG_BRKW_NRES)
+    if (why == CG_BRKW_SCHED)
+        snprintf(what, sizeof(what), "sched latency: %s p99 of worker %u at %u.%u%% of "
+                 "sched_latency_threshold (%llu us)",
+                 atomic_load(&b->sched_kind) == CG_SCHED_CORO ? "coroutine ready-to-run"
+                                                              : "run-queue",
+                 atomic_load(&b->sched_worker), use / 10, use % 10,
+                 (unsigned long long)atomic_load(&b->sched_threshold_ns) / 1000);
+    else if (why < CG_BRKW_NRES)
         snprintf(what, sizeof(what), "%s at %u.%u%% of the limit", cg_brk_why_name(why),
                  use / 10, use % 10);
     else if (why == CG_BRKW_RESUMED)
@@ -382,6 +397,13 @@ int cg_breaker_state(const struct cg_breaker *b, uint64_t *since_ms, int *why)
     if (why)
         *why = W_WHY(w);
     return W_STATE(w);
+}
+
+void cg_breaker_sched_sample(struct cg_breaker *b, uint64_t p99_ns, unsigned worker, int kind)
+{
+    atomic_store_explicit(&b->sched_worker, worker, memory_order_relaxed);
+    atomic_store_explicit(&b->sched_kind, kind, memory_order_relaxed);
+    atomic_store_explicit(&b->sched_p99_ns, p99_ns, memory_order_relaxed);
 }
 
 size_t cg_breaker_history(struct cg_breaker *b, struct cg_brk_event *out, size_t max)

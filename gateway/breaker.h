@@ -5,9 +5,13 @@
  * where it trips (1000 = at it): connections against [gateway] max_connections, the
  * accepting worker's against max_connections_per_worker, the resident memory against
  * memory_watermark and (an estimate of) open descriptors against fd_watermark percent of
- * RLIMIT_NOFILE. Connection counts are read at each accept; memory and descriptors are
- * sampled every check_interval by one worker's timer, which also moves the states along
- * when no connection arrives.
+ * RLIMIT_NOFILE, and the scheduling delay of the workers against sched_latency_threshold:
+ * the worst p99, over every worker, of run-queue latency (eBPF) and coroutine ready-to-run
+ * delay over the last sched_latency_window (schedlat.h), so that admission reacts to a
+ * starved or saturated worker before connection counts reach their quotas. Connection
+ * counts are read at each accept; memory and descriptors are sampled every check_interval
+ * by one worker's timer, which also moves the states along when no connection arrives; the
+ * scheduling delay is sampled as often by the main thread (cg_schedlat_watch()).
  *
  *   CLOSED     admit. Any use at 100%: OPEN.
  *   OPEN       refuse every new connection, for at least open_for; then HALF_OPEN.
@@ -56,6 +60,7 @@ enum cg_brk_why {
     CG_BRKW_WORKER,             /* one worker's connections vs max_connections_per_worker */
     CG_BRKW_MEMORY,             /* resident memory vs memory_watermark */
     CG_BRKW_FDS,                /* open descriptors vs fd_watermark */
+    CG_BRKW_SCHED,              /* scheduling delay p99 vs sched_latency_threshold */
     CG_BRKW_NRES,
     CG_BRKW_OPEN_FOR = CG_BRKW_NRES,    /* open_for elapsed */
     CG_BRKW_RESUMED,            /* every use below resume */
@@ -86,10 +91,15 @@ struct cg_breaker {
     _Atomic uint64_t    open_for_ms;
     _Atomic unsigned    resume;         /* permille */
     _Atomic uint64_t    check_interval_ms;
+    _Atomic uint64_t    sched_threshold_ns; /* sched_latency_threshold; 0 = off */
+    _Atomic uint64_t    sched_window_ms;
     uint64_t            nofile;         /* RLIMIT_NOFILE */
     /* samples, written by the timer */
     _Atomic uint64_t    rss;            /* bytes */
     _Atomic uint64_t    fds;            /* estimated open descriptors */
+    _Atomic uint64_t    sched_p99_ns;   /* worst scheduling p99 over the window (main thread) */
+    _Atomic unsigned    sched_worker;   /* whose */
+    _Atomic int         sched_kind;     /* CG_SCHED_RUNQ or CG_SCHED_CORO (schedlat.h) */
     _Atomic unsigned    use[CG_BRKW_NRES];  /* permille, as of the last tick */
     /* counters */
     _Atomic uint64_t    entered[CG_BRK_NSTATES];
@@ -140,6 +150,10 @@ int cg_breaker_state(const struct cg_breaker *b, uint64_t *since_ms, int *why);
  * estimate. Returns 0 or a negative errno (the memory sample is then kept). */
 int cg_breaker_sample(struct cg_breaker *b, uint64_t fds);
 
+/* Records the scheduling-delay sample: <p99_ns>, the worst p99 over the window, found on
+ * worker <worker> in histogram <kind> (CG_SCHED_RUNQ, CG_SCHED_CORO). Any thread. */
+void cg_breaker_sched_sample(struct cg_breaker *b, uint64_t p99_ns, unsigned worker, int kind);
+
 /* Copies up to <max> transitions, oldest first, into <out>. Returns how many. */
 size_t cg_breaker_history(struct cg_breaker *b, struct cg_brk_event *out, size_t max);
 
@@ -149,7 +163,8 @@ uint64_t cg_breaker_memory_auto(void);
 
 const char *cg_brk_state_name(int state);   /* "closed", "open", "half_open" */
 const char *cg_brk_mode_name(int mode);     /* "auto", "force-open", "force-closed" */
-const char *cg_brk_why_name(int why);       /* "connections", ..., "resumed", "start" */
+const char *cg_brk_why_name(int why);       /* "connections", ..., "sched_latency",
+                                             * "open_for", "resumed", "forced", "start" */
 
 /* ------------------------------------------------------------------ server breaker */
 

@@ -1178,6 +1178,10 @@ static const struct key_desc breaker_keys[] = {
       .min = 1, .max = 100000000 },
     { .name = "check_interval", .type = KEY_DURATION, .offset = BR(check_interval_ms),
       .def = "250ms", .min = 10, .max = MIN },
+    { .name = "sched_latency_threshold", .type = KEY_DURATION,
+      .offset = BR(sched_latency_ms), .def = "0", .min = 0, .max = MIN },
+    { .name = "sched_latency_window", .type = KEY_DURATION, .offset = BR(sched_window_ms),
+      .def = "10s", .min = 100, .max = 10 * MIN },
     SRV_BREAKER_KEYS(BS, NULL, set_brk_error_rate),
 };
 
@@ -1201,6 +1205,8 @@ static const struct key_desc gateway_keys[] = {
       .def = "30s", .min = 0, .max = 24 * HOUR },
     { .name = "drain_spread", .type = KEY_DURATION, .offset = GW(drain_spread_ms),
       .def = "0", .min = 0, .max = 24 * HOUR },
+    { .name = "coro_stall_threshold", .type = KEY_DURATION,
+      .offset = GW(coro_stall_threshold_ms), .def = "60s", .min = 0, .max = 24 * HOUR },
     { .name = "nofile", .type = KEY_SIZE, .offset = GW(nofile), .def = "1048576",
       .min = 64, .max = 1ull << 30 },
 };

@@ -78,6 +78,7 @@ struct cg_gateway_conf {
     socklen_t        metrics_addrlen;
     uint64_t         drain_timeout_ms;
     uint64_t         drain_spread_ms;   /* websocket 1001s spread over this; 0 = at once */
+    uint64_t         coro_stall_threshold_ms;   /* parked this long = stalled; 0 = off */
     uint64_t         nofile;            /* desired RLIMIT_NOFILE */
 };
 
@@ -130,6 +131,8 @@ struct cg_breaker_conf {
     unsigned int     resume;                /* percent: HALF_OPEN -> CLOSED below this */
     unsigned int     half_open_rate;        /* new connections/s admitted while HALF_OPEN */
     uint64_t         check_interval_ms;     /* memory and descriptors sampled this often */
+    uint64_t         sched_latency_ms;      /* scheduling p99 that trips it; 0 = off */
+    uint64_t         sched_window_ms;       /* ... over this sliding window */
     struct cg_srv_breaker_conf srv;         /* what upstreams without their own keys get */
 };
 

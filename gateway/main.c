@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "breaker.h"
 #include "config.h"
 #include "coro/ctx.h"
 #include "log.h"
@@ -97,6 +98,8 @@ struct main_ctx {
     uv_timer_t        watch;     /* notices when every worker has finished, or switched */
     uv_timer_t        status;    /* STATUS= every STATUS_EVERY_MS */
     uv_timer_t        watchdog;  /* WATCHDOG=1 at half the period, while workers beat */
+    uv_timer_t        schedwatch;/* the breaker's scheduling-delay sample, every
+                                  * check_interval (schedlat.h) */
     int               signals;
     int               draining;
     int               stalled;   /* a worker missed the last watchdog tick */
@@ -168,6 +171,19 @@ static void on_watchdog(uv_timer_t *t)
     cg_notify_send(&m->notify, "WATCHDOG=1");
 }
 
+/* The breaker's scheduling-delay signal: sampled here, on the main thread that owns the
+ * probes; worker 0's breaker timer moves the state along with it. */
+static void on_schedwatch(uv_timer_t *t)
+{
+    struct main_ctx *m = t->data;
+    uint64_t iv = atomic_load(&m->d.brk->check_interval_ms);
+
+    if (cg_schedlat_watch(m->d.schedlat, &m->d, uv_hrtime() / 1000000) < 0)
+        cg_warn("breaker: scheduling-delay sample: out of memory");
+    if (iv != uv_timer_get_repeat(t))
+        uv_timer_set_repeat(t, iv);
+}
+
 static void close_main_handles(struct main_ctx *m)
 {
     uv_close((uv_handle_t *)&m->sigint, NULL);
@@ -175,6 +191,7 @@ static void close_main_handles(struct main_ctx *m)
     uv_close((uv_handle_t *)&m->sighup, NULL);
     uv_close((uv_handle_t *)&m->status, NULL);
     uv_close((uv_handle_t *)&m->watchdog, NULL);
+    uv_close((uv_handle_t *)&m->schedwatch, NULL);
     cg_stats_stop(m->stats);
     m->stats = NULL;
 }
@@ -420,6 +437,10 @@ int main(int argc, char **argv)
     m.d.schedlat = cg_schedlat_start(&m.d);
     if (!m.d.schedlat)
         cg_warn("bpf: scheduler probes not started: %s", strerror(errno));
+    uv_timer_init(loop, &m.schedwatch);
+    m.schedwatch.data = &m;
+    uv_timer_start(&m.schedwatch, on_schedwatch, atomic_load(&m.d.brk->check_interval_ms),
+                   atomic_load(&m.d.brk->check_interval_ms));
     cg_notice("ready: accepting connections");
     cg_notify_send(&m.notify, "READY=1\nMAINPID=%d", (int)getpid());
     send_status(&m, "accepting");

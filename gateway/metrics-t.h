@@ -17,4 +17,17 @@ struct cg_lat_hist {
     _Atomic uint64_t sum_us;
 };
 
+/* Slots of a log2 histogram of microseconds, runqlat style: slot 0 counts 0..1 us, slot i
+ * (i >= 1) 2^i .. 2^(i+1)-1 us, the last one everything above. The layout of the kernel's
+ * run-queue histogram (bpf/schedlat.h) and of coro_sched_ready_stats(). */
+#define CG_LOG2_SLOTS 32
+
+/* A log2 histogram of durations written by one thread (relaxed load + store) and read live
+ * by any other, like struct cg_lat_hist. */
+struct cg_log2_hist {
+    _Atomic uint64_t slots[CG_LOG2_SLOTS];
+    _Atomic uint64_t sum_ns;
+    _Atomic uint64_t max_ns;
+};
+
 #endif

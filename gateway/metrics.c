@@ -19,6 +19,7 @@
 #include "breaker.h"
 #include "coro/ctx.h"
 #include "metrics.h"
+#include "schedlat.h"
 #include "upstream.h"
 #include "worker.h"
 #include "ws.h"
@@ -48,6 +49,49 @@ void cg_lat_hist_record(struct cg_lat_hist *h, uint64_t us)
         i++;
     CG_STAT_ADD(h->bucket[i], 1);
     CG_STAT_ADD(h->sum_us, us);
+}
+
+void cg_log2_hist_record(struct cg_log2_hist *h, uint64_t ns)
+{
+    uint64_t us = ns / 1000;
+    unsigned slot = us ? 63u - (unsigned)__builtin_clzll(us) : 0;
+
+    if (slot >= CG_LOG2_SLOTS)
+        slot = CG_LOG2_SLOTS - 1;
+    CG_STAT_ADD(h->slots[slot], 1);
+    CG_STAT_ADD(h->sum_ns, ns);
+    if (ns > atomic_load_explicit(&h->max_ns, memory_order_relaxed))
+        atomic_store_explicit(&h->max_ns, ns, memory_order_relaxed);
+}
+
+int cg_coro_census_add(struct cg_coro_census *cs, int parked, const char *reason,
+                       uint64_t parked_ms)
+{
+    unsigned i;
+
+    cs->total++;
+    if (!parked)
+        return 0;
+    cs->parked++;
+    if (!cs->threshold_ms || parked_ms < cs->threshold_ms)
+        return 0;
+    cs->stalled++;
+    if (!reason)
+        reason = "?";
+    /* Reasons are static strings: the same pointer, mostly; the text decides. */
+    for (i = 0; i < cs->nreasons; i++)
+        if (cs->by[i].reason == reason || strcmp(cs->by[i].reason, reason) == 0)
+            break;
+    if (i == cs->nreasons) {
+        if (cs->nreasons == CG_STALL_REASONS - 1)
+            reason = "other";       /* the last entry takes the rest */
+        if (cs->nreasons < CG_STALL_REASONS)
+            cs->by[cs->nreasons++].reason = reason;
+        else
+            i = CG_STALL_REASONS - 1;
+    }
+    cs->by[i].n++;
+    return 1;
 }
 
 /* Reads <h> into cumulative counts <cum> (CG_LAT_BOUNDS + 1 of them, the last = count). */
@@ -316,12 +360,20 @@ static const struct hist_desc worker_hists[] = {
       "Time from a WebSocket request to the 101 response.", WSH(handshake_lat) },
 };
 
+/* Log2 histograms of struct cg_worker_stats: rendered with the scheduler's (schedlat.h). */
+static const struct hist_desc worker_log2s[] = {
+    { "loop_busy", "corogate_loop_busy_seconds",
+      "Event-loop lag: how long one loop iteration's callbacks ran, from the return of poll "
+      "to the next poll.", WSH(loop_busy) },
+};
+
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
 size_t cg_metrics_worker_counters(void)
 {
     size_t k, n = NELEMS(worker_hists) * sizeof(struct cg_lat_hist) / sizeof(uint64_t);
 
+    n += NELEMS(worker_log2s) * sizeof(struct cg_log2_hist) / sizeof(uint64_t);
     for (k = 0; k < NELEMS(worker_counters); k++)
         n += worker_counters[k].n ? worker_counters[k].n : 1;
     return n;
@@ -351,6 +403,61 @@ static const char *balance_name(int b)
     case CG_BALANCE_RANDOM:     return "random";
     }
     return "?";
+}
+
+/* ------------------------------------------------------------------ scheduling */
+
+/* Worker <i>'s scheduling figures (schedlat.h), read once for a rendering. */
+struct sched_view {
+    struct cg_sched_worker k;       /* the kernel probes' figures */
+    struct cg_sched_hist   coro;    /* coroutine ready-to-run delays */
+    int                    has_k;
+    int                    has_coro;
+};
+
+/* Reads every worker's figures: an array of d->nworkers (the caller frees it), or NULL
+ * (ENOMEM), <b> then marked overflowed. */
+static struct sched_view *sched_read(struct cg_sbuf *b, struct cg_daemon *d)
+{
+    struct sched_view *v = calloc(d->nworkers ? d->nworkers : 1, sizeof(*v));
+    unsigned i;
+
+    if (!v) {
+        b->overflow = 1;
+        return NULL;
+    }
+    for (i = 0; i < d->nworkers; i++) {
+        v[i].has_k = cg_schedlat_read(d->schedlat, i, &v[i].k) == 0;
+        v[i].has_coro = cg_sched_coro_read(d, i, &v[i].coro) == 0;
+    }
+    return v;
+}
+
+static uint64_t log2_total(const struct cg_sched_hist *h)
+{
+    uint64_t n = 0;
+    unsigned i;
+
+    for (i = 0; i < CG_SCHED_SLOTS; i++)
+        n += h->slots[i];
+    return n;
+}
+
+/* `{"count":..,"sum_ns":..,...,"log2_us":[...]}`, as `show sched json` writes it. */
+static void json_log2(struct cg_sbuf *b, const struct cg_sched_hist *h)
+{
+    unsigned i;
+
+    cg_sbuf_printf(b, "{\"count\":%llu,\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,"
+                   "\"p99_ns\":%llu,\"p999_ns\":%llu,\"log2_us\":[",
+                   (unsigned long long)log2_total(h), (unsigned long long)h->sum_ns,
+                   (unsigned long long)h->max_ns,
+                   (unsigned long long)cg_sched_hist_percentile(h, 50),
+                   (unsigned long long)cg_sched_hist_percentile(h, 99),
+                   (unsigned long long)cg_sched_hist_percentile(h, 99.9));
+    for (i = 0; i < CG_SCHED_SLOTS; i++)
+        cg_sbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)h->slots[i]);
+    cg_sbuf_add(b, "]}", 2);
 }
 
 /* ------------------------------------------------------------------ JSON */
@@ -492,8 +599,45 @@ static void json_counter(struct cg_sbuf *b, const struct cg_daemon *d,
         cg_sbuf_add(b, "}", 1);
 }
 
-static void json_workers(struct cg_sbuf *b, const struct cg_daemon *d)
+/* The scheduling figures of worker <w>: run-queue latency and switches from the kernel
+ * probes (when attached), coroutine ready-to-run delays, and its coroutines' census (when
+ * it answered). */
+static void json_worker_sched(struct cg_sbuf *b, const struct sched_view *v,
+                              const struct cg_coro_census *cs)
 {
+    unsigned i;
+
+    if (v && v->has_coro) {
+        cg_sbuf_printf(b, ",\"coro_ready\":");
+        json_log2(b, &v->coro);
+    }
+    if (v && v->has_k) {
+        cg_sbuf_printf(b, ",\"sched\":{\"tid\":%d,\"runq\":", v->k.tid);
+        json_log2(b, &v->k.runq);
+        cg_sbuf_printf(b, ",\"switches\":{\"voluntary\":%llu,\"involuntary\":%llu},"
+                       "\"off_cpu_ns\":{\"voluntary\":%llu,\"involuntary\":%llu},"
+                       "\"wakeups\":%llu,\"migrations\":%llu}",
+                       (unsigned long long)v->k.nvol, (unsigned long long)v->k.ninvol,
+                       (unsigned long long)v->k.off_vol_ns,
+                       (unsigned long long)v->k.off_invol_ns,
+                       (unsigned long long)v->k.wakeups, (unsigned long long)v->k.migrations);
+    }
+    if (!cs || !cs->answered)
+        return;
+    cg_sbuf_printf(b, ",\"coroutines\":{\"total\":%u,\"parked\":%u,\"stalled\":%u,"
+                   "\"stalled_by_reason\":{", cs->total, cs->parked, cs->stalled);
+    for (i = 0; i < cs->nreasons; i++) {
+        cg_sbuf_add(b, i ? "," : "", i ? 1 : 0);
+        cg_sbuf_json_str(b, cs->by[i].reason);
+        cg_sbuf_printf(b, ":%u", cs->by[i].n);
+    }
+    cg_sbuf_add(b, "}}", 2);
+}
+
+static void json_workers(struct cg_sbuf *b, const struct cg_daemon *d,
+                         const struct sched_view *v, const struct cg_coro_census *census)
+{
+    struct cg_sched_hist h;
     unsigned w;
     size_t k;
 
@@ -509,6 +653,13 @@ static void json_workers(struct cg_sbuf *b, const struct cg_daemon *d)
             json_hist(b, (const struct cg_lat_hist *)((const char *)&wk->stats +
                                                       worker_hists[k].off));
         }
+        for (k = 0; k < NELEMS(worker_log2s); k++) {
+            cg_sched_hist_load(&h, (const struct cg_log2_hist *)((const char *)&wk->stats +
+                                                                 worker_log2s[k].off));
+            cg_sbuf_printf(b, ",\"%s\":", worker_log2s[k].json);
+            json_log2(b, &h);
+        }
+        json_worker_sched(b, v ? &v[w] : NULL, census ? &census[w] : NULL);
         cg_sbuf_add(b, "}", 1);
     }
     cg_sbuf_add(b, "]", 1);
@@ -532,7 +683,9 @@ static void json_breaker(struct cg_sbuf *b, const struct cg_daemon *d)
                    "\"for_ms\":%llu,\"connections\":%u,\"max_connections\":%u,"
                    "\"max_connections_per_worker\":%u,\"rss\":%llu,\"memory_watermark\":%llu,"
                    "\"fds\":%llu,\"fd_limit\":%llu,\"open_for_ms\":%llu,\"resume_pct\":%u,"
-                   "\"use_permille\":{",
+                   "\"sched_latency_threshold_ns\":%llu,\"sched_latency_window_ms\":%llu,"
+                   "\"sched_latency_p99_ns\":%llu,\"sched_latency_worker\":%u,"
+                   "\"sched_latency_kind\":\"%s\",\"use_permille\":{",
                    cg_brk_state_name(state), cg_brk_mode_name(atomic_load(&brk->mode)),
                    cg_brk_why_name(why),
                    (unsigned long long)(uv_hrtime() / 1000000 - since), atomic_load(&d->conns),
@@ -542,7 +695,12 @@ static void json_breaker(struct cg_sbuf *b, const struct cg_daemon *d)
                    (unsigned long long)atomic_load(&brk->fds),
                    (unsigned long long)(brk->nofile * atomic_load(&brk->fd_watermark) / 100),
                    (unsigned long long)atomic_load(&brk->open_for_ms),
-                   atomic_load(&brk->resume) / 10);
+                   atomic_load(&brk->resume) / 10,
+                   (unsigned long long)atomic_load(&brk->sched_threshold_ns),
+                   (unsigned long long)atomic_load(&brk->sched_window_ms),
+                   (unsigned long long)atomic_load(&brk->sched_p99_ns),
+                   atomic_load(&brk->sched_worker),
+                   atomic_load(&brk->sched_kind) == CG_SCHED_CORO ? "coro_ready" : "runq");
     for (i = 0; i < CG_BRKW_NRES; i++)
         cg_sbuf_printf(b, "%s\"%s\":%u", i ? "," : "", cg_brk_why_name((int)i),
                        atomic_load(&brk->use[i]));
@@ -564,10 +722,12 @@ static void json_breaker(struct cg_sbuf *b, const struct cg_daemon *d)
                    (unsigned long long)ips.untracked);
 }
 
-int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt)
+int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt,
+                    const struct cg_coro_census *census)
 {
     const struct cg_daemon *d = rt->d;
     unsigned max = d->cfg->gw.max_connections;
+    struct sched_view *v = sched_read(b, rt->d);
     size_t k;
 
     cg_sbuf_printf(b, "{\"version\":\"%s\",\"pid\":%d,\"uptime_ms\":%llu,\"workers_count\":%u,"
@@ -582,9 +742,21 @@ int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt)
     cg_sbuf_add(b, ",", 1);
     json_upstreams(b, d);
     cg_sbuf_add(b, ",", 1);
-    json_workers(b, d);
+    json_workers(b, d, v, census);
+    free(v);
     cg_sbuf_add(b, ",", 1);
     json_breaker(b, d);
+    cg_sbuf_printf(b, ",\"sched_probes\":{\"attach\":");
+    cg_sbuf_json_str(b, cg_schedlat_mode(d->schedlat));
+    if (cg_schedlat_is_running(d->schedlat)) {
+        cg_sbuf_printf(b, ",\"enabled\":true}");
+    } else {
+        cg_sbuf_printf(b, ",\"enabled\":false,\"reason\":");
+        cg_sbuf_json_str(b, cg_schedlat_reason(d->schedlat));
+        cg_sbuf_add(b, "}", 1);
+    }
+    cg_sbuf_printf(b, ",\"coro_stall_threshold_ms\":%llu",
+                   (unsigned long long)d->cfg->gw.coro_stall_threshold_ms);
     cg_sbuf_printf(b, ",\"reloads\":%u,\"reload_failures\":%u,\"stats_clients\":%u}\n",
                    rt->reloads, rt->reload_failures, rt->stats_clients);
     return b->overflow ? -ENOBUFS : 0;
@@ -663,6 +835,126 @@ static void prom_hists(struct cg_sbuf *b, const struct cg_daemon *d)
                            (unsigned long long)(sum % 1000000));
             cg_sbuf_printf(b, "%s_count{worker=\"%u\"} %llu\n", f, wk->id,
                            (unsigned long long)cum[CG_LAT_BOUNDS]);
+        }
+    }
+}
+
+/* The rows of histogram <f> for worker <w> from log2 histogram <h>: slot i ends below
+ * 2^(i+1) us, so its cumulative count is the bucket le=2^(i+1) us; the last slot is +Inf. */
+static void prom_log2_rows(struct cg_sbuf *b, const char *f, unsigned w,
+                           const struct cg_sched_hist *h)
+{
+    uint64_t cum = 0;
+    unsigned i;
+
+    for (i = 0; i + 1 < CG_SCHED_SLOTS; i++) {
+        cum += h->slots[i];
+        cg_sbuf_printf(b, "%s_bucket{worker=\"%u\",le=\"%.10g\"} %llu\n", f, w,
+                       (double)(2ull << i) / 1e6, (unsigned long long)cum);
+    }
+    cum += h->slots[CG_SCHED_SLOTS - 1];
+    cg_sbuf_printf(b, "%s_bucket{worker=\"%u\",le=\"+Inf\"} %llu\n", f, w,
+                   (unsigned long long)cum);
+    cg_sbuf_printf(b, "%s_sum{worker=\"%u\"} %llu.%09llu\n", f, w,
+                   (unsigned long long)(h->sum_ns / 1000000000u),
+                   (unsigned long long)(h->sum_ns % 1000000000u));
+    cg_sbuf_printf(b, "%s_count{worker=\"%u\"} %llu\n", f, w, (unsigned long long)cum);
+}
+
+/* Scheduling, per worker: the kernel probes' run-queue latency, switches, off-CPU time,
+ * wake-ups and migrations (when attached); coroutine ready-to-run delays; event-loop lag;
+ * coroutines alive and stalled (from the census, for the workers that answered). */
+static void prom_sched(struct cg_sbuf *b, struct cg_daemon *d,
+                       const struct cg_coro_census *census)
+{
+    static const char *const kinds[] = { "voluntary", "involuntary" };
+    struct sched_view *v = sched_read(b, d);
+    struct cg_sched_hist h;
+    unsigned w, k, i;
+
+    if (!v)
+        return;
+    prom_family(b, "corogate_sched_probes_enabled", "gauge",
+                "1 when the eBPF scheduler probes are attached ([bpf] attach), by path.");
+    cg_sbuf_printf(b, "corogate_sched_probes_enabled{attach=\"%s\"} %d\n",
+                   cg_schedlat_mode(d->schedlat), cg_schedlat_is_running(d->schedlat));
+    prom_family(b, "corogate_sched_runqueue_latency_seconds", "histogram",
+                "Run-queue latency of the worker thread: from wake-up (or preemption) to "
+                "running again (eBPF).");
+    for (w = 0; w < d->nworkers; w++)
+        if (v[w].has_k)
+            prom_log2_rows(b, "corogate_sched_runqueue_latency_seconds", d->workers[w].id,
+                           &v[w].k.runq);
+    prom_family(b, "corogate_sched_switches_total", "counter",
+                "Context switches of the worker thread: voluntary (blocked) or involuntary "
+                "(preempted).");
+    for (k = 0; k < 2; k++)
+        for (w = 0; w < d->nworkers; w++)
+            if (v[w].has_k)
+                cg_sbuf_printf(b, "corogate_sched_switches_total{worker=\"%u\",kind=\"%s\"} "
+                               "%llu\n", d->workers[w].id, kinds[k],
+                               (unsigned long long)(k ? v[w].k.ninvol : v[w].k.nvol));
+    prom_family(b, "corogate_sched_off_cpu_seconds_total", "counter",
+                "Time the worker thread spent off its CPU, after blocking or being preempted.");
+    for (k = 0; k < 2; k++) {
+        for (w = 0; w < d->nworkers; w++) {
+            uint64_t ns = k ? v[w].k.off_invol_ns : v[w].k.off_vol_ns;
+
+            if (v[w].has_k)
+                cg_sbuf_printf(b, "corogate_sched_off_cpu_seconds_total{worker=\"%u\","
+                               "kind=\"%s\"} %llu.%09llu\n", d->workers[w].id, kinds[k],
+                               (unsigned long long)(ns / 1000000000u),
+                               (unsigned long long)(ns % 1000000000u));
+        }
+    }
+    prom_family(b, "corogate_sched_wakeups_total", "counter", "Wake-ups of the worker thread.");
+    for (w = 0; w < d->nworkers; w++)
+        if (v[w].has_k)
+            cg_sbuf_printf(b, "corogate_sched_wakeups_total{worker=\"%u\"} %llu\n",
+                           d->workers[w].id, (unsigned long long)v[w].k.wakeups);
+    prom_family(b, "corogate_sched_migrations_total", "counter",
+                "Moves of the worker thread to another CPU (none when pinned).");
+    for (w = 0; w < d->nworkers; w++)
+        if (v[w].has_k)
+            cg_sbuf_printf(b, "corogate_sched_migrations_total{worker=\"%u\"} %llu\n",
+                           d->workers[w].id, (unsigned long long)v[w].k.migrations);
+    prom_family(b, "corogate_coro_ready_latency_seconds", "histogram",
+                "Coroutine ready-to-run delay: from its I/O completing or timer firing to it "
+                "running.");
+    for (w = 0; w < d->nworkers; w++)
+        if (v[w].has_coro)
+            prom_log2_rows(b, "corogate_coro_ready_latency_seconds", d->workers[w].id,
+                           &v[w].coro);
+    for (k = 0; k < NELEMS(worker_log2s); k++) {
+        prom_family(b, worker_log2s[k].family, "histogram", worker_log2s[k].help);
+        for (w = 0; w < d->nworkers; w++) {
+            cg_sched_hist_load(&h, (const struct cg_log2_hist *)((const char *)
+                                                                 &d->workers[w].stats +
+                                                                 worker_log2s[k].off));
+            prom_log2_rows(b, worker_log2s[k].family, d->workers[w].id, &h);
+        }
+    }
+    free(v);
+    prom_family(b, "corogate_coro_stall_threshold_seconds", "gauge",
+                "Parked this long, a coroutine counts as stalled ([gateway] "
+                "coro_stall_threshold; 0 = off).");
+    cg_sbuf_printf(b, "corogate_coro_stall_threshold_seconds %llu.%03llu\n",
+                   (unsigned long long)(d->cfg->gw.coro_stall_threshold_ms / 1000),
+                   (unsigned long long)(d->cfg->gw.coro_stall_threshold_ms % 1000));
+    prom_family(b, "corogate_coroutines", "gauge",
+                "Coroutines alive in the worker (those that answered within the deadline).");
+    for (w = 0; census && w < d->nworkers; w++)
+        if (census[w].answered)
+            cg_sbuf_printf(b, "corogate_coroutines{worker=\"%u\"} %u\n", d->workers[w].id,
+                           census[w].total);
+    prom_family(b, "corogate_coroutines_stalled", "gauge",
+                "Coroutines parked longer than coro_stall_threshold, by park reason.");
+    for (w = 0; census && w < d->nworkers; w++) {
+        for (i = 0; census[w].answered && i < census[w].nreasons; i++) {
+            cg_sbuf_printf(b, "corogate_coroutines_stalled{worker=\"%u\",reason=\"",
+                           d->workers[w].id);
+            prom_label(b, census[w].by[i].reason);
+            cg_sbuf_printf(b, "\"} %u\n", census[w].by[i].n);
         }
     }
 }
@@ -833,7 +1125,8 @@ static void prom_breaker(struct cg_sbuf *b, const struct cg_daemon *d)
                    (unsigned long long)ips.untracked);
 }
 
-int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt)
+int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt,
+                          const struct cg_coro_census *census)
 {
     const struct cg_daemon *d = rt->d;
 
@@ -865,6 +1158,7 @@ int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt)
     prom_counter_rows(b, d, listener_counters, NELEMS(listener_counters), 1);
     prom_counter_rows(b, d, worker_counters, NELEMS(worker_counters), 0);
     prom_hists(b, d);
+    prom_sched(b, rt->d, census);
     prom_upstreams(b, d);
     return b->overflow ? -ENOBUFS : 0;
 }

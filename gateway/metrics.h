@@ -24,6 +24,34 @@ extern const uint64_t cg_lat_bounds_us[CG_LAT_BOUNDS];
 /* Counts <us> in <h>. Only the thread that owns <h> calls this. */
 void cg_lat_hist_record(struct cg_lat_hist *h, uint64_t us);
 
+/* Counts <ns> in <h> (its log2 slot of microseconds). Only the thread that owns <h> calls
+ * this. */
+void cg_log2_hist_record(struct cg_log2_hist *h, uint64_t ns);
+
+#define CG_STALL_REASONS 16     /* park reasons told apart; more are counted as "other" */
+
+/* One worker's coroutines as that worker counted them, on its own thread (only it may walk
+ * its scheduler), for `show stats` and `show metrics`: a coroutine is stalled when it has
+ * been parked for at least [gateway] coro_stall_threshold. */
+struct cg_coro_census {
+    int          answered;      /* 0: the worker had stopped, or did not answer in time */
+    unsigned     total;         /* coroutines alive */
+    unsigned     parked;
+    unsigned     stalled;
+    uint64_t     threshold_ms;  /* the worker's coro_stall_threshold; 0 = off */
+    unsigned     nreasons;
+    struct {
+        const char *reason;     /* a park reason (static string of the runtime), or "other" */
+        unsigned    n;
+    } by[CG_STALL_REASONS];     /* stalled coroutines by park reason, in order of discovery */
+};
+
+/* Counts one coroutine into <cs>: <parked> 1 when it is parked, for <reason> (a static
+ * string, kept), since <parked_ms>; stalled when that is at least cs->threshold_ms (never
+ * when that is 0). Returns 1 when it is stalled. Worker thread. */
+int cg_coro_census_add(struct cg_coro_census *cs, int parked, const char *reason,
+                       uint64_t parked_ms);
+
 /* A growable text buffer that refuses to grow past <max> bytes: the first append that
  * would sets <overflow> and is dropped, as are all later ones. */
 struct cg_sbuf {
@@ -69,12 +97,15 @@ struct cg_runtime {
     uint64_t    stats_timeouts;     /* closed for being idle or not reading */
 };
 
-/* Appends `show stats`: one JSON object, then a newline. Returns 0 or -ENOBUFS. */
-int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt);
+/* Appends `show stats`: one JSON object, then a newline. <census> (NULL when not taken)
+ * holds each worker's coroutine counts, rt->d->nworkers of them. Returns 0 or -ENOBUFS. */
+int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt,
+                    const struct cg_coro_census *census);
 
-/* Appends `show metrics`: Prometheus text exposition format 0.0.4. Returns 0 or
- * -ENOBUFS. */
-int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt);
+/* Appends `show metrics`: Prometheus text exposition format 0.0.4, <census> as for
+ * cg_metrics_json(). Returns 0 or -ENOBUFS. */
+int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt,
+                          const struct cg_coro_census *census);
 
 /* The number of struct cg_worker_stats counters the renderers know (tests compare it with
  * the struct, so that a new counter cannot be forgotten). */

@@ -110,43 +110,43 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
     return err;
 }
 
-/* One direction of the relay. */
-struct dir {
-    struct coro_stream *src;
-    struct coro_stream *dst;
-    int                 open;     /* src has not reached EOF */
-    _Atomic uint64_t   *counter;  /* worker stat for these bytes */
-    struct cg_conn     *c;        /* c->l: its listener's, looked up each time (a reload
-                                   * moves it) */
-    int                 out;      /* to the client: bytes_out */
-};
+/* The two directions of the relay, as bits of the set of those still open. Nothing about
+ * a direction is kept on the coroutine's stack but this set: every parked connection's
+ * stack is copied aside (docs/coro-stacks.md), so the rest is found from the conn. */
+enum { TO_UP = 1, TO_CLIENT = 2 };
 
-/* Moves what <d>'s source has to its destination. Returns 1 on progress, 0 when there is
- * nothing to do now, or a negative error that ends the session. */
-static int pump(struct dir *d)
+/* Moves what direction <dir>'s source has to its destination. Returns 1 on progress, 0
+ * when there is nothing to do now, or a negative error that ends the session. Clears
+ * <dir> in <*open> at the source's EOF. */
+static int pump(struct cg_conn *c, int dir, int *open)
 {
+    struct coro_stream *src = dir == TO_UP ? &c->client : &c->up;
+    struct coro_stream *dst = dir == TO_UP ? &c->up : &c->client;
     struct coro_buf *b;
     ssize_t n;
     int err;
 
-    if (!d->open || coro_stream_queued(d->dst) > d->dst->wq_high)
+    if (!(*open & dir) || coro_stream_queued(dst) > dst->wq_high)
         return 0;
-    n = coro_try_read(d->src, &b);
+    n = coro_try_read(src, &b);
     if (n == UV_EAGAIN)
         return 0;
     if (n == UV_EOF) {
-        d->open = 0;
-        err = coro_shutdown(d->dst);     /* half-close travels on */
+        *open &= ~dir;
+        err = coro_shutdown(dst);        /* half-close travels on */
         return err < 0 ? err : 1;
     }
     if (n < 0)
         return (int)n;
-    CG_STAT_ADD(*d->counter, (uint64_t)n);
-    if (d->out)
-        CG_STAT_ADD(d->c->l->stats.bytes_out, (uint64_t)n);
-    else
-        CG_STAT_ADD(d->c->l->stats.bytes_in, (uint64_t)n);
-    err = coro_write_nowait(d->dst, b);
+    /* c->l: its listener's counters, looked up each time (a reload moves it). */
+    if (dir == TO_CLIENT) {
+        CG_STAT_ADD(c->w->stats.bytes_out, (uint64_t)n);
+        CG_STAT_ADD(c->l->stats.bytes_out, (uint64_t)n);
+    } else {
+        CG_STAT_ADD(c->w->stats.bytes_in, (uint64_t)n);
+        CG_STAT_ADD(c->l->stats.bytes_in, (uint64_t)n);
+    }
+    err = coro_write_nowait(dst, b);
     return err < 0 ? err : 1;
 }
 
@@ -154,24 +154,19 @@ static int pump(struct dir *d)
  * (UV_ECANCELED) or an error on either side. */
 static int relay(struct cg_conn *c)
 {
-    struct cg_worker *w = c->w;
     uint64_t idle = c->lc->idle_timeout_ms;
-    struct dir dirs[2] = {
-        { &c->client, &c->up, 1, &w->stats.bytes_in, c, 0 },
-        { &c->up, &c->client, 1, &w->stats.bytes_out, c, 1 },
-    };
-    int err, a, b;
+    int open = TO_UP | TO_CLIENT, err, a, b;
 
     coro_stream_watch(&c->client, c->co);
     coro_stream_watch(&c->up, c->co);
     for (;;) {
-        a = pump(&dirs[0]);
-        b = pump(&dirs[1]);
+        a = pump(c, TO_UP, &open);
+        b = pump(c, TO_CLIENT, &open);
         if (a < 0)
             return a;
         if (b < 0)
             return b;
-        if (!dirs[0].open && !dirs[1].open)
+        if (!open)
             return 0;
         if (a || b)
             continue;

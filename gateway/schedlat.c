@@ -23,6 +23,7 @@
 #include <bpf/libbpf.h>
 
 #include "bpf/schedlat.h"
+#include "breaker.h"
 #include "log.h"
 #include "schedlat.h"
 #include "schedlat.skel.h"
@@ -47,6 +48,8 @@ struct cg_schedlat {
     int                 *cpus;
     char                 hooks[4 * SYM_MAX];   /* what is attached, for show sched */
     char                 reason[REASON_MAX];   /* why disabled */
+    struct cg_sched_window *win;        /* the breaker's signal (cg_schedlat_watch()) */
+    uint64_t             win_ms;        /* the window length <win> was made for */
 };
 
 static const char *const mode_names[] = {
@@ -416,6 +419,7 @@ void cg_schedlat_free(struct cg_schedlat *s)
     if (!s)
         return;
     unload(s);
+    cg_sched_window_free(s->win);
     free(s->tids);
     free(s->cpus);
     free(s);
@@ -581,6 +585,8 @@ int cg_sched_coro_read(struct cg_daemon *d, unsigned i, struct cg_sched_hist *ou
     if (!d || i >= d->nworkers)
         return -ERANGE;
     w = &d->workers[i];
+    if (!w->sched)
+        return -ESRCH;
     /* The scheduler is freed once the worker closed its async handle: check under the
      * lock the worker takes to do so. */
     uv_mutex_lock(&w->lock);
@@ -596,6 +602,166 @@ int cg_sched_coro_read(struct cg_daemon *d, unsigned i, struct cg_sched_hist *ou
     out->count = rs.count;
     out->sum_ns = rs.sum_ns;
     out->max_ns = rs.max_ns;
+    return 0;
+}
+
+void cg_sched_hist_load(struct cg_sched_hist *out, const struct cg_log2_hist *h)
+{
+    unsigned i;
+
+    _Static_assert(CG_LOG2_SLOTS == CG_SCHED_SLOTS, "one histogram layout");
+    out->count = 0;
+    for (i = 0; i < CG_SCHED_SLOTS; i++) {
+        out->slots[i] = atomic_load_explicit(&h->slots[i], memory_order_relaxed);
+        out->count += out->slots[i];
+    }
+    out->sum_ns = atomic_load_explicit(&h->sum_ns, memory_order_relaxed);
+    out->max_ns = atomic_load_explicit(&h->max_ns, memory_order_relaxed);
+}
+
+int cg_sched_loop_read(struct cg_daemon *d, unsigned i, struct cg_sched_hist *out)
+{
+    if (!d || i >= d->nworkers)
+        return -ERANGE;
+    cg_sched_hist_load(out, &d->workers[i].stats.loop_busy);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ breaker signal */
+
+#define WIN_RING (CG_SCHED_WINDOW_STEPS + 2)
+
+struct win_snap {
+    uint64_t at_ms;
+    uint64_t slots[CG_SCHED_SLOTS];
+};
+
+struct win_ring {
+    struct win_snap snap[WIN_RING];
+    unsigned        first;              /* the oldest */
+    unsigned        len;
+};
+
+struct cg_sched_window {
+    unsigned        n;
+    struct win_ring ring[];             /* [n * CG_SCHED_NKINDS] */
+};
+
+struct cg_sched_window *cg_sched_window_new(unsigned n)
+{
+    struct cg_sched_window *win;
+
+    win = calloc(1, sizeof(*win) + (size_t)(n ? n : 1) * CG_SCHED_NKINDS *
+                                   sizeof(win->ring[0]));
+    if (win)
+        win->n = n;
+    return win;
+}
+
+void cg_sched_window_free(struct cg_sched_window *win)
+{
+    free(win);
+}
+
+void cg_sched_window_reset(struct cg_sched_window *win)
+{
+    unsigned i;
+
+    for (i = 0; win && i < win->n * CG_SCHED_NKINDS; i++)
+        win->ring[i].len = 0;
+}
+
+uint64_t cg_sched_window_add(struct cg_sched_window *win, unsigned i, int kind,
+                             const struct cg_sched_hist *h, uint64_t now_ms,
+                             uint64_t window_ms, double pct)
+{
+    struct win_ring *r;
+    const struct win_snap *base = NULL, *newest;
+    struct win_snap *put;
+    struct cg_sched_hist d;
+    uint64_t step = window_ms / CG_SCHED_WINDOW_STEPS, p = 0;
+    unsigned k;
+
+    if (!win || i >= win->n || kind < 0 || kind >= CG_SCHED_NKINDS)
+        return 0;
+    r = &win->ring[i * CG_SCHED_NKINDS + (unsigned)kind];
+    /* The newest snapshot at least a window old, else the oldest one. */
+    for (k = 0; k < r->len; k++) {
+        const struct win_snap *sn = &r->snap[(r->first + k) % WIN_RING];
+
+        if (k == 0 || sn->at_ms + window_ms <= now_ms)
+            base = sn;
+        else
+            break;
+    }
+    if (base) {
+        memset(&d, 0, sizeof(d));
+        for (k = 0; k < CG_SCHED_SLOTS; k++) {
+            d.slots[k] = h->slots[k] >= base->slots[k] ? h->slots[k] - base->slots[k] : 0;
+            d.count += d.slots[k];
+        }
+        d.max_ns = h->max_ns;
+        if (d.count >= CG_SCHED_MIN_SAMPLES)
+            p = cg_sched_hist_percentile(&d, pct);
+    }
+    newest = r->len ? &r->snap[(r->first + r->len - 1) % WIN_RING] : NULL;
+    if (!newest || now_ms >= newest->at_ms + (step ? step : 1)) {
+        if (r->len == WIN_RING) {
+            r->first = (r->first + 1) % WIN_RING;
+            r->len--;
+        }
+        put = &r->snap[(r->first + r->len++) % WIN_RING];
+        put->at_ms = now_ms;
+        memcpy(put->slots, h->slots, sizeof(put->slots));
+    }
+    return p;
+}
+
+int cg_schedlat_watch(struct cg_schedlat *s, struct cg_daemon *d, uint64_t now_ms)
+{
+    struct cg_breaker *b = d ? d->brk : NULL;
+    uint64_t thr, win_ms, p, worst = 0;
+    struct cg_sched_worker w;
+    struct cg_sched_hist h;
+    unsigned i, worker = 0;
+    int kind = CG_SCHED_RUNQ;
+
+    if (!s || !b)
+        return 0;
+    thr = atomic_load(&b->sched_threshold_ns);
+    win_ms = atomic_load(&b->sched_window_ms);
+    if (!thr) {                     /* off: nothing kept */
+        cg_sched_window_free(s->win);
+        s->win = NULL;
+        cg_breaker_sched_sample(b, 0, 0, 0);
+        return 0;
+    }
+    if (!s->win || s->win_ms != win_ms) {
+        cg_sched_window_free(s->win);
+        s->win = cg_sched_window_new(d->nworkers);
+        s->win_ms = win_ms;
+        if (!s->win)
+            return -ENOMEM;
+    }
+    for (i = 0; i < d->nworkers; i++) {
+        if (cg_schedlat_read(s, i, &w) == 0) {
+            p = cg_sched_window_add(s->win, i, CG_SCHED_RUNQ, &w.runq, now_ms, win_ms, 99);
+            if (p > worst) {
+                worst = p;
+                worker = i;
+                kind = CG_SCHED_RUNQ;
+            }
+        }
+        if (cg_sched_coro_read(d, i, &h) == 0) {
+            p = cg_sched_window_add(s->win, i, CG_SCHED_CORO, &h, now_ms, win_ms, 99);
+            if (p > worst) {
+                worst = p;
+                worker = i;
+                kind = CG_SCHED_CORO;
+            }
+        }
+    }
+    cg_breaker_sched_sample(b, worst, worker, kind);
     return 0;
 }
 
@@ -623,30 +789,37 @@ static void print_bar(FILE *f, uint64_t v, uint64_t top)
     fputc('|', f);
 }
 
-/* runqlat's histogram, one line per slot up to the last non-empty one; with <coro>, the
- * coroutine ready-to-run histogram beside it, on the same scale of microseconds. */
-static void print_hist(FILE *f, const struct cg_sched_hist *h, const struct cg_sched_hist *coro)
+/* runqlat's histogram, one line per slot up to the last non-empty one, for up to three
+ * histograms side by side on the same scale of microseconds (a NULL one is left out):
+ * run-queue latency, coroutine ready-to-run delay, event-loop busy time. */
+static void print_hist(FILE *f, const struct cg_sched_hist *h, const struct cg_sched_hist *coro,
+                       const struct cg_sched_hist *loop)
 {
-    uint64_t top = 0, ctop = 0;
-    unsigned i, last = 0;
+    static const char *const names[] = { "run-queue", "coroutine", "loop busy" };
+    const struct cg_sched_hist *hs[3] = { h, coro, loop };
+    uint64_t top[3] = { 0, 0, 0 };
+    unsigned i, k, last = 0, ncols = 0, col;
 
-    for (i = 0; i < CG_SCHED_SLOTS; i++) {
-        if (h && h->slots[i] && i > last)
-            last = i;
-        if (coro && coro->slots[i] && i > last)
-            last = i;
-        if (h && h->slots[i] > top)
-            top = h->slots[i];
-        if (coro && coro->slots[i] > ctop)
-            ctop = coro->slots[i];
+    for (k = 0; k < 3; k++) {
+        if (!hs[k])
+            continue;
+        ncols++;
+        for (i = 0; i < CG_SCHED_SLOTS; i++) {
+            if (hs[k]->slots[i] && i > last)
+                last = i;
+            if (hs[k]->slots[i] > top[k])
+                top[k] = hs[k]->slots[i];
+        }
     }
-    if (!top && !ctop)
+    if (!top[0] && !top[1] && !top[2])
         return;
     fprintf(f, "    %20s :", "usecs");
-    if (h)
-        fprintf(f, " %-10s %-*s", "run-queue", coro ? 22 : 0, "distribution");
-    if (coro)
-        fprintf(f, " %-10s %s", "coroutine", "distribution");
+    for (k = 0, col = 0; k < 3; k++) {
+        if (!hs[k])
+            continue;
+        col++;
+        fprintf(f, " %-10s %-*s", names[k], col < ncols ? 22 : 0, "distribution");
+    }
     fputc('\n', f);
     for (i = 0; i <= last; i++) {
         char range[48];
@@ -657,13 +830,11 @@ static void print_hist(FILE *f, const struct cg_sched_hist *h, const struct cg_s
             snprintf(range, sizeof(range), "%llu -> %llu", i ? 1ull << i : 0ull,
                      (1ull << (i + 1)) - 1);
         fprintf(f, "    %20s :", range);
-        if (h) {
-            fprintf(f, " %-10llu ", (unsigned long long)h->slots[i]);
-            print_bar(f, h->slots[i], top);
-        }
-        if (coro) {
-            fprintf(f, " %-10llu ", (unsigned long long)coro->slots[i]);
-            print_bar(f, coro->slots[i], ctop);
+        for (k = 0; k < 3; k++) {
+            if (!hs[k])
+                continue;
+            fprintf(f, " %-10llu ", (unsigned long long)hs[k]->slots[i]);
+            print_bar(f, hs[k]->slots[i], top[k]);
         }
         fputc('\n', f);
     }
@@ -672,9 +843,9 @@ static void print_hist(FILE *f, const struct cg_sched_hist *h, const struct cg_s
 static void format_text(FILE *f, const struct cg_schedlat *s, struct cg_daemon *d)
 {
     struct cg_sched_worker w;
-    struct cg_sched_hist coro;
+    struct cg_sched_hist coro, loop;
     unsigned i, n = d ? d->nworkers : 0;
-    int running = cg_schedlat_is_running(s), err, have_coro;
+    int running = cg_schedlat_is_running(s), err, have_coro, have_loop;
     char a[2][32];
 
     if (!running)
@@ -686,6 +857,7 @@ static void format_text(FILE *f, const struct cg_schedlat *s, struct cg_daemon *
     for (i = 0; i < n; i++) {
         err = running ? cg_schedlat_read(s, i, &w) : -ENODEV;
         have_coro = cg_sched_coro_read(d, i, &coro) == 0;
+        have_loop = cg_sched_loop_read(d, i, &loop) == 0;
         if (err == 0 && w.cpu >= 0)
             fprintf(f, "worker %u (tid %d, cpu %d)\n", i, w.tid, w.cpu);
         else if (err == 0)
@@ -707,7 +879,12 @@ static void format_text(FILE *f, const struct cg_schedlat *s, struct cg_daemon *
             fputs("  coroutine ready-to-run: ", f);
             print_summary(f, &coro, "resumes");
         }
-        print_hist(f, err == 0 ? &w.runq : NULL, have_coro ? &coro : NULL);
+        if (have_loop) {
+            fputs("  event-loop busy: ", f);
+            print_summary(f, &loop, "iterations");
+        }
+        print_hist(f, err == 0 ? &w.runq : NULL, have_coro ? &coro : NULL,
+                   have_loop ? &loop : NULL);
     }
 }
 
@@ -746,7 +923,7 @@ static void json_hist(FILE *f, const char *name, const struct cg_sched_hist *h)
 static void format_json(FILE *f, const struct cg_schedlat *s, struct cg_daemon *d)
 {
     struct cg_sched_worker w;
-    struct cg_sched_hist coro;
+    struct cg_sched_hist coro, loop;
     unsigned i, n = d ? d->nworkers : 0;
     int running = cg_schedlat_is_running(s);
 
@@ -781,6 +958,10 @@ static void format_json(FILE *f, const struct cg_schedlat *s, struct cg_daemon *
         if (cg_sched_coro_read(d, i, &coro) == 0) {
             fputc(',', f);
             json_hist(f, "coro_ready", &coro);
+        }
+        if (cg_sched_loop_read(d, i, &loop) == 0) {
+            fputc(',', f);
+            json_hist(f, "loop_busy", &loop);
         }
         fputc('}', f);
     }

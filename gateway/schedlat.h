@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "metrics-t.h"
 
 struct cg_daemon;
 struct cg_schedlat;
@@ -112,12 +113,57 @@ void cg_sched_worker_diff(struct cg_sched_worker *out, const struct cg_sched_wor
  * when there is no worker <i> (or <d> is NULL), -ESRCH when it has ended. */
 int cg_sched_coro_read(struct cg_daemon *d, unsigned i, struct cg_sched_hist *out);
 
+/* Copies the live log2 histogram <h> (a worker's loop_busy, metrics-t.h) into *<out>. */
+void cg_sched_hist_load(struct cg_sched_hist *out, const struct cg_log2_hist *h);
+
+/* Reads worker <i> of <d>'s event-loop lag (stats.loop_busy: per loop iteration, how long
+ * its callbacks ran) into *<out>. Any thread. Returns 0, or -ERANGE when there is no worker
+ * <i> (or <d> is NULL). */
+int cg_sched_loop_read(struct cg_daemon *d, unsigned i, struct cg_sched_hist *out);
+
+/* ------------------------------------------------------------------ breaker signal */
+
+/* A sliding window over the workers' cumulative histograms (run-queue latency, coroutine
+ * ready-to-run delay): snapshots kept every window / CG_SCHED_WINDOW_STEPS, so that the
+ * difference between now and the snapshot one window old is the window's histogram. */
+#define CG_SCHED_WINDOW_STEPS 8
+#define CG_SCHED_MIN_SAMPLES  100  /* fewer in a window: its p99 says nothing, counts 0 */
+
+enum { CG_SCHED_RUNQ, CG_SCHED_CORO, CG_SCHED_NKINDS };
+
+struct cg_sched_window;
+
+/* A window for <n> workers. Returns it (free with cg_sched_window_free()) or NULL (ENOMEM). */
+struct cg_sched_window *cg_sched_window_new(unsigned n);
+void cg_sched_window_free(struct cg_sched_window *win);    /* NULL-safe */
+
+/* Forgets every snapshot (the window or its length changed, or the signal went off). */
+void cg_sched_window_reset(struct cg_sched_window *win);
+
+/* Adds worker <i>'s cumulative histograms of kind <kind> (CG_SCHED_RUNQ, CG_SCHED_CORO) as
+ * of <now_ms>, keeping a snapshot when the last one is a step old (<window_ms> /
+ * CG_SCHED_WINDOW_STEPS), and returns the <pct>th percentile (ns) of what was added since
+ * the snapshot one window old (or the oldest kept, while the window is young): 0 before any
+ * snapshot, or with fewer than CG_SCHED_MIN_SAMPLES samples. Call each kind with the same
+ * <now_ms> once per tick. */
+uint64_t cg_sched_window_add(struct cg_sched_window *win, unsigned i, int kind,
+                             const struct cg_sched_hist *h, uint64_t now_ms,
+                             uint64_t window_ms, double pct);
+
+/* The breaker's scheduling-delay sample, taken by the main thread every check_interval
+ * while [breaker] sched_latency_threshold is set: the worst p99, over every worker, of
+ * run-queue latency (when the probes run) and coroutine ready-to-run delay, over the last
+ * sched_latency_window; stored in d->brk (cg_breaker_sched_sample()). With the probes
+ * disabled the coroutine delays still count; a NULL <s> (never started) does nothing.
+ * Main thread. Returns 0 or -ENOMEM. */
+int cg_schedlat_watch(struct cg_schedlat *s, struct cg_daemon *d, uint64_t now_ms);
+
 /* `show sched`: the attach path (or why the probes are disabled), then per worker the
  * run-queue latency percentiles, switches with off-CPU time, wake-ups and migrations, the
- * coroutine ready-to-run percentiles (when <d>, which may be NULL, is given), and both
- * histograms side by side (runqlat style); with <json>, the same as one JSON object on one
- * line. Returns a NUL-terminated string the caller frees (ending in a newline), or NULL
- * with errno ENOMEM. <s> may be NULL (the probes were never started): reported disabled. */
+ * coroutine ready-to-run and event-loop busy percentiles (when <d>, which may be NULL, is
+ * given), and the histograms side by side (runqlat style); with <json>, the same as one
+ * JSON object on one line. Returns a NUL-terminated string the caller frees (ending in a
+ * newline), or NULL with errno ENOMEM. <s> may be NULL (the probes were never started): reported disabled. */
 char *cg_schedlat_format(const struct cg_schedlat *s, struct cg_daemon *d, int json);
 
 /* Finds the kernel text symbol for function <base> in the kallsyms-format file <path>

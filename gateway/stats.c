@@ -8,12 +8,14 @@
  * and a line of input, and its timer closes it after stats_timeout without a completed
  * write.
  *
- * `show coros` is the one command that needs the workers: one request per worker goes
- * through cg_worker_call(); each worker fills its part on its own thread and pushes it on
- * our `done` list, guarded by a mutex, with a uv_async_send(). The answer is written when
- * all parts are back or after CALL_TIMEOUT_MS, whichever comes first; parts arriving after
- * that, or after their client went away, are freed on arrival. The server itself is freed
- * only when no part is outstanding.
+ * `show coros`, `show stats`, `show metrics` and GET /metrics need the workers: only a
+ * worker may walk its coroutines (to list them, or to count those stalled for metrics). One
+ * request per worker goes through cg_worker_call(); each worker fills its part on its own
+ * thread and pushes it on our `done` list, guarded by a mutex, with a uv_async_send(). The
+ * answer is written when all parts are back or after CALL_TIMEOUT_MS, whichever comes
+ * first (a worker that did not answer is shown without its coroutines); parts arriving
+ * after that, or after their client went away, are freed on arrival. The server itself is
+ * freed only when no part is outstanding.
  */
 #include <errno.h>
 #include <arpa/inet.h>
@@ -64,6 +66,7 @@ struct coro_item {
     uint64_t    parked_ms;
     uint64_t    age_ms;
     size_t      stack_saved;
+    int         stalled;        /* parked at least coro_stall_threshold */
     const void *arg;            /* compared only, dereferenced on the worker's thread */
     char        label[256];     /* filled when arg is a connection of the worker */
 };
@@ -75,14 +78,23 @@ struct coros_call {
     struct coros_call  *next_done;  /* on st->done, under st->lock */
     unsigned            worker;
     unsigned            want;
-    unsigned            total;      /* results, written by the worker */
-    unsigned            parked;
+    struct cg_coro_census census;   /* results, written by the worker */
     unsigned            n;
     struct coro_item    items[];
 };
 
+/* What a request to the workers answers. */
+enum req_kind {
+    REQ_COROS,          /* show coros */
+    REQ_STATS,          /* show stats */
+    REQ_METRICS,        /* show metrics */
+    REQ_HTTP,           /* GET (or HEAD) /metrics */
+};
+
 struct coros_req {
     struct client      *c;
+    int                 kind;       /* enum req_kind */
+    int                 head;       /* REQ_HTTP: a HEAD request */
     unsigned            nparts;
     unsigned            waiting;
     unsigned            want;
@@ -156,13 +168,15 @@ static const char help_text[] =
     "  show stats                              every counter, as JSON\n"
     "  show metrics                            every counter, Prometheus text format\n"
     "  show coros [N]                          per worker, the N longest-parked coroutines"
-    " (default 10)\n"
+    " (default 10),\n"
+    "                                          stalled ones (coro_stall_threshold) marked\n"
     "  show upstreams                          servers: state, health, connections\n"
     "  show breaker                            the breaker: state, use, quotas, history,\n"
     "                                          refusals; admission limits; server ejections\n"
     "  show sched [json]                       per worker: run-queue latency, off-CPU time,\n"
     "                                          switches, migrations (eBPF, [bpf] attach);\n"
-    "                                          coroutine ready-to-run delays\n"
+    "                                          coroutine ready-to-run delays; event-loop\n"
+    "                                          busy time per iteration\n"
     "  set server UPSTREAM/SERVER state ready|drain|maint\n"
     "                                          take a server in or out of balancing\n"
     "  set breaker force-open|force-closed|auto\n"
@@ -175,6 +189,7 @@ static const char help_text[] =
 static void client_close(struct client *c);
 static void client_process(struct client *c);
 static void maybe_free(struct cg_stats *st);
+static void http_metrics_reply(struct client *c, struct cg_sbuf *body, int err, int head);
 
 /* ------------------------------------------------------------------ output */
 
@@ -562,7 +577,8 @@ static void breaker_state(struct cg_sbuf *b, const struct cg_daemon *d)
     uint64_t since, now = uv_hrtime() / 1000000, wm = atomic_load(&brk->memory_watermark);
     uint64_t fdlim = brk->nofile * atomic_load(&brk->fd_watermark) / 100;
     unsigned use[CG_BRKW_NRES], mpw = atomic_load(&brk->max_per_worker), i;
-    char p[4][16], t[40];
+    char p[5][16], t[40];
+    uint64_t sthr = atomic_load(&brk->sched_threshold_ns);
     size_t n;
     int why, state = cg_breaker_state(brk, &since, &why);
     uint32_t rate, burst;
@@ -572,11 +588,23 @@ static void breaker_state(struct cg_sbuf *b, const struct cg_daemon *d)
     cg_sbuf_printf(b, "breaker: %s (mode %s) for %.1f s, reason: %s\n", cg_brk_state_name(state),
                    cg_brk_mode_name(atomic_load(&brk->mode)),
                    (double)(now > since ? now - since : 0) / 1000.0, cg_brk_why_name(why));
-    cg_sbuf_printf(b, "use: connections %s, worker_connections %s, memory %s, fds %s "
-                   "(trips at 100%%, resumes below %u%%)\n",
+    cg_sbuf_printf(b, "use: connections %s, worker_connections %s, memory %s, fds %s, "
+                   "sched_latency %s (trips at 100%%, resumes below %u%%)\n",
                    pct(use[0], atomic_load(&brk->max_conns), p[0], sizeof(p[0])),
                    pct(use[1], mpw, p[1], sizeof(p[1])), pct(use[2], wm, p[2], sizeof(p[2])),
-                   pct(use[3], fdlim, p[3], sizeof(p[3])), atomic_load(&brk->resume) / 10);
+                   pct(use[3], fdlim, p[3], sizeof(p[3])),
+                   pct(use[CG_BRKW_SCHED], sthr, p[4], sizeof(p[4])),
+                   atomic_load(&brk->resume) / 10);
+    if (sthr)
+        cg_sbuf_printf(b, "sched_latency: p99 %llu us (%s, worker %u) over %llu ms, threshold "
+                       "%llu us\n", (unsigned long long)atomic_load(&brk->sched_p99_ns) / 1000,
+                       atomic_load(&brk->sched_kind) == CG_SCHED_CORO ? "coroutine ready-to-run"
+                                                                       : "run-queue",
+                       atomic_load(&brk->sched_worker),
+                       (unsigned long long)atomic_load(&brk->sched_window_ms),
+                       (unsigned long long)sthr / 1000);
+    else
+        cg_sbuf_printf(b, "sched_latency: off\n");
     if (mpw)
         cg_sbuf_printf(b, "max_connections_per_worker: %u\n", mpw);
     else
@@ -908,10 +936,13 @@ static int on_coro(const struct coro_info *ci, void *ud)
     struct collect *col = ud;
     struct coros_call *cc = col->cc;
     struct coro_item it;
+    uint64_t parked_ms;
+    int stalled;
 
-    cc->total++;
-    if (ci->state == CORO_PARKED)
-        cc->parked++;
+    parked_ms = ci->state == CORO_PARKED && col->now > ci->park_since_ms ?
+                col->now - ci->park_since_ms : 0;
+    stalled = cg_coro_census_add(&cc->census, ci->state == CORO_PARKED, ci->park_reason,
+                                 parked_ms);
     if (cc->want == 0)
         return 0;
     memset(&it, 0, sizeof(it));
@@ -919,8 +950,8 @@ static int on_coro(const struct coro_info *ci, void *ud)
     it.name = ci->name;
     it.reason = ci->park_reason;
     it.state = (int)ci->state;
-    it.parked_ms = ci->state == CORO_PARKED && col->now > ci->park_since_ms ?
-                   col->now - ci->park_since_ms : 0;
+    it.parked_ms = parked_ms;
+    it.stalled = stalled;
     it.age_ms = col->now > ci->spawned_ms ? col->now - ci->spawned_ms : 0;
     it.stack_saved = ci->stack_saved;
     it.arg = ci->arg;
@@ -1011,6 +1042,8 @@ static void collect_coros(struct cg_worker *w, struct cg_wcall *call)
     struct cg_stats *st = cc->st;
     struct collect col = { cc, uv_now(&w->loop) };
 
+    cc->census.answered = 1;
+    cc->census.threshold_ms = w->gen->cfg->gw.coro_stall_threshold_ms;
     coro_sched_foreach(w->sched, on_coro, &col);
     qsort(cc->items, cc->n, sizeof(cc->items[0]), cmp_item);
     label_conns(w, cc);
@@ -1032,10 +1065,10 @@ static const char *coro_state_name(int s)
     return "?";
 }
 
-/* Renders the answer of <r> into <b> from the parts that came back, and frees <r>; parts
- * still out are left to be freed when they arrive. */
-static void render_req(struct coros_req *r, struct cg_sbuf *b)
+/* Renders `show coros` from the parts of <r> that came back. */
+static void render_coros(struct coros_req *r, struct cg_sbuf *b)
 {
+    char dur[32];
     unsigned i, k;
 
     for (i = 0; i < r->nparts; i++) {
@@ -1047,40 +1080,84 @@ static void render_req(struct coros_req *r, struct cg_sbuf *b)
         }
         if (!r->back[i]) {
             cg_sbuf_printf(b, "worker %u: no answer within %d ms\n", i, CALL_TIMEOUT_MS);
-            cc->req = NULL;             /* freed when it comes back */
             continue;
         }
-        cg_sbuf_printf(b, "worker %u: %u coroutines, %u parked; %u longest parked:\n", i,
-                       cc->total, cc->parked, cc->n);
+        cg_sbuf_printf(b, "worker %u: %u coroutines, %u parked", i, cc->census.total,
+                       cc->census.parked);
+        if (cc->census.threshold_ms)
+            cg_sbuf_printf(b, ", %u stalled (parked over %s)", cc->census.stalled,
+                           cg_format_duration(cc->census.threshold_ms, dur, sizeof(dur)));
+        cg_sbuf_printf(b, "; %u longest parked:\n", cc->n);
         for (k = 0; k < cc->n; k++) {
             const struct coro_item *it = &cc->items[k];
 
             cg_sbuf_printf(b, "  id=%llu name=\"%s\" state=%s reason=\"%s\" parked_ms=%llu "
-                           "age_ms=%llu stack_saved=%zu%s%s\n", (unsigned long long)it->id,
-                           it->name ? it->name : "?", coro_state_name(it->state),
-                           it->reason ? it->reason : "", (unsigned long long)it->parked_ms,
-                           (unsigned long long)it->age_ms, it->stack_saved,
-                           it->label[0] ? " " : "", it->label);
+                           "age_ms=%llu stack_saved=%zu stalled=%d%s%s\n",
+                           (unsigned long long)it->id, it->name ? it->name : "?",
+                           coro_state_name(it->state), it->reason ? it->reason : "",
+                           (unsigned long long)it->parked_ms, (unsigned long long)it->age_ms,
+                           it->stack_saved, it->stalled, it->label[0] ? " " : "", it->label);
         }
-        free(cc);
+    }
+}
+
+/* Renders the answer of <r> into <b> from the parts that came back, and frees <r>; parts
+ * still out are left to be freed when they arrive. Returns 0, or -ENOBUFS when the answer
+ * did not fit (or memory ran out). */
+static int render_req(struct coros_req *r, struct cg_sbuf *b)
+{
+    const struct cg_runtime *rt = r->c->st->rt;
+    struct cg_coro_census *census = NULL;
+    unsigned i;
+    int err = 0;
+
+    if (r->kind == REQ_COROS) {
+        render_coros(r, b);
+    } else if (!r->c->closing) {        /* nobody to answer: no rendering */
+        census = calloc(r->nparts ? r->nparts : 1, sizeof(*census));
+        for (i = 0; census && i < r->nparts; i++)
+            if (r->parts[i] && r->back[i])
+                census[i] = r->parts[i]->census;
+        /* nparts < nworkers only when memory ran out midway: no census then */
+        if (r->nparts < rt->d->nworkers) {
+            free(census);
+            census = NULL;
+        }
+        if (r->kind == REQ_STATS)
+            err = cg_metrics_json(b, rt, census);
+        else
+            err = cg_metrics_prometheus(b, rt, census);
+        free(census);
+    }
+    for (i = 0; i < r->nparts; i++) {
+        if (!r->parts[i])
+            continue;
+        if (r->back[i])
+            free(r->parts[i]);
+        else
+            r->parts[i]->req = NULL;    /* freed when it comes back */
     }
     free(r->parts);
     free(r->back);
     free(r);
+    return err < 0 || b->overflow ? -ENOBUFS : 0;
 }
 
 /* Answers <r>'s client (when it is still there) and frees <r>. */
 static void finish_req(struct coros_req *r)
 {
     struct client *c = r->c;
+    int kind = r->kind, head = r->head, err;
     struct cg_sbuf b;
 
     cg_sbuf_init(&b, REPLY_MAX);
-    render_req(r, &b);
-    if (c && !c->closing)
-        client_answer(c, &b);
-    else
+    err = render_req(r, &b);
+    if (!c || c->closing)
         cg_sbuf_deinit(&b);
+    else if (kind == REQ_HTTP)
+        http_metrics_reply(c, &b, err, head);
+    else
+        client_answer(c, &b);
 }
 
 static void on_replies(uv_async_t *a)
@@ -1114,28 +1191,17 @@ static void on_replies(uv_async_t *a)
     maybe_free(st);
 }
 
-static void cmd_coros(struct client *c, char **argv, int argc, struct cg_sbuf *b)
+/* Asks every worker for its part of a <kind> answer for <c> (<want> coroutines listed, for
+ * show coros; <head>: an HTTP HEAD). Returns 1 when <c> now waits for them (c->req, answered
+ * by finish_req()), or 0 when the answer is in <b> already: every worker had stopped, or
+ * memory ran out (metrics are then rendered without the workers' coroutine counts). */
+static int start_req(struct client *c, int kind, int head, unsigned want, struct cg_sbuf *b)
 {
     struct cg_stats *st = c->st;
     struct cg_daemon *d = st->rt->d;
     struct coros_req *r;
-    unsigned long want = COROS_DEFAULT;
     unsigned i;
-    char *end;
 
-    if (argc > 3) {
-        cg_sbuf_printf(b, "error: usage: show coros [N]\n");
-        return;
-    }
-    if (argc == 3) {
-        errno = 0;
-        want = strtoul(argv[2], &end, 10);
-        if (errno || *end || end == argv[2] || want > COROS_MAX) {
-            cg_sbuf_printf(b, "error: \"%s\" is not a count (expected 0..%d)\n", argv[2],
-                           COROS_MAX);
-            return;
-        }
-    }
     r = calloc(1, sizeof(*r));
     if (r) {
         r->nparts = d->nworkers;
@@ -1145,7 +1211,9 @@ static void cmd_coros(struct client *c, char **argv, int argc, struct cg_sbuf *b
     if (!r || !r->parts || !r->back)
         goto out_nomem;
     r->c = c;
-    r->want = (unsigned)want;
+    r->kind = kind;
+    r->head = head;
+    r->want = want;
     for (i = 0; i < d->nworkers; i++) {
         struct coros_call *cc = calloc(1, sizeof(*cc) + want * sizeof(cc->items[0]));
 
@@ -1155,7 +1223,7 @@ static void cmd_coros(struct client *c, char **argv, int argc, struct cg_sbuf *b
         cc->st = st;
         cc->req = r;
         cc->worker = i;
-        cc->want = (unsigned)want;
+        cc->want = want;
         if (cg_worker_call(&d->workers[i], &cc->call) < 0) {
             free(cc);
             continue;
@@ -1166,15 +1234,16 @@ static void cmd_coros(struct client *c, char **argv, int argc, struct cg_sbuf *b
     }
     if (i < d->nworkers) {          /* out of memory midway: wait for those sent */
         r->nparts = i;
-        cg_sbuf_printf(b, "error: out of memory; showing workers 0..%u only\n", i);
+        if (kind == REQ_COROS)
+            cg_sbuf_printf(b, "error: out of memory; showing workers 0..%u only\n", i);
     }
     if (r->waiting == 0) {
         render_req(r, b);           /* every worker stopped: say so */
-        return;
+        return 0;
     }
     c->req = r;
     client_touch(c);
-    return;
+    return 1;
 
 out_nomem:
     if (r) {
@@ -1182,7 +1251,34 @@ out_nomem:
         free(r->back);
         free(r);
     }
-    cg_sbuf_printf(b, "error: out of memory\n");
+    if (kind == REQ_COROS)
+        cg_sbuf_printf(b, "error: out of memory\n");
+    else if (kind == REQ_STATS)
+        cg_metrics_json(b, st->rt, NULL);
+    else
+        cg_metrics_prometheus(b, st->rt, NULL);
+    return 0;
+}
+
+static int cmd_coros(struct client *c, char **argv, int argc, struct cg_sbuf *b)
+{
+    unsigned long want = COROS_DEFAULT;
+    char *end;
+
+    if (argc > 3) {
+        cg_sbuf_printf(b, "error: usage: show coros [N]\n");
+        return 0;
+    }
+    if (argc == 3) {
+        errno = 0;
+        want = strtoul(argv[2], &end, 10);
+        if (errno || *end || end == argv[2] || want > COROS_MAX) {
+            cg_sbuf_printf(b, "error: \"%s\" is not a count (expected 0..%d)\n", argv[2],
+                           COROS_MAX);
+            return 0;
+        }
+    }
+    return start_req(c, REQ_COROS, 0, (unsigned)want, b);
 }
 
 /* debug stall-worker N MS: only when the daemon started with CG_TEST_HOOKS=1 (main.c);
@@ -1247,14 +1343,14 @@ static void run_command(struct client *c, char *line)
         return;
     } else if (IS(0, "show") && IS(1, "info") && argc == 2) {
         cmd_info(st, &b);
-    } else if (IS(0, "show") && IS(1, "stats") && argc == 2) {
-        cg_metrics_json(&b, rt);
-    } else if (IS(0, "show") && IS(1, "metrics") && argc == 2) {
-        cg_metrics_prometheus(&b, rt);
+    } else if (IS(0, "show") && (IS(1, "stats") || IS(1, "metrics")) && argc == 2) {
+        if (start_req(c, IS(1, "stats") ? REQ_STATS : REQ_METRICS, 0, 0, &b)) {
+            cg_sbuf_deinit(&b);         /* answered when the workers are back */
+            return;
+        }
     } else if (IS(0, "show") && IS(1, "coros")) {
-        cmd_coros(c, argv, argc, &b);
-        if (c->req) {                   /* answered when the workers are back */
-            cg_sbuf_deinit(&b);
+        if (cmd_coros(c, argv, argc, &b)) {
+            cg_sbuf_deinit(&b);         /* answered when the workers are back */
             return;
         }
     } else if (IS(0, "show") && IS(1, "upstreams") && argc == 2) {
@@ -1345,7 +1441,7 @@ static void http_feed(struct client *c, const char *data, size_t len)
     char *q;
     int m;
 
-    if (c->quit)
+    if (c->quit || c->req)
         return;
     c->req_bytes += len;
     err = llhttp_execute(&c->parser, data, len);
@@ -1372,14 +1468,28 @@ static void http_feed(struct client *c, const char *data, size_t len)
     } else if (strcmp(c->url, "/metrics") != 0) {
         cg_sbuf_printf(&body, "not found: metrics are at /metrics\n");
         http_reply(c, "404 Not Found", "", text, &body, m == HTTP_HEAD);
-    } else if (cg_metrics_prometheus(&body, c->st->rt) < 0) {
-        cg_sbuf_deinit(&body);
-        cg_sbuf_printf(&body, "metrics larger than %u bytes\n", REPLY_MAX);
-        http_reply(c, "500 Internal Server Error", "", text, &body, 0);
     } else {
-        http_reply(c, "200 OK", "", "text/plain; version=0.0.4; charset=utf-8", &body,
-                   m == HTTP_HEAD);
+        if (c->reading) {           /* one request per connection: nothing more to read */
+            uv_read_stop(&c->u.s);
+            c->reading = 0;
+        }
+        if (!start_req(c, REQ_HTTP, m == HTTP_HEAD, 0, &body))
+            http_metrics_reply(c, &body, body.overflow ? -ENOBUFS : 0, m == HTTP_HEAD);
+        else
+            cg_sbuf_deinit(&body);  /* answered when the workers are back */
     }
+}
+
+/* Answers GET /metrics with <body> (taken), or 500 when rendering failed with <err>. */
+static void http_metrics_reply(struct client *c, struct cg_sbuf *body, int err, int head)
+{
+    if (err < 0) {
+        cg_sbuf_deinit(body);
+        cg_sbuf_printf(body, "metrics larger than %u bytes\n", REPLY_MAX);
+        http_reply(c, "500 Internal Server Error", "", "text/plain; charset=utf-8", body, 0);
+        return;
+    }
+    http_reply(c, "200 OK", "", "text/plain; version=0.0.4; charset=utf-8", body, head);
 }
 
 /* ------------------------------------------------------------------ accepting */

@@ -34,6 +34,7 @@
 #include "coro/io.h"
 #include "coro/list.h"
 #include "log.h"
+#include "metrics.h"
 #include "relay.h"
 #include "reload.h"
 #include "worker.h"
@@ -721,6 +722,26 @@ void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call)
     free(sw);
 }
 
+/* Event-loop lag. libuv runs check handles newest first, so lag_check, started after the
+ * scheduler's own check handle (coro_sched_new()), runs before the ready coroutines do: it
+ * marks the return from poll. lag_prepare marks the entry into the next poll; in between ran
+ * the iteration's check callbacks (coroutines), closes, timers, pending and idle callbacks. */
+static void on_lag_check(uv_check_t *h)
+{
+    struct cg_worker *w = h->data;
+
+    w->lag_start_ns = uv_hrtime();
+}
+
+static void on_lag_prepare(uv_prepare_t *h)
+{
+    struct cg_worker *w = h->data;
+
+    if (w->lag_start_ns)
+        cg_log2_hist_record(&w->stats.loop_busy, uv_hrtime() - w->lag_start_ns);
+    w->lag_start_ns = 0;
+}
+
 static void on_beat(uv_timer_t *t)
 {
     struct cg_worker *w = t->data;
@@ -1019,6 +1040,8 @@ static void worker_main(void *arg)
     uv_close((uv_handle_t *)&w->brk_timer, NULL);
     uv_close((uv_handle_t *)&w->beat, NULL);
     uv_close((uv_handle_t *)&w->spread_timer, NULL);
+    uv_close((uv_handle_t *)&w->lag_check, NULL);
+    uv_close((uv_handle_t *)&w->lag_prepare, NULL);
     close_listeners(w);             /* a stop before any drain leaves none, normally */
     uv_run(&w->loop, UV_RUN_DEFAULT);
     cg_gen_put(w->gen);
@@ -1066,6 +1089,15 @@ static int worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
     w->beat.data = w;
     uv_timer_init(&w->loop, &w->spread_timer);
     w->spread_timer.data = w;
+    /* After coro_sched_new(): see on_lag_check(). Neither keeps the loop alive. */
+    uv_check_init(&w->loop, &w->lag_check);
+    w->lag_check.data = w;
+    uv_check_start(&w->lag_check, on_lag_check);
+    uv_unref((uv_handle_t *)&w->lag_check);
+    uv_prepare_init(&w->loop, &w->lag_prepare);
+    w->lag_prepare.data = w;
+    uv_prepare_start(&w->lag_prepare, on_lag_prepare);
+    uv_unref((uv_handle_t *)&w->lag_prepare);
     w->gen = cg_gen_get(d->gen);
     w->retired.w = w;
     w->retired.conf = &retired_conf;
@@ -1136,6 +1168,8 @@ static void worker_abandon(struct cg_worker *w)
     uv_close((uv_handle_t *)&w->brk_timer, NULL);
     uv_close((uv_handle_t *)&w->beat, NULL);
     uv_close((uv_handle_t *)&w->spread_timer, NULL);
+    uv_close((uv_handle_t *)&w->lag_check, NULL);
+    uv_close((uv_handle_t *)&w->lag_prepare, NULL);
     coro_sched_free(w->sched);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);

@@ -53,6 +53,9 @@ struct cg_worker_stats {
     _Atomic uint64_t ws_rate_limited;  /* closed 1008 or delayed by the message rate limit */
     _Atomic uint64_t ws_keepalive_timeouts;
     _Atomic uint64_t ws_close_timeouts;/* close handshakes cut at close_timeout */
+    /* event-loop lag: per loop iteration, the time from returning from poll to entering the
+     * next poll, i.e. how long that iteration's callbacks (coroutines included) ran */
+    struct cg_log2_hist loop_busy;
 };
 
 /* Counters of one listener in one worker, written by that worker only. */
@@ -143,6 +146,9 @@ struct cg_worker {
     unsigned                rejecting;    /* refused websocket clients being answered */
     struct coro_list        refusing;     /* their coroutines' conns (admission.h) */
     uv_timer_t              brk_timer;    /* worker 0: samples for the breaker */
+    uv_check_t              lag_check;    /* after poll: an iteration's callbacks begin */
+    uv_prepare_t            lag_prepare;  /* before poll: they ended (stats.loop_busy) */
+    uint64_t                lag_start_ns; /* uv_hrtime() at lag_check; 0 = none yet */
     struct cg_worker_stats  stats;
     _Atomic int             tid;          /* gettid(), published once pinned; 0 before */
 };

@@ -23,12 +23,16 @@
  * Memory while idle. We use wslay's frame layer rather than its event layer, which
  * buffers whole messages and answers closes by itself. A frame context holds a 4 KiB
  * receive buffer, so each side's context (with our 250 bytes of control-frame payloads)
- * is allocated when the side first has a frame to parse or to send and freed again once
- * the side has been at a frame boundary with nothing buffered for TRIM_MS: an idle
+ * is taken when the side has a frame to parse or to send and given back as soon as the
+ * relay is about to park with the side at a frame boundary and nothing buffered: an idle
  * connection holds the cg_conn, this session, and the coroutine's saved stack, no buffer.
- * To know that nothing is buffered inside wslay we count the bytes handed to it and the
- * bytes of the frames it returned (header sizes follow from the lengths, since wslay
- * rejects non-minimal length encodings).
+ * Contexts given back go to a small per-worker (per-thread) cache, so a busy connection
+ * takes and gives back the same warm context per message without malloc, and a burst of
+ * messages over many connections needs only as many contexts as are busy at once rather
+ * than one per connection that carried traffic in the last second (memory that, once
+ * freed, malloc would keep resident). To know that nothing is buffered inside wslay we
+ * count the bytes handed to it and the bytes of the frames it returned (header sizes
+ * follow from the lengths, since wslay rejects non-minimal length encodings).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -51,7 +55,7 @@
 #include "worker.h"
 #include "ws.h"
 
-#define TRIM_MS          1000      /* a side idle this long gives back its frame context */
+#define SPARE_MAX        16        /* frame contexts cached per worker and role (work_put()) */
 #define LINGER_MS        1000      /* reading after an error response, so it is not reset */
 #define WRITE_TIMEOUT_MS 5000      /* writing a handshake response */
 #define FLUSH_MIN_MS     200       /* at the end, for the last frames to leave, at least */
@@ -65,9 +69,11 @@ enum input_mode {
     IN_DRAIN,        /* after a framing error: read and drop bytes until EOF */
 };
 
-/* A side's parsing state, allocated only while it is busy (see trim()). */
+/* A side's parsing state, held only while it is busy (see trim()). */
 struct work {
-    wslay_frame_context_ptr fr;
+    wslay_frame_context_ptr fr;         /* its user data is this struct */
+    struct side            *x;          /* the side holding it */
+    struct work            *next;       /* in the worker's spares */
     uint8_t                 ctl[125];   /* payload of the control frame being received */
     uint8_t                 pong[125];  /* payload of the pong that is due */
     uint8_t                 ctl_len;
@@ -89,7 +95,6 @@ struct side {
     uint64_t             in_len;    /* payload length of the frame being received */
     uint64_t             in_rem;    /* ... still due */
     uint64_t             msg_len;   /* payload of the message being received, so far */
-    uint64_t             last_io;   /* loop ms of the last frame either way */
     const char          *close_reason;  /* our close, while due */
     uint16_t             close_code;
     uint16_t             rcvd_code;     /* of the close it sent (1005: none) */
@@ -314,7 +319,7 @@ static int out_put(struct side *x, const void *data, size_t len)
 
 static ssize_t on_send(const uint8_t *data, size_t len, int flags, void *ud)
 {
-    struct side *x = ud;
+    struct side *x = ((struct work *)ud)->x;
 
     if (out_put(x, data, len) < 0)
         return -1;          /* wslay reports WANT_WRITE; the caller gives the side up */
@@ -374,7 +379,7 @@ static size_t track(struct side *x, const uint8_t *p, size_t n)
 
 static ssize_t on_recv(uint8_t *buf, size_t len, int flags, void *ud)
 {
-    struct side *x = ud;
+    struct side *x = ((struct work *)ud)->x;
     struct coro_buf *b = x->in;
     ssize_t r;
     size_t n;
@@ -417,32 +422,83 @@ static const struct wslay_frame_callbacks frame_callbacks = {
     .genmask_callback = on_genmask,
 };
 
-/* <x>'s work state, allocated on first use. NULL when out of memory. */
+/* Frame contexts given back at a frame boundary, for the next frame on this thread (each
+ * worker runs its sessions on its own thread). One list per role: wslay keeps its "mask
+ * the payload" flag once a masked frame was sent, so a context that sent to a backend
+ * (masked) must never send to a client. Emptied when the thread's last session ends, so
+ * nothing is held by a worker without WebSocket sessions. */
+static __thread struct work *spares[2];
+static __thread unsigned     nspares[2];
+static __thread unsigned     nsessions;     /* live cg_ws_session()s on this thread */
+
+/* <x>'s work state, from the spares or new. NULL when out of memory. A context is handed
+ * on only at a frame boundary both ways with nothing buffered (trimmable()), where wslay's
+ * state is that of a new context except for its role. */
 static struct work *work_of(struct side *x)
 {
     struct work *wk = x->wk;
+    int role = !x->client;
 
     if (wk)
         return wk;
-    wk = malloc(sizeof(*wk));
-    if (!wk)
-        return NULL;
-    wk->ctl_len = wk->pong_len = 0;
-    if (wslay_frame_context_init(&wk->fr, &frame_callbacks, x) != 0) {
-        free(wk);
-        return NULL;
+    wk = spares[role];
+    if (wk) {
+        spares[role] = wk->next;
+        nspares[role]--;
+    } else {
+        wk = malloc(sizeof(*wk));
+        if (!wk)
+            return NULL;
+        if (wslay_frame_context_init(&wk->fr, &frame_callbacks, wk) != 0) {
+            free(wk);
+            return NULL;
+        }
     }
+    wk->x = x;
+    wk->next = NULL;
+    wk->ctl_len = wk->pong_len = 0;
     x->wk = wk;
     return wk;
 }
 
-static void work_free(struct side *x)
+static void work_destroy(struct work *wk)
 {
-    if (!x->wk)
+    wslay_frame_context_free(wk->fr);
+    free(wk);
+}
+
+/* Takes <x>'s work state away: into the spares when <reuse> (only at a frame boundary:
+ * see work_of()), freed otherwise or when they are full. */
+static void work_put(struct side *x, int reuse)
+{
+    struct work *wk = x->wk;
+    int role = !x->client;
+
+    if (!wk)
         return;
-    wslay_frame_context_free(x->wk->fr);
-    free(x->wk);
     x->wk = NULL;
+    if (!reuse || nspares[role] >= SPARE_MAX) {
+        work_destroy(wk);
+        return;
+    }
+    wk->x = NULL;
+    wk->next = spares[role];
+    spares[role] = wk;
+    nspares[role]++;
+}
+
+static void spares_free(void)
+{
+    struct work *wk;
+    int role;
+
+    for (role = 0; role < 2; role++) {
+        while ((wk = spares[role]) != NULL) {
+            spares[role] = wk->next;
+            work_destroy(wk);
+        }
+        nspares[role] = 0;
+    }
 }
 
 /* 1 when <x> has a frame context it could give back: at a frame boundary both ways,
@@ -453,11 +509,11 @@ static int trimmable(const struct side *x)
            !x->close_due && x->given == x->next_hdr;
 }
 
-/* Gives back <x>'s frame context once it has been trimmable and idle for TRIM_MS. */
+/* Gives back <x>'s frame context when it is trimmable (the relay is about to park). */
 static void trim(struct side *x)
 {
-    if (trimmable(x) && x->s->now - x->last_io >= TRIM_MS)
-        work_free(x);
+    if (trimmable(x))
+        work_put(x, 1);
 }
 
 /* ------------------------------------------------------------------ closing */
@@ -509,7 +565,6 @@ static void send_control(struct side *x, uint8_t op, const uint8_t *data, size_t
         side_gone(x);
         return;
     }
-    x->last_io = x->s->now;
 }
 
 /* Sends a close with <code> (1005: none) and <reason> of <len> bytes to <x>. */
@@ -678,7 +733,6 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
     x->in_fin = io->fin;
     x->in_len = x->in_rem = io->payload_length;
     x->next_hdr += (uint64_t)hdr_len(io) + io->payload_length;
-    x->last_io = s->now;
     x->fwd = 0;
     if (x->client) {
         s->last_rx = s->now;
@@ -739,7 +793,6 @@ static void forward(struct side *x, const struct wslay_frame_iocb *io)
         return;
     }
     y->out_busy = x->in_rem > 0;
-    y->last_io = x->s->now;
 }
 
 static void on_close_frame(struct side *x)
@@ -956,7 +1009,6 @@ static int pump_raw(struct side *x)
             o.data = (const uint8_t *)b->data + b->off;
             if (!work_of(y) || wslay_frame_send(y->wk->fr, &o) != n)
                 side_gone(y);
-            y->last_io = s->now;
             s->last_data = s->now;
             CG_STAT_ADD(s->w->stats.ws_msgs_out, 1);
         }
@@ -1013,8 +1065,6 @@ static int64_t park_time(struct sess *s)
 {
     const struct cg_listener_conf *lc = s->lc;
     uint64_t t = 0;
-    const struct side *sides[2] = { &s->cl, &s->be };
-    int i;
 
     if (s->close_at) {
         t = s->close_at;
@@ -1028,9 +1078,6 @@ static int64_t park_time(struct sess *s)
     }
     if (s->rate_until > s->now)
         earliest(&t, s->rate_until);
-    for (i = 0; i < 2; i++)
-        if (trimmable(sides[i]))
-            earliest(&t, sides[i]->last_io + TRIM_MS);
     if (!t)
         return CORO_FOREVER;
     return t > s->now ? (int64_t)(t - s->now) : 0;
@@ -1057,7 +1104,7 @@ static void relay(struct sess *s)
     coro_stream_watch(&c->client, c->co);
     coro_stream_watch(&c->up, c->co);
     s->now = uv_now(loop);
-    s->last_data = s->last_rx = s->cl.last_io = s->be.last_io = s->now;
+    s->last_data = s->last_rx = s->now;
     for (;;) {
         s->now = uv_now(loop);
         if (check_timers(s)) {
@@ -1261,24 +1308,29 @@ static int backend_handshake(struct sess *s, struct hsblock *hb)
 
 static void side_free(struct side *x)
 {
-    work_free(x);
+    trim(x);                /* a context at a frame boundary can serve another session */
+    work_put(x, 0);
     coro_buf_put(x->s->w->sched, x->in);
     coro_buf_put(x->s->w->sched, x->out);
     x->in = x->out = NULL;
 }
 
-void cg_ws_session(void *arg)
+/* The session up to the relay: the client's handshake (health checks and refusals are
+ * answered here), routing, the backend's connect and handshake, our 101. Returns 0 when
+ * the relay may start, with c->srv counted active; -1 when the session is over (answered
+ * or aborted, c->srv released). Not inlined: its frame (limits, the handshake state's
+ * pointers, an answer's buffer) must not stay on the stack under the relay's park, which
+ * every idle connection's saved stack would carry (docs/coro-stacks.md). */
+static __attribute__((noinline)) int ws_open(struct sess *s)
 {
-    struct cg_conn *c = arg;
+    struct cg_conn *c = s->c;
     struct cg_worker *w = c->w;
     const struct cg_listener_conf *lc = c->lc;    /* its generation's, for its life */
-    uv_loop_t *loop = coro_sched_loop(w->sched);
     struct cg_hs_limits lim = {
         (uint32_t)lc->max_header_size, lc->max_headers, (uint32_t)lc->max_request_line,
     };
     struct cg_hs_policy pol = { lc->health_path, lc->allowed_origins };
     struct hsblock *hb = NULL;
-    struct sess *s = NULL;
     const struct cg_route *rt;
     struct cg_upstream *up;
     uint64_t t0 = uv_hrtime();
@@ -1286,22 +1338,9 @@ void cg_ws_session(void *arg)
     size_t plen;
     int err, n;
 
-    c->co = coro_self();
-    c->client.wq_high = (uint32_t)lc->high_water;
-    s = calloc(1, sizeof(*s));
     hb = calloc(1, sizeof(*hb));
-    if (!s || !hb)
-        goto out;
-    s->c = c;
-    s->w = w;
-    s->lc = lc;
-    s->cl = (struct side){ .s = s, .peer = &s->be, .st = &c->client, .client = 1 };
-    s->be = (struct side){ .s = s, .peer = &s->cl, .st = &c->up,
-                           .raw = lc->upstream_protocol == CG_UPROTO_TCP };
-    s->now = uv_now(loop);
-    cg_tb_init(&s->msgs, lc->message_rate, lc->message_burst, s->now);
-    cg_tb_init(&s->bytes, lc->byte_rate, lc->byte_burst, s->now);
-
+    if (!hb)
+        return -1;
     cg_handshake_init(&hb->req, CG_HS_REQUEST, &lim);
     err = read_head(s, &c->client, &hb->req, &s->cl, lc->handshake_timeout_ms);
     if (err == UV_ETIMEDOUT) {
@@ -1365,21 +1404,47 @@ void cg_ws_session(void *arg)
     cg_handshake_deinit(&hb->req);
     cg_handshake_deinit(&hb->resp);
     free(hb);
-    hb = NULL;
+    return 0;
 
-    relay(s);
 out_srv:
     atomic_fetch_sub(&c->srv->active, 1);
 out:
-    if (hb) {
-        cg_handshake_deinit(&hb->req);
-        cg_handshake_deinit(&hb->resp);
-        free(hb);
+    cg_handshake_deinit(&hb->req);
+    cg_handshake_deinit(&hb->resp);
+    free(hb);
+    return -1;
+}
+
+void cg_ws_session(void *arg)
+{
+    struct cg_conn *c = arg;
+    const struct cg_listener_conf *lc = c->lc;
+    struct sess *s = NULL;
+
+    c->co = coro_self();
+    c->client.wq_high = (uint32_t)lc->high_water;
+    nsessions++;
+    s = calloc(1, sizeof(*s));
+    if (!s)
+        goto out;
+    s->c = c;
+    s->w = c->w;
+    s->lc = lc;
+    s->cl = (struct side){ .s = s, .peer = &s->be, .st = &c->client, .client = 1 };
+    s->be = (struct side){ .s = s, .peer = &s->cl, .st = &c->up,
+                           .raw = lc->upstream_protocol == CG_UPROTO_TCP };
+    s->now = uv_now(coro_sched_loop(c->w->sched));
+    cg_tb_init(&s->msgs, lc->message_rate, lc->message_burst, s->now);
+    cg_tb_init(&s->bytes, lc->byte_rate, lc->byte_burst, s->now);
+    if (ws_open(s) == 0) {
+        relay(s);
+        atomic_fetch_sub(&c->srv->active, 1);
     }
-    if (s) {
-        side_free(&s->cl);
-        side_free(&s->be);
-        free(s);
-    }
+    side_free(&s->cl);
+    side_free(&s->be);
+    free(s);
+out:
+    if (--nsessions == 0)
+        spares_free();
     cg_conn_end(c);
 }

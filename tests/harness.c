@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1239,6 +1240,54 @@ int th_connect(int port, int timeout_ms)
 out_fd:
     close(fd);
     return err;
+}
+
+char *th_stats_cmd(const char *path, const char *cmd, int timeout_ms)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    size_t len = 0, cap = 65536;
+    char *buf = NULL, *p;
+    ssize_t n;
+    int fd, err = 0;
+
+    snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    if (set_timeouts(fd, timeout_ms) < 0 ||
+        connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+        th_send_all(fd, cmd, strlen(cmd)) < 0 || th_send_all(fd, "\n", 1) < 0)
+        goto out_fd;
+    shutdown(fd, SHUT_WR);
+    buf = malloc(cap);
+    while (buf) {
+        if (cap - len < 4096) {
+            p = realloc(buf, cap * 2);
+            if (!p)
+                break;
+            buf = p;
+            cap *= 2;
+        }
+        n = read(fd, buf + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            err = n < 0 ? errno : 0;
+            break;
+        }
+        len += (size_t)n;
+    }
+    if (buf && !err) {
+        buf[len] = '\0';
+        close(fd);
+        return buf;
+    }
+    free(buf);
+out_fd:
+    err = errno;
+    close(fd);
+    errno = err ? err : EIO;
+    return NULL;
 }
 
 static int io_error(void)

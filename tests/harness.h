@@ -258,6 +258,11 @@ int th_wait_closed(int fd, int timeout_ms);
  * errno; a send error is returned when fewer bytes came back. */
 ssize_t th_exchange(int fd, const void *out, void *in, size_t len, int shut_wr);
 
+/* Sends <cmd> and a newline to the stats socket at <path>, shuts the sending side down and
+ * returns everything that came back until EOF (the caller frees it), or NULL (errno set);
+ * each read or write waits at most <timeout_ms>. */
+char *th_stats_cmd(const char *path, const char *cmd, int timeout_ms);
+
 /* Connects, sends <len> bytes of a pattern, checks the echo and closes. Returns 0, -EIO on
  * a mismatch, -EPIPE when the peer closed early, or a negative errno. */
 int th_echo_roundtrip(int port, size_t len, int timeout_ms);

@@ -550,7 +550,8 @@ START_TEST(test_keys_documented)
         "ip_connection_burst", "max_connections_per_ip", "reject", "ipv4_prefix",
         "ipv6_prefix", "ip_table_size", "reject_timeout", "max_rejecting",
         "[breaker]", "max_connections_per_worker", "memory_watermark", "fd_watermark",
-        "open_for", "resume", "half_open_rate", "check_interval",
+        "open_for", "resume", "half_open_rate", "check_interval", "sched_latency_threshold",
+        "sched_latency_window",
         "max_pending_connects_per_server", "eject_consecutive_failures", "eject_error_rate",
         "eject_window", "eject_min_connects", "eject_cooldown",
     };

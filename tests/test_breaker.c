@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -186,6 +187,71 @@ START_TEST(test_memory_watermark)
     cg_breaker_free(b);
     cg_config_free(cfg);
     ck_assert_uint_gt(cg_breaker_memory_auto(), 1u << 20);
+}
+END_TEST
+
+/* The scheduling-delay resource: the main thread's p99 sample against the threshold,
+ * through the same transitions and hysteresis as the others; off by default. */
+START_TEST(test_sched_latency)
+{
+    struct cg_config *cfg = parse("");
+    struct cg_breaker *b;
+    char seq[256];
+    unsigned use, each[CG_BRKW_NRES];
+    int res;
+
+    ck_assert_uint_eq(cfg->brk.sched_latency_ms, 0);
+    ck_assert_uint_eq(cfg->brk.sched_window_ms, 10000);
+    b = cg_breaker_new(cfg, 1024);
+    cg_breaker_sched_sample(b, 50000000, 0, 0);        /* 50 ms, but off: counts 0 */
+    cg_breaker_use(b, 0, 0, &res, each);
+    ck_assert_uint_eq(each[CG_BRKW_SCHED], 0);
+    cg_breaker_free(b);
+    cg_config_free(cfg);
+
+    cfg = parse("[breaker]\nsched_latency_threshold = 2ms\nsched_latency_window = 1s\n"
+                "memory_watermark = off\nopen_for = 1s\n");
+    ck_assert_uint_eq(cfg->brk.sched_latency_ms, 2);
+    ck_assert_uint_eq(cfg->brk.sched_window_ms, 1000);
+    b = cg_breaker_new(cfg, 1024);
+    ck_assert_uint_eq(atomic_load(&b->sched_threshold_ns), 2000000);
+    ck_assert_str_eq(cg_brk_why_name(CG_BRKW_SCHED), "sched_latency");
+
+    cg_breaker_sched_sample(b, 1000000, 0, 0);         /* p99 1 ms: half the threshold */
+    use = cg_breaker_use(b, 0, 0, &res, each);
+    ck_assert_uint_eq(use, 500);
+    ck_assert_int_eq(res, CG_BRKW_SCHED);
+    cg_breaker_tick(b, use, res, 1000);
+    ck_assert_int_eq(cg_breaker_state(b, NULL, NULL), CG_BRK_CLOSED);
+
+    cg_breaker_sched_sample(b, 3000000, 1, 1);         /* 3 ms on worker 1: trips */
+    use = cg_breaker_use(b, 0, 0, &res, NULL);
+    ck_assert_uint_eq(use, 1500);
+    cg_breaker_tick(b, use, res, 1100);
+    ck_assert_int_eq(cg_breaker_state(b, NULL, &res), CG_BRK_OPEN);
+    ck_assert_int_eq(res, CG_BRKW_SCHED);
+    ck_assert_uint_eq(atomic_load(&b->trips[CG_BRKW_SCHED]), 1);
+
+    cg_breaker_sched_sample(b, 1900000, 1, 1);         /* 95%: above resume */
+    use = cg_breaker_use(b, 0, 0, &res, NULL);
+    cg_breaker_tick(b, use, res, 2100);                 /* open_for over */
+    cg_breaker_tick(b, use, res, 2200);                 /* in the hysteresis band */
+    ck_assert_int_eq(cg_breaker_state(b, NULL, NULL), CG_BRK_HALF_OPEN);
+    cg_breaker_sched_sample(b, 1000000, 1, 1);         /* 50%: below resume */
+    use = cg_breaker_use(b, 0, 0, &res, NULL);
+    cg_breaker_tick(b, use, res, 2300);
+    ck_assert_int_eq(cg_breaker_state(b, NULL, NULL), CG_BRK_CLOSED);
+    sequence(b, seq, sizeof(seq));
+    ck_assert_str_eq(seq, "closed>open:sched_latency>half_open:open_for>closed:resumed");
+
+    /* a reload that turns it off forgets the sample */
+    cg_config_free(cfg);
+    cfg = parse("[breaker]\nmemory_watermark = off\n");
+    cg_breaker_sched_sample(b, 9000000, 0, 0);
+    cg_breaker_apply(b, cfg);
+    ck_assert_uint_eq(cg_breaker_use(b, 0, 0, NULL, NULL), 0);
+    cg_breaker_free(b);
+    cg_config_free(cfg);
 }
 END_TEST
 
@@ -394,6 +460,7 @@ Suite *breaker_suite(void)
     tcase_add_test(tc, test_half_open_closes_on_admit);
     tcase_add_test(tc, test_modes);
     tcase_add_test(tc, test_memory_watermark);
+    tcase_add_test(tc, test_sched_latency);
     tcase_add_test(tc, test_one_transition_under_threads);
     tcase_add_test(tc, test_server_ejection);
     tcase_add_test(tc, test_server_error_rate_and_pending);

@@ -249,6 +249,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(cfg->gw.log_level, CG_LOG_INFO);
     ck_assert_str_eq(cfg->gw.stats_socket, "/run/corogate/stats.sock");
     ck_assert_uint_eq(cfg->gw.drain_timeout_ms, 30000);
+    ck_assert_uint_eq(cfg->gw.coro_stall_threshold_ms, 60000);
     ck_assert_uint_eq(cfg->gw.nofile, 1048576);
 
     ck_assert_uint_eq(cfg->nlisteners, 1);
@@ -491,7 +492,8 @@ START_TEST(test_default_file_documents_every_key)
 {
     static const char *const keys[] = {
         "workers", "cpu_pinning", "max_connections", "log_level", "stats_socket",
-        "drain_timeout", "nofile", "bind", "mode", "upstream", "idle_timeout", "backlog",
+        "drain_timeout", "nofile", "coro_stall_threshold", "bind", "mode", "upstream",
+        "idle_timeout", "backlog",
         "servers", "balance", "connect_timeout", "retries", "max_connections_per_server",
         "health_check_interval", "health_check_timeout", "health_check_fall",
         "health_check_rise",

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -201,6 +203,52 @@ START_TEST(test_percentiles)
     ck_assert_uint_eq(d.ninvol, 3);
     ck_assert_uint_eq(d.runq.max_ns, 20);
     ck_assert_int_eq(d.tid, 42);
+}
+END_TEST
+
+/* The breaker's sliding window: the percentile of what was added since the snapshot one
+ * window old; nothing before a first snapshot, or with too few samples. */
+START_TEST(test_sched_window)
+{
+    struct cg_sched_window *win = cg_sched_window_new(2);
+    struct cg_sched_hist h, c;
+    uint64_t p;
+
+    ck_assert_ptr_nonnull(win);
+    memset(&h, 0, sizeof(h));
+    memset(&c, 0, sizeof(c));
+    /* t=0: a first snapshot, nothing to compare with */
+    ck_assert_uint_eq(cg_sched_window_add(win, 0, CG_SCHED_RUNQ, &h, 0, 1000, 99), 0);
+    /* t=125 (a step): 200 samples in 4..7 us since then; the window is young */
+    h.slots[2] = 200;
+    h.max_ns = 7000;
+    p = cg_sched_window_add(win, 0, CG_SCHED_RUNQ, &h, 125, 1000, 99);
+    ck_assert_uint_ge(p, 4000);
+    ck_assert_uint_le(p, 7000);
+    /* another worker, another kind: their own snapshots */
+    ck_assert_uint_eq(cg_sched_window_add(win, 1, CG_SCHED_RUNQ, &h, 125, 1000, 99), 0);
+    ck_assert_uint_eq(cg_sched_window_add(win, 0, CG_SCHED_CORO, &c, 125, 1000, 99), 0);
+    ck_assert_uint_eq(cg_sched_window_add(win, 2, CG_SCHED_RUNQ, &h, 125, 1000, 99), 0);
+    /* t=1125: 200 slow samples (4096..8191 us); the fast ones are a window old */
+    h.slots[12] = 200;
+    h.max_ns = 8000000;
+    p = cg_sched_window_add(win, 0, CG_SCHED_RUNQ, &h, 1125, 1000, 99);
+    ck_assert_uint_ge(p, 4096000);
+    ck_assert_uint_le(p, 8000000);
+    /* t=2250: nothing since the last snapshot a window ago */
+    ck_assert_uint_eq(cg_sched_window_add(win, 0, CG_SCHED_RUNQ, &h, 2250, 1000, 99), 0);
+    /* t=2375: too few samples to tell */
+    h.slots[14] = CG_SCHED_MIN_SAMPLES - 1;
+    h.max_ns = 20000000;
+    ck_assert_uint_eq(cg_sched_window_add(win, 0, CG_SCHED_RUNQ, &h, 2375, 1000, 99), 0);
+    h.slots[14]++;
+    ck_assert_uint_ge(cg_sched_window_add(win, 0, CG_SCHED_RUNQ, &h, 2376, 1000, 99),
+                      16384000);
+    /* forgotten: a first snapshot again */
+    cg_sched_window_reset(win);
+    ck_assert_uint_eq(cg_sched_window_add(win, 0, CG_SCHED_RUNQ, &h, 3000, 1000, 99), 0);
+    cg_sched_window_free(win);
+    cg_sched_window_free(NULL);
 }
 END_TEST
 
@@ -537,6 +585,39 @@ static void *bulk_thread(void *arg)
     return NULL;
 }
 
+/* Starts the clients of <l> (PINGPONG_CONNS + BULK_CONNS threads in <th>) and paces the
+ * bulk streams at 75% of what they reach flat out (the best of a few windows, measured
+ * here, so that an ASan build gets its own rate): a steady load that leaves the worker idle
+ * a quarter of the time. With a CPU hog beside it, the worker then wants more than its fair
+ * half of the CPU and runs until preempted. */
+static void load_start(struct load *l, pthread_t *th)
+{
+    unsigned long long b0, best;
+    int i;
+
+    for (i = 0; i < PINGPONG_CONNS + BULK_CONNS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, i < PINGPONG_CONNS ? pingpong_thread :
+                                        bulk_thread, l), 0);
+    th_sleep_ms(300);
+    for (i = 0, best = 0; i < 5; i++) {
+        b0 = atomic_load(&l->bulk);
+        th_sleep_ms(200);
+        if (atomic_load(&l->bulk) - b0 > best)
+            best = atomic_load(&l->bulk) - b0;
+    }
+    atomic_store(&l->rate, best * 5 * 3 / 4 / BULK_CONNS);
+    th_sleep_ms(300);
+}
+
+static void load_stop(struct load *l, pthread_t *th)
+{
+    int i;
+
+    atomic_store(&l->stop, 1);
+    for (i = 0; i < PINGPONG_CONNS + BULK_CONNS; i++)
+        pthread_join(th[i], NULL);
+}
+
 static pid_t start_hog(int cpu)
 {
     pid_t pid = fork();
@@ -624,8 +705,7 @@ START_TEST(test_two_phases)
     cpu_set_t old, set;
     struct th_echo *e;
     char text[1024], *show, *json;
-    unsigned long long b0, best;
-    int i, tid, attempt, ok = 0, quiet = 0;
+    int tid, attempt, ok = 0, quiet = 0;
     pid_t hog;
 
     if (geteuid() != 0 || sysconf(_SC_NPROCESSORS_ONLN) < 2) {
@@ -657,22 +737,7 @@ START_TEST(test_two_phases)
     ck_assert_int_eq(getsockname(d.workers[0].ls[0].fd, (struct sockaddr *)&sin, &len), 0);
 
     l.port = ntohs(sin.sin_port);
-    for (i = 0; i < PINGPONG_CONNS + BULK_CONNS; i++)
-        ck_assert_int_eq(pthread_create(&th[i], NULL, i < PINGPONG_CONNS ? pingpong_thread :
-                                        bulk_thread, &l), 0);
-    /* A steady load that leaves the worker idle a quarter of the time: the bulk streams at
-     * 75% of what they reach flat out (the best of a few windows, measured here, so that
-     * an ASan build gets its own rate). With the hog beside it, the worker then wants more
-     * than its fair half of the CPU and runs until preempted. */
-    th_sleep_ms(300);
-    for (i = 0, best = 0; i < 5; i++) {
-        b0 = atomic_load(&l.bulk);
-        th_sleep_ms(200);
-        if (atomic_load(&l.bulk) - b0 > best)
-            best = atomic_load(&l.bulk) - b0;
-    }
-    atomic_store(&l.rate, best * 5 * 3 / 4 / BULK_CONNS);
-    th_sleep_ms(300);
+    load_start(&l, th);
 
     /* This machine may be shared: other processes busy on CPU 0 in phase 1 would act as
      * the hog does. A phase 1 counts only when the worker had its CPU (preempted less than
@@ -727,10 +792,14 @@ START_TEST(test_two_phases)
     ck_assert_uint_gt(coro.count, 1000);
     ck_assert_uint_gt(coro.max_ns, 0);
     ck_assert_int_eq(cg_sched_coro_read(&d, 1, &coro), -ERANGE);
+    /* Event-loop lag: one sample per loop iteration. */
+    ck_assert_int_eq(cg_sched_loop_read(&d, 0, &coro), 0);
+    ck_assert_uint_gt(coro.count, 1000);
+    ck_assert_uint_gt(coro.max_ns, 0);
+    ck_assert_uint_ge(coro.max_ns * coro.count, coro.sum_ns);
+    ck_assert_int_eq(cg_sched_loop_read(&d, 1, &coro), -ERANGE);
 
-    atomic_store(&l.stop, 1);
-    for (i = 0; i < PINGPONG_CONNS + BULK_CONNS; i++)
-        pthread_join(th[i], NULL);
+    load_stop(&l, th);
     cg_schedlat_free(d.schedlat);
     d.schedlat = NULL;
     cg_daemon_request(&d, CG_WREQ_STOP);
@@ -743,9 +812,11 @@ START_TEST(test_two_phases)
     ck_assert_ptr_nonnull(json);
     ck_assert_msg(strstr(show, "sched: attach tp_btf") && strstr(show, "worker 0 (tid ") &&
                   strstr(show, "  coroutine ready-to-run: ") && strstr(show, "coroutine") &&
+                  strstr(show, "  event-loop busy: ") && strstr(show, " loop busy ") &&
                   !strstr(show, "worker 1"), "%s", show);
     ck_assert_msg(strstr(json, "\"workers\":[{\"worker\":0,") &&
-                  strstr(json, "\"coro_ready\":{") && !strstr(json, "\"worker\":1"), "%s", json);
+                  strstr(json, "\"coro_ready\":{") && strstr(json, "\"loop_busy\":{\"count\":") &&
+                  !strstr(json, "\"worker\":1"), "%s", json);
     free(show);
     free(json);
     ck_assert_int_eq(atomic_load(&l.errors), 0);
@@ -761,15 +832,229 @@ START_TEST(test_two_phases)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ breaker */
+
+#define BRK_THRESHOLD_MS 1      /* quiet: p99 tens of us; with the hog: 2..4 ms (a slice) */
+
+/* The "sched_latency: p99 N us" of `show breaker`, or -1. */
+static long long brk_p99_us(const char *s)
+{
+    const char *p = s ? strstr(s, "\nsched_latency: p99 ") : NULL;
+
+    return p ? strtoll(p + 20, NULL, 10) : -1;
+}
+
+/* [breaker] sched_latency_threshold against a starved worker: worker 0 pinned to CPU 0
+ * under a steady load keeps the breaker closed while it has its CPU; CPU hogs pinned to
+ * CPU 0 raise the run-queue p99 over the threshold and the breaker opens, reason
+ * sched_latency; it closes again once the hogs are gone. The machine may be shared: a
+ * baseline that is never quiet skips the test, saying so. */
+START_TEST(test_breaker_sched_latency)
+{
+    static const char conf[] =
+        "[gateway]\nworkers = 1\ncpu_pinning = on\nstats_socket = %s\n"
+        "[listener a]\nbind = 127.0.0.1:%d\nupstream = u\n"
+        "[upstream u]\nservers = 127.0.0.1:%d\nhealth_check_interval = 0\n"
+        "[breaker]\nmemory_watermark = off\nsched_latency_threshold = %dms\n"
+        "sched_latency_window = 1s\ncheck_interval = 100ms\nopen_for = 500ms\n"
+        "[bpf]\nattach = tp_btf\n";
+    pthread_t th[PINGPONG_CONNS + BULK_CONNS];
+    struct load l = { 0 };
+    struct th_daemon *d;
+    struct th_echo *e;
+    cpu_set_t old, set;
+    char sock[TH_PATH_MAX], *s = NULL;
+    long long p99 = -1, base = -1;
+    int attempt, k, quiet = 0, opened = 0, closed = 0, rc;
+    int64_t deadline;
+    pid_t hog[2];
+
+    if (geteuid() != 0 || sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+        fprintf(stderr, "schedlat: breaker test skipped: needs root and 2 CPUs\n");
+        return;
+    }
+    /* The daemon (but its worker), the echo backend and the clients stay on CPU 1. */
+    ck_assert_int_eq(sched_getaffinity(0, sizeof(old), &old), 0);
+    CPU_ZERO(&set);
+    CPU_SET(1, &set);
+    ck_assert_int_eq(sched_setaffinity(0, sizeof(set), &set), 0);
+    e = th_echo_new(0);
+    ck_assert_ptr_nonnull(e);
+    l.port = th_free_port();
+    snprintf(sock, sizeof(sock), "%s/brk.sock", th_tmpdir());
+    d = th_daemon_start_conf(NULL, conf, sock, l.port, th_echo_port(e), BRK_THRESHOLD_MS);
+    ck_assert_ptr_nonnull(d);
+    TH_ASSERT(d, th_daemon_wait_ready(d, l.port, 5000) == 0, "not ready");
+    TH_ASSERT(d, th_daemon_wait_log(d, "bpf: scheduler probes attached", 1, 5000) == 0,
+              "probes");
+    load_start(&l, th);
+
+    /* Phase 1: a whole window with the breaker closed and the p99 under the threshold. */
+    for (attempt = 1; attempt <= ATTEMPTS / 2 && !quiet; attempt++) {
+        th_sleep_ms(1100);
+        for (k = 0, quiet = 1, base = 0; k < 10 && quiet; k++) {
+            free(s);
+            s = th_stats_cmd(sock, "show breaker", 5000);
+            TH_ASSERT(d, s != NULL, "show breaker: %s", strerror(errno));
+            p99 = brk_p99_us(s);
+            if (p99 > base)
+                base = p99;
+            quiet = strncmp(s, "breaker: closed", 15) == 0 && p99 >= 0 &&
+                    p99 < BRK_THRESHOLD_MS * 1000;
+            th_sleep_ms(100);
+        }
+        if (!quiet)
+            fprintf(stderr, "schedlat: breaker try %d: CPU 0 busy with other processes "
+                    "(sched p99 %lld us); again\n", attempt, p99);
+    }
+    if (quiet) {
+        /* Phase 2: CPU hogs beside the worker (two: the worker's share drops to a third,
+         * it waits behind two slices at times). */
+        hog[0] = start_hog(0);
+        hog[1] = start_hog(0);
+        ck_assert_int_gt(hog[0], 0);
+        ck_assert_int_gt(hog[1], 0);
+        deadline = th_now_ms() + 5000;
+        while (!opened && th_now_ms() < deadline) {
+            th_sleep_ms(100);
+            free(s);
+            s = th_stats_cmd(sock, "show breaker", 5000);
+            TH_ASSERT(d, s != NULL, "show breaker: %s", strerror(errno));
+            opened = strncmp(s, "breaker: open ", 14) == 0 &&
+                     strstr(s, ", reason: sched_latency\n") != NULL;
+            p99 = brk_p99_us(s);
+        }
+        for (k = 0; k < 2; k++) {
+            kill(hog[k], SIGKILL);
+            waitpid(hog[k], NULL, 0);
+        }
+        fprintf(stderr, "schedlat: breaker: sched p99 at most %lld us alone, %lld us with "
+                "CPU hogs (threshold %d ms): %s\n", base, p99, BRK_THRESHOLD_MS,
+                opened ? "opened" : "stayed closed");
+        TH_ASSERT(d, opened, "the breaker did not open with reason sched_latency:\n%s", s);
+        TH_ASSERT(d, strstr(s, " closed -> open: sched_latency (") &&
+                     !strstr(s, " sched_latency 0 forced "), "%s", s);
+        TH_ASSERT(d, th_daemon_wait_log(d, "breaker: closed -> open: sched latency: ", 1,
+                                        2000) == 0, "the transition is not logged");
+        /* The hogs gone, the window forgets them: half-open, then closed below resume. */
+        deadline = th_now_ms() + 10000;
+        while (!closed && th_now_ms() < deadline) {
+            th_sleep_ms(100);
+            free(s);
+            s = th_stats_cmd(sock, "show breaker", 5000);
+            TH_ASSERT(d, s != NULL, "show breaker: %s", strerror(errno));
+            closed = strncmp(s, "breaker: closed", 15) == 0;
+        }
+        TH_ASSERT(d, closed && strstr(s, " half_open -> closed: resumed"),
+                  "the breaker did not close again:\n%s", s);
+    }
+    free(s);
+    load_stop(&l, th);
+    rc = th_daemon_stop(d, SIGTERM, 10000);
+    sched_setaffinity(0, sizeof(old), &old);
+    TH_ASSERT(d, rc >= 0 && WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "exit status %d", rc);
+    TH_ASSERT(d, th_daemon_log_count(d, "Sanitizer") == 0, "sanitizer report");
+    ck_assert_int_eq(atomic_load(&l.errors), 0);
+    if (!quiet)
+        fprintf(stderr, "schedlat: breaker test skipped: CPU 0 was never quiet for a window "
+                "in %d tries (other processes on this machine)\n", ATTEMPTS / 2);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ bpftrace */
+
+#define BPFTRACE "/usr/bin/bpftrace"
+
+/* bpf/coro-park.bt against a running daemon with traffic, for 3 s: a histogram of park
+ * durations for the "relay" reason (the connections' relay coroutines wait for either side
+ * there). Skips, saying why, without bpftrace, root, or uprobes. */
+START_TEST(test_bpftrace_park)
+{
+    static const char conf[] =
+        "[gateway]\nworkers = 2\ncpu_pinning = off\nstats_socket = %s/bt.sock\n"
+        "[listener a]\nbind = 127.0.0.1:%d\nupstream = u\n"
+        "[upstream u]\nservers = 127.0.0.1:%d\nhealth_check_interval = 0\n"
+        "[bpf]\nattach = off\n";
+    pthread_t th[PINGPONG_CONNS];
+    char out[TH_PATH_MAX], pid[16], *text, *relay;
+    struct load l = { 0 };
+    struct th_daemon *d;
+    struct th_echo *e;
+    int i, fd, st = -1, rc;
+    int64_t deadline;
+    pid_t bt;
+
+    if (access(BPFTRACE, X_OK) != 0 || geteuid() != 0) {
+        fprintf(stderr, "schedlat: bpftrace test skipped: %s\n", geteuid() != 0 ? "not root" :
+                BPFTRACE " not installed (Debian package bpftrace; make deps installs it)");
+        return;
+    }
+    e = th_echo_new(0);
+    ck_assert_ptr_nonnull(e);
+    l.port = th_free_port();
+    d = th_daemon_start_conf(NULL, conf, th_tmpdir(), l.port, th_echo_port(e));
+    ck_assert_ptr_nonnull(d);
+    TH_ASSERT(d, th_daemon_wait_ready(d, l.port, 5000) == 0, "not ready");
+    for (i = 0; i < PINGPONG_CONNS; i++)
+        ck_assert_int_eq(pthread_create(&th[i], NULL, pingpong_thread, &l), 0);
+
+    snprintf(out, sizeof(out), "%s/bpftrace.out", th_tmpdir());
+    snprintf(pid, sizeof(pid), "%d", (int)d->pid);
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    bt = fork();
+    ck_assert_int_ge(bt, 0);
+    if (bt == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(BPFTRACE, "bpftrace", "-p", pid, "bpf/coro-park.bt", "3", (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    /* 3 s of tracing after attaching (which takes a moment), bounded */
+    deadline = th_now_ms() + 20000;
+    while ((rc = waitpid(bt, &st, WNOHANG)) == 0 && th_now_ms() < deadline)
+        th_sleep_ms(50);
+    if (rc == 0) {
+        kill(bt, SIGKILL);
+        waitpid(bt, &st, 0);
+    }
+    atomic_store(&l.stop, 1);
+    for (i = 0; i < PINGPONG_CONNS; i++)
+        pthread_join(th[i], NULL);
+    TH_ASSERT(d, WIFEXITED(th_daemon_stop(d, SIGTERM, 10000)), "exit");
+    TH_ASSERT(d, th_daemon_log_count(d, "Sanitizer") == 0, "sanitizer report");
+    text = th_read_file(out, NULL);
+    ck_assert_ptr_nonnull(text);
+    if (!strstr(text, "Attaching ") || strstr(text, "ERROR: Could not") ||
+        strstr(text, "failed to attach")) {
+        fprintf(stderr, "schedlat: bpftrace test skipped: bpftrace cannot attach uprobes "
+                "here: %s\n", th_tail(text, 600));
+        free(text);
+        return;
+    }
+    ck_assert_msg(rc != 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                  "bpftrace did not end by itself after 3 s (%d):\n%s", st, th_tail(text, 2000));
+    relay = strstr(text, "\n@park_us[relay]: \n[");
+    ck_assert_msg(relay != NULL, "no relay histogram:\n%s", th_tail(text, 3000));
+    ck_assert_msg(strstr(relay, "|@"), "an empty relay histogram:\n%s", th_tail(text, 3000));
+    ck_assert_int_eq(atomic_load(&l.errors), 0);
+    free(text);
+}
+END_TEST
+
 Suite *schedlat_suite(void)
 {
     Suite *s = suite_create("schedlat");
     TCase *unit = tcase_create("unit");
     TCase *attach = tcase_create("attach");
     TCase *daemon = tcase_create("daemon");
+    TCase *bpftrace = tcase_create("bpftrace");
 
     tcase_add_test(unit, test_find_symbol);
     tcase_add_test(unit, test_percentiles);
+    tcase_add_test(unit, test_sched_window);
     tcase_add_test(unit, test_config_section);
     th_tcase_add_fixtures(unit);
     suite_add_tcase(s, unit);
@@ -785,8 +1070,14 @@ Suite *schedlat_suite(void)
 
     tcase_add_test(daemon, test_daemon_log);
     tcase_add_test(daemon, test_two_phases);
+    tcase_add_test(daemon, test_breaker_sched_latency);
     th_tcase_add_fixtures(daemon);
     tcase_set_timeout(daemon, 60);
     suite_add_tcase(s, daemon);
+
+    tcase_add_test(bpftrace, test_bpftrace_park);
+    th_tcase_add_fixtures(bpftrace);
+    tcase_set_timeout(bpftrace, 60);
+    suite_add_tcase(s, bpftrace);
     return s;
 }

@@ -412,14 +412,57 @@ START_TEST(test_sbuf_bounded)
 }
 END_TEST
 
+/* Stalled coroutines by park reason: the same reason counted once whatever its pointer,
+ * reasons past the table's size counted as "other". */
+START_TEST(test_coro_census)
+{
+    struct cg_coro_census cs;
+    char reason[8] = "relay", name[CG_STALL_REASONS + 4][16];
+    unsigned i;
+
+    memset(&cs, 0, sizeof(cs));
+    ck_assert_int_eq(cg_coro_census_add(&cs, 1, "relay", 1u << 30), 0);    /* off */
+    ck_assert_uint_eq(cs.parked, 1);
+    cs.threshold_ms = 100;
+    ck_assert_int_eq(cg_coro_census_add(&cs, 1, "relay", 100), 1);
+    ck_assert_int_eq(cg_coro_census_add(&cs, 1, reason, 200), 1);          /* same text */
+    ck_assert_int_eq(cg_coro_census_add(&cs, 1, "relay", 99), 0);
+    ck_assert_uint_eq(cs.nreasons, 1);
+    ck_assert_uint_eq(cs.by[0].n, 2);
+    for (i = 0; i < CG_STALL_REASONS + 4; i++) {
+        snprintf(name[i], sizeof(name[i]), "reason %u", i);
+        ck_assert_int_eq(cg_coro_census_add(&cs, 1, name[i], 100), 1);
+    }
+    ck_assert_uint_eq(cs.nreasons, CG_STALL_REASONS);
+    ck_assert_str_eq(cs.by[CG_STALL_REASONS - 2].reason, "reason 13");
+    ck_assert_str_eq(cs.by[CG_STALL_REASONS - 1].reason, "other");
+    ck_assert_uint_eq(cs.by[CG_STALL_REASONS - 1].n, 6);     /* reasons 14..19 */
+    ck_assert_uint_eq(cs.total, 4 + CG_STALL_REASONS + 4);
+    ck_assert_uint_eq(cs.stalled, 2 + CG_STALL_REASONS + 4);
+}
+END_TEST
+
 START_TEST(test_render_fake_daemon)
 {
+    struct cg_coro_census census[2];
     struct fake f;
     struct cg_sbuf b;
     char out[8192];
     int rc;
 
     fake_init(&f);
+    /* worker 0 answered: 5 coroutines, 2 of them stalled in "relay"; worker 1 did not */
+    memset(census, 0, sizeof(census));
+    census[0].answered = 1;
+    census[0].threshold_ms = 1000;
+    ck_assert_int_eq(cg_coro_census_add(&census[0], 0, NULL, 0), 0);
+    ck_assert_int_eq(cg_coro_census_add(&census[0], 1, "read client", 999), 0);
+    ck_assert_int_eq(cg_coro_census_add(&census[0], 1, "relay", 1000), 1);
+    ck_assert_int_eq(cg_coro_census_add(&census[0], 1, "relay", 5000), 1);
+    ck_assert_int_eq(cg_coro_census_add(&census[0], 0, NULL, 0), 0);
+    /* event-loop lag of worker 1: 3 us (slot 2..3 us) and 150 us (slot 128..255 us) */
+    cg_log2_hist_record(&f.d.workers[1].stats.loop_busy, 3000);
+    cg_log2_hist_record(&f.d.workers[1].stats.loop_busy, 150000);
     CG_STAT_ADD(f.d.workers[0].stats.accepted, 3);
     CG_STAT_ADD(f.d.workers[1].stats.accepted, 4);
     CG_STAT_ADD(f.d.workers[1].stats.bytes_in, 1000);
@@ -430,7 +473,7 @@ START_TEST(test_render_fake_daemon)
     atomic_store(&f.d.ups[0].servers[0].connects, 5);
 
     cg_sbuf_init(&b, 1 << 20);
-    ck_assert_int_eq(cg_metrics_json(&b, &f.rt), 0);
+    ck_assert_int_eq(cg_metrics_json(&b, &f.rt, census), 0);
     ck_assert_int_eq(num_after(b.p, "\"totals\":{", "accepted"), 7);
     ck_assert_int_eq(num_after(b.p, "\"totals\":{", "bytes_in"), 1000);
     ck_assert_int_eq(num_after(b.p, "\"listeners\":[", "bytes_out"), 77);
@@ -439,11 +482,17 @@ START_TEST(test_render_fake_daemon)
     ck_assert_int_eq(num_after(b.p, "\"connect_latency\":", "count"), 2);
     ck_assert_int_eq(num_after(b.p, "\"connect_latency\":", "sum_us"), 2000300);
     ck_assert_ptr_nonnull(strstr(b.p, "\"breaker\":null,\"admission\":null"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\"coroutines\":{\"total\":5,\"parked\":3,\"stalled\":2,"
+                                      "\"stalled_by_reason\":{\"relay\":2}}"));
+    ck_assert_int_eq(num_after(b.p, "\"id\":1,", "loop_busy\":{\"count"), 2);
+    ck_assert_ptr_nonnull(strstr(b.p, "\"sched_probes\":{\"attach\":\"off\",\"enabled\":false,"
+                                      "\"reason\":\"not started\"}"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\"coro_stall_threshold_ms\":60000"));
     ck_assert_int_eq(b.p[b.len - 1], '\n');
     cg_sbuf_deinit(&b);
 
     cg_sbuf_init(&b, 1 << 20);
-    ck_assert_int_eq(cg_metrics_prometheus(&b, &f.rt), 0);
+    ck_assert_int_eq(cg_metrics_prometheus(&b, &f.rt, census), 0);
     ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_worker_connections_accepted_total"
                                       "{worker=\"1\"} 4\n"));
     ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_listener_sent_bytes_total"
@@ -460,6 +509,31 @@ START_TEST(test_render_fake_daemon)
                                       "{worker=\"0\",reason=\"idle_timeout\"} 0\n"));
     ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_websocket_closes_sent_total"
                                       "{worker=\"1\",reason=\"1000\"} 0\n"));
+    /* log2 slots as cumulative buckets: slot i ends below 2^(i+1) us */
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_loop_busy_seconds_bucket{worker=\"1\","
+                                      "le=\"2e-06\"} 0\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_loop_busy_seconds_bucket{worker=\"1\","
+                                      "le=\"4e-06\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_loop_busy_seconds_bucket{worker=\"1\","
+                                      "le=\"0.000128\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_loop_busy_seconds_bucket{worker=\"1\","
+                                      "le=\"0.000256\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_loop_busy_seconds_bucket{worker=\"1\","
+                                      "le=\"+Inf\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_loop_busy_seconds_sum{worker=\"1\"} "
+                                      "0.000153000\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_loop_busy_seconds_count{worker=\"1\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_loop_busy_seconds_count{worker=\"0\"} 0\n"));
+    /* no probes, no scheduler here: the families are there, without rows */
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_sched_probes_enabled{attach=\"off\"} 0\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\n# TYPE corogate_sched_runqueue_latency_seconds "
+                                      "histogram\n# HELP"));
+    ck_assert_ptr_null(strstr(b.p, "\ncorogate_coro_ready_latency_seconds_bucket"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_coroutines{worker=\"0\"} 5\n"));
+    ck_assert_ptr_null(strstr(b.p, "\ncorogate_coroutines{worker=\"1\"}"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_coroutines_stalled{worker=\"0\","
+                                      "reason=\"relay\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(b.p, "\ncorogate_coro_stall_threshold_seconds 60.000\n"));
     rc = promtool_check(b.p, out, sizeof(out));
     if (rc < 0)
         printf("test_render_fake_daemon: promtool not installed (make deps installs the "
@@ -469,7 +543,7 @@ START_TEST(test_render_fake_daemon)
     cg_sbuf_deinit(&b);
 
     cg_sbuf_init(&b, 200);              /* too small: refused, never cut mid-way silently */
-    ck_assert_int_eq(cg_metrics_prometheus(&b, &f.rt), -ENOBUFS);
+    ck_assert_int_eq(cg_metrics_prometheus(&b, &f.rt, NULL), -ENOBUFS);
     cg_sbuf_deinit(&b);
     fake_deinit(&f);
 }
@@ -557,6 +631,56 @@ START_TEST(test_commands_with_traffic)
                "prometheus package): show metrics format not checked\n");
     else
         TH_ASSERT(g.d, rc == 0 && out[0] == '\0', "promtool check metrics: %d\n%s", rc, out);
+    free(s);
+
+    /* scheduling: coroutine ready-to-run delays and event-loop lag always, the kernel's
+     * run-queue latency and switches when the probes attached (root) */
+    s = cmd_ok(&g, "show metrics");
+    {
+        long long coro = 0, loop = 0;
+        char *p;
+        int w;
+
+        for (w = 0; w < 2; w++) {
+            snprintf(want, sizeof(want), "\ncorogate_coro_ready_latency_seconds_count{worker="
+                     "\"%d\"} ", w);
+            p = strstr(s, want);
+            TH_ASSERT(g.d, p, "no %s in:\n%s", want + 1, s);
+            coro += strtoll(p + strlen(want), NULL, 10);
+            snprintf(want, sizeof(want), "\ncorogate_loop_busy_seconds_count{worker=\"%d\"} ",
+                     w);
+            p = strstr(s, want);
+            TH_ASSERT(g.d, p, "no %s in:\n%s", want + 1, s);
+            loop += strtoll(p + strlen(want), NULL, 10);
+        }
+        TH_ASSERT(g.d, coro >= CONNS && loop >= CONNS, "coro %lld loop %lld", coro, loop);
+        if (geteuid() == 0) {
+            TH_ASSERT(g.d, strstr(s, "\ncorogate_sched_probes_enabled{attach=\"tp_btf\"} 1\n") &&
+                           strstr(s, "\ncorogate_sched_runqueue_latency_seconds_bucket{worker="
+                                     "\"1\",le=\"+Inf\"} ") &&
+                           strstr(s, "\ncorogate_sched_runqueue_latency_seconds_sum{worker="
+                                     "\"0\"} ") &&
+                           strstr(s, "\ncorogate_sched_switches_total{worker=\"0\","
+                                     "kind=\"voluntary\"} ") &&
+                           strstr(s, "\ncorogate_sched_switches_total{worker=\"1\","
+                                     "kind=\"involuntary\"} ") &&
+                           strstr(s, "\ncorogate_sched_off_cpu_seconds_total{worker=\"0\","
+                                     "kind=\"voluntary\"} ") &&
+                           strstr(s, "\ncorogate_sched_migrations_total{worker=\"1\"} "),
+                      "%s", s);
+            p = strstr(s, "\ncorogate_sched_runqueue_latency_seconds_count{worker=\"0\"} ");
+            TH_ASSERT(g.d, p && strtoll(strchr(p, '}') + 2, NULL, 10) > 0, "%s", s);
+        }
+    }
+    s[strlen(s) - 1] = '\0';
+    rc = promtool_check(s, out, sizeof(out));
+    if (rc >= 0)
+        TH_ASSERT(g.d, rc == 0 && out[0] == '\0', "promtool check metrics: %d\n%s", rc, out);
+    free(s);
+    s = cmd_ok(&g, "show stats");
+    TH_ASSERT(g.d, strstr(s, "\"loop_busy\":{\"count\":") && strstr(s, "\"coro_ready\":{") &&
+                   strstr(s, "\"coroutines\":{\"total\":") &&
+                   (geteuid() != 0 || strstr(s, "\"sched\":{\"tid\":")), "%s", s);
     free(s);
 
     s = cmd_ok(&g, "help");
@@ -656,9 +780,84 @@ START_TEST(test_show_coros_parked)
     free(s);
 
     s = cmd_ok(&g, "show coros 0");
-    TH_ASSERT(g.d, strstr(s, "coroutines, 1 parked; 0 longest parked:") != NULL, "%s", s);
+    TH_ASSERT(g.d, strstr(s, "coroutines, 1 parked, 0 stalled (parked over 1m); 0 longest "
+                             "parked:") != NULL, "%s", s);
     free(s);
     close(fd);
+    close(bfd);
+    stop_clean(&g);
+}
+END_TEST
+
+/* Returns the line of <s> that contains <a> and <b>, NUL-terminated in place, or NULL. */
+static char *line_with(char *s, const char *a, const char *b)
+{
+    char *line, *eol;
+
+    for (line = s; line && *line; line = eol ? eol + 1 : NULL) {
+        eol = strchr(line, '\n');
+        if (eol)
+            *eol = '\0';
+        if (strstr(line, a) && (!b || strstr(line, b)))
+            return line;
+        if (eol)
+            *eol = '\n';
+    }
+    return NULL;
+}
+
+/* coro_stall_threshold: a connection parked on a silent backend for longer is stalled, in
+ * show coros, in the metrics (by park reason) and in show stats; then it is not, once gone. */
+START_TEST(test_stalled_coroutines)
+{
+    char servers[64], out[8192], *s, *line;
+    int bport, bfd, fd, rc;
+    struct gw g;
+
+    bfd = silent_backend(&bport);
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", bport);
+    gw_start(&g, servers, "coro_stall_threshold = 300ms\n");
+    fd = th_connect(g.port, IO_MS);        /* sends nothing, like the backend */
+    ck_assert_int_ge(fd, 0);
+    th_sleep_ms(100);
+
+    s = cmd_ok(&g, "show coros");          /* parked, not for long enough yet */
+    line = line_with(s, "reason=\"relay\"", NULL);
+    TH_ASSERT(g.d, line && strstr(line, " stalled=0"), "%s", s);
+    free(s);
+    s = cmd_ok(&g, "show metrics");
+    TH_ASSERT(g.d, !strstr(s, "\ncorogate_coroutines_stalled{") &&
+                   strstr(s, "\ncorogate_coro_stall_threshold_seconds 0.300\n"), "%s", s);
+    free(s);
+
+    th_sleep_ms(400);
+    s = cmd_ok(&g, "show coros");
+    TH_ASSERT(g.d, strstr(s, "coroutines, 1 parked, 1 stalled (parked over 300ms); "), "%s", s);
+    line = line_with(s, "reason=\"relay\"", "listener=t");
+    TH_ASSERT(g.d, line && strstr(line, " stalled=1 "), "%s", s);
+    free(s);
+
+    s = cmd_ok(&g, "show metrics");
+    line = strstr(s, "\ncorogate_coroutines_stalled{worker=\"");   /* one row: this one */
+    TH_ASSERT(g.d, line && strchr(line + 1, ',') &&
+                   strncmp(strchr(line + 1, ','), ",reason=\"relay\"} 1\n", 19) == 0 &&
+                   !strstr(line + 1, "\ncorogate_coroutines_stalled{"), "%s", s);
+    ck_assert_str_eq(s + strlen(s) - 2, "\n\n");
+    s[strlen(s) - 1] = '\0';
+    rc = promtool_check(s, out, sizeof(out));
+    if (rc >= 0)
+        TH_ASSERT(g.d, rc == 0 && out[0] == '\0', "promtool check metrics: %d\n%s", rc, out);
+    free(s);
+
+    s = cmd_ok(&g, "show stats");
+    TH_ASSERT(g.d, strstr(s, "\"stalled\":1,\"stalled_by_reason\":{\"relay\":1}"), "%s", s);
+    free(s);
+
+    close(fd);                              /* the connection ends: nothing stalled */
+    th_sleep_ms(200);
+    s = cmd_ok(&g, "show metrics");
+    TH_ASSERT(g.d, !strstr(s, "\ncorogate_coroutines_stalled{"), "%s", s);
+    free(s);
     close(bfd);
     stop_clean(&g);
 }
@@ -1108,10 +1307,12 @@ Suite *stats_suite(void)
     tcase_add_test(tc, test_config_keys);
     tcase_add_test(tc, test_lat_hist_buckets);
     tcase_add_test(tc, test_sbuf_bounded);
+    tcase_add_test(tc, test_coro_census);
     tcase_add_test(tc, test_render_fake_daemon);
     suite_add_tcase(s, tc);
     add(s, "commands", test_commands_with_traffic, 60);
     add(s, "coros", test_show_coros_parked, 30);
+    add(s, "stalled", test_stalled_coroutines, 30);
     add(s, "set_server", test_set_server_state, 30);
     add(s, "prompt", test_prompt_mode, 30);
     add(s, "path", test_socket_path_safety, 60);
