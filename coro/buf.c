@@ -50,14 +50,17 @@ static void on_decay(uv_timer_t *t)
         malloc_trim(0);
 #endif
     }
-    if (s->nbufs_free <= FLOOR && s->bufs_freed < TRIM_MIN)
+    if (s->nbufs_free <= FLOOR && s->bufs_freed < TRIM_MIN) {
         uv_timer_stop(t);
+        s->pool_ticking = 0;
+    }
 }
 
 static void decay_start(struct coro_sched *s)
 {
-    if (uv_is_active((uv_handle_t *)&s->pool_timer))
+    if (s->pool_ticking)
         return;
+    s->pool_ticking = 1;
     s->nbufs_low = s->nbufs_free;
     uv_timer_start(&s->pool_timer, on_decay, DECAY_MS, DECAY_MS);
 }

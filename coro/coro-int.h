@@ -22,6 +22,7 @@ enum {
     CORO_F_CANCEL_PENDING = 1 << 1,  /* the next cancellable wait returns UV_ECANCELED */
     CORO_F_CANCELLED      = 1 << 2,  /* coro_cancel() was called, ever */
     CORO_F_UNINTERRUPTIBLE= 1 << 3,  /* the current park ignores coro_cancel() */
+    CORO_F_TIMED          = 1 << 4,  /* the current park has a timeout: <deadline> */
 };
 
 /* One coroutine. Kept small: with the shared stack model this plus the saved stack bytes
@@ -38,9 +39,10 @@ struct coro {
     uint64_t           id;
     uint64_t           spawned_ms;
     uint64_t           park_ms;
-    uint64_t           deadline;   /* loop ms while heap_idx != CORO_NO_TIMER; while READY
+    uint64_t           deadline;   /* loop ms while PARKED with CORO_F_TIMED; while READY
                                     * with track_ready: CLOCK_MONOTONIC ns when made ready
-                                    * (a ready coroutine has no timer: the field is free) */
+                                    * (a ready coroutine waits for no timer: the field is
+                                    * free; its heap entry has its own key) */
     void              *xfer;       /* a value handed over by a channel; free-list link */
     union {                        /* one per model: a coroutine struct costs 224 bytes */
         char          *stack;      /* dedicated model: the mapping (guard first) */
@@ -48,13 +50,20 @@ struct coro {
     };
     uint32_t           saved_len;
     uint32_t           saved_cap;
-    uint32_t           heap_idx;   /* index in the timer heap, or CORO_NO_TIMER */
+    uint32_t           heap_idx;   /* its entry in the timer heap, or CORO_NO_TIMER */
     int32_t            wake_result;
     uint8_t            state;      /* enum coro_state */
     uint8_t            flags;
 #ifdef CORO_ASAN
     void              *asan_fake;
 #endif
+};
+
+/* A timer heap entry: <due> is never later than co->deadline while <co> waits with a
+ * timeout, and may be earlier (sched.c: "Deadlines are lazy"). */
+struct coro_timer {
+    uint64_t     due;
+    struct coro *co;
 };
 
 struct coro_sched {
@@ -70,7 +79,7 @@ struct coro_sched {
     uv_idle_t          idle;       /* active while some are ready: poll must not block */
     uv_timer_t         timer;      /* armed for the earliest deadline in heap */
     uint64_t           timer_due;
-    struct coro      **heap;
+    struct coro_timer *heap;       /* min-heap on due; lazy (sched.c) */
     uint32_t           heap_len;
     uint32_t           heap_cap;
     int                handles_open;
@@ -92,6 +101,7 @@ struct coro_sched {
     unsigned           nbufs_low;  /* the fewest in free_bufs since the last decay tick */
     unsigned           buf_keep;
     size_t             bufs_freed; /* pooled bytes freed since the last malloc_trim() */
+    int                pool_ticking; /* pool_timer runs */
     uv_timer_t         pool_timer; /* the pool's decay tick (buf.c), while it has surplus */
     unsigned           bufs_out;
     size_t             buf_size;

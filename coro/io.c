@@ -425,7 +425,12 @@ static void on_stream_closed(uv_handle_t *h)
     st->flags |= S_CLOSED;
     st->closer = NULL;
     st->on_closed = NULL;
-    if (closer)
+    /* libuv cancels the stream's pending writes and shutdown just before this callback,
+     * and their callbacks wake the writer, which may be <closer>: then it is ready with
+     * another result, and a plain wake would be lost (it would park again for good). */
+    if (closer && closer->state == CORO_READY)
+        closer->wake_result = CLOSED_MARK;
+    else if (closer)
         coro_wake(closer, CLOSED_MARK);
     if (cb)
         cb(h);      /* last: it may free the stream */

@@ -8,7 +8,7 @@
  * Ready coroutines run from a uv_check handle, right after the poll phase that woke them;
  * a uv_idle handle is active while any are ready so that the next poll does not block.
  * Timeouts are a binary min-heap of deadlines served by one uv_timer_t per scheduler, so
- * a parked coroutine owns no libuv handle.
+ * a parked coroutine owns no libuv handle; deadlines are lazy (see the timer heap).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,63 +34,69 @@ __thread struct coro_sched *coro__tls_sched;
 
 /* ------------------------------------------------------------------ timer heap */
 
-static int heap_less(const struct coro *a, const struct coro *b)
-{
-    return a->deadline < b->deadline;
-}
+/* Deadlines are lazy. A coroutine that parks with a timeout keeps its heap entry when it is
+ * woken early, and its next timed park only moves co->deadline: the entry's key is left
+ * alone when the deadline moved later (the usual case: an idle timeout pushed back by
+ * traffic) and lowered when it moved earlier. So the key is never later than the deadline
+ * it stands for, and a connection that parks and wakes once per message costs no heap
+ * operation and no uv timer restart. When an entry comes due, the timer looks at its
+ * coroutine: still parked with that timeout and due, it is woken with UV_ETIMEDOUT; parked
+ * with a later deadline, the entry is re-keyed; anything else (running, ready, parked
+ * without a timeout), the stale entry is dropped. A dead coroutine's entry is removed when
+ * it is reaped. */
 
-static void heap_set(struct coro_sched *s, uint32_t i, struct coro *co)
+static void heap_set(struct coro_sched *s, uint32_t i, struct coro_timer ent)
 {
-    s->heap[i] = co;
-    co->heap_idx = i;
+    s->heap[i] = ent;
+    ent.co->heap_idx = i;
 }
 
 static void heap_up(struct coro_sched *s, uint32_t i)
 {
-    struct coro *co = s->heap[i];
+    struct coro_timer ent = s->heap[i];
 
     while (i > 0) {
         uint32_t parent = (i - 1) / 2;
 
-        if (!heap_less(co, s->heap[parent]))
+        if (ent.due >= s->heap[parent].due)
             break;
         heap_set(s, i, s->heap[parent]);
         i = parent;
     }
-    heap_set(s, i, co);
+    heap_set(s, i, ent);
 }
 
 static void heap_down(struct coro_sched *s, uint32_t i)
 {
-    struct coro *co = s->heap[i];
+    struct coro_timer ent = s->heap[i];
 
     for (;;) {
         uint32_t l = 2 * i + 1, r = l + 1, m = l;
 
         if (l >= s->heap_len)
             break;
-        if (r < s->heap_len && heap_less(s->heap[r], s->heap[l]))
+        if (r < s->heap_len && s->heap[r].due < s->heap[l].due)
             m = r;
-        if (!heap_less(s->heap[m], co))
+        if (s->heap[m].due >= ent.due)
             break;
         heap_set(s, i, s->heap[m]);
         i = m;
     }
-    heap_set(s, i, co);
+    heap_set(s, i, ent);
 }
 
-static int heap_add(struct coro_sched *s, struct coro *co)
+static int heap_add(struct coro_sched *s, struct coro *co, uint64_t due)
 {
     if (s->heap_len == s->heap_cap) {
         uint32_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
-        struct coro **h = realloc(s->heap, cap * sizeof(*h));
+        struct coro_timer *h = realloc(s->heap, cap * sizeof(*h));
 
         if (!h)
             return -ENOMEM;
         s->heap = h;
         s->heap_cap = cap;
     }
-    heap_set(s, s->heap_len++, co);
+    heap_set(s, s->heap_len++, (struct coro_timer){ due, co });
     heap_up(s, co->heap_idx);
     return 0;
 }
@@ -98,17 +104,32 @@ static int heap_add(struct coro_sched *s, struct coro *co)
 static void heap_del(struct coro_sched *s, struct coro *co)
 {
     uint32_t i = co->heap_idx;
-    struct coro *last;
+    struct coro_timer last;
 
     co->heap_idx = CORO_NO_TIMER;
     last = s->heap[--s->heap_len];
-    if (last == co)
+    if (last.co == co)
         return;
     heap_set(s, i, last);
-    if (i > 0 && heap_less(last, s->heap[(i - 1) / 2]))
+    if (i > 0 && last.due < s->heap[(i - 1) / 2].due)
         heap_up(s, i);
     else
         heap_down(s, i);
+}
+
+/* Makes sure the running <co>, about to park until co->deadline, has an entry due no
+ * later. Returns 0 or -ENOMEM. */
+static int heap_arm(struct coro_sched *s, struct coro *co)
+{
+    uint32_t i = co->heap_idx;
+
+    if (i == CORO_NO_TIMER)
+        return heap_add(s, co, co->deadline);
+    if (co->deadline < s->heap[i].due) {
+        s->heap[i].due = co->deadline;
+        heap_up(s, i);
+    }
+    return 0;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -125,7 +146,7 @@ static void timer_rearm(struct coro_sched *s)
         }
         return;
     }
-    due = s->heap[0]->deadline;
+    due = s->heap[0].due;
     if (due == s->timer_due)
         return;
     now = uv_now(s->loop);
@@ -139,8 +160,19 @@ static void on_timer(uv_timer_t *t)
     uint64_t now = uv_now(s->loop);
 
     s->timer_due = UINT64_MAX;
-    while (s->heap_len > 0 && s->heap[0]->deadline <= now)
-        coro_wake(s->heap[0], UV_ETIMEDOUT);   /* removes it from the heap */
+    while (s->heap_len > 0 && s->heap[0].due <= now) {
+        struct coro *co = s->heap[0].co;
+
+        if (co->state != CORO_PARKED || !(co->flags & CORO_F_TIMED)) {
+            heap_del(s, co);                    /* stale: woken since */
+        } else if (co->deadline > now) {
+            s->heap[0].due = co->deadline;      /* parked again, longer */
+            heap_down(s, 0);
+        } else {
+            heap_del(s, co);
+            coro_wake(co, UV_ETIMEDOUT);
+        }
+    }
     timer_rearm(s);
     if (s->nready)
         coro_sched_run(s);
@@ -218,6 +250,8 @@ static void resume(struct coro_sched *s, struct coro *co)
         return;
 
     /* Reap. Dead coroutines are kept (with their dedicated stack) for the next spawn. */
+    if (co->heap_idx != CORO_NO_TIMER)
+        heap_del(s, co);                        /* a lazy entry outlived its last wait */
     coro_list_del(&co->all);
     s->count--;
     if (s->owner == co)
@@ -595,12 +629,14 @@ int coro__park(const char *reason, int64_t timeout_ms, int interruptible)
         co->flags &= ~CORO_F_UNINTERRUPTIBLE;
     else
         co->flags |= CORO_F_UNINTERRUPTIBLE;
+    co->flags &= ~CORO_F_TIMED;
     if (timeout_ms >= 0) {
         co->deadline = co->park_ms + (uint64_t)timeout_ms;
-        if (heap_add(s, co) < 0) {
+        if (heap_arm(s, co) < 0) {
             co->state = CORO_RUNNING;
             return -ENOMEM;
         }
+        co->flags |= CORO_F_TIMED;
     }
     DTRACE_PROBE2(coro, park, co->id, reason);
     return switch_out(s, co);
@@ -622,8 +658,7 @@ void coro_wake(struct coro *co, int result)
 
     if (co->state != CORO_PARKED)
         return;
-    if (co->heap_idx != CORO_NO_TIMER)
-        heap_del(s, co);
+    /* Its timer entry, if any, stays: see "Deadlines are lazy" above. */
     coro_list_del(&co->link);      /* from an event's waiters, if it was on one */
     co->wake_result = result;
     make_ready(s, co);

@@ -168,7 +168,10 @@ static int relay(struct cg_conn *c)
             return b;
         if (!open)
             return 0;
-        if (a || b)
+        /* Again only while a source has more (a second chunk, an EOF): after one pass a
+         * stream that had nothing would have nothing still. */
+        if ((a || b) && (((open & TO_UP) && coro_stream_readable(&c->client)) ||
+                         ((open & TO_CLIENT) && coro_stream_readable(&c->up))))
             continue;
         err = coro_park("relay", idle ? (int64_t)idle : CORO_FOREVER);
         if (err < 0)

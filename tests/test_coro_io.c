@@ -889,6 +889,39 @@ START_TEST(test_peer_reset)
 }
 END_TEST
 
+/* The coroutine watching its stream (so it is the stream's writer) closes it with a
+ * shutdown still pending: libuv cancels the shutdown just before the close callback, the
+ * cancellation wakes the writer, and the close must return all the same. */
+static void shut_closer(void *arg)
+{
+    struct write_ctx *c = arg;
+    struct coro_stream *st = client_open(&c->sv->addr, 2000, &c->connect_err);
+
+    coro_stream_watch(st, coro_self());
+    c->err = coro_shutdown(st);      /* done at the next poll at the earliest */
+    coro_stream_close(st, NULL);     /* so this cancels it */
+    c->writes = 1;                   /* the close returned */
+    free(st);
+    srv_stop(c->sv);
+}
+
+START_TEST(test_close_cancels_shutdown)
+{
+    struct env e;
+    struct srv sv;
+    struct write_ctx c = { .sv = &sv };
+
+    env_init(&e, _i);
+    srv_start(&sv, &e, SRV_SINK);
+    ck_assert_int_eq(coro_spawn(e.s, shut_closer, &c, "closer", NULL), 0);
+    env_run(&e);
+    ck_assert_int_eq(c.connect_err, 0);
+    ck_assert_int_eq(c.err, 0);
+    ck_assert_uint_eq(c.writes, 1);
+    env_deinit(&e);
+}
+END_TEST
+
 static void copy_writer(void *arg)
 {
     struct write_ctx *c = arg;
@@ -1026,6 +1059,7 @@ Suite *coro_io_suite(void)
     tcase_add_loop_test(err, test_close_frees_under_parked_reader_writer, 0, 2);
     tcase_add_loop_test(err, test_write_backpressure, 0, 2);
     tcase_add_loop_test(err, test_peer_reset, 0, 2);
+    tcase_add_loop_test(err, test_close_cancels_shutdown, 0, 2);
     suite_add_tcase(s, err);
     return s;
 }
