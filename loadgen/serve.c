@@ -49,7 +49,7 @@
 #define PUSH_BATCH        64        /* pushes per connection per tick at most */
 #define MAX_THREADS       1024
 
-/* A --mode. <handler> NULL: named so that the error is clear, but not implemented yet. */
+/* A --mode: how its connections are served. */
 struct serve_mode {
     const char      *name;
     const char      *what;        /* for the start line: "tcp echo" */
@@ -1098,10 +1098,6 @@ int lg_serve_main(int argc, char **argv)
             cfg.mode = &serve_modes[i];
     if (!cfg.mode)
         return usage_error("unknown --mode '%s' (tcp, ws)", mode);
-    if (!cfg.mode->handler) {
-        say("unsupported mode: --mode %s is not implemented yet (use --mode tcp)", mode);
-        return 2;
-    }
     if (!listen_at)
         return usage_error("--listen ADDR:PORT is required");
     if (lg_addr_parse(listen_at, &cfg.addr) < 0) {
