@@ -294,6 +294,37 @@ int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
     return 0;
 }
 
+int coro_write_gather(struct coro_stream *st, struct coro_buf **pending, const void *data,
+                      size_t len)
+{
+    struct coro_sched *s = st->sched;
+    const char *src = data;
+    size_t n;
+    int err;
+
+    while (len > 0) {
+        if (*pending && (*pending)->len == (*pending)->cap) {
+            err = coro_write_nowait(st, *pending);
+            *pending = NULL;
+            if (err < 0)
+                return err;
+        }
+        if (!*pending) {
+            *pending = coro_buf_get(s, len > s->buf_size ? len : 0);
+            if (!*pending)
+                return UV_ENOMEM;
+        }
+        n = (*pending)->cap - (*pending)->len;
+        if (n > len)
+            n = len;
+        memcpy((*pending)->data + (*pending)->len, src, n);
+        (*pending)->len += (uint32_t)n;
+        src += n;
+        len -= n;
+    }
+    return 0;
+}
+
 int coro_write_copy(struct coro_stream *st, const void *data, size_t len, int64_t timeout_ms)
 {
     const char *p = data;

@@ -73,6 +73,14 @@ int coro_write(struct coro_stream *st, struct coro_buf *b, int64_t timeout_ms);
  * reading while coro_stream_queued() is above wq_high. Returns 0 or a libuv error. */
 int coro_write_nowait(struct coro_stream *st, struct coro_buf *b);
 
+/* Gathers small writes: appends <len> bytes from <data> to *<pending> (a buffer the
+ * caller keeps between calls, NULL when empty), taking a pool buffer (or one of <len>
+ * bytes when larger) as needed and writing each one that fills with coro_write_nowait().
+ * The caller sends the last, partly filled one itself (coro_write_nowait(st, *pending)).
+ * Never waits. Returns 0, UV_ENOMEM or a write error. */
+int coro_write_gather(struct coro_stream *st, struct coro_buf **pending, const void *data,
+                      size_t len);
+
 /* Copies <len> bytes from <data> into pool buffers and writes them like coro_write(). */
 int coro_write_copy(struct coro_stream *st, const void *data, size_t len, int64_t timeout_ms);
 

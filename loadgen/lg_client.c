@@ -432,31 +432,7 @@ static int conn_flush(struct lg_cconn *c)
  * layer's send callback too. Returns 0 or a libuv error. */
 static int conn_append(struct lg_cconn *c, const void *p, size_t len)
 {
-    struct coro_sched *s = c->t->sched;
-    const char *src = p;
-    size_t n;
-    int err;
-
-    while (len > 0) {
-        if (c->out && c->out->len == c->out->cap) {
-            err = conn_flush(c);
-            if (err < 0)
-                return err;
-        }
-        if (!c->out) {
-            c->out = coro_buf_get(s, len > coro_buf_size(s) ? len : 0);
-            if (!c->out)
-                return UV_ENOMEM;
-        }
-        n = c->out->cap - c->out->len;
-        if (n > len)
-            n = len;
-        memcpy(c->out->data + c->out->len, src, n);
-        c->out->len += (uint32_t)n;
-        src += n;
-        len -= n;
-    }
-    return 0;
+    return coro_write_gather(&c->st, &c->out, p, len);
 }
 
 static int ws_send_bytes(void *ud, const void *p, size_t len)

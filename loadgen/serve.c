@@ -235,32 +235,8 @@ int lg_serve_echo_tcp(struct lg_conn *c)
 static int ws_append(void *ud, const void *p, size_t len)
 {
     struct lg_conn *c = ud;
-    struct coro_sched *s = c->st.sched;
-    const char *src = p;
-    size_t n;
-    int err;
 
-    while (len > 0) {
-        if (c->out && c->out->len == c->out->cap) {
-            err = coro_write_nowait(&c->st, c->out);
-            c->out = NULL;
-            if (err < 0)
-                return err;
-        }
-        if (!c->out) {
-            c->out = coro_buf_get(s, len > coro_buf_size(s) ? len : 0);
-            if (!c->out)
-                return UV_ENOMEM;
-        }
-        n = c->out->cap - c->out->len;
-        if (n > len)
-            n = len;
-        memcpy(c->out->data + c->out->len, src, n);
-        c->out->len += (uint32_t)n;
-        src += n;
-        len -= n;
-    }
-    return 0;
+    return coro_write_gather(&c->st, &c->out, p, len);
 }
 
 /* Hands wslay's queued frames over and writes them. Never waits: also for callbacks. */
