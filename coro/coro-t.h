@@ -18,11 +18,11 @@ struct coro_event {
     unsigned         nwaiters;
 };
 
-/* A pooled I/O buffer. The uv_write_t lives here so that a write in flight points only at
- * heap memory; data[off, len) are the bytes not yet consumed or written. */
+/* A pooled I/O buffer: data[off, len) are the bytes not yet consumed or written. A
+ * stream's write queue links the buffers themselves, so nothing the loop holds points
+ * into a coroutine's stack. */
 struct coro_buf {
-    uv_write_t       req;
-    struct coro_buf *next;      /* free list, or a stream's queue of received chunks */
+    struct coro_buf *next;      /* free list, a stream's received chunks or its write queue */
     uint32_t         cap;       /* bytes in data[] */
     uint32_t         len;       /* bytes filled */
     uint32_t         off;       /* bytes consumed */
@@ -30,27 +30,37 @@ struct coro_buf {
     char             data[];
 };
 
-/* A TCP stream driven by coroutines. Embed it in a heap object (a connection); tcp must
- * stay first so the handle's address is the stream's. See coro/io.h. */
+/* What a stream's waits are called in coroutine listings ("read client"...). */
+struct coro_stream_names {
+    const char *read;
+    const char *write;
+};
+
+/* A TCP stream driven by coroutines: a socket watched by a uv_poll_t, read and written by
+ * io.c itself (docs/coro-streams.md says why not a uv_tcp_t). Embed it in a heap object
+ * (a connection); poll stays first so the handle's address is the stream's. */
 struct coro_stream {
-    uv_tcp_t            tcp;
+    uv_poll_t           poll;
     struct coro_sched  *sched;
     struct coro        *reader;   /* woken when data, EOF or an error arrives */
-    struct coro        *writer;   /* woken when the write queue drains below wq_low */
+    struct coro        *writer;   /* woken when the write queue drains below wq_high / 2 */
     struct coro        *closer;   /* woken from the close callback */
     uv_close_cb         on_closed;/* the owner's close callback, called last */
-    const char         *rreason;  /* park reasons shown in listings: "read client"... */
-    const char         *wreason;
+    const struct coro_stream_names *names;
     struct coro_buf    *rhead;    /* received chunks not yet taken, oldest first */
     struct coro_buf    *rtail;
+    struct coro_buf    *whead;    /* bytes the socket has not taken yet, oldest first */
+    struct coro_buf    *wtail;
     uint64_t            bytes_in;
     uint64_t            bytes_out;
+    uint32_t            wq_size;  /* bytes in whead..wtail */
     uint32_t            wq_high;  /* writers wait while more than this is queued */
-    uint32_t            nwrites;  /* uv_write requests in flight */
     int32_t             rerr;     /* UV_EOF or a read error, once seen; 0 before */
-    int32_t             werr;     /* first write error */
-    uint16_t            nchunks;  /* chunks in rhead..rtail */
+    int32_t             werr;     /* first write error (or a failed connect's) */
+    int32_t             fd;       /* -1 before coro_stream_open()/coro_connect() and after close */
     uint16_t            flags;
+    uint8_t             nchunks;  /* chunks in rhead..rtail (at most READ_AHEAD_CHUNKS) */
+    uint8_t             events;   /* UV_READABLE | UV_WRITABLE the poll watches now */
 };
 
 #endif

@@ -1,12 +1,12 @@
 /* coro/io.h — buffers and TCP streams that suspend only the calling coroutine.
  *
  * Reading: a stream reads ahead at most a couple of chunks into buffers taken from the
- * scheduler's pool at the moment data arrives (libuv's alloc callback), then stops reading
- * until they are taken. An idle connection therefore holds no buffer, and a slow consumer
+ * scheduler's pool at the moment the socket is readable, then stops watching it until
+ * they are taken. An idle connection therefore holds no buffer, and a slow consumer
  * holds at most two: backpressure reaches the peer through TCP.
  * Writing: coro_write() first tries a direct write; what the kernel does not take is
- * queued with the buffer itself as the request, and the writer parks only while the
- * stream's queued bytes exceed its high-water mark.
+ * queued (the buffers themselves, linked) and written as the socket becomes writable,
+ * and the writer parks only while the stream's queued bytes exceed its high-water mark.
  */
 #ifndef CORO_IO_H
 #define CORO_IO_H
@@ -34,17 +34,27 @@ size_t coro_buf_size(const struct coro_sched *s);
 
 /* ---------------------------------------------------------------- streams */
 
-/* Initialises <st> (storage owned by the caller, not on a coroutine stack) as a TCP handle
- * on <s>'s loop. Returns 0 or a libuv error. After success the storage must outlive the
- * close: free it only after coro_stream_close() returned or the close callback ran. */
+/* Initialises <st> (storage owned by the caller, not on a coroutine stack) on <s>'s loop,
+ * without a socket yet: coro_stream_open() gives it one, or coro_connect() makes one.
+ * Returns 0. From then on <st> must be closed with coro_stream_close(), and its storage
+ * must outlive the close: free it only after coro_stream_close() returned or the close
+ * callback ran. */
 int coro_stream_init(struct coro_sched *s, struct coro_stream *st);
 
-/* Accepts a pending connection of <server> into the initialised <st>. Returns 0 or a libuv
- * error (UV_EMFILE, UV_EAGAIN...), after which <st> must still be closed. */
-int coro_stream_accept(uv_stream_t *server, struct coro_stream *st);
+/* Gives the initialised <st> the connected (or connecting) socket <fd>, which it owns from
+ * now on, even on failure (then it is closed). Returns 0 or a libuv error. */
+int coro_stream_open(struct coro_stream *st, int fd);
 
-/* Connects <st> to <addr>, waiting at most <timeout_ms>. Returns 0, a libuv error,
- * UV_ETIMEDOUT or UV_ECANCELED. After a failure the stream is unusable: close it. */
+/* The socket, or -1 before it has one and once it is closed. */
+int coro_stream_fd(const struct coro_stream *st);
+
+/* Sets TCP_NODELAY (each write goes out at once). Returns 0 or a libuv error. */
+int coro_stream_nodelay(struct coro_stream *st, int on);
+
+/* Connects <st> to <addr> (an IPv4 or IPv6 address), waiting at most <timeout_ms>, on the
+ * socket given with coro_stream_open() (bound to a source, say) or on a new one. Returns
+ * 0, a libuv error, UV_ETIMEDOUT or UV_ECANCELED. After a failure the stream is unusable:
+ * close it. */
 int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t timeout_ms);
 
 /* Waits up to <timeout_ms> for data. Returns the byte count (> 0) with the chunk in <*out>
@@ -97,10 +107,12 @@ size_t coro_stream_queued(const struct coro_stream *st);
  * the shutdown happened cancels it: the peer then sees the close instead. */
 int coro_shutdown(struct coro_stream *st);
 
-/* Closes <st>: pending writes fail with UV_ECANCELED, held chunks go back to the pool, and
- * any coroutine parked on the stream wakes with UV_ECANCELED. From a coroutine it waits
- * for the close to complete (uninterruptible, one loop turn); from a loop callback it
- * returns at once and <on_closed> (may be NULL) runs later. Idempotent. */
+/* Closes <st>: the socket closes at once, queued writes are dropped, held chunks go back to
+ * the pool, and any coroutine parked on the stream wakes with UV_ECANCELED. From a
+ * coroutine it waits for the handle's close to complete (uninterruptible, one loop turn);
+ * from a loop callback it returns at once and <on_closed> (may be NULL) runs later. A
+ * stream that never had a socket closes at once: <on_closed> runs before this returns.
+ * Idempotent. */
 void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed);
 
 /* 1 once coro_stream_close() has been called. */

@@ -67,10 +67,16 @@ int coro__stack_save(struct coro_sched *s, struct coro *co)
          * shrunk back, since the park where a connection spends its life is usually its
          * shallowest. */
         size_t cap = (n + 15) & ~(size_t)15;
-        char *p = realloc(co->saved, cap ? cap : 16);
+        /* A new block, then the old one freed: the bytes are copied below anyway, and a
+         * realloc() shrinking in place would leave the tail as a hole between live blocks
+         * (an accepted connection parks deeper while connecting than it relays: 208-byte
+         * holes, one per connection, too small for the next connection's blocks). Freed
+         * whole, the deeper block serves the next connection's connect park instead. */
+        char *p = malloc(cap ? cap : 16);
 
         if (!p)
             return -ENOMEM;
+        free(co->saved);
         co->saved = p;
         co->saved_cap = (uint32_t)cap;
     }

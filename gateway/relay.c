@@ -23,6 +23,7 @@
 #define FLUSH_TIMEOUT_MS 5000
 
 static struct cg_ratelimit connect_log = CG_RATELIMIT_INIT(1000, 5);
+static const struct coro_stream_names upstream_names = { "read upstream", "write upstream" };
 
 /* 1 when a connect to a server is only half the story: a WebSocket backend must also
  * complete its handshake, and ws.c reports that outcome to the server's breaker. */
@@ -72,8 +73,7 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
             return err;
         }
         c->up_inited = 1;
-        c->up.rreason = "read upstream";
-        c->up.wreason = "write upstream";
+        c->up.names = &upstream_names;
         /* Counted before the connect so leastconn sees connections in progress too. */
         atomic_fetch_add(&srv->active, 1);
         t0 = uv_hrtime();
@@ -82,7 +82,7 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
         cg_server_connect_done(srv);
         if (err == 0) {
             cg_lat_hist_record(&w->stats.connect_lat, (uv_hrtime() - t0) / 1000);
-            uv_tcp_nodelay(&c->up.tcp, 1);
+            coro_stream_nodelay(&c->up, 1);
             atomic_fetch_add(&srv->connects, 1);
             if (!defers_report(c))
                 cg_server_report(srv, 1, uv_hrtime() / 1000000, NULL);

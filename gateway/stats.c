@@ -32,6 +32,7 @@
 #include "admission.h"
 #include "breaker.h"
 #include "coro/ctx.h"
+#include "coro/io.h"
 #include "coro/list.h"
 #include "log.h"
 #include "relay.h"
@@ -1019,14 +1020,14 @@ static void label_conns(struct cg_worker *w, struct coros_call *cc)
         struct cg_conn *c = coro_list_entry(node, struct cg_conn, node);
         struct coro_item key = { .arg = c }, *kp = &key, **hit;
         struct sockaddr_storage ss;
-        int len = sizeof(ss);
+        socklen_t len = sizeof(ss);
         char peer[INET6_ADDRSTRLEN + 8];
 
         hit = bsearch(&kp, by_arg, cc->n, sizeof(*by_arg), cmp_arg);
         if (!hit)
             continue;
         memset(&ss, 0, sizeof(ss));
-        if (uv_tcp_getpeername(&c->client.tcp, (struct sockaddr *)&ss, &len) < 0)
+        if (getpeername(coro_stream_fd(&c->client), (struct sockaddr *)&ss, &len) < 0)
             ss.ss_family = AF_UNSPEC;
         format_peer(&ss, peer, sizeof(peer));
         snprintf((*hit)->label, sizeof((*hit)->label), "peer=%s listener=%s server=%s", peer,

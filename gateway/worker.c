@@ -147,6 +147,9 @@ struct verdict {
 };
 
 static struct cg_ratelimit refusal_log = CG_RATELIMIT_INIT(10000, 20);
+static const struct coro_stream_names client_names = { "read client", "write client" };
+static const struct coro_stream_names refused_names = { "read refused client",
+                                                        "write refused client" };
 
 /* Decides about a connection from <peer> (NULL: unknown) to <l>. Admitted, it is counted
  * in d->conns and holds v->ip_slot. The order puts the cheapest and most general check
@@ -290,11 +293,10 @@ static void refuse(struct cg_wlistener *l, int fd, const struct verdict *v,
     r->status = v->reason == CG_REJ_RATE || v->reason == CG_REJ_IP_RATE ? 429 : 503;
     r->retry_s = v->retry_s;
     r->max_head = l->conf->max_header_size;
-    r->c.client.rreason = "read refused client";
-    r->c.client.wreason = "write refused client";
+    r->c.client.names = &refused_names;
     r->c.w = w;
     r->c.l = l;
-    if (uv_tcp_open(&r->c.client.tcp, fd) < 0 ||
+    if (coro_stream_open(&r->c.client, fd) < 0 ||
         coro_spawn(w->sched, cg_reject_session, r, "ws refusal", &r->c.co) < 0) {
         coro_stream_close(&r->c.client, (uv_close_cb)free);    /* closes fd, frees r */
         return;
@@ -329,18 +331,17 @@ static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *pe
         free(c);
         goto out_fd;
     }
-    c->client.rreason = "read client";
-    c->client.wreason = "write client";
+    c->client.names = &client_names;
     c->w = w;
     c->l = l;
     c->ip_slot = v.ip_slot;
     c->gen = cg_gen_get(w->gen);          /* the connection's settings, for its life */
     c->lc = l->conf;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (uv_tcp_open(&c->client.tcp, fd) < 0 ||
+    if (coro_stream_open(&c->client, fd) < 0 ||
         coro_spawn(w->sched, ws ? cg_ws_session : cg_tcp_session, c,
                    ws ? "ws session" : "tcp session", &c->co) < 0) {
-        /* The handle owns fd once opened; closing it closes fd, and frees c after. */
+        /* The stream owns fd (even when the open failed); closing it frees c after. */
         CG_STAT_ADD(w->stats.accept_errors, 1);
         atomic_fetch_sub(&d->conns, 1);
         cg_iptable_release(d->adm->ipt, v.ip_slot);

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
@@ -1237,7 +1238,7 @@ static int is_sane_id(const char *id)
 static void prepare_forward(struct sess *s, struct hsblock *hb)
 {
     struct sockaddr_storage ss;
-    int len = sizeof(ss);
+    socklen_t len = sizeof(ss);
     const char *id = cg_handshake_get(&hb->req, CG_HS_REQUEST_ID);
     uint8_t raw[16];
     int i;
@@ -1252,7 +1253,7 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
     rand_bytes(raw, sizeof(raw));
     cg_base64_encode(raw, sizeof(raw), hb->key);
     strcpy(hb->addr, "unknown");
-    if (uv_tcp_getpeername(&s->c->client.tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (getpeername(coro_stream_fd(&s->c->client), (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET)
             uv_ip4_name((struct sockaddr_in *)&ss, hb->addr, sizeof(hb->addr));
         else if (ss.ss_family == AF_INET6)

@@ -744,12 +744,10 @@ static int conn_connect(struct lg_cconn *c)
             return err;
         }
     }
-    err = uv_tcp_open(&c->st.tcp, fd);
-    if (err < 0) {
-        close(fd);
+    err = coro_stream_open(&c->st, fd);      /* owns fd from here, even on failure */
+    if (err < 0)
         return err;
-    }
-    uv_tcp_nodelay(&c->st.tcp, 1);
+    coro_stream_nodelay(&c->st, 1);
     return coro_connect(&c->st, sa, cfg->connect_timeout_ms);
 }
 

@@ -193,7 +193,7 @@ void lg_wsc_free(struct lg_wsc *w)
 
 static int64_t time_left(struct coro_stream *st, uint64_t start, int64_t timeout_ms)
 {
-    uint64_t el = uv_now(st->tcp.loop) - start;
+    uint64_t el = uv_now(coro_sched_loop(st->sched)) - start;
 
     return el >= (uint64_t)timeout_ms ? 0 : timeout_ms - (int64_t)el;
 }
@@ -204,7 +204,7 @@ static int64_t time_left(struct coro_stream *st, uint64_t start, int64_t timeout
 static int read_head(struct coro_stream *st, struct cg_handshake *hs, int64_t timeout_ms,
                      struct coro_buf **last)
 {
-    uint64_t start = uv_now(st->tcp.loop);
+    uint64_t start = uv_now(coro_sched_loop(st->sched));
     struct coro_buf *b = NULL;
     ssize_t n;
     int rc;

@@ -483,11 +483,11 @@ static void conn_start(struct lg_worker *w, int fd)
     err = coro_stream_init(w->sched, &c->st);
     if (err < 0)
         goto out_free;
-    err = uv_tcp_open(&c->st.tcp, fd);
+    err = coro_stream_open(&c->st, fd);
+    fd = -1;                                  /* the stream owns it now, even on failure */
     if (err < 0)
         goto out_stream;
-    fd = -1;                                  /* the handle owns it now */
-    uv_tcp_nodelay(&c->st.tcp, 1);            /* echo each chunk now, not after an ACK */
+    coro_stream_nodelay(&c->st, 1);           /* echo each chunk now, not after an ACK */
     err = coro_spawn(w->sched, conn_main, c, cfg->mode->coro_name, NULL);
     if (err < 0)
         goto out_stream;
