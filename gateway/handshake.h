@@ -79,6 +79,10 @@ struct cg_handshake {
     struct cg_hs_str    target;     /* request-target */
     struct cg_hs_str    hdr[CG_HS_NHDRS];
     char                accept[CG_WS_ACCEPT_LEN + 1];   /* after a good request check */
+    /* Where the strings go first (cg_handshake_set_arena()); malloc once it is full. */
+    char               *arena;
+    uint32_t            arena_used;
+    uint32_t            arena_cap;
 };
 
 /* What a listener allows, for cg_handshake_check_request(). */
@@ -99,6 +103,12 @@ struct cg_hs_forward {
  * fields also take their default). */
 void cg_handshake_init(struct cg_handshake *hs, enum cg_hs_kind kind,
                        const struct cg_hs_limits *lim);
+
+/* Makes <hs> keep its strings in <mem> (<size> bytes, which must outlive <hs>'s use)
+ * rather than in malloc'ed blocks, as long as they fit. A handshake is short-lived and
+ * its strings are small: in the heap they would leave small holes between the blocks of
+ * connections that live on; in a pool buffer they leave nothing. */
+void cg_handshake_set_arena(struct cg_handshake *hs, void *mem, size_t size);
 
 /* Frees the strings <hs> holds. Idempotent; <hs> may be initialised again afterwards. */
 void cg_handshake_deinit(struct cg_handshake *hs);

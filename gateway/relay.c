@@ -225,5 +225,5 @@ void cg_conn_end(struct cg_conn *c)
     CG_STAT_ADD(c->l->stats.active, (uint64_t)-1);
     cg_gen_put(c->srv_gen);
     cg_gen_put(c->gen);
-    free(c);
+    coro_slab_free(&w->conn_slab, c);
 }

@@ -311,6 +311,14 @@ out_close:
                         : CG_REJECT_CLOSE);
 }
 
+/* Close callback of a connection that never started: frees its struct cg_conn. */
+static void conn_free_closed(uv_handle_t *h)
+{
+    struct cg_conn *c = (struct cg_conn *)(void *)h;   /* client.poll is its first member */
+
+    coro_slab_free(&c->w->conn_slab, c);
+}
+
 static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *peer)
 {
     struct cg_worker *w = l->w;
@@ -324,13 +332,10 @@ static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *pe
         refuse(l, fd, &v, peer);
         return;
     }
-    c = calloc(1, sizeof(*c));
+    c = coro_slab_alloc(&w->conn_slab);
     if (!c)
         goto out_fd;
-    if (coro_stream_init(w->sched, &c->client) < 0) {
-        free(c);
-        goto out_fd;
-    }
+    coro_stream_init(w->sched, &c->client);
     c->client.names = &client_names;
     c->w = w;
     c->l = l;
@@ -346,7 +351,7 @@ static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *pe
         atomic_fetch_sub(&d->conns, 1);
         cg_iptable_release(d->adm->ipt, v.ip_slot);
         cg_gen_put(c->gen);
-        coro_stream_close(&c->client, (uv_close_cb)free);
+        coro_stream_close(&c->client, conn_free_closed);
         return;
     }
     coro_list_add_tail(&w->conns, &c->node);
@@ -1037,6 +1042,8 @@ static void worker_main(void *arg)
     leaked = coro_sched_free(w->sched);
     if (leaked)
         cg_error("%d coroutines still alive at exit", leaked);
+    if (coro_slab_destroy(&w->conn_slab))
+        cg_error("connections still allocated at exit");
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_close((uv_handle_t *)&w->brk_timer, NULL);
     uv_close((uv_handle_t *)&w->beat, NULL);
@@ -1068,6 +1075,7 @@ static int worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
     w->id = id;
     w->reserve_fd = -1;
     coro_list_init(&w->conns);
+    coro_slab_init(&w->conn_slab, sizeof(struct cg_conn));
     coro_list_init(&w->refusing);
     coro_list_init(&w->checks);
     err = uv_loop_init(&w->loop);

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "coro/coro.h"
 #include "coro/coro-t.h"
+#include "coro/slab.h"
 #include "metrics-t.h"
 #include "upstream.h"
 #include "ws-t.h"
@@ -140,6 +141,7 @@ struct cg_worker {
     unsigned                spread_total; /* websocket connections when the drain began */
     unsigned                spread_done;
     struct coro_list        conns;        /* live connections, to cancel on shutdown */
+    struct coro_slab        conn_slab;    /* their struct cg_conn (coro/slab.h says why) */
     struct coro_list        checks;       /* health-check coroutines (worker 0) */
     int                     reserve_fd;   /* spent to shed a connection on EMFILE */
     int                     stopping;

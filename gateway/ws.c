@@ -142,6 +142,10 @@ struct sess {
     uint8_t                        rate_noted;   /* this pause was counted */
 };
 
+/* Room in the handshake state for the strings the two heads keep (cg_handshake_set_arena()):
+ * one block per handshake instead of one per header kept; longer heads spill to malloc. */
+#define HS_ARENA 1024
+
 /* The handshake state, freed before the relay starts. */
 struct hsblock {
     struct cg_handshake req;
@@ -150,6 +154,7 @@ struct hsblock {
     char                request_id[REQUEST_ID_MAX + 1];
     char                addr[64];                       /* the client's IP address */
     char                head[1024];                     /* our 101 */
+    char                arena[HS_ARENA];                /* the heads' strings */
 };
 
 static struct cg_ratelimit upstream_log = CG_RATELIMIT_INIT(1000, 5);
@@ -431,6 +436,7 @@ static const struct wslay_frame_callbacks frame_callbacks = {
 static __thread struct work *spares[2];
 static __thread unsigned     nspares[2];
 static __thread unsigned     nsessions;     /* live cg_ws_session()s on this thread */
+static __thread struct coro_slab sess_slab; /* their struct sess (coro/slab.h says why) */
 
 /* <x>'s work state, from the spares or new. NULL when out of memory. A context is handed
  * on only at a frame boundary both ways with nothing buffered (trimmable()), where wslay's
@@ -1287,6 +1293,9 @@ static int backend_handshake(struct sess *s, struct hsblock *hb)
     b->len = (uint32_t)n;
     err = coro_write(&c->up, b, (int64_t)lc->upstream_handshake_timeout_ms);
     cg_handshake_init(&hb->resp, CG_HS_RESPONSE, &lim);
+    /* The request's strings are final: the response's go after them. */
+    cg_handshake_set_arena(&hb->resp, hb->req.arena + hb->req.arena_used,
+                           hb->req.arena_cap - hb->req.arena_used);
     if (err == 0)
         err = read_head(s, &c->up, &hb->resp, &s->be, lc->upstream_handshake_timeout_ms);
     if (err == 0)
@@ -1331,7 +1340,7 @@ static __attribute__((noinline)) int ws_open(struct sess *s)
         (uint32_t)lc->max_header_size, lc->max_headers, (uint32_t)lc->max_request_line,
     };
     struct cg_hs_policy pol = { lc->health_path, lc->allowed_origins };
-    struct hsblock *hb = NULL;
+    struct hsblock *hb;
     const struct cg_route *rt;
     struct cg_upstream *up;
     uint64_t t0 = uv_hrtime();
@@ -1343,6 +1352,7 @@ static __attribute__((noinline)) int ws_open(struct sess *s)
     if (!hb)
         return -1;
     cg_handshake_init(&hb->req, CG_HS_REQUEST, &lim);
+    cg_handshake_set_arena(&hb->req, hb->arena, sizeof(hb->arena));
     err = read_head(s, &c->client, &hb->req, &s->cl, lc->handshake_timeout_ms);
     if (err == UV_ETIMEDOUT) {
         answer(s, 408, "handshake timeout", 0);
@@ -1424,8 +1434,9 @@ void cg_ws_session(void *arg)
 
     c->co = coro_self();
     c->client.wq_high = (uint32_t)lc->high_water;
-    nsessions++;
-    s = calloc(1, sizeof(*s));
+    if (nsessions++ == 0)
+        coro_slab_init(&sess_slab, sizeof(*s));
+    s = coro_slab_alloc(&sess_slab);
     if (!s)
         goto out;
     s->c = c;
@@ -1443,9 +1454,11 @@ void cg_ws_session(void *arg)
     }
     side_free(&s->cl);
     side_free(&s->be);
-    free(s);
+    coro_slab_free(&sess_slab, s);
 out:
-    if (--nsessions == 0)
+    if (--nsessions == 0) {
         spares_free();
+        coro_slab_destroy(&sess_slab);
+    }
     cg_conn_end(c);
 }

@@ -108,6 +108,47 @@ START_TEST(test_handshake_byte_by_byte)
 }
 END_TEST
 
+/* Strings in an arena: fed byte by byte (so every string grows in steps, and a string that
+ * is not the arena's last one moves), and with arenas too small for all of them (the rest
+ * spills to malloc, a moved string included). The values are the same every time; ASan
+ * checks that nothing in the arena is freed and nothing malloc'ed leaks. */
+START_TEST(test_handshake_arena)
+{
+    static const size_t sizes[] = { 4096, 200, 64, 8 };
+    char *req = variant("Origin: http://example.com\r\n",
+                        "Origin: http://example.com\r\nSec-WebSocket-Protocol: third\r\n");
+    size_t n = strlen(req), k;
+    char arena[4096];
+    struct cg_handshake hs;
+    const char *path;
+    size_t plen;
+
+    for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        cg_handshake_init(&hs, CG_HS_REQUEST, NULL);
+        memset(arena, 0x5a, sizeof(arena));
+        cg_handshake_set_arena(&hs, arena, sizes[k]);
+        ck_assert_int_eq(feed(&hs, req, n, (int)(k & 1) == 0), 1);
+        ck_assert_uint_le(hs.arena_used, sizes[k]);
+        ck_assert_int_eq(cg_handshake_check_request(&hs, NULL), 0);
+        ck_assert_str_eq(hs.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        ck_assert_str_eq(cg_handshake_get(&hs, CG_HS_HOST), "server.example.com");
+        ck_assert_str_eq(cg_handshake_get(&hs, CG_HS_PROTOCOL), "third, chat, superchat");
+        ck_assert_str_eq(cg_handshake_get(&hs, CG_HS_ORIGIN), "http://example.com");
+        path = cg_handshake_path(&hs, &plen);
+        ck_assert_int_eq((int)plen, 5);
+        ck_assert(memcmp(path, "/chat", 5) == 0);
+        if (sizes[k] >= 4096)
+            ck_assert_ptr_eq(cg_handshake_get(&hs, CG_HS_HOST) >= arena &&
+                             cg_handshake_get(&hs, CG_HS_HOST) < arena + sizeof(arena)
+                             ? arena : NULL, arena);
+        ck_assert_uint_eq((unsigned char)arena[sizes[k] < sizeof(arena) ? sizes[k] : 0],
+                          sizes[k] < sizeof(arena) ? 0x5a : (unsigned char)arena[0]);
+        cg_handshake_deinit(&hs);
+    }
+    free(req);
+}
+END_TEST
+
 /* Bytes after the head stay with the caller; the path excludes the query. */
 START_TEST(test_handshake_tail_and_path)
 {
@@ -547,6 +588,7 @@ Suite *handshake_suite(void)
     tcase_add_test(tc, test_handshake_whole);
     tcase_add_test(tc, test_handshake_byte_by_byte);
     tcase_add_test(tc, test_handshake_tail_and_path);
+    tcase_add_test(tc, test_handshake_arena);
     tcase_add_loop_test(tc, test_handshake_headers, 0, 2);
     tcase_add_loop_test(tc, test_handshake_refusals, 0, 2 * nref);
     tcase_add_test(tc, test_handshake_origins);
