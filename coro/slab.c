@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "coro-int.h"
 #include "slab.h"
@@ -168,7 +169,15 @@ void coro_slab_free(struct coro_slab *sl, void *p)
         if (sl->spare) {
             chunk_unmap(sl, c);
         } else {
-            c->free = NULL;   /* starts over by bumping: its resident pages first */
+            /* Kept mapped for the next burst, but without its pages: a burst (a ramp of
+             * handshakes parked deep) would otherwise stay resident for good. */
+            size_t page = (size_t)sysconf(_SC_PAGESIZE), keep = (HDR + page - 1) & ~(page - 1);
+            size_t used = HDR + (size_t)c->bump * sl->size;
+
+            if (used > keep)
+                madvise((char *)c + keep, ((used + page - 1) & ~(page - 1)) - keep,
+                        MADV_DONTNEED);
+            c->free = NULL;   /* starts over by bumping */
             c->bump = 0;
             sl->spare = c;
         }

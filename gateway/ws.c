@@ -35,6 +35,7 @@
  * follow from the lengths, since wslay rejects non-minimal length encodings).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -84,9 +85,6 @@ struct work {
 struct sess;
 
 struct side {
-    struct sess         *s;
-    struct side         *peer;
-    struct coro_stream  *st;
     struct work         *wk;        /* NULL while idle */
     struct coro_buf     *in;        /* received bytes not yet handed to wslay */
     struct coro_buf     *out;       /* bytes being gathered for st */
@@ -124,14 +122,17 @@ struct side {
     uint8_t              gone;      /* failed or abandoned: nothing more to or from it */
 };
 
+/* The client's rate limits, allocated only for a listener that sets one. */
+struct rate {
+    struct cg_tokenbucket msgs;
+    struct cg_tokenbucket bytes;
+};
+
 struct sess {
-    struct cg_conn                *c;
-    struct cg_worker              *w;
-    const struct cg_listener_conf *lc;
+    struct cg_conn                *c;            /* c->w: the worker; c->lc: settings */
     struct side                    cl;
     struct side                    be;
-    struct cg_tokenbucket          msgs;
-    struct cg_tokenbucket          bytes;
+    struct rate                   *rate;         /* NULL: no message or byte rate limit */
     uint64_t                       now;          /* loop ms, refreshed each pass */
     uint64_t                       last_data;    /* last data frame either way */
     uint64_t                       last_rx;      /* last frame from the client */
@@ -141,6 +142,29 @@ struct sess {
     unsigned                       cancels;
     uint8_t                        rate_noted;   /* this pause was counted */
 };
+
+/* A side's session, other side and stream follow from which side it is: three pointers
+ * fewer per side, for every idle connection. */
+static inline struct sess *sess_of(const struct side *x)
+{
+    return x->client ? (struct sess *)(void *)((char *)x - offsetof(struct sess, cl))
+                     : (struct sess *)(void *)((char *)x - offsetof(struct sess, be));
+}
+
+static inline struct side *peer_of(const struct side *x)
+{
+    struct sess *s = sess_of(x);
+
+    return x->client ? &s->be : &s->cl;
+}
+
+static inline struct coro_stream *st_of(const struct side *x)
+{
+    struct sess *s = sess_of(x);
+
+    return x->client ? &s->c->client : &s->c->up;
+}
+
 
 /* Room in the handshake state for the strings the two heads keep (cg_handshake_set_arena()):
  * one block per handshake instead of one per header kept; longer heads spill to malloc. */
@@ -270,13 +294,13 @@ static void side_gone(struct side *x);
 
 static uint64_t queued(const struct side *x)
 {
-    return coro_stream_queued(x->st) + (x->out ? x->out->len - x->out->off : 0);
+    return coro_stream_queued(st_of(x)) + (x->out ? x->out->len - x->out->off : 0);
 }
 
 /* Hands the gathered output of <x> to its stream. */
 static void flush_out(struct side *x)
 {
-    struct sess *s = x->s;
+    struct sess *s = sess_of(x);
     struct coro_buf *b = x->out;
     int err;
 
@@ -284,14 +308,14 @@ static void flush_out(struct side *x)
         return;
     x->out = NULL;
     if (x->gone || x->shut) {
-        coro_buf_put(s->w->sched, b);
+        coro_buf_put(s->c->w->sched, b);
         return;
     }
     if (x->client) {
-        CG_STAT_ADD(s->w->stats.bytes_out, b->len);
+        CG_STAT_ADD(s->c->w->stats.bytes_out, b->len);
         CG_STAT_ADD(s->c->l->stats.bytes_out, b->len);
     }
-    err = coro_write_nowait(x->st, b);
+    err = coro_write_nowait(st_of(x), b);
     if (err < 0)
         side_gone(x);
 }
@@ -306,7 +330,7 @@ static int out_put(struct side *x, const void *data, size_t len)
     while (len > 0) {
         b = x->out;
         if (!b) {
-            b = x->out = coro_buf_get(x->s->w->sched, 0);
+            b = x->out = coro_buf_get(sess_of(x)->c->w->sched, 0);
             if (!b)
                 return UV_ENOMEM;
         }
@@ -391,7 +415,7 @@ static ssize_t on_recv(uint8_t *buf, size_t len, int flags, void *ud)
     size_t n;
 
     if (!b) {
-        r = coro_try_read(x->st, &b);
+        r = coro_try_read(st_of(x), &b);
         if (r == UV_EAGAIN)
             return -1;      /* WANT_READ */
         if (r < 0) {
@@ -400,8 +424,8 @@ static ssize_t on_recv(uint8_t *buf, size_t len, int flags, void *ud)
         }
         x->in = b;
         if (x->client) {
-            CG_STAT_ADD(x->s->w->stats.bytes_in, (uint64_t)r);
-            CG_STAT_ADD(x->s->c->l->stats.bytes_in, (uint64_t)r);
+            CG_STAT_ADD(sess_of(x)->c->w->stats.bytes_in, (uint64_t)r);
+            CG_STAT_ADD(sess_of(x)->c->l->stats.bytes_in, (uint64_t)r);
         }
     }
     n = b->len - b->off < len ? b->len - b->off : len;
@@ -410,7 +434,7 @@ static ssize_t on_recv(uint8_t *buf, size_t len, int flags, void *ud)
     b->off += (uint32_t)n;
     x->given += n;
     if (b->off == b->len) {
-        coro_buf_put(x->s->w->sched, b);
+        coro_buf_put(sess_of(x)->c->w->sched, b);
         x->in = NULL;
     }
     return (ssize_t)n;
@@ -528,7 +552,7 @@ static void trim(struct side *x)
 static void begin_closing(struct sess *s)
 {
     if (!s->close_at)
-        s->close_at = s->now + s->lc->close_timeout_ms;
+        s->close_at = s->now + s->c->lc->close_timeout_ms;
 }
 
 static void start_close(struct side *x, unsigned code, const char *reason);
@@ -537,7 +561,7 @@ static void start_close(struct side *x, unsigned code, const char *reason);
  * unless <x> had sent its own. */
 static void side_gone(struct side *x)
 {
-    struct side *y = x->peer;
+    struct side *y = peer_of(x);
     int half = x->in_frame && x->fwd && y->out_busy;
 
     if (x->gone)
@@ -546,9 +570,9 @@ static void side_gone(struct side *x)
     x->eof = 1;
     x->fwd = 0;
     x->pong_due = x->ping_due = x->close_due = 0;
-    coro_buf_put(x->s->w->sched, x->in);
+    coro_buf_put(sess_of(x)->c->w->sched, x->in);
     x->in = NULL;
-    begin_closing(x->s);
+    begin_closing(sess_of(x));
     /* Gone without a close of its own: the peer learns with one. */
     if (!x->close_rcvd) {
         if (y->client)
@@ -577,7 +601,7 @@ static void send_control(struct side *x, uint8_t op, const uint8_t *data, size_t
 /* Sends a close with <code> (1005: none) and <reason> of <len> bytes to <x>. */
 static void send_close(struct side *x, unsigned code, const void *reason, size_t len)
 {
-    struct sess *s = x->s;
+    struct sess *s = sess_of(x);
     uint8_t buf[125] = { 0 };
     size_t n = 0;
 
@@ -595,7 +619,7 @@ static void send_close(struct side *x, unsigned code, const void *reason, size_t
     send_control(x, WSLAY_CONNECTION_CLOSE, buf, n);
     x->close_sent = 1;
     if (x->client)
-        CG_STAT_ADD(s->w->stats.ws_close_sent[cg_ws_close_index(code)], 1);
+        CG_STAT_ADD(s->c->w->stats.ws_close_sent[cg_ws_close_index(code)], 1);
     begin_closing(s);
 }
 
@@ -603,14 +627,14 @@ static void send_close(struct side *x, unsigned code, const void *reason, size_t
  * boundary, else when it gets there. A raw backend is shut down instead. */
 static void start_close(struct side *x, unsigned code, const char *reason)
 {
-    begin_closing(x->s);
+    begin_closing(sess_of(x));
     if (x->gone || x->close_sent || x->close_due)
         return;
     if (x->raw) {
         flush_out(x);
         if (!x->gone && !x->shut) {
             x->shut = 1;
-            if (coro_shutdown(x->st) < 0)
+            if (coro_shutdown(st_of(x)) < 0)
                 side_gone(x);
         }
         return;
@@ -630,7 +654,7 @@ static void close_both(struct sess *s, unsigned client_code, const char *client_
 /* Sends what is due on <x> once it is at a frame boundary. */
 static void send_due(struct side *x)
 {
-    struct sess *s = x->s;
+    struct sess *s = sess_of(x);
 
     if (x->raw || x->gone || x->out_busy)
         return;
@@ -651,15 +675,15 @@ static void send_due(struct side *x)
 /* A protocol violation by <x> of <kind>: 1002, or 1007 for UTF-8. */
 static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
 {
-    struct sess *s = x->s;
-    struct side *y = x->peer;
+    struct sess *s = sess_of(x);
+    struct side *y = peer_of(x);
     unsigned code = kind == CG_WSP_UTF8 ? 1007 : 1002;
     int half = x->in_frame && x->fwd && y->out_busy;
 
     if (x->client)
-        CG_STAT_ADD(s->w->stats.ws_proto_errors[kind], 1);
+        CG_STAT_ADD(s->c->w->stats.ws_proto_errors[kind], 1);
     else
-        CG_STAT_ADD(s->w->stats.ws_upstream_proto_errors, 1);
+        CG_STAT_ADD(s->c->w->stats.ws_upstream_proto_errors, 1);
     cg_debug("websocket %s: protocol error (%s): closing %u", x->client ? "client" : "upstream",
              cg_ws_proto_name(kind), code);
     x->input = framing ? IN_DRAIN : IN_DISCARD;
@@ -687,14 +711,16 @@ static int hdr_len(const struct wslay_frame_iocb *io)
  * of a message). Returns 0, or -1 when it closed the connection (action close). */
 static int rate_limit(struct sess *s, uint64_t len, int first)
 {
-    const struct cg_listener_conf *lc = s->lc;
+    const struct cg_listener_conf *lc = s->c->lc;
 
-    if (cg_tb_is_unlimited(&s->msgs) && cg_tb_is_unlimited(&s->bytes))
+    struct rate *r = s->rate;
+
+    if (!r)
         return 0;
     if (lc->rate_limit_action == CG_RATE_CLOSE) {
-        if ((!first || cg_tb_take(&s->msgs, 1, s->now)) && cg_tb_take(&s->bytes, len, s->now))
+        if ((!first || cg_tb_take(&r->msgs, 1, s->now)) && cg_tb_take(&r->bytes, len, s->now))
             return 0;
-        CG_STAT_ADD(s->w->stats.ws_rate_limited, 1);
+        CG_STAT_ADD(s->c->w->stats.ws_rate_limited, 1);
         s->cl.input = IN_DISCARD;
         s->cl.fwd = 0;
         close_both(s, 1008, "message rate limit", 1001, "client over its rate limit");
@@ -702,8 +728,8 @@ static int rate_limit(struct sess *s, uint64_t len, int first)
     }
     /* delay: charge now, stop reading at the next frame boundary while in debt */
     if (first)
-        cg_tb_force(&s->msgs, 1, s->now);
-    cg_tb_force(&s->bytes, len, s->now);
+        cg_tb_force(&r->msgs, 1, s->now);
+    cg_tb_force(&r->bytes, len, s->now);
     return 0;
 }
 
@@ -712,10 +738,10 @@ static int rate_paused(struct sess *s)
 {
     uint64_t a, b;
 
-    if (s->lc->rate_limit_action != CG_RATE_DELAY || s->cl.input != IN_FRAMES)
+    if (!s->rate || s->c->lc->rate_limit_action != CG_RATE_DELAY || s->cl.input != IN_FRAMES)
         return 0;
-    a = cg_tb_wait_ms(&s->msgs, 1, s->now);
-    b = cg_tb_wait_ms(&s->bytes, 1, s->now);
+    a = cg_tb_wait_ms(&s->rate->msgs, 1, s->now);
+    b = cg_tb_wait_ms(&s->rate->bytes, 1, s->now);
     if (!a && !b) {
         s->rate_noted = 0;
         return 0;
@@ -723,7 +749,7 @@ static int rate_paused(struct sess *s)
     s->rate_until = s->now + (a > b ? a : b);
     if (!s->rate_noted) {
         s->rate_noted = 1;
-        CG_STAT_ADD(s->w->stats.ws_rate_limited, 1);
+        CG_STAT_ADD(s->c->w->stats.ws_rate_limited, 1);
     }
     return 1;
 }
@@ -731,8 +757,8 @@ static int rate_paused(struct sess *s)
 /* The first piece of a frame from <x>. Returns 0, or -1 after a violation or limit. */
 static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
 {
-    struct sess *s = x->s;
-    struct side *y = x->peer;
+    struct sess *s = sess_of(x);
+    struct side *y = peer_of(x);
     uint8_t op = io->opcode;
 
     x->in_frame = 1;
@@ -768,8 +794,8 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
         x->utf8 = CG_UTF8_ACCEPT;
     }
     x->msg_len += io->payload_length;
-    if (x->client && x->msg_len > s->lc->max_message_size) {
-        CG_STAT_ADD(s->w->stats.ws_too_big, 1);
+    if (x->client && x->msg_len > s->c->lc->max_message_size) {
+        CG_STAT_ADD(s->c->w->stats.ws_too_big, 1);
         x->input = IN_DISCARD;
         close_both(s, 1009, "message too big", 1001, "client sent a message too big");
         return -1;
@@ -784,7 +810,7 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
 /* Passes a chunk of <x>'s current data frame on to its peer. */
 static void forward(struct side *x, const struct wslay_frame_iocb *io)
 {
-    struct side *y = x->peer;
+    struct side *y = peer_of(x);
     struct wslay_frame_iocb o = {
         .fin = x->in_fin, .opcode = x->in_op, .mask = !y->client,
         .payload_length = x->in_len, .data = io->data, .data_length = io->data_length,
@@ -804,8 +830,8 @@ static void forward(struct side *x, const struct wslay_frame_iocb *io)
 
 static void on_close_frame(struct side *x)
 {
-    struct sess *s = x->s;
-    struct side *y = x->peer;
+    struct sess *s = sess_of(x);
+    struct side *y = peer_of(x);
     const uint8_t *p = x->wk->ctl;
     size_t len = x->wk->ctl_len;
     unsigned code = 1005;
@@ -827,7 +853,7 @@ static void on_close_frame(struct side *x)
     x->rcvd_code = (uint16_t)code;
     x->eof = 1;                 /* nothing may follow a close */
     if (x->client)
-        CG_STAT_ADD(s->w->stats.ws_close_rcvd[cg_ws_close_index(code)], 1);
+        CG_STAT_ADD(s->c->w->stats.ws_close_rcvd[cg_ws_close_index(code)], 1);
     begin_closing(s);
     if (!y->gone && !y->close_sent && !y->close_due && !y->shut) {
         if (y->raw) {
@@ -856,7 +882,7 @@ static void on_close_frame(struct side *x)
 /* The last piece of a frame from <x>. */
 static void frame_end(struct side *x)
 {
-    struct sess *s = x->s;
+    struct sess *s = sess_of(x);
 
     x->in_frame = 0;
     if (x->in_op < 8) {
@@ -867,7 +893,7 @@ static void frame_end(struct side *x)
             return violation(x, CG_WSP_UTF8, 0);
         x->msg_op = 0;
         if (x->fwd)
-            CG_STAT_ADD(*(x->client ? &s->w->stats.ws_msgs_in : &s->w->stats.ws_msgs_out), 1);
+            CG_STAT_ADD(*(x->client ? &s->c->w->stats.ws_msgs_in : &s->c->w->stats.ws_msgs_out), 1);
         return;
     }
     switch (x->in_op) {
@@ -918,10 +944,10 @@ static int drain(struct side *x)
     ssize_t n;
     int progress = 0;
 
-    coro_buf_put(x->s->w->sched, x->in);
+    coro_buf_put(sess_of(x)->c->w->sched, x->in);
     x->in = NULL;
-    while ((n = coro_try_read(x->st, &b)) > 0) {
-        coro_buf_put(x->s->w->sched, b);
+    while ((n = coro_try_read(st_of(x), &b)) > 0) {
+        coro_buf_put(sess_of(x)->c->w->sched, b);
         progress = 1;
     }
     if (n != UV_EAGAIN) {
@@ -941,8 +967,8 @@ static void on_read_end(struct side *x)
 /* Processes what the WebSocket side <x> sent. Returns 1 on progress, 0 when it must wait. */
 static int pump_ws(struct side *x)
 {
-    struct sess *s = x->s;
-    struct side *y = x->peer;
+    struct sess *s = sess_of(x);
+    struct side *y = peer_of(x);
     struct wslay_frame_iocb io;
     size_t budget = PUMP_BUDGET;
     int progress = 0;
@@ -952,12 +978,12 @@ static int pump_ws(struct side *x)
         if (x->input == IN_DRAIN)
             return drain(x) | progress;
         if (!x->in_frame) {
-            if (x->input == IN_FRAMES && !y->gone && queued(y) > s->lc->high_water)
+            if (x->input == IN_FRAMES && !y->gone && queued(y) > s->c->lc->high_water)
                 break;          /* backpressure: the peer is slow */
             if (x->client && rate_paused(s))
                 break;
         }
-        if (!x->wk && !x->in && !coro_stream_readable(x->st))
+        if (!x->wk && !x->in && !coro_stream_readable(st_of(x)))
             break;              /* nothing arrived: no need for a context yet */
         if (!work_of(x)) {
             side_gone(x);
@@ -992,17 +1018,17 @@ static int pump_ws(struct side *x)
 /* Processes what the raw TCP backend <x> sent: each chunk becomes a binary message. */
 static int pump_raw(struct side *x)
 {
-    struct sess *s = x->s;
-    struct side *y = x->peer;
+    struct sess *s = sess_of(x);
+    struct side *y = peer_of(x);
     struct wslay_frame_iocb o = { .fin = 1, .opcode = WSLAY_BINARY_FRAME };
     struct coro_buf *b;
     int progress = 0;
     ssize_t n;
 
     while (!x->gone && !x->eof) {
-        if (!y->gone && queued(y) > s->lc->high_water)
+        if (!y->gone && queued(y) > s->c->lc->high_water)
             break;
-        n = coro_try_read(x->st, &b);
+        n = coro_try_read(st_of(x), &b);
         if (n == UV_EAGAIN)
             break;
         if (n < 0) {
@@ -1017,9 +1043,9 @@ static int pump_raw(struct side *x)
             if (!work_of(y) || wslay_frame_send(y->wk->fr, &o) != n)
                 side_gone(y);
             s->last_data = s->now;
-            CG_STAT_ADD(s->w->stats.ws_msgs_out, 1);
+            CG_STAT_ADD(s->c->w->stats.ws_msgs_out, 1);
         }
-        coro_buf_put(s->w->sched, b);
+        coro_buf_put(s->c->w->sched, b);
     }
     return progress;
 }
@@ -1040,18 +1066,18 @@ static int side_done(const struct side *x)
 /* Acts on the timeouts due at s->now. Returns 1 when the close handshake ran out of time. */
 static int check_timers(struct sess *s)
 {
-    const struct cg_listener_conf *lc = s->lc;
+    const struct cg_listener_conf *lc = s->c->lc;
 
     if (s->close_at)
         return s->now >= s->close_at;
     if (lc->idle_timeout_ms && s->now - s->last_data >= lc->idle_timeout_ms) {
-        CG_STAT_ADD(s->w->stats.idle_timeouts, 1);
+        CG_STAT_ADD(s->c->w->stats.idle_timeouts, 1);
         close_both(s, 1001, "idle timeout", 1001, "client idle timeout");
         return 0;
     }
     if (lc->keepalive_interval_ms) {
         if (s->ping_at && s->now - s->ping_at >= lc->keepalive_timeout_ms) {
-            CG_STAT_ADD(s->w->stats.ws_keepalive_timeouts, 1);
+            CG_STAT_ADD(s->c->w->stats.ws_keepalive_timeouts, 1);
             close_both(s, 1001, "keepalive timeout", 1001, "client keepalive timeout");
         } else if (!s->ping_at && !s->cl.ping_due &&
                    s->now - s->last_rx >= lc->keepalive_interval_ms) {
@@ -1070,7 +1096,7 @@ static void earliest(uint64_t *t, uint64_t at)
 /* How long the relay may park: until the next timer due. */
 static int64_t park_time(struct sess *s)
 {
-    const struct cg_listener_conf *lc = s->lc;
+    const struct cg_listener_conf *lc = s->c->lc;
     uint64_t t = 0;
 
     if (s->close_at) {
@@ -1104,7 +1130,7 @@ static void echo_close(struct side *x)
 static void relay(struct sess *s)
 {
     struct cg_conn *c = s->c;
-    uv_loop_t *loop = coro_sched_loop(s->w->sched);
+    uv_loop_t *loop = coro_sched_loop(s->c->w->sched);
     int progress, err;
     int64_t left;
 
@@ -1115,7 +1141,7 @@ static void relay(struct sess *s)
     for (;;) {
         s->now = uv_now(loop);
         if (check_timers(s)) {
-            CG_STAT_ADD(s->w->stats.ws_close_timeouts, 1);
+            CG_STAT_ADD(s->c->w->stats.ws_close_timeouts, 1);
             /* A peer whose close the other side never answered gets its answer from us. */
             echo_close(&s->cl);
             echo_close(&s->be);
@@ -1157,7 +1183,7 @@ static void relay(struct sess *s)
 
 static void count_status(struct sess *s, int status)
 {
-    CG_STAT_ADD(s->w->stats.ws_hs_status[cg_ws_status_index(status)], 1);
+    CG_STAT_ADD(s->c->w->stats.ws_hs_status[cg_ws_status_index(status)], 1);
 }
 
 /* Reads and drops what the client still sends, briefly, after our last bytes: closing
@@ -1165,7 +1191,7 @@ static void count_status(struct sess *s, int status)
 static void linger(struct sess *s, int64_t ms)
 {
     struct coro_stream *st = &s->c->client;
-    uv_loop_t *loop = coro_sched_loop(s->w->sched);
+    uv_loop_t *loop = coro_sched_loop(s->c->w->sched);
     uint64_t end = uv_now(loop) + (uint64_t)ms, now;
     struct coro_buf *b;
 
@@ -1175,7 +1201,7 @@ static void linger(struct sess *s, int64_t ms)
         now = uv_now(loop);
         if (now >= end || coro_read(st, &b, (int64_t)(end - now)) < 0)
             return;
-        coro_buf_put(s->w->sched, b);
+        coro_buf_put(s->c->w->sched, b);
     }
 }
 
@@ -1188,12 +1214,12 @@ static void answer(struct sess *s, int status, const char *why, int head_only)
 
     if (status != 200)
         count_status(s, status);
-    cg_debug("listener %s: handshake answered %d: %s", s->lc->name, status, why ? why : "");
+    cg_debug("listener %s: handshake answered %d: %s", s->c->lc->name, status, why ? why : "");
     if (n < 0)
         return;
     if (head_only && (body = strstr(buf, "\r\n\r\n")) != NULL)
         n = (int)(body + 4 - buf);
-    CG_STAT_ADD(s->w->stats.bytes_out, (uint64_t)n);
+    CG_STAT_ADD(s->c->w->stats.bytes_out, (uint64_t)n);
     if (coro_write_copy(&s->c->client, buf, (size_t)n, WRITE_TIMEOUT_MS) == 0)
         linger(s, LINGER_MS);
 }
@@ -1204,7 +1230,7 @@ static void answer(struct sess *s, int status, const char *why, int head_only)
 static int read_head(struct sess *s, struct coro_stream *st, struct cg_handshake *hs,
                      struct side *x, uint64_t timeout_ms)
 {
-    uv_loop_t *loop = coro_sched_loop(s->w->sched);
+    uv_loop_t *loop = coro_sched_loop(s->c->w->sched);
     uint64_t start = uv_now(loop), el;
     struct coro_buf *b;
     ssize_t n;
@@ -1216,7 +1242,7 @@ static int read_head(struct sess *s, struct coro_stream *st, struct cg_handshake
         if (n < 0)
             return (int)n;
         if (x->client) {
-            CG_STAT_ADD(s->w->stats.bytes_in, (uint64_t)n);
+            CG_STAT_ADD(s->c->w->stats.bytes_in, (uint64_t)n);
             CG_STAT_ADD(s->c->l->stats.bytes_in, (uint64_t)n);
         }
         rc = cg_handshake_feed(hs, b->data + b->off, (size_t)n);
@@ -1224,7 +1250,7 @@ static int read_head(struct sess *s, struct coro_stream *st, struct cg_handshake
             b->off = b->len - hs->tail;
             x->in = b;
         } else {
-            coro_buf_put(s->w->sched, b);
+            coro_buf_put(s->c->w->sched, b);
         }
         if (rc != 0)
             return rc == 1 ? 0 : rc;
@@ -1272,7 +1298,7 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
 static int backend_handshake(struct sess *s, struct hsblock *hb)
 {
     struct cg_conn *c = s->c;
-    const struct cg_listener_conf *lc = s->lc;
+    const struct cg_listener_conf *lc = s->c->lc;
     struct cg_hs_forward f = {
         .client_addr = hb->addr, .proto = "http", .request_id = hb->request_id,
         .key = hb->key,
@@ -1282,12 +1308,12 @@ static int backend_handshake(struct sess *s, struct hsblock *hb)
     const char *why;
     int n, err;
 
-    b = coro_buf_get(s->w->sched, 2 * (size_t)hb->req.fed + 2048);   /* Host goes twice */
+    b = coro_buf_get(s->c->w->sched, 2 * (size_t)hb->req.fed + 2048);   /* Host goes twice */
     if (!b)
         return 502;
     n = cg_handshake_backend_request(&hb->req, &f, b->data, b->cap);
     if (n < 0) {
-        coro_buf_put(s->w->sched, b);
+        coro_buf_put(s->c->w->sched, b);
         return 502;
     }
     b->len = (uint32_t)n;
@@ -1308,7 +1334,7 @@ static int backend_handshake(struct sess *s, struct hsblock *hb)
     why = err == UV_ETIMEDOUT ? "timed out" : err == UV_EOF ? "connection closed"
         : err == -EPROTO || hb->resp.error ? hb->resp.error : uv_strerror(err);
     atomic_fetch_add(&c->srv->connect_fails, 1);
-    CG_STAT_ADD(s->w->stats.ws_upstream_fails, 1);
+    CG_STAT_ADD(s->c->w->stats.ws_upstream_fails, 1);
     cg_log_ratelimited(&upstream_log, CG_LOG_WARN, "listener %s: WebSocket handshake with "
                        "%s failed: %s", lc->name, c->srv->conf->name, why ? why : "?");
     return err == UV_ETIMEDOUT ? 504 : 502;
@@ -1320,8 +1346,8 @@ static void side_free(struct side *x)
 {
     trim(x);                /* a context at a frame boundary can serve another session */
     work_put(x, 0);
-    coro_buf_put(x->s->w->sched, x->in);
-    coro_buf_put(x->s->w->sched, x->out);
+    coro_buf_put(sess_of(x)->c->w->sched, x->in);
+    coro_buf_put(sess_of(x)->c->w->sched, x->out);
     x->in = x->out = NULL;
 }
 
@@ -1440,20 +1466,24 @@ void cg_ws_session(void *arg)
     if (!s)
         goto out;
     s->c = c;
-    s->w = c->w;
-    s->lc = lc;
-    s->cl = (struct side){ .s = s, .peer = &s->be, .st = &c->client, .client = 1 };
-    s->be = (struct side){ .s = s, .peer = &s->cl, .st = &c->up,
-                           .raw = lc->upstream_protocol == CG_UPROTO_TCP };
+    s->cl.client = 1;
+    s->be.raw = lc->upstream_protocol == CG_UPROTO_TCP;
     s->now = uv_now(coro_sched_loop(c->w->sched));
-    cg_tb_init(&s->msgs, lc->message_rate, lc->message_burst, s->now);
-    cg_tb_init(&s->bytes, lc->byte_rate, lc->byte_burst, s->now);
+    if (lc->message_rate || lc->byte_rate) {
+        s->rate = malloc(sizeof(*s->rate));
+        if (!s->rate)
+            goto out_sess;
+        cg_tb_init(&s->rate->msgs, lc->message_rate, lc->message_burst, s->now);
+        cg_tb_init(&s->rate->bytes, lc->byte_rate, lc->byte_burst, s->now);
+    }
     if (ws_open(s) == 0) {
         relay(s);
         atomic_fetch_sub(&c->srv->active, 1);
     }
     side_free(&s->cl);
     side_free(&s->be);
+out_sess:
+    free(s->rate);
     coro_slab_free(&sess_slab, s);
 out:
     if (--nsessions == 0) {

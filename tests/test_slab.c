@@ -4,10 +4,28 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "coro/slab.h"
 
 #define N 5000      /* objects of 200 bytes: several 256 KiB chunks */
+#define CHUNK ((size_t)256 * 1024)   /* coro/slab.c's */
+
+#ifndef __SANITIZE_ADDRESS__
+/* Resident pages of the CHUNK at <c> (4 KiB pages; the tests run on x86_64 and aarch64
+ * with 4 KiB pages). */
+static int resident_pages(void *c)
+{
+    unsigned char vec[CHUNK / 4096];
+    int n = 0;
+    size_t i;
+
+    ck_assert_int_eq(mincore(c, CHUNK, vec), 0);
+    for (i = 0; i < sizeof(vec); i++)
+        n += vec[i] & 1;
+    return n;
+}
+#endif
 
 static int cmp_ptr(const void *a, const void *b)
 {
@@ -57,6 +75,7 @@ START_TEST(test_slab_chunks_given_back)
     struct coro_slab sl;
     void **p = malloc(N * sizeof(*p));
     void *again;
+    char *first, *spare;
     size_t i;
     uint32_t peak;
 
@@ -67,9 +86,17 @@ START_TEST(test_slab_chunks_given_back)
     peak = sl.nchunks;
     ck_assert_uint_ge(peak, (N * 208) / (256 * 1024) + 1);
     ck_assert_uint_le(peak, (N * 208) / (256 * 1024) + 2);
+    first = (char *)((uintptr_t)p[0] & ~(uintptr_t)(CHUNK - 1));
+    ck_assert_int_eq(resident_pages(first), CHUNK / 4096);   /* filled: all touched */
     for (i = 0; i < N; i++)
         coro_slab_free(&sl, p[i]);
     ck_assert_uint_eq(sl.nchunks, 1);            /* the spare */
+    /* The spare keeps its mapping but not its pages (but the first, with the header);
+     * p[0]'s chunk is either the spare or unmapped. */
+    again = coro_slab_alloc(&sl);
+    spare = (char *)((uintptr_t)again & ~(uintptr_t)(CHUNK - 1));
+    ck_assert_int_le(resident_pages(spare), 1);
+    coro_slab_free(&sl, again);
     again = coro_slab_alloc(&sl);
     ck_assert_uint_eq(sl.nchunks, 1);            /* taken from the spare */
     coro_slab_free(&sl, again);
