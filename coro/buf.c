@@ -5,9 +5,9 @@
  * with buffers whose first pages are resident, and malloc would keep them resident after
  * a free too; so the pool decays: buffers that stayed unused during a whole DECAY_MS tick,
  * beyond the FLOOR most recently used ones, are freed; and once the pool has settled
- * (a tick that freed nothing after some that did), malloc_trim() gives the free pages of
- * the heap back to the system: the pool's, and those the burst's other short-lived
- * allocations left behind.
+ * (a tick that freed nothing after some that did, or one that brought the pool back to
+ * its floor), malloc_trim() gives the free pages of the heap back to the system: the
+ * pool's, and those the burst's other short-lived allocations left behind.
  */
 #include <stdlib.h>
 #ifdef __GLIBC__
@@ -22,9 +22,9 @@
 #define TRIM_MIN   (256u * 1024)    /* pooled bytes freed before malloc_trim() is worth it */
 
 /* The pool's tick: frees what was never taken since the last one (the coldest buffers, at
- * the list's tail); at the first tick that frees nothing after TRIM_MIN bytes were, gives
+ * the list's tail); once TRIM_MIN bytes were and the pool has settled (see above), gives
  * the heap's free pages back. malloc_trim() walks every arena's free chunks under its
- * lock, so it runs only after a burst that large: at most every other tick, and only as
+ * lock, so it runs only after a burst that large: at most once a tick, and only as
  * often as such bursts come and go. Ticks while the pool holds more than FLOOR buffers or
  * a trim is owed. */
 static void on_decay(uv_timer_t *t)
@@ -44,7 +44,9 @@ static void on_decay(uv_timer_t *t)
         settled = 0;
     }
     s->nbufs_low = s->nbufs_free;
-    if (settled && s->bufs_freed >= TRIM_MIN) {
+    /* Trim once the burst is over: a tick that freed nothing, or one that brought the pool
+     * back down to its floor (no need to wait another tick to see it settle). */
+    if ((settled || s->nbufs_free <= FLOOR) && s->bufs_freed >= TRIM_MIN) {
         s->bufs_freed = 0;
 #ifdef __GLIBC__
         malloc_trim(0);

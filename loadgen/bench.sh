@@ -3,9 +3,12 @@
 # HAProxy and nginx, each with the same number of worker threads, for TCP and WebSocket.
 #
 # Figures, each the median of REPS runs (the loadgen's JSON reports and /proc):
-#   rss_idle    user-space RSS per idle connection: VmRSS of the proxy's processes with
+#   rss_idle    user-space RSS per idle connection: RSS of the proxy's processes with
 #               IDLE_CONNS idle connections open, minus before, divided by IDLE_CONNS (the
-#               proxy is restarted for every repetition, so earlier runs do not pre-grow it)
+#               proxy is restarted for every repetition, so earlier runs do not pre-grow it).
+#               RSS is smaps_rollup's, counted page by page: VmRSS in /proc/PID/status is
+#               kept per thread and synced lazily, off by up to 64 pages per thread (256 KiB,
+#               128 bytes per connection at 2000 connections)
 #   rss_msg     the same after one 1 KiB message went through each connection both ways
 #               (per-connection buffers must have gone back to the pool)
 #   cpu_msg     proxy CPU time per relayed 64-byte message (each direction counts once),
@@ -101,10 +104,16 @@ peer_pids() {
     echo "$PEER_PID"
     pgrep -P "$PEER_PID" 2>/dev/null
 }
+# kB resident of process $1: exact from smaps_rollup (Linux 4.14+), else VmRSS.
+rss_of() {
+    awk '/^Rss:/ { print $2; found = 1; exit } END { if (!found) exit 1 }' \
+        "/proc/$1/smaps_rollup" 2>/dev/null ||
+        awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null
+}
 sum_rss() {
     local p t=0 v
     for p in $(peer_pids); do
-        v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null)
+        v=$(rss_of "$p")
         t=$(( t + ${v:-0} ))
     done
     echo $t

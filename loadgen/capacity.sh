@@ -5,7 +5,8 @@
 # Starts the echo backend(s), corogate in front of them, and the loadgen; then:
 #   1. ramps idle connections (--hold) to QUOTA - LAT_CONNS at RATE/s and measures the
 #      accept rate and corogate's CPU per accepted connection;
-#   2. reads corogate's VmRSS (/proc/PID/status) before and after: RSS per idle connection
+#   2. reads corogate's RSS (/proc/PID/smaps_rollup: exact, unlike VmRSS, which is synced
+#      lazily per thread) before and after: RSS per idle connection
 #      (the increase divided by the count) and in total (all of RSS divided by the count);
 #   3. with the idle connections held, LAT_CONNS more connections send MSG_RATE msgs/s each
 #      for LAT_DURATION (open loop): latency percentiles at that fixed rate, corogate's CPU
@@ -99,7 +100,10 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 now_ms() { date +%s%3N; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+rss_kb() {
+    awk '/^Rss:/ { print $2; found = 1; exit } END { if (!found) exit 1 }' \
+        "/proc/$1/smaps_rollup" 2>/dev/null || awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
+}
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # A number from corogate's `show stats` JSON: stat KEY (first occurrence).
 stat() {
@@ -247,7 +251,7 @@ printf '  %-44s %s\n' \
     "idle connections reached (corogate count)" "$up1 of $IDLE in $(fmt $(( ramp_ms )) 0) ms" \
     "accept rate" "$accept_rate conn/s (loadgen asked $RATE/s)" \
     "corogate CPU during the ramp" "$cpu_ramp_pct % of one CPU, $cpu_ramp_us us per connection" \
-    "corogate VmRSS before / with idle conns" "$rss0 kB / $rss1 kB" \
+    "corogate RSS before / with idle conns" "$rss0 kB / $rss1 kB" \
     "RSS per idle connection (increase / count)" "$per_idle bytes" \
     "RSS per connection (all of RSS / count)" "$per_total bytes" \
     "RSS per idle connection after traffic" "$per_after bytes ($rss2 kB)" \
