@@ -30,6 +30,7 @@
 # [2], IDLE_CONNS [2000], FIXED_CONNS [100], FIXED_RATE msg/s per connection [100],
 # CHURN_CONNS [50], MODES ["tcp ws"], PEERS ["direct corogate haproxy nginx"], BPF
 # (corogate's [bpf] attach) [off], PORT base [29000], LG_THREADS loadgen threads [1],
+# BACKEND_THREADS echo backend threads [1],
 # BUILD [build], OUT [$BUILD/bench-run].
 set -u
 
@@ -50,6 +51,7 @@ PEERS=${PEERS:-direct corogate haproxy nginx}
 BPF=${BPF:-off}
 PORT=${PORT:-29000}
 LG_THREADS=${LG_THREADS:-1}
+BACKEND_THREADS=${BACKEND_THREADS:-1}
 SOURCES=${SOURCES:-127.0.0.2-127.0.0.250}
 NOFILE=$(ulimit -n)
 [ "$NOFILE" = unlimited ] && NOFILE=1048576
@@ -188,7 +190,8 @@ stop_peer() {
     PEER_PID=
 }
 start_backend() {
-    "$LG" serve --mode "$1" --listen "127.0.0.1:$(port_of "$1" direct)" --threads 1 \
+    "$LG" serve --mode "$1" --listen "127.0.0.1:$(port_of "$1" direct)" \
+        --threads "$BACKEND_THREADS" \
         --quiet >>"$OUT/backend.log" 2>&1 &
     BACKEND_PID=$!
     wait_port "$(port_of "$1" direct)"
