@@ -113,6 +113,12 @@ struct coro_sched {
     uv_timer_t         pool_timer; /* the pool's decay tick (buf.c), while it has surplus */
     unsigned           bufs_out;
     size_t             buf_size;
+    /* Streams (io.c): their sockets are in this epoll set, edge-triggered, registered once;
+     * the loop watches the set itself through io_poll, referenced while some stream waits
+     * for an event (io_waiting), so that an idle stream does not keep the loop alive. */
+    int                io_epfd;    /* -1 until the first stream */
+    uv_poll_t          io_poll;
+    unsigned           io_waiting;
     /* ready-to-run delays (opts.track_ready): written here only, read by any thread */
     int                track_ready;
     _Atomic uint64_t   ready_slots[CORO_READY_SLOTS];
@@ -137,6 +143,11 @@ int  coro__stack_map(size_t size, size_t guard, char **map);
 void coro__stack_unmap(char *map, size_t size, size_t guard);
 int  coro__overflow_handler_install(void);
 void coro__overflow_handler_release(void);
+/* Close callback of the scheduler's own handles: the last one frees the scheduler. */
+void coro__sched_handle_closed(uv_handle_t *h);
+/* Closes the scheduler's epoll set and its poll handle, if streams ever made them (io.c);
+ * the handle's close is counted in handles_open. */
+void coro__io_sched_free(struct coro_sched *s);
 int  coro__stack_save(struct coro_sched *s, struct coro *co);
 /* Frees <co>'s saved copy (shared model), from its size class's slab or the heap. */
 void coro__saved_free(struct coro_sched *s, struct coro *co);

@@ -36,15 +36,14 @@ struct coro_stream_names {
     const char *write;
 };
 
-/* A TCP stream driven by coroutines: a socket watched by a uv_poll_t, read and written by
- * io.c itself (docs/coro-streams.md says why not a uv_tcp_t). Embed it in a heap object
- * (a connection); poll stays first so the handle's address is the stream's. */
+/* A TCP stream driven by coroutines: a socket in its scheduler's edge-triggered epoll set,
+ * read and written by io.c itself (docs/coro-streams.md says why neither a uv_tcp_t nor a
+ * uv_poll_t). Embed it in a heap object (a connection), first if the close callback is to
+ * find that object: the callback receives the stream's address. */
 struct coro_stream {
-    uv_poll_t           poll;
     struct coro_sched  *sched;
     struct coro        *reader;   /* woken when data, EOF or an error arrives */
     struct coro        *writer;   /* woken when the write queue drains below wq_high / 2 */
-    struct coro        *closer;   /* woken from the close callback */
     uv_close_cb         on_closed;/* the owner's close callback, called last */
     const struct coro_stream_names *names;
     struct coro_buf    *rhead;    /* received chunks not yet taken, oldest first */
@@ -60,7 +59,7 @@ struct coro_stream {
     int32_t             fd;       /* -1 before coro_stream_open()/coro_connect() and after close */
     uint16_t            flags;
     uint8_t             nchunks;  /* chunks in rhead..rtail (at most READ_AHEAD_CHUNKS) */
-    uint8_t             events;   /* UV_READABLE | UV_WRITABLE the poll watches now */
+    uint8_t             waiting;  /* counted in the scheduler's io_waiting */
 };
 
 #endif

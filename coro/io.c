@@ -1,19 +1,26 @@
 /* coro/io.c — TCP streams for coroutines on libuv (see io.h for the model).
  *
- * A stream is a socket and a uv_poll_t: libuv tells us when the socket is readable or
- * writable, and we read, write, connect and shut down ourselves. That keeps a stream at
- * 280 bytes instead of a uv_tcp_t's 248 plus our own fields, and it puts every queued
- * byte in our own list of pool buffers (docs/coro-streams.md has the measurements).
- * The poll watches only what is wanted now (reading while under the read-ahead, writing
- * while bytes are queued or a connect is in progress), so a parked idle stream costs no
- * wakeups; libuv's uv_poll_start() re-registers the socket, so we change the watched set
- * only when it really changes (never in the steady state of a relay).
+ * A stream is a socket in its scheduler's epoll set, registered once, edge-triggered, for
+ * input, output and the peer's shutdown; the loop watches that set through one uv_poll_t
+ * (an epoll descriptor is itself pollable) and io.c reads, writes, connects and shuts down
+ * itself. Nothing is registered or changed per read, per write or per close (closing the
+ * socket takes it out of the set): one epoll_ctl() per connection side in all, where a
+ * uv_tcp_t costs about four and a uv_poll_t six (uv_poll_start() deletes and re-adds the
+ * descriptor at every change). And a stream holds no libuv handle: 112 bytes.
+ * docs/coro-streams.md has the measurements.
+ *
+ * Edge-triggered means an event says only that something changed: a stream remembers that
+ * its socket may have more to read (S_RREADY) until a read says EAGAIN, and reads again
+ * when its consumer takes a chunk; writes go straight to the socket until it says EAGAIN,
+ * then wait for the next output event.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -22,19 +29,20 @@
 #include "io.h"
 
 enum {
-    S_READING   = 1 << 0,   /* we want to read: the poll watches readability */
+    S_READING   = 1 << 0,   /* the consumer wants data: read when the socket has some */
     S_CLOSING   = 1 << 1,
-    S_CLOSED    = 1 << 2,
+    S_RREADY    = 1 << 2,   /* the socket may have bytes (or EOF) we have not read yet */
     S_SHUT      = 1 << 3,   /* a shutdown of our sending side was requested */
     S_SHUT_DONE = 1 << 4,   /* ... and has happened (or failed) */
     S_RWAIT     = 1 << 5,   /* <reader> is parked inside coro_read() */
     S_WWAIT     = 1 << 6,   /* <writer> is parked inside wait_queue() or coro_connect() */
-    S_POLL      = 1 << 7,   /* the poll handle is initialised (it needs closing) */
+    S_OPEN      = 1 << 7,   /* has a socket, registered in the scheduler's epoll set */
     S_CONNECTING = 1 << 8,  /* a non-blocking connect() is in progress */
+    S_RDHUP     = 1 << 9,   /* the peer shut down (or an error): an EOF waits behind data */
+    S_EARLY     = 1 << 10,  /* registered before its connect(): its first output event may
+                             * be that of an unconnected socket */
 };
 
-/* The wake result that only the close callback uses (parks otherwise return <= 0). */
-#define CLOSED_MARK 1
 /* The wake result that tells coro_read()/wait_queue() their stream is being closed. */
 #define GONE_MARK 2
 
@@ -42,13 +50,10 @@ enum {
 #define READ_AHEAD_CHUNKS 2
 /* Buffers handed to one sendmsg() when the queue holds several. */
 #define WRITE_IOV_MAX 16
+/* Events taken from the epoll set per epoll_wait(). */
+#define EVENTS_MAX 128
 
 static const struct coro_stream_names default_names = { "read", "write" };
-
-static inline struct coro_stream *stream_of(void *handle)
-{
-    return (struct coro_stream *)handle;   /* poll is the first member */
-}
 
 static inline uint64_t now_ms(const struct coro_stream *st)
 {
@@ -72,36 +77,77 @@ static void wake(struct coro *co, int result)
         coro_wake(co, result);
 }
 
-static void on_poll(uv_poll_t *h, int status, int events);
+/* ---------------------------------------------------------------- the epoll set */
 
-/* Makes the poll watch what the stream wants now: readability while reading, writability
- * while bytes are queued or a connect is in progress. */
-static void update_poll(struct coro_stream *st)
+static void stream_event(struct coro_stream *st, uint32_t ev);
+
+/* The loop says the set has events: hands each to its stream. Streams are closed (and
+ * freed) only by coroutines and other callbacks, never while this runs, so every stream
+ * in a batch is alive; a closed socket left the set, with any event it had pending. */
+static void on_epoll(uv_poll_t *h, int status, int events)
 {
-    int want = 0, err;
+    struct coro_sched *s = h->data;
+    struct epoll_event ev[EVENTS_MAX];
+    int n, i;
 
-    if (!(st->flags & S_POLL) || (st->flags & S_CLOSING))
-        return;
-    if (st->flags & S_READING)
-        want |= UV_READABLE;
-    if (st->whead || (st->flags & S_CONNECTING))
-        want |= UV_WRITABLE;
-    if (want == st->events)
-        return;
-    err = want ? uv_poll_start(&st->poll, want, on_poll) : uv_poll_stop(&st->poll);
+    (void)status;
+    (void)events;
+    do {
+        do
+            n = epoll_wait(s->io_epfd, ev, EVENTS_MAX, 0);
+        while (n < 0 && errno == EINTR);
+        for (i = 0; i < n; i++)
+            stream_event(ev[i].data.ptr, ev[i].events);
+    } while (n == EVENTS_MAX);
+}
+
+static int sched_io_init(struct coro_sched *s)
+{
+    int err;
+
+    if (s->io_epfd >= 0)
+        return 0;
+    s->io_epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (s->io_epfd < 0)
+        return -errno;
+    err = uv_poll_init(s->loop, &s->io_poll, s->io_epfd);
+    if (err == 0)
+        err = uv_poll_start(&s->io_poll, UV_READABLE, on_epoll);
     if (err < 0) {
-        /* Not expected (only UV_EEXIST for a socket another handle watches): fail both ways
-         * rather than wait for events that will not come. */
-        if (!st->rerr)
-            st->rerr = err;
-        if (!st->werr)
-            st->werr = err;
-        st->flags &= ~S_READING;
-        wake(st->reader, 0);
-        wake(st->writer, 0);
-        return;
+        close(s->io_epfd);
+        s->io_epfd = -1;
+        return err;
     }
-    st->events = (uint8_t)want;
+    s->io_poll.data = s;
+    s->handles_open++;
+    uv_unref((uv_handle_t *)&s->io_poll);   /* referenced only while a stream waits */
+    return 0;
+}
+
+void coro__io_sched_free(struct coro_sched *s)
+{
+    if (s->io_epfd < 0)
+        return;
+    uv_close((uv_handle_t *)&s->io_poll, coro__sched_handle_closed);
+    close(s->io_epfd);
+    s->io_epfd = -1;
+}
+
+/* Keeps the loop alive while the stream waits for an event: reading, writing a queue or
+ * connecting (what a libuv handle of its own would have counted as active). */
+static void update_waiting(struct coro_stream *st)
+{
+    struct coro_sched *s = st->sched;
+    int want = (st->flags & S_OPEN) && !(st->flags & S_CLOSING) &&
+               ((st->flags & (S_READING | S_CONNECTING)) || st->whead);
+
+    if (want == st->waiting)
+        return;
+    st->waiting = (uint8_t)want;
+    if (want && s->io_waiting++ == 0)
+        uv_ref((uv_handle_t *)&s->io_poll);
+    else if (!want && --s->io_waiting == 0)
+        uv_unref((uv_handle_t *)&s->io_poll);
 }
 
 int coro_stream_init(struct coro_sched *s, struct coro_stream *st)
@@ -114,23 +160,48 @@ int coro_stream_init(struct coro_sched *s, struct coro_stream *st)
     return 0;
 }
 
-int coro_stream_open(struct coro_stream *st, int fd)
+/* coro_stream_open(), told whether <fd> is known to be non-blocking already. */
+static int stream_open(struct coro_stream *st, int fd, int nonblocking)
 {
-    int err;
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
+    int fl, err;
 
-    if (st->flags & (S_POLL | S_CLOSING)) {
+    if (st->flags & (S_OPEN | S_CLOSING)) {
         close(fd);
         return UV_EBUSY;
     }
-    /* Sets O_NONBLOCK; fails with UV_EEXIST when the loop watches fd already. */
-    err = uv_poll_init_socket(st->sched->loop, &st->poll, fd);
+    err = sched_io_init(st->sched);
     if (err < 0) {
         close(fd);
         return err;
     }
+    if (!nonblocking) {
+        fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
+            err = -errno;
+            close(fd);
+            return err;
+        }
+    }
+    ev.data.ptr = st;
+    if (epoll_ctl(st->sched->io_epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
     st->fd = fd;
-    st->flags |= S_POLL;
+    st->flags |= S_OPEN;
+    /* A socket given to us may hold bytes already (a client that sent its request with
+     * its connect): the first read tries. Ours, just connected, has none; if some come
+     * before the first read, the registration's own event says so. */
+    if (!nonblocking)
+        st->flags |= S_RREADY;
     return 0;
+}
+
+int coro_stream_open(struct coro_stream *st, int fd)
+{
+    return stream_open(st, fd, 0);
 }
 
 int coro_stream_fd(const struct coro_stream *st)
@@ -147,29 +218,20 @@ int coro_stream_nodelay(struct coro_stream *st, int on)
 
 /* ---------------------------------------------------------------- reading */
 
-static int read_start(struct coro_stream *st)
-{
-    if (st->flags & (S_READING | S_CLOSING) || st->rerr)
-        return 0;
-    if (!(st->flags & S_POLL)) {
-        st->rerr = UV_ENOTCONN;
-        return st->rerr;
-    }
-    st->flags |= S_READING;
-    update_poll(st);
-    return st->rerr;
-}
-
-/* The socket is readable: reads chunks until it has no more, the read-ahead is full, or
- * EOF or an error ends reading. One chunk is the usual case: a short read means the
- * socket is drained (the poll is level-triggered, so anything left is reported again). */
+/* Reads chunks while the consumer wants them and the socket may have more: until EAGAIN
+ * (which ends S_RREADY: the next input event sets it again), the read-ahead is full, or
+ * EOF or an error ends reading. Wakes the reader when it got something to tell. */
 static void do_read(struct coro_stream *st)
 {
     struct coro_buf *b;
     ssize_t n;
     int got = 0;
 
-    while (st->flags & S_READING) {
+    while ((st->flags & (S_READING | S_RREADY)) == (S_READING | S_RREADY)) {
+        if (st->nchunks >= READ_AHEAD_CHUNKS) {
+            st->flags &= ~S_READING;   /* the consumer is behind: let TCP push back */
+            break;
+        }
         b = coro_buf_get(st->sched, 0);
         if (!b) {
             st->rerr = UV_ENOBUFS;
@@ -190,45 +252,67 @@ static void do_read(struct coro_stream *st)
                 st->rhead = b;
             st->rtail = b;
             st->bytes_in += (uint64_t)n;
+            st->nchunks++;
             got = 1;
-            if (++st->nchunks >= READ_AHEAD_CHUNKS)
-                st->flags &= ~S_READING;   /* the consumer is behind: let TCP push back */
-            if ((size_t)n < b->cap)
-                break;
+            /* A short read emptied the socket: new bytes will raise a new event. Unless
+             * the peer shut down: then its EOF is still to be read. */
+            if ((size_t)n < b->cap && !(st->flags & S_RDHUP))
+                st->flags &= ~S_RREADY;
             continue;
         }
         coro_buf_put(st->sched, b);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            st->flags &= ~S_RREADY;
             break;
+        }
         st->rerr = n == 0 ? UV_EOF : -errno;
-        st->flags &= ~S_READING;
+        st->flags &= ~(S_READING | S_RREADY);
         got = 1;
     }
-    if (got)                               /* else a spurious wakeup: nothing new to tell */
+    update_waiting(st);
+    if (got)
         wake(st->reader, 0);
+}
+
+static int read_start(struct coro_stream *st)
+{
+    if (st->flags & (S_READING | S_CLOSING) || st->rerr)
+        return 0;
+    if (!(st->flags & S_OPEN)) {
+        st->rerr = UV_ENOTCONN;
+        return st->rerr;
+    }
+    st->flags |= S_READING;
+    if (st->flags & S_RREADY)
+        do_read(st);                   /* no event will come for what is there already */
+    else
+        update_waiting(st);
+    return st->rerr;
 }
 
 ssize_t coro_try_read(struct coro_stream *st, struct coro_buf **out)
 {
     struct coro_buf *b = st->rhead;
 
-    if (b) {
-        st->rhead = b->next;
-        if (!st->rhead)
-            st->rtail = NULL;
-        st->nchunks--;
-        b->next = NULL;
-        *out = b;
-        if (st->nchunks < READ_AHEAD_CHUNKS)
-            read_start(st);
-        return (ssize_t)(b->len - b->off);
+    if (!b) {
+        if (st->flags & S_CLOSING)
+            return UV_ECANCELED;
+        if (st->rerr)
+            return st->rerr;
+        read_start(st);                /* may read at once what the socket holds */
+        b = st->rhead;
+        if (!b)
+            return st->rerr ? st->rerr : UV_EAGAIN;
     }
-    if (st->flags & S_CLOSING)
-        return UV_ECANCELED;
-    if (st->rerr)
-        return st->rerr;
-    read_start(st);
-    return st->rerr ? st->rerr : UV_EAGAIN;
+    st->rhead = b->next;
+    if (!st->rhead)
+        st->rtail = NULL;
+    st->nchunks--;
+    b->next = NULL;
+    *out = b;
+    if (st->nchunks < READ_AHEAD_CHUNKS)
+        read_start(st);
+    return (ssize_t)(b->len - b->off);
 }
 
 int coro_stream_readable(const struct coro_stream *st)
@@ -281,6 +365,7 @@ static void drop_queue(struct coro_stream *st)
     }
     st->wtail = NULL;
     st->wq_size = 0;
+    update_waiting(st);
 }
 
 static void shutdown_now(struct coro_stream *st)
@@ -314,7 +399,7 @@ static int write_queue(struct coro_stream *st)
         while (n < 0 && errno == EINTR);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
+                return 0;               /* the next output event resumes */
             st->werr = -errno;
             drop_queue(st);
             return st->werr;
@@ -332,10 +417,12 @@ static int write_queue(struct coro_stream *st)
             st->whead = b->next;
             coro_buf_put(st->sched, b);
         }
-        if (!st->whead)
+        if (!st->whead) {
             st->wtail = NULL;
-        else if (sent < want)
+            update_waiting(st);
+        } else if (sent < want) {
             return 0;                      /* the socket is full: wait for writability */
+        }
     }
     if ((st->flags & (S_SHUT | S_SHUT_DONE)) == S_SHUT)
         shutdown_now(st);
@@ -378,9 +465,9 @@ int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
 {
     ssize_t n;
 
-    if (st->werr || (st->flags & (S_CLOSING | S_SHUT)) || !(st->flags & S_POLL)) {
+    if (st->werr || (st->flags & (S_CLOSING | S_SHUT)) || !(st->flags & S_OPEN)) {
         coro_buf_put(st->sched, b);
-        return st->werr ? st->werr : (st->flags & S_POLL) ? UV_EPIPE : UV_ENOTCONN;
+        return st->werr ? st->werr : (st->flags & S_OPEN) ? UV_EPIPE : UV_ENOTCONN;
     }
     if (b->off >= b->len) {
         coro_buf_put(st->sched, b);
@@ -410,7 +497,7 @@ int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
         st->whead = b;
     st->wtail = b;
     st->wq_size += b->len - b->off;
-    update_poll(st);
+    update_waiting(st);
     return st->werr;
 }
 
@@ -482,7 +569,7 @@ int coro_shutdown(struct coro_stream *st)
 {
     if (st->flags & (S_SHUT | S_CLOSING))
         return 0;
-    if (!(st->flags & S_POLL))
+    if (!(st->flags & S_OPEN))
         return UV_ENOTCONN;
     st->flags |= S_SHUT;
     if (!st->whead && !(st->flags & S_CONNECTING)) {
@@ -494,18 +581,32 @@ int coro_shutdown(struct coro_stream *st)
 
 /* ---------------------------------------------------------------- connecting */
 
+/* An output event (or an error) while connecting: done when the socket has an error or a
+ * peer. A socket registered before its connect() (S_EARLY) reports output at once
+ * (unconnected sockets are writable): getpeername() tells that apart from a finished
+ * connect. */
 static void connect_done(struct coro_stream *st)
 {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(int);
     int so_err = 0;
-    socklen_t len = sizeof(so_err);
 
     if (getsockopt(st->fd, SOL_SOCKET, SO_ERROR, &so_err, &len) < 0)
         so_err = errno;
-    if (so_err == EINPROGRESS || so_err == EALREADY)
-        return;        /* not yet after all */
+    if (!so_err && (st->flags & S_EARLY)) {
+        len = sizeof(ss);
+        if (getpeername(st->fd, (struct sockaddr *)&ss, &len) < 0) {
+            if (errno == ENOTCONN)
+                return;        /* not yet: the connect's own event follows */
+            so_err = errno;
+        }
+    }
     st->flags &= ~S_CONNECTING;
     if (so_err)
         st->werr = -so_err;
+    else
+        st->flags &= ~S_RDHUP;    /* an unconnected socket's hang-up, not the peer's */
+    update_waiting(st);
     wake(st->writer, 0);
 }
 
@@ -519,23 +620,36 @@ int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t ti
 
     if (st->flags & S_CLOSING)
         return UV_ECANCELED;
-    if (!(st->flags & S_POLL)) {
+    if (!(st->flags & S_OPEN)) {
+        /* Registered after connect(): its first output event is the connect's own. */
         fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -errno;
-        err = coro_stream_open(st, fd);
+        do
+            r = connect(fd, addr, alen);
+        while (r < 0 && errno == EINTR);
+        if (r < 0 && errno != EINPROGRESS) {
+            err = -errno;
+            close(fd);
+            return st->werr = err;
+        }
+        err = stream_open(st, fd, 1);
         if (err < 0)
             return err;
+        if (r == 0)
+            return 0;
+    } else {
+        st->flags |= S_EARLY;
+        do
+            r = connect(st->fd, addr, alen);
+        while (r < 0 && errno == EINTR);
+        if (r == 0)
+            return 0;
+        if (errno != EINPROGRESS)
+            return st->werr = -errno;
     }
-    do
-        r = connect(st->fd, addr, alen);
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return 0;
-    if (errno != EINPROGRESS)
-        return st->werr = -errno;
     st->flags |= S_CONNECTING;
-    update_poll(st);
+    update_waiting(st);
     prev = st->writer;
     while ((st->flags & S_CONNECTING) && !st->werr) {
         st->writer = coro_self();
@@ -548,11 +662,10 @@ int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t ti
         if (err < 0 && (st->flags & S_CONNECTING)) {
             st->flags &= ~S_CONNECTING;   /* unusable now: the caller closes it */
             st->werr = err;
-            update_poll(st);
+            update_waiting(st);
             return err;
         }
     }
-    update_poll(st);
     if (!st->werr && st->whead)
         write_queue(st);
     return st->werr;
@@ -560,58 +673,34 @@ int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t ti
 
 /* ---------------------------------------------------------------- events */
 
-static void on_poll(uv_poll_t *h, int status, int events)
+static void stream_event(struct coro_stream *st, uint32_t ev)
 {
-    struct coro_stream *st = stream_of(h);
-
-    if (status < 0) {
-        /* libuv reports a socket error (EPOLLERR: a refused connect, a reset) as UV_EBADF
-         * and stops watching: the socket's own error says what happened. */
-        int so_err = 0;
-        socklen_t len = sizeof(so_err);
-
-        if (getsockopt(st->fd, SOL_SOCKET, SO_ERROR, &so_err, &len) == 0 && so_err)
-            status = -so_err;
-        st->events = 0;
-        if (!st->rerr)
-            st->rerr = status;
-        if (!st->werr)
-            st->werr = status;
-        st->flags &= ~(S_READING | S_CONNECTING);
-        drop_queue(st);
-        wake(st->reader, 0);
-        wake(st->writer, 0);
+    if (st->flags & S_CLOSING)
         return;
-    }
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        st->flags |= S_RREADY;
+    if (ev & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+        st->flags |= S_RDHUP;
     if (st->flags & S_CONNECTING) {
-        connect_done(st);
-        update_poll(st);
+        if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            connect_done(st);
         return;        /* the connecting coroutine reads and writes after it resumes */
     }
-    if ((events & UV_WRITABLE) && st->whead) {
+    if ((ev & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && st->whead) {
         write_queue(st);
         if (st->writer && (st->werr || st->wq_size <= st->wq_high / 2 ||
                            (st->flags & S_SHUT_DONE)))
             coro_wake(st->writer, 0);
     }
-    if (events & UV_READABLE)
+    if (st->flags & S_RREADY)
         do_read(st);
-    update_poll(st);
 }
 
 /* ---------------------------------------------------------------- closing */
 
-static void finish_close(struct coro_stream *st);
-
-static void on_stream_closed(uv_handle_t *h)
-{
-    finish_close(stream_of(h));
-}
-
-/* The end of a close: the handle is closed (or there never was one). */
+/* The end of a close: held chunks back to the pool, then the owner's callback. */
 static void finish_close(struct coro_stream *st)
 {
-    struct coro *closer = st->closer;
     uv_close_cb cb = st->on_closed;
     struct coro_buf *b;
 
@@ -621,24 +710,16 @@ static void finish_close(struct coro_stream *st)
     }
     st->rtail = NULL;
     st->nchunks = 0;
-    st->flags |= S_CLOSED;
-    st->closer = NULL;
     st->on_closed = NULL;
-    /* Another stream the closer watches may have made it ready with another result: a
-     * plain wake would then be lost (it would park again for good). */
-    if (closer && closer->state == CORO_READY)
-        closer->wake_result = CLOSED_MARK;
-    else if (closer)
-        coro_wake(closer, CLOSED_MARK);
     if (cb)
-        cb((uv_handle_t *)&st->poll);      /* last: it may free the stream */
+        cb((uv_handle_t *)(void *)st);      /* last: it may free the stream */
 }
 
 /* Wakes <co>, which waits on a stream being closed. When it is parked inside coro_read() or
  * wait_queue() (<inside>), it must return without touching the stream again: the close
- * callback, which may free the stream, can run before <co> does (when the closer ran in
- * the check phase). If something else made <co> ready already, its pending result is
- * replaced for the same reason. Other waiters (watchers) get UV_ECANCELED as before. */
+ * callback may free the stream before <co> runs. If something else made <co> ready
+ * already, its pending result is replaced for the same reason. Other waiters (watchers)
+ * get UV_ECANCELED. */
 static void wake_closing(struct coro *co, int inside)
 {
     if (!inside)
@@ -653,35 +734,25 @@ void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed)
 {
     struct coro *self = coro_self();
 
-    if (!(st->flags & S_CLOSING)) {
-        st->flags |= S_CLOSING;
-        st->flags &= ~(S_READING | S_CONNECTING);
-        st->on_closed = on_closed;
-        drop_queue(st);
-        if (!st->werr)
-            st->werr = UV_ECANCELED;
-        /* Whoever waits on this stream learns now rather than at its timeout. */
-        if (st->reader && st->reader != self)
-            wake_closing(st->reader, st->flags & S_RWAIT);
-        if (st->writer && st->writer != self)
-            wake_closing(st->writer, st->flags & S_WWAIT);
-        if (!(st->flags & S_POLL)) {
-            finish_close(st);       /* never had a socket: nothing to wait for */
-            return;
-        }
-        /* Stops the poll (the socket leaves the epoll set now), so the socket can close
-         * at once: the peer sees the close without waiting for the loop's close phase. */
-        uv_close((uv_handle_t *)&st->poll, on_stream_closed);
-        close(st->fd);
+    if (st->flags & S_CLOSING)
+        return;
+    st->flags |= S_CLOSING;
+    st->flags &= ~(S_READING | S_CONNECTING | S_RREADY);
+    st->on_closed = on_closed;
+    drop_queue(st);
+    update_waiting(st);
+    if (!st->werr)
+        st->werr = UV_ECANCELED;
+    /* Whoever waits on this stream learns now rather than at its timeout. */
+    if (st->reader && st->reader != self)
+        wake_closing(st->reader, st->flags & S_RWAIT);
+    if (st->writer && st->writer != self)
+        wake_closing(st->writer, st->flags & S_WWAIT);
+    if (st->fd >= 0) {
+        close(st->fd);      /* leaves the epoll set, with any event it had pending */
         st->fd = -1;
     }
-    if (!self || self->sched != st->sched || st->closer || (st->flags & S_CLOSED))
-        return;
-    st->closer = self;
-    /* Only the close callback wakes us with CLOSED_MARK: other streams this coroutine
-     * watches may wake it meanwhile, and <st> may be freed by <on_closed> by then. */
-    while (coro_park_uninterruptible("close", CORO_FOREVER) != CLOSED_MARK)
-        ;
+    finish_close(st);
 }
 
 int coro_stream_is_closing(const struct coro_stream *st)

@@ -446,6 +446,7 @@ struct coro_sched *coro_sched_new(uv_loop_t *loop, const struct coro_sched_opts 
     uv_timer_init(loop, &s->pool_timer);
     s->check.data = s->idle.data = s->timer.data = s->pool_timer.data = s;
     s->handles_open = 4;
+    s->io_epfd = -1;
     uv_check_start(&s->check, on_check);
     uv_unref((uv_handle_t *)&s->check);   /* a scheduler alone keeps no loop alive */
     uv_unref((uv_handle_t *)&s->pool_timer);
@@ -459,7 +460,7 @@ out_free:
     return NULL;
 }
 
-static void on_sched_handle_closed(uv_handle_t *h)
+void coro__sched_handle_closed(uv_handle_t *h)
 {
     struct coro_sched *s = h->data;
 
@@ -504,10 +505,11 @@ int coro_sched_free(struct coro_sched *s)
     for (size_t i = 0; i < CORO_SAVED_SLAB_MAX / CORO_SAVED_STEP; i++)
         coro_slab_destroy(&s->saved_slabs[i]);
     coro__overflow_handler_release();
-    uv_close((uv_handle_t *)&s->check, on_sched_handle_closed);
-    uv_close((uv_handle_t *)&s->idle, on_sched_handle_closed);
-    uv_close((uv_handle_t *)&s->timer, on_sched_handle_closed);
-    uv_close((uv_handle_t *)&s->pool_timer, on_sched_handle_closed);
+    uv_close((uv_handle_t *)&s->check, coro__sched_handle_closed);
+    uv_close((uv_handle_t *)&s->idle, coro__sched_handle_closed);
+    uv_close((uv_handle_t *)&s->timer, coro__sched_handle_closed);
+    uv_close((uv_handle_t *)&s->pool_timer, coro__sched_handle_closed);
+    coro__io_sched_free(s);
     return leaked;
 }
 
