@@ -38,8 +38,8 @@ struct coro_stream_names {
 
 /* A TCP stream driven by coroutines: a socket in its scheduler's edge-triggered epoll set,
  * read and written by io.c itself (docs/coro-streams.md says why neither a uv_tcp_t nor a
- * uv_poll_t). Embed it in a heap object (a connection), first if the close callback is to
- * find that object: the callback receives the stream's address. */
+ * uv_poll_t of its own). Embed it in a heap object (a connection), first if the close
+ * callback is to find that object: the callback receives the stream's address. */
 struct coro_stream {
     struct coro_sched  *sched;
     struct coro        *reader;   /* woken when data, EOF or an error arrives */

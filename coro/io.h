@@ -1,7 +1,7 @@
 /* coro/io.h — buffers and TCP streams that suspend only the calling coroutine.
  *
  * Reading: a stream reads ahead at most a couple of chunks into buffers taken from the
- * scheduler's pool at the moment the socket is readable, then stops watching it until
+ * scheduler's pool at the moment the socket is readable, then stops reading it until
  * they are taken. An idle connection therefore holds no buffer, and a slow consumer
  * holds at most two: backpressure reaches the peer through TCP.
  * Writing: coro_write() first tries a direct write; what the kernel does not take is
@@ -107,12 +107,11 @@ size_t coro_stream_queued(const struct coro_stream *st);
  * the shutdown happened cancels it: the peer then sees the close instead. */
 int coro_shutdown(struct coro_stream *st);
 
-/* Closes <st>: the socket closes at once, queued writes are dropped, held chunks go back to
- * the pool, and any coroutine parked on the stream wakes with UV_ECANCELED. From a
- * coroutine it waits for the handle's close to complete (uninterruptible, one loop turn);
- * from a loop callback it returns at once and <on_closed> (may be NULL) runs later. A
- * stream that never had a socket closes at once: <on_closed> runs before this returns.
- * Idempotent. */
+/* Closes <st> at once, from a coroutine or a loop callback: the socket closes, queued
+ * writes are dropped, held chunks go back to the pool, any coroutine parked on the stream
+ * wakes with UV_ECANCELED (and does not touch the stream again), and then <on_closed>
+ * (may be NULL) runs, before this returns, with the stream's address (so a stream first
+ * in its owner gives the owner's). Idempotent. */
 void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed);
 
 /* 1 once coro_stream_close() has been called. */

@@ -314,7 +314,7 @@ out_close:
 /* Close callback of a connection that never started: frees its struct cg_conn. */
 static void conn_free_closed(uv_handle_t *h)
 {
-    struct cg_conn *c = (struct cg_conn *)(void *)h;   /* client.poll is its first member */
+    struct cg_conn *c = (struct cg_conn *)(void *)h;   /* client, first, is what h points at */
 
     coro_slab_free(&c->w->conn_slab, c);
 }

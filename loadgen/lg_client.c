@@ -68,7 +68,7 @@ struct lg_thread;
 
 /* One simulated client connection; owned by its coroutine. */
 struct lg_cconn {
-    struct coro_stream st;        /* first: the handle's address is the connection's */
+    struct coro_stream st;        /* first: its address is the connection's */
     struct lg_thread  *t;
     struct coro       *co;
     struct lg_cconn   *prev;      /* the thread's live connections */

@@ -459,7 +459,7 @@ static void conn_main(void *arg)
 
 static void on_conn_closed_free(uv_handle_t *h)
 {
-    free(h);   /* the stream, thus the connection, starts at the handle */
+    free(h);   /* the stream's address, thus the connection's (st is first) */
 }
 
 /* Takes the accepted socket <fd>: serves it in a new coroutine, or closes it. */
@@ -499,7 +499,7 @@ static void conn_start(struct lg_worker *w, int fd)
     return;
 
 out_stream:
-    coro_stream_close(&c->st, on_conn_closed_free);   /* from a callback: returns at once */
+    coro_stream_close(&c->st, on_conn_closed_free);   /* frees c before it returns */
     c = NULL;
 out_free:
     free(c);

@@ -123,7 +123,7 @@ struct srv {
 };
 
 struct sconn {
-    struct coro_stream st;          /* first: the handle's address is the conn's */
+    struct coro_stream st;          /* first: its address is the conn's */
     struct srv        *srv;
 };
 
@@ -709,7 +709,7 @@ struct gone_ctx {
 
 static void free_stream(uv_handle_t *h)
 {
-    free(h);   /* the stream is the heap object; poll is its first member */
+    free(h);   /* the stream is the heap object */
 }
 
 static void gone_reader(void *arg)
