@@ -52,7 +52,7 @@ struct coro_sched_opts {
     enum coro_stack_model stack_model; /* default CORO_STACK_SHARED */
     size_t   stack_size;   /* usable bytes; default 256 KiB, rounded up to pages */
     size_t   buf_size;     /* bytes per pooled I/O buffer; default 16 KiB */
-    unsigned buf_keep;     /* idle buffers kept in the pool, at most; default 256. Those
+    unsigned buf_keep;     /* idle buffers kept in the pool, at most; default 4096. Those
                             * unused for a 250 ms tick beyond 8 are freed (coro/buf.c) */
     unsigned stack_keep;   /* idle dedicated stacks kept; default 256 */
     unsigned track_ready;  /* 1: time every ready-to-run delay (coro_sched_ready_stats()),
