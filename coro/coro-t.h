@@ -44,7 +44,6 @@ struct coro_stream {
     struct coro_sched  *sched;
     struct coro        *reader;   /* woken when data, EOF or an error arrives */
     struct coro        *writer;   /* woken when the write queue drains below wq_high / 2 */
-    uv_close_cb         on_closed;/* the owner's close callback, called last */
     const struct coro_stream_names *names;
     struct coro_buf    *rhead;    /* received chunks not yet taken, oldest first */
     struct coro_buf    *rtail;

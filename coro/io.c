@@ -6,7 +6,7 @@
  * itself. Nothing is registered or changed per read, per write or per close (closing the
  * socket takes it out of the set): one epoll_ctl() per connection side in all, where a
  * uv_tcp_t costs about four and a uv_poll_t six (uv_poll_start() deletes and re-adds the
- * descriptor at every change). And a stream holds no libuv handle: 112 bytes.
+ * descriptor at every change). And a stream holds no libuv handle: 104 bytes.
  * docs/coro-streams.md has the measurements.
  *
  * Edge-triggered means an event says only that something changed: a stream remembers that
@@ -75,6 +75,27 @@ static void wake(struct coro *co, int result)
 {
     if (co)
         coro_wake(co, result);
+}
+
+/* Parks the calling coroutine as the stream's <*who> (its reader or writer), with <flag>
+ * (S_RWAIT or S_WWAIT) set while it waits, and puts back the one it replaced (a watcher
+ * set by coro_stream_watch() stays). Returns the park's result; GONE_MARK when the stream
+ * was closed meanwhile: then <st> may be freed already and must not be touched (see
+ * wake_closing()). */
+static int park_as(struct coro_stream *st, struct coro **who, uint16_t flag, const char *why,
+                   int64_t timeout_ms)
+{
+    struct coro *prev = *who;
+    int err;
+
+    *who = coro_self();
+    st->flags |= flag;
+    err = coro_park(why, timeout_ms);
+    if (err == GONE_MARK)
+        return err;
+    st->flags &= ~flag;
+    *who = prev;
+    return err;
 }
 
 /* ---------------------------------------------------------------- the epoll set */
@@ -160,8 +181,9 @@ int coro_stream_init(struct coro_sched *s, struct coro_stream *st)
     return 0;
 }
 
-/* coro_stream_open(), told whether <fd> is known to be non-blocking already. */
-static int stream_open(struct coro_stream *st, int fd, int nonblocking)
+/* coro_stream_open(); <ours>: a socket coro_connect() just made (non-blocking already,
+ * and no bytes can have arrived yet). */
+static int stream_open(struct coro_stream *st, int fd, int ours)
 {
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
     int fl, err;
@@ -175,7 +197,7 @@ static int stream_open(struct coro_stream *st, int fd, int nonblocking)
         close(fd);
         return err;
     }
-    if (!nonblocking) {
+    if (!ours) {
         fl = fcntl(fd, F_GETFL);
         if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
             err = -errno;
@@ -192,9 +214,9 @@ static int stream_open(struct coro_stream *st, int fd, int nonblocking)
     st->fd = fd;
     st->flags |= S_OPEN;
     /* A socket given to us may hold bytes already (a client that sent its request with
-     * its connect): the first read tries. Ours, just connected, has none; if some come
-     * before the first read, the registration's own event says so. */
-    if (!nonblocking)
+     * its connect): the first read tries. Ours has none; if some come before the first
+     * read, the registration's own event says so. */
+    if (!ours)
         st->flags |= S_RREADY;
     return 0;
 }
@@ -338,15 +360,10 @@ ssize_t coro_read(struct coro_stream *st, struct coro_buf **out, int64_t timeout
         n = coro_try_read(st, out);
         if (n != UV_EAGAIN)
             return n;
-        struct coro *prev = st->reader;   /* a watcher set by coro_stream_watch stays */
-
-        st->reader = coro_self();
-        st->flags |= S_RWAIT;
-        err = coro_park(st->names->read, remaining(st, start, timeout_ms));
+        err = park_as(st, &st->reader, S_RWAIT, st->names->read,
+                      remaining(st, start, timeout_ms));
         if (err == GONE_MARK)
-            return UV_ECANCELED;   /* <st> may be freed already: see wake_closing() */
-        st->flags &= ~S_RWAIT;
-        st->reader = prev;
+            return UV_ECANCELED;
         if (err < 0)
             return err;
     }
@@ -432,20 +449,15 @@ static int write_queue(struct coro_stream *st)
 static int wait_queue(struct coro_stream *st, size_t limit, int64_t timeout_ms)
 {
     uint64_t start = now_ms(st);
-
-    struct coro *prev = st->writer;
     int err;
 
     /* limit 0 = flush: also wait for a requested shutdown to have happened. */
     while (!st->werr && (st->wq_size > limit ||
                          (limit == 0 && (st->flags & (S_SHUT | S_SHUT_DONE)) == S_SHUT))) {
-        st->writer = coro_self();
-        st->flags |= S_WWAIT;
-        err = coro_park(st->names->write, remaining(st, start, timeout_ms));
+        err = park_as(st, &st->writer, S_WWAIT, st->names->write,
+                      remaining(st, start, timeout_ms));
         if (err == GONE_MARK)
-            return UV_ECANCELED;   /* <st> may be freed already: see wake_closing() */
-        st->flags &= ~S_WWAIT;
-        st->writer = prev;
+            return UV_ECANCELED;
         if (err < 0)
             return err;
     }
@@ -463,8 +475,6 @@ int coro_write(struct coro_stream *st, struct coro_buf *b, int64_t timeout_ms)
 
 int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
 {
-    ssize_t n;
-
     if (st->werr || (st->flags & (S_CLOSING | S_SHUT)) || !(st->flags & S_OPEN)) {
         coro_buf_put(st->sched, b);
         return st->werr ? st->werr : (st->flags & S_OPEN) ? UV_EPIPE : UV_ENOTCONN;
@@ -473,23 +483,6 @@ int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
         coro_buf_put(st->sched, b);
         return 0;
     }
-    if (!st->whead && !(st->flags & S_CONNECTING)) {
-        do
-            n = send(st->fd, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
-        while (n < 0 && errno == EINTR);
-        if (n > 0) {
-            st->bytes_out += (uint64_t)n;
-            b->off += (uint32_t)n;
-            if (b->off == b->len) {
-                coro_buf_put(st->sched, b);
-                return 0;
-            }
-        } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            st->werr = -errno;
-            coro_buf_put(st->sched, b);
-            return st->werr;
-        }
-    }
     b->next = NULL;
     if (st->wtail)
         st->wtail->next = b;
@@ -497,6 +490,10 @@ int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
         st->whead = b;
     st->wtail = b;
     st->wq_size += b->len - b->off;
+    /* Alone in the queue: straight to the socket (what it does not take waits for the next
+     * output event); behind others, or while connecting, it waits its turn. */
+    if (st->whead == b && !(st->flags & S_CONNECTING))
+        write_queue(st);
     update_waiting(st);
     return st->werr;
 }
@@ -610,12 +607,22 @@ static void connect_done(struct coro_stream *st)
     wake(st->writer, 0);
 }
 
+/* connect() on the non-blocking <fd>: 0, -EINPROGRESS or another -errno. */
+static int connect_fd(int fd, const struct sockaddr *addr, socklen_t alen)
+{
+    int r;
+
+    do
+        r = connect(fd, addr, alen);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
 int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t timeout_ms)
 {
     uint64_t start = now_ms(st);
     socklen_t alen = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                  : sizeof(struct sockaddr_in);
-    struct coro *prev;
     int fd, r, err;
 
     if (st->flags & S_CLOSING)
@@ -625,40 +632,28 @@ int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t ti
         fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
             return -errno;
-        do
-            r = connect(fd, addr, alen);
-        while (r < 0 && errno == EINTR);
-        if (r < 0 && errno != EINPROGRESS) {
-            err = -errno;
+        r = connect_fd(fd, addr, alen);
+        if (r < 0 && r != -EINPROGRESS) {
             close(fd);
-            return st->werr = err;
+            return st->werr = r;
         }
         err = stream_open(st, fd, 1);
         if (err < 0)
             return err;
-        if (r == 0)
-            return 0;
     } else {
         st->flags |= S_EARLY;
-        do
-            r = connect(st->fd, addr, alen);
-        while (r < 0 && errno == EINTR);
-        if (r == 0)
-            return 0;
-        if (errno != EINPROGRESS)
-            return st->werr = -errno;
+        r = connect_fd(st->fd, addr, alen);
+        if (r < 0 && r != -EINPROGRESS)
+            return st->werr = r;
     }
+    if (r == 0)
+        return 0;
     st->flags |= S_CONNECTING;
     update_waiting(st);
-    prev = st->writer;
     while ((st->flags & S_CONNECTING) && !st->werr) {
-        st->writer = coro_self();
-        st->flags |= S_WWAIT;
-        err = coro_park("connect", remaining(st, start, timeout_ms));
+        err = park_as(st, &st->writer, S_WWAIT, "connect", remaining(st, start, timeout_ms));
         if (err == GONE_MARK)
-            return UV_ECANCELED;   /* <st> may be freed already: see wake_closing() */
-        st->flags &= ~S_WWAIT;
-        st->writer = prev;
+            return UV_ECANCELED;
         if (err < 0 && (st->flags & S_CONNECTING)) {
             st->flags &= ~S_CONNECTING;   /* unusable now: the caller closes it */
             st->werr = err;
@@ -698,23 +693,6 @@ static void stream_event(struct coro_stream *st, uint32_t ev)
 
 /* ---------------------------------------------------------------- closing */
 
-/* The end of a close: held chunks back to the pool, then the owner's callback. */
-static void finish_close(struct coro_stream *st)
-{
-    uv_close_cb cb = st->on_closed;
-    struct coro_buf *b;
-
-    while ((b = st->rhead) != NULL) {
-        st->rhead = b->next;
-        coro_buf_put(st->sched, b);
-    }
-    st->rtail = NULL;
-    st->nchunks = 0;
-    st->on_closed = NULL;
-    if (cb)
-        cb((uv_handle_t *)(void *)st);      /* last: it may free the stream */
-}
-
 /* Wakes <co>, which waits on a stream being closed. When it is parked inside coro_read() or
  * wait_queue() (<inside>), it must return without touching the stream again: the close
  * callback may free the stream before <co> runs. If something else made <co> ready
@@ -733,14 +711,19 @@ static void wake_closing(struct coro *co, int inside)
 void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed)
 {
     struct coro *self = coro_self();
+    struct coro_buf *b;
 
     if (st->flags & S_CLOSING)
         return;
     st->flags |= S_CLOSING;
     st->flags &= ~(S_READING | S_CONNECTING | S_RREADY);
-    st->on_closed = on_closed;
-    drop_queue(st);
-    update_waiting(st);
+    drop_queue(st);                 /* and no longer waiting: the loop may end */
+    while ((b = st->rhead) != NULL) {
+        st->rhead = b->next;
+        coro_buf_put(st->sched, b);
+    }
+    st->rtail = NULL;
+    st->nchunks = 0;
     if (!st->werr)
         st->werr = UV_ECANCELED;
     /* Whoever waits on this stream learns now rather than at its timeout. */
@@ -752,7 +735,8 @@ void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed)
         close(st->fd);      /* leaves the epoll set, with any event it had pending */
         st->fd = -1;
     }
-    finish_close(st);
+    if (on_closed)
+        on_closed((uv_handle_t *)(void *)st);   /* last: it may free the stream */
 }
 
 int coro_stream_is_closing(const struct coro_stream *st)

@@ -7,7 +7,7 @@
 
 /* One client connection. Both streams live here, not on the coroutine's stack. */
 struct cg_conn {
-    struct coro_stream   client;   /* first: a close callback gets the conn's address */
+    struct coro_stream   client;
     struct coro_stream   up;
     struct coro_list     node;     /* in the worker's conns */
     struct cg_worker    *w;

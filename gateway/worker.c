@@ -298,7 +298,8 @@ static void refuse(struct cg_wlistener *l, int fd, const struct verdict *v,
     r->c.l = l;
     if (coro_stream_open(&r->c.client, fd) < 0 ||
         coro_spawn(w->sched, cg_reject_session, r, "ws refusal", &r->c.co) < 0) {
-        coro_stream_close(&r->c.client, (uv_close_cb)free);    /* closes fd, frees r */
+        coro_stream_close(&r->c.client, NULL);    /* closes fd */
+        free(r);
         return;
     }
     w->rejecting++;
@@ -309,14 +310,6 @@ out_close:
     cg_reject_fd(fd, al ? (enum cg_reject_how)atomic_load_explicit(&al->reject,
                                                                    memory_order_relaxed)
                         : CG_REJECT_CLOSE);
-}
-
-/* Close callback of a connection that never started: frees its struct cg_conn. */
-static void conn_free_closed(uv_handle_t *h)
-{
-    struct cg_conn *c = (struct cg_conn *)(void *)h;   /* client, first, is what h points at */
-
-    coro_slab_free(&c->w->conn_slab, c);
 }
 
 static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *peer)
@@ -351,7 +344,8 @@ static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *pe
         atomic_fetch_sub(&d->conns, 1);
         cg_iptable_release(d->adm->ipt, v.ip_slot);
         cg_gen_put(c->gen);
-        coro_stream_close(&c->client, conn_free_closed);
+        coro_stream_close(&c->client, NULL);
+        coro_slab_free(&w->conn_slab, c);
         return;
     }
     coro_list_add_tail(&w->conns, &c->node);

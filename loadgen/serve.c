@@ -457,11 +457,6 @@ static void conn_main(void *arg)
     free(c);
 }
 
-static void on_conn_closed_free(uv_handle_t *h)
-{
-    free(h);   /* the stream's address, thus the connection's (st is first) */
-}
-
 /* Takes the accepted socket <fd>: serves it in a new coroutine, or closes it. */
 static void conn_start(struct lg_worker *w, int fd)
 {
@@ -499,8 +494,7 @@ static void conn_start(struct lg_worker *w, int fd)
     return;
 
 out_stream:
-    coro_stream_close(&c->st, on_conn_closed_free);   /* frees c before it returns */
-    c = NULL;
+    coro_stream_close(&c->st, NULL);          /* closes fd */
 out_free:
     free(c);
 out_fd:

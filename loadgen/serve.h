@@ -28,7 +28,7 @@ struct lg_wsc;
 
 /* One accepted connection, owned by its coroutine from spawn to free. */
 struct lg_conn {
-    struct coro_stream st;       /* first: the close callback gets the connection's address */
+    struct coro_stream st;
     struct lg_worker  *worker;
     struct coro       *co;       /* its coroutine, once it runs; NULL before */
     struct lg_conn    *prev;     /* the worker's live connections, to cancel on stop */
