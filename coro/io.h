@@ -57,6 +57,13 @@ int coro_stream_nodelay(struct coro_stream *st, int on);
  * close it. */
 int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t timeout_ms);
 
+/* coro_connect() from the local address <src> (its port is ignored: connect() picks one
+ * per destination, IP_BIND_ADDRESS_NO_PORT), on a new socket: <st> must not have one yet
+ * (UV_EINVAL). <src> NULL is coro_connect(). A source the host does not own fails with
+ * UV_EADDRNOTAVAIL. */
+int coro_connect_from(struct coro_stream *st, const struct sockaddr *addr,
+                      const struct sockaddr *src, int64_t timeout_ms);
+
 /* Waits up to <timeout_ms> for data. Returns the byte count (> 0) with the chunk in <*out>
  * (the caller owns it: write it on, or coro_buf_put() it); UV_EOF when the peer shut down
  * its side; a libuv error; UV_ETIMEDOUT; or UV_ECANCELED. */

@@ -26,8 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24      /* linux/in.h */
+#endif
 
 #define CONF_MAX_LINE  4096             /* longest line we accept, newline excluded */
 #define CONF_MAX_FILE  (16u << 20)      /* cg_config_load() refuses larger files */
@@ -837,6 +842,175 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
     return 0;
 }
 
+/* One address of a source list: IPv4, or IPv6 bare or in brackets. Returns its family,
+ * or 0 when <tok> is neither. */
+static int parse_source_addr(const char *tok, unsigned char out[16])
+{
+    char buf[INET6_ADDRSTRLEN + 2];
+    size_t n = strlen(tok);
+
+    memset(out, 0, 16);
+    if (inet_pton(AF_INET, tok, out) == 1)
+        return AF_INET;
+    if (n >= 2 && tok[0] == '[' && tok[n - 1] == ']' && n - 2 < sizeof(buf)) {
+        memcpy(buf, tok + 1, n - 2);
+        buf[n - 2] = '\0';
+        tok = buf;
+    }
+    return inet_pton(AF_INET6, tok, out) == 1 ? AF_INET6 : 0;
+}
+
+/* The number of addresses from <a> to <b> (network order, <len> bytes), or 0 when <b> is
+ * below <a> or they are more than CG_SOURCE_MAX apart. */
+static uint32_t source_span(const unsigned char *a, const unsigned char *b, size_t len)
+{
+    uint64_t d = 0;
+    size_t i;
+    int borrow = 0;
+    unsigned char diff[16];
+
+    for (i = len; i-- > 0;) {           /* diff = b - a, big-endian */
+        int v = b[i] - a[i] - borrow;
+
+        borrow = v < 0;
+        diff[i] = (unsigned char)(v + (borrow ? 256 : 0));
+    }
+    if (borrow)
+        return 0;
+    for (i = 0; i < len; i++) {
+        if (d > (CG_SOURCE_MAX >> 8))
+            return 0;
+        d = d << 8 | diff[i];
+    }
+    return d < CG_SOURCE_MAX ? (uint32_t)d + 1 : 0;
+}
+
+/* Whether this host can bind <family> address <addr>: a source it does not own fails
+ * every connect (EADDRNOTAVAIL); better said at load time. Other errors (no descriptor
+ * left, no IPv6 at all) are left to the connects to report. */
+static int source_bindable(int family, const unsigned char *addr)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int fd, one = 1, r;
+
+    memset(&ss, 0, sizeof(ss));
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+
+        sin->sin_family = AF_INET;
+        memcpy(&sin->sin_addr, addr, 4);
+        len = sizeof(*sin);
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+        sin6->sin6_family = AF_INET6;
+        memcpy(&sin6->sin6_addr, addr, 16);
+        len = sizeof(*sin6);
+    }
+    fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 1;
+    (void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+    r = bind(fd, (struct sockaddr *)&ss, len) < 0 && errno == EADDRNOTAVAIL ? 0 : 1;
+    close(fd);
+    return r;
+}
+
+/* source = ADDR[-ADDR] ... (IPv4 or IPv6, blanks or commas between); empty: none, the
+ * kernel picks (the default). */
+static int set_source(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_upstream_conf *up = obj;
+    struct cg_source_range *v = NULL, *tmp, *r;
+    size_t n = 0, cap = 0, tlen, alen;
+    uint64_t total4 = 0, total6 = 0;
+    char tok[CONF_MAX_LINE + 1], buf[SHOW_MAX + 4], *dash;
+    unsigned char last[16];
+    const char *s = value;
+    int fam, fam2, bad = 0;
+
+    for (;;) {
+        s += strspn(s, " \t,");
+        if (!*s)
+            break;
+        tlen = strcspn(s, " \t,");
+        memcpy(tok, s, tlen);
+        tok[tlen] = '\0';
+        s += tlen;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4;
+            tmp = realloc(v, cap * sizeof(*v));
+            if (!tmp) {
+                c->p->nomem = 1;
+                free(v);
+                return -1;
+            }
+            v = tmp;
+        }
+        r = &v[n];
+        dash = strchr(tok, '-');
+        if (dash)
+            *dash = '\0';
+        fam = parse_source_addr(tok, r->first);
+        fam2 = dash ? parse_source_addr(dash + 1, last) : fam;
+        if (dash)
+            *dash = '-';
+        if (!fam || !fam2) {
+            key_error(c, "\"%s\" is not an address or range (expected 10.0.0.2, "
+                      "10.0.0.2-10.0.0.250 or an IPv6 address)", show(tok, buf, sizeof(buf)));
+            bad = 1;
+            continue;
+        }
+        if (fam != fam2) {
+            key_error(c, "\"%s\": a range cannot mix IPv4 and IPv6",
+                      show(tok, buf, sizeof(buf)));
+            bad = 1;
+            continue;
+        }
+        alen = fam == AF_INET ? 4 : 16;
+        r->family = (sa_family_t)fam;
+        r->count = dash ? source_span(r->first, last, alen) : 1;
+        if (!dash)
+            memcpy(last, r->first, alen);
+        if (r->count == 0) {
+            key_error(c, "\"%s\": the range is reversed or longer than %u addresses",
+                      show(tok, buf, sizeof(buf)), CG_SOURCE_MAX);
+            bad = 1;
+            continue;
+        }
+        if (!memcmp(r->first, (const unsigned char[16]){ 0 }, alen)) {
+            key_error(c, "\"%s\": the unspecified address is not a source (leave source "
+                      "out to let the kernel pick)", show(tok, buf, sizeof(buf)));
+            bad = 1;
+            continue;
+        }
+        if (!source_bindable(fam, r->first) || !source_bindable(fam, last)) {
+            key_error(c, "\"%s\": %s", show(tok, buf, sizeof(buf)), strerror(EADDRNOTAVAIL));
+            bad = 1;
+            continue;
+        }
+        *(fam == AF_INET ? &total4 : &total6) += r->count;
+        n++;
+    }
+    if (!bad && (total4 > CG_SOURCE_MAX || total6 > CG_SOURCE_MAX)) {
+        key_error(c, "more than %u addresses", CG_SOURCE_MAX);
+        bad = 1;
+    }
+    if (bad) {
+        free(v);
+        return -1;
+    }
+    free(up->sources);
+    up->sources = n ? v : NULL;
+    up->nsources = n;
+    if (!n)
+        free(v);
+    up->nsource4 = (uint32_t)total4;
+    up->nsource6 = (uint32_t)total6;
+    return 0;
+}
+
 static int set_routes(const struct keyctx *c, void *obj, const char *value)
 {
     struct cg_listener_conf *l = obj;
@@ -1261,6 +1435,7 @@ static const struct key_desc listener_keys[] = {
 
 static const struct key_desc upstream_keys[] = {
     { .name = "servers", .type = KEY_CUSTOM, .def = NULL, .set = set_servers },
+    { .name = "source", .type = KEY_CUSTOM, .def = "", .set = set_source },
     { .name = "balance", .type = KEY_ENUM, .offset = UP(balance), .def = "roundrobin",
       .choices = balance_choices },
     { .name = "connect_timeout", .type = KEY_DURATION, .offset = UP(connect_timeout_ms),
@@ -1700,7 +1875,19 @@ static void check_upstream(struct parser *p, const struct section *s)
     char a[32], b[32];
     unsigned int line;
     int bad = 0, bad_iv = 0;
+    size_t i;
 
+    line = key_line_of(s, "source", &bad);
+    for (i = 0; up->nsources && !bad && i < up->nservers; i++) {
+        int fam = up->servers[i].addr.ss_family;
+
+        if ((fam == AF_INET ? up->nsource4 : up->nsource6) == 0) {
+            error_at(p, line, "[%s] source: no %s address for server %s", s->label,
+                     fam == AF_INET ? "IPv4" : "IPv6", up->servers[i].name);
+            break;
+        }
+    }
+    bad = 0;
     line = key_line_of(s, "health_check_timeout", &bad);
     key_line_of(s, "health_check_interval", &bad_iv);
     if (bad || bad_iv || up->health_check_interval_ms == 0 ||
@@ -1984,8 +2171,10 @@ void cg_config_free(struct cg_config *cfg)
 
     if (!cfg)
         return;
-    for (i = 0; i < cfg->nupstreams; i++)
+    for (i = 0; i < cfg->nupstreams; i++) {
         free(cfg->upstreams[i].servers);
+        free(cfg->upstreams[i].sources);
+    }
     for (i = 0; i < cfg->nlisteners; i++) {
         cg_routes_free(cfg->listeners[i].routes);
         free(cfg->listeners[i].allowed_origins);

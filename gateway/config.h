@@ -143,11 +143,24 @@ struct cg_server_conf {
     unsigned int     weight;                    /* 1..256 */
 };
 
+/* A run of consecutive local addresses connections to the servers are made from
+ * ([upstream] source): "A" is a run of one, "A-B" of B - A + 1. */
+struct cg_source_range {
+    sa_family_t      family;                    /* AF_INET or AF_INET6 */
+    uint32_t         count;                     /* >= 1 */
+    unsigned char    first[16];                 /* network order; IPv4 in the first 4 */
+};
+
+#define CG_SOURCE_MAX    (1u << 24)             /* addresses in one upstream's source */
+
 struct cg_upstream_conf {
     char             name[CG_CONF_NAME_MAX];
     unsigned int     line;                      /* of the section header */
     struct cg_server_conf *servers;             /* owned by the cg_config */
     size_t           nservers;                  /* >= 1 in a loaded config */
+    struct cg_source_range *sources;            /* owned by the cg_config; NULL: none */
+    size_t           nsources;
+    uint32_t         nsource4, nsource6;        /* addresses of each family in them */
     enum cg_balance  balance;
     uint64_t         connect_timeout_ms;
     unsigned int     retries;                   /* other servers to try after a failure */

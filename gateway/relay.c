@@ -43,6 +43,7 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
 {
     const struct cg_upstream_conf *uc = up->conf;
     struct cg_worker *w = c->w;
+    struct sockaddr_storage src;
     uint64_t tried = 0;
     unsigned attempt = 0, skipped = 0;
     uint64_t t0;
@@ -77,8 +78,9 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
         /* Counted before the connect so leastconn sees connections in progress too. */
         atomic_fetch_add(&srv->active, 1);
         t0 = uv_hrtime();
-        err = coro_connect(&c->up, (const struct sockaddr *)&srv->conf->addr,
-                           (int64_t)uc->connect_timeout_ms);
+        err = coro_connect_from(&c->up, (const struct sockaddr *)&srv->conf->addr,
+                                cg_upstream_source(up, w->id, srv, &src),
+                                (int64_t)uc->connect_timeout_ms);
         cg_server_connect_done(srv);
         if (err == 0) {
             cg_lat_hist_record(&w->stats.connect_lat, (uv_hrtime() - t0) / 1000);

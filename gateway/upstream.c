@@ -1,4 +1,5 @@
 /* gateway/upstream.c — server selection and health state. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,7 +27,8 @@ struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nwork
         up->servers = calloc(uc->nservers, sizeof(*up->servers));
         up->wrr = calloc((size_t)nworkers * uc->nservers, sizeof(*up->wrr));
         up->rng = calloc(nworkers, sizeof(*up->rng));
-        if (!up->servers || !up->wrr || !up->rng) {
+        up->src_next = calloc((size_t)nworkers * 2, sizeof(*up->src_next));
+        if (!up->servers || !up->wrr || !up->rng || !up->src_next) {
             cg_upstreams_free(ups, i + 1);
             errno = ENOMEM;
             return NULL;
@@ -37,8 +39,12 @@ struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nwork
             up->servers[j].index = (unsigned)j;
         }
         cg_upstream_breaker_set(up, &uc->brk);
-        for (j = 0; j < nworkers; j++)   /* distinct, non-zero xorshift seeds */
+        for (j = 0; j < nworkers; j++) { /* distinct, non-zero xorshift seeds */
             up->rng[j] = 0x9e3779b97f4a7c15ull * (j + 1) ^ ((uint64_t)i << 32) ^ 0x2545f491;
+            /* workers start their rounds of the source addresses apart */
+            up->src_next[2 * j] = (uint32_t)((uint64_t)j * uc->nsource4 / nworkers);
+            up->src_next[2 * j + 1] = (uint32_t)((uint64_t)j * uc->nsource6 / nworkers);
+        }
     }
     return ups;
 }
@@ -53,6 +59,7 @@ void cg_upstreams_free(struct cg_upstream *ups, size_t n)
         free(ups[i].servers);
         free(ups[i].wrr);
         free(ups[i].rng);
+        free(ups[i].src_next);
     }
     free(ups);
 }
@@ -275,4 +282,51 @@ void cg_upstreams_carry(struct cg_upstream *ups, size_t n, struct cg_upstream *o
             }
         }
     }
+}
+
+const struct sockaddr *cg_upstream_source(struct cg_upstream *up, unsigned worker,
+                                          const struct cg_server *srv,
+                                          struct sockaddr_storage *ss)
+{
+    const struct cg_upstream_conf *uc = up->conf;
+    int fam = srv->conf->addr.ss_family;
+    uint32_t total = fam == AF_INET ? uc->nsource4 : uc->nsource6;
+    uint32_t k;
+    size_t i;
+
+    if (total == 0)
+        return NULL;
+    k = up->src_next[2 * worker + (fam == AF_INET6)]++ % total;
+    for (i = 0; i < uc->nsources; i++) {
+        const struct cg_source_range *r = &uc->sources[i];
+
+        if (r->family != fam)
+            continue;
+        if (k < r->count)
+            break;
+        k -= r->count;
+    }
+    memset(ss, 0, sizeof(*ss));
+    if (fam == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+        uint32_t a;
+
+        memcpy(&a, uc->sources[i].first, 4);
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = htonl(ntohl(a) + k);
+    } else {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+        unsigned char *b = sin6->sin6_addr.s6_addr;
+        unsigned carry = k;
+        int j;
+
+        sin6->sin6_family = AF_INET6;
+        memcpy(b, uc->sources[i].first, 16);
+        for (j = 15; j >= 0 && carry; j--) {     /* b += k, big-endian */
+            carry += b[j];
+            b[j] = (unsigned char)carry;
+            carry >>= 8;
+        }
+    }
+    return (const struct sockaddr *)ss;
 }

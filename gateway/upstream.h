@@ -10,6 +10,7 @@
 
 #include <stdatomic.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "config.h"
 
@@ -66,6 +67,8 @@ struct cg_upstream {
     /* per worker: smooth weighted round-robin current weights, then the RNG state */
     int               *wrr;                 /* [worker][server] */
     uint64_t          *rng;                 /* [worker] */
+    uint32_t          *src_next;            /* [worker][IPv4, IPv6]: the next source
+                                             * address of that family, mod their count */
     unsigned           nworkers;
 };
 
@@ -78,6 +81,13 @@ void cg_upstreams_free(struct cg_upstream *ups, size_t n);
  * servers that are down, at their connection limit, or set in <tried> (a bitmask of server
  * indexes; servers past 63 are never excluded). Returns NULL when none is eligible. */
 struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint64_t tried);
+
+/* The local address worker <worker>'s next connection to <srv> is made from, written to
+ * <ss>: the upstream's source addresses of <srv>'s family in turn. NULL when it has none
+ * (the kernel picks). */
+const struct sockaddr *cg_upstream_source(struct cg_upstream *up, unsigned worker,
+                                          const struct cg_server *srv,
+                                          struct sockaddr_storage *ss);
 
 /* 1 when <srv> may take one more connection (ready, not down, not ejected or due for its
  * probe, below its per-server connection and pending-connect limits). */

@@ -417,6 +417,7 @@ static void health_check(void *arg)
     struct check *ck = arg;
     struct cg_server *srv = ck->srv;
     const struct cg_upstream_conf *uc = srv->up->conf;
+    struct sockaddr_storage src;
     int err;
 
     ck->co = coro_self();
@@ -427,8 +428,11 @@ static void health_check(void *arg)
             continue;
         err = coro_stream_init(coro_sched_current(), &ck->st);
         if (err == 0) {
-            err = coro_connect(&ck->st, (const struct sockaddr *)&srv->conf->addr,
-                               (int64_t)uc->health_check_timeout_ms);
+            /* From the upstream's source addresses too: a check must test the path the
+             * connections take. Worker 0 runs the checks (start_health_checks()). */
+            err = coro_connect_from(&ck->st, (const struct sockaddr *)&srv->conf->addr,
+                                    cg_upstream_source(srv->up, 0, srv, &src),
+                                    (int64_t)uc->health_check_timeout_ms);
             coro_stream_close(&ck->st, NULL);
         }
         if (err == UV_ECANCELED)

@@ -25,8 +25,9 @@
 # ceil(count / (L - 512)) processes. For 1,000,000 on a large machine, raise the limits
 # (ulimit -n, fs.nr_open, fs.file-max; see systemd/ and docs) and run e.g.
 #   CONNECTIONS=1000000 RATE=50000 WORKERS=16 make capacity
-# which spreads the loadgen over SOURCES addresses and corogate's upstream connections over
-# ceil(count / 25000) backend ports (each (source, destination) pair has ~28k ports).
+# which spreads the loadgen's connections over SOURCES addresses and corogate's upstream
+# connections over UPSTREAM_SOURCES (its [upstream] source key): each (source address,
+# destination) pair has ~28k ports.
 #
 # Environment (defaults in brackets):
 #   CONNECTIONS    connections to hold, the quota too [from ulimit -n]
@@ -42,6 +43,8 @@
 #   PROCS          loadgen processes [from the open-files limit]
 #   BACKEND_THREADS  echo backend threads per port [1]
 #   SOURCES        loadgen source addresses [127.0.0.2-127.0.0.250]
+#   UPSTREAM_SOURCES  corogate's source addresses towards the backend
+#                  [127.0.1.1-127.0.1.64: 1.8 million connections]
 #   PORT           corogate's port; backends use PORT+1000... [28000]
 #   BUILD          where the binaries are [build]
 #   OUT            logs, config and JSON reports [$BUILD/capacity]
@@ -72,7 +75,9 @@ PROCS=${PROCS:-$(( (CONNECTIONS + NOFILE - 513) / (NOFILE - 512) ))}
 BACKEND_THREADS=${BACKEND_THREADS:-1}
 SOURCES=${SOURCES:-127.0.0.2-127.0.0.250}
 PORT=${PORT:-28000}
-NBACKENDS=$(( (CONNECTIONS + LAT_CONNS + OVER + 24999) / 25000 ))
+UPSTREAM_SOURCES=${UPSTREAM_SOURCES:-127.0.1.1-127.0.1.64}
+# Echo backends, one process each: as many as their open-files limit asks for.
+NBACKENDS=$(( (CONNECTIONS + OVER + NOFILE - 513) / (NOFILE - 512) ))
 
 for b in "$LG" "$CG"; do
     [ -x "$b" ] || { echo "capacity: $b is missing: run make first" >&2; exit 1; }
@@ -146,6 +151,7 @@ idle_timeout = 0
 backlog = 4096
 [upstream echo]
 servers = $servers
+source = $UPSTREAM_SOURCES
 [bpf]
 attach = off
 EOF
@@ -164,7 +170,8 @@ fi
 sleep 0.3
 
 echo "capacity: $MODE, corogate $WORKERS workers, quota $CONNECTIONS connections" \
-     "(ulimit -n $NOFILE), $NBACKENDS backend port(s), loadgen $PROCS process(es)"
+     "(ulimit -n $NOFILE), $NBACKENDS backend(s), upstream source $UPSTREAM_SOURCES," \
+     "loadgen $PROCS process(es)"
 
 # ------------------------------------------------------------------ 1-2. ramp, idle
 rss0=$(rss_kb $CGPID)

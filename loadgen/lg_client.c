@@ -36,10 +36,6 @@
 #include "lg_msg.h"
 #include "lg_ws.h"
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
-
 #define RAMP_TICK_MS     1
 #define SPAWN_PER_TICK   4096      /* new coroutines per ramp tick at most */
 #define PUBLISH_MS       250
@@ -726,29 +722,16 @@ static int conn_connect(struct lg_cconn *c)
 {
     const struct lg_run_cfg *cfg = c->t->cfg;
     const struct sockaddr *sa = (const struct sockaddr *)&cfg->target;
-    int fd, one = 1, err;
+    struct sockaddr_in src = { .sin_family = AF_INET };
+    int err;
 
-    fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (fd < 0)
-        return -errno;
-    if (cfg->nsources && sa->sa_family == AF_INET) {
-        struct sockaddr_in src = { .sin_family = AF_INET };
-
+    if (cfg->nsources && sa->sa_family == AF_INET)
         src.sin_addr.s_addr = cfg->sources[c->gid % cfg->nsources];
-        /* The port is chosen at connect() time, per destination: binding does not use up
-         * the source address's ports. */
-        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-        if (bind(fd, (struct sockaddr *)&src, sizeof(src)) < 0) {
-            err = -errno;
-            close(fd);
-            return err;
-        }
-    }
-    err = coro_stream_open(&c->st, fd);      /* owns fd from here, even on failure */
-    if (err < 0)
-        return err;
-    coro_stream_nodelay(&c->st, 1);
-    return coro_connect(&c->st, sa, cfg->connect_timeout_ms);
+    err = coro_connect_from(&c->st, sa, src.sin_addr.s_addr ? (struct sockaddr *)&src : NULL,
+                            cfg->connect_timeout_ms);
+    if (err == 0)
+        coro_stream_nodelay(&c->st, 1);
+    return err;
 }
 
 static void thread_check_ramp(struct lg_thread *t)

@@ -838,6 +838,7 @@ struct th_echo {
     struct echo_conn *conns;
     _Atomic int       stopping;
     _Atomic unsigned  accepted, served, eofs, active;
+    _Atomic unsigned  from_127[256];  /* accepted from 127.0.0.N, by N */
     struct th_echo   *next;       /* the harness's list */
 };
 
@@ -914,6 +915,10 @@ static void *echo_accept_main(void *arg)
     struct th_echo *e = arg;
     struct pollfd pf[2];
     struct echo_conn *c;
+    struct sockaddr_storage ss;
+    const struct sockaddr_in *peer = (const struct sockaddr_in *)&ss;
+    socklen_t peer_len;
+    uint32_t ip;
     int fd;
 
     for (;;) {
@@ -925,7 +930,8 @@ static void *echo_accept_main(void *arg)
             break;
         if (!(pf[0].revents & POLLIN))
             continue;
-        fd = accept4(e->lfd, NULL, NULL, SOCK_CLOEXEC);
+        peer_len = sizeof(ss);
+        fd = accept4(e->lfd, (struct sockaddr *)&ss, &peer_len, SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE)
                 th_sleep_ms(10);
@@ -933,6 +939,9 @@ static void *echo_accept_main(void *arg)
         }
         /* Open before accepted: whoever sees the count sees the connection open. */
         atomic_fetch_add(&e->active, 1);
+        ip = ntohl(peer->sin_addr.s_addr);
+        if (ss.ss_family == AF_INET && ip >> 8 == 0x7f0000)
+            atomic_fetch_add(&e->from_127[ip & 0xff], 1);
         atomic_fetch_add(&e->accepted, 1);
         c = calloc(1, sizeof(*c));
         if (!c) {
@@ -1070,6 +1079,11 @@ int th_echo_port(const struct th_echo *e)
 unsigned th_echo_accepted(const struct th_echo *e)
 {
     return atomic_load(&e->accepted);
+}
+
+unsigned th_echo_accepted_from(const struct th_echo *e, unsigned n)
+{
+    return n < 256 ? atomic_load(&e->from_127[n]) : 0;
 }
 
 unsigned th_echo_served(const struct th_echo *e)

@@ -203,6 +203,8 @@ void th_echo_free(struct th_echo *e);
 
 int th_echo_port(const struct th_echo *e);
 unsigned th_echo_accepted(const struct th_echo *e);   /* connections accepted, ever */
+/* of those, from 127.0.0.<n> */
+unsigned th_echo_accepted_from(const struct th_echo *e, unsigned n);
 unsigned th_echo_served(const struct th_echo *e);     /* of those, that carried data */
 unsigned th_echo_eofs(const struct th_echo *e);       /* that read EOF from the peer */
 unsigned th_echo_active(const struct th_echo *e);     /* open now */

@@ -494,7 +494,8 @@ START_TEST(test_default_file_documents_every_key)
         "workers", "cpu_pinning", "max_connections", "log_level", "stats_socket",
         "drain_timeout", "nofile", "coro_stall_threshold", "bind", "mode", "upstream",
         "idle_timeout", "backlog",
-        "servers", "balance", "connect_timeout", "retries", "max_connections_per_server",
+        "servers", "source", "balance", "connect_timeout", "retries",
+        "max_connections_per_server",
         "health_check_interval", "health_check_timeout", "health_check_fall",
         "health_check_rise",
     };
@@ -650,6 +651,59 @@ START_TEST(test_error_servers_list)
     EXPECT("[upstream api]\nservers = , ,\n" TAIL,
            "t.ini:2: [upstream api] servers: no servers listed (expected host:port [weight=N], "
            "...)");
+}
+END_TEST
+
+START_TEST(test_source)
+{
+    struct cg_config *cfg = parse_ok("[upstream u]\n"
+                                     "servers = 127.0.0.1:9000, [::1]:9001\n"
+                                     "source = 127.0.0.2-127.0.0.9, [::1] 127.0.1.1\n"
+                                     "[listener l]\nbind = 127.0.0.1:8000\nupstream = u\n");
+    const struct cg_upstream_conf *up = &cfg->upstreams[0];
+    char buf[INET6_ADDRSTRLEN];
+
+    ck_assert_uint_eq(up->nsources, 3);
+    ck_assert_uint_eq(up->nsource4, 9);
+    ck_assert_uint_eq(up->nsource6, 1);
+    ck_assert_int_eq(up->sources[0].family, AF_INET);
+    ck_assert_uint_eq(up->sources[0].count, 8);
+    ck_assert_str_eq(inet_ntop(AF_INET, up->sources[0].first, buf, sizeof(buf)), "127.0.0.2");
+    ck_assert_int_eq(up->sources[1].family, AF_INET6);
+    ck_assert_uint_eq(up->sources[1].count, 1);
+    ck_assert_str_eq(inet_ntop(AF_INET6, up->sources[1].first, buf, sizeof(buf)), "::1");
+    ck_assert_uint_eq(up->sources[2].count, 1);
+    cg_config_free(cfg);
+
+    cfg = parse_ok(TAIL);                       /* none by default */
+    ck_assert_ptr_null(cfg->upstreams[0].sources);
+    ck_assert_uint_eq(cfg->upstreams[0].nsource4, 0);
+    cg_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_error_source)
+{
+    /* 192.0.2.1 is TEST-NET-1: no host owns it. */
+    EXPECT("[upstream api]\nservers = 127.0.0.1:1\n"
+           "source = x 127.0.0.9-127.0.0.2 127.0.0.1-::1 0.0.0.0 192.0.2.1 127.0.0.1-128.0.0.1"
+           " 127.0.0.2-127.0.0.3-4\n" TAIL,
+           "t.ini:3: [upstream api] source: \"x\" is not an address or range (expected "
+           "10.0.0.2, 10.0.0.2-10.0.0.250 or an IPv6 address)",
+           "t.ini:3: [upstream api] source: \"127.0.0.9-127.0.0.2\": the range is reversed or "
+           "longer than 16777216 addresses",
+           "t.ini:3: [upstream api] source: \"127.0.0.1-::1\": a range cannot mix IPv4 and "
+           "IPv6",
+           "t.ini:3: [upstream api] source: \"0.0.0.0\": the unspecified address is not a "
+           "source (leave source out to let the kernel pick)",
+           "t.ini:3: [upstream api] source: \"192.0.2.1\": Cannot assign requested address",
+           "t.ini:3: [upstream api] source: \"127.0.0.1-128.0.0.1\": the range is reversed or "
+           "longer than 16777216 addresses",
+           "t.ini:3: [upstream api] source: \"127.0.0.2-127.0.0.3-4\" is not an address or "
+           "range (expected 10.0.0.2, 10.0.0.2-10.0.0.250 or an IPv6 address)");
+    /* A server of a family the sources lack. */
+    EXPECT("[upstream api]\nservers = 127.0.0.1:1 [::1]:2\nsource = 127.0.0.2\n" TAIL,
+           "t.ini:3: [upstream api] source: no IPv6 address for server [::1]:2");
 }
 END_TEST
 
@@ -864,6 +918,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_suffixes);
     tcase_add_test(tc, test_crlf_comments_bom);
     tcase_add_test(tc, test_long_servers_line);
+    tcase_add_test(tc, test_source);
     tcase_add_test(tc, test_default_file_parses_clean);
     tcase_add_test(tc, test_default_file_documents_every_key);
     tcase_add_test(tc, test_no_duplicate_bind_false_positives);
@@ -878,6 +933,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_error_bad_size);
     tcase_add_test(tc, test_error_bad_hostport);
     tcase_add_test(tc, test_error_servers_list);
+    tcase_add_test(tc, test_error_source);
     tcase_add_test(tc, test_error_bad_bool);
     tcase_add_test(tc, test_error_out_of_range);
     tcase_add_test(tc, test_error_bad_choice);

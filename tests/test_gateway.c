@@ -426,6 +426,48 @@ START_TEST(test_health_checks)
 }
 END_TEST
 
+/* source = ...: connections to the servers (and their health checks) leave from the
+ * listed addresses in turn, none from the kernel's choice (127.0.0.1). */
+START_TEST(test_source_addresses)
+{
+    struct th_echo *e = th_echo_new(0);
+    struct th_daemon *d;
+    char servers[64];
+    unsigned a0, n[3], i, sum;
+    int port, k, err;
+
+    ck_assert_msg(e != NULL, "echo server: %s", strerror(errno));
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", th_echo_port(e));
+    d = gw_start(&(struct gw){ .workers = 1, .servers = servers,
+                               .upstream = "source = 127.0.0.5-127.0.0.6, 127.0.0.7",
+                               .health = "health_check_interval = 100ms\n"
+                                         "health_check_timeout = 50ms" },
+                 &port);
+    settle(d, e, NULL, 1);
+    a0 = th_echo_accepted(e);
+    for (k = 0; k < 30; k++) {
+        err = th_echo_roundtrip(port, 100, IO_MS);
+        TH_ASSERT(d, err == 0, "connection %d: %s", k, strerr(err));
+    }
+    th_sleep_ms(250);                          /* a few health checks too */
+    for (i = 0, sum = 0; i < 3; i++) {
+        n[i] = th_echo_accepted_from(e, 5 + i);
+        sum += n[i];
+    }
+    TH_ASSERT(d, sum == th_echo_accepted(e) && th_echo_accepted_from(e, 1) == 0,
+              "%u connections from 127.0.0.5-7 of %u accepted (%u from 127.0.0.1)", sum,
+              th_echo_accepted(e), th_echo_accepted_from(e, 1));
+    TH_ASSERT(d, th_echo_accepted(e) - a0 > 30, "no health checks among %u connections",
+              th_echo_accepted(e) - a0);
+    /* In turn: the checks interleave with the clients, so each gets about a third. */
+    for (i = 0; i < 3; i++)
+        TH_ASSERT(d, n[i] * 4 >= sum, "127.0.0.%u made %u of %u connections", 5 + i, n[i],
+                  sum);
+    th_note("source: %u / %u / %u connections from 127.0.0.5 / .6 / .7", n[0], n[1], n[2]);
+    gw_stop_clean(d);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ 5. connect timeout */
 
 START_TEST(test_connect_timeout)
@@ -794,6 +836,7 @@ Suite *gateway_suite(void)
     add(s, "balance_weighted", test_balance_weighted);
     add(s, "dead_server_retry", test_dead_server_retry);
     add(s, "health_checks", test_health_checks);
+    add(s, "source_addresses", test_source_addresses);
     add(s, "connect_timeout", test_connect_timeout);
     add(s, "idle_timeout", test_idle_timeout);
     add(s, "emfile", test_emfile);

@@ -4,6 +4,7 @@
  * servers list, so a pick sequence reads as a string ("aabacaa"). Load simulations use the
  * test's own fixed-seed generator, so every run sees the same numbers.
  */
+#include <arpa/inet.h>
 #include <check.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -550,6 +551,63 @@ END_TEST
 
 /* ------------------------------------------------------------------ health checks */
 
+/* The source address of each connection: the upstream's addresses of the server's family
+ * in turn, per worker; none without a source list. */
+static const char *src_of(struct cg_upstream *up, unsigned worker, unsigned server,
+                          char *buf, size_t size)
+{
+    struct sockaddr_storage ss;
+    const struct sockaddr *sa = cg_upstream_source(up, worker, &up->servers[server], &ss);
+
+    if (!sa)
+        return "none";
+    if (sa->sa_family == AF_INET)
+        return inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf,
+                         (socklen_t)size);
+    return inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, buf,
+                     (socklen_t)size);
+}
+
+START_TEST(test_source_in_turn)
+{
+    struct cg_upstream *up = up_new("servers = 127.0.0.1:1, [::1]:2\n"
+                                    "source = 127.0.0.254-127.0.1.1, ::1, 127.0.0.9\n", 2);
+    static const char *const v4[] = { "127.0.0.254", "127.0.0.255", "127.0.1.0",
+                                      "127.0.1.1", "127.0.0.9", "127.0.0.254" };
+    struct cg_source_range *r6 = &cfg->upstreams[0].sources[1];
+    char buf[INET6_ADDRSTRLEN];
+    size_t i;
+
+    for (i = 0; i < 6; i++)
+        ck_assert_str_eq(src_of(up, 0, 0, buf, sizeof(buf)), v4[i]);
+    /* The other worker starts its round half-way. */
+    ck_assert_str_eq(src_of(up, 1, 0, buf, sizeof(buf)), "127.0.1.0");
+    ck_assert_str_eq(src_of(up, 0, 1, buf, sizeof(buf)), "::1");
+    ck_assert_str_eq(src_of(up, 0, 1, buf, sizeof(buf)), "::1");
+
+    /* IPv6 runs carry across bytes (a range this host cannot bind, set behind the
+     * parser's back). */
+    inet_pton(AF_INET6, "fd00::1:fffe", r6->first);
+    r6->count = 3;
+    cfg->upstreams[0].nsource6 = 3;
+    ck_assert_str_eq(src_of(up, 0, 1, buf, sizeof(buf)), "fd00::2:0");      /* 3rd call */
+    ck_assert_str_eq(src_of(up, 0, 1, buf, sizeof(buf)), "fd00::1:fffe");
+    ck_assert_str_eq(src_of(up, 0, 1, buf, sizeof(buf)), "fd00::1:ffff");
+    ck_assert_str_eq(src_of(up, 0, 1, buf, sizeof(buf)), "fd00::2:0");
+    /* Each family keeps its own turn: the IPv6 picks did not move IPv4's. */
+    ck_assert_str_eq(src_of(up, 0, 0, buf, sizeof(buf)), "127.0.0.255");
+}
+END_TEST
+
+START_TEST(test_source_none)
+{
+    struct cg_upstream *up = up_new("servers = 127.0.0.1:1\n", 1);
+    char buf[INET6_ADDRSTRLEN];
+
+    ck_assert_str_eq(src_of(up, 0, 0, buf, sizeof(buf)), "none");
+}
+END_TEST
+
 START_TEST(test_check_fall_rise)
 {
     struct cg_upstream *up = up_new("servers = 127.0.0.1:9001\nhealth_check_fall = 3\n"
@@ -632,6 +690,8 @@ Suite *upstream_suite(void)
     tc = tcase_create("state");
     tcase_add_checked_fixture(tc, NULL, teardown);
     tcase_add_test(tc, test_new_state);
+    tcase_add_test(tc, test_source_in_turn);
+    tcase_add_test(tc, test_source_none);
     tcase_add_test(tc, test_new_several_upstreams);
     tcase_add_test(tc, test_free_null);
     tcase_add_test(tc, test_no_limit);
