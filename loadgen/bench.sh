@@ -18,7 +18,11 @@
 #   p99_fixed   p99 round trip in ms at FIXED_CONNS x FIXED_RATE msg/s (open loop, latency
 #               from the intended send time)
 #   conn_rate   new connections/s: CHURN_CONNS slots that each connect, do one round trip
-#               and close, again and again (accept, upstream connect, relay, closes)
+#               and close, again and again (accept, upstream connect, relay, closes).
+#               Every proxy connects to the backend from the same 8 source addresses
+#               (127.0.1.1-8, see loadgen/bench/): from one, the ~28k ports towards the
+#               backend, in TIME_WAIT after the previous peer's runs, capped whichever
+#               proxy came later at ~14k/s
 # The table gives each proxy's figure and its ratio to the best of the proxies for that row
 # (lower is better for RSS, CPU and p99; higher for the rates), and corogate's targets from
 # issue 5. "direct" is the backend without a proxy: the ceiling for the rates.
