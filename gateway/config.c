@@ -744,10 +744,44 @@ static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_sto
 }
 
 /* servers = host:port [weight=N], host:port ... (whitespace and commas separate). */
+/* The next item of a list value (blanks or commas between) into <tok> (at least
+ * CONF_MAX_LINE + 1 bytes), advancing *<s>. Returns its length; 0 at the end. */
+static size_t next_list_item(const char **s, char *tok)
+{
+    size_t n;
+
+    *s += strspn(*s, " \t,");
+    n = strcspn(*s, " \t,");
+    memcpy(tok, *s, n);
+    tok[n] = '\0';
+    *s += n;
+    return n;
+}
+
+/* Room for item <n> in the array *<arr> of <size>-byte items, *<cap> of them allocated:
+ * doubles it when full. Returns 0, or -1 out of memory (noted; *<arr> freed). */
+static int list_grow(const struct keyctx *c, void **arr, size_t *cap, size_t n, size_t size)
+{
+    void *tmp;
+
+    if (n < *cap)
+        return 0;
+    *cap = *cap ? *cap * 2 : 4;
+    tmp = realloc(*arr, *cap * size);
+    if (!tmp) {
+        c->p->nomem = 1;
+        free(*arr);
+        *arr = NULL;
+        return -1;
+    }
+    *arr = tmp;
+    return 0;
+}
+
 static int set_servers(const struct keyctx *c, void *obj, const char *value)
 {
     struct cg_upstream_conf *up = obj;
-    struct cg_server_conf *servers = NULL, *tmp, *last = NULL;
+    struct cg_server_conf *servers = NULL, *last = NULL;
     size_t n = 0, cap = 0, tlen, i;
     char tok[CONF_MAX_LINE + 1], buf[SHOW_MAX + 4];
     int weighted = 0, bad = 0, skip_weight = 0;
@@ -756,15 +790,7 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
     uint64_t w;
     int err;
 
-    for (;;) {
-        s += strspn(s, " \t,");
-        if (!*s)
-            break;
-        tlen = strcspn(s, " \t,");
-        memcpy(tok, s, tlen);
-        tok[tlen] = '\0';
-        s += tlen;
-
+    while ((tlen = next_list_item(&s, tok)) > 0) {
         if (strncmp(tok, "weight=", 7) == 0) {
             if (skip_weight)            /* its server was already reported */
                 continue;
@@ -798,16 +824,8 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
         last = NULL;
         weighted = 0;
         skip_weight = 1;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 4;
-            tmp = realloc(servers, cap * sizeof(*servers));
-            if (!tmp) {
-                c->p->nomem = 1;
-                free(servers);
-                return -1;
-            }
-            servers = tmp;
-        }
+        if (list_grow(c, (void **)&servers, &cap, n, sizeof(*servers)) < 0)
+            return -1;
         memset(&servers[n], 0, sizeof(servers[n]));
         why = parse_hostport(tok, 0, &servers[n].addr, &servers[n].addrlen);
         if (why != HP_OK || tlen >= sizeof(servers[n].name)) {
@@ -922,32 +940,17 @@ static int source_bindable(int family, const unsigned char *addr)
 static int set_source(const struct keyctx *c, void *obj, const char *value)
 {
     struct cg_upstream_conf *up = obj;
-    struct cg_source_range *v = NULL, *tmp, *r;
-    size_t n = 0, cap = 0, tlen, alen;
+    struct cg_source_range *v = NULL, *r;
+    size_t n = 0, cap = 0, alen;
     uint64_t total4 = 0, total6 = 0;
     char tok[CONF_MAX_LINE + 1], buf[SHOW_MAX + 4], *dash;
     unsigned char last[16];
     const char *s = value;
     int fam, fam2, bad = 0;
 
-    for (;;) {
-        s += strspn(s, " \t,");
-        if (!*s)
-            break;
-        tlen = strcspn(s, " \t,");
-        memcpy(tok, s, tlen);
-        tok[tlen] = '\0';
-        s += tlen;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 4;
-            tmp = realloc(v, cap * sizeof(*v));
-            if (!tmp) {
-                c->p->nomem = 1;
-                free(v);
-                return -1;
-            }
-            v = tmp;
-        }
+    while (next_list_item(&s, tok) > 0) {
+        if (list_grow(c, (void **)&v, &cap, n, sizeof(*v)) < 0)
+            return -1;
         r = &v[n];
         dash = strchr(tok, '-');
         if (dash)
