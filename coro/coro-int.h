@@ -110,6 +110,9 @@ struct coro_sched {
     unsigned           buf_keep;
     size_t             bufs_freed; /* pooled bytes freed since the last malloc_trim() */
     int                pool_ticking; /* pool_timer runs */
+    int                trimming;   /* trim_req is on the thread pool */
+    unsigned           trims;      /* trims started */
+    uv_work_t          trim_req;   /* malloc_trim() off the loop (buf.c) */
     uv_timer_t         pool_timer; /* the pool's decay tick (buf.c), while it has surplus */
     unsigned           bufs_out;
     size_t             buf_size;
@@ -145,6 +148,9 @@ int  coro__overflow_handler_install(void);
 void coro__overflow_handler_release(void);
 /* Close callback of the scheduler's own handles: the last one frees the scheduler. */
 void coro__sched_handle_closed(uv_handle_t *h);
+/* The same for what else holds the scheduler (a trim on the thread pool, buf.c): counted
+ * in handles_open. */
+void coro__sched_put(struct coro_sched *s);
 /* Closes the scheduler's epoll set and its poll handle, if streams ever made them (io.c);
  * the handle's close is counted in handles_open. */
 void coro__io_sched_free(struct coro_sched *s);

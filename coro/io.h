@@ -31,6 +31,10 @@ void coro_buf_put(struct coro_sched *s, struct coro_buf *b);
 /* Buffers handed out and not yet put back: a leak or a held-idle buffer shows here. */
 unsigned coro_buf_outstanding(const struct coro_sched *s);
 size_t coro_buf_size(const struct coro_sched *s);
+/* Buffers on the pool's free list now. */
+unsigned coro_buf_pooled(const struct coro_sched *s);
+/* Heap trims the pool's decay has started (on libuv's thread pool) since the start. */
+unsigned coro_buf_trims(const struct coro_sched *s);
 
 /* ---------------------------------------------------------------- streams */
 

@@ -466,13 +466,16 @@ out_free:
     return NULL;
 }
 
-void coro__sched_handle_closed(uv_handle_t *h)
+void coro__sched_put(struct coro_sched *s)
 {
-    struct coro_sched *s = h->data;
-
     if (--s->handles_open > 0)
         return;
     free(s);
+}
+
+void coro__sched_handle_closed(uv_handle_t *h)
+{
+    coro__sched_put(h->data);
 }
 
 int coro_sched_free(struct coro_sched *s)

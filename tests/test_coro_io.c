@@ -1043,6 +1043,42 @@ START_TEST(test_slow_reader_bounded_read_ahead)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ buffer pool */
+
+#define BURST 1000
+
+static void burst_main(void *arg)
+{
+    struct env *e = arg;
+    struct coro_buf *b[BURST];
+    unsigned i;
+
+    for (i = 0; i < BURST; i++) {
+        b[i] = coro_buf_get(e->s, 100);
+        ck_assert_ptr_nonnull(b[i]);
+    }
+    for (i = 0; i < BURST; i++)
+        coro_buf_put(e->s, b[i]);
+    ck_assert_uint_eq(coro_buf_pooled(e->s), BURST);     /* a burst is kept for the next */
+    ck_assert_uint_eq(coro_buf_trims(e->s), 0);
+    coro_sleep(1300);                                   /* a few decay ticks */
+}
+
+/* After a burst the pool decays to its floor of 8 buffers and has the heap trimmed once
+ * (on the thread pool: the loop, which waits for it, ends only once the trim is done). */
+START_TEST(test_pool_decay_and_trim)
+{
+    struct env e;
+
+    env_init(&e, _i);
+    ck_assert_int_eq(coro_spawn(e.s, burst_main, &e, "burst", NULL), 0);
+    env_run(&e);
+    ck_assert_uint_le(coro_buf_pooled(e.s), 8);
+    ck_assert_uint_eq(coro_buf_trims(e.s), 1);
+    env_deinit(&e);
+}
+END_TEST
+
 Suite *coro_io_suite(void)
 {
     Suite *s = suite_create("coro_io");
@@ -1054,6 +1090,7 @@ Suite *coro_io_suite(void)
     tcase_add_loop_test(echo, test_echo_50_concurrent, 0, 2);
     tcase_add_loop_test(echo, test_write_copy_1mib, 0, 2);
     tcase_add_loop_test(echo, test_slow_reader_bounded_read_ahead, 0, 2);
+    tcase_add_loop_test(echo, test_pool_decay_and_trim, 0, 2);
     suite_add_tcase(s, echo);
 
     tcase_set_timeout(err, 30);
