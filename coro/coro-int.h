@@ -120,6 +120,7 @@ struct coro_sched {
      * the loop watches the set itself through io_poll, referenced while some stream waits
      * for an event (io_waiting), so that an idle stream does not keep the loop alive. */
     int                io_epfd;    /* -1 until the first stream */
+    int                io_err;     /* io_poll could not start: streams fail with this */
     uv_poll_t          io_poll;
     unsigned           io_waiting;
     /* ready-to-run delays (opts.track_ready): written here only, read by any thread */

@@ -132,12 +132,14 @@ static int sched_io_init(struct coro_sched *s)
 
     if (s->io_epfd >= 0)
         return 0;
+    if (s->io_err)
+        return s->io_err;
     s->io_epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->io_epfd < 0)
-        return -errno;
+    if (s->io_epfd < 0) {
+        s->io_epfd = -1;
+        return -errno;          /* out of descriptors, say: a later stream tries again */
+    }
     err = uv_poll_init(s->loop, &s->io_poll, s->io_epfd);
-    if (err == 0)
-        err = uv_poll_start(&s->io_poll, UV_READABLE, on_epoll);
     if (err < 0) {
         close(s->io_epfd);
         s->io_epfd = -1;
@@ -145,6 +147,17 @@ static int sched_io_init(struct coro_sched *s)
     }
     s->io_poll.data = s;
     s->handles_open++;
+    err = uv_poll_start(&s->io_poll, UV_READABLE, on_epoll);
+    if (err < 0) {
+        /* The handle is the loop's now: close it, and since its storage cannot be
+         * initialised again before that completes, no stream of this scheduler ever
+         * works. */
+        uv_close((uv_handle_t *)&s->io_poll, coro__sched_handle_closed);
+        close(s->io_epfd);
+        s->io_epfd = -1;
+        s->io_err = err;
+        return err;
+    }
     uv_unref((uv_handle_t *)&s->io_poll);   /* referenced only while a stream waits */
     return 0;
 }
