@@ -399,11 +399,19 @@ int cg_breaker_state(const struct cg_breaker *b, uint64_t *since_ms, int *why)
     return W_STATE(w);
 }
 
-void cg_breaker_sched_sample(struct cg_breaker *b, uint64_t p99_ns, unsigned worker, int kind)
+void cg_breaker_sched_sample(struct cg_breaker *b, uint64_t p99_ns, unsigned worker, int kind,
+                             uint64_t now_ms)
 {
+    uint64_t thr = atomic_load_explicit(&b->sched_threshold_ns, memory_order_relaxed);
+
     atomic_store_explicit(&b->sched_worker, worker, memory_order_relaxed);
     atomic_store_explicit(&b->sched_kind, kind, memory_order_relaxed);
     atomic_store_explicit(&b->sched_p99_ns, p99_ns, memory_order_relaxed);
+    /* Open now, from the sampling thread: the breaker's timer runs on worker 0, which may
+     * be the very worker that does not get the CPU (seen: starved for seconds behind CPU
+     * hogs, its timer with it, while the p99 read 13 ms). */
+    if (thr && p99_ns >= thr)
+        cg_breaker_trip(b, CG_BRKW_SCHED, permille(p99_ns, thr), now_ms);
 }
 
 size_t cg_breaker_history(struct cg_breaker *b, struct cg_brk_event *out, size_t max)

@@ -151,8 +151,11 @@ int cg_breaker_state(const struct cg_breaker *b, uint64_t *since_ms, int *why);
 int cg_breaker_sample(struct cg_breaker *b, uint64_t fds);
 
 /* Records the scheduling-delay sample: <p99_ns>, the worst p99 over the window, found on
- * worker <worker> in histogram <kind> (CG_SCHED_RUNQ, CG_SCHED_CORO). Any thread. */
-void cg_breaker_sched_sample(struct cg_breaker *b, uint64_t p99_ns, unsigned worker, int kind);
+ * worker <worker> in histogram <kind> (CG_SCHED_RUNQ, CG_SCHED_CORO), at <now_ms>; at or
+ * over sched_latency_threshold it opens the breaker at once (cg_breaker_trip()), without
+ * waiting for the timer of a worker that may be the starved one. Any thread. */
+void cg_breaker_sched_sample(struct cg_breaker *b, uint64_t p99_ns, unsigned worker, int kind,
+                             uint64_t now_ms);
 
 /* Copies up to <max> transitions, oldest first, into <out>. Returns how many. */
 size_t cg_breaker_history(struct cg_breaker *b, struct cg_brk_event *out, size_t max);

@@ -733,7 +733,7 @@ int cg_schedlat_watch(struct cg_schedlat *s, struct cg_daemon *d, uint64_t now_m
     if (!thr) {                     /* off: nothing kept */
         cg_sched_window_free(s->win);
         s->win = NULL;
-        cg_breaker_sched_sample(b, 0, 0, 0);
+        cg_breaker_sched_sample(b, 0, 0, 0, now_ms);
         return 0;
     }
     if (!s->win || s->win_ms != win_ms) {
@@ -761,7 +761,7 @@ int cg_schedlat_watch(struct cg_schedlat *s, struct cg_daemon *d, uint64_t now_m
             }
         }
     }
-    cg_breaker_sched_sample(b, worst, worker, kind);
+    cg_breaker_sched_sample(b, worst, worker, kind, now_ms);
     return 0;
 }
 

@@ -203,7 +203,8 @@ START_TEST(test_sched_latency)
     ck_assert_uint_eq(cfg->brk.sched_latency_ms, 0);
     ck_assert_uint_eq(cfg->brk.sched_window_ms, 10000);
     b = cg_breaker_new(cfg, 1024);
-    cg_breaker_sched_sample(b, 50000000, 0, 0);        /* 50 ms, but off: counts 0 */
+    cg_breaker_sched_sample(b, 50000000, 0, 0, 500); /* 50 ms, but off: counts 0 */
+    ck_assert_int_eq(cg_breaker_state(b, NULL, NULL), CG_BRK_CLOSED);
     cg_breaker_use(b, 0, 0, &res, each);
     ck_assert_uint_eq(each[CG_BRKW_SCHED], 0);
     cg_breaker_free(b);
@@ -217,27 +218,30 @@ START_TEST(test_sched_latency)
     ck_assert_uint_eq(atomic_load(&b->sched_threshold_ns), 2000000);
     ck_assert_str_eq(cg_brk_why_name(CG_BRKW_SCHED), "sched_latency");
 
-    cg_breaker_sched_sample(b, 1000000, 0, 0);         /* p99 1 ms: half the threshold */
+    cg_breaker_sched_sample(b, 1000000, 0, 0, 1000);   /* p99 1 ms: half the threshold */
     use = cg_breaker_use(b, 0, 0, &res, each);
     ck_assert_uint_eq(use, 500);
     ck_assert_int_eq(res, CG_BRKW_SCHED);
     cg_breaker_tick(b, use, res, 1000);
     ck_assert_int_eq(cg_breaker_state(b, NULL, NULL), CG_BRK_CLOSED);
 
-    cg_breaker_sched_sample(b, 3000000, 1, 1);         /* 3 ms on worker 1: trips */
+    /* 3 ms on worker 1: the sample itself opens it (the timer that would tick it runs on a
+     * worker that may be the starved one), and the tick does not count a second trip. */
+    cg_breaker_sched_sample(b, 3000000, 1, 1, 1100);
+    ck_assert_int_eq(cg_breaker_state(b, NULL, &res), CG_BRK_OPEN);
     use = cg_breaker_use(b, 0, 0, &res, NULL);
     ck_assert_uint_eq(use, 1500);
-    cg_breaker_tick(b, use, res, 1100);
+    cg_breaker_tick(b, use, res, 1150);
     ck_assert_int_eq(cg_breaker_state(b, NULL, &res), CG_BRK_OPEN);
     ck_assert_int_eq(res, CG_BRKW_SCHED);
     ck_assert_uint_eq(atomic_load(&b->trips[CG_BRKW_SCHED]), 1);
 
-    cg_breaker_sched_sample(b, 1900000, 1, 1);         /* 95%: above resume */
+    cg_breaker_sched_sample(b, 1900000, 1, 1, 2000);   /* 95%: above resume */
     use = cg_breaker_use(b, 0, 0, &res, NULL);
     cg_breaker_tick(b, use, res, 2100);                 /* open_for over */
     cg_breaker_tick(b, use, res, 2200);                 /* in the hysteresis band */
     ck_assert_int_eq(cg_breaker_state(b, NULL, NULL), CG_BRK_HALF_OPEN);
-    cg_breaker_sched_sample(b, 1000000, 1, 1);         /* 50%: below resume */
+    cg_breaker_sched_sample(b, 1000000, 1, 1, 2250);   /* 50%: below resume */
     use = cg_breaker_use(b, 0, 0, &res, NULL);
     cg_breaker_tick(b, use, res, 2300);
     ck_assert_int_eq(cg_breaker_state(b, NULL, NULL), CG_BRK_CLOSED);
@@ -247,8 +251,11 @@ START_TEST(test_sched_latency)
     /* a reload that turns it off forgets the sample */
     cg_config_free(cfg);
     cfg = parse("[breaker]\nmemory_watermark = off\n");
-    cg_breaker_sched_sample(b, 9000000, 0, 0);
+    cg_breaker_sched_sample(b, 1900000, 0, 0, 2400);
     cg_breaker_apply(b, cfg);
+    ck_assert_uint_eq(cg_breaker_use(b, 0, 0, NULL, NULL), 0);
+    cg_breaker_sched_sample(b, 9000000, 0, 0, 2500);   /* off now: no trip */
+    ck_assert_int_eq(cg_breaker_state(b, NULL, NULL), CG_BRK_CLOSED);
     ck_assert_uint_eq(cg_breaker_use(b, 0, 0, NULL, NULL), 0);
     cg_breaker_free(b);
     cg_config_free(cfg);
