@@ -11,7 +11,9 @@
  * starved or saturated worker before connection counts reach their quotas. Connection
  * counts are read at each accept; memory and descriptors are sampled every check_interval
  * by one worker's timer, which also moves the states along when no connection arrives; the
- * scheduling delay is sampled as often by the main thread (cg_schedlat_watch()).
+ * scheduling delay is sampled as often by the main thread (cg_schedlat_watch()), which
+ * opens the breaker itself when the delay reaches its threshold (a starved worker 0 would
+ * tick the breaker late, if at all).
  *
  *   CLOSED     admit. Any use at 100%: OPEN.
  *   OPEN       refuse every new connection, for at least open_for; then HALF_OPEN.
