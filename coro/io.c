@@ -15,7 +15,6 @@
  * then wait for the next output event.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -43,8 +42,6 @@ enum {
     S_OPEN      = 1 << 7,   /* has a socket, registered in the scheduler's epoll set */
     S_CONNECTING = 1 << 8,  /* a non-blocking connect() is in progress */
     S_RDHUP     = 1 << 9,   /* the peer shut down (or an error): an EOF waits behind data */
-    S_EARLY     = 1 << 10,  /* registered before its connect(): its first output event may
-                             * be that of an unconnected socket */
 };
 
 /* The wake result that tells coro_read()/wait_queue() their stream is being closed. */
@@ -79,6 +76,29 @@ static void wake(struct coro *co, int result)
 {
     if (co)
         coro_wake(co, result);
+}
+
+/* A stream's chains of buffers (received chunks, the write queue): <b> goes last. */
+static void chain_append(struct coro_buf **head, struct coro_buf **tail, struct coro_buf *b)
+{
+    b->next = NULL;
+    if (*tail)
+        (*tail)->next = b;
+    else
+        *head = b;
+    *tail = b;
+}
+
+/* Every buffer of the chain back to the pool. */
+static void chain_drop(struct coro_sched *s, struct coro_buf **head, struct coro_buf **tail)
+{
+    struct coro_buf *b;
+
+    while ((b = *head) != NULL) {
+        *head = b->next;
+        coro_buf_put(s, b);
+    }
+    *tail = NULL;
 }
 
 /* Parks the calling coroutine as the stream's <*who> (its reader or writer), with <flag>
@@ -198,12 +218,12 @@ int coro_stream_init(struct coro_sched *s, struct coro_stream *st)
     return 0;
 }
 
-/* coro_stream_open(); <ours>: a socket coro_connect() just made (non-blocking already,
- * and no bytes can have arrived yet). */
+/* coro_stream_open(); <ours>: a socket coro_connect_from() just made (no bytes can have
+ * arrived yet). */
 static int stream_open(struct coro_stream *st, int fd, int ours)
 {
     struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
-    int fl, err;
+    int err;
 
     if (st->flags & (S_OPEN | S_CLOSING)) {
         close(fd);
@@ -213,14 +233,6 @@ static int stream_open(struct coro_stream *st, int fd, int ours)
     if (err < 0) {
         close(fd);
         return err;
-    }
-    if (!ours) {
-        fl = fcntl(fd, F_GETFL);
-        if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)) {
-            err = -errno;
-            close(fd);
-            return err;
-        }
     }
     ev.data.ptr = st;
     if (epoll_ctl(st->sched->io_epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
@@ -284,12 +296,7 @@ static void do_read(struct coro_stream *st)
         if (n > 0) {
             b->len = (uint32_t)n;
             b->off = 0;
-            b->next = NULL;
-            if (st->rtail)
-                st->rtail->next = b;
-            else
-                st->rhead = b;
-            st->rtail = b;
+            chain_append(&st->rhead, &st->rtail, b);
             st->bytes_in += (uint64_t)n;
             st->nchunks++;
             got = 1;
@@ -391,13 +398,7 @@ ssize_t coro_read(struct coro_stream *st, struct coro_buf **out, int64_t timeout
 /* Drops the write queue (after an error or at close): its bytes will never be written. */
 static void drop_queue(struct coro_stream *st)
 {
-    struct coro_buf *b;
-
-    while ((b = st->whead) != NULL) {
-        st->whead = b->next;
-        coro_buf_put(st->sched, b);
-    }
-    st->wtail = NULL;
+    chain_drop(st->sched, &st->whead, &st->wtail);
     st->wq_size = 0;
     update_waiting(st);
 }
@@ -500,12 +501,7 @@ int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
         coro_buf_put(st->sched, b);
         return 0;
     }
-    b->next = NULL;
-    if (st->wtail)
-        st->wtail->next = b;
-    else
-        st->whead = b;
-    st->wtail = b;
+    chain_append(&st->whead, &st->wtail, b);
     st->wq_size += b->len - b->off;
     /* Alone in the queue: straight to the socket (what it does not take waits for the next
      * output event); behind others, or while connecting, it waits its turn. */
@@ -595,31 +591,20 @@ int coro_shutdown(struct coro_stream *st)
 
 /* ---------------------------------------------------------------- connecting */
 
-/* An output event (or an error) while connecting: done when the socket has an error or a
- * peer. A socket registered before its connect() (S_EARLY) reports output at once
- * (unconnected sockets are writable): getpeername() tells that apart from a finished
- * connect. */
+/* An output event (or an error) while connecting: the connect is over, SO_ERROR says
+ * how. The socket was registered after its connect(), so the event is the connect's own
+ * (an unconnected socket would report output and a hang-up at once), and a hang-up with
+ * it is the peer's. */
 static void connect_done(struct coro_stream *st)
 {
-    struct sockaddr_storage ss;
     socklen_t len = sizeof(int);
     int so_err = 0;
 
     if (getsockopt(st->fd, SOL_SOCKET, SO_ERROR, &so_err, &len) < 0)
         so_err = errno;
-    if (!so_err && (st->flags & S_EARLY)) {
-        len = sizeof(ss);
-        if (getpeername(st->fd, (struct sockaddr *)&ss, &len) < 0) {
-            if (errno == ENOTCONN)
-                return;        /* not yet: the connect's own event follows */
-            so_err = errno;
-        }
-    }
     st->flags &= ~S_CONNECTING;
     if (so_err)
         st->werr = -so_err;
-    else
-        st->flags &= ~S_RDHUP;    /* an unconnected socket's hang-up, not the peer's */
     update_waiting(st);
     wake(st->writer, 0);
 }
@@ -668,29 +653,22 @@ int coro_connect_from(struct coro_stream *st, const struct sockaddr *addr,
 
     if (st->flags & S_CLOSING)
         return UV_ECANCELED;
-    if (!(st->flags & S_OPEN)) {
-        /* Registered after connect(): its first output event is the connect's own. */
-        fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            return -errno;
-        r = src ? bind_source(fd, src) : 0;
-        if (r == 0)
-            r = connect_fd(fd, addr, alen);
-        if (r < 0 && r != -EINPROGRESS) {
-            close(fd);
-            return st->werr = r;
-        }
-        err = stream_open(st, fd, 1);
-        if (err < 0)
-            return err;
-    } else {
-        if (src)
-            return UV_EINVAL;     /* bind the socket you gave before coro_stream_open() */
-        st->flags |= S_EARLY;
-        r = connect_fd(st->fd, addr, alen);
-        if (r < 0 && r != -EINPROGRESS)
-            return st->werr = r;
+    if (st->flags & S_OPEN)
+        return UV_EBUSY;
+    fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    r = src ? bind_source(fd, src) : 0;
+    if (r == 0)
+        r = connect_fd(fd, addr, alen);
+    if (r < 0 && r != -EINPROGRESS) {
+        close(fd);
+        return st->werr = r;
     }
+    /* Registered after connect(): its first output event is the connect's own. */
+    err = stream_open(st, fd, 1);
+    if (err < 0)
+        return err;
     if (r == 0)
         return 0;
     st->flags |= S_CONNECTING;
@@ -753,21 +731,16 @@ static void wake_closing(struct coro *co, int inside)
         co->wake_result = GONE_MARK;
 }
 
-void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed)
+void coro_stream_close(struct coro_stream *st)
 {
     struct coro *self = coro_self();
-    struct coro_buf *b;
 
     if (st->flags & S_CLOSING)
         return;
     st->flags |= S_CLOSING;
     st->flags &= ~(S_READING | S_CONNECTING | S_RREADY);
     drop_queue(st);                 /* and no longer waiting: the loop may end */
-    while ((b = st->rhead) != NULL) {
-        st->rhead = b->next;
-        coro_buf_put(st->sched, b);
-    }
-    st->rtail = NULL;
+    chain_drop(st->sched, &st->rhead, &st->rtail);
     st->nchunks = 0;
     if (!st->werr)
         st->werr = UV_ECANCELED;
@@ -780,8 +753,6 @@ void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed)
         close(st->fd);      /* leaves the epoll set, with any event it had pending */
         st->fd = -1;
     }
-    if (on_closed)
-        on_closed((uv_handle_t *)(void *)st);   /* last: it may free the stream */
 }
 
 int coro_stream_is_closing(const struct coro_stream *st)

@@ -40,13 +40,13 @@ unsigned coro_buf_trims(const struct coro_sched *s);
 
 /* Initialises <st> (storage owned by the caller, not on a coroutine stack) on <s>'s loop,
  * without a socket yet: coro_stream_open() gives it one, or coro_connect() makes one.
- * Returns 0. From then on <st> must be closed with coro_stream_close(), and its storage
- * must outlive the close: free it only after coro_stream_close() returned or the close
- * callback ran. */
+ * Returns 0. From then on <st> must be closed with coro_stream_close(); its storage may be
+ * freed once that returned. */
 int coro_stream_init(struct coro_sched *s, struct coro_stream *st);
 
-/* Gives the initialised <st> the connected (or connecting) socket <fd>, which it owns from
- * now on, even on failure (then it is closed). Returns 0 or a libuv error. */
+/* Gives the initialised <st> the connected, non-blocking socket <fd> (accept4() with
+ * SOCK_NONBLOCK), which it owns from now on, even on failure (then it is closed). Returns
+ * 0 or a libuv error. */
 int coro_stream_open(struct coro_stream *st, int fd);
 
 /* The socket, or -1 before it has one and once it is closed. */
@@ -55,16 +55,14 @@ int coro_stream_fd(const struct coro_stream *st);
 /* Sets TCP_NODELAY (each write goes out at once). Returns 0 or a libuv error. */
 int coro_stream_nodelay(struct coro_stream *st, int on);
 
-/* Connects <st> to <addr> (an IPv4 or IPv6 address), waiting at most <timeout_ms>, on the
- * socket given with coro_stream_open() (bound to a source, say) or on a new one. Returns
- * 0, a libuv error, UV_ETIMEDOUT or UV_ECANCELED. After a failure the stream is unusable:
- * close it. */
+/* Connects <st>, which has no socket yet (else UV_EBUSY), to <addr> (an IPv4 or IPv6
+ * address) on a new socket, waiting at most <timeout_ms>. Returns 0, a libuv error,
+ * UV_ETIMEDOUT or UV_ECANCELED. After a failure the stream is unusable: close it. */
 int coro_connect(struct coro_stream *st, const struct sockaddr *addr, int64_t timeout_ms);
 
 /* coro_connect() from the local address <src> (its port is ignored: connect() picks one
- * per destination, IP_BIND_ADDRESS_NO_PORT), on a new socket: <st> must not have one yet
- * (UV_EINVAL). <src> NULL is coro_connect(). A source the host does not own fails with
- * UV_EADDRNOTAVAIL. */
+ * per destination, IP_BIND_ADDRESS_NO_PORT). <src> NULL is coro_connect(). A source the
+ * host does not own fails with UV_EADDRNOTAVAIL. */
 int coro_connect_from(struct coro_stream *st, const struct sockaddr *addr,
                       const struct sockaddr *src, int64_t timeout_ms);
 
@@ -119,11 +117,10 @@ size_t coro_stream_queued(const struct coro_stream *st);
 int coro_shutdown(struct coro_stream *st);
 
 /* Closes <st> at once, from a coroutine or a loop callback: the socket closes, queued
- * writes are dropped, held chunks go back to the pool, any coroutine parked on the stream
- * wakes with UV_ECANCELED (and does not touch the stream again), and then <on_closed>
- * (may be NULL) runs, before this returns, with the stream's address (so a stream first
- * in its owner gives the owner's). Idempotent. */
-void coro_stream_close(struct coro_stream *st, uv_close_cb on_closed);
+ * writes are dropped, held chunks go back to the pool, and any coroutine parked on the
+ * stream wakes with UV_ECANCELED (and does not touch the stream again). Once it returns
+ * the stream's storage may be freed. Idempotent. */
+void coro_stream_close(struct coro_stream *st);
 
 /* 1 once coro_stream_close() has been called. */
 int coro_stream_is_closing(const struct coro_stream *st);

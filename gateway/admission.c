@@ -586,7 +586,7 @@ void cg_reject_session(void *arg)
     } else if (n == UV_EOF) {
         CG_STAT_ADD(w->stats.ws_hs_aborted, 1);
     }
-    coro_stream_close(&c->client, NULL);
+    coro_stream_close(&c->client);
     cg_worker_unlink(w, &c->node);      /* not coro_list_del(): the drain's cursor */
     w->rejecting--;
     free(r);

@@ -67,10 +67,11 @@ static int str_reserve(struct cg_handshake *hs, struct cg_hs_str *s, size_t need
             np = hs->arena + hs->arena_used;
             hs->arena_used += (uint32_t)cap;
         } else {
-            np = malloc(cap < 32 ? 32 : cap);
+            if (cap < 32)
+                cap = 32;
+            np = malloc(cap);
             if (!np)
                 return -ENOMEM;
-            cap = cap < 32 ? 32 : cap;
         }
         if (s->len)
             memcpy(np, s->p, s->len + 1);

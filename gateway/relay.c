@@ -64,7 +64,7 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
         }
         attempt++;
         if (c->up_inited) {
-            coro_stream_close(&c->up, NULL);
+            coro_stream_close(&c->up);
             c->up_inited = 0;
         }
         err = coro_stream_init(w->sched, &c->up);
@@ -217,8 +217,8 @@ void cg_conn_end(struct cg_conn *c)
     struct cg_worker *w = c->w;
 
     if (c->up_inited)
-        coro_stream_close(&c->up, NULL);
-    coro_stream_close(&c->client, NULL);
+        coro_stream_close(&c->up);
+    coro_stream_close(&c->client);
     cg_worker_unlink(w, &c->node);
     cg_iptable_release(w->d->adm->ipt, c->ip_slot);
     atomic_fetch_sub(&w->d->conns, 1);

@@ -298,7 +298,7 @@ static void refuse(struct cg_wlistener *l, int fd, const struct verdict *v,
     r->c.l = l;
     if (coro_stream_open(&r->c.client, fd) < 0 ||
         coro_spawn(w->sched, cg_reject_session, r, "ws refusal", &r->c.co) < 0) {
-        coro_stream_close(&r->c.client, NULL);    /* closes fd */
+        coro_stream_close(&r->c.client);    /* closes fd */
         free(r);
         return;
     }
@@ -339,12 +339,12 @@ static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *pe
     if (coro_stream_open(&c->client, fd) < 0 ||
         coro_spawn(w->sched, ws ? cg_ws_session : cg_tcp_session, c,
                    ws ? "ws session" : "tcp session", &c->co) < 0) {
-        /* The stream owns fd (even when the open failed); closing it frees c after. */
+        /* The stream owns fd (even when the open failed): closing it closes fd. */
         CG_STAT_ADD(w->stats.accept_errors, 1);
         atomic_fetch_sub(&d->conns, 1);
         cg_iptable_release(d->adm->ipt, v.ip_slot);
         cg_gen_put(c->gen);
-        coro_stream_close(&c->client, NULL);
+        coro_stream_close(&c->client);
         coro_slab_free(&w->conn_slab, c);
         return;
     }
@@ -433,7 +433,7 @@ static void health_check(void *arg)
             err = coro_connect_from(&ck->st, (const struct sockaddr *)&srv->conf->addr,
                                     cg_upstream_source(srv->up, 0, srv, &src),
                                     (int64_t)uc->health_check_timeout_ms);
-            coro_stream_close(&ck->st, NULL);
+            coro_stream_close(&ck->st);
         }
         if (err == UV_ECANCELED)
             break;
@@ -1040,7 +1040,7 @@ static void worker_main(void *arg)
     leaked = coro_sched_free(w->sched);
     if (leaked)
         cg_error("%d coroutines still alive at exit", leaked);
-    if (coro_slab_destroy(&w->conn_slab))
+    if (coro_slab_destroy(&w->conn_slab) || coro_slab_destroy(&w->sess_slab))
         cg_error("connections still allocated at exit");
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_close((uv_handle_t *)&w->brk_timer, NULL);
@@ -1074,6 +1074,7 @@ static int worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
     w->reserve_fd = -1;
     coro_list_init(&w->conns);
     coro_slab_init(&w->conn_slab, sizeof(struct cg_conn));
+    coro_slab_init(&w->sess_slab, cg_ws_session_size());
     coro_list_init(&w->refusing);
     coro_list_init(&w->checks);
     err = uv_loop_init(&w->loop);

@@ -165,6 +165,10 @@ static inline struct coro_stream *st_of(const struct side *x)
     return x->client ? &s->c->client : &s->c->up;
 }
 
+static inline struct coro_sched *sched_of(const struct side *x)
+{
+    return sess_of(x)->c->w->sched;
+}
 
 /* Room in the handshake state for the strings the two heads keep (cg_handshake_set_arena()):
  * one block per handshake instead of one per header kept; longer heads spill to malloc. */
@@ -330,7 +334,7 @@ static int out_put(struct side *x, const void *data, size_t len)
     while (len > 0) {
         b = x->out;
         if (!b) {
-            b = x->out = coro_buf_get(sess_of(x)->c->w->sched, 0);
+            b = x->out = coro_buf_get(sched_of(x), 0);
             if (!b)
                 return UV_ENOMEM;
         }
@@ -424,8 +428,10 @@ static ssize_t on_recv(uint8_t *buf, size_t len, int flags, void *ud)
         }
         x->in = b;
         if (x->client) {
-            CG_STAT_ADD(sess_of(x)->c->w->stats.bytes_in, (uint64_t)r);
-            CG_STAT_ADD(sess_of(x)->c->l->stats.bytes_in, (uint64_t)r);
+            struct cg_conn *c = sess_of(x)->c;
+
+            CG_STAT_ADD(c->w->stats.bytes_in, (uint64_t)r);
+            CG_STAT_ADD(c->l->stats.bytes_in, (uint64_t)r);
         }
     }
     n = b->len - b->off < len ? b->len - b->off : len;
@@ -434,7 +440,7 @@ static ssize_t on_recv(uint8_t *buf, size_t len, int flags, void *ud)
     b->off += (uint32_t)n;
     x->given += n;
     if (b->off == b->len) {
-        coro_buf_put(sess_of(x)->c->w->sched, b);
+        coro_buf_put(sched_of(x), b);
         x->in = NULL;
     }
     return (ssize_t)n;
@@ -460,7 +466,6 @@ static const struct wslay_frame_callbacks frame_callbacks = {
 static __thread struct work *spares[2];
 static __thread unsigned     nspares[2];
 static __thread unsigned     nsessions;     /* live cg_ws_session()s on this thread */
-static __thread struct coro_slab sess_slab; /* their struct sess (coro/slab.h says why) */
 
 /* <x>'s work state, from the spares or new. NULL when out of memory. A context is handed
  * on only at a frame boundary both ways with nothing buffered (trimmable()), where wslay's
@@ -570,7 +575,7 @@ static void side_gone(struct side *x)
     x->eof = 1;
     x->fwd = 0;
     x->pong_due = x->ping_due = x->close_due = 0;
-    coro_buf_put(sess_of(x)->c->w->sched, x->in);
+    coro_buf_put(sched_of(x), x->in);
     x->in = NULL;
     begin_closing(sess_of(x));
     /* Gone without a close of its own: the peer learns with one. */
@@ -712,7 +717,6 @@ static int hdr_len(const struct wslay_frame_iocb *io)
 static int rate_limit(struct sess *s, uint64_t len, int first)
 {
     const struct cg_listener_conf *lc = s->c->lc;
-
     struct rate *r = s->rate;
 
     if (!r)
@@ -944,10 +948,10 @@ static int drain(struct side *x)
     ssize_t n;
     int progress = 0;
 
-    coro_buf_put(sess_of(x)->c->w->sched, x->in);
+    coro_buf_put(sched_of(x), x->in);
     x->in = NULL;
     while ((n = coro_try_read(st_of(x), &b)) > 0) {
-        coro_buf_put(sess_of(x)->c->w->sched, b);
+        coro_buf_put(sched_of(x), b);
         progress = 1;
     }
     if (n != UV_EAGAIN) {
@@ -1346,8 +1350,8 @@ static void side_free(struct side *x)
 {
     trim(x);                /* a context at a frame boundary can serve another session */
     work_put(x, 0);
-    coro_buf_put(sess_of(x)->c->w->sched, x->in);
-    coro_buf_put(sess_of(x)->c->w->sched, x->out);
+    coro_buf_put(sched_of(x), x->in);
+    coro_buf_put(sched_of(x), x->out);
     x->in = x->out = NULL;
 }
 
@@ -1460,9 +1464,8 @@ void cg_ws_session(void *arg)
 
     c->co = coro_self();
     c->client.wq_high = (uint32_t)lc->high_water;
-    if (nsessions++ == 0)
-        coro_slab_init(&sess_slab, sizeof(*s));
-    s = coro_slab_alloc(&sess_slab);
+    nsessions++;
+    s = coro_slab_alloc(&c->w->sess_slab);      /* its worker's: coro/slab.h says why */
     if (!s)
         goto out;
     s->c = c;
@@ -1484,11 +1487,14 @@ void cg_ws_session(void *arg)
     side_free(&s->be);
 out_sess:
     free(s->rate);
-    coro_slab_free(&sess_slab, s);
+    coro_slab_free(&c->w->sess_slab, s);
 out:
-    if (--nsessions == 0) {
+    if (--nsessions == 0)
         spares_free();
-        coro_slab_destroy(&sess_slab);
-    }
     cg_conn_end(c);
+}
+
+size_t cg_ws_session_size(void)
+{
+    return sizeof(struct sess);
 }

@@ -19,6 +19,10 @@
  * whose client stream is open): closes both streams, updates counters and frees it. */
 void cg_ws_session(void *arg);
 
+/* Bytes of a session's state beside its cg_conn: the size of the worker's session slab
+ * (cg_worker.sess_slab). */
+size_t cg_ws_session_size(void);
+
 /* Counter labels, for stats output. */
 enum cg_ws_status_stat cg_ws_status_index(int status);  /* HTTP status -> index */
 int cg_ws_status_code(enum cg_ws_status_stat i);        /* index -> status; 0 for OTHER */

@@ -843,7 +843,7 @@ static void churn_main(void *arg)
             if (err < 0 && err != UV_ECANCELED)
                 t->c.errors[io_error_kind(err)]++;
         }
-        coro_stream_close(&c->st, NULL);
+        coro_stream_close(&c->st);
         lg_wsc_free(c->ws);
         c->ws = NULL;
         coro_buf_put(t->sched, c->out);
@@ -902,7 +902,7 @@ static void conn_main(void *arg)
     if (err == 0 && cfg_ws(t))
         ws_goodbye(c);
 out:
-    coro_stream_close(&c->st, NULL);   /* waits for the close */
+    coro_stream_close(&c->st);
     conn_release(c);
 }
 

@@ -445,7 +445,7 @@ static void conn_main(void *arg)
     }
     if (err < 0 && err != UV_ECANCELED)
         w->stats.errors++;
-    coro_stream_close(&c->st, NULL);   /* waits until the handle is closed */
+    coro_stream_close(&c->st);
     coro_buf_put(w->sched, c->out);
     c->out = NULL;
     lg_wsc_free(c->ws);
@@ -494,7 +494,7 @@ static void conn_start(struct lg_worker *w, int fd)
     return;
 
 out_stream:
-    coro_stream_close(&c->st, NULL);          /* closes fd */
+    coro_stream_close(&c->st);          /* closes fd */
 out_free:
     free(c);
 out_fd:

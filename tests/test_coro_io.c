@@ -189,7 +189,7 @@ static void serve(void *arg)       /* coroutine; owns <c> */
         coro_flush(&c->st, 5000);
         coro_shutdown(&c->st);
     }
-    coro_stream_close(&c->st, NULL);   /* returns once closed: the counters are final */
+    coro_stream_close(&c->st);   /* returns once closed: the counters are final */
     sv->bytes_in += c->st.bytes_in;
     sv->bytes_out += c->st.bytes_out;
     sv->finished++;
@@ -261,7 +261,7 @@ static struct coro_stream *client_open(const struct sockaddr_in *addr, int64_t t
 
 static void client_close(struct coro_stream *st)
 {
-    coro_stream_close(st, NULL);
+    coro_stream_close(st);
     free(st);
 }
 
@@ -367,7 +367,7 @@ static void echo_client(void *arg)     /* coroutine: connects, spawns the writer
             coro_buf_put(s, b);       /* counted as a failure below: more than was sent */
         coro_event_wait(&c->writer_done, "writer", 10000);
     }
-    coro_stream_close(c->st, NULL);
+    coro_stream_close(c->st);
     c->bytes_in = c->st->bytes_in;    /* final once closed */
     c->bytes_out = c->st->bytes_out;
     free(c->st);
@@ -658,7 +658,7 @@ static void closer(void *arg)
     coro_sleep(20);
     fd = coro_stream_fd(c->st);
     c->handle_found[0] = fd_open(fd);
-    coro_stream_close(c->st, NULL);
+    coro_stream_close(c->st);
     /* The close is complete when it returns: the socket is closed, the stream is done
      * with (the reader, woken, will not touch it again). */
     c->handle_found[1] = fd_open(fd) || coro_stream_fd(c->st) != -1;
@@ -707,11 +707,6 @@ struct gone_ctx {
     ssize_t             x_res;
 };
 
-static void free_stream(uv_handle_t *h)
-{
-    free(h);   /* the stream is the heap object */
-}
-
 static void gone_reader(void *arg)
 {
     struct gone_ctx *c = arg;
@@ -758,7 +753,8 @@ static void gone_closer(void *arg)
     c->x_res = coro_read(x, &b, 1000);          /* resumed from the poll phase */
     if (c->x_res > 0)
         coro_buf_put(s, b);
-    coro_stream_close(c->y, free_stream);
+    coro_stream_close(c->y);
+    free(c->y);                                 /* the close returned: it may go */
     c->y = NULL;
     coro_event_signal(&c->deaf->release);
     client_close(x);
@@ -905,7 +901,7 @@ static void shut_closer(void *arg)
 
     coro_stream_watch(st, coro_self());
     c->err = coro_shutdown(st);      /* done at the next poll at the earliest */
-    coro_stream_close(st, NULL);     /* so this cancels it */
+    coro_stream_close(st);     /* so this cancels it */
     c->writes = 1;                   /* the close returned */
     free(st);
     srv_stop(c->sv);
@@ -943,7 +939,7 @@ static void copy_writer(void *arg)
     c->read_res = coro_read(st, &b, 5000);   /* EOF once the server has read it all */
     if (c->read_res > 0)
         coro_buf_put(coro_sched_current(), b);
-    coro_stream_close(st, NULL);
+    coro_stream_close(st);
     c->bytes_out = st->bytes_out;
     free(st);
     srv_stop(c->sv);
