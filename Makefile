@@ -289,7 +289,7 @@ bench-coro: deps
 
 $(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/schedlat.o \
                $(BUILD)/gateway/breaker.o $(BUILD)/gateway/tokenbucket.o \
-               $(BUILD)/gateway/log.o $(LIBCORO)
+               $(BUILD)/gateway/log.o $(BUILD)/gateway/rand.o $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

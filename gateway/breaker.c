@@ -14,6 +14,7 @@
 
 #include "breaker.h"
 #include "log.h"
+#include "rand.h"
 #include "schedlat.h"
 
 #define PERMILLE   1000u
@@ -282,11 +283,27 @@ static int transition(struct cg_breaker *b, uint64_t *w, int to, int why, unsign
     return 1;
 }
 
-static unsigned open_left_s(struct cg_breaker *b, uint64_t w, uint64_t now_ms)
+/* Retry-After for a refusal at <now_ms> while the breaker's word is <w>: the time the
+ * breaker stays open (open_for when forced open, a second when a half-open trickle is
+ * spent), plus a jitter of up to half of open_for. Refused clients would otherwise all
+ * come back in the second the breaker half-opens, the next wave it must refuse. */
+static unsigned retry_after_s(struct cg_breaker *b, uint64_t w, uint64_t now_ms)
 {
-    uint64_t end = W_SINCE(w) + atomic_load_explicit(&b->open_for_ms, memory_order_relaxed);
+    uint64_t open_for = atomic_load_explicit(&b->open_for_ms, memory_order_relaxed);
+    uint64_t left = 1000, end = W_SINCE(w) + open_for;
 
-    return end > now_ms ? (unsigned)((end - now_ms + 999) / 1000) : 1;
+    if (atomic_load_explicit(&b->mode, memory_order_relaxed) == CG_BRK_FORCE_OPEN)
+        left = open_for > 1000 ? open_for : 1000;
+    else if (W_STATE(w) == CG_BRK_OPEN && end > now_ms)
+        left = end - now_ms;
+    left += cg_rand_below(open_for / 2 + 1);
+    left = (left + 999) / 1000;
+    return left < 1 ? 1 : left > 3600 ? 3600 : (unsigned)left;
+}
+
+unsigned cg_breaker_retry_after(struct cg_breaker *b, uint64_t now_ms)
+{
+    return retry_after_s(b, atomic_load_explicit(&b->word, memory_order_acquire), now_ms);
 }
 
 int cg_breaker_admit(struct cg_breaker *b, unsigned use, int res, uint64_t now_ms,
@@ -298,7 +315,7 @@ int cg_breaker_admit(struct cg_breaker *b, unsigned use, int res, uint64_t now_m
     if (mode == CG_BRK_FORCE_CLOSED)
         return 1;
     if (mode == CG_BRK_FORCE_OPEN) {
-        *retry_s = 1;
+        *retry_s = retry_after_s(b, w, now_ms);
         return 0;
     }
     for (;;) {
@@ -308,12 +325,12 @@ int cg_breaker_admit(struct cg_breaker *b, unsigned use, int res, uint64_t now_m
                 return 1;
             if (!transition(b, &w, CG_BRK_OPEN, res, use, now_ms))
                 continue;
-            *retry_s = open_left_s(b, w, now_ms);
+            *retry_s = retry_after_s(b, w, now_ms);
             return 0;
         case CG_BRK_OPEN:
             if (now_ms < W_SINCE(w) + atomic_load_explicit(&b->open_for_ms,
                                                            memory_order_relaxed)) {
-                *retry_s = open_left_s(b, w, now_ms);
+                *retry_s = retry_after_s(b, w, now_ms);
                 return 0;
             }
             transition(b, &w, CG_BRK_HALF_OPEN, CG_BRKW_OPEN_FOR, use, now_ms);
@@ -322,7 +339,7 @@ int cg_breaker_admit(struct cg_breaker *b, unsigned use, int res, uint64_t now_m
             if (use >= PERMILLE) {
                 if (!transition(b, &w, CG_BRK_OPEN, res, use, now_ms))
                     continue;
-                *retry_s = open_left_s(b, w, now_ms);
+                *retry_s = retry_after_s(b, w, now_ms);
                 return 0;
             }
             if (use < atomic_load_explicit(&b->resume, memory_order_relaxed)) {
@@ -332,7 +349,7 @@ int cg_breaker_admit(struct cg_breaker *b, unsigned use, int res, uint64_t now_m
             }
             if (cg_tbs_take(&b->trickle, now_ms * NS_PER_MS, NULL))
                 return 1;
-            *retry_s = 1;
+            *retry_s = retry_after_s(b, w, now_ms);
             return 0;
         }
     }

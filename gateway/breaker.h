@@ -145,6 +145,11 @@ void cg_breaker_tick(struct cg_breaker *b, unsigned use, int res, uint64_t now_m
  * HALF_OPEN from a forced OPEN (so that use decides at once). Returns the previous mode. */
 int cg_breaker_set_mode(struct cg_breaker *b, int mode, uint64_t now_ms);
 
+/* Retry-After, in seconds, for a connection refused at <now_ms> while the breaker is in
+ * its present state: the time it stays open, plus a jitter of up to open_for / 2 so that
+ * refused clients do not return in one wave. Any thread. */
+unsigned cg_breaker_retry_after(struct cg_breaker *b, uint64_t now_ms);
+
 /* The state now; *<since_ms> and *<why> (either may be NULL) when and why it began. */
 int cg_breaker_state(const struct cg_breaker *b, uint64_t *since_ms, int *why);
 

@@ -5,6 +5,7 @@
  * llhttp at the end of the head so that whatever follows (early frames, a backend's first
  * message right after its 101) stays with the caller.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -381,6 +382,46 @@ static int origin_allowed(const char *allowed, const char *origin)
     }
 }
 
+/* 1 when <h> is a Host value RFC 9112 3.2 lets a server accept: uri-host [":" port], the
+ * host not empty (RFC 9110 4.2.1), a reg-name of unreserved, percent-encoded and sub-delims
+ * characters or a bracketed IPv6 literal, the port at most 5 digits. A server answers 400
+ * to anything else; forwarding it would make the backend refuse the request, which must
+ * not be laid at the backend's door. */
+static int host_is_valid(const char *h)
+{
+    static const char reg[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                              "0123456789-._~!$&'()*+,;=";
+    size_t n;
+
+    if (!h || !*h)
+        return 0;
+    if (*h == '[') {
+        n = strspn(h + 1, "0123456789abcdefABCDEF:.");
+        if (n < 2 || h[1 + n] != ']')
+            return 0;
+        h += n + 2;
+    } else {
+        for (n = 0; h[n] && h[n] != ':'; n++) {
+            if (h[n] == '%') {
+                if (!isxdigit((unsigned char)h[n + 1]) || !isxdigit((unsigned char)h[n + 2]))
+                    return 0;
+                n += 2;
+            } else if (!strchr(reg, h[n])) {
+                return 0;
+            }
+        }
+        if (n == 0)
+            return 0;
+        h += n;
+    }
+    if (!*h)
+        return 1;
+    if (*h++ != ':')
+        return 0;
+    n = strspn(h, "0123456789");
+    return n <= 5 && h[n] == '\0' && (n == 0 || strtoul(h, NULL, 10) <= 65535);
+}
+
 static int key_is_valid(const char *key)
 {
     uint8_t raw[18];
@@ -418,6 +459,8 @@ int cg_handshake_check_request(struct cg_handshake *hs, const struct cg_hs_polic
         return refuse(hs, 400, "upgrade request with a body"), -EPROTO;
     if (!cg_handshake_get(hs, CG_HS_HOST) || (hs->dup & (1u << CG_HS_HOST)))
         return refuse(hs, 400, "missing or repeated Host"), -EPROTO;
+    if (!host_is_valid(cg_handshake_get(hs, CG_HS_HOST)))
+        return refuse(hs, 400, "empty or invalid Host"), -EPROTO;
     version = cg_handshake_get(hs, CG_HS_VERSION);
     if (!version || strcmp(version, "13") != 0 || (hs->dup & (1u << CG_HS_VERSION)))
         return refuse(hs, 426, "Sec-WebSocket-Version is not 13"), -EPROTO;
@@ -573,18 +616,32 @@ const char *cg_http_reason(int status)
     case 101: return "Switching Protocols";
     case 200: return "OK";
     case 400: return "Bad Request";
+    case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
     case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
     case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
     case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default:  return "Unknown";
     }
 }

@@ -292,6 +292,9 @@ static const struct counter_desc worker_counters[] = {
       WS(resets) },
     { "connect_fails", "corogate_worker_upstream_connect_failures_total", NULL, COUNTER,
       "Failed connect attempts to upstream servers (each retry counts).", WS(connect_fails) },
+    { "upstream_local_errors", "corogate_worker_upstream_local_errors_total", NULL, COUNTER,
+      "Upstream connects given up for a shortage of corogate's own (descriptors, memory, "
+      "local ports): never counted against a server.", WS(upstream_local_errors) },
     { "bytes_in", "corogate_worker_received_bytes_total", NULL, COUNTER,
       "Bytes received from clients.", WS(bytes_in) },
     { "bytes_out", "corogate_worker_sent_bytes_total", NULL, COUNTER,
@@ -307,7 +310,11 @@ static const struct counter_desc worker_counters[] = {
     { "ws_hs_status", "corogate_websocket_handshake_failures_total", NULL, COUNTER, NULL,
       WSA(ws_hs_status, CG_WSS_N, ws_status_reason) },
     { "ws_upstream_fails", "corogate_websocket_upstream_handshake_failures_total", NULL,
-      COUNTER, "Backend WebSocket handshakes refused or botched.", WS(ws_upstream_fails) },
+      COUNTER, "Backend WebSocket handshakes failed or botched (counted against the server).",
+      WS(ws_upstream_fails) },
+    { "ws_upstream_refusals", "corogate_websocket_upstream_refusals_total", NULL, COUNTER,
+      "Backends that answered the upgrade with an HTTP status of their own (passed on to "
+      "the client; only a 5xx counts against the server).", WS(ws_upstream_refusals) },
     { "ws_close_sent", "corogate_websocket_closes_sent_total", NULL, COUNTER,
       "Close frames sent to clients, by close code.", WSA(ws_close_sent, CG_WSC_N, ws_close_reason) },
     { "ws_close_rcvd", "corogate_websocket_closes_received_total", NULL, COUNTER,
@@ -556,6 +563,7 @@ static void json_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
             cg_sbuf_printf(b, ",\"weight\":%u,\"state\":\"%s\",\"health\":\"%s\","
                            "\"active\":%u,\"connects\":%llu,\"connect_fails\":%llu,"
                            "\"connect_timeouts\":%llu,\"checks_failed\":%llu,"
+                           "\"local_errors\":%llu,"
                            "\"breaker\":\"%s\",\"pending\":%u,\"consecutive_failures\":%u,"
                            "\"ejections\":%llu,\"restores\":%llu,\"probes_failed\":%llu}",
                            s->conf->weight, server_state_name(atomic_load(&s->state)),
@@ -564,6 +572,7 @@ static void json_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
                            (unsigned long long)atomic_load(&s->connect_fails),
                            (unsigned long long)atomic_load(&s->connect_timeouts),
                            (unsigned long long)atomic_load(&s->checks_failed),
+                           (unsigned long long)atomic_load(&s->local_errors),
                            cg_srv_brk_name(atomic_load(&s->brk)), atomic_load(&s->pending),
                            atomic_load(&s->consec_fails),
                            (unsigned long long)atomic_load(&s->ejections),
@@ -961,8 +970,8 @@ static void prom_sched(struct cg_sbuf *b, struct cg_daemon *d,
 
 /* One sample per server of every upstream: <what> picks the value. */
 enum server_value {
-    SV_UP, SV_ACTIVE, SV_CONNECTS, SV_FAILS, SV_TIMEOUTS, SV_CHECKS, SV_EJECTED, SV_PENDING,
-    SV_EJECTIONS, SV_RESTORES,
+    SV_UP, SV_ACTIVE, SV_CONNECTS, SV_FAILS, SV_TIMEOUTS, SV_CHECKS, SV_LOCAL, SV_EJECTED,
+    SV_PENDING, SV_EJECTIONS, SV_RESTORES,
 };
 
 static void prom_servers(struct cg_sbuf *b, const struct cg_daemon *d, const char *family,
@@ -985,6 +994,7 @@ static void prom_servers(struct cg_sbuf *b, const struct cg_daemon *d, const cha
             case SV_FAILS:    v = atomic_load(&s->connect_fails); break;
             case SV_TIMEOUTS: v = atomic_load(&s->connect_timeouts); break;
             case SV_CHECKS:   v = atomic_load(&s->checks_failed); break;
+            case SV_LOCAL:    v = atomic_load(&s->local_errors); break;
             case SV_EJECTED:  v = atomic_load(&s->brk) != CG_SRV_IN; break;
             case SV_PENDING:  v = atomic_load(&s->pending); break;
             case SV_EJECTIONS: v = atomic_load(&s->ejections); break;
@@ -1016,6 +1026,10 @@ static void prom_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
           "Connects to the server that timed out.", SV_TIMEOUTS },
         { "corogate_server_health_check_failures_total", "counter",
           "Failed health checks of the server.", SV_CHECKS },
+        { "corogate_server_local_errors_total", "counter",
+          "Connects and health checks to the server that failed for a shortage of "
+          "corogate's own (descriptors, memory, local ports): not held against it.",
+          SV_LOCAL },
         { "corogate_server_ejected", "gauge",
           "1 while the server's failure breaker keeps it out of balancing (or probes it).",
           SV_EJECTED },

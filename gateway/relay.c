@@ -33,10 +33,10 @@ static int defers_report(const struct cg_conn *c)
            c->lc->upstream_protocol == CG_UPROTO_WEBSOCKET;
 }
 
-static int is_local_error(int err)
+int cg_local_error(int err)
 {
     return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM ||
-           err == UV_EADDRNOTAVAIL;
+           err == UV_EADDRNOTAVAIL || err == UV_EADDRINUSE;
 }
 
 int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
@@ -71,6 +71,8 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
         if (err < 0) {
             cg_server_connect_done(srv);
             cg_server_report(srv, -1, 0, NULL);
+            atomic_fetch_add(&srv->local_errors, 1);
+            CG_STAT_ADD(w->stats.upstream_local_errors, 1);
             return err;
         }
         c->up_inited = 1;
@@ -96,9 +98,18 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
             cg_server_report(srv, -1, 0, NULL);
             return err;
         }
-        /* Our own shortage (descriptors, memory, ports) is not the server's failure. */
-        cg_server_report(srv, is_local_error(err) ? -1 : 0, uv_hrtime() / 1000000,
-                         uv_strerror(err));
+        /* Our own shortage (descriptors, memory, ports) is not the server's failure, and
+         * another server would meet the same shortage: counted apart, and given up. */
+        if (cg_local_error(err)) {
+            cg_server_report(srv, -1, 0, NULL);
+            atomic_fetch_add(&srv->local_errors, 1);
+            CG_STAT_ADD(w->stats.upstream_local_errors, 1);
+            cg_log_ratelimited(&connect_log, CG_LOG_WARN, "upstream %s: connect() to %s: %s "
+                               "(a shortage of ours, not counted against the server)",
+                               uc->name, srv->conf->name, uv_strerror(err));
+            return err;
+        }
+        cg_server_report(srv, 0, uv_hrtime() / 1000000, uv_strerror(err));
         atomic_fetch_add(&srv->connect_fails, 1);
         if (err == UV_ETIMEDOUT)
             atomic_fetch_add(&srv->connect_timeouts, 1);
@@ -191,7 +202,7 @@ void cg_tcp_session(void *arg)
     c->co = coro_self();
     err = cg_conn_connect_upstream(c, up);
     if (err < 0) {
-        if (err != UV_ECANCELED) {
+        if (err != UV_ECANCELED && !cg_local_error(err)) {
             atomic_fetch_add(&up->no_server, 1);
             CG_STAT_ADD(w->stats.no_server, 1);
         }

@@ -33,8 +33,14 @@ void cg_tcp_session(void *arg);
 /* Connects c->up to a server of <up> (the listener's upstream, or the one a WebSocket route
  * chose), trying up to 1 + retries servers. Returns 0 with c->srv set and counted active,
  * or the last error (UV_ETIMEDOUT when the last try timed out, UV_EHOSTUNREACH when no
- * server was eligible, UV_ECANCELED on a stop). */
+ * server was eligible, UV_ECANCELED on a stop, a local error of cg_local_error() at once:
+ * another server would fail the same way). */
 int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up);
+
+/* 1 when <err> (a libuv error) is a shortage of this process or host (descriptors, memory,
+ * buffers, local ports or addresses), not something the server did: such a failure is
+ * counted as a local error and never towards a server's ejection or health. */
+int cg_local_error(int err);
 
 /* Ends a session of either mode: closes both streams (waits for the closes), takes <c> off
  * the worker's list, updates the counters and frees <c>. The caller has already released

@@ -538,7 +538,8 @@ static void cmd_upstreams(struct cg_stats *st, struct cg_sbuf *b)
 
             cg_sbuf_printf(b, "  server %s: state %s, health %s, eligible %s, weight %u, "
                            "active %u, connects %llu, connect_fails %llu, "
-                           "connect_timeouts %llu, checks_failed %llu\n",
+                           "connect_timeouts %llu, checks_failed %llu, "
+                           "local_errors %llu\n",
                            s->conf->name, state_name(state),
                            atomic_load(&s->down) ? "down" : "up",
                            cg_server_is_eligible(s) ? "yes" : "no", s->conf->weight,
@@ -546,7 +547,8 @@ static void cmd_upstreams(struct cg_stats *st, struct cg_sbuf *b)
                            (unsigned long long)atomic_load(&s->connects),
                            (unsigned long long)atomic_load(&s->connect_fails),
                            (unsigned long long)atomic_load(&s->connect_timeouts),
-                           (unsigned long long)atomic_load(&s->checks_failed));
+                           (unsigned long long)atomic_load(&s->checks_failed),
+                           (unsigned long long)atomic_load(&s->local_errors));
         }
     }
 }

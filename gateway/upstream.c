@@ -268,6 +268,7 @@ void cg_upstreams_carry(struct cg_upstream *ups, size_t n, struct cg_upstream *o
                 CARRY(s, o, connect_fails);
                 CARRY(s, o, connect_timeouts);
                 CARRY(s, o, checks_failed);
+                CARRY(s, o, local_errors);
                 CARRY(s, o, eject_until_ms);
                 /* A probe in flight belongs to the old generation: the new one probes
                  * again (ejected, cool-down over). */

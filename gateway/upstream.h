@@ -34,6 +34,9 @@ struct cg_server {
     _Atomic uint64_t   connect_fails;       /* refused, reset, timed out */
     _Atomic uint64_t   connect_timeouts;
     _Atomic uint64_t   checks_failed;
+    _Atomic uint64_t   local_errors;        /* connects and checks failed for a shortage of
+                                             * ours (relay.h cg_local_error()): never held
+                                             * against the server */
     unsigned           check_fails;         /* consecutive, health-check worker only */
     unsigned           check_oks;
     /* reload: this server in the next generation (reload.h), set when that one is built;

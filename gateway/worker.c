@@ -104,6 +104,8 @@ static void on_backoff_done(uv_timer_t *t)
     uv_poll_start(&l->poll, UV_READABLE, on_acceptable);
 }
 
+static struct cg_ratelimit emfile_log = CG_RATELIMIT_INIT(10000, 1);
+
 /* Out of descriptors: shed one pending connection and stop accepting for a moment. */
 static void accept_emfile(struct cg_wlistener *l, int err)
 {
@@ -119,8 +121,11 @@ static void accept_emfile(struct cg_wlistener *l, int err)
         w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     }
     if (!l->paused) {
-        cg_warn("listener %s: accept(): %s; shedding connections for %d ms",
-                l->conf->name, strerror(-err), EMFILE_PAUSE_MS);
+        /* At the limit this pauses ten times a second: a line every few seconds tells the
+         * operator as much (the count is in accept_errors{reason="emfile"}). */
+        cg_log_ratelimited(&emfile_log, CG_LOG_WARN, "listener %s: accept(): %s; shedding "
+                           "connections for %d ms", l->conf->name, strerror(-err),
+                           EMFILE_PAUSE_MS);
         l->paused = 1;
         uv_poll_stop(&l->poll);
         uv_timer_start(&l->backoff, on_backoff_done, EMFILE_PAUSE_MS, 0);
@@ -192,18 +197,18 @@ static void admit(struct cg_wlistener *l, const struct sockaddr *peer, struct ve
     wmax = atomic_load_explicit(&b->max_per_worker, memory_order_relaxed);
     if (wmax && active >= wmax) {
         v->reason = CG_REJ_WORKER_QUOTA;
-        v->retry_s = 1;
         v->limit = wmax;
         cg_breaker_trip(b, CG_BRKW_WORKER, 1000, now_ms);
+        v->retry_s = cg_breaker_retry_after(b, now_ms);
         goto out_ip;
     }
     max = atomic_load_explicit(&b->max_conns, memory_order_relaxed);
     if (max && atomic_fetch_add(&d->conns, 1) >= max) {
         atomic_fetch_sub(&d->conns, 1);
         v->reason = CG_REJ_MAX_CONNS;
-        v->retry_s = 1;
         v->limit = max;
         cg_breaker_trip(b, CG_BRKW_CONNECTIONS, 1000, now_ms);
+        v->retry_s = cg_breaker_retry_after(b, now_ms);
         goto out_ip;
     }
     if (!max)
@@ -226,7 +231,7 @@ static void log_refusal(struct cg_wlistener *l, const struct verdict *v,
     struct cg_ipkey key;
     uint32_t rate, burst;
     uint64_t ip;
-    int why;
+    int why, state;
 
     if (peer && cg_ipkey_make(&key, peer, atomic_load(&a->v4_prefix),
                               atomic_load(&a->v6_prefix), 0) == 0)
@@ -248,9 +253,11 @@ static void log_refusal(struct cg_wlistener *l, const struct verdict *v,
                  atomic_load(&al->max_conns_per_ip), who);
         break;
     case CG_REJ_BREAKER:
-        snprintf(what, sizeof(what), "the breaker is %s (%s)",
-                 cg_brk_state_name(cg_breaker_state(l->w->d->brk, NULL, &why)),
-                 cg_brk_why_name(why));
+        /* The state first: why is its output (argument order is unspecified in C, and gcc
+         * read why before cg_breaker_state() had set it: "open (?)"). */
+        state = cg_breaker_state(l->w->d->brk, NULL, &why);
+        snprintf(what, sizeof(what), "the breaker is %s (%s); Retry-After %u s",
+                 cg_brk_state_name(state), cg_brk_why_name(why), v->retry_s);
         break;
     default:
         snprintf(what, sizeof(what), "%s %u reached", cg_reject_name(v->reason), v->limit);
@@ -404,6 +411,8 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 
 /* ------------------------------------------------------------------ health checks */
 
+static struct cg_ratelimit check_log = CG_RATELIMIT_INIT(10000, 5);
+
 struct check {
     struct coro_stream st;        /* heap: a pending connect may outlive a parked stack */
     struct coro_list   node;
@@ -437,6 +446,16 @@ static void health_check(void *arg)
         }
         if (err == UV_ECANCELED)
             break;
+        /* A check we could not make (no descriptor, no memory, no local port) says nothing
+         * about the server: its health stays as it was (issue: a healthy server was marked
+         * DOWN at our open-files limit and stayed DOWN after it). */
+        if (cg_local_error(err)) {
+            atomic_fetch_add(&srv->local_errors, 1);
+            cg_log_ratelimited(&check_log, CG_LOG_WARN, "upstream %s: health check of %s "
+                               "not made: %s (a shortage of ours, not counted against the "
+                               "server)", uc->name, srv->conf->name, uv_strerror(err));
+            continue;
+        }
         if (cg_server_check_result(srv, err == 0)) {
             if (err == 0)
                 cg_notice("upstream %s: server %s is UP (%u successful checks)", uc->name,

@@ -32,6 +32,7 @@ struct cg_worker_stats {
     _Atomic uint64_t accept_errors;
     _Atomic uint64_t no_server;        /* no upstream server could be reached */
     _Atomic uint64_t connect_fails;
+    _Atomic uint64_t upstream_local_errors; /* connects given up for a shortage of ours */
     _Atomic uint64_t idle_timeouts;
     _Atomic uint64_t resets;           /* closed on a read/write error */
     _Atomic uint64_t bytes_in;         /* from clients */
@@ -43,7 +44,8 @@ struct cg_worker_stats {
     _Atomic uint64_t ws_health;        /* health checks answered 200 */
     _Atomic uint64_t ws_hs_aborted;    /* the client left during the handshake */
     _Atomic uint64_t ws_hs_status[CG_WSS_N];      /* handshakes answered with an error */
-    _Atomic uint64_t ws_upstream_fails;/* backend refused or botched its handshake */
+    _Atomic uint64_t ws_upstream_fails;/* backend failed or botched its handshake */
+    _Atomic uint64_t ws_upstream_refusals; /* backend answered an HTTP status, passed on */
     _Atomic uint64_t ws_close_sent[CG_WSC_N];     /* close frames sent to clients */
     _Atomic uint64_t ws_close_rcvd[CG_WSC_N];     /* close frames received from clients */
     _Atomic uint64_t ws_proto_errors[CG_WSP_N];   /* client protocol violations by kind */

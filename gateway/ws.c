@@ -38,7 +38,6 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +48,7 @@
 #include "handshake.h"
 #include "log.h"
 #include "metrics.h"
+#include "rand.h"
 #include "relay.h"
 #include "reload.h"
 #include "route.h"
@@ -251,47 +251,6 @@ int cg_ws_close_code_is_valid(unsigned code)
            (code >= 3000 && code <= 4999);
 }
 
-/* ------------------------------------------------------------------ randomness */
-
-/* Mask keys and request ids need to be unpredictable to peers, not secret: a per-thread
- * xorshift128+ seeded from getrandom() saves a syscall per frame. */
-static __thread uint64_t rng[2];
-
-static uint64_t rand64(void)
-{
-    uint64_t a, b;
-
-    if (!rng[0] && !rng[1]) {
-        if (getrandom(rng, sizeof(rng), GRND_NONBLOCK) != sizeof(rng)) {
-            struct timespec ts;
-
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            rng[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)gettid();
-            rng[1] = (uint64_t)ts.tv_sec ^ 0x2545f4914f6cdd1dull;
-        }
-        rng[0] |= 1;
-    }
-    a = rng[0];
-    b = rng[1];
-    rng[0] = b;
-    a ^= a << 23;
-    rng[1] = a ^ b ^ (a >> 17) ^ (b >> 26);
-    return rng[1] + b;
-}
-
-static void rand_bytes(uint8_t *p, size_t n)
-{
-    uint64_t v = 0;
-    size_t i;
-
-    for (i = 0; i < n; i++) {
-        if (i % 8 == 0)
-            v = rand64();
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
 /* ------------------------------------------------------------------ output */
 
 static void side_gone(struct side *x);
@@ -448,7 +407,7 @@ static ssize_t on_recv(uint8_t *buf, size_t len, int flags, void *ud)
 
 static int on_genmask(uint8_t *buf, size_t len, void *ud)
 {
-    rand_bytes(buf, len);
+    cg_rand_bytes(buf, len);
     return 0;
 }
 
@@ -1282,11 +1241,11 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
     if (is_sane_id(id)) {
         strcpy(hb->request_id, id);
     } else {
-        rand_bytes(raw, sizeof(raw));
+        cg_rand_bytes(raw, sizeof(raw));
         for (i = 0; i < 16; i++)
             snprintf(hb->request_id + 2 * i, 3, "%02x", raw[i]);
     }
-    rand_bytes(raw, sizeof(raw));
+    cg_rand_bytes(raw, sizeof(raw));
     cg_base64_encode(raw, sizeof(raw), hb->key);
     strcpy(hb->addr, "unknown");
     if (getpeername(coro_stream_fd(&s->c->client), (struct sockaddr *)&ss, &len) == 0) {
@@ -1297,9 +1256,20 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
     }
 }
 
-/* The backend's side of the handshake. Returns 0, or the status to answer the client
- * with (502, 504), or UV_ECANCELED. */
-static int backend_handshake(struct sess *s, struct hsblock *hb)
+/* How a backend handshake ended, for the server's failure breaker (breaker.h). */
+enum blame {
+    BLAME_NONE,         /* upgraded, or the server answered HTTP: it works */
+    BLAME_SERVER,       /* the server failed: counts towards its ejection */
+    BLAME_NEITHER,      /* ours (memory) or a stop: tells nothing about the server */
+};
+
+/* The backend's side of the handshake. Returns 0 (upgraded), or the status to answer the
+ * client with, or UV_ECANCELED; *<blame> says whose failure it was. A backend that answers
+ * the upgrade with a well-formed HTTP status of its own is up and refused this request (a
+ * 4xx for a header, a path, a credential the client sent): the status goes to the client,
+ * as HAProxy and nginx pass it on, and only a 5xx counts against the server. A client must
+ * never be able to eject servers by what it sends. */
+static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *blame)
 {
     struct cg_conn *c = s->c;
     const struct cg_listener_conf *lc = s->c->lc;
@@ -1310,15 +1280,16 @@ static int backend_handshake(struct sess *s, struct hsblock *hb)
     struct cg_hs_limits lim = { RESP_HEAD_MAX, 100, 0 };
     struct coro_buf *b;
     const char *why;
-    int n, err;
+    int n, err, status = 0;
 
+    *blame = BLAME_NEITHER;
     b = coro_buf_get(s->c->w->sched, 2 * (size_t)hb->req.fed + 2048);   /* Host goes twice */
     if (!b)
-        return 502;
+        return 503;
     n = cg_handshake_backend_request(&hb->req, &f, b->data, b->cap);
     if (n < 0) {
         coro_buf_put(s->c->w->sched, b);
-        return 502;
+        return 500;
     }
     b->len = (uint32_t)n;
     err = coro_write(&c->up, b, (int64_t)lc->upstream_handshake_timeout_ms);
@@ -1328,13 +1299,24 @@ static int backend_handshake(struct sess *s, struct hsblock *hb)
                            hb->req.arena_cap - hb->req.arena_used);
     if (err == 0)
         err = read_head(s, &c->up, &hb->resp, &s->be, lc->upstream_handshake_timeout_ms);
+    if (err == 0 && (status = (int)llhttp_get_status_code(&hb->resp.parser)) != 101 &&
+        status >= 100 && status <= 599) {
+        *blame = status >= 500 ? BLAME_SERVER : BLAME_NONE;
+        CG_STAT_ADD(s->c->w->stats.ws_upstream_refusals, 1);
+        cg_log_ratelimited(&upstream_log, CG_LOG_INFO, "listener %s: %s answered the "
+                           "WebSocket upgrade with %d", lc->name, c->srv->conf->name, status);
+        return status >= 400 ? status : 502;
+    }
     if (err == 0)
         err = cg_handshake_check_response(&hb->resp, hb->key,
                                           cg_handshake_get(&hb->req, CG_HS_PROTOCOL));
-    if (err == 0)
+    if (err == 0) {
+        *blame = BLAME_NONE;
         return 0;
+    }
     if (err == UV_ECANCELED)
         return err;
+    *blame = BLAME_SERVER;
     why = err == UV_ETIMEDOUT ? "timed out" : err == UV_EOF ? "connection closed"
         : err == -EPROTO || hb->resp.error ? hb->resp.error : uv_strerror(err);
     atomic_fetch_add(&c->srv->connect_fails, 1);
@@ -1413,8 +1395,8 @@ static __attribute__((noinline)) int ws_open(struct sess *s)
     up = &c->gen->ups[rt ? rt->upstream : lc->upstream];
     err = cg_conn_connect_upstream(c, up);
     if (err < 0) {
-        if (err == UV_ECANCELED) {
-            answer(s, 503, "stopping", 0);
+        if (err == UV_ECANCELED || cg_local_error(err)) {
+            answer(s, 503, err == UV_ECANCELED ? "stopping" : uv_strerror(err), 0);
             goto out;
         }
         atomic_fetch_add(&up->no_server, 1);
@@ -1425,9 +1407,11 @@ static __attribute__((noinline)) int ws_open(struct sess *s)
     c->up.wq_high = (uint32_t)lc->high_water;
     prepare_forward(s, hb);
     if (!s->be.raw) {
-        err = backend_handshake(s, hb);
+        enum blame blame;
+
+        err = backend_handshake(s, hb, &blame);
         /* The outcome for the server's failure breaker (relay.c left it to us). */
-        cg_server_report(c->srv, err == 0 ? 1 : err == UV_ECANCELED ? -1 : 0,
+        cg_server_report(c->srv, blame == BLAME_NONE ? 1 : blame == BLAME_SERVER ? 0 : -1,
                          uv_hrtime() / 1000000, "WebSocket handshake failed");
         if (err != 0) {
             answer(s, err == UV_ECANCELED ? 503 : err, "upstream handshake", 0);

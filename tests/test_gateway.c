@@ -640,6 +640,150 @@ START_TEST(test_emfile)
 }
 END_TEST
 
+/* At the open-files limit with a healthy backend: the daemon's own EMFILE is not the
+ * server's failure (issue 14). Descriptors are used up by websocket clients that never send
+ * their request (one descriptor each, no upstream yet), so that health checks, upstream
+ * connects and accepts all meet EMFILE. The server must stay UP and in balancing, the
+ * local errors must be counted under their own name, the accept warning must not flood
+ * the log, and the first connection after the pressure must go through. */
+#define LIMIT_HELD_MAX 64
+
+static char *gw_stats(int port, const char *cmd)
+{
+    char path[TH_PATH_MAX];
+    char *s;
+
+    snprintf(path, sizeof(path), "%s/stats-%d.sock", th_tmpdir(), port);
+    s = th_stats_cmd(path, cmd, IO_MS);
+    return s ? s : strdup("");
+}
+
+/* The number after "<key>": in <json>, or -1. */
+static long long json_num(const char *json, const char *key)
+{
+    char pat[64];
+    const char *p;
+
+    snprintf(pat, sizeof(pat), "\"%s\":", key);
+    p = strstr(json, pat);
+    return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
+}
+
+/* A client the daemon has shed: EOF or a reset within <ms>. */
+static int shed_within(int fd, int ms)
+{
+    int r = th_wait_closed(fd, ms);
+
+    return r == 0 || r == -ECONNRESET;
+}
+
+START_TEST(test_emfile_not_the_servers_fault)
+{
+    struct th_echo *e = th_echo_new(0);
+    struct th_daemon *d;
+    char servers[64], health[512], buf[4];
+    int held[LIMIT_HELD_MAX], nheld = 0, port, wport, fd, i, lines, shed = 0, base, err;
+    int64_t t0, elapsed;
+    long long emfile;
+    char *js, *up, *m;
+
+    ck_assert_msg(e != NULL, "echo server: %s", strerror(errno));
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", th_echo_port(e));
+    wport = th_free_port();
+    ck_assert_int_gt(wport, 0);
+    /* Checks every 50 ms, down after 2 failures; ejected at the first failed connect. */
+    snprintf(health, sizeof(health),
+             "health_check_interval = 50ms\nhealth_check_timeout = 50ms\n"
+             "health_check_fall = 2\nhealth_check_rise = 1\n"
+             "eject_consecutive_failures = 1\neject_cooldown = 60s\nretries = 0\n"
+             "[listener w]\nbind = 127.0.0.1:%d\nmode = websocket\nupstream = u\n"
+             "handshake_timeout = 60s\n", wport);
+    d = gw_start(&(struct gw){ .workers = 1, .servers = servers, .gateway = "nofile = 64",
+                               .nofile = 64, .health = health },
+                 &port);
+    base = quiet_socket_count(d);
+
+    /* Fill: pending websocket clients until accept() meets EMFILE. */
+    for (i = 0; th_daemon_log_count(d, "accept(): Too many open files") == 0; i++) {
+        TH_ASSERT(d, i < LIMIT_HELD_MAX, "%d pending clients and no EMFILE", i);
+        fd = th_connect(wport, IO_MS);
+        TH_ASSERT(d, fd >= 0, "pending client %d: connect: %s", i, strerr(fd));
+        held[nheld++] = fd;
+        th_daemon_wait_log(d, "accept(): Too many open files", 1, 200);
+    }
+    /* Health checks cannot be made: counted as ours, never as the server's. */
+    TH_ASSERT(d, th_daemon_wait_log(d, "not made: too many open files", 3, 10000) == 0,
+              "no health check met EMFILE (%d pending clients)", nheld);
+
+    /* The accept warning at the limit: each refused client below pauses accept() and is
+     * shed; the warning comes once per 10 s, however many pauses. */
+    t0 = th_now_ms();
+    for (i = 0; i < 20; i++) {
+        fd = th_connect(port, IO_MS);
+        TH_ASSERT(d, fd >= 0, "client %d at the limit: connect: %s", i, strerr(fd));
+        if (shed_within(fd, IO_MS))
+            shed++;
+        close(fd);
+    }
+    elapsed = th_now_ms() - t0;
+    TH_ASSERT(d, shed == 20, "%d of 20 clients at the limit were shed", shed);
+
+    /* One descriptor back: a client is accepted and its upstream connect meets EMFILE
+     * (or the health check takes that descriptor); either way nothing is the server's. */
+    close(held[--nheld]);
+    for (i = 0; i < 5; i++) {
+        fd = th_connect(port, IO_MS);
+        TH_ASSERT(d, fd >= 0, "client %d with one descriptor left: %s", i, strerr(fd));
+        (void)th_send_all(fd, "ping", 4);       /* may meet the daemon's close */
+        TH_ASSERT(d, th_recv_n(fd, buf, 4) <= 0, "client %d was relayed with one descriptor "
+                  "left", i);
+        close(fd);
+    }
+
+    /* The pressure ends. */
+    while (nheld)
+        close(held[--nheld]);
+    for (t0 = th_now_ms(); th_proc_fd_count(d->pid, "socket:") > base;) {
+        TH_ASSERT(d, th_now_ms() - t0 < IO_MS, "the daemon still holds %d sockets (%d before)",
+                  th_proc_fd_count(d->pid, "socket:"), base);
+        th_sleep_ms(10);
+    }
+    /* The very first connection goes through: the server was never marked down or
+     * ejected (before the fix it stayed DOWN, and every connection was refused). */
+    err = th_echo_roundtrip(port, 100, IO_MS);
+    TH_ASSERT(d, err == 0, "first connection after the pressure: %s", strerr(err));
+
+    js = gw_stats(port, "show stats");
+    up = strstr(js, "\"upstreams\":");
+    TH_ASSERT(d, up != NULL, "show stats: %s", js);
+    TH_ASSERT(d, strstr(up, "\"health\":\"up\"") && strstr(up, "\"breaker\":\"in\""),
+              "the server was held responsible: %s", up);
+    TH_ASSERT(d, json_num(up, "connect_fails") == 0 && json_num(up, "checks_failed") == 0 &&
+                 json_num(up, "ejections") == 0, "failures counted against the server: %s", up);
+    TH_ASSERT(d, json_num(up, "local_errors") >= 3, "local errors not counted: %s", up);
+    free(js);
+    m = gw_stats(port, "show metrics");
+    TH_ASSERT(d, strstr(m, "corogate_server_local_errors_total{upstream=\"u\""),
+              "no local-error metric:\n%s", m);
+    emfile = 0;
+    {
+        const char *p = strstr(m, "corogate_worker_accept_errors_total{worker=\"0\","
+                                  "reason=\"emfile\"} ");
+
+        if (p)
+            emfile = strtoll(strchr(p, ' ') + 1, NULL, 10);
+    }
+    free(m);
+    lines = th_daemon_log_count(d, "accept(): Too many open files");
+    th_note("emfile_blame: %lld accept EMFILE pauses, %d warnings in %lld ms", emfile, lines,
+            (long long)elapsed);
+    TH_ASSERT(d, emfile >= 20, "accept EMFILE counted %lld times for 20 shed clients", emfile);
+    TH_ASSERT(d, lines <= 2 + elapsed / 10000, "%d accept warnings for %lld pauses in %lld ms",
+              lines, emfile, (long long)elapsed);
+    gw_stop_clean(d);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ 8. command line */
 
 static void run(struct th_run_result *r, const char *const *args)
@@ -840,6 +984,7 @@ Suite *gateway_suite(void)
     add(s, "connect_timeout", test_connect_timeout);
     add(s, "idle_timeout", test_idle_timeout);
     add(s, "emfile", test_emfile);
+    add(s, "emfile_not_the_servers_fault", test_emfile_not_the_servers_fault);
     add(s, "config_errors", test_config_errors);
     add(s, "command_line", test_command_line);
     add(s, "sigterm_drain", test_sigterm_drain);

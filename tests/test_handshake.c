@@ -226,6 +226,22 @@ static const struct refusal refusals[] = {
     { "Origin: http://example.com", "Origin: http://evil.example", 403 },
     { "GET /chat HTTP/1.1", "BLAH /chat HTTP/1.1", 400 },
     { "Host: server.example.com", "Host: a\nb", 400 },
+    /* Empty or invalid Host (RFC 9112 3.2): ours to refuse, never the backend's. */
+    { "Host: server.example.com", "Host:", 400 },
+    { "Host: server.example.com", "Host:   ", 400 },
+    { "Host: server.example.com", "Host: :8080", 400 },
+    { "Host: server.example.com", "Host: a b", 400 },
+    { "Host: server.example.com", "Host: a/b", 400 },
+    { "Host: server.example.com", "Host: user@a", 400 },
+    { "Host: server.example.com", "Host: a:80:80", 400 },
+    { "Host: server.example.com", "Host: a:123456", 400 },
+    { "Host: server.example.com", "Host: a:65536", 400 },
+    { "Host: server.example.com", "Host: a:8x", 400 },
+    { "Host: server.example.com", "Host: a%zz", 400 },
+    { "Host: server.example.com", "Host: [::1", 400 },
+    { "Host: server.example.com", "Host: []", 400 },
+    { "Host: server.example.com", "Host: [::1]x", 400 },
+    { "Host: server.example.com", "Host: a\"b", 400 },
     { "GET /chat HTTP/1.1", "GET /chat HTTP/1.1 extra", 400 },
 };
 
@@ -239,6 +255,24 @@ START_TEST(test_handshake_refusals)
     ck_assert_int_lt(check_req(req, &pol, NULL, _i % 2, &status), 0);
     ck_assert_msg(status == r->status, "refusal %d (%s): status %d, expected %d", _i / 2,
                   r->to, status, r->status);
+    free(req);
+}
+END_TEST
+
+/* Host values a server must take (RFC 9110 4.2.1, RFC 3986 3.2.2). */
+static const char *const good_hosts[] = {
+    "Host: a", "Host: server.example.com:8080", "Host: 127.0.0.1", "Host: 127.0.0.1:1",
+    "Host: [::1]", "Host: [2001:db8::1]:443", "Host: xn--bcher-kva.example",
+    "Host: a_b.example", "Host: a%41b", "Host: a:", "Host: a:65535", "Host: A.EXAMPLE",
+};
+
+START_TEST(test_handshake_hosts)
+{
+    char *req = variant("Host: server.example.com", good_hosts[_i]);
+    int status = -1;
+
+    ck_assert_msg(check_req(req, NULL, NULL, 0, &status) == 0, "%s refused with %d",
+                  good_hosts[_i], status);
     free(req);
 }
 END_TEST
@@ -591,6 +625,8 @@ Suite *handshake_suite(void)
     tcase_add_test(tc, test_handshake_arena);
     tcase_add_loop_test(tc, test_handshake_headers, 0, 2);
     tcase_add_loop_test(tc, test_handshake_refusals, 0, 2 * nref);
+    tcase_add_loop_test(tc, test_handshake_hosts, 0,
+                        (int)(sizeof(good_hosts) / sizeof(good_hosts[0])));
     tcase_add_test(tc, test_handshake_origins);
     tcase_add_loop_test(tc, test_handshake_health, 0, 2);
     tcase_add_loop_test(tc, test_handshake_limits, 0, 2);

@@ -596,6 +596,62 @@ START_TEST(test_breaker_cycle)
 }
 END_TEST
 
+/* While the breaker is open, a refused websocket client is told to come back when it
+ * half-opens, not in a second (issue 14: Retry-After: 1 for the whole open_for), and with
+ * jitter, so that the refused do not return in one wave; the refusal line names the
+ * reason. Bounds are computed from the times the test saw, so a slow machine moves them
+ * instead of failing them. */
+START_TEST(test_breaker_retry_after)
+{
+    struct ov o;
+    int held[2], i, status, retry, lo, distinct = 0, seen[16] = { 0 };
+    int64_t t0, el;
+    char *s;
+
+    ov_start(&o, 2, "max_connections = 2\n"
+                    "[listener a]\nbind = 127.0.0.1:{A}\nupstream = e\nreject = rst\n"
+                    "[listener c]\nbind = 127.0.0.1:{C}\nupstream = e\nmode = websocket\n"
+                    "upstream_protocol = tcp\n"
+                    "[upstream e]\nservers = 127.0.0.1:{E}\nhealth_check_interval = 0\n"
+                    "[breaker]\nopen_for = 8s\ncheck_interval = 20ms\nmemory_watermark = off\n");
+    th_sleep_ms(50);                /* the readiness probe gone */
+    for (i = 0; i < 2; i++)
+        TH_ASSERT(o.d, attempt(&o, "127.0.0.2", o.port[0], &held[i]) == 1,
+                  "connection %d of the quota refused", i);
+    t0 = th_now_ms();
+    TH_ASSERT(o.d, attempt(&o, "127.0.0.2", o.port[0], NULL) == 0, "3rd admitted");
+    wait_log(&o, "breaker: closed -> open: connections at 100.0%", 1, 2000);
+    for (i = 0; i < 10; i++) {
+        status = ws_request(&o, "127.0.0.3", o.port[2], &retry);
+        el = th_now_ms() - t0;
+        lo = (int)((8000 - el + 999) / 1000);
+        TH_ASSERT(o.d, status == 503, "websocket while open: %d", status);
+        TH_ASSERT(o.d, retry >= (lo > 1 ? lo : 1) && retry <= 12,
+                  "Retry-After %d, %lld ms into open_for 8 s (want %d..12)", retry,
+                  (long long)el, lo > 1 ? lo : 1);
+        if (!seen[retry]++)
+            distinct++;
+    }
+    TH_ASSERT(o.d, distinct >= 2, "10 refusals, all told Retry-After %d: no jitter", retry);
+    wait_log(&o, "listener c: refusing new connections: the breaker is open (connections); "
+                 "Retry-After ", 1, 2000);
+    TH_ASSERT(o.d, th_daemon_log_count(o.d, "(?)") == 0, "a reason is missing in the log");
+
+    /* Forced open: no end in sight, so open_for (and its jitter). */
+    free(stats(&o, "set breaker force-open"));
+    for (i = 0; i < 3; i++) {
+        status = ws_request(&o, "127.0.0.4", o.port[2], &retry);
+        TH_ASSERT(o.d, status == 503 && retry >= 8 && retry <= 12,
+                  "forced open: %d, Retry-After %d (want 8..12)", status, retry);
+    }
+    s = stats(&o, "set breaker force-closed");
+    free(s);
+    for (i = 0; i < 2; i++)
+        close_rst(held[i]);
+    ov_stop(&o);
+}
+END_TEST
+
 /* A low memory watermark trips it; forced closed admits; auto sheds again. */
 START_TEST(test_memory_watermark)
 {
@@ -918,6 +974,7 @@ Suite *overload_suite(void)
     tcase_add_test(tc, test_reload_applies);
     tcase_add_test(tc, test_per_ip);
     tcase_add_test(tc, test_breaker_cycle);
+    tcase_add_test(tc, test_breaker_retry_after);
     tcase_add_test(tc, test_memory_watermark);
     tcase_add_test(tc, test_server_ejection);
     tcase_add_test(tc, test_reconnect_storm);

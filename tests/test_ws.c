@@ -869,6 +869,119 @@ END_TEST
 
 /* ------------------------------------------------------------------ 4. memory */
 
+/* ------------------------------------------------------------------ who is to blame */
+
+/* Server <i>'s value of the Prometheus family <family> (per-server families only). */
+static long server_metric(int port, const char *family, int backend_port)
+{
+    char label[64];
+
+    snprintf(label, sizeof(label), "server=\"127.0.0.1:%d\"", backend_port);
+    return metric(port, family, label);
+}
+
+/* The first line of an answer (caller's buffer). */
+static const char *status_line(const char *answer, char *buf, size_t size)
+{
+    size_t n = strcspn(answer, "\r\n");
+
+    snprintf(buf, size, "%.*s", (int)(n < size ? n : size - 1), answer);
+    return buf;
+}
+
+/* Issue 14: an upgrade with an empty Host used to reach the backends without a Host, be
+ * refused there, and count against the server: 5 ejected a one-server upstream, 12 both
+ * servers of two, and every client got 502 meanwhile. Now corogate answers 400 itself, a
+ * backend's own refusal (403) passes on to the client without counting against the
+ * server, and the next 100 clients are all relayed. */
+START_TEST(test_ws_client_cannot_eject)
+{
+    static const char empty_host[] =
+        "GET /echo HTTP/1.1\r\nHost:\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    static const char denied[] =
+        "GET /denied HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    struct backend be[2];
+    struct th_daemon *d;
+    char srv[128], line[128];
+    uint8_t buf[16];
+    int port, i, fd, op;
+    char *a;
+
+    backend_start(&be[0], "--refuse", "/denied=403");
+    backend_start(&be[1], "--refuse", "/denied=403");
+    snprintf(srv, sizeof(srv), "127.0.0.1:%d, 127.0.0.1:%d", be[0].port, be[1].port);
+    d = ws_start(NULL, srv, "eject_consecutive_failures = 2\neject_cooldown = 60s\n", &port);
+    for (i = 0; i < 12; i++) {
+        a = http_exchange(d, port, empty_host, sizeof(empty_host) - 1);
+        TH_ASSERT(d, strncmp(a, "HTTP/1.1 400 ", 13) == 0, "empty Host %d: %s", i,
+                  status_line(a, line, sizeof(line)));
+        free(a);
+        a = http_exchange(d, port, denied, sizeof(denied) - 1);
+        TH_ASSERT(d, strncmp(a, "HTTP/1.1 403 ", 13) == 0, "refused path %d: %s", i,
+                  status_line(a, line, sizeof(line)));
+        free(a);
+    }
+    for (i = 0; i < 100; i++) {
+        fd = raw_open(d, port, "/echo", NULL);
+        frame_send(fd, 1, 0, 0x1, 1, "hi", 2);
+        TH_ASSERT(d, frame_recv(fd, &op, buf, sizeof(buf)) == 2 && op == 0x1 &&
+                     memcmp(buf, "hi", 2) == 0, "client %d after the attack: no echo", i);
+        close(fd);
+    }
+    for (i = 0; i < 2; i++) {
+        TH_ASSERT(d, server_metric(port, "corogate_server_ejections_total", be[i].port) == 0,
+                  "server %d ejected", i);
+        TH_ASSERT(d, server_metric(port, "corogate_server_connect_failures_total",
+                                   be[i].port) == 0, "failures counted against server %d", i);
+    }
+    TH_ASSERT(d, metric(port, "corogate_websocket_upstream_refusals_total", NULL) == 12,
+              "backend refusals counted: %ld",
+              metric(port, "corogate_websocket_upstream_refusals_total", NULL));
+    TH_ASSERT(d, metric(port, "corogate_websocket_handshake_failures_total",
+                        "reason=\"400\"") >= 12, "400s not counted");
+    ws_stop_clean(d);
+    backend_stop(&be[0]);
+    backend_stop(&be[1]);
+}
+END_TEST
+
+/* The other side of the same rule: a backend that fails the upgrade with a 5xx is at
+ * fault: the status reaches the client, and eject_consecutive_failures of them eject it. */
+START_TEST(test_ws_backend_5xx_ejects)
+{
+    static const char broken[] =
+        "GET /broken HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n";
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64], line[128];
+    int port, i;
+    char *a;
+
+    backend_start(&be, "--refuse", "/broken=500");
+    d = ws_start(NULL, servers_at(be.port, srv, sizeof(srv)),
+                 "eject_consecutive_failures = 3\neject_cooldown = 60s\n", &port);
+    for (i = 0; i < 3; i++) {
+        a = http_exchange(d, port, broken, sizeof(broken) - 1);
+        TH_ASSERT(d, strncmp(a, "HTTP/1.1 500 ", 13) == 0, "request %d: %s", i,
+                  status_line(a, line, sizeof(line)));
+        free(a);
+    }
+    a = http_exchange(d, port, broken, sizeof(broken) - 1);
+    TH_ASSERT(d, strncmp(a, "HTTP/1.1 502 ", 13) == 0, "after 3 failures: %s",
+              status_line(a, line, sizeof(line)));
+    free(a);
+    TH_ASSERT(d, server_metric(port, "corogate_server_ejections_total", be.port) == 1,
+              "ejections: %ld", server_metric(port, "corogate_server_ejections_total", be.port));
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
 static long rss_kib(pid_t pid)
 {
     char path[64], *s, *p;
@@ -933,6 +1046,8 @@ Suite *ws_suite(void)
     tcase_add_test(hs, test_ws_handshake_refusals);
     tcase_add_test(hs, test_ws_slowloris);
     tcase_add_test(hs, test_ws_backend_down);
+    tcase_add_test(hs, test_ws_client_cannot_eject);
+    tcase_add_test(hs, test_ws_backend_5xx_ejects);
     suite_add_tcase(s, hs);
 
     th_tcase_add_fixtures(lim);

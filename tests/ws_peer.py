@@ -3,9 +3,10 @@
 
 Uses Debian's python3-websockets (10.x, legacy asyncio API). Run with /usr/bin/python3.
 
-  ws_peer.py backend [--subprotocols a,b] [--log FILE]
+  ws_peer.py backend [--subprotocols a,b] [--log FILE] [--refuse PATH=STATUS,...]
       An echo backend on 127.0.0.1 (port chosen by the kernel); prints "READY <port>" once
-      listening. Every message is echoed with its type, except text commands:
+      listening. With --refuse, an upgrade to PATH is answered with STATUS instead (a
+      working server that refuses a request, e.g. /denied=403, or fails it, /broken=500). Every message is echoed with its type, except text commands:
         cmd:headers            answers a JSON object: the request's path and headers
         cmd:subprotocol        answers the negotiated subprotocol ("" when none)
         cmd:close CODE REASON  closes with CODE and REASON
@@ -18,6 +19,7 @@ Uses Debian's python3-websockets (10.x, legacy asyncio API). Run with /usr/bin/p
       Runs one scenario against URL; prints what went wrong and exits 1, or exits 0.
 """
 import asyncio
+import http
 import json
 import os
 import sys
@@ -37,6 +39,7 @@ def log_event(path, line):
 async def backend_main(args):
     subprotocols = None
     logfile = None
+    refuse = {}
     i = 0
     while i < len(args):
         if args[i] == "--subprotocols":
@@ -44,6 +47,11 @@ async def backend_main(args):
             i += 2
         elif args[i] == "--log":
             logfile = args[i + 1]
+            i += 2
+        elif args[i] == "--refuse":
+            for item in args[i + 1].split(","):
+                where, status = item.split("=")
+                refuse[where] = int(status)
             i += 2
         else:
             raise SystemExit("backend: unknown option " + args[i])
@@ -82,8 +90,15 @@ async def backend_main(args):
             pass
         log_event(logfile, "close %s %s" % (ws.close_code, ws.close_reason))
 
+    async def process_request(path, headers):
+        status = refuse.get(path)
+        if status:
+            log_event(logfile, "refused %s %d" % (path, status))
+            return http.HTTPStatus(status), [("Content-Type", "text/plain")], b"refused\n"
+        return None
+
     async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=subprotocols,
-                                **OPTS) as server:
+                                process_request=process_request, **OPTS) as server:
         port = server.sockets[0].getsockname()[1]
         print("READY %d" % port, flush=True)
         await asyncio.Future()
