@@ -41,7 +41,7 @@ endif
 endif
 
 PKGS     := libuv inih check libbpf
-CPPFLAGS := -D_GNU_SOURCE -DCG_VERSION='"$(VERSION)"' -I. -Icoro -I$(BUILD) \
+CPPFLAGS := -D_GNU_SOURCE -DCG_VERSION='"$(VERSION)"' -I. -Igateway -Icoro -I$(BUILD) \
             -I/usr/share/include/llhttp
 CFLAGS   := -std=gnu11 -O2 -g -pthread -fno-omit-frame-pointer -fstack-clash-protection \
             -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -MMD -MP
@@ -60,7 +60,10 @@ CORO_SRC  := $(wildcard coro/*.c)
 ifeq ($(CORO_SWITCH),asm)
 CORO_ASM  := coro/switch_$(ARCH).S
 endif
-GW_SRC    := $(filter-out gateway/main.c,$(wildcard gateway/*.c))
+# gateway/ has one folder per concern (core, proto, guard, observe, config); common/ holds
+# what the daemon and the loadgen share.
+GW_SRC    := $(wildcard gateway/*/*.c)
+COMMON_SRC:= $(wildcard common/*.c)
 LG_SRC    := $(filter-out loadgen/main.c,$(wildcard loadgen/*.c))
 TEST_SRC  := $(wildcard tests/*.c) $(wildcard tests/*_$(ARCH).S)
 LLHTTP_SRC:= $(wildcard /usr/share/llhttp/*.c)
@@ -69,6 +72,7 @@ obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst %.S,$(BUILD)/%.o,$(1)))
 
 CORO_OBJ  := $(call obj,$(CORO_SRC) $(CORO_ASM))
 GW_OBJ    := $(call obj,$(GW_SRC))
+COMMON_OBJ:= $(call obj,$(COMMON_SRC))
 LG_OBJ    := $(call obj,$(LG_SRC))
 TEST_OBJ  := $(call obj,$(TEST_SRC))
 LLHTTP_OBJ:= $(patsubst /usr/share/llhttp/%.c,$(BUILD)/llhttp/%.o,$(LLHTTP_SRC))
@@ -146,7 +150,7 @@ $(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
 
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(wildcard bpf/*.bpf.c))
 .SECONDARY: $(BPF_OBJ)
-$(BUILD)/gateway/schedlat.o: $(BUILD)/schedlat.skel.h
+$(BUILD)/gateway/observe/schedlat.o: $(BUILD)/schedlat.skel.h
 
 # llhttp is compiled from the Debian package's C sources, never copied into the tree.
 $(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c
@@ -159,14 +163,12 @@ $(LIBCORO): $(CORO_OBJ)
 	@$(if $(Q),echo "  AR     $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(DAEMON): $(BUILD)/gateway/main.o $(GW_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
+$(DAEMON): $(BUILD)/gateway/main.o $(GW_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
-# The loadgen's WebSocket handshakes use the gateway's parser, SHA-1 and base64.
-LG_GW_OBJ := $(BUILD)/gateway/handshake.o
-
-$(LOADGEN): $(BUILD)/loadgen/main.o $(LG_OBJ) $(LG_GW_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
+# The loadgen's WebSocket handshakes use common/ (the HTTP upgrade, SHA-1, base64).
+$(LOADGEN): $(BUILD)/loadgen/main.o $(LG_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
@@ -183,7 +185,7 @@ $(BUILD)/tests/main.o: $(BUILD)/suites.inc
 # move arithmetic across fesetround().
 $(BUILD)/tests/test_coro.o: CFLAGS += -frounding-math
 
-$(TESTS): $(TEST_OBJ) $(GW_OBJ) $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
+$(TESTS): $(TEST_OBJ) $(GW_OBJ) $(COMMON_OBJ) $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) $(LDLIBS)
 
@@ -287,9 +289,9 @@ bench-coro: deps
 	$(Q)$(MAKE) --no-print-directory $(BENCHCORO)
 	$(Q)$(BENCHCORO)
 
-$(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/schedlat.o \
-               $(BUILD)/gateway/breaker.o $(BUILD)/gateway/tokenbucket.o \
-               $(BUILD)/gateway/log.o $(BUILD)/gateway/rand.o $(LIBCORO)
+$(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/observe/schedlat.o \
+               $(BUILD)/gateway/guard/breaker.o $(BUILD)/gateway/guard/tokenbucket.o \
+               $(BUILD)/gateway/observe/log.o $(BUILD)/common/rand.o $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -37,8 +37,8 @@
 
 #include <bpf/bpf.h>
 
-#include "gateway/log.h"
-#include "gateway/schedlat.h"
+#include "gateway/observe/log.h"
+#include "gateway/observe/schedlat.h"
 
 #define MAX_CONNS  64
 #define MAX_CYCLES 64

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "handshake.h"
+#include "common/handshake.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

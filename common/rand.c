@@ -4,7 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rand.h"
+#include "common/rand.h"
 
 static __thread uint64_t rng[2];
 

@@ -11,7 +11,7 @@
  */
 #include <string.h>
 
-#include "utf8.h"
+#include "common/utf8.h"
 
 enum { C1 = 1, C2, C3, E0, ED, F0, F4 };
 

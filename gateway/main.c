@@ -30,15 +30,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "breaker.h"
-#include "config.h"
+#include "guard/breaker.h"
+#include "config/config.h"
 #include "coro/ctx.h"
-#include "log.h"
-#include "notify.h"
-#include "reload.h"
-#include "schedlat.h"
-#include "stats.h"
-#include "worker.h"
+#include "observe/log.h"
+#include "observe/notify.h"
+#include "core/reload.h"
+#include "observe/schedlat.h"
+#include "observe/stats.h"
+#include "core/worker.h"
 
 #ifndef CG_VERSION
 #define CG_VERSION "0.0.0"

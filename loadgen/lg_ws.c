@@ -6,7 +6,7 @@
 #include <strings.h>
 #include <wslay/wslay.h>
 
-#include "gateway/handshake.h"
+#include "common/handshake.h"
 #include "lg_client.h"
 #include "lg_msg.h"
 #include "lg_ws.h"

@@ -11,9 +11,9 @@
 #include <string.h>
 #include <uv.h>
 
-#include "gateway/admission.h"
-#include "gateway/config.h"
-#include "gateway/tokenbucket.h"
+#include "gateway/guard/admission.h"
+#include "gateway/config/config.h"
+#include "gateway/guard/tokenbucket.h"
 
 #define MS 1000000ull       /* ns */
 #define S  1000000000ull

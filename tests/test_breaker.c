@@ -10,9 +10,9 @@
 #include <string.h>
 #include <uv.h>
 
-#include "gateway/breaker.h"
-#include "gateway/config.h"
-#include "gateway/upstream.h"
+#include "gateway/guard/breaker.h"
+#include "gateway/config/config.h"
+#include "gateway/core/upstream.h"
 
 static struct cg_config *parse(const char *extra)
 {

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gateway/config.h"
+#include "gateway/config/config.h"
 
 /* A valid listener + upstream, appended after the lines under test so that their line
  * numbers stay small and obvious. */

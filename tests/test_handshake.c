@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/handshake.h"
+#include "common/handshake.h"
 
 /* RFC 6455 §1.3 */
 static const char rfc6455_req[] =

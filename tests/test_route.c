@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "gateway/config.h"
-#include "gateway/route.h"
+#include "gateway/config/config.h"
+#include "gateway/proto/route.h"
 
 static struct cg_route *parse_ok(const char *spec, size_t *n)
 {

@@ -20,9 +20,9 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include "gateway/config.h"
-#include "gateway/schedlat.h"
-#include "gateway/worker.h"
+#include "gateway/config/config.h"
+#include "gateway/observe/schedlat.h"
+#include "gateway/core/worker.h"
 #include "tests/harness.h"
 
 /* ------------------------------------------------------------------ helpers */

@@ -22,10 +22,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "gateway/config.h"
-#include "gateway/metrics.h"
-#include "gateway/upstream.h"
-#include "gateway/worker.h"
+#include "gateway/config/config.h"
+#include "gateway/observe/metrics.h"
+#include "gateway/core/upstream.h"
+#include "gateway/core/worker.h"
 #include "harness.h"
 
 #define READY_MS   10000

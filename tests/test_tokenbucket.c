@@ -2,7 +2,7 @@
 #include <check.h>
 #include <stdint.h>
 
-#include "gateway/tokenbucket.h"
+#include "gateway/guard/tokenbucket.h"
 
 START_TEST(test_tb_take_and_refill)
 {

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/config.h"
-#include "gateway/upstream.h"
+#include "gateway/config/config.h"
+#include "gateway/core/upstream.h"
 
 static struct cg_config   *cfg;
 static struct cg_upstream *ups;

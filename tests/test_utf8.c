@@ -2,7 +2,7 @@
 #include <check.h>
 #include <string.h>
 
-#include "gateway/utf8.h"
+#include "common/utf8.h"
 
 struct vec {
     const char *bytes;

@@ -10,8 +10,8 @@
  * range. Adding a key is adding a row. The defaults in these tables are the only ones; the
  * annotated conf/corogate.ini repeats them for the reader.
  */
-#include "config.h"
-#include "route.h"
+#include "config/config.h"
+#include "proto/route.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

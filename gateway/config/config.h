@@ -23,7 +23,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "log.h"
+#include "observe/log.h"
 
 #define CG_CONF_NAME_MAX     64     /* section names and "host:port" strings, NUL included */
 #define CG_CONF_PATH_MAX     4096   /* the config file's path, NUL included */

@@ -13,12 +13,12 @@
 
 #include "coro/io.h"
 #include "coro/list.h"
-#include "admission.h"
-#include "breaker.h"
-#include "log.h"
-#include "metrics.h"
-#include "relay.h"
-#include "reload.h"
+#include "guard/admission.h"
+#include "guard/breaker.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "core/relay.h"
+#include "core/reload.h"
 
 #define FLUSH_TIMEOUT_MS 5000
 

@@ -3,7 +3,7 @@
 #define CG_RELAY_H
 
 #include "coro/coro-t.h"
-#include "worker.h"
+#include "core/worker.h"
 
 /* One client connection. Both streams live here, not on the coroutine's stack. */
 struct cg_conn {

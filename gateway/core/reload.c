@@ -8,9 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "reload.h"
-#include "worker.h"
+#include "observe/log.h"
+#include "core/reload.h"
+#include "core/worker.h"
 
 /* ------------------------------------------------------------------ generations */
 

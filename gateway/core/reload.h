@@ -27,8 +27,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#include "config.h"
-#include "upstream.h"
+#include "config/config.h"
+#include "core/upstream.h"
 
 struct cg_daemon;
 

@@ -6,8 +6,8 @@
 
 #include <uv.h>
 
-#include "breaker.h"
-#include "upstream.h"
+#include "guard/breaker.h"
+#include "core/upstream.h"
 
 struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nworkers)
 {

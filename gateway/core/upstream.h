@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "config.h"
+#include "config/config.h"
 
 #define CG_MAX_WORKERS 1024
 

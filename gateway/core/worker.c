@@ -29,16 +29,16 @@
 
 #include <dirent.h>
 
-#include "admission.h"
-#include "breaker.h"
+#include "guard/admission.h"
+#include "guard/breaker.h"
 #include "coro/io.h"
 #include "coro/list.h"
-#include "log.h"
-#include "metrics.h"
-#include "relay.h"
-#include "reload.h"
-#include "worker.h"
-#include "ws.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "core/relay.h"
+#include "core/reload.h"
+#include "core/worker.h"
+#include "proto/ws.h"
 
 #define ACCEPTS_PER_WAKEUP 64
 #define EMFILE_PAUSE_MS    100

@@ -11,14 +11,14 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "admission-t.h"
-#include "config.h"
+#include "guard/admission-t.h"
+#include "config/config.h"
 #include "coro/coro.h"
 #include "coro/coro-t.h"
 #include "coro/slab.h"
-#include "metrics-t.h"
-#include "upstream.h"
-#include "ws-t.h"
+#include "observe/counters.h"
+#include "core/upstream.h"
+#include "proto/ws-t.h"
 
 /* Counters of one worker. Written by that worker only (relaxed load + store, no locked
  * instruction), read by anyone. */

@@ -10,13 +10,13 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "admission.h"
+#include "guard/admission.h"
 #include "coro/io.h"
 #include "coro/list.h"
-#include "handshake.h"
-#include "log.h"
-#include "worker.h"
-#include "ws.h"
+#include "common/handshake.h"
+#include "observe/log.h"
+#include "core/worker.h"
+#include "proto/ws.h"
 
 #define WAYS          8         /* entries per set */
 #define MAX_LOCKS     1024      /* stripes: sets share a lock modulo this */

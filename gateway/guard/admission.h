@@ -25,10 +25,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "admission-t.h"
-#include "config.h"
-#include "relay.h"
-#include "tokenbucket.h"
+#include "guard/admission-t.h"
+#include "config/config.h"
+#include "core/relay.h"
+#include "guard/tokenbucket.h"
 
 struct cg_iptable;
 

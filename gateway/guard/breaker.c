@@ -12,10 +12,10 @@
 
 #include <uv.h>
 
-#include "breaker.h"
-#include "log.h"
-#include "rand.h"
-#include "schedlat.h"
+#include "guard/breaker.h"
+#include "observe/log.h"
+#include "common/rand.h"
+#include "observe/schedlat.h"
 
 #define PERMILLE   1000u
 #define NS_PER_MS  1000000ull

@@ -39,9 +39,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "tokenbucket.h"
-#include "upstream.h"
+#include "config/config.h"
+#include "guard/tokenbucket.h"
+#include "core/upstream.h"
 
 enum cg_brk_state {
     CG_BRK_CLOSED,

@@ -1,5 +1,5 @@
 /* gateway/tokenbucket.c — lazily refilled token buckets. */
-#include "tokenbucket.h"
+#include "guard/tokenbucket.h"
 
 #define NS_PER_S 1000000000ull
 

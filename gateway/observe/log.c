@@ -1,5 +1,5 @@
 /* gateway/log.c — leveled logging to stderr; see log.h for the line format. */
-#include "log.h"
+#include "observe/log.h"
 
 #include <errno.h>
 #include <stdio.h>

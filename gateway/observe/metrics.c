@@ -15,14 +15,14 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "admission.h"
-#include "breaker.h"
+#include "guard/admission.h"
+#include "guard/breaker.h"
 #include "coro/ctx.h"
-#include "metrics.h"
-#include "schedlat.h"
-#include "upstream.h"
-#include "worker.h"
-#include "ws.h"
+#include "observe/metrics.h"
+#include "observe/schedlat.h"
+#include "core/upstream.h"
+#include "core/worker.h"
+#include "proto/ws.h"
 
 #ifndef CG_VERSION
 #define CG_VERSION "0.0.0"

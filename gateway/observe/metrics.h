@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "metrics-t.h"
+#include "observe/counters.h"
 
 struct cg_daemon;
 

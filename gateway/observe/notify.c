@@ -8,8 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "notify.h"
+#include "observe/log.h"
+#include "observe/notify.h"
 
 #define NOTIFY_MAX 4096
 

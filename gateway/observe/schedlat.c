@@ -23,11 +23,11 @@
 #include <bpf/libbpf.h>
 
 #include "bpf/schedlat.h"
-#include "breaker.h"
-#include "log.h"
-#include "schedlat.h"
+#include "guard/breaker.h"
+#include "observe/log.h"
+#include "observe/schedlat.h"
 #include "schedlat.skel.h"
-#include "worker.h"
+#include "core/worker.h"
 
 #define DEFAULT_BTF       "/sys/kernel/btf/vmlinux"
 #define DEFAULT_KALLSYMS  "/proc/kallsyms"

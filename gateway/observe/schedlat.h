@@ -22,8 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "metrics-t.h"
+#include "config/config.h"
+#include "observe/counters.h"
 
 struct cg_daemon;
 struct cg_schedlat;

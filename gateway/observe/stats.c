@@ -29,18 +29,18 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "admission.h"
-#include "breaker.h"
+#include "guard/admission.h"
+#include "guard/breaker.h"
 #include "coro/ctx.h"
 #include "coro/io.h"
 #include "coro/list.h"
-#include "log.h"
-#include "relay.h"
-#include "reload.h"
-#include "schedlat.h"
-#include "stats.h"
-#include "upstream.h"
-#include "worker.h"
+#include "observe/log.h"
+#include "core/relay.h"
+#include "core/reload.h"
+#include "observe/schedlat.h"
+#include "observe/stats.h"
+#include "core/upstream.h"
+#include "core/worker.h"
 
 #ifndef CG_VERSION
 #define CG_VERSION "0.0.0"

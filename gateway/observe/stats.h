@@ -19,7 +19,7 @@
 
 #include <uv.h>
 
-#include "metrics.h"
+#include "observe/metrics.h"
 
 struct cg_stats;
 

@@ -43,19 +43,19 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
-#include "breaker.h"
+#include "guard/breaker.h"
 #include "coro/io.h"
-#include "handshake.h"
-#include "log.h"
-#include "metrics.h"
-#include "rand.h"
-#include "relay.h"
-#include "reload.h"
-#include "route.h"
-#include "tokenbucket.h"
-#include "utf8.h"
-#include "worker.h"
-#include "ws.h"
+#include "common/handshake.h"
+#include "observe/log.h"
+#include "observe/metrics.h"
+#include "common/rand.h"
+#include "core/relay.h"
+#include "core/reload.h"
+#include "proto/route.h"
+#include "guard/tokenbucket.h"
+#include "common/utf8.h"
+#include "core/worker.h"
+#include "proto/ws.h"
 
 #define SPARE_MAX        16        /* frame contexts cached per worker and role (work_put()) */
 #define LINGER_MS        1000      /* reading after an error response, so it is not reset */

@@ -13,7 +13,7 @@
 #ifndef CG_WS_H
 #define CG_WS_H
 
-#include "ws-t.h"
+#include "proto/ws-t.h"
 
 /* The coroutine body of a websocket listener's connection. Owns <arg> (a struct cg_conn
  * whose client stream is open): closes both streams, updates counters and frees it. */
