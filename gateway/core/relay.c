@@ -1,4 +1,5 @@
-/* gateway/relay.c — the TCP session: upstream connect with retries, then a two-way relay.
+/* gateway/core/relay.c — the TCP session: a server connected (core/conn.h), then a two-way
+ * relay.
  *
  * One coroutine drives both directions. It never blocks on a write: a chunk read from one
  * side is written (or queued) to the other at once, and a side is simply not read while
@@ -13,115 +14,12 @@
 
 #include "coro/io.h"
 #include "coro/list.h"
-#include "guard/admission.h"
-#include "guard/breaker.h"
-#include "observe/log.h"
-#include "observe/metrics.h"
+#include "core/conn.h"
 #include "core/relay.h"
 #include "core/reload.h"
+#include "observe/counters.h"
 
 #define FLUSH_TIMEOUT_MS 5000
-
-static struct cg_ratelimit connect_log = CG_RATELIMIT_INIT(1000, 5);
-static const struct coro_stream_names upstream_names = { "read upstream", "write upstream" };
-
-/* 1 when a connect to a server is only half the story: a WebSocket backend must also
- * complete its handshake, and ws.c reports that outcome to the server's breaker. */
-static int defers_report(const struct cg_conn *c)
-{
-    return c->lc->mode == CG_MODE_WEBSOCKET &&
-           c->lc->upstream_protocol == CG_UPROTO_WEBSOCKET;
-}
-
-int cg_local_error(int err)
-{
-    return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM ||
-           err == UV_EADDRNOTAVAIL || err == UV_EADDRINUSE;
-}
-
-int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
-{
-    const struct cg_upstream_conf *uc = up->conf;
-    struct cg_worker *w = c->w;
-    struct sockaddr_storage src;
-    uint64_t tried = 0;
-    unsigned attempt = 0, skipped = 0;
-    uint64_t t0;
-    int err = UV_EHOSTUNREACH, more, probe;
-
-    while (attempt <= uc->retries) {
-        struct cg_server *srv = cg_upstream_pick(up, w->id, tried);
-
-        if (!srv)
-            break;
-        if (srv->index < 64)
-            tried |= 1ull << srv->index;
-        /* Its pending connects full, or its probe taken, since it was picked: not a try. */
-        if (cg_server_connect_begin(srv, uv_hrtime() / 1000000, &probe) < 0) {
-            if (++skipped > up->nservers)
-                break;
-            continue;
-        }
-        attempt++;
-        if (c->up_inited) {
-            coro_stream_close(&c->up);
-            c->up_inited = 0;
-        }
-        err = coro_stream_init(w->sched, &c->up);
-        if (err < 0) {
-            cg_server_connect_done(srv);
-            cg_server_report(srv, -1, 0, NULL);
-            atomic_fetch_add(&srv->local_errors, 1);
-            CG_STAT_ADD(w->stats.upstream_local_errors, 1);
-            return err;
-        }
-        c->up_inited = 1;
-        c->up.names = &upstream_names;
-        /* Counted before the connect so leastconn sees connections in progress too. */
-        atomic_fetch_add(&srv->active, 1);
-        t0 = uv_hrtime();
-        err = coro_connect_from(&c->up, (const struct sockaddr *)&srv->conf->addr,
-                                cg_upstream_source(up, w->id, srv, &src),
-                                (int64_t)uc->connect_timeout_ms);
-        cg_server_connect_done(srv);
-        if (err == 0) {
-            cg_lat_hist_record(&w->stats.connect_lat, (uv_hrtime() - t0) / 1000);
-            coro_stream_nodelay(&c->up, 1);
-            atomic_fetch_add(&srv->connects, 1);
-            if (!defers_report(c))
-                cg_server_report(srv, 1, uv_hrtime() / 1000000, NULL);
-            c->srv = srv;
-            return 0;
-        }
-        atomic_fetch_sub(&srv->active, 1);
-        if (err == UV_ECANCELED) {
-            cg_server_report(srv, -1, 0, NULL);
-            return err;
-        }
-        /* Our own shortage (descriptors, memory, ports) is not the server's failure, and
-         * another server would meet the same shortage: counted apart, and given up. */
-        if (cg_local_error(err)) {
-            cg_server_report(srv, -1, 0, NULL);
-            atomic_fetch_add(&srv->local_errors, 1);
-            CG_STAT_ADD(w->stats.upstream_local_errors, 1);
-            cg_log_ratelimited(&connect_log, CG_LOG_WARN, "upstream %s: connect() to %s: %s "
-                               "(a shortage of ours, not counted against the server)",
-                               uc->name, srv->conf->name, uv_strerror(err));
-            return err;
-        }
-        cg_server_report(srv, 0, uv_hrtime() / 1000000, uv_strerror(err));
-        atomic_fetch_add(&srv->connect_fails, 1);
-        if (err == UV_ETIMEDOUT)
-            atomic_fetch_add(&srv->connect_timeouts, 1);
-        CG_STAT_ADD(w->stats.connect_fails, 1);
-        more = attempt <= uc->retries && (unsigned)__builtin_popcountll(tried) < up->nservers;
-        cg_log_ratelimited(&connect_log, CG_LOG_WARN, "upstream %s: connect() to %s: %s%s%s",
-                           uc->name, srv->conf->name, uv_strerror(err),
-                           probe ? " (probe of an ejected server)" : "",
-                           more ? ", trying another server" : "");
-    }
-    return err;
-}
 
 /* The two directions of the relay, as bits of the set of those still open. Nothing about
  * a direction is kept on the coroutine's stack but this set: every parked connection's
@@ -211,32 +109,18 @@ void cg_tcp_session(void *arg)
     err = relay(c);
     if (err == 0) {
         /* Both sides sent EOF: let the last bytes and the shutdowns go out first. */
+        cg_conn_closing(c, CG_CLOSE_DONE);
         coro_flush(&c->client, FLUSH_TIMEOUT_MS);
         coro_flush(&c->up, FLUSH_TIMEOUT_MS);
     } else if (err == UV_ETIMEDOUT) {
+        cg_conn_closing(c, CG_CLOSE_IDLE);
         CG_STAT_ADD(w->stats.idle_timeouts, 1);
-    } else if (err != UV_ECANCELED) {
+    } else if (err == UV_ECANCELED) {
+        cg_conn_closing(c, CG_CLOSE_STOPPED);
+    } else {
+        cg_conn_closing(c, CG_CLOSE_ERROR);
         CG_STAT_ADD(w->stats.resets, 1);
     }
-    atomic_fetch_sub(&c->srv->active, 1);
 out:
     cg_conn_end(c);
-}
-
-void cg_conn_end(struct cg_conn *c)
-{
-    struct cg_worker *w = c->w;
-
-    if (c->up_inited)
-        coro_stream_close(&c->up);
-    coro_stream_close(&c->client);
-    cg_worker_unlink(w, &c->node);
-    cg_iptable_release(w->d->adm->ipt, c->ip_slot);
-    atomic_fetch_sub(&w->d->conns, 1);
-    CG_STAT_ADD(w->stats.active, (uint64_t)-1);
-    CG_STAT_ADD(w->stats.closed, 1);
-    CG_STAT_ADD(c->l->stats.active, (uint64_t)-1);
-    cg_gen_put(c->srv_gen);
-    cg_gen_put(c->gen);
-    coro_slab_free(&w->conn_slab, c);
 }

@@ -35,7 +35,8 @@
 #include "coro/list.h"
 #include "observe/log.h"
 #include "observe/metrics.h"
-#include "core/relay.h"
+#include "core/conn.h"
+#include "proto/refusal.h"
 #include "core/reload.h"
 #include "core/worker.h"
 #include "proto/ws.h"
@@ -152,7 +153,6 @@ struct verdict {
 };
 
 static struct cg_ratelimit refusal_log = CG_RATELIMIT_INIT(10000, 20);
-static const struct coro_stream_names client_names = { "read client", "write client" };
 static const struct coro_stream_names refused_names = { "read refused client",
                                                         "write refused client" };
 
@@ -321,52 +321,16 @@ out_close:
 
 static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *peer)
 {
-    struct cg_worker *w = l->w;
-    struct cg_daemon *d = w->d;
     struct verdict v;
-    struct cg_conn *c;
-    int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET;
 
     admit(l, peer, &v);
     if (v.reason >= 0) {
         refuse(l, fd, &v, peer);
         return;
     }
-    c = coro_slab_alloc(&w->conn_slab);
-    if (!c)
-        goto out_fd;
-    coro_stream_init(w->sched, &c->client);
-    c->client.names = &client_names;
-    c->w = w;
-    c->l = l;
-    c->ip_slot = v.ip_slot;
-    c->gen = cg_gen_get(w->gen);          /* the connection's settings, for its life */
-    c->lc = l->conf;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (coro_stream_open(&c->client, fd) < 0 ||
-        coro_spawn(w->sched, ws ? cg_ws_session : cg_tcp_session, c,
-                   ws ? "ws session" : "tcp session", &c->co) < 0) {
-        /* The stream owns fd (even when the open failed): closing it closes fd. */
-        CG_STAT_ADD(w->stats.accept_errors, 1);
-        atomic_fetch_sub(&d->conns, 1);
-        cg_iptable_release(d->adm->ipt, v.ip_slot);
-        cg_gen_put(c->gen);
-        coro_stream_close(&c->client);
-        coro_slab_free(&w->conn_slab, c);
-        return;
-    }
-    coro_list_add_tail(&w->conns, &c->node);
-    CG_STAT_ADD(w->stats.accepted, 1);
-    CG_STAT_ADD(w->stats.active, 1);
-    CG_STAT_ADD(l->stats.accepted, 1);
-    CG_STAT_ADD(l->stats.active, 1);
-    return;
-
-out_fd:
-    atomic_fetch_sub(&d->conns, 1);
-    cg_iptable_release(d->adm->ipt, v.ip_slot);
-    CG_STAT_ADD(w->stats.accept_errors, 1);
-    close(fd);
+    /* Admitted: the connection takes over the count and the slot (core/conn.h). */
+    if (cg_conn_start(l, fd, v.ip_slot) < 0)
+        CG_STAT_ADD(l->w->stats.accept_errors, 1);
 }
 
 static void on_acceptable(uv_poll_t *p, int status, int events)

@@ -11,70 +11,12 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "guard/admission-t.h"
 #include "config/config.h"
 #include "coro/coro.h"
 #include "coro/coro-t.h"
 #include "coro/slab.h"
 #include "observe/counters.h"
 #include "core/upstream.h"
-#include "proto/ws-t.h"
-
-/* Counters of one worker. Written by that worker only (relaxed load + store, no locked
- * instruction), read by anyone. */
-struct cg_worker_stats {
-    _Atomic uint64_t accepted;
-    _Atomic uint64_t active;
-    _Atomic uint64_t closed;
-    _Atomic uint64_t rejected_max;     /* over max_connections */
-    _Atomic uint64_t rejected[CG_REJ_N];   /* refused at accept, by reason (admission-t.h) */
-    _Atomic uint64_t accept_emfile;    /* EMFILE/ENFILE: shed and paused */
-    _Atomic uint64_t accept_errors;
-    _Atomic uint64_t no_server;        /* no upstream server could be reached */
-    _Atomic uint64_t connect_fails;
-    _Atomic uint64_t upstream_local_errors; /* connects given up for a shortage of ours */
-    _Atomic uint64_t idle_timeouts;
-    _Atomic uint64_t resets;           /* closed on a read/write error */
-    _Atomic uint64_t bytes_in;         /* from clients */
-    _Atomic uint64_t bytes_out;        /* to clients */
-    struct cg_lat_hist connect_lat;    /* successful upstream connects */
-    struct cg_lat_hist handshake_lat;  /* WebSocket handshakes, request to 101 sent */
-    /* websocket listeners (indexes in ws-t.h; names from ws.h) */
-    _Atomic uint64_t ws_upgrades;      /* 101 sent: relaying */
-    _Atomic uint64_t ws_health;        /* health checks answered 200 */
-    _Atomic uint64_t ws_hs_aborted;    /* the client left during the handshake */
-    _Atomic uint64_t ws_hs_status[CG_WSS_N];      /* handshakes answered with an error */
-    _Atomic uint64_t ws_upstream_fails;/* backend failed or botched its handshake */
-    _Atomic uint64_t ws_upstream_refusals; /* backend answered an HTTP status, passed on */
-    _Atomic uint64_t ws_close_sent[CG_WSC_N];     /* close frames sent to clients */
-    _Atomic uint64_t ws_close_rcvd[CG_WSC_N];     /* close frames received from clients */
-    _Atomic uint64_t ws_proto_errors[CG_WSP_N];   /* client protocol violations by kind */
-    _Atomic uint64_t ws_upstream_proto_errors;    /* backend protocol violations */
-    _Atomic uint64_t ws_msgs_in;       /* messages from clients */
-    _Atomic uint64_t ws_msgs_out;      /* messages to clients */
-    _Atomic uint64_t ws_too_big;       /* closed 1009 */
-    _Atomic uint64_t ws_rate_limited;  /* closed 1008 or delayed by the message rate limit */
-    _Atomic uint64_t ws_keepalive_timeouts;
-    _Atomic uint64_t ws_close_timeouts;/* close handshakes cut at close_timeout */
-    /* event-loop lag: per loop iteration, the time from returning from poll to entering the
-     * next poll, i.e. how long that iteration's callbacks (coroutines included) ran */
-    struct cg_log2_hist loop_busy;
-};
-
-/* Counters of one listener in one worker, written by that worker only. */
-struct cg_listener_stats {
-    _Atomic uint64_t accepted;
-    _Atomic uint64_t active;
-    _Atomic uint64_t rejected_max;     /* over max_connections */
-    _Atomic uint64_t rejected[CG_REJ_N];   /* refused at accept, by reason (admission-t.h) */
-    _Atomic uint64_t bytes_in;         /* from clients */
-    _Atomic uint64_t bytes_out;        /* to clients */
-};
-
-#define CG_STAT_ADD(field, n)                                                      \
-    atomic_store_explicit(&(field),                                                \
-                          atomic_load_explicit(&(field), memory_order_relaxed) + (n), \
-                          memory_order_relaxed)
 
 struct cg_worker;
 struct cg_schedlat;

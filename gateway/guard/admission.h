@@ -14,7 +14,7 @@
  * entry of a set holds connections, the newcomer is admitted untracked and counted
  * (fail-open: the global quotas still apply).
  *
- * Rejections are counted per worker and listener by reason (admission-t.h) and logged
+ * Rejections are counted per worker and listener by reason (observe/counters.h) and logged
  * once when a listener starts refusing for a reason and once when it stops (with the
  * count), never per connection.
  */
@@ -25,9 +25,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "guard/admission-t.h"
+#include "observe/counters.h"
 #include "config/config.h"
-#include "core/relay.h"
 #include "guard/tokenbucket.h"
 
 struct cg_iptable;
@@ -143,30 +142,7 @@ int cg_admission_note(struct cg_admission *a, struct cg_adm_listener *al, int re
  * thread (the breaker's timer). */
 void cg_admission_tick(struct cg_admission *a, uint64_t now_ms);
 
-/* "connection_rate", "ip_connection_rate", "max_connections_per_ip",
- * "max_connections_per_worker", "breaker", "max_connections" for <reason>. */
-const char *cg_reject_name(int reason);
-
-/* The short label of counters: "rate", "ip_rate", "ip_quota", "worker_quota", "breaker",
- * "max_connections". */
-const char *cg_reject_label(int reason);
-
 /* ------------------------------------------------------------------ refusing */
-
-/* A websocket connection refused at accept, answered by cg_reject_session(). */
-struct cg_reject {
-    struct cg_conn  c;          /* first; in the worker's refusing list. Only c.client, c.w
-                                 * and c.co are used: a reload may retire c.l meanwhile */
-    int             status;     /* 429 (a rate) or 503 (a quota, the breaker) */
-    unsigned        retry_s;    /* Retry-After */
-    uint64_t        max_head;   /* the listener's max_header_size */
-};
-
-/* The coroutine body of a websocket listener's connection refused at accept. <arg> is a
- * struct cg_reject (owned: freed at the end). Reads the opening request (until its empty
- * line, max_header_size bytes or [admission] reject_timeout, whichever first, never more),
- * answers <status> with Retry-After, and closes; never touches an upstream. */
-void cg_reject_session(void *arg);
 
 /* Closes the accepted <fd> at once, with a reset when <how> is CG_REJECT_RST. */
 void cg_reject_fd(int fd, enum cg_reject_how how);

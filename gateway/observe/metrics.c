@@ -30,69 +30,11 @@
 
 /* ------------------------------------------------------------------ histograms */
 
-const uint64_t cg_lat_bounds_us[CG_LAT_BOUNDS] = {
-    25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
-    1000000, 2500000, 5000000, 10000000,
-};
-
 /* The same bounds in seconds, as Prometheus `le` labels. */
 static const char *const lat_le[CG_LAT_BOUNDS] = {
     "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005", "0.01",
     "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10",
 };
-
-void cg_lat_hist_record(struct cg_lat_hist *h, uint64_t us)
-{
-    unsigned i = 0;
-
-    while (i < CG_LAT_BOUNDS && us > cg_lat_bounds_us[i])
-        i++;
-    CG_STAT_ADD(h->bucket[i], 1);
-    CG_STAT_ADD(h->sum_us, us);
-}
-
-void cg_log2_hist_record(struct cg_log2_hist *h, uint64_t ns)
-{
-    uint64_t us = ns / 1000;
-    unsigned slot = us ? 63u - (unsigned)__builtin_clzll(us) : 0;
-
-    if (slot >= CG_LOG2_SLOTS)
-        slot = CG_LOG2_SLOTS - 1;
-    CG_STAT_ADD(h->slots[slot], 1);
-    CG_STAT_ADD(h->sum_ns, ns);
-    if (ns > atomic_load_explicit(&h->max_ns, memory_order_relaxed))
-        atomic_store_explicit(&h->max_ns, ns, memory_order_relaxed);
-}
-
-int cg_coro_census_add(struct cg_coro_census *cs, int parked, const char *reason,
-                       uint64_t parked_ms)
-{
-    unsigned i;
-
-    cs->total++;
-    if (!parked)
-        return 0;
-    cs->parked++;
-    if (!cs->threshold_ms || parked_ms < cs->threshold_ms)
-        return 0;
-    cs->stalled++;
-    if (!reason)
-        reason = "?";
-    /* Reasons are static strings: the same pointer, mostly; the text decides. */
-    for (i = 0; i < cs->nreasons; i++)
-        if (cs->by[i].reason == reason || strcmp(cs->by[i].reason, reason) == 0)
-            break;
-    if (i == cs->nreasons) {
-        if (cs->nreasons == CG_STALL_REASONS - 1)
-            reason = "other";       /* the last entry takes the rest */
-        if (cs->nreasons < CG_STALL_REASONS)
-            cs->by[cs->nreasons++].reason = reason;
-        else
-            i = CG_STALL_REASONS - 1;
-    }
-    cs->by[i].n++;
-    return 1;
-}
 
 /* Reads <h> into cumulative counts <cum> (CG_LAT_BOUNDS + 1 of them, the last = count). */
 static void hist_read(const struct cg_lat_hist *h, uint64_t *cum, uint64_t *sum_us)
@@ -238,13 +180,7 @@ struct counter_desc {
 
 static const char *ws_status_reason(unsigned i)
 {
-    static const char *const names[] = {
-        "400", "403", "404", "405", "408", "414", "426", "429", "431", "500", "502", "503",
-        "504",
-    };
-
-    _Static_assert(CG_WSS_OTHER == sizeof(names) / sizeof(names[0]), "one name per status");
-    return i < CG_WSS_OTHER ? names[i] : "other";
+    return cg_http_status_label((enum cg_ws_status_stat)i);
 }
 
 static const char *reject_reason(unsigned i)

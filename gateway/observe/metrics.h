@@ -18,40 +18,6 @@
 
 struct cg_daemon;
 
-/* Upper bounds of struct cg_lat_hist's buckets, microseconds, increasing. */
-extern const uint64_t cg_lat_bounds_us[CG_LAT_BOUNDS];
-
-/* Counts <us> in <h>. Only the thread that owns <h> calls this. */
-void cg_lat_hist_record(struct cg_lat_hist *h, uint64_t us);
-
-/* Counts <ns> in <h> (its log2 slot of microseconds). Only the thread that owns <h> calls
- * this. */
-void cg_log2_hist_record(struct cg_log2_hist *h, uint64_t ns);
-
-#define CG_STALL_REASONS 16     /* park reasons told apart; more are counted as "other" */
-
-/* One worker's coroutines as that worker counted them, on its own thread (only it may walk
- * its scheduler), for `show stats` and `show metrics`: a coroutine is stalled when it has
- * been parked for at least [gateway] coro_stall_threshold. */
-struct cg_coro_census {
-    int          answered;      /* 0: the worker had stopped, or did not answer in time */
-    unsigned     total;         /* coroutines alive */
-    unsigned     parked;
-    unsigned     stalled;
-    uint64_t     threshold_ms;  /* the worker's coro_stall_threshold; 0 = off */
-    unsigned     nreasons;
-    struct {
-        const char *reason;     /* a park reason (static string of the runtime), or "other" */
-        unsigned    n;
-    } by[CG_STALL_REASONS];     /* stalled coroutines by park reason, in order of discovery */
-};
-
-/* Counts one coroutine into <cs>: <parked> 1 when it is parked, for <reason> (a static
- * string, kept), since <parked_ms>; stalled when that is at least cs->threshold_ms (never
- * when that is 0). Returns 1 when it is stalled. Worker thread. */
-int cg_coro_census_add(struct cg_coro_census *cs, int parked, const char *reason,
-                       uint64_t parked_ms);
-
 /* A growable text buffer that refuses to grow past <max> bytes: the first append that
  * would sets <overflow> and is dropped, as are all later ones. */
 struct cg_sbuf {

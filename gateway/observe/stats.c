@@ -35,7 +35,7 @@
 #include "coro/io.h"
 #include "coro/list.h"
 #include "observe/log.h"
-#include "core/relay.h"
+#include "core/conn.h"
 #include "core/reload.h"
 #include "observe/schedlat.h"
 #include "observe/stats.h"

@@ -49,7 +49,7 @@
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "common/rand.h"
-#include "core/relay.h"
+#include "core/conn.h"
 #include "core/reload.h"
 #include "proto/route.h"
 #include "guard/tokenbucket.h"
@@ -188,62 +188,6 @@ struct hsblock {
 static struct cg_ratelimit upstream_log = CG_RATELIMIT_INIT(1000, 5);
 
 /* ------------------------------------------------------------------ labels */
-
-static const int status_codes[CG_WSS_N] = {
-    400, 403, 404, 405, 408, 414, 426, 429, 431, 500, 502, 503, 504, 0,
-};
-
-enum cg_ws_status_stat cg_ws_status_index(int status)
-{
-    int i;
-
-    for (i = 0; i < CG_WSS_OTHER; i++)
-        if (status_codes[i] == status)
-            return (enum cg_ws_status_stat)i;
-    return CG_WSS_OTHER;
-}
-
-int cg_ws_status_code(enum cg_ws_status_stat i)
-{
-    return i < CG_WSS_N ? status_codes[i] : 0;
-}
-
-static const char *const close_names[CG_WSC_N] = {
-    "1000", "1001", "1002", "1003", "1005", "1007", "1008", "1009", "1010", "1011", "1014",
-    "other",
-};
-
-enum cg_ws_close_stat cg_ws_close_index(unsigned code)
-{
-    switch (code) {
-    case 1000: return CG_WSC_1000;
-    case 1001: return CG_WSC_1001;
-    case 1002: return CG_WSC_1002;
-    case 1003: return CG_WSC_1003;
-    case 1005: return CG_WSC_1005;
-    case 1007: return CG_WSC_1007;
-    case 1008: return CG_WSC_1008;
-    case 1009: return CG_WSC_1009;
-    case 1010: return CG_WSC_1010;
-    case 1011: return CG_WSC_1011;
-    case 1014: return CG_WSC_1014;
-    default:   return CG_WSC_OTHER;
-    }
-}
-
-const char *cg_ws_close_name(enum cg_ws_close_stat i)
-{
-    return i < CG_WSC_N ? close_names[i] : "?";
-}
-
-static const char *const proto_names[CG_WSP_N] = {
-    "unmasked", "rsv", "opcode", "control", "continuation", "length", "close", "utf8",
-};
-
-const char *cg_ws_proto_name(enum cg_ws_proto_stat i)
-{
-    return i < CG_WSP_N ? proto_names[i] : "?";
-}
 
 int cg_ws_close_code_is_valid(unsigned code)
 {
@@ -1146,7 +1090,7 @@ static void relay(struct sess *s)
 
 static void count_status(struct sess *s, int status)
 {
-    CG_STAT_ADD(s->c->w->stats.ws_hs_status[cg_ws_status_index(status)], 1);
+    CG_STAT_ADD(s->c->w->stats.ws_hs_status[cg_http_status_index(status)], 1);
 }
 
 /* Reads and drops what the client still sends, briefly, after our last bytes: closing
@@ -1415,14 +1359,14 @@ static __attribute__((noinline)) int ws_open(struct sess *s)
                          uv_hrtime() / 1000000, "WebSocket handshake failed");
         if (err != 0) {
             answer(s, err == UV_ECANCELED ? 503 : err, "upstream handshake", 0);
-            goto out_srv;
+            goto out;
         }
     }
     n = cg_handshake_accept_response(&hb->req, s->be.raw ? NULL
                                      : cg_handshake_get(&hb->resp, CG_HS_PROTOCOL),
                                      hb->request_id, hb->head, sizeof(hb->head));
     if (n < 0 || coro_write_copy(&c->client, hb->head, (size_t)n, WRITE_TIMEOUT_MS) < 0)
-        goto out_srv;
+        goto out;
     CG_STAT_ADD(w->stats.bytes_out, (uint64_t)n);
     CG_STAT_ADD(w->stats.ws_upgrades, 1);
     cg_lat_hist_record(&w->stats.handshake_lat, (uv_hrtime() - t0) / 1000);
@@ -1431,8 +1375,6 @@ static __attribute__((noinline)) int ws_open(struct sess *s)
     free(hb);
     return 0;
 
-out_srv:
-    atomic_fetch_sub(&c->srv->active, 1);
 out:
     cg_handshake_deinit(&hb->req);
     cg_handshake_deinit(&hb->resp);
@@ -1463,10 +1405,8 @@ void cg_ws_session(void *arg)
         cg_tb_init(&s->rate->msgs, lc->message_rate, lc->message_burst, s->now);
         cg_tb_init(&s->rate->bytes, lc->byte_rate, lc->byte_burst, s->now);
     }
-    if (ws_open(s) == 0) {
+    if (ws_open(s) == 0)
         relay(s);
-        atomic_fetch_sub(&c->srv->active, 1);
-    }
     side_free(&s->cl);
     side_free(&s->be);
 out_sess:

@@ -13,7 +13,7 @@
 #ifndef CG_WS_H
 #define CG_WS_H
 
-#include "proto/ws-t.h"
+#include "observe/counters.h"
 
 /* The coroutine body of a websocket listener's connection. Owns <arg> (a struct cg_conn
  * whose client stream is open): closes both streams, updates counters and frees it. */
@@ -22,13 +22,6 @@ void cg_ws_session(void *arg);
 /* Bytes of a session's state beside its cg_conn: the size of the worker's session slab
  * (cg_worker.sess_slab). */
 size_t cg_ws_session_size(void);
-
-/* Counter labels, for stats output. */
-enum cg_ws_status_stat cg_ws_status_index(int status);  /* HTTP status -> index */
-int cg_ws_status_code(enum cg_ws_status_stat i);        /* index -> status; 0 for OTHER */
-enum cg_ws_close_stat cg_ws_close_index(unsigned code); /* close code -> index */
-const char *cg_ws_close_name(enum cg_ws_close_stat i);  /* "1000" ... "1005" ... "other" */
-const char *cg_ws_proto_name(enum cg_ws_proto_stat i);  /* "unmasked", "rsv" ... */
 
 /* 1 when <code> may appear in a close frame (RFC 6455 §7.4: 1000-1003, 1007-1014,
  * 3000-4999). */

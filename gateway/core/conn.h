@@ -1,0 +1,85 @@
+/* gateway/core/conn.h — a client connection's life, in one place.
+ *
+ * A connection is made by cg_conn_start() once admission has said yes, and ends in
+ * cg_conn_end(), whichever mode ran it (core/relay.h for TCP, proto/ws.h for WebSocket).
+ * Everything it holds is recorded here and released there, once: the daemon's connection
+ * count and the client address's slot (taken by admission, handed over at the start), its
+ * configuration generation(s), its server's active count, its streams, its memory. Why it
+ * ended is recorded once, the first reason given (HAProxy's termination state plays the
+ * same part); a later cause, such as the close that follows an error, does not replace it.
+ */
+#ifndef CG_CONN_H
+#define CG_CONN_H
+
+#include <stdint.h>
+
+#include "coro/coro-t.h"
+#include "core/worker.h"
+
+/* Why a connection ended (cg_close_reason_name()). */
+enum cg_close_reason {
+    CG_CLOSE_NONE,              /* not recorded (yet) */
+    CG_CLOSE_DONE,              /* both sides closed, or a clean WebSocket close */
+    CG_CLOSE_CLIENT,            /* the client left first (EOF, reset, gone mid-handshake) */
+    CG_CLOSE_SERVER,            /* the server closed or failed first */
+    CG_CLOSE_IDLE,              /* idle_timeout, or a keepalive ping unanswered */
+    CG_CLOSE_HANDSHAKE,         /* the client's opening request was refused (4xx) */
+    CG_CLOSE_PROTOCOL,          /* the client broke the protocol, or a limit */
+    CG_CLOSE_NO_SERVER,         /* no server could be connected */
+    CG_CLOSE_UPSTREAM,          /* the server failed the WebSocket handshake */
+    CG_CLOSE_LOCAL,             /* a shortage of ours (descriptors, memory, ports) */
+    CG_CLOSE_STOPPED,           /* drain or stop */
+    CG_CLOSE_ERROR,             /* a read or write error */
+    CG_CLOSE_N,
+};
+
+/* One client connection. Both streams live here, not on the coroutine's stack. */
+struct cg_conn {
+    struct coro_stream   client;
+    struct coro_stream   up;
+    struct coro_list     node;     /* in the worker's conns */
+    struct cg_worker    *w;
+    struct cg_wlistener *l;        /* counters only: a reload may move it (worker.h) */
+    struct cg_server    *srv;
+    struct coro         *co;
+    /* Reload (reload.h): the generation the connection started in (a reference) and its
+     * listener's settings there; srv_gen, when set, a reference to the newer generation a
+     * reload moved srv's accounting to (NULL: srv is in gen). */
+    struct cg_gen       *gen;
+    const struct cg_listener_conf *lc;
+    struct cg_gen       *srv_gen;
+    uint32_t             ip_slot;  /* per-address connection slot held (admission.h), 0 = none */
+    uint8_t              up_inited;
+    uint8_t              holds_srv;/* counted in srv->active: released by cg_conn_end() */
+    uint8_t              reason;   /* enum cg_close_reason, the first recorded */
+};
+
+/* Makes the connection for the accepted, non-blocking <fd> on <l> and starts its coroutine
+ * (cg_tcp_session or cg_ws_session by the listener's mode). It takes over what admission
+ * handed over: one count in d->conns and <ip_slot>. Returns 0; or a negative errno, and
+ * then all of it is released and <fd> is closed. */
+int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot);
+
+/* Connects c->up to a server of <up> (the listener's upstream, or the one a WebSocket route
+ * chose), trying up to 1 + retries servers. Returns 0 with c->srv set and counted active,
+ * or the last error (UV_ETIMEDOUT when the last try timed out, UV_EHOSTUNREACH when no
+ * server was eligible, UV_ECANCELED on a stop, a local error of cg_local_error() at once:
+ * another server would fail the same way). */
+int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up);
+
+/* 1 when <err> (a libuv error) is a shortage of this process or host (descriptors, memory,
+ * buffers, local ports or addresses), not something the server did: such a failure is
+ * counted as a local error and never towards a server's ejection or health. */
+int cg_local_error(int err);
+
+/* Records why <c> ends, unless a reason is recorded already. */
+void cg_conn_closing(struct cg_conn *c, enum cg_close_reason reason);
+
+/* "done", "client", "server", "idle", ... for <reason>. */
+const char *cg_close_reason_name(int reason);
+
+/* Ends a session of either mode: takes <c> off the worker's list, counts the close and
+ * releases everything <c> holds (its server's active count too), then frees it. */
+void cg_conn_end(struct cg_conn *c);
+
+#endif

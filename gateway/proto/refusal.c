@@ -1,0 +1,83 @@
+/* gateway/proto/refusal.c — the coroutine that answers a refused WebSocket client: it reads
+ * no more of the request than it must, answers, and lingers briefly so that the answer is
+ * not reset away. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "coro/io.h"
+#include "common/handshake.h"
+#include "core/worker.h"
+#include "guard/admission.h"
+#include "proto/refusal.h"
+
+#define LINGER_MS     200       /* after a refusal's answer, for the client to close */
+
+/* Advances a match of "\r\n\r\n" (<m> bytes matched so far) over <n> bytes at <p>;
+ * returns 4 once the whole of it went by. */
+static unsigned scan_head_end(const char *p, size_t n, unsigned m)
+{
+    static const char end[] = "\r\n\r\n";
+    size_t i;
+
+    for (i = 0; i < n && m < 4; i++) {
+        if (p[i] == end[m])
+            m++;
+        else
+            m = p[i] == '\r' ? 1 : 0;
+    }
+    return m;
+}
+
+void cg_reject_session(void *arg)
+{
+    struct cg_reject *r = arg;
+    struct cg_conn *c = &r->c;
+    struct cg_worker *w = c->w;
+    uv_loop_t *loop = coro_sched_loop(w->sched);
+    uint64_t timeout = atomic_load(&w->d->adm->reject_timeout_ms);
+    uint64_t start = uv_now(loop), max = r->max_head, seen = 0, el, end;
+    struct coro_buf *b;
+    char extra[48], out[512];
+    unsigned m = 0;
+    ssize_t n = 0;
+    int len;
+
+    c->co = coro_self();
+    /* The request, and not a byte more than we must: up to its empty line. */
+    while (m < 4 && seen <= max) {
+        el = uv_now(loop) - start;
+        if (el >= timeout) {
+            n = UV_ETIMEDOUT;
+            break;
+        }
+        n = coro_read(&c->client, &b, (int64_t)(timeout - el));
+        if (n < 0)
+            break;
+        m = scan_head_end(b->data + b->off, (size_t)n, m);
+        seen += (uint64_t)n;
+        coro_buf_put(w->sched, b);
+    }
+    CG_STAT_ADD(w->stats.bytes_in, seen);
+    if (n >= 0 || n == UV_ETIMEDOUT) {
+        snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", r->retry_s ? r->retry_s : 1);
+        len = cg_http_response(r->status, extra, out, sizeof(out));
+        if (len > 0 && coro_write_copy(&c->client, out, (size_t)len, (int64_t)timeout) == 0) {
+            CG_STAT_ADD(w->stats.ws_hs_status[cg_http_status_index(r->status)], 1);
+            CG_STAT_ADD(w->stats.bytes_out, (uint64_t)len);
+            /* Closing with unread bytes would reset the answer away: let the client read
+             * it and close first, briefly. */
+            if (coro_shutdown(&c->client) == 0 && coro_flush(&c->client, LINGER_MS) == 0) {
+                end = uv_now(loop) + LINGER_MS;
+                while (uv_now(loop) < end &&
+                       coro_read(&c->client, &b, (int64_t)(end - uv_now(loop))) > 0)
+                    coro_buf_put(w->sched, b);
+            }
+        }
+    } else if (n == UV_EOF) {
+        CG_STAT_ADD(w->stats.ws_hs_aborted, 1);
+    }
+    coro_stream_close(&c->client);
+    cg_worker_unlink(w, &c->node);      /* not coro_list_del(): the drain's cursor */
+    w->rejecting--;
+    free(r);
+}
