@@ -36,6 +36,7 @@
 #   PEERS           comma-separated: corogate, haproxy [corogate]
 #   WORKERS         corogate workers / HAProxy threads [online CPUs]
 #   PROCS           loadgen processes [CPUs / 2, at most 8; more when open files ask]
+#   LG_THREADS      threads per loadgen process [1]
 #   BACKENDS        echo backend processes [4 from 8 CPUs, 1 below; more when open files ask]
 #   BACKEND_THREADS threads per backend [CPUs / 8, at least 1]
 #   SOURCES         loadgen source addresses [127.0.0.2-127.0.0.250]
@@ -81,8 +82,8 @@ mkdir -p "$WORK"
 rm -f "$WORK"/*.log "$WORK"/*.json "$WORK"/*.txt "$WORK"/*.sock
 LOG=$WORK/capacity-1m.log
 : >"$LOG"
-say() { echo "cap1m: $*" | tee -a "$LOG" >&2; }
 elapsed() { echo $(( $(date +%s) - T_START )); }
+say() { echo "cap1m: [$(elapsed)s] $*" | tee -a "$LOG" >&2; }
 
 # ------------------------------------------------------------------ 1. binaries
 RUNENV=()
@@ -228,17 +229,18 @@ def_be=1; [ "$NCPU" -ge 8 ] && def_be=4
 need=$(( (CONNECTIONS + 1000 + per_proc - 1) / per_proc ))
 BACKENDS=${BACKENDS:-$(( need > def_be ? need : def_be ))}
 BACKEND_THREADS=${BACKEND_THREADS:-$(( NCPU / 8 > 0 ? NCPU / 8 : 1 ))}
+LG_THREADS=${LG_THREADS:-1}
 
 # The largest count each limit allows; the run asks for the smallest, rounded to 100.
-# Memory: 4 sockets (loadgen, peer x2, backend) at ~2.5 kB of slab each plus ~6 kB in user
-# space (corogate, loadgen, backend) per connection, measured at 5-10k: an estimate.
+# Memory: 4 sockets (loadgen, peer x2, backend) at ~4.5 kB of slab each plus ~6 kB in user
+# space (peer, loadgen, backend) per connection, as measured at 2-10k here: an estimate.
 declare -A CAP
 CAP[nofile_corogate]=$(( (NOFILE - 256) / 2 ))
 CAP[nofile_loadgen]=$(( PROCS * per_proc ))
 CAP[nofile_backend]=$(( BACKENDS * per_proc ))
 CAP[source_ports]=$(( $(naddr "$SOURCES") * 64000 ))
 CAP[upstream_ports]=$(( $(naddr "$UPSTREAM_SOURCES") * BACKENDS * 64000 ))
-CAP[memory]=$(( $(mem_kb MemAvailable) * 1024 / 16000 ))
+CAP[memory]=$(( $(mem_kb MemAvailable) * 1024 / 24000 ))
 TARGET=$CONNECTIONS
 LIMITED_BY=null
 for k in "${!CAP[@]}"; do
@@ -264,6 +266,10 @@ kill_all() {
 finish() {
     kill_all
     sys_restore
+    # Killed before the summary: the progress so far, for whoever collects $OUT.
+    if [ -n "$OUT" ] && [ ! -s "$OUT/capacity-1m.log" ]; then
+        mkdir -p "$OUT" && cp "$LOG" "$OUT/capacity-1m.log"
+    fi
 }
 trap finish EXIT
 trap 'exit 1' INT TERM
@@ -293,7 +299,7 @@ jstr() { printf '"%s"' "$(printf '%s' "$1" | tr -d '"\\' | tr '\n\t' '  ')"; }
 run_peer() {
     local peer=$1 pport ppid i n=0 last grew t0 t1 ramp_ms stalled=0 sample_at lrc
     local rss0 rss1 slab0 slab1 sock0 sock1 cpu0 cpu1 cpu2 tcpm up_sample breaker=null
-    local j=$WORK/$peer-run.json msg_rate hap_servers="" s b said=-1
+    local j=$WORK/$peer-run.json msg_rate maxconn hap_servers="" s b said=-1
 
     sock0=$(sockets_used)
     if [ "$peer" = corogate ]; then pport=$PORT; else pport=$(( PORT + 1 )); fi
@@ -314,11 +320,14 @@ run_peer() {
                 hap_servers="$hap_servers $s source $i"$'\n'
             done
         done
+        # maxconn within the open-files limit: HAProxy needs 2 descriptors per connection.
+        maxconn=$(( TARGET + TARGET / 10 + 100 ))
+        [ $maxconn -gt $(( (NOFILE - 200) / 2 )) ] && maxconn=$(( (NOFILE - 200) / 2 ))
         cat >"$WORK/haproxy.cfg" <<EOF
 # written by loadgen/capacity-1m.sh; as loadgen/bench/haproxy.cfg, one server line per
 # (backend, source address)
 global
-    maxconn $(( TARGET + TARGET / 10 + 100 ))
+    maxconn $maxconn
     nbthread $WORKERS
     tune.bufsize 16384
     stats socket $WORK/hap.sock mode 600 level admin
@@ -330,7 +339,7 @@ defaults
     timeout tunnel 1h
     timeout client-fin 5s
     timeout http-request 30s
-    maxconn $(( TARGET + TARGET / 10 + 100 ))
+    maxconn $maxconn
     option dontlognull
 frontend ws_in
     bind 127.0.0.1:$pport backlog 65535
@@ -357,7 +366,7 @@ EOF
     t0=$(now_ms)
     "${RUNENV[@]}" "$LG" run --mode ws --target "127.0.0.1:$pport" --connections "$TARGET" \
         --connect-rate "$RATE" --duration "${HOLD}s" --message-rate "$msg_rate" \
-        --message-size "$MSG_SIZE" --procs "$PROCS" --source "$SOURCES" \
+        --message-size "$MSG_SIZE" --procs "$PROCS" --threads "$LG_THREADS" --source "$SOURCES" \
         --connect-timeout 30s --reply-timeout 20s --drain 3s \
         --json "$j" >"$WORK/$peer-loadgen.log" 2>&1 &
     LGPID=$!
@@ -404,7 +413,7 @@ EOF
     kill -KILL $ppid 2>/dev/null
     kill_all
 
-    local reached held sent recv lost corrupt reord p50 p99 lg_up dsock
+    local errs reached held sent recv lost corrupt reord p50 p99 lg_up dsock
     reached=$(jnum "$j" connections up_after_ramp); reached=${reached:-0}
     held=$(jnum "$j" connections up_at_end); held=${held:-0}
     sent=$(jnum "$j" messages sent); recv=$(jnum "$j" messages received)
@@ -439,6 +448,8 @@ EOF
         "${sent:-0}" "${recv:-0}" "${lost:-0}" "${corrupt:-0}")
     RESULT+=$(printf '"reordered": %d}, "latency_ms": {"p50": %s, "p99": %s}, ' \
         "${reord:-0}" "$(fmt "${p50:-0}" 3)" "$(fmt "${p99:-0}" 3)")
+    errs=$(tr -d '\n' <"$j" 2>/dev/null | grep -o '"errors": {[^}]*}' | sed 's/"errors": //')
+    RESULT+=$(printf '"loadgen_errors": %s, ' "${errs:-null}")
     RESULT+=$(printf '"breaker": %s, "loadgen_status": %d}' "$breaker" "$lrc")
     say "$peer: $RESULT"
     [ "$lrc" -eq 0 ] && [ "$held" -eq "$TARGET" ]
