@@ -5,6 +5,8 @@
 #   make test       unit + integration tests, then the same suites under ASan+UBSan
 #   make bench-coro coroutine runtime micro-benchmarks (JSON lines)
 #   make capacity   the most connections the open-files limit allows, through corogate
+#   make capacity-1m  a million WebSocket connections held (loadgen/capacity-1m.sh; root)
+#   make device-bundle  binaries + their libraries in .bundle/ for a machine without packages
 #   make bench      loadgen against the backend, corogate, HAProxy, nginx: one table
 #   make bench-bpf  echo msgs/s through one worker with the eBPF probes off/tp_btf/raw_tp
 #   make V=1        show full commands
@@ -84,7 +86,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check bench bench-coro bench-bpf bench-deps capacity clean
+.PHONY: all deps build run test check bench bench-coro bench-bpf bench-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -264,6 +266,24 @@ check: $(TESTS) $(DAEMON) $(LOADGEN)
 # CONNECTIONS, RATE, WORKERS... in the environment scale it up).
 capacity: $(DAEMON) $(LOADGEN)
 	$(Q)BUILD=$(BUILD) ./loadgen/capacity.sh
+
+# A million WebSocket connections held for a minute (loadgen/capacity-1m.sh: its variables
+# pass through the environment, e.g. make capacity-1m CONNECTIONS=5000 PEERS=corogate,haproxy).
+# With CG_BUNDLE (a `make device-bundle` folder) nothing is installed or built.
+ifeq ($(CG_BUNDLE),)
+capacity-1m: deps
+	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(LOADGEN)
+	$(Q)BUILD=$(BUILD) bash loadgen/capacity-1m.sh
+else
+capacity-1m:
+	$(Q)CG_BUNDLE=$(CG_BUNDLE) bash loadgen/capacity-1m.sh
+endif
+
+# corogate, the loadgen, haproxy and socat with their non-glibc libraries in .bundle/, for a
+# machine with neither Debian's packages nor a network (scripts/device-bundle.sh).
+device-bundle: deps
+	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(LOADGEN)
+	$(Q)BUILD=$(BUILD) bash scripts/device-bundle.sh
 
 # The peers `make bench` compares corogate with; not needed by the build or the tests.
 BENCH_DEB_PKGS := haproxy nginx libnginx-mod-stream socat procps

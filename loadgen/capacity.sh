@@ -95,6 +95,8 @@ rm -f "$OUT"/*.json "$OUT"/*.log "$OUT/cg.sock"
 
 IDLE=$(( CONNECTIONS - LAT_CONNS ))
 PIDS=()
+CG_SOCK=$OUT/cg.sock
+. "$(dirname "$0")/capacity-lib.sh"
 
 cleanup() {
     local p
@@ -104,69 +106,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 1' INT TERM
 
-now_ms() { date +%s%3N; }
-rss_kb() {
-    awk '/^Rss:/ { print $2; found = 1; exit } END { if (!found) exit 1 }' \
-        "/proc/$1/smaps_rollup" 2>/dev/null || awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
-}
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-# A number from corogate's `show stats` JSON: stat KEY (first occurrence).
-stat() {
-    printf 'show stats\n' | socat -t 2 - "UNIX-CONNECT:$OUT/cg.sock" 2>/dev/null |
-        grep -o "\"$1\":[0-9]*" | head -1 | cut -d: -f2
-}
-# The runtime API's answer to one command.
-ask() { printf '%s\n' "$1" | socat -t 2 - "UNIX-CONNECT:$OUT/cg.sock" 2>/dev/null; }
-# A number from a loadgen JSON report: jnum FILE SECTION KEY.
-jnum() {
-    tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
-        head -1 | awk '{ print $2 }'
-}
-fmt() { awk -v v="$1" -v d="${2:-1}" 'BEGIN { printf "%.*f", d, v }'; }
 lat() { fmt "$(jnum "$OUT/latency.json" round_trip "$1")" 3; }
 
 # ------------------------------------------------------------------ backends and corogate
-servers=""
-for (( i = 0; i < NBACKENDS; i++ )); do
-    bport=$(( PORT + 1000 + i ))
-    "$LG" serve --mode "$MODE" --listen "127.0.0.1:$bport" --threads "$BACKEND_THREADS" \
-        --quiet >"$OUT/backend-$i.log" 2>&1 &
-    PIDS+=($!)
-    servers="$servers 127.0.0.1:$bport"
-done
-if [ "$MODE" = ws ]; then lmode=websocket; else lmode=tcp; fi
-cat >"$OUT/corogate.ini" <<EOF
-; written by loadgen/capacity.sh
-[gateway]
-workers = $WORKERS
-max_connections = $CONNECTIONS
-nofile = $NOFILE
-stats_socket = $OUT/cg.sock
-log_level = notice
-[listener cap]
-bind = 127.0.0.1:$PORT
-mode = $lmode
-upstream = echo
-idle_timeout = 0
-backlog = 4096
-[upstream echo]
-servers = $servers
-source = $UPSTREAM_SOURCES
-[bpf]
-attach = off
-EOF
-"$CG" -c "$OUT/corogate.ini" >"$OUT/corogate.log" 2>&1 &
-CGPID=$!
-PIDS+=($CGPID)
-for (( i = 0; i < 100; i++ )); do
-    [ -S "$OUT/cg.sock" ] && [ -n "$(stat connections)" ] && break
-    sleep 0.1
-done
-if ! kill -0 "$CGPID" 2>/dev/null || [ -z "$(stat connections)" ]; then
-    echo "capacity: corogate did not start:" >&2
-    cat "$OUT/corogate.log" >&2
-    exit 1
-fi
+start_backends "$NBACKENDS" "$MODE" $(( PORT + 1000 )) "$BACKEND_THREADS" "$OUT/backend"
+write_corogate_ini "$OUT/corogate.ini" "$MODE" "$PORT" "$WORKERS" "$CONNECTIONS" "$NOFILE" \
+    "$UPSTREAM_SOURCES"
+start_corogate "$OUT/corogate.ini" "$OUT/corogate.log" || exit 1
 sleep 0.3
 
 echo "capacity: $MODE, corogate $WORKERS workers, quota $CONNECTIONS connections" \
