@@ -103,7 +103,6 @@ unsigned coro_sched_run(struct coro_sched *s);
 void coro_sched_ready_stats(const struct coro_sched *s, struct coro_ready_stats *out);
 
 uv_loop_t *coro_sched_loop(const struct coro_sched *s);
-enum coro_stack_model coro_sched_stack_model(const struct coro_sched *s);
 unsigned coro_sched_count(const struct coro_sched *s);   /* coroutines alive */
 
 /* Calls <cb> for every live coroutine, in spawn order, until it returns non-zero. */
@@ -181,6 +180,8 @@ int coro_chan_send(struct coro_chan *ch, void *v, int64_t timeout_ms);
 int coro_chan_recv(struct coro_chan *ch, void **v, int64_t timeout_ms);
 /* Wakes every waiter; later sends fail with UV_EPIPE, receives drain then UV_EOF. */
 void coro_chan_close(struct coro_chan *ch);
-unsigned coro_chan_len(const struct coro_chan *ch);
+
+/* The context switch this build uses: "asm-x86_64", "asm-aarch64" or "ucontext". */
+const char *coro_switch_name(void);
 
 #endif

@@ -527,11 +527,6 @@ uv_loop_t *coro_sched_loop(const struct coro_sched *s)
     return s->loop;
 }
 
-enum coro_stack_model coro_sched_stack_model(const struct coro_sched *s)
-{
-    return s->model;
-}
-
 unsigned coro_sched_count(const struct coro_sched *s)
 {
     return s->count;
@@ -724,4 +719,9 @@ int coro_sleep(uint64_t ms)
         if (err == UV_ECANCELED)
             return err;
     }
+}
+
+const char *coro_switch_name(void)
+{
+    return CORO_SWITCH_NAME;
 }

@@ -136,7 +136,3 @@ void coro_chan_close(struct coro_chan *ch)
     coro_event_broadcast(&ch->writable);
 }
 
-unsigned coro_chan_len(const struct coro_chan *ch)
-{
-    return ch->len;
-}

@@ -32,7 +32,7 @@
 
 #include "guard/breaker.h"
 #include "config/config.h"
-#include "coro/ctx.h"
+#include "coro/coro.h"
 #include "observe/log.h"
 #include "observe/notify.h"
 #include "core/reload.h"
@@ -59,7 +59,7 @@ static void usage(FILE *f)
 static void version(void)
 {
     printf("corogate %s\n", CG_VERSION);
-    printf("context switch: %s\n", CORO_SWITCH_NAME);
+    printf("context switch: %s\n", coro_switch_name());
     printf("stacks: shared (copy-on-park) for connections, dedicated available\n");
     printf("libuv: %s\n", uv_version_string());
     printf("bpf: libbpf; scheduler latency probes: tp_btf, raw_tp, kprobe ([bpf] attach)\n");

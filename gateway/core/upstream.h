@@ -114,4 +114,39 @@ void cg_upstreams_carry(struct cg_upstream *ups, size_t n, struct cg_upstream *o
  * (the caller logs it), 0 otherwise. Only the health-check worker calls this. */
 int cg_server_check_result(struct cg_server *srv, int ok);
 
+/* ------------------------------------------------------------------ server breaker
+ *
+   A server's failure breaker: consecutive failed connects (or WebSocket handshakes), or a
+ * failure rate over a window, eject the server from balancing for eject_cooldown. Then the
+ * next connection that picks it is the probe (only one at a time): success restores the
+ * server, failure ejects it again. The server's state and counters are atomics of struct
+ * cg_server (upstream.h).
+ */
+
+/* struct cg_server.brk */
+enum cg_srv_brk {
+    CG_SRV_IN,              /* balanced normally */
+    CG_SRV_EJECTED,         /* out until eject_until_ms, then probed */
+    CG_SRV_PROBING,         /* one connection is finding out */
+};
+
+/* Applies <uc>'s per-server breaker settings to <up> (start and reload). */
+void cg_upstream_breaker_set(struct cg_upstream *up, const struct cg_srv_breaker_conf *uc);
+
+/* Before connecting to <srv> at <now_ms>: returns 0 with a pending connect counted (give
+ * it back with cg_server_connect_done()), *<probe> set when this connect is the probe of an
+ * ejected server; -EBUSY when the server has max_pending_connects_per_server connects in
+ * progress; -EAGAIN when it is ejected, or another connection probes it. */
+int cg_server_connect_begin(struct cg_server *srv, uint64_t now_ms, int *probe);
+
+/* The connect of cg_server_connect_begin() is over, whatever its result. */
+void cg_server_connect_done(struct cg_server *srv);
+
+/* Records a connect's (or backend handshake's) outcome for <srv> at <now_ms>: <ok> 1, 0 for
+ * a failure described by <what> ("connection refused"), or -1 for neither (cancelled: a
+ * probe is given back). Ejects or restores the server (logged, counted). */
+void cg_server_report(struct cg_server *srv, int ok, uint64_t now_ms, const char *what);
+
+const char *cg_srv_brk_name(int brk);       /* "in", "ejected", "probing" */
+
 #endif

@@ -1,4 +1,4 @@
-/* gateway/worker.c — worker threads, their listeners, accepting, health checks, stopping.
+/* gateway/core/worker.c — worker threads, their listeners, accepting, stopping.
  *
  * Accepting is ours, not libuv's uv_listen(): each worker watches its own SO_REUSEPORT
  * socket with a uv_poll_t and calls accept4() a bounded number of times per wakeup. That
@@ -36,6 +36,7 @@
 #include "observe/log.h"
 #include "observe/metrics.h"
 #include "core/conn.h"
+#include "core/health.h"
 #include "proto/refusal.h"
 #include "core/reload.h"
 #include "core/worker.h"
@@ -137,140 +138,25 @@ static void accept_emfile(struct cg_wlistener *l, int err)
 
 #define NS_PER_MS 1000000ull
 
-static unsigned wait_s(uint64_t wait_ns)
-{
-    uint64_t s = (wait_ns + 999999999ull) / 1000000000ull;
-
-    return s == 0 ? 1 : s > 3600 ? 3600 : (unsigned)s;
-}
-
-/* What was decided about one accepted connection. */
-struct verdict {
-    int      reason;        /* -1: admitted; else enum cg_reject_reason */
-    unsigned retry_s;       /* Retry-After for a refusal */
-    uint32_t ip_slot;       /* admitted: the address's connection slot, 0 = none */
-    unsigned limit;         /* a refusal: the limit in force (rate, quota) */
-};
-
-static struct cg_ratelimit refusal_log = CG_RATELIMIT_INIT(10000, 20);
 static const struct coro_stream_names refused_names = { "read refused client",
                                                         "write refused client" };
 
-/* Decides about a connection from <peer> (NULL: unknown) to <l>. Admitted, it is counted
- * in d->conns and holds v->ip_slot. The order puts the cheapest and most general check
- * first, and the per-address checks before the listener's bucket, so that one client's
- * flood spends its own tokens and not everybody's. */
-static void admit(struct cg_wlistener *l, const struct sockaddr *peer, struct verdict *v)
+/* Asks admission about a connection from <peer> to <l> (guard/admission.h). */
+static void admit(struct cg_wlistener *l, const struct sockaddr *peer, struct cg_verdict *v)
 {
     struct cg_worker *w = l->w;
     struct cg_daemon *d = w->d;
-    struct cg_breaker *b = d->brk;
-    struct cg_admission *a = d->adm;
-    struct cg_adm_listener *al = l->adm;
-    unsigned use, max, wmax;
-    uint64_t now_ns = uv_hrtime(), now_ms = now_ns / NS_PER_MS, wait = 0;
-    uint64_t active = atomic_load_explicit(&w->stats.active, memory_order_relaxed);
-    int res, r;
 
-    v->reason = -1;
-    v->ip_slot = 0;
-    v->limit = 0;
-    if (!al)        /* the listener's first connection (since the start or a reload) */
-        al = l->adm = cg_admission_listener(a, l->conf->name);
-    use = cg_breaker_use(b, atomic_load_explicit(&d->conns, memory_order_relaxed), active,
-                         &res, NULL);
-    if (!cg_breaker_admit(b, use, res, now_ms, &v->retry_s)) {
-        v->reason = CG_REJ_BREAKER;
-        return;
-    }
-    r = al ? cg_admission_check_ip(a, al, peer, now_ns, &v->ip_slot, &wait) : 0;
-    if (r) {
-        v->reason = r;
-        v->retry_s = r == CG_REJ_IP_RATE ? wait_s(wait) : 1;
-        return;
-    }
-    if (al && !cg_tbs_take(&al->bucket, now_ns, &wait)) {
-        v->reason = CG_REJ_RATE;
-        v->retry_s = wait_s(wait);
-        goto out_ip;
-    }
-    wmax = atomic_load_explicit(&b->max_per_worker, memory_order_relaxed);
-    if (wmax && active >= wmax) {
-        v->reason = CG_REJ_WORKER_QUOTA;
-        v->limit = wmax;
-        cg_breaker_trip(b, CG_BRKW_WORKER, 1000, now_ms);
-        v->retry_s = cg_breaker_retry_after(b, now_ms);
-        goto out_ip;
-    }
-    max = atomic_load_explicit(&b->max_conns, memory_order_relaxed);
-    if (max && atomic_fetch_add(&d->conns, 1) >= max) {
-        atomic_fetch_sub(&d->conns, 1);
-        v->reason = CG_REJ_MAX_CONNS;
-        v->limit = max;
-        cg_breaker_trip(b, CG_BRKW_CONNECTIONS, 1000, now_ms);
-        v->retry_s = cg_breaker_retry_after(b, now_ms);
-        goto out_ip;
-    }
-    if (!max)
-        atomic_fetch_add(&d->conns, 1);
-    return;
-
-out_ip:
-    cg_iptable_release(a->ipt, v->ip_slot);
-    v->ip_slot = 0;
-}
-
-/* Logs that listener <l> starts refusing connections for <v>'s reason, the first from
- * <peer>: once an episode, never per connection. */
-static void log_refusal(struct cg_wlistener *l, const struct verdict *v,
-                        const struct sockaddr *peer)
-{
-    struct cg_adm_listener *al = l->adm;
-    struct cg_admission *a = l->w->d->adm;
-    char what[128], who[80] = "?";
-    struct cg_ipkey key;
-    uint32_t rate, burst;
-    uint64_t ip;
-    int why, state;
-
-    if (peer && cg_ipkey_make(&key, peer, atomic_load(&a->v4_prefix),
-                              atomic_load(&a->v6_prefix), 0) == 0)
-        cg_ipkey_format(&key, atomic_load(&a->v4_prefix), atomic_load(&a->v6_prefix), who,
-                        sizeof(who));
-    switch (v->reason) {
-    case CG_REJ_RATE:
-        cg_tbs_get(&al->bucket, &rate, &burst);
-        snprintf(what, sizeof(what), "connection_rate %u/s (burst %u) exceeded", rate, burst);
-        break;
-    case CG_REJ_IP_RATE:
-        ip = atomic_load(&al->ip_params);
-        snprintf(what, sizeof(what), "ip_connection_rate %u/s (burst %u) exceeded by %s",
-                 (uint32_t)ip, (uint32_t)(ip >> 32) ? (uint32_t)(ip >> 32) : (uint32_t)ip,
-                 who);
-        break;
-    case CG_REJ_IP_QUOTA:
-        snprintf(what, sizeof(what), "max_connections_per_ip %u reached by %s",
-                 atomic_load(&al->max_conns_per_ip), who);
-        break;
-    case CG_REJ_BREAKER:
-        /* The state first: why is its output (argument order is unspecified in C, and gcc
-         * read why before cg_breaker_state() had set it: "open (?)"). */
-        state = cg_breaker_state(l->w->d->brk, NULL, &why);
-        snprintf(what, sizeof(what), "the breaker is %s (%s); Retry-After %u s",
-                 cg_brk_state_name(state), cg_brk_why_name(why), v->retry_s);
-        break;
-    default:
-        snprintf(what, sizeof(what), "%s %u reached", cg_reject_name(v->reason), v->limit);
-        break;
-    }
-    cg_log_ratelimited(&refusal_log, CG_LOG_WARN, "listener %s: refusing new connections: %s",
-                       l->conf->name, what);
+    if (!l->adm)    /* the listener's first connection (since the start or a reload) */
+        l->adm = cg_admission_listener(d->adm, l->conf->name);
+    cg_admit(d->adm, l->adm, d->brk, &d->conns,
+             atomic_load_explicit(&w->stats.active, memory_order_relaxed), peer, v);
 }
 
 /* Refuses <fd> as <v> says: counted, logged when an episode starts, then closed (or reset)
  * on a TCP listener, answered 429/503 on a websocket one while the worker answers fewer
  * than max_rejecting at once. */
-static void refuse(struct cg_wlistener *l, int fd, const struct verdict *v,
+static void refuse(struct cg_wlistener *l, int fd, const struct cg_verdict *v,
                    const struct sockaddr *peer)
 {
     struct cg_worker *w = l->w;
@@ -286,7 +172,7 @@ static void refuse(struct cg_wlistener *l, int fd, const struct verdict *v,
         CG_STAT_ADD(l->stats.rejected[v->reason], 1);
     }
     if (al && cg_admission_note(a, al, v->reason, uv_hrtime() / NS_PER_MS))
-        log_refusal(l, v, peer);
+        cg_admission_log_refusal(a, al, w->d->brk, l->conf->name, v, peer);
     if (l->conf->mode != CG_MODE_WEBSOCKET ||
         w->rejecting >= atomic_load_explicit(&a->max_rejecting, memory_order_relaxed))
         goto out_close;
@@ -321,7 +207,7 @@ out_close:
 
 static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *peer)
 {
-    struct verdict v;
+    struct cg_verdict v;
 
     admit(l, peer, &v);
     if (v.reason >= 0) {
@@ -369,94 +255,6 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
             CG_STAT_ADD(l->w->stats.accept_errors, 1);
             cg_error("listener %s: accept(): %s", l->conf->name, strerror(errno));
             return;
-        }
-    }
-}
-
-/* ------------------------------------------------------------------ health checks */
-
-static struct cg_ratelimit check_log = CG_RATELIMIT_INIT(10000, 5);
-
-struct check {
-    struct coro_stream st;        /* heap: a pending connect may outlive a parked stack */
-    struct coro_list   node;
-    struct cg_server  *srv;
-    struct cg_gen     *gen;       /* srv's */
-    struct coro       *co;
-};
-
-static void health_check(void *arg)
-{
-    struct check *ck = arg;
-    struct cg_server *srv = ck->srv;
-    const struct cg_upstream_conf *uc = srv->up->conf;
-    struct sockaddr_storage src;
-    int err;
-
-    ck->co = coro_self();
-    for (;;) {
-        if (coro_sleep(uc->health_check_interval_ms) == UV_ECANCELED)
-            break;
-        if (atomic_load_explicit(&srv->state, memory_order_relaxed) == CG_SERVER_MAINT)
-            continue;
-        err = coro_stream_init(coro_sched_current(), &ck->st);
-        if (err == 0) {
-            /* From the upstream's source addresses too: a check must test the path the
-             * connections take. Worker 0 runs the checks (start_health_checks()). */
-            err = coro_connect_from(&ck->st, (const struct sockaddr *)&srv->conf->addr,
-                                    cg_upstream_source(srv->up, 0, srv, &src),
-                                    (int64_t)uc->health_check_timeout_ms);
-            coro_stream_close(&ck->st);
-        }
-        if (err == UV_ECANCELED)
-            break;
-        /* A check we could not make (no descriptor, no memory, no local port) says nothing
-         * about the server: its health stays as it was (issue: a healthy server was marked
-         * DOWN at our open-files limit and stayed DOWN after it). */
-        if (cg_local_error(err)) {
-            atomic_fetch_add(&srv->local_errors, 1);
-            cg_log_ratelimited(&check_log, CG_LOG_WARN, "upstream %s: health check of %s "
-                               "not made: %s (a shortage of ours, not counted against the "
-                               "server)", uc->name, srv->conf->name, uv_strerror(err));
-            continue;
-        }
-        if (cg_server_check_result(srv, err == 0)) {
-            if (err == 0)
-                cg_notice("upstream %s: server %s is UP (%u successful checks)", uc->name,
-                          srv->conf->name, uc->health_check_rise);
-            else
-                cg_warn("upstream %s: server %s is DOWN (%u failed checks, last: %s)",
-                        uc->name, srv->conf->name, uc->health_check_fall, uv_strerror(err));
-        }
-    }
-    coro_list_del(&ck->node);
-    cg_gen_put(ck->gen);
-    free(ck);
-}
-
-static void start_health_checks(struct cg_worker *w)
-{
-    struct cg_gen *g = w->gen;
-    size_t i, j;
-
-    for (i = 0; i < g->cfg->nupstreams; i++) {
-        struct cg_upstream *up = &g->ups[i];
-
-        if (up->conf->health_check_interval_ms == 0)
-            continue;
-        for (j = 0; j < up->nservers; j++) {
-            struct check *ck = calloc(1, sizeof(*ck));
-
-            if (!ck || coro_spawn(w->sched, health_check, ck, "health check", &ck->co) < 0) {
-                free(ck);
-                cg_error("upstream %s: cannot start health checks: out of memory",
-                         up->conf->name);
-                return;
-            }
-            ck->srv = &up->servers[j];
-            ck->gen = cg_gen_get(g);
-            coro_list_init(&ck->node);
-            coro_list_add_tail(&w->checks, &ck->node);
         }
     }
 }
@@ -695,13 +493,8 @@ void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call)
     w->gen = sw->gen;
     if (w->id == 0) {
         /* Health checks follow the servers of the new generation. */
-        for (n = w->checks.next; n != &w->checks; n = n->next) {
-            struct check *ck = coro_list_entry(n, struct check, node);
-
-            if (ck->co)
-                coro_cancel(ck->co);
-        }
-        start_health_checks(w);
+        cg_health_stop(w);
+        cg_health_start(w);
     }
     cg_info("reload: worker %u runs generation %u", w->id, w->gen->id);
     cg_gen_put(old);
@@ -873,12 +666,7 @@ static void cancel_all(struct cg_worker *w)
         if (c->co)
             coro_cancel(c->co);
     }
-    for (n = w->checks.next; n != &w->checks; n = n->next) {
-        struct check *ck = coro_list_entry(n, struct check, node);
-
-        if (ck->co)
-            coro_cancel(ck->co);
-    }
+    cg_health_stop(w);
 }
 
 static void on_drain_timeout(uv_timer_t *t)
@@ -945,12 +733,7 @@ static void on_request(uv_async_t *a)
         if (how == CG_WREQ_DRAIN)
             start_spread(w);
         /* Health checks stop with the listeners; connections get the drain time. */
-        for (struct coro_list *n = w->checks.next; n != &w->checks; n = n->next) {
-            struct check *ck = coro_list_entry(n, struct check, node);
-
-            if (ck->co)
-                coro_cancel(ck->co);
-        }
+        cg_health_stop(w);
     }
     if (how == CG_WREQ_STOP) {
         if (uv_is_active((uv_handle_t *)&w->spread_timer))
@@ -1005,7 +788,7 @@ static void worker_main(void *arg)
     uv_timer_start(&w->beat, on_beat, 0, w->d->beat_ms ? w->d->beat_ms : 1000);
     uv_unref((uv_handle_t *)&w->beat);
     if (w->id == 0) {
-        start_health_checks(w);
+        cg_health_start(w);
         uv_timer_start(&w->brk_timer, on_brk_timer, atomic_load(&w->d->brk->check_interval_ms),
                        atomic_load(&w->d->brk->check_interval_ms));
     }

@@ -14,6 +14,8 @@
 #include <uv.h>
 
 #include "guard/admission.h"
+#include "guard/breaker.h"
+#include "observe/log.h"
 #include "observe/log.h"
 
 #define WAYS          8         /* entries per set */
@@ -498,4 +500,115 @@ void cg_reject_fd(int fd, enum cg_reject_how how)
     if (how == CG_REJECT_RST)
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     close(fd);
+}
+
+/* ------------------------------------------------------------------ the decision */
+
+#define NS_PER_MS 1000000ull
+
+static unsigned wait_s(uint64_t wait_ns)
+{
+    uint64_t s = (wait_ns + 999999999ull) / 1000000000ull;
+
+    return s == 0 ? 1 : s > 3600 ? 3600 : (unsigned)s;
+}
+
+static struct cg_ratelimit refusal_log = CG_RATELIMIT_INIT(10000, 20);
+
+void cg_admit(struct cg_admission *a, struct cg_adm_listener *al, struct cg_breaker *b,
+              _Atomic unsigned *conns, uint64_t active, const struct sockaddr *peer,
+              struct cg_verdict *v)
+{
+    unsigned use, max, wmax;
+    uint64_t now_ns = uv_hrtime(), now_ms = now_ns / NS_PER_MS, wait = 0;
+    int res, r;
+
+    v->reason = -1;
+    v->ip_slot = 0;
+    v->limit = 0;
+    use = cg_breaker_use(b, atomic_load_explicit(conns, memory_order_relaxed), active, &res,
+                         NULL);
+    if (!cg_breaker_admit(b, use, res, now_ms, &v->retry_s)) {
+        v->reason = CG_REJ_BREAKER;
+        return;
+    }
+    r = al ? cg_admission_check_ip(a, al, peer, now_ns, &v->ip_slot, &wait) : 0;
+    if (r) {
+        v->reason = r;
+        v->retry_s = r == CG_REJ_IP_RATE ? wait_s(wait) : 1;
+        return;
+    }
+    if (al && !cg_tbs_take(&al->bucket, now_ns, &wait)) {
+        v->reason = CG_REJ_RATE;
+        v->retry_s = wait_s(wait);
+        goto out_ip;
+    }
+    wmax = atomic_load_explicit(&b->max_per_worker, memory_order_relaxed);
+    if (wmax && active >= wmax) {
+        v->reason = CG_REJ_WORKER_QUOTA;
+        v->limit = wmax;
+        cg_breaker_trip(b, CG_BRKW_WORKER, 1000, now_ms);
+        v->retry_s = cg_breaker_retry_after(b, now_ms);
+        goto out_ip;
+    }
+    max = atomic_load_explicit(&b->max_conns, memory_order_relaxed);
+    if (max && atomic_fetch_add(conns, 1) >= max) {
+        atomic_fetch_sub(conns, 1);
+        v->reason = CG_REJ_MAX_CONNS;
+        v->limit = max;
+        cg_breaker_trip(b, CG_BRKW_CONNECTIONS, 1000, now_ms);
+        v->retry_s = cg_breaker_retry_after(b, now_ms);
+        goto out_ip;
+    }
+    if (!max)
+        atomic_fetch_add(conns, 1);
+    return;
+
+out_ip:
+    cg_iptable_release(a->ipt, v->ip_slot);
+    v->ip_slot = 0;
+}
+
+void cg_admission_log_refusal(struct cg_admission *a, struct cg_adm_listener *al,
+                              struct cg_breaker *b, const char *listener,
+                              const struct cg_verdict *v, const struct sockaddr *peer)
+{
+    char what[128], who[80] = "?";
+    struct cg_ipkey key;
+    uint32_t rate, burst;
+    uint64_t ip;
+    int why, state;
+
+    if (peer && cg_ipkey_make(&key, peer, atomic_load(&a->v4_prefix),
+                              atomic_load(&a->v6_prefix), 0) == 0)
+        cg_ipkey_format(&key, atomic_load(&a->v4_prefix), atomic_load(&a->v6_prefix), who,
+                        sizeof(who));
+    switch (v->reason) {
+    case CG_REJ_RATE:
+        cg_tbs_get(&al->bucket, &rate, &burst);
+        snprintf(what, sizeof(what), "connection_rate %u/s (burst %u) exceeded", rate, burst);
+        break;
+    case CG_REJ_IP_RATE:
+        ip = atomic_load(&al->ip_params);
+        snprintf(what, sizeof(what), "ip_connection_rate %u/s (burst %u) exceeded by %s",
+                 (uint32_t)ip, (uint32_t)(ip >> 32) ? (uint32_t)(ip >> 32) : (uint32_t)ip,
+                 who);
+        break;
+    case CG_REJ_IP_QUOTA:
+        snprintf(what, sizeof(what), "max_connections_per_ip %u reached by %s",
+                 atomic_load(&al->max_conns_per_ip), who);
+        break;
+    case CG_REJ_BREAKER:
+        /* The state first: why is its output (argument order is unspecified in C, and gcc
+         * read why before cg_breaker_state() had set it: "open (?)"). */
+        state = cg_breaker_state(b, NULL, &why);
+        snprintf(what, sizeof(what), "the breaker is %s (%s); Retry-After %u s",
+                 cg_brk_state_name(state), cg_brk_why_name(why), v->retry_s);
+        break;
+    default:
+        snprintf(what, sizeof(what), "%s %u reached", cg_reject_name(v->reason), v->limit);
+        break;
+    }
+    cg_log_ratelimited(&refusal_log, CG_LOG_WARN, "listener %s: refusing new connections: %s",
+                       listener, what);
 }

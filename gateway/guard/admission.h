@@ -144,6 +144,36 @@ void cg_admission_tick(struct cg_admission *a, uint64_t now_ms);
 
 /* ------------------------------------------------------------------ refusing */
 
+/* ------------------------------------------------------------------ the decision */
+
+struct cg_breaker;
+
+/* What was decided about one accepted connection. */
+struct cg_verdict {
+    int      reason;        /* -1: admitted; else enum cg_reject_reason */
+    unsigned retry_s;       /* Retry-After for a refusal */
+    uint32_t ip_slot;       /* admitted: the address's connection slot, 0 = none */
+    unsigned limit;         /* a refusal: the limit in force (rate, quota) */
+};
+
+/* Decides about a connection from <peer> (NULL: unknown) to the listener of <al> (NULL:
+ * not known to admission yet), whose worker holds <active> connections: the breaker, the
+ * address's bucket and quota, the listener's bucket, the worker's and the daemon's quotas
+ * (<conns>: the daemon's count). Admitted (v->reason -1), it is counted in <conns> and
+ * holds v->ip_slot, which the connection gives back. The order puts the cheapest and most
+ * general check first, and the per-address checks before the listener's bucket, so that
+ * one client's flood spends its own tokens and not everybody's. Refused, it says why, the
+ * limit in force and the Retry-After. */
+void cg_admit(struct cg_admission *a, struct cg_adm_listener *al, struct cg_breaker *b,
+              _Atomic unsigned *conns, uint64_t active, const struct sockaddr *peer,
+              struct cg_verdict *v);
+
+/* Logs that <listener> starts refusing connections for <v>'s reason, the first from
+ * <peer>: once an episode (cg_admission_note()), never per connection. */
+void cg_admission_log_refusal(struct cg_admission *a, struct cg_adm_listener *al,
+                              struct cg_breaker *b, const char *listener,
+                              const struct cg_verdict *v, const struct sockaddr *peer);
+
 /* Closes the accepted <fd> at once, with a reset when <how> is CG_REJECT_RST. */
 void cg_reject_fd(int fd, enum cg_reject_how how);
 

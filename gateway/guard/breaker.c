@@ -1,5 +1,5 @@
-/* gateway/breaker.c — the overload breaker's state machine, its samples of memory and
- * descriptors, and the per-server failure breaker. */
+/* gateway/guard/breaker.c — the overload breaker's state machine and its samples of memory
+ * and descriptors. (Each server's failure breaker is core/upstream.c's.) */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -21,7 +21,6 @@
 #define NS_PER_MS  1000000ull
 
 static struct cg_ratelimit transition_log = CG_RATELIMIT_INIT(10000, 30);
-static struct cg_ratelimit server_log = CG_RATELIMIT_INIT(10000, 30);
 
 /* ------------------------------------------------------------------ names */
 
@@ -48,13 +47,6 @@ const char *cg_brk_why_name(int why)
 
     _Static_assert(sizeof(names) / sizeof(names[0]) == CG_BRKW_N, "one name per reason");
     return why >= 0 && why < CG_BRKW_N ? names[why] : "?";
-}
-
-const char *cg_srv_brk_name(int brk)
-{
-    static const char *const names[] = { "in", "ejected", "probing" };
-
-    return brk >= 0 && brk <= CG_SRV_PROBING ? names[brk] : "?";
 }
 
 /* ------------------------------------------------------------------ memory */
@@ -444,130 +436,4 @@ size_t cg_breaker_history(struct cg_breaker *b, struct cg_brk_event *out, size_t
         out[n++] = b->hist[i % CG_BRK_HISTORY];
     pthread_mutex_unlock(&b->lock);
     return n;
-}
-
-/* ------------------------------------------------------------------ server breaker */
-
-void cg_upstream_breaker_set(struct cg_upstream *up, const struct cg_srv_breaker_conf *uc)
-{
-    atomic_store(&up->max_pending, uc->max_pending);
-    atomic_store(&up->eject_failures, uc->eject_failures);
-    atomic_store(&up->eject_error_rate, uc->eject_error_rate);
-    atomic_store(&up->eject_min_connects, uc->eject_min_connects);
-    atomic_store(&up->eject_window_ms, uc->eject_window_ms);
-    atomic_store(&up->eject_cooldown_ms, uc->eject_cooldown_ms);
-}
-
-int cg_server_connect_begin(struct cg_server *srv, uint64_t now_ms, int *probe)
-{
-    unsigned pmax = atomic_load_explicit(&srv->up->max_pending, memory_order_relaxed);
-    int brk = atomic_load(&srv->brk);
-
-    *probe = 0;
-    if (brk == CG_SRV_PROBING)
-        return -EAGAIN;
-    if (brk == CG_SRV_EJECTED) {
-        if (now_ms < atomic_load(&srv->eject_until_ms) ||
-            !atomic_compare_exchange_strong(&srv->brk, &brk, CG_SRV_PROBING))
-            return -EAGAIN;
-        *probe = 1;
-    }
-    if (atomic_fetch_add(&srv->pending, 1) >= pmax && pmax) {
-        atomic_fetch_sub(&srv->pending, 1);
-        if (*probe)
-            atomic_store(&srv->brk, CG_SRV_EJECTED);    /* its cool-down is over: next */
-        *probe = 0;
-        return -EBUSY;
-    }
-    return 0;
-}
-
-void cg_server_connect_done(struct cg_server *srv)
-{
-    atomic_fetch_sub(&srv->pending, 1);
-}
-
-/* Ejects <srv> for its cool-down from state <from> (in, or probing). Returns 1 when this
- * thread did it. */
-static int eject(struct cg_server *srv, int from, uint64_t now_ms)
-{
-    uint64_t cool = atomic_load(&srv->up->eject_cooldown_ms);
-
-    atomic_store(&srv->eject_until_ms, now_ms + cool);
-    if (!atomic_compare_exchange_strong(&srv->brk, &from, CG_SRV_EJECTED))
-        return 0;
-    atomic_store(&srv->consec_fails, 0);
-    return 1;
-}
-
-void cg_server_report(struct cg_server *srv, int ok, uint64_t now_ms, const char *what)
-{
-    struct cg_upstream *up = srv->up;
-    unsigned fails, total, nfail, rate = atomic_load(&up->eject_error_rate);
-    unsigned max_fails = atomic_load(&up->eject_failures);
-    uint64_t start = atomic_load(&srv->win_start_ms), window = atomic_load(&up->eject_window_ms);
-    uint64_t cool = atomic_load(&up->eject_cooldown_ms);
-    int brk = atomic_load(&srv->brk);
-
-    if (ok < 0) {
-        /* Neither way: a probe is given back for the next connection to make. */
-        if (brk == CG_SRV_PROBING)
-            atomic_compare_exchange_strong(&srv->brk, &brk, CG_SRV_EJECTED);
-        return;
-    }
-    if (brk == CG_SRV_PROBING) {
-        if (ok) {
-            atomic_store(&srv->consec_fails, 0);
-            atomic_store(&srv->win_total, 0);
-            atomic_store(&srv->win_fails, 0);
-            atomic_store(&srv->win_start_ms, now_ms);
-            if (atomic_compare_exchange_strong(&srv->brk, &brk, CG_SRV_IN)) {
-                atomic_fetch_add(&srv->restores, 1);
-                cg_log_ratelimited(&server_log, CG_LOG_NOTICE, "upstream %s: server %s "
-                                   "restored: the probe connected", up->conf->name,
-                                   srv->conf->name);
-            }
-        } else if (eject(srv, CG_SRV_PROBING, now_ms)) {
-            atomic_fetch_add(&srv->probes_failed, 1);
-            cg_log_ratelimited(&server_log, CG_LOG_WARN, "upstream %s: server %s still "
-                               "failing (probe: %s); ejected for another %llu ms",
-                               up->conf->name, srv->conf->name, what ? what : "failed",
-                               (unsigned long long)cool);
-        }
-        return;
-    }
-    if (brk != CG_SRV_IN)
-        return;         /* ejected meanwhile by another connection */
-
-    /* The error-rate window: fixed windows, restarted by whoever sees it expired. */
-    if (now_ms >= start + window && atomic_compare_exchange_strong(&srv->win_start_ms, &start,
-                                                                   now_ms)) {
-        atomic_store(&srv->win_total, 0);
-        atomic_store(&srv->win_fails, 0);
-    }
-    total = atomic_fetch_add(&srv->win_total, 1) + 1;
-    nfail = ok ? atomic_load(&srv->win_fails) : atomic_fetch_add(&srv->win_fails, 1) + 1;
-    if (ok) {
-        atomic_store(&srv->consec_fails, 0);
-        return;
-    }
-    fails = atomic_fetch_add(&srv->consec_fails, 1) + 1;
-    if (max_fails && fails >= max_fails) {
-        if (eject(srv, CG_SRV_IN, now_ms)) {
-            atomic_fetch_add(&srv->ejections, 1);
-            cg_log_ratelimited(&server_log, CG_LOG_WARN, "upstream %s: server %s ejected "
-                               "for %llu ms: %u consecutive failures (last: %s)",
-                               up->conf->name, srv->conf->name, (unsigned long long)cool,
-                               fails, what ? what : "failed");
-        }
-        return;
-    }
-    if (rate && total >= atomic_load(&up->eject_min_connects) &&
-        (uint64_t)nfail * 100 >= (uint64_t)rate * total && eject(srv, CG_SRV_IN, now_ms)) {
-        atomic_fetch_add(&srv->ejections, 1);
-        cg_log_ratelimited(&server_log, CG_LOG_WARN, "upstream %s: server %s ejected for "
-                           "%llu ms: %u of %u connects failed in %llu ms (last: %s)",
-                           up->conf->name, srv->conf->name, (unsigned long long)cool, nfail,
-                           total, (unsigned long long)window, what ? what : "failed");
-    }
 }

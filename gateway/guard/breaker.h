@@ -1,5 +1,4 @@
-/* gateway/breaker.h — connection quotas, the overload circuit breaker, and each upstream
- * server's failure breaker.
+/* gateway/guard/breaker.h — connection quotas and the overload circuit breaker.
  *
  * The overload breaker watches how much of each limit is in use, as permille of the point
  * where it trips (1000 = at it): connections against [gateway] max_connections, the
@@ -25,12 +24,6 @@
  * and logs it (rate-limited), so concurrent workers never log one transition twice. An
  * operator may force it open or closed (`set breaker`); forced closed, the quotas
  * themselves still refuse what goes over them.
- *
- * A server's failure breaker: consecutive failed connects (or WebSocket handshakes), or a
- * failure rate over a window, eject the server from balancing for eject_cooldown. Then the
- * next connection that picks it is the probe (only one at a time): success restores the
- * server, failure ejects it again. The server's state and counters are atomics of struct
- * cg_server (upstream.h).
  */
 #ifndef CG_BREAKER_H
 #define CG_BREAKER_H
@@ -41,7 +34,6 @@
 
 #include "config/config.h"
 #include "guard/tokenbucket.h"
-#include "core/upstream.h"
 
 enum cg_brk_state {
     CG_BRK_CLOSED,
@@ -176,32 +168,5 @@ const char *cg_brk_mode_name(int mode);     /* "auto", "force-open", "force-clos
 const char *cg_brk_why_name(int why);       /* "connections", ..., "sched_latency",
                                              * "open_for", "resumed", "forced", "start" */
 
-/* ------------------------------------------------------------------ server breaker */
-
-/* struct cg_server.brk */
-enum cg_srv_brk {
-    CG_SRV_IN,              /* balanced normally */
-    CG_SRV_EJECTED,         /* out until eject_until_ms, then probed */
-    CG_SRV_PROBING,         /* one connection is finding out */
-};
-
-/* Applies <uc>'s per-server breaker settings to <up> (start and reload). */
-void cg_upstream_breaker_set(struct cg_upstream *up, const struct cg_srv_breaker_conf *uc);
-
-/* Before connecting to <srv> at <now_ms>: returns 0 with a pending connect counted (give
- * it back with cg_server_connect_done()), *<probe> set when this connect is the probe of an
- * ejected server; -EBUSY when the server has max_pending_connects_per_server connects in
- * progress; -EAGAIN when it is ejected, or another connection probes it. */
-int cg_server_connect_begin(struct cg_server *srv, uint64_t now_ms, int *probe);
-
-/* The connect of cg_server_connect_begin() is over, whatever its result. */
-void cg_server_connect_done(struct cg_server *srv);
-
-/* Records a connect's (or backend handshake's) outcome for <srv> at <now_ms>: <ok> 1, 0 for
- * a failure described by <what> ("connection refused"), or -1 for neither (cancelled: a
- * probe is given back). Ejects or restores the server (logged, counted). */
-void cg_server_report(struct cg_server *srv, int ok, uint64_t now_ms, const char *what);
-
-const char *cg_srv_brk_name(int brk);       /* "in", "ejected", "probing" */
 
 #endif

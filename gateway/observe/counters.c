@@ -39,11 +39,6 @@ enum cg_ws_status_stat cg_http_status_index(int status)
     return CG_WSS_OTHER;
 }
 
-int cg_http_status_code(enum cg_ws_status_stat i)
-{
-    return i < CG_WSS_N ? status_codes[i] : 0;
-}
-
 const char *cg_http_status_label(enum cg_ws_status_stat i)
 {
     static const char *const names[CG_WSS_N] = {

@@ -67,9 +67,8 @@ enum cg_ws_proto_stat {
     CG_WSP_N,
 };
 
-/* HTTP status -> index, and back (0 for OTHER); the index's label ("400" ... "other"). */
+/* HTTP status -> index; the index's label ("400" ... "other"). */
 enum cg_ws_status_stat cg_http_status_index(int status);
-int cg_http_status_code(enum cg_ws_status_stat i);
 const char *cg_http_status_label(enum cg_ws_status_stat i);
 /* Close code -> index; the index's label ("1000" ... "1005" ... "other"). */
 enum cg_ws_close_stat cg_ws_close_index(unsigned code);

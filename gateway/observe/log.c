@@ -88,11 +88,6 @@ int cg_log_get_worker(void)
     return log_worker;
 }
 
-void cg_log_set_ident(const char *ident)
-{
-    log_ident = ident ? ident : "corogate";
-}
-
 void cg_log_set_color(int on)
 {
     atomic_store(&log_color_forced, on < 0 ? -1 : !!on);

@@ -70,10 +70,6 @@ void cg_log_set_worker(int id);
 /* Returns the calling thread's worker id, -1 when none is set. */
 int cg_log_get_worker(void);
 
-/* Replaces "corogate" in every line with <ident>, which must stay valid for as long as
- * anything logs (a string literal or argv[0]). Call before starting threads. */
-void cg_log_set_ident(const char *ident);
-
 /* Forces colour on (1) or off (0), or back to automatic (-1: on when stderr is a TTY),
  * decided at the first line written after this call. NO_COLOR in the environment always
  * turns colour off. */

@@ -17,7 +17,7 @@
 
 #include "guard/admission.h"
 #include "guard/breaker.h"
-#include "coro/ctx.h"
+#include "coro/coro.h"
 #include "observe/metrics.h"
 #include "observe/schedlat.h"
 #include "core/upstream.h"
@@ -1082,7 +1082,7 @@ int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt,
 
     prom_family(b, "corogate_build_info", "gauge", "Version and build features; always 1.");
     cg_sbuf_printf(b, "corogate_build_info{version=\"%s\",context_switch=\"%s\"} 1\n",
-                   CG_VERSION, CORO_SWITCH_NAME);
+                   CG_VERSION, coro_switch_name());
     prom_family(b, "corogate_start_time_seconds", "gauge",
                 "Start of the process, seconds since the epoch.");
     cg_sbuf_printf(b, "corogate_start_time_seconds %lld\n", (long long)rt->started_at);

@@ -93,11 +93,6 @@ void cg_notify_deinit(struct cg_notify *n)
     n->fd = -1;
 }
 
-int cg_notify_is_enabled(const struct cg_notify *n)
-{
-    return n->fd >= 0;
-}
-
 int cg_notify_send(struct cg_notify *n, const char *fmt, ...)
 {
     char msg[NOTIFY_MAX];

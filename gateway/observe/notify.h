@@ -35,9 +35,6 @@ int cg_notify_init(struct cg_notify *n);
 /* Closes what init opened. Idempotent. */
 void cg_notify_deinit(struct cg_notify *n);
 
-/* 1 when there is a manager to notify. */
-int cg_notify_is_enabled(const struct cg_notify *n);
-
 /* Sends the assignments formatted from <fmt> as one datagram (at most 4 KiB). Returns 0
  * (also when notifications are off), or a negative errno (-EAGAIN: the manager's queue
  * is full; the datagram is dropped and counted). */

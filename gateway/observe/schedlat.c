@@ -440,11 +440,6 @@ const char *cg_schedlat_reason(const struct cg_schedlat *s)
     return s ? s->reason : "not started";
 }
 
-unsigned cg_schedlat_nworkers(const struct cg_schedlat *s)
-{
-    return s ? s->n : 0;
-}
-
 /* ------------------------------------------------------------------ reading */
 
 int cg_schedlat_read(const struct cg_schedlat *s, unsigned i, struct cg_sched_worker *out)

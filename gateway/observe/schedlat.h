@@ -86,9 +86,6 @@ const char *cg_schedlat_mode(const struct cg_schedlat *s);
 /* Why the probes are disabled ("" when running), valid while <s> lives. */
 const char *cg_schedlat_reason(const struct cg_schedlat *s);
 
-/* Number of worker threads <s> watches. */
-unsigned cg_schedlat_nworkers(const struct cg_schedlat *s);
-
 /* Reads worker <i>'s figures into *<out>. Returns 0, -ENODEV when the probes are
  * disabled, -ERANGE when there is no worker <i>, or the map read's negative errno. */
 int cg_schedlat_read(const struct cg_schedlat *s, unsigned i, struct cg_sched_worker *out);

@@ -31,7 +31,7 @@
 
 #include "guard/admission.h"
 #include "guard/breaker.h"
-#include "coro/ctx.h"
+#include "coro/coro.h"
 #include "coro/io.h"
 #include "coro/list.h"
 #include "observe/log.h"
@@ -477,7 +477,7 @@ static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
     cg_sbuf_printf(b, "name: corogate\nversion: %s\ncontext_switch: %s\nlibuv: %s\n"
                    "features: tcp websocket stats-socket metrics-http\n"
                    "pid: %d\nstarted: %s\nuptime_ms: %llu\nworkers: %u\n",
-                   CG_VERSION, CORO_SWITCH_NAME, uv_version_string(), (int)getpid(),
+                   CG_VERSION, coro_switch_name(), uv_version_string(), (int)getpid(),
                    fmt_time(rt->started_at, t1, sizeof(t1)), (unsigned long long)up,
                    d->nworkers);
     for (i = 0; i < d->nworkers; i++) {
