@@ -157,6 +157,18 @@ int cg_daemon_start(struct cg_daemon *d);
 /* Asks every worker to drain (<how> = CG_WREQ_DRAIN) or stop now (CG_WREQ_STOP). */
 void cg_daemon_request(struct cg_daemon *d, int how);
 
+/* Worker <w> (of <d>, number <id>): its loop, scheduler, timers and per-listener state
+ * (core/daemon.c binds the sockets in the main thread so that errors surface before
+ * anything runs). Returns 0 or a negative errno. */
+int cg_worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id);
+
+/* The worker thread's body (<arg>: its struct cg_worker): runs the loop until stopped,
+ * then frees what cg_worker_init() made. */
+void cg_worker_main(void *arg);
+
+/* A worker whose thread never ran: closes and frees what cg_worker_init() made. */
+void cg_worker_abandon(struct cg_worker *w);
+
 /* Queues <call> (the caller's, kept until call->fn ran) for worker <w> and wakes it.
  * Returns 0, or -ESRCH when the worker has ended (call->fn will not run). Any thread. */
 int cg_worker_call(struct cg_worker *w, struct cg_wcall *call);
