@@ -106,6 +106,22 @@ void cg_conn_end(struct cg_conn *c)
     release(c);
 }
 
+/* Moves connection <c>'s server accounting from generation <old> to <g>, when its server
+ * is in <old> and <g> has it too: leastconn and max_connections_per_server then count it. */
+void cg_conn_move_server(struct cg_conn *c, struct cg_gen *old, struct cg_gen *g)
+{
+    struct cg_gen *sg = c->srv_gen ? c->srv_gen : c->gen;
+    struct cg_server *to;
+
+    if (!c->srv || sg != old || !(to = c->srv->succ))
+        return;
+    atomic_fetch_add(&to->active, 1);
+    atomic_fetch_sub(&c->srv->active, 1);
+    c->srv = to;
+    cg_gen_put(c->srv_gen);         /* never the last: the worker holds <old> */
+    c->srv_gen = cg_gen_get(g);
+}
+
 /* ------------------------------------------------------------------ upstream connect */
 
 static struct cg_ratelimit connect_log = CG_RATELIMIT_INIT(1000, 5);

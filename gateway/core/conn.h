@@ -72,6 +72,11 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up);
  * counted as a local error and never towards a server's ejection or health. */
 int cg_local_error(int err);
 
+/* Reload: moves <c>'s server accounting from generation <old> to <g> (its worker's new
+ * one), when its server is in <old> and <g> has it too, so that leastconn and
+ * max_connections_per_server count it there. Worker thread. */
+void cg_conn_move_server(struct cg_conn *c, struct cg_gen *old, struct cg_gen *g);
+
 /* Records why <c> ends, unless a reason is recorded already. */
 void cg_conn_closing(struct cg_conn *c, enum cg_close_reason reason);
 

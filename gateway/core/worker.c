@@ -337,22 +337,6 @@ static void discard_switch(struct cg_worker *w, struct cg_wswitch *sw)
     cg_gen_put(sw->gen);
 }
 
-/* Moves connection <c>'s server accounting from generation <old> to <g>, when its server
- * is in <old> and <g> has it too: leastconn and max_connections_per_server then count it. */
-static void move_server(struct cg_conn *c, struct cg_gen *old, struct cg_gen *g)
-{
-    struct cg_gen *sg = c->srv_gen ? c->srv_gen : c->gen;
-    struct cg_server *to;
-
-    if (!c->srv || sg != old || !(to = c->srv->succ))
-        return;
-    atomic_fetch_add(&to->active, 1);
-    atomic_fetch_sub(&c->srv->active, 1);
-    c->srv = to;
-    cg_gen_put(c->srv_gen);         /* never the last: the worker holds <old> */
-    c->srv_gen = cg_gen_get(g);
-}
-
 void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call)
 {
     struct cg_wswitch *sw = (struct cg_wswitch *)call;
@@ -430,7 +414,7 @@ void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call)
             if (to[j] < 0)              /* its end takes it off there */
                 CG_STAT_ADD(w->retired.stats.active, 1);
         }
-        move_server(c, old, sw->gen);
+        cg_conn_move_server(c, old, sw->gen);
     }
     if (rl->pending == 0) {
         free(ols);
