@@ -23,9 +23,23 @@
 #include "gateway/config/config.h"
 #include "gateway/observe/schedlat.h"
 #include "gateway/core/worker.h"
+#include "gateway/observe/sbuf.h"
 #include "tests/harness.h"
 
 /* ------------------------------------------------------------------ helpers */
+
+/* `show sched` as text (<json> 0) or JSON: a string the caller frees. */
+static char *sched_text(const struct cg_schedlat *s, struct cg_daemon *d, int json)
+{
+    struct cg_sbuf b;
+    char *text;
+
+    cg_sbuf_init(&b, 1 << 20);
+    ck_assert_int_eq(cg_schedlat_format(s, d, json, &b), 0);
+    text = strdup(b.p ? b.p : "");
+    cg_sbuf_deinit(&b);
+    return text;
+}
 
 static const char *kprobe_support(void)
 {
@@ -112,12 +126,12 @@ static void check_attached(enum cg_bpf_attach mode, const char *name)
     ck_assert_uint_gt(w2.runq.max_ns, 0);
     ck_assert_int_eq(cg_schedlat_read(s, 1, &w), -ERANGE);
 
-    text = cg_schedlat_format(s, NULL, 0);
+    text = sched_text(s, NULL, 0);
     ck_assert_ptr_nonnull(text);
     ck_assert_msg(strstr(text, name) && strstr(text, "worker 0 (tid ") &&
                   strstr(text, "run-queue latency: ") && strstr(text, "usecs") &&
                   strstr(text, "voluntary "), "%s", text);
-    json = cg_schedlat_format(s, NULL, 1);
+    json = sched_text(s, NULL, 1);
     ck_assert_ptr_nonnull(json);
     ck_assert_msg(strncmp(json, "{\"attach\":\"", 11) == 0 && strstr(json, "\"enabled\":true") &&
                   strstr(json, "\"log2_us\":[") && strcmp(json + strlen(json) - 3, "]}\n") == 0,
@@ -353,8 +367,8 @@ START_TEST(test_disabled)
     ck_assert_str_eq(cg_schedlat_reason(s),
                      "no kernel BTF (/nonexistent/vmlinux: No such file or directory)");
     ck_assert_int_eq(cg_schedlat_read(s, 0, &w), -ENODEV);
-    text = cg_schedlat_format(s, NULL, 0);
-    json = cg_schedlat_format(s, NULL, 1);
+    text = sched_text(s, NULL, 0);
+    json = sched_text(s, NULL, 1);
     ck_assert_str_eq(text, "sched: disabled: no kernel BTF (/nonexistent/vmlinux: No such file "
                      "or directory)\n");
     ck_assert_str_eq(json, "{\"attach\":\"off\",\"enabled\":false,\"reason\":\"no kernel BTF "
@@ -371,7 +385,7 @@ START_TEST(test_disabled)
 
     ck_assert_ptr_null(cg_schedlat_new(&o, tids, NULL, 0));
     ck_assert_int_eq(errno, EINVAL);
-    text = cg_schedlat_format(NULL, NULL, 0);
+    text = sched_text(NULL, NULL, 0);
     ck_assert_str_eq(text, "sched: disabled: not started\n");
     free(text);
     cg_schedlat_free(NULL);
@@ -785,8 +799,8 @@ START_TEST(test_two_phases)
              && p2.w.ninvol * PHASE1_MS > p1.w.ninvol * PHASE2_MS
              && p2.w.off_invol_ns * PHASE1_MS > p1.w.off_invol_ns * PHASE2_MS;
     }
-    show = cg_schedlat_format(d.schedlat, &d, 0);
-    json = cg_schedlat_format(d.schedlat, &d, 1);
+    show = sched_text(d.schedlat, &d, 0);
+    json = sched_text(d.schedlat, &d, 1);
     /* The level above: every resume of a coroutine timed from ready to running. */
     ck_assert_int_eq(cg_sched_coro_read(&d, 0, &coro), 0);
     ck_assert_uint_gt(coro.count, 1000);

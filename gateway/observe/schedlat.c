@@ -25,6 +25,7 @@
 #include "bpf/schedlat.h"
 #include "guard/breaker.h"
 #include "observe/log.h"
+#include "observe/sbuf.h"
 #include "observe/schedlat.h"
 #include "schedlat.skel.h"
 #include "core/worker.h"
@@ -761,11 +762,16 @@ int cg_schedlat_watch(struct cg_schedlat *s, struct cg_daemon *d, uint64_t now_m
 }
 
 /* "N samples, avg A, p50 B, p99 C, p99.9 D, max E" */
-static void print_summary(FILE *f, const struct cg_sched_hist *h, const char *what)
+static void put_ch(struct cg_sbuf *b, char c)
+{
+    cg_sbuf_add(b, &c, 1);
+}
+
+static void print_summary(struct cg_sbuf *f, const struct cg_sched_hist *h, const char *what)
 {
     char a[5][32];
 
-    fprintf(f, "%llu %s, avg %s, p50 %s, p99 %s, p99.9 %s, max %s\n",
+    cg_sbuf_printf(f, "%llu %s, avg %s, p50 %s, p99 %s, p99.9 %s, max %s\n",
             (unsigned long long)h->count, what,
             fmt_ns(h->count ? h->sum_ns / h->count : 0, a[0], 32),
             fmt_ns(cg_sched_hist_percentile(h, 50), a[1], 32),
@@ -774,20 +780,20 @@ static void print_summary(FILE *f, const struct cg_sched_hist *h, const char *wh
             fmt_ns(h->max_ns, a[4], 32));
 }
 
-static void print_bar(FILE *f, uint64_t v, uint64_t top)
+static void print_bar(struct cg_sbuf *f, uint64_t v, uint64_t top)
 {
     unsigned k, stars = top ? (unsigned)(v * 20 / top) : 0;
 
-    fputc('|', f);
+    put_ch(f, '|');
     for (k = 0; k < 20; k++)
-        fputc(k < stars ? '*' : ' ', f);
-    fputc('|', f);
+        put_ch(f, k < stars ? '*' : ' ');
+    put_ch(f, '|');
 }
 
 /* runqlat's histogram, one line per slot up to the last non-empty one, for up to three
  * histograms side by side on the same scale of microseconds (a NULL one is left out):
  * run-queue latency, coroutine ready-to-run delay, event-loop busy time. */
-static void print_hist(FILE *f, const struct cg_sched_hist *h, const struct cg_sched_hist *coro,
+static void print_hist(struct cg_sbuf *f, const struct cg_sched_hist *h, const struct cg_sched_hist *coro,
                        const struct cg_sched_hist *loop)
 {
     static const char *const names[] = { "run-queue", "coroutine", "loop busy" };
@@ -808,14 +814,14 @@ static void print_hist(FILE *f, const struct cg_sched_hist *h, const struct cg_s
     }
     if (!top[0] && !top[1] && !top[2])
         return;
-    fprintf(f, "    %20s :", "usecs");
+    cg_sbuf_printf(f, "    %20s :", "usecs");
     for (k = 0, col = 0; k < 3; k++) {
         if (!hs[k])
             continue;
         col++;
-        fprintf(f, " %-10s %-*s", names[k], col < ncols ? 22 : 0, "distribution");
+        cg_sbuf_printf(f, " %-10s %-*s", names[k], col < ncols ? 22 : 0, "distribution");
     }
-    fputc('\n', f);
+    put_ch(f, '\n');
     for (i = 0; i <= last; i++) {
         char range[48];
 
@@ -824,18 +830,18 @@ static void print_hist(FILE *f, const struct cg_sched_hist *h, const struct cg_s
         else
             snprintf(range, sizeof(range), "%llu -> %llu", i ? 1ull << i : 0ull,
                      (1ull << (i + 1)) - 1);
-        fprintf(f, "    %20s :", range);
+        cg_sbuf_printf(f, "    %20s :", range);
         for (k = 0; k < 3; k++) {
             if (!hs[k])
                 continue;
-            fprintf(f, " %-10llu ", (unsigned long long)hs[k]->slots[i]);
+            cg_sbuf_printf(f, " %-10llu ", (unsigned long long)hs[k]->slots[i]);
             print_bar(f, hs[k]->slots[i], top[k]);
         }
-        fputc('\n', f);
+        put_ch(f, '\n');
     }
 }
 
-static void format_text(FILE *f, const struct cg_schedlat *s, struct cg_daemon *d)
+static void format_text(struct cg_sbuf *f, const struct cg_schedlat *s, struct cg_daemon *d)
 {
     struct cg_sched_worker w;
     struct cg_sched_hist coro, loop;
@@ -844,9 +850,9 @@ static void format_text(FILE *f, const struct cg_schedlat *s, struct cg_daemon *
     char a[2][32];
 
     if (!running)
-        fprintf(f, "sched: disabled: %s\n", cg_schedlat_reason(s));
+        cg_sbuf_printf(f, "sched: disabled: %s\n", cg_schedlat_reason(s));
     else
-        fprintf(f, "sched: attach %s (%s), %u workers\n", mode_names[s->mode], s->hooks, s->n);
+        cg_sbuf_printf(f, "sched: attach %s (%s), %u workers\n", mode_names[s->mode], s->hooks, s->n);
     if (running && s->n > n)
         n = s->n;
     for (i = 0; i < n; i++) {
@@ -854,28 +860,28 @@ static void format_text(FILE *f, const struct cg_schedlat *s, struct cg_daemon *
         have_coro = cg_sched_coro_read(d, i, &coro) == 0;
         have_loop = cg_sched_loop_read(d, i, &loop) == 0;
         if (err == 0 && w.cpu >= 0)
-            fprintf(f, "worker %u (tid %d, cpu %d)\n", i, w.tid, w.cpu);
+            cg_sbuf_printf(f, "worker %u (tid %d, cpu %d)\n", i, w.tid, w.cpu);
         else if (err == 0)
-            fprintf(f, "worker %u (tid %d, not pinned)\n", i, w.tid);
+            cg_sbuf_printf(f, "worker %u (tid %d, not pinned)\n", i, w.tid);
         else
-            fprintf(f, "worker %u\n", i);
+            cg_sbuf_printf(f, "worker %u\n", i);
         if (err == 0) {
-            fputs("  run-queue latency: ", f);
+            cg_sbuf_add(f, "  run-queue latency: ", strlen("  run-queue latency: "));
             print_summary(f, &w.runq, "samples");
-            fprintf(f, "  off-CPU: voluntary %llu switches, %s; involuntary %llu switches, "
+            cg_sbuf_printf(f, "  off-CPU: voluntary %llu switches, %s; involuntary %llu switches, "
                     "%s\n", (unsigned long long)w.nvol, fmt_ns(w.off_vol_ns, a[0], 32),
                     (unsigned long long)w.ninvol, fmt_ns(w.off_invol_ns, a[1], 32));
-            fprintf(f, "  wake-ups %llu, migrations %llu\n", (unsigned long long)w.wakeups,
+            cg_sbuf_printf(f, "  wake-ups %llu, migrations %llu\n", (unsigned long long)w.wakeups,
                     (unsigned long long)w.migrations);
         } else if (running) {
-            fprintf(f, "  probes: read failed: %s\n", strerror(-err));
+            cg_sbuf_printf(f, "  probes: read failed: %s\n", strerror(-err));
         }
         if (have_coro) {
-            fputs("  coroutine ready-to-run: ", f);
+            cg_sbuf_add(f, "  coroutine ready-to-run: ", strlen("  coroutine ready-to-run: "));
             print_summary(f, &coro, "resumes");
         }
         if (have_loop) {
-            fputs("  event-loop busy: ", f);
+            cg_sbuf_add(f, "  event-loop busy: ", strlen("  event-loop busy: "));
             print_summary(f, &loop, "iterations");
         }
         print_hist(f, err == 0 ? &w.runq : NULL, have_coro ? &coro : NULL,
@@ -883,27 +889,11 @@ static void format_text(FILE *f, const struct cg_schedlat *s, struct cg_daemon *
     }
 }
 
-static void json_string(FILE *f, const char *str)
-{
-    const unsigned char *p;
-
-    fputc('"', f);
-    for (p = (const unsigned char *)str; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
-            fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
-    }
-    fputc('"', f);
-}
-
-static void json_hist(FILE *f, const char *name, const struct cg_sched_hist *h)
+static void json_hist(struct cg_sbuf *f, const char *name, const struct cg_sched_hist *h)
 {
     unsigned k;
 
-    fprintf(f, "\"%s\":{\"count\":%llu,\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,"
+    cg_sbuf_printf(f, "\"%s\":{\"count\":%llu,\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,"
             "\"p99_ns\":%llu,\"p999_ns\":%llu,\"log2_us\":[", name,
             (unsigned long long)h->count, (unsigned long long)h->sum_ns,
             (unsigned long long)h->max_ns,
@@ -911,39 +901,39 @@ static void json_hist(FILE *f, const char *name, const struct cg_sched_hist *h)
             (unsigned long long)cg_sched_hist_percentile(h, 99),
             (unsigned long long)cg_sched_hist_percentile(h, 99.9));
     for (k = 0; k < CG_SCHED_SLOTS; k++)
-        fprintf(f, "%s%llu", k ? "," : "", (unsigned long long)h->slots[k]);
-    fputs("]}", f);
+        cg_sbuf_printf(f, "%s%llu", k ? "," : "", (unsigned long long)h->slots[k]);
+    cg_sbuf_add(f, "]}", strlen("]}"));
 }
 
-static void format_json(FILE *f, const struct cg_schedlat *s, struct cg_daemon *d)
+static void format_json(struct cg_sbuf *f, const struct cg_schedlat *s, struct cg_daemon *d)
 {
     struct cg_sched_worker w;
     struct cg_sched_hist coro, loop;
     unsigned i, n = d ? d->nworkers : 0;
     int running = cg_schedlat_is_running(s);
 
-    fputs("{\"attach\":", f);
-    json_string(f, cg_schedlat_mode(s));
+    cg_sbuf_add(f, "{\"attach\":", strlen("{\"attach\":"));
+    cg_sbuf_json_str(f, cg_schedlat_mode(s));
     if (running) {
-        fputs(",\"enabled\":true,\"hooks\":", f);
-        json_string(f, s->hooks);
+        cg_sbuf_add(f, ",\"enabled\":true,\"hooks\":", strlen(",\"enabled\":true,\"hooks\":"));
+        cg_sbuf_json_str(f, s->hooks);
         if (s->n > n)
             n = s->n;
     } else {
-        fputs(",\"enabled\":false,\"reason\":", f);
-        json_string(f, cg_schedlat_reason(s));
+        cg_sbuf_add(f, ",\"enabled\":false,\"reason\":", strlen(",\"enabled\":false,\"reason\":"));
+        cg_sbuf_json_str(f, cg_schedlat_reason(s));
     }
     if (n == 0) {
-        fputs("}\n", f);
+        cg_sbuf_add(f, "}\n", strlen("}\n"));
         return;
     }
-    fputs(",\"workers\":[", f);
+    cg_sbuf_add(f, ",\"workers\":[", strlen(",\"workers\":["));
     for (i = 0; i < n; i++) {
-        fprintf(f, "%s{\"worker\":%u", i ? "," : "", i);
+        cg_sbuf_printf(f, "%s{\"worker\":%u", i ? "," : "", i);
         if (running && cg_schedlat_read(s, i, &w) == 0) {
-            fprintf(f, ",\"tid\":%d,\"cpu\":%d,", w.tid, w.cpu);
+            cg_sbuf_printf(f, ",\"tid\":%d,\"cpu\":%d,", w.tid, w.cpu);
             json_hist(f, "runq", &w.runq);
-            fprintf(f, ",\"voluntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
+            cg_sbuf_printf(f, ",\"voluntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
                     "\"involuntary\":{\"switches\":%llu,\"off_cpu_ns\":%llu},"
                     "\"wakeups\":%llu,\"migrations\":%llu",
                     (unsigned long long)w.nvol, (unsigned long long)w.off_vol_ns,
@@ -951,35 +941,24 @@ static void format_json(FILE *f, const struct cg_schedlat *s, struct cg_daemon *
                     (unsigned long long)w.wakeups, (unsigned long long)w.migrations);
         }
         if (cg_sched_coro_read(d, i, &coro) == 0) {
-            fputc(',', f);
+            put_ch(f, ',');
             json_hist(f, "coro_ready", &coro);
         }
         if (cg_sched_loop_read(d, i, &loop) == 0) {
-            fputc(',', f);
+            put_ch(f, ',');
             json_hist(f, "loop_busy", &loop);
         }
-        fputc('}', f);
+        put_ch(f, '}');
     }
-    fputs("]}\n", f);
+    cg_sbuf_add(f, "]}\n", strlen("]}\n"));
 }
 
-char *cg_schedlat_format(const struct cg_schedlat *s, struct cg_daemon *d, int json)
+int cg_schedlat_format(const struct cg_schedlat *s, struct cg_daemon *d, int json,
+                       struct cg_sbuf *b)
 {
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f;
-
-    f = open_memstream(&text, &len);
-    if (!f)
-        return NULL;
     if (json)
-        format_json(f, s, d);
+        format_json(b, s, d);
     else
-        format_text(f, s, d);
-    if (fclose(f) != 0) {
-        free(text);
-        errno = ENOMEM;
-        return NULL;
-    }
-    return text;
+        format_text(b, s, d);
+    return b->overflow ? -ENOBUFS : 0;
 }

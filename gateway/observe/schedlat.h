@@ -26,6 +26,7 @@
 #include "observe/counters.h"
 
 struct cg_daemon;
+struct cg_sbuf;
 struct cg_schedlat;
 
 #define CG_SCHED_SLOTS 32     /* slot 0: 0..1 us; slot i: 2^i..2^(i+1)-1 us; last: above */
@@ -159,9 +160,10 @@ int cg_schedlat_watch(struct cg_schedlat *s, struct cg_daemon *d, uint64_t now_m
  * run-queue latency percentiles, switches with off-CPU time, wake-ups and migrations, the
  * coroutine ready-to-run and event-loop busy percentiles (when <d>, which may be NULL, is
  * given), and the histograms side by side (runqlat style); with <json>, the same as one
- * JSON object on one line. Returns a NUL-terminated string the caller frees (ending in a
- * newline), or NULL with errno ENOMEM. <s> may be NULL (the probes were never started): reported disabled. */
-char *cg_schedlat_format(const struct cg_schedlat *s, struct cg_daemon *d, int json);
+ * JSON object on one line; appended to <b>, ending in a newline. Returns 0 or -ENOBUFS.
+ * <s> may be NULL (the probes were never started): reported disabled. */
+int cg_schedlat_format(const struct cg_schedlat *s, struct cg_daemon *d, int json,
+                       struct cg_sbuf *b);
 
 /* Finds the kernel text symbol for function <base> in the kallsyms-format file <path>
  * (NULL = /proc/kallsyms): <base> itself, else a compiler-made clone of it such as

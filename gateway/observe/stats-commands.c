@@ -560,13 +560,7 @@ void cg_stats__run_command(struct client *c, char *line)
     } else if (IS(0, "show") && IS(1, "breaker") && argc == 2) {
         cmd_breaker(st, &b);
     } else if (IS(0, "show") && IS(1, "sched") && (argc == 2 || (argc == 3 && IS(2, "json")))) {
-        char *text = cg_schedlat_format(rt->d->schedlat, rt->d, argc == 3);  /* schedlat.h */
-
-        if (text)
-            cg_sbuf_add(&b, text, strlen(text));
-        else
-            cg_sbuf_printf(&b, "error: out of memory\n");
-        free(text);
+        cg_schedlat_format(rt->d->schedlat, rt->d, argc == 3, &b);  /* schedlat.h */
     } else if (IS(0, "set") && IS(1, "server")) {
         cmd_set_server(st, argv, argc, &b);
     } else if (IS(0, "set") && IS(1, "breaker")) {
