@@ -34,6 +34,7 @@
 #include "lg_msg.h"
 #include "lg_report.h"
 #include "net.h"
+#include "common/parse.h"
 #include "run.h"
 
 #define MAX_THREADS      256
@@ -126,21 +127,6 @@ static int usage_error(const char *fmt, ...)
 }
 
 /* ------------------------------------------------------------------ parsing */
-
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    unsigned long long v;
-    char *end = NULL;
-
-    if (!s || *s < '0' || *s > '9')
-        return -EINVAL;
-    errno = 0;
-    v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
 
 static int parse_double(const char *s, double min, double max, double *out)
 {
@@ -655,7 +641,7 @@ int lg_run_main(int argc, char **argv)
             cfg.headers[cfg.nheaders++] = optarg;
             break;
         case OPT_CONNECTIONS:
-            if (parse_u64(optarg, 1, UINT32_MAX, &v) < 0)
+            if (cg_parse_u64(optarg, 1, UINT32_MAX, &v) < 0)
                 return usage_error("bad --connections '%s': expected 1..%u", optarg,
                                    UINT32_MAX);
             cfg.connections = v;
@@ -674,7 +660,7 @@ int lg_run_main(int argc, char **argv)
             hold = 1;
             break;
         case OPT_MESSAGE_SIZE:
-            if (parse_u64(optarg, LG_MSG_HDR, LG_MSG_MAX, &v) < 0)
+            if (cg_parse_u64(optarg, LG_MSG_HDR, LG_MSG_MAX, &v) < 0)
                 return usage_error("bad --message-size '%s': expected %u..%u bytes (a "
                                    "message carries a %u-byte header)", optarg, LG_MSG_HDR,
                                    LG_MSG_MAX, LG_MSG_HDR);
@@ -700,7 +686,7 @@ int lg_run_main(int argc, char **argv)
             ntraffic++;
             break;
         case OPT_MESSAGES:
-            if (parse_u64(optarg, 1, UINT64_MAX / 2, &v) < 0)
+            if (cg_parse_u64(optarg, 1, UINT64_MAX / 2, &v) < 0)
                 return usage_error("bad --messages '%s': expected a count", optarg);
             cfg.messages = v;
             break;
@@ -708,12 +694,12 @@ int lg_run_main(int argc, char **argv)
             sources = optarg;
             break;
         case OPT_THREADS:
-            if (parse_u64(optarg, 1, MAX_THREADS, &v) < 0)
+            if (cg_parse_u64(optarg, 1, MAX_THREADS, &v) < 0)
                 return usage_error("bad --threads '%s': expected 1..%d", optarg, MAX_THREADS);
             cfg.threads = (unsigned)v;
             break;
         case OPT_PROCS:
-            if (parse_u64(optarg, 1, MAX_PROCS, &v) < 0)
+            if (cg_parse_u64(optarg, 1, MAX_PROCS, &v) < 0)
                 return usage_error("bad --procs '%s': expected 1..%d", optarg, MAX_PROCS);
             cfg.procs = (unsigned)v;
             break;

@@ -36,6 +36,7 @@
 #include "lg_msg.h"
 #include "lg_ws.h"
 #include "net.h"
+#include "common/parse.h"
 #include "serve.h"
 
 #define LISTEN_BACKLOG    4096
@@ -905,23 +906,6 @@ void lg_serve_usage(FILE *f)
         "start, 2 usage error.\n", MAX_THREADS, default_threads(), LG_MSG_HDR, LG_MSG_MAX);
 }
 
-/* Parses all of <s> as a decimal in <min>..<max>. Returns 0 or -EINVAL. */
-static int parse_ulong(const char *s, unsigned long min, unsigned long max,
-                       unsigned long *out)
-{
-    unsigned long v;
-    char *end = NULL;
-
-    if (!s || *s < '0' || *s > '9')
-        return -EINVAL;
-    errno = 0;
-    v = strtoul(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int usage_error(const char *fmt, ...)
@@ -954,9 +938,9 @@ static int parse_fault(const char *spec, struct serve_cfg *cfg)
     snprintf(buf, sizeof(buf), "%s", spec);
     for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         if (strncmp(tok, "seed=", 5) == 0) {
-            unsigned long v64;
+            uint64_t v64;
 
-            if (parse_ulong(tok + 5, 0, ULONG_MAX, &v64) < 0)
+            if (cg_parse_u64(tok + 5, 0, UINT64_MAX, &v64) < 0)
                 return -EINVAL;
             cfg->seed = v64;
             continue;
@@ -993,7 +977,7 @@ int lg_serve_main(int argc, char **argv)
     struct serve_cfg cfg;
     const char *mode = "tcp", *listen_at = NULL;
     char *end;
-    unsigned long v;
+    uint64_t v;
     size_t i;
     int opt;
 
@@ -1011,12 +995,12 @@ int lg_serve_main(int argc, char **argv)
             listen_at = optarg;
             break;
         case OPT_THREADS:
-            if (parse_ulong(optarg, 1, MAX_THREADS, &v) < 0)
+            if (cg_parse_u64(optarg, 1, MAX_THREADS, &v) < 0)
                 return usage_error("bad --threads '%s': expected 1..%d", optarg, MAX_THREADS);
             cfg.threads = (unsigned)v;
             break;
         case OPT_MAX_CONNS:
-            if (parse_ulong(optarg, 0, ULONG_MAX / 2, &v) < 0)
+            if (cg_parse_u64(optarg, 0, ULONG_MAX / 2, &v) < 0)
                 return usage_error("bad --max-conns '%s': expected a count, 0 for no limit",
                                    optarg);
             cfg.max_conns = v;
@@ -1025,7 +1009,7 @@ int lg_serve_main(int argc, char **argv)
             cfg.quiet = 1;
             break;
         case OPT_DELAY:
-            if (parse_ulong(optarg, 0, 3600000, &v) < 0)
+            if (cg_parse_u64(optarg, 0, 3600000, &v) < 0)
                 return usage_error("bad --delay '%s': expected milliseconds, 0..3600000",
                                    optarg);
             cfg.delay_ms = v;
@@ -1044,7 +1028,7 @@ int lg_serve_main(int argc, char **argv)
                                    "connection, up to 1000000", optarg);
             break;
         case OPT_PUSH_SIZE:
-            if (parse_ulong(optarg, LG_MSG_HDR, LG_MSG_MAX, &v) < 0)
+            if (cg_parse_u64(optarg, LG_MSG_HDR, LG_MSG_MAX, &v) < 0)
                 return usage_error("bad --push-size '%s': expected %u..%u bytes", optarg,
                                    LG_MSG_HDR, LG_MSG_MAX);
             cfg.push_size = (uint32_t)v;

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "common/parse.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24      /* linux/in.h */
@@ -122,7 +123,6 @@ int cg_conf__is_valid_name(const char *s);
 void cg_conf__key_error(const struct keyctx *c, const char *fmt, ...);
 enum hp_error cg_conf__parse_hostport(const char *s, int bind, struct sockaddr_storage *ss,
                                     socklen_t *len);
-int cg_conf__parse_u64(const char *s, uint64_t *v, const char **end);
 int cg_conf__same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
 const char *cg_conf__show(const char *s, char *buf, size_t size);
 

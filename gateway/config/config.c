@@ -12,6 +12,7 @@
  */
 #include "config/config.h"
 #include "config/config-int.h"
+#include "common/parse.h"
 #include "proto/route.h"
 
 #include <arpa/inet.h>
@@ -92,29 +93,6 @@ const char *cg_errors_get(const struct cg_errors *errs, size_t i)
 
 /* ------------------------------------------------------------------ value parsers */
 
-/* Parses a plain decimal number (digits only) from the start of <s>; *<end> is set past
- * it. Returns 0, -EINVAL with no digits, -ERANGE on overflow. */
-int cg_conf__parse_u64(const char *s, uint64_t *v, const char **end)
-{
-    uint64_t n = 0;
-    const char *p = s;
-
-    if (*p < '0' || *p > '9')
-        return -EINVAL;
-    for (; *p >= '0' && *p <= '9'; p++) {
-        if (n > (UINT64_MAX - (uint64_t)(*p - '0')) / 10) {
-            while (*p >= '0' && *p <= '9')
-                p++;
-            *end = p;
-            return -ERANGE;
-        }
-        n = n * 10 + (uint64_t)(*p - '0');
-    }
-    *v = n;
-    *end = p;
-    return 0;
-}
-
 /* Multiplies *<v> by <mul>. Returns 0 or -ERANGE. */
 static int scale(uint64_t *v, uint64_t mul)
 {
@@ -136,7 +114,7 @@ int cg_parse_duration(const char *s, uint64_t *ms)
 
     if (!s)
         return -EINVAL;
-    err = cg_conf__parse_u64(s, &v, &end);
+    err = cg_parse_u64_prefix(s, &v, &end);
     if (err == -EINVAL)
         return err;
     for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
@@ -159,7 +137,7 @@ int cg_parse_size(const char *s, uint64_t *bytes)
 
     if (!s)
         return -EINVAL;
-    err = cg_conf__parse_u64(s, &v, &end);
+    err = cg_parse_u64_prefix(s, &v, &end);
     if (err == -EINVAL)
         return err;
     switch (end[0]) {
@@ -218,7 +196,7 @@ enum hp_error cg_conf__parse_hostport(const char *s, int bind, struct sockaddr_s
     hlen = (size_t)(colon - s);
     if (colon[1] == '\0' || colon[1 + strspn(colon + 1, "0123456789")] != '\0')
         return HP_FORMAT;
-    if (cg_conf__parse_u64(colon + 1, &port, &end) != 0 || port > 65535 || (port == 0 && !bind))
+    if (cg_parse_u64_prefix(colon + 1, &port, &end) != 0 || port > 65535 || (port == 0 && !bind))
         return HP_PORT;
 
     memset(ss, 0, sizeof(*ss));
@@ -398,7 +376,7 @@ static int set_uint(const struct keyctx *c, const struct key_desc *k, void *fiel
     uint64_t v;
     int err;
 
-    err = cg_conf__parse_u64(value, &v, &end);
+    err = cg_parse_u64_prefix(value, &v, &end);
     if (err == -EINVAL || *end) {
         cg_conf__key_error(c, "\"%s\" is not a number (expected %llu..%llu)",
                   cg_conf__show(value, buf, sizeof(buf)), (unsigned long long)k->min,

@@ -40,7 +40,7 @@ static int set_workers(const struct keyctx *c, void *obj, const char *value)
         gw->workers_auto = 1;
         return 0;
     }
-    err = cg_conf__parse_u64(value, &v, &end);
+    err = cg_parse_u64_prefix(value, &v, &end);
     if (err == -EINVAL || *end) {
         cg_conf__key_error(c, "\"%s\" is not a number (expected auto or 1..%d)",
                   cg_conf__show(value, buf, sizeof(buf)), WORKERS_MAX);
@@ -193,7 +193,7 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
                 continue;
             }
             weighted = 1;
-            err = cg_conf__parse_u64(tok + 7, &w, &end);
+            err = cg_parse_u64_prefix(tok + 7, &w, &end);
             if (err == -EINVAL || *end) {
                 cg_conf__key_error(c, "weight \"%s\" is not a number (expected 1..256)",
                           cg_conf__show(tok + 7, buf, sizeof(buf)));
@@ -516,7 +516,7 @@ static int resolve_id(const struct keyctx *c, const char *value, int group, unsi
         *id = (unsigned int)-1;
         return 0;
     }
-    if (cg_conf__parse_u64(value, &v, &end) == 0 && !*end && v < UINT_MAX) {
+    if (cg_parse_u64_prefix(value, &v, &end) == 0 && !*end && v < UINT_MAX) {
         *id = (unsigned int)v;
         return 0;
     }
@@ -589,7 +589,7 @@ static int set_percent(const struct keyctx *c, void *obj, unsigned int *field,
     uint64_t v;
     int err;
 
-    err = cg_conf__parse_u64(value, &v, &end);
+    err = cg_parse_u64_prefix(value, &v, &end);
     if (err == -EINVAL || (*end && strcmp(end, "%") != 0)) {
         cg_conf__key_error(c, "\"%s\" is not a percentage (expected %llu..%llu, e.g. 90%%)",
                   cg_conf__show(value, buf, sizeof(buf)), (unsigned long long)min,

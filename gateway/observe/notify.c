@@ -8,26 +8,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/parse.h"
 #include "observe/log.h"
 #include "observe/notify.h"
 
 #define NOTIFY_MAX 4096
-
-/* Parses a decimal number without sign or junk into *<v>. Returns 0 or -EINVAL. */
-static int parse_u64(const char *s, uint64_t *v)
-{
-    char *end = NULL;
-    unsigned long long x;
-
-    if (!s || *s < '0' || *s > '9')
-        return -EINVAL;
-    errno = 0;
-    x = strtoull(s, &end, 10);
-    if (errno || *end)
-        return -EINVAL;
-    *v = x;
-    return 0;
-}
 
 static int read_watchdog(struct cg_notify *n)
 {
@@ -36,13 +21,13 @@ static int read_watchdog(struct cg_notify *n)
 
     if (!usec)
         return 0;
-    if (parse_u64(usec, &v) < 0 || v == 0) {
+    if (cg_parse_u64(usec, 0, UINT64_MAX, &v) < 0 || v == 0) {
         cg_error("sd_notify: WATCHDOG_USEC=\"%s\" is not a positive number; no watchdog",
                  usec);
         return -EINVAL;
     }
     /* Set for another process (a shell that started us): not ours to feed. */
-    if (pid && (parse_u64(pid, &p) < 0 || p != (uint64_t)getpid())) {
+    if (pid && (cg_parse_u64(pid, 0, UINT64_MAX, &p) < 0 || p != (uint64_t)getpid())) {
         cg_info("sd_notify: WATCHDOG_PID=%s is not this process; no watchdog", pid);
         return 0;
     }
