@@ -38,6 +38,7 @@
 #include "core/reload.h"
 #include "observe/schedlat.h"
 #include "observe/stats.h"
+#include "proto/ws.h"
 #include "core/worker.h"
 
 #ifndef CG_VERSION
@@ -390,8 +391,10 @@ int main(int argc, char **argv)
     err = cg_stats_start(loop, &m.rt, &m.stats);
     if (err < 0)
         cg_config_free(m.d.cfg);     /* cg_daemon_start() owns it, even when it fails */
-    else
+    else {
+        cg_protocols_fill(&m.d.proto);
         err = cg_daemon_start(&m.d);
+    }
     if (err == 0) {
         m.reload = cg_reload_new(&m.d);
         m.beats = calloc(m.d.nworkers, sizeof(*m.beats));

@@ -24,6 +24,7 @@
 #include "gateway/observe/schedlat.h"
 #include "gateway/core/worker.h"
 #include "gateway/observe/sbuf.h"
+#include "gateway/proto/ws.h"
 #include "tests/harness.h"
 
 /* ------------------------------------------------------------------ helpers */
@@ -740,6 +741,7 @@ START_TEST(test_two_phases)
     cg_errors_init(&errs);
     ck_assert_int_eq(cg_config_parse_string("two-phase.ini", text, &d.cfg, &errs), 0);
     cg_errors_deinit(&errs);
+    cg_protocols_fill(&d.proto);
     ck_assert_int_eq(cg_daemon_start(&d), 0);
     d.schedlat = cg_schedlat_start(&d);
     ck_assert_ptr_nonnull(d.schedlat);

@@ -9,14 +9,12 @@
 #include "coro/io.h"
 #include "coro/list.h"
 #include "core/conn.h"
-#include "core/relay.h"
 #include "core/reload.h"
 #include "core/upstream.h"
 #include "guard/admission.h"
 #include "guard/breaker.h"
 #include "observe/counters.h"
 #include "observe/log.h"
-#include "proto/ws.h"
 
 static const struct coro_stream_names client_names = { "read client", "write client" };
 
@@ -43,6 +41,7 @@ static void release(struct cg_conn *c)
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
 {
     struct cg_worker *w = l->w;
+    void (*body)(void *) = w->d->proto.session[l->conf->mode];
     int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET, err;
     struct cg_conn *c = coro_slab_alloc(&w->conn_slab);
 
@@ -63,8 +62,8 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
     /* The stream owns fd (even when the open fails): closing it closes fd. */
     err = coro_stream_open(&c->client, fd);
     if (err == 0)
-        err = coro_spawn(w->sched, ws ? cg_ws_session : cg_tcp_session, c,
-                         ws ? "ws session" : "tcp session", &c->co);
+        err = body ? coro_spawn(w->sched, body, c, ws ? "ws session" : "tcp session",
+                                &c->co) : -ENOSYS;
     if (err < 0) {
         release(c);
         return err;

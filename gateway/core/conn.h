@@ -55,7 +55,8 @@ struct cg_conn {
 };
 
 /* Makes the connection for the accepted, non-blocking <fd> on <l> and starts its coroutine
- * (cg_tcp_session or cg_ws_session by the listener's mode). It takes over what admission
+ * (the daemon's proto.session[] for the listener's mode: core/relay.h for tcp, proto/ws.h
+ * for websocket). It takes over what admission
  * handed over: one count in d->conns and <ip_slot>. Returns 0; or a negative errno, and
  * then all of it is released and <fd> is closed. */
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot);

@@ -40,7 +40,6 @@
 #include "proto/refusal.h"
 #include "core/reload.h"
 #include "core/worker.h"
-#include "proto/ws.h"
 
 #define ACCEPTS_PER_WAKEUP 64
 #define EMFILE_PAUSE_MS    100
@@ -753,6 +752,8 @@ void cg_worker_main(void *arg)
     uv_mutex_unlock(&w->lock);
     run_calls(w);       /* those queued since the last wakeup still get their answer */
     leaked = coro_sched_free(w->sched);
+    if (w->d->proto.worker_end)
+        w->d->proto.worker_end();       /* the protocols' per-worker caches */
     if (leaked)
         cg_error("%d coroutines still alive at exit", leaked);
     if (coro_slab_destroy(&w->conn_slab) || coro_slab_destroy(&w->sess_slab))
@@ -781,7 +782,7 @@ int cg_worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
     w->reserve_fd = -1;
     coro_list_init(&w->conns);
     coro_slab_init(&w->conn_slab, sizeof(struct cg_conn));
-    coro_slab_init(&w->sess_slab, cg_ws_session_size());
+    coro_slab_init(&w->sess_slab, d->proto.sess_size);
     coro_list_init(&w->refusing);
     coro_list_init(&w->checks);
     err = uv_loop_init(&w->loop);

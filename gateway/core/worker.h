@@ -106,7 +106,17 @@ enum {
     CG_WREQ_STOP,    /* stop accepting and close every connection now */
 };
 
+/* What core needs of the protocols above it (proto/), handed down by whoever starts the
+ * daemon (cg_protocols_fill() in proto/ws.h): core starts sessions and sizes their slabs
+ * without importing protocol code. */
+struct cg_protocols {
+    void               (*session[2])(void *conn);   /* by enum cg_mode: the coroutine body */
+    size_t               sess_size;                 /* the worker's session slab's objects */
+    void               (*worker_end)(void);         /* on each worker's thread as it ends */
+};
+
 struct cg_daemon {
+    struct cg_protocols  proto;          /* set before cg_daemon_start() */
     /* The generation in force for new connections (reload.h), and its cfg and ups: what
      * the main thread (stats, metrics, reload) reads. Workers read their own w->gen. */
     struct cg_gen       *gen;

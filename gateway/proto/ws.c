@@ -50,6 +50,7 @@
 #include "observe/metrics.h"
 #include "common/rand.h"
 #include "core/conn.h"
+#include "core/relay.h"
 #include "core/reload.h"
 #include "proto/route.h"
 #include "guard/tokenbucket.h"
@@ -364,11 +365,12 @@ static const struct wslay_frame_callbacks frame_callbacks = {
 /* Frame contexts given back at a frame boundary, for the next frame on this thread (each
  * worker runs its sessions on its own thread). One list per role: wslay keeps its "mask
  * the payload" flag once a masked frame was sent, so a context that sent to a backend
- * (masked) must never send to a client. Emptied when the thread's last session ends, so
- * nothing is held by a worker without WebSocket sessions. */
+ * (masked) must never send to a client. At most SPARE_MAX per role, kept as long as the
+ * worker runs (cg_protocols_fill()'s worker_end empties them): freeing them whenever the
+ * thread's last session ended cost a malloc and a free per connection at low
+ * concurrency. */
 static __thread struct work *spares[2];
 static __thread unsigned     nspares[2];
-static __thread unsigned     nsessions;     /* live cg_ws_session()s on this thread */
 
 /* <x>'s work state, from the spares or new. NULL when out of memory. A context is handed
  * on only at a frame boundary both ways with nothing buffered (trimmable()), where wslay's
@@ -1390,7 +1392,6 @@ void cg_ws_session(void *arg)
 
     c->co = coro_self();
     c->client.wq_high = (uint32_t)lc->high_water;
-    nsessions++;
     s = coro_slab_alloc(&c->w->sess_slab);      /* its worker's: coro/slab.h says why */
     if (!s)
         goto out;
@@ -1413,12 +1414,13 @@ out_sess:
     free(s->rate);
     coro_slab_free(&c->w->sess_slab, s);
 out:
-    if (--nsessions == 0)
-        spares_free();
     cg_conn_end(c);
 }
 
-size_t cg_ws_session_size(void)
+void cg_protocols_fill(struct cg_protocols *p)
 {
-    return sizeof(struct sess);
+    p->session[CG_MODE_TCP] = cg_tcp_session;
+    p->session[CG_MODE_WEBSOCKET] = cg_ws_session;
+    p->sess_size = sizeof(struct sess);
+    p->worker_end = spares_free;
 }

@@ -13,15 +13,17 @@
 #ifndef CG_WS_H
 #define CG_WS_H
 
+#include "core/worker.h"
 #include "observe/counters.h"
 
 /* The coroutine body of a websocket listener's connection. Owns <arg> (a struct cg_conn
  * whose client stream is open): closes both streams, updates counters and frees it. */
 void cg_ws_session(void *arg);
 
-/* Bytes of a session's state beside its cg_conn: the size of the worker's session slab
- * (cg_worker.sess_slab). */
-size_t cg_ws_session_size(void);
+/* The session bodies of every listener mode (core/relay.h's for tcp, this one for
+ * websocket), the size of a WebSocket session for the workers' slabs, and the end of a
+ * worker's frame-context cache: what core needs of the protocols, for cg_daemon_start(). */
+void cg_protocols_fill(struct cg_protocols *p);
 
 /* 1 when <code> may appear in a close frame (RFC 6455 §7.4: 1000-1003, 1007-1014,
  * 3000-4999). */
