@@ -311,7 +311,7 @@ bench-coro: deps
 
 $(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/observe/schedlat.o \
                $(BUILD)/gateway/guard/breaker.o $(BUILD)/gateway/guard/tokenbucket.o \
-               $(BUILD)/gateway/observe/log.o $(BUILD)/common/rand.o $(LIBCORO)
+               $(BUILD)/gateway/base/log.o $(BUILD)/common/rand.o $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -37,7 +37,7 @@
 
 #include <bpf/bpf.h>
 
-#include "gateway/observe/log.h"
+#include "gateway/base/log.h"
 #include "gateway/observe/schedlat.h"
 
 #define MAX_CONNS  64

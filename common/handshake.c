@@ -1,4 +1,4 @@
-/* gateway/handshake.c — HTTP/1.1 heads for the WebSocket opening handshake.
+/* common/handshake.c — HTTP/1.1 heads for the WebSocket opening handshake.
  *
  * llhttp does the HTTP grammar (strict mode: bad tokens, CR/LF in values and the like are
  * errors); we count bytes and headers, keep the headers of enum cg_hs_hdr, and pause

@@ -1,4 +1,4 @@
-/* gateway/handshake.h — the WebSocket opening handshake (RFC 6455 §4), both ends.
+/* common/handshake.h — the WebSocket opening handshake (RFC 6455 §4), both ends.
  *
  * A struct cg_handshake parses one HTTP/1.1 head with llhttp, fed in whatever pieces the
  * network delivers, under limits (total head bytes, header count, request-target length),

@@ -1,4 +1,4 @@
-/* gateway/rand.c — per-thread xorshift128+ (Vigna), seeded from getrandom(). A syscall per
+/* common/rand.c — per-thread xorshift128+ (Vigna), seeded from getrandom(). A syscall per
  * mask key or request id would cost more than the frame it masks. */
 #include <sys/random.h>
 #include <time.h>

@@ -1,4 +1,4 @@
-/* gateway/rand.h — fast per-thread pseudo-random numbers for values that must be hard for a
+/* common/rand.h — fast per-thread pseudo-random numbers for values that must be hard for a
  * peer to guess but need not be secret: WebSocket mask keys, request ids, the jitter of
  * Retry-After. Not for keys or tokens (use getrandom() for those). */
 #ifndef CG_RAND_H

@@ -1,4 +1,4 @@
-/* gateway/utf8.c — streaming UTF-8 validation.
+/* common/utf8.c — streaming UTF-8 validation.
  *
  * States name what the next byte must be (RFC 3629 §4 table):
  *   ACCEPT   any lead byte or ASCII

@@ -1,4 +1,4 @@
-/* gateway/utf8.h — a streaming UTF-8 validator (RFC 3629) for WebSocket text messages.
+/* common/utf8.h — a streaming UTF-8 validator (RFC 3629) for WebSocket text messages.
  *
  * The state is one byte, so a message can be validated chunk by chunk as it streams
  * through, whatever the chunk boundaries: no copy, no lookahead. Rejects overlong forms,

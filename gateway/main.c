@@ -33,7 +33,7 @@
 #include "guard/breaker.h"
 #include "config/config.h"
 #include "coro/coro.h"
-#include "observe/log.h"
+#include "base/log.h"
 #include "observe/notify.h"
 #include "core/reload.h"
 #include "observe/schedlat.h"

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/observe/log.h"
+#include "gateway/base/log.h"
 
 struct capture {
     int       saved;    /* the real stderr */

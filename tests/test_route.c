@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "gateway/config/config.h"
-#include "gateway/proto/route.h"
+#include "gateway/config/route.h"
 
 static struct cg_route *parse_ok(const char *spec, size_t *n)
 {

@@ -1,8 +1,8 @@
-/* gateway/observe/counters.c — histogram recording, coroutine census, and the labels of
- * the dimensions counters are kept by (observe/counters.h). */
+/* gateway/base/counters.c — histogram recording, coroutine census, and the labels of
+ * the dimensions counters are kept by (base/counters.h). */
 #include <string.h>
 
-#include "observe/counters.h"
+#include "base/counters.h"
 
 /* ------------------------------------------------------------------ labels */
 

@@ -1,4 +1,4 @@
-/* gateway/observe/counters.h — the ground floor: every counter and histogram of the daemon,
+/* gateway/base/counters.h — the ground floor: every counter and histogram of the daemon,
  * the dimensions they are counted by, and the cheap single-writer ways to bump them.
  *
  * Every room that counts imports this and nothing above it; observe/metrics.c renders what

@@ -1,5 +1,5 @@
-/* gateway/log.c — leveled logging to stderr; see log.h for the line format. */
-#include "observe/log.h"
+/* gateway/base/log.c — leveled logging to stderr; see log.h for the line format. */
+#include "base/log.h"
 
 #include <errno.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* gateway/log.h — leveled logging to stderr, one line per event.
+/* gateway/base/log.h — leveled logging to stderr, one line per event.
  *
  * Every line is written with a single write(2), so lines from different threads never
  * interleave:

@@ -1,4 +1,4 @@
-/* gateway/config.c — the ini configuration: parsing, validation, defaults.
+/* gateway/config/config.c — the ini configuration: parsing, validation, defaults.
  *
  * inih splits "key = value" lines (whitespace and " ;" inline comments stripped); we feed
  * it one line at a time through a reader callback, so we always know the line number, and
@@ -13,7 +13,7 @@
 #include "config/config.h"
 #include "config/config-int.h"
 #include "common/parse.h"
-#include "proto/route.h"
+#include "config/route.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

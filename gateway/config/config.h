@@ -1,4 +1,4 @@
-/* gateway/config.h — the ini configuration: types, loading, validation, value parsers.
+/* gateway/config/config.h — the ini configuration: types, loading, validation, value parsers.
  *
  * The file is split into lines and keys by inih; every check is ours. Sections:
  * [gateway], [admission], [breaker] and [bpf] (at most one each), [listener NAME] and
@@ -23,7 +23,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-#include "observe/log.h"
+#include "base/log.h"
 
 #define CG_CONF_NAME_MAX     64     /* section names and "host:port" strings, NUL included */
 #define CG_CONF_PATH_MAX     4096   /* the config file's path, NUL included */

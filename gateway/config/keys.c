@@ -4,7 +4,7 @@
  * key is adding a row here; its default lives in the row and nowhere else. */
 #include "config/config.h"
 #include "config/config-int.h"
-#include "proto/route.h"
+#include "config/route.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

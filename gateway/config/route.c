@@ -1,11 +1,11 @@
-/* gateway/route.c — parsing and matching a listener's routes (syntax in route.h). */
+/* gateway/config/route.c — parsing and matching a listener's routes (syntax in route.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "proto/route.h"
+#include "config/route.h"
 
 #define NAME_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 #define HOST_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-:[]"

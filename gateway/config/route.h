@@ -1,4 +1,4 @@
-/* gateway/route.h — a WebSocket listener's routes: request path (and Host) to upstream.
+/* gateway/config/route.h — a WebSocket listener's routes: request path (and Host) to upstream.
  *
  * Written in one config key as a list of [HOST]PATH=UPSTREAM items separated by blanks
  * or commas (conf/corogate.ini has examples):

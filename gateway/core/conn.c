@@ -12,9 +12,8 @@
 #include "core/reload.h"
 #include "core/upstream.h"
 #include "guard/admission.h"
-#include "guard/breaker.h"
-#include "observe/counters.h"
-#include "observe/log.h"
+#include "base/counters.h"
+#include "base/log.h"
 
 static const struct coro_stream_names client_names = { "read client", "write client" };
 

@@ -12,7 +12,7 @@
 #include "core/worker.h"
 #include "guard/admission.h"
 #include "guard/breaker.h"
-#include "observe/log.h"
+#include "base/log.h"
 
 /* ------------------------------------------------------------------ sockets */
 

@@ -10,7 +10,7 @@
 #include "core/health.h"
 #include "core/reload.h"
 #include "core/upstream.h"
-#include "observe/log.h"
+#include "base/log.h"
 
 
 static struct cg_ratelimit check_log = CG_RATELIMIT_INIT(10000, 5);

@@ -17,7 +17,7 @@
 #include "core/conn.h"
 #include "core/relay.h"
 #include "core/reload.h"
-#include "observe/counters.h"
+#include "base/counters.h"
 
 #define FLUSH_TIMEOUT_MS 5000
 

@@ -1,4 +1,4 @@
-/* gateway/reload.c — configuration generations and the main thread's half of a reload;
+/* gateway/core/reload.c — configuration generations and the main thread's half of a reload;
  * see reload.h. The workers' half is cg_worker_switch() in worker.c. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -8,7 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "observe/log.h"
+#include "base/log.h"
 #include "core/reload.h"
 #include "core/worker.h"
 

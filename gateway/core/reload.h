@@ -1,4 +1,4 @@
-/* gateway/reload.h — configuration generations, and reloading the configuration in place.
+/* gateway/core/reload.h — configuration generations, and reloading the configuration in place.
  *
  * A generation (struct cg_gen) is a loaded configuration with the run-time state of its
  * upstreams built for it. It is reference-counted: the daemon holds the one in force for

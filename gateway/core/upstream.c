@@ -1,4 +1,4 @@
-/* gateway/upstream.c — server selection and health state. */
+/* gateway/core/upstream.c — server selection and health state. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -7,7 +7,7 @@
 #include <uv.h>
 
 #include "core/upstream.h"
-#include "observe/log.h"
+#include "base/log.h"
 
 struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nworkers)
 {

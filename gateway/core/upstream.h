@@ -1,4 +1,4 @@
-/* gateway/upstream.h — upstream servers at run time: balancing, health, connection counts.
+/* gateway/core/upstream.h — upstream servers at run time: balancing, health, connection counts.
  *
  * An upstream's servers are shared by every worker. What all workers must agree on (up or
  * down, active connections) is atomic; what only steers one worker's choices (the smooth

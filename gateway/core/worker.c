@@ -33,11 +33,9 @@
 #include "guard/breaker.h"
 #include "coro/io.h"
 #include "coro/list.h"
-#include "observe/log.h"
-#include "observe/metrics.h"
+#include "base/log.h"
 #include "core/conn.h"
 #include "core/health.h"
-#include "proto/refusal.h"
 #include "core/reload.h"
 #include "core/worker.h"
 
@@ -90,9 +88,6 @@ static void accept_emfile(struct cg_wlistener *l, int err)
 
 #define NS_PER_MS 1000000ull
 
-static const struct coro_stream_names refused_names = { "read refused client",
-                                                        "write refused client" };
-
 /* Asks admission about a connection from <peer> to <l> (guard/admission.h). */
 static void admit(struct cg_wlistener *l, const struct sockaddr *peer, struct cg_verdict *v)
 {
@@ -114,7 +109,6 @@ static void refuse(struct cg_wlistener *l, int fd, const struct cg_verdict *v,
     struct cg_worker *w = l->w;
     struct cg_admission *a = w->d->adm;
     struct cg_adm_listener *al = l->adm;     /* found by admit() */
-    struct cg_reject *r;
 
     if (v->reason == CG_REJ_MAX_CONNS) {
         CG_STAT_ADD(w->stats.rejected_max, 1);
@@ -125,33 +119,12 @@ static void refuse(struct cg_wlistener *l, int fd, const struct cg_verdict *v,
     }
     if (al && cg_admission_note(a, al, v->reason, uv_hrtime() / NS_PER_MS))
         cg_admission_log_refusal(a, al, w->d->brk, l->conf->name, v, peer);
-    if (l->conf->mode != CG_MODE_WEBSOCKET ||
-        w->rejecting >= atomic_load_explicit(&a->max_rejecting, memory_order_relaxed))
-        goto out_close;
-    r = calloc(1, sizeof(*r));
-    if (!r)
-        goto out_close;
-    if (coro_stream_init(w->sched, &r->c.client) < 0) {
-        free(r);
-        goto out_close;
-    }
-    r->status = v->reason == CG_REJ_RATE || v->reason == CG_REJ_IP_RATE ? 429 : 503;
-    r->retry_s = v->retry_s;
-    r->max_head = l->conf->max_header_size;
-    r->c.client.names = &refused_names;
-    r->c.w = w;
-    r->c.l = l;
-    if (coro_stream_open(&r->c.client, fd) < 0 ||
-        coro_spawn(w->sched, cg_reject_session, r, "ws refusal", &r->c.co) < 0) {
-        coro_stream_close(&r->c.client);    /* closes fd */
-        free(r);
+    /* A WebSocket client is answered (429, 503) while the worker answers fewer than
+     * max_rejecting at once; the protocol room owns the answer. */
+    if (l->conf->mode == CG_MODE_WEBSOCKET && w->d->proto.refuse &&
+        w->rejecting < atomic_load_explicit(&a->max_rejecting, memory_order_relaxed) &&
+        w->d->proto.refuse(l, fd, v->reason, v->retry_s) == 0)
         return;
-    }
-    w->rejecting++;
-    coro_list_add_tail(&w->refusing, &r->c.node);
-    return;
-
-out_close:
     cg_reject_fd(fd, al ? (enum cg_reject_how)atomic_load_explicit(&al->reject,
                                                                    memory_order_relaxed)
                         : CG_REJECT_CLOSE);

@@ -1,4 +1,4 @@
-/* gateway/worker.h — the daemon and its workers: one pinned thread per core, each with its
+/* gateway/core/worker.h — the daemon and its workers: one pinned thread per core, each with its
  * own uv loop, coroutine scheduler and SO_REUSEPORT listening sockets.
  *
  * Workers share nothing on the data path. The main thread talks to them only through
@@ -15,7 +15,7 @@
 #include "coro/coro.h"
 #include "coro/coro-t.h"
 #include "coro/slab.h"
-#include "observe/counters.h"
+#include "base/counters.h"
 #include "core/upstream.h"
 
 struct cg_worker;
@@ -106,6 +106,8 @@ enum {
     CG_WREQ_STOP,    /* stop accepting and close every connection now */
 };
 
+struct cg_wlistener;
+
 /* What core needs of the protocols above it (proto/), handed down by whoever starts the
  * daemon (cg_protocols_fill() in proto/ws.h): core starts sessions and sizes their slabs
  * without importing protocol code. */
@@ -113,6 +115,9 @@ struct cg_protocols {
     void               (*session[2])(void *conn);   /* by enum cg_mode: the coroutine body */
     size_t               sess_size;                 /* the worker's session slab's objects */
     void               (*worker_end)(void);         /* on each worker's thread as it ends */
+    /* Answers a refused client of a websocket listener (enum cg_reject_reason, Retry-After);
+     * 0 once it took <fd>, else the caller closes it. */
+    int                (*refuse)(struct cg_wlistener *l, int fd, int reason, unsigned retry_s);
 };
 
 struct cg_daemon {

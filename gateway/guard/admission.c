@@ -15,8 +15,8 @@
 
 #include "guard/admission.h"
 #include "guard/breaker.h"
-#include "observe/log.h"
-#include "observe/log.h"
+#include "base/log.h"
+#include "base/log.h"
 
 #define WAYS          8         /* entries per set */
 #define MAX_LOCKS     1024      /* stripes: sets share a lock modulo this */

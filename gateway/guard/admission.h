@@ -1,4 +1,4 @@
-/* gateway/admission.h — admission control at accept: a token bucket per listener, one per
+/* gateway/guard/admission.h — admission control at accept: a token bucket per listener, one per
  * client address in a bounded table, and the refusal of what they turn away.
  *
  * Checked in the accepting worker before a coroutine or any upstream work exists, so that
@@ -14,7 +14,7 @@
  * entry of a set holds connections, the newcomer is admitted untracked and counted
  * (fail-open: the global quotas still apply).
  *
- * Rejections are counted per worker and listener by reason (observe/counters.h) and logged
+ * Rejections are counted per worker and listener by reason (base/counters.h) and logged
  * once when a listener starts refusing for a reason and once when it stops (with the
  * count), never per connection.
  */
@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "observe/counters.h"
+#include "base/counters.h"
 #include "config/config.h"
 #include "guard/tokenbucket.h"
 

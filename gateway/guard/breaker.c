@@ -13,9 +13,8 @@
 #include <uv.h>
 
 #include "guard/breaker.h"
-#include "observe/log.h"
+#include "base/log.h"
 #include "common/rand.h"
-#include "observe/schedlat.h"
 
 #define PERMILLE   1000u
 #define NS_PER_MS  1000000ull

@@ -159,6 +159,10 @@ void cg_breaker_sched_sample(struct cg_breaker *b, uint64_t p99_ns, unsigned wor
 /* Copies up to <max> transitions, oldest first, into <out>. Returns how many. */
 size_t cg_breaker_history(struct cg_breaker *b, struct cg_brk_event *out, size_t max);
 
+/* Which scheduling delay a sample is of (observe/schedlat.h measures both): the kernel's
+ * run-queue latency of a worker thread, or a coroutine's ready-to-run delay. */
+enum { CG_SCHED_RUNQ, CG_SCHED_CORO, CG_SCHED_NKINDS };
+
 /* 90% of the memory this process may have: the smaller of the machine's and its cgroup's
  * limit (memory_watermark = auto). 0 when neither can be read. */
 uint64_t cg_breaker_memory_auto(void);

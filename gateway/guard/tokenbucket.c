@@ -1,4 +1,4 @@
-/* gateway/tokenbucket.c — lazily refilled token buckets. */
+/* gateway/guard/tokenbucket.c — lazily refilled token buckets. */
 #include "guard/tokenbucket.h"
 
 #define NS_PER_S 1000000000ull

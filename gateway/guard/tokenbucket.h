@@ -1,4 +1,4 @@
-/* gateway/tokenbucket.h — a token bucket: <rate> tokens per second, at most <burst> saved.
+/* gateway/guard/tokenbucket.h — a token bucket: <rate> tokens per second, at most <burst> saved.
  *
  * Refilled lazily from a monotonic millisecond clock that the caller passes in (uv_now()
  * in a worker), so a bucket costs no timer and no syscall. Tokens are kept in thousandths

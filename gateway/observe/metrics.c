@@ -1,4 +1,4 @@
-/* gateway/metrics.c — JSON and Prometheus renderings of the daemon's counters.
+/* gateway/observe/metrics.c — JSON and Prometheus renderings of the daemon's counters.
  *
  * Latency histograms are ours rather than loadgen/hist.h's HdrHistogram: Prometheus wants
  * fixed `le` buckets anyway, and an HdrHistogram (a 270 KB counts array, plain integers,

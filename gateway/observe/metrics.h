@@ -1,4 +1,4 @@
-/* gateway/metrics.h — the daemon's counters rendered as JSON (`show stats`) and as the
+/* gateway/observe/metrics.h — the daemon's counters rendered as JSON (`show stats`) and as the
  * Prometheus text exposition format (`show metrics`, GET /metrics); latency histograms.
  *
  * Rendering runs on the main thread and reads every counter live: worker counters are
@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#include "observe/counters.h"
+#include "base/counters.h"
 #include "observe/sbuf.h"
 
 struct cg_daemon;

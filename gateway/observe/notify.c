@@ -1,4 +1,4 @@
-/* gateway/notify.c — sd_notify over a datagram socket; see notify.h. */
+/* gateway/observe/notify.c — sd_notify over a datagram socket; see notify.h. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "common/parse.h"
-#include "observe/log.h"
+#include "base/log.h"
 #include "observe/notify.h"
 
 #define NOTIFY_MAX 4096

@@ -1,4 +1,4 @@
-/* gateway/notify.h — the sd_notify protocol, spoken directly (no libsystemd).
+/* gateway/observe/notify.h — the sd_notify protocol, spoken directly (no libsystemd).
  *
  * The service manager passes $NOTIFY_SOCKET: the path of an AF_UNIX datagram socket, or,
  * when it starts with '@', a name in the abstract namespace. Each state change is one

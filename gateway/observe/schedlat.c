@@ -1,4 +1,4 @@
-/* gateway/schedlat.c — loads bpf/schedlat.bpf.c for the worker threads, reads and formats
+/* gateway/observe/schedlat.c — loads bpf/schedlat.bpf.c for the worker threads, reads and formats
  * its per-worker figures.
  *
  * One skeleton, three sets of programs. For each attach path tried, the object is opened
@@ -24,7 +24,7 @@
 
 #include "bpf/schedlat.h"
 #include "guard/breaker.h"
-#include "observe/log.h"
+#include "base/log.h"
 #include "observe/sbuf.h"
 #include "observe/schedlat.h"
 #include "schedlat.skel.h"

@@ -1,4 +1,4 @@
-/* gateway/schedlat.h — scheduler latency of the worker threads, measured in the kernel by
+/* gateway/observe/schedlat.h — scheduler latency of the worker threads, measured in the kernel by
  * bpf/schedlat.bpf.c: the loader (main thread) and the user-side aggregation.
  *
  * Per worker thread: run-queue latency (wake-up, or preemption while runnable, to running
@@ -23,7 +23,8 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "observe/counters.h"
+#include "guard/breaker.h"
+#include "base/counters.h"
 
 struct cg_daemon;
 struct cg_sbuf;
@@ -127,7 +128,6 @@ int cg_sched_loop_read(struct cg_daemon *d, unsigned i, struct cg_sched_hist *ou
 #define CG_SCHED_WINDOW_STEPS 8
 #define CG_SCHED_MIN_SAMPLES  100  /* fewer in a window: its p99 says nothing, counts 0 */
 
-enum { CG_SCHED_RUNQ, CG_SCHED_CORO, CG_SCHED_NKINDS };
 
 struct cg_sched_window;
 

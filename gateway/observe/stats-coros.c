@@ -20,7 +20,7 @@
 #include "coro/coro.h"
 #include "coro/io.h"
 #include "coro/list.h"
-#include "observe/log.h"
+#include "base/log.h"
 #include "core/conn.h"
 #include "core/reload.h"
 #include "observe/schedlat.h"

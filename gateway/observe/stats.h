@@ -1,4 +1,4 @@
-/* gateway/stats.h — the runtime API: a Unix stream socket taking one text command per line
+/* gateway/observe/stats.h — the runtime API: a Unix stream socket taking one text command per line
  * (HAProxy's stats socket in spirit), and an optional HTTP listener serving GET /metrics.
  *
  * Both run on the main thread's loop, never on a worker's. Counters are read live (see

@@ -1,16 +1,50 @@
 /* gateway/proto/refusal.c — the coroutine that answers a refused WebSocket client: it reads
  * no more of the request than it must, answers, and lingers briefly so that the answer is
  * not reset away. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "coro/io.h"
+#include "coro/list.h"
 #include "common/handshake.h"
 #include "core/worker.h"
 #include "guard/admission.h"
 #include "proto/refusal.h"
 
 #define LINGER_MS     200       /* after a refusal's answer, for the client to close */
+
+static const struct coro_stream_names refused_names = { "read refused client",
+                                                        "write refused client" };
+
+int cg_refusal_start(struct cg_wlistener *l, int fd, int reason, unsigned retry_s)
+{
+    struct cg_worker *w = l->w;
+    struct cg_reject *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return -ENOMEM;
+    if (coro_stream_init(w->sched, &r->c.client) < 0) {
+        free(r);
+        return -ENOMEM;
+    }
+    /* The reason in HTTP: a rate says come back later, anything else is unavailable. */
+    r->status = reason == CG_REJ_RATE || reason == CG_REJ_IP_RATE ? 429 : 503;
+    r->retry_s = retry_s;
+    r->max_head = l->conf->max_header_size;
+    r->c.client.names = &refused_names;
+    r->c.w = w;
+    r->c.l = l;
+    if (coro_stream_open(&r->c.client, fd) < 0 ||
+        coro_spawn(w->sched, cg_reject_session, r, "ws refusal", &r->c.co) < 0) {
+        coro_stream_close(&r->c.client);    /* closes fd */
+        free(r);
+        return 0;
+    }
+    w->rejecting++;
+    coro_list_add_tail(&w->refusing, &r->c.node);
+    return 0;
+}
 
 /* Advances a match of "\r\n\r\n" (<m> bytes matched so far) over <n> bytes at <p>;
  * returns 4 once the whole of it went by. */

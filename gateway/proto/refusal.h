@@ -17,6 +17,12 @@ struct cg_reject {
     uint64_t        max_head;   /* the listener's max_header_size */
 };
 
+/* Answers the WebSocket client on <fd>, which admission refused on <l> for <reason> (enum
+ * cg_reject_reason), with 429 or 503 and Retry-After: <retry_s>, in a coroutine of <l>'s
+ * worker. Returns 0 once <fd> is taken (closed already, should the coroutine not start),
+ * or -ENOMEM with <fd> left to the caller. */
+int cg_refusal_start(struct cg_wlistener *l, int fd, int reason, unsigned retry_s);
+
 /* The coroutine body of a websocket listener's connection refused at accept. <arg> is a
  * struct cg_reject (owned: freed at the end). Reads the opening request (until its empty
  * line, max_header_size bytes or [admission] reject_timeout, whichever first, never more),

@@ -1,4 +1,4 @@
-/* gateway/ws.c — the WebSocket session: handshakes, then a frame-by-frame relay.
+/* gateway/proto/ws.c — the WebSocket session: handshakes, then a frame-by-frame relay.
  *
  * Relay model. One coroutine drives both sides and never blocks on a write (as the TCP
  * relay: a blocking write in a single coroutine would deadlock against an echo peer). Each
@@ -43,19 +43,18 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
-#include "guard/breaker.h"
 #include "coro/io.h"
 #include "common/handshake.h"
-#include "observe/log.h"
-#include "observe/metrics.h"
+#include "base/log.h"
 #include "common/rand.h"
 #include "core/conn.h"
 #include "core/relay.h"
 #include "core/reload.h"
-#include "proto/route.h"
+#include "config/route.h"
 #include "guard/tokenbucket.h"
 #include "common/utf8.h"
 #include "core/worker.h"
+#include "proto/refusal.h"
 #include "proto/ws.h"
 
 #define SPARE_MAX        16        /* frame contexts cached per worker and role (work_put()) */
@@ -1423,4 +1422,5 @@ void cg_protocols_fill(struct cg_protocols *p)
     p->session[CG_MODE_WEBSOCKET] = cg_ws_session;
     p->sess_size = sizeof(struct sess);
     p->worker_end = spares_free;
+    p->refuse = cg_refusal_start;
 }

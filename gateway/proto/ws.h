@@ -1,4 +1,4 @@
-/* gateway/ws.h — a WebSocket listener's connection: handshake, backend, message relay.
+/* gateway/proto/ws.h — a WebSocket listener's connection: handshake, backend, message relay.
  *
  * One coroutine per connection (cg_ws_session). It reads the opening request under the
  * listener's limits and handshake_timeout, answers health checks and refusals itself,
@@ -14,7 +14,7 @@
 #define CG_WS_H
 
 #include "core/worker.h"
-#include "observe/counters.h"
+#include "base/counters.h"
 
 /* The coroutine body of a websocket listener's connection. Owns <arg> (a struct cg_conn
  * whose client stream is open): closes both streams, updates counters and frees it. */
