@@ -8,7 +8,7 @@
  * (corogate-loadgen serve) and the client threads run on CPU 1. Each client connection
  * keeps DEPTH messages of SIZE bytes in flight (a new one per echo received). The load
  * runs throughout, and the benchmark itself loads the same probes the daemon would
- * (gateway/schedlat.c, aimed at the daemon's process and worker TID) for some windows:
+ * (gateway/observe/schedlat.c, aimed at the daemon's process and worker TID) for some windows:
  * windows go off, tp_btf, raw_tp, raw_tp, tp_btf, off (ABCCBA, so that a drift of the
  * machine falls on every mode alike), CYCLES times. A shared machine is noisy; comparing
  * each probed window with the unprobed windows next to it, and taking the median of those

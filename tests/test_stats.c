@@ -308,7 +308,7 @@ static void fake_deinit(struct fake *f)
 START_TEST(test_counter_tables_complete)
 {
     /* Every _Atomic uint64_t of struct cg_worker_stats is rendered: a counter added to the
-     * struct needs its row in gateway/metrics.c's worker_counters[]. */
+     * struct needs its row in gateway/observe/metrics.c's worker_counters[]. */
     ck_assert_msg(cg_metrics_worker_counters() * sizeof(uint64_t) ==
                   sizeof(struct cg_worker_stats),
                   "struct cg_worker_stats has %zu counters, metrics.c renders %zu: add rows "
