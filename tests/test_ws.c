@@ -899,17 +899,14 @@ START_TEST(test_ws_client_cannot_eject)
     static const char empty_host[] =
         "GET /echo HTTP/1.1\r\nHost:\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    static const char denied[] =
-        "GET /denied HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n";
     struct backend be[2];
     struct th_daemon *d;
-    char srv[128], line[128];
+    char srv[128], line[128], denied[512];
     uint8_t buf[16];
     int port, i, fd, op;
     char *a;
 
+    snprintf(denied, sizeof(denied), upgrade_fmt, "/denied", "");
     backend_start(&be[0], "--refuse", "/denied=403");
     backend_start(&be[1], "--refuse", "/denied=403");
     snprintf(srv, sizeof(srv), "127.0.0.1:%d, 127.0.0.1:%d", be[0].port, be[1].port);
@@ -919,7 +916,7 @@ START_TEST(test_ws_client_cannot_eject)
         TH_ASSERT(d, strncmp(a, "HTTP/1.1 400 ", 13) == 0, "empty Host %d: %s", i,
                   status_line(a, line, sizeof(line)));
         free(a);
-        a = http_exchange(d, port, denied, sizeof(denied) - 1);
+        a = http_exchange(d, port, denied, strlen(denied));
         TH_ASSERT(d, strncmp(a, "HTTP/1.1 403 ", 13) == 0, "refused path %d: %s", i,
                   status_line(a, line, sizeof(line)));
         free(a);
@@ -952,26 +949,23 @@ END_TEST
  * fault: the status reaches the client, and eject_consecutive_failures of them eject it. */
 START_TEST(test_ws_backend_5xx_ejects)
 {
-    static const char broken[] =
-        "GET /broken HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n";
     struct backend be;
     struct th_daemon *d;
-    char srv[64], line[128];
+    char srv[64], line[128], broken[512];
     int port, i;
     char *a;
 
+    snprintf(broken, sizeof(broken), upgrade_fmt, "/broken", "");
     backend_start(&be, "--refuse", "/broken=500");
     d = ws_start(NULL, servers_at(be.port, srv, sizeof(srv)),
                  "eject_consecutive_failures = 3\neject_cooldown = 60s\n", &port);
     for (i = 0; i < 3; i++) {
-        a = http_exchange(d, port, broken, sizeof(broken) - 1);
+        a = http_exchange(d, port, broken, strlen(broken));
         TH_ASSERT(d, strncmp(a, "HTTP/1.1 500 ", 13) == 0, "request %d: %s", i,
                   status_line(a, line, sizeof(line)));
         free(a);
     }
-    a = http_exchange(d, port, broken, sizeof(broken) - 1);
+    a = http_exchange(d, port, broken, strlen(broken));
     TH_ASSERT(d, strncmp(a, "HTTP/1.1 502 ", 13) == 0, "after 3 failures: %s",
               status_line(a, line, sizeof(line)));
     free(a);

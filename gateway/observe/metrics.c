@@ -285,23 +285,6 @@ static uint64_t log2_total(const struct cg_sched_hist *h)
     return n;
 }
 
-/* `{"count":..,"sum_ns":..,...,"log2_us":[...]}`, as `show sched json` writes it. */
-static void json_log2(struct cg_sbuf *b, const struct cg_sched_hist *h)
-{
-    unsigned i;
-
-    cg_sbuf_printf(b, "{\"count\":%llu,\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,"
-                   "\"p99_ns\":%llu,\"p999_ns\":%llu,\"log2_us\":[",
-                   (unsigned long long)log2_total(h), (unsigned long long)h->sum_ns,
-                   (unsigned long long)h->max_ns,
-                   (unsigned long long)cg_sched_hist_percentile(h, 50),
-                   (unsigned long long)cg_sched_hist_percentile(h, 99),
-                   (unsigned long long)cg_sched_hist_percentile(h, 99.9));
-    for (i = 0; i < CG_SCHED_SLOTS; i++)
-        cg_sbuf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)h->slots[i]);
-    cg_sbuf_add(b, "]}", 2);
-}
-
 /* ------------------------------------------------------------------ JSON */
 
 static void json_hist(struct cg_sbuf *b, const struct cg_lat_hist *h)
@@ -453,11 +436,11 @@ static void json_worker_sched(struct cg_sbuf *b, const struct sched_view *v,
 
     if (v && v->has_coro) {
         cg_sbuf_printf(b, ",\"coro_ready\":");
-        json_log2(b, &v->coro);
+        cg_sched_hist_json(b, &v->coro, log2_total(&v->coro));
     }
     if (v && v->has_k) {
         cg_sbuf_printf(b, ",\"sched\":{\"tid\":%d,\"runq\":", v->k.tid);
-        json_log2(b, &v->k.runq);
+        cg_sched_hist_json(b, &v->k.runq, log2_total(&v->k.runq));
         cg_sbuf_printf(b, ",\"switches\":{\"voluntary\":%llu,\"involuntary\":%llu},"
                        "\"off_cpu_ns\":{\"voluntary\":%llu,\"involuntary\":%llu},"
                        "\"wakeups\":%llu,\"migrations\":%llu}",
@@ -501,7 +484,7 @@ static void json_workers(struct cg_sbuf *b, const struct cg_daemon *d,
             cg_sched_hist_load(&h, (const struct cg_log2_hist *)((const char *)&wk->stats +
                                                                  worker_log2s[k].off));
             cg_sbuf_printf(b, ",\"%s\":", worker_log2s[k].json);
-            json_log2(b, &h);
+            cg_sched_hist_json(b, &h, log2_total(&h));
         }
         json_worker_sched(b, v ? &v[w] : NULL, census ? &census[w] : NULL);
         cg_sbuf_add(b, "}", 1);

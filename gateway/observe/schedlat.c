@@ -889,20 +889,26 @@ static void format_text(struct cg_sbuf *f, const struct cg_schedlat *s, struct c
     }
 }
 
-static void json_hist(struct cg_sbuf *f, const char *name, const struct cg_sched_hist *h)
+void cg_sched_hist_json(struct cg_sbuf *b, const struct cg_sched_hist *h, uint64_t count)
 {
     unsigned k;
 
-    cg_sbuf_printf(f, "\"%s\":{\"count\":%llu,\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,"
-            "\"p99_ns\":%llu,\"p999_ns\":%llu,\"log2_us\":[", name,
-            (unsigned long long)h->count, (unsigned long long)h->sum_ns,
-            (unsigned long long)h->max_ns,
-            (unsigned long long)cg_sched_hist_percentile(h, 50),
-            (unsigned long long)cg_sched_hist_percentile(h, 99),
-            (unsigned long long)cg_sched_hist_percentile(h, 99.9));
+    cg_sbuf_printf(b, "{\"count\":%llu,\"sum_ns\":%llu,\"max_ns\":%llu,\"p50_ns\":%llu,"
+                   "\"p99_ns\":%llu,\"p999_ns\":%llu,\"log2_us\":[",
+                   (unsigned long long)count, (unsigned long long)h->sum_ns,
+                   (unsigned long long)h->max_ns,
+                   (unsigned long long)cg_sched_hist_percentile(h, 50),
+                   (unsigned long long)cg_sched_hist_percentile(h, 99),
+                   (unsigned long long)cg_sched_hist_percentile(h, 99.9));
     for (k = 0; k < CG_SCHED_SLOTS; k++)
-        cg_sbuf_printf(f, "%s%llu", k ? "," : "", (unsigned long long)h->slots[k]);
-    cg_sbuf_add(f, "]}", strlen("]}"));
+        cg_sbuf_printf(b, "%s%llu", k ? "," : "", (unsigned long long)h->slots[k]);
+    cg_sbuf_add(b, "]}", 2);
+}
+
+static void json_hist(struct cg_sbuf *f, const char *name, const struct cg_sched_hist *h)
+{
+    cg_sbuf_printf(f, "\"%s\":", name);
+    cg_sched_hist_json(f, h, h->count);
 }
 
 static void format_json(struct cg_sbuf *f, const struct cg_schedlat *s, struct cg_daemon *d)

@@ -165,6 +165,11 @@ int cg_schedlat_watch(struct cg_schedlat *s, struct cg_daemon *d, uint64_t now_m
 int cg_schedlat_format(const struct cg_schedlat *s, struct cg_daemon *d, int json,
                        struct cg_sbuf *b);
 
+/* Appends <h> as `{"count":..,"sum_ns":..,"max_ns":..,"p50_ns":..,"p99_ns":..,
+ * "p999_ns":..,"log2_us":[...]}` with <count> as its count: the one JSON shape of a log2
+ * histogram, for `show sched json` and `show stats`. */
+void cg_sched_hist_json(struct cg_sbuf *b, const struct cg_sched_hist *h, uint64_t count);
+
 /* Finds the kernel text symbol for function <base> in the kallsyms-format file <path>
  * (NULL = /proc/kallsyms): <base> itself, else a compiler-made clone of it such as
  * "<base>.isra.0" or "<base>.constprop.0" (never ".part"/".cold" pieces, never a
