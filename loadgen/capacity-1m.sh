@@ -202,8 +202,19 @@ ulimit -Hn "$WANT_FDS" 2>/dev/null
 ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || ulimit -Sn "$WANT_FDS" 2>/dev/null
 NOFILE=$(ulimit -Sn)
 [ "$NOFILE" = unlimited ] && NOFILE=$WANT_FDS
+# Why the hard limit stayed where it was: raising it takes CAP_SYS_RESOURCE (bit 24 of the
+# effective set), which containers and sandboxes drop even for root.
+NOFILE_WHY=""
+if [ "$NOFILE" -lt "$WANT_FDS" ]; then
+    cap=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
+    if [ -n "$cap" ] && [ $(( 0x$cap >> 24 & 1 )) -eq 0 ]; then
+        NOFILE_WHY="hard RLIMIT_NOFILE $(ulimit -Hn) and no CAP_SYS_RESOURCE to raise it"
+    else
+        NOFILE_WHY="hard RLIMIT_NOFILE $(ulimit -Hn) (fs.nr_open $(sys_get fs.nr_open))"
+    fi
+fi
 say "ulimit -n: asked $WANT_FDS, got $NOFILE (hard $(ulimit -Hn)); fs.nr_open" \
-    "$(sys_get fs.nr_open), fs.file-max $(sys_get fs.file-max)"
+    "$(sys_get fs.nr_open), fs.file-max $(sys_get fs.file-max)${NOFILE_WHY:+; $NOFILE_WHY}"
 
 # ------------------------------------------------------------------ 3. the count
 naddr() {   # addresses in "A.B.C.D-A.B.C.E[,...]" (ranges in the last octet) or single ones
@@ -491,6 +502,8 @@ SUMMARY=$(printf '{"schema": "corogate.capacity-1m/1", "date": "%s", "host": {"c
     "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$NCPU")
 SUMMARY+=$(printf '"mem_gib": %s, "kernel": "%s"}, "binaries": "%s", "nofile": %d, ' \
     "$(awk -v k="$MEM_KB" 'BEGIN { printf "%.1f", k / 1048576 }')" "$(uname -r)" "$BIN" "$NOFILE")
+SUMMARY+=$(printf '"nofile_limited_by": %s, ' \
+    "$([ -n "$NOFILE_WHY" ] && printf '"%s"' "$NOFILE_WHY" || echo null)")
 SUMMARY+=$(printf '"sysctl_failed": [%s], "rate": %d, "hold_s": %d, "msg_interval_s": %d, ' \
     "$fails" "$RATE" "$HOLD" "$MSG_INTERVAL")
 SUMMARY+=$(printf '"loadgen_procs": %d, "backends": %d, "workers": %d, ' \
