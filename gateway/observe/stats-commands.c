@@ -71,7 +71,7 @@ static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
     const struct cg_runtime *rt = st->rt;
     const struct cg_daemon *d = rt->d;
     const struct cg_config *cfg = d->cfg;
-    uint64_t up = now_ms() - rt->started_ms;
+    uint64_t up = cg_stats__now_ms() - rt->started_ms;
     char t1[40], t2[40];
     unsigned i;
 

@@ -132,7 +132,7 @@ struct cg_stats {
     char                path[CG_CONF_SOCKPATH_MAX];
 };
 
-static inline uint64_t now_ms(void)
+static inline uint64_t cg_stats__now_ms(void)
 {
     return uv_hrtime() / 1000000;
 }
