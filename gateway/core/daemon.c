@@ -67,6 +67,7 @@ static int bind_listeners(struct cg_daemon *d)
 {
     const struct cg_config *cfg = d->cfg;
     unsigned i, k;
+    int err;
     char addr[80];
 
     for (i = 0; i < cfg->nlisteners; i++) {
@@ -91,11 +92,14 @@ static int bind_listeners(struct cg_daemon *d)
                           d->nworkers, l->up->conf->name);
             }
             l->fd = fd;
-            uv_poll_init(&d->workers[k].loop, &l->poll, fd);
-            l->poll.data = l;
-            uv_timer_init(&d->workers[k].loop, &l->backoff);
-            l->backoff.data = l;
-            l->handles = 1;
+            err = cg_wlistener_watch(l, &d->workers[k].loop);
+            if (err < 0) {
+                close(fd);
+                l->fd = -1;
+                cg_error("listener %s: cannot watch its socket: %s", l->conf->name,
+                         uv_strerror(err));
+                return err;
+            }
         }
     }
     return 0;

@@ -1,5 +1,6 @@
-/* gateway/core/reload.c — configuration generations and the main thread's half of a reload;
- * see reload.h. The workers' half is cg_worker_switch() in worker.c. */
+/* gateway/core/reload.c — configuration generations and a reload: the main thread's half
+ * (build the next generation, bind its new sockets, send each worker its switch) and each
+ * worker's half (cg_worker_switch(), on the worker's thread); see reload.h. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
@@ -10,6 +11,9 @@
 
 #include "base/log.h"
 #include "core/reload.h"
+#include "coro/list.h"
+#include "core/conn.h"
+#include "core/health.h"
 #include "core/worker.h"
 
 /* ------------------------------------------------------------------ generations */
@@ -305,14 +309,20 @@ static struct cg_wswitch *build_switch(struct cg_reload *r, struct cg_worker *w,
     return sw;
 }
 
-/* A switch that will never run (the worker has ended): undone on the main thread. */
-static void discard_switch(struct cg_wswitch *sw)
+/* Closes the sockets <sw> opened for its listeners (those it keeps are the worker's). */
+static void close_new_sockets(struct cg_wswitch *sw)
 {
     unsigned i;
 
     for (i = 0; i < sw->nls; i++)
         if (!sw->map[i].keep && sw->ls[i].fd >= 0)
             close(sw->ls[i].fd);
+}
+
+/* A switch that will never run (the worker has ended): undone on the main thread. */
+static void discard_switch(struct cg_wswitch *sw)
+{
+    close_new_sockets(sw);
     free(sw->ls);
     cg_gen_put(sw->gen);
     free(sw);
@@ -445,4 +455,155 @@ out_nomem:
         cg_config_free(cfg);
     snprintf(msg, size, "out of memory; still running generation %u", old->id);
     return -ENOMEM;
+}
+
+/* ------------------------------------------------------------------ the workers' half */
+
+void cg_listener_stats_copy(struct cg_listener_stats *dst, const struct cg_listener_stats *src)
+{
+    _Atomic uint64_t *to = (_Atomic uint64_t *)dst;
+    _Atomic uint64_t *from = (_Atomic uint64_t *)src;
+    size_t i;
+
+    _Static_assert(sizeof(*dst) % sizeof(uint64_t) == 0, "listener stats are all counters");
+    for (i = 0; i < sizeof(*dst) / sizeof(uint64_t); i++)
+        atomic_store_explicit(&to[i], atomic_load_explicit(&from[i], memory_order_relaxed),
+                              memory_order_relaxed);
+}
+
+/* An array of listeners replaced by a reload: freed once its handles are closed. */
+struct retired_ls {
+    struct cg_wlistener *ls;
+    unsigned             pending;       /* handles not closed yet */
+};
+
+static void on_old_closed(uv_handle_t *h)
+{
+    struct retired_ls *rl = h->data;
+
+    if (--rl->pending == 0) {
+        free(rl->ls);
+        free(rl);
+    }
+}
+
+static void retire_handles(struct cg_wlistener *l, struct retired_ls *rl)
+{
+    if (!l->handles)
+        return;
+    l->poll.data = l->backoff.data = rl;
+    uv_close((uv_handle_t *)&l->poll, on_old_closed);
+    uv_close((uv_handle_t *)&l->backoff, on_old_closed);
+    rl->pending += 2;
+    l->handles = 0;
+}
+
+/* A switch that a worker does not apply (out of memory, or stopping): its new sockets
+ * close. */
+static void refuse_switch(struct cg_worker *w, struct cg_wswitch *sw)
+{
+    close_new_sockets(sw);
+    /* The main thread may show this array (stats): kept until cg_daemon_join() or a later
+     * switch, the newest only (the main thread shows no older one). */
+    free(w->discarded);
+    w->discarded = sw->ls;
+    cg_gen_put(sw->gen);
+}
+
+void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call)
+{
+    struct cg_wswitch *sw = (struct cg_wswitch *)call;
+    void (*done)(struct cg_wswitch *, int) = sw->done;
+    struct cg_wlistener *ols = w->wls;
+    struct cg_gen *old = w->gen;
+    struct retired_ls *rl = NULL;
+    struct coro_list *n;
+    unsigned nold = w->nwls, i, j;
+    int *to = NULL, err;
+
+    if (!w->stopping) {
+        rl = calloc(1, sizeof(*rl));
+        to = malloc((nold ? nold : 1) * sizeof(*to));
+        if (!rl || !to)
+            cg_error("reload: worker %u: out of memory; it stays on generation %u", w->id,
+                     old->id);
+    }
+    if (!rl || !to) {
+        free(rl);
+        free(to);
+        refuse_switch(w, sw);
+        done(sw, 0);
+        free(sw);
+        return;
+    }
+    for (j = 0; j < nold; j++)
+        to[j] = -1;
+    for (i = 0; i < sw->nls; i++)
+        if (sw->map[i].from >= 0 && (unsigned)sw->map[i].from < nold)
+            to[sw->map[i].from] = (int)i;
+    /* Sockets that go: what they queued is accepted now, under the old generation. */
+    for (j = 0; j < nold; j++)
+        if (to[j] < 0 || !sw->map[to[j]].keep)
+            cg_wlistener_accept_queued(&ols[j]);
+    for (i = 0; i < sw->nls; i++) {
+        struct cg_wlistener *l = &sw->ls[i];
+        int from = sw->map[i].from;
+
+        if (from >= 0 && (unsigned)from < nold) {
+            cg_listener_stats_copy(&l->stats, &ols[from].stats);
+            /* One handle per descriptor and loop: the old one goes first. */
+            if (sw->map[i].keep) {
+                retire_handles(&ols[from], rl);
+                ols[from].fd = -1;
+            }
+        }
+        err = cg_wlistener_watch(l, &w->loop);
+        if (err < 0) {
+            cg_error("reload: listener %s: worker %u cannot watch its socket: %s",
+                     l->conf->name, w->id, uv_strerror(err));
+            continue;
+        }
+        cg_wlistener_accept(l);
+    }
+    for (j = 0; j < nold; j++) {
+        retire_handles(&ols[j], rl);
+        if (ols[j].fd >= 0)
+            close(ols[j].fd);
+        ols[j].fd = -1;
+    }
+    /* Connections stay on their generation; counters follow the listener's name and the
+     * server's address into the new one. */
+    for (n = w->conns.next; n != &w->conns; n = n->next) {
+        struct cg_conn *c = coro_list_entry(n, struct cg_conn, node);
+        uintptr_t at = (uintptr_t)c->l, lo = (uintptr_t)ols;
+
+        if (at >= lo && at < lo + nold * sizeof(*ols)) {
+            j = (unsigned)((at - lo) / sizeof(*ols));
+            c->l = to[j] >= 0 ? &sw->ls[to[j]] : &w->retired;
+            if (to[j] < 0)              /* its end takes it off there */
+                CG_STAT_ADD(w->retired.stats.active, 1);
+        }
+        cg_conn_move_server(c, old, sw->gen);
+    }
+    if (rl->pending == 0) {
+        free(ols);
+        free(rl);
+    } else {
+        rl->ls = ols;
+    }
+    free(to);
+    free(w->discarded);             /* the main thread shows sw->ls now */
+    w->discarded = NULL;
+    w->wls = sw->ls;
+    w->nwls = sw->nls;
+    w->gen = sw->gen;
+    if (w->id == 0) {
+        /* Health checks follow the servers of the new generation. */
+        cg_health_stop(w);
+        cg_health_start(w);
+    }
+    cg_info("reload: worker %u runs generation %u", w->id, w->gen->id);
+    cg_gen_put(old);
+    done(sw, 1);
+    free(sw);
 }

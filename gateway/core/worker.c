@@ -184,6 +184,34 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
     }
 }
 
+int cg_wlistener_watch(struct cg_wlistener *l, uv_loop_t *loop)
+{
+    int err = uv_poll_init(loop, &l->poll, l->fd);
+
+    if (err < 0)
+        return err;
+    l->poll.data = l;
+    uv_timer_init(loop, &l->backoff);
+    l->backoff.data = l;
+    l->handles = 1;
+    return 0;
+}
+
+void cg_wlistener_accept(struct cg_wlistener *l)
+{
+    uv_poll_start(&l->poll, UV_READABLE, on_acceptable);
+}
+
+/* Accepts what is queued on <l>, a socket about to close, so that nothing already queued
+ * is refused: bounded by the queue's length. */
+void cg_wlistener_accept_queued(struct cg_wlistener *l)
+{
+    unsigned i, n = 1 + l->conf->backlog / ACCEPTS_PER_WAKEUP;
+
+    for (i = 0; i < n && l->fd >= 0 && !l->paused; i++)
+        on_acceptable(&l->poll, 0, UV_READABLE);
+}
+
 /* ------------------------------------------------------------------ breaker timer */
 
 /* Descriptors open now, from /proc/self/fd (only while there are few). */
@@ -236,7 +264,7 @@ static void on_brk_timer(uv_timer_t *t)
         uv_timer_set_repeat(t, iv);
 }
 
-/* ------------------------------------------------------------------ reload, liveness */
+/* ------------------------------------------------------------------ liveness */
 
 /* What the counters of connections whose listener a reload removed belong to
  * (w->retired); never used to accept. */
@@ -244,172 +272,6 @@ static const struct cg_listener_conf retired_conf = {
     .name = "(removed by reload)",
     .max_header_size = 8192,
 };
-
-void cg_listener_stats_copy(struct cg_listener_stats *dst, const struct cg_listener_stats *src)
-{
-    _Atomic uint64_t *to = (_Atomic uint64_t *)dst;
-    _Atomic uint64_t *from = (_Atomic uint64_t *)src;
-    size_t i;
-
-    _Static_assert(sizeof(*dst) % sizeof(uint64_t) == 0, "listener stats are all counters");
-    for (i = 0; i < sizeof(*dst) / sizeof(uint64_t); i++)
-        atomic_store_explicit(&to[i], atomic_load_explicit(&from[i], memory_order_relaxed),
-                              memory_order_relaxed);
-}
-
-/* An array of listeners replaced by a reload: freed once its handles are closed. */
-struct retired_ls {
-    struct cg_wlistener *ls;
-    unsigned             pending;       /* handles not closed yet */
-};
-
-static void on_old_closed(uv_handle_t *h)
-{
-    struct retired_ls *rl = h->data;
-
-    if (--rl->pending == 0) {
-        free(rl->ls);
-        free(rl);
-    }
-}
-
-static void retire_handles(struct cg_wlistener *l, struct retired_ls *rl)
-{
-    if (!l->handles)
-        return;
-    l->poll.data = l->backoff.data = rl;
-    uv_close((uv_handle_t *)&l->poll, on_old_closed);
-    uv_close((uv_handle_t *)&l->backoff, on_old_closed);
-    rl->pending += 2;
-    l->handles = 0;
-}
-
-/* Accepts what is queued on <l>, a socket about to close, so that nothing already queued
- * is refused: bounded by the queue's length. */
-static void accept_queued(struct cg_wlistener *l)
-{
-    unsigned i, n = 1 + l->conf->backlog / ACCEPTS_PER_WAKEUP;
-
-    for (i = 0; i < n && l->fd >= 0 && !l->paused; i++)
-        on_acceptable(&l->poll, 0, UV_READABLE);
-}
-
-/* A switch that is not applied: its new sockets close (kept ones are the worker's). */
-static void discard_switch(struct cg_worker *w, struct cg_wswitch *sw)
-{
-    unsigned i;
-
-    for (i = 0; i < sw->nls; i++)
-        if (!sw->map[i].keep && sw->ls[i].fd >= 0)
-            close(sw->ls[i].fd);
-    /* The main thread may show this array (stats): kept until cg_daemon_join() or a later
-     * switch, the newest only (the main thread shows no older one). */
-    free(w->discarded);
-    w->discarded = sw->ls;
-    cg_gen_put(sw->gen);
-}
-
-void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call)
-{
-    struct cg_wswitch *sw = (struct cg_wswitch *)call;
-    void (*done)(struct cg_wswitch *, int) = sw->done;
-    struct cg_wlistener *ols = w->wls;
-    struct cg_gen *old = w->gen;
-    struct retired_ls *rl = NULL;
-    struct coro_list *n;
-    unsigned nold = w->nwls, i, j;
-    int *to = NULL, err;
-
-    if (!w->stopping) {
-        rl = calloc(1, sizeof(*rl));
-        to = malloc((nold ? nold : 1) * sizeof(*to));
-        if (!rl || !to)
-            cg_error("reload: worker %u: out of memory; it stays on generation %u", w->id,
-                     old->id);
-    }
-    if (!rl || !to) {
-        free(rl);
-        free(to);
-        discard_switch(w, sw);
-        done(sw, 0);
-        free(sw);
-        return;
-    }
-    for (j = 0; j < nold; j++)
-        to[j] = -1;
-    for (i = 0; i < sw->nls; i++)
-        if (sw->map[i].from >= 0 && (unsigned)sw->map[i].from < nold)
-            to[sw->map[i].from] = (int)i;
-    /* Sockets that go: what they queued is accepted now, under the old generation. */
-    for (j = 0; j < nold; j++)
-        if (to[j] < 0 || !sw->map[to[j]].keep)
-            accept_queued(&ols[j]);
-    for (i = 0; i < sw->nls; i++) {
-        struct cg_wlistener *l = &sw->ls[i];
-        int from = sw->map[i].from;
-
-        if (from >= 0 && (unsigned)from < nold) {
-            cg_listener_stats_copy(&l->stats, &ols[from].stats);
-            /* One handle per descriptor and loop: the old one goes first. */
-            if (sw->map[i].keep) {
-                retire_handles(&ols[from], rl);
-                ols[from].fd = -1;
-            }
-        }
-        err = uv_poll_init(&w->loop, &l->poll, l->fd);
-        if (err < 0) {
-            cg_error("reload: listener %s: worker %u cannot watch its socket: %s",
-                     l->conf->name, w->id, uv_strerror(err));
-            continue;
-        }
-        l->poll.data = l;
-        uv_timer_init(&w->loop, &l->backoff);
-        l->backoff.data = l;
-        l->handles = 1;
-        uv_poll_start(&l->poll, UV_READABLE, on_acceptable);
-    }
-    for (j = 0; j < nold; j++) {
-        retire_handles(&ols[j], rl);
-        if (ols[j].fd >= 0)
-            close(ols[j].fd);
-        ols[j].fd = -1;
-    }
-    /* Connections stay on their generation; counters follow the listener's name and the
-     * server's address into the new one. */
-    for (n = w->conns.next; n != &w->conns; n = n->next) {
-        struct cg_conn *c = coro_list_entry(n, struct cg_conn, node);
-        uintptr_t at = (uintptr_t)c->l, lo = (uintptr_t)ols;
-
-        if (at >= lo && at < lo + nold * sizeof(*ols)) {
-            j = (unsigned)((at - lo) / sizeof(*ols));
-            c->l = to[j] >= 0 ? &sw->ls[to[j]] : &w->retired;
-            if (to[j] < 0)              /* its end takes it off there */
-                CG_STAT_ADD(w->retired.stats.active, 1);
-        }
-        cg_conn_move_server(c, old, sw->gen);
-    }
-    if (rl->pending == 0) {
-        free(ols);
-        free(rl);
-    } else {
-        rl->ls = ols;
-    }
-    free(to);
-    free(w->discarded);             /* the main thread shows sw->ls now */
-    w->discarded = NULL;
-    w->wls = sw->ls;
-    w->nwls = sw->nls;
-    w->gen = sw->gen;
-    if (w->id == 0) {
-        /* Health checks follow the servers of the new generation. */
-        cg_health_stop(w);
-        cg_health_start(w);
-    }
-    cg_info("reload: worker %u runs generation %u", w->id, w->gen->id);
-    cg_gen_put(old);
-    done(sw, 1);
-    free(sw);
-}
 
 /* Event-loop lag. libuv runs check handles newest first, so lag_check, started after the
  * scheduler's own check handle (coro_sched_new()), runs before the ready coroutines do: it
@@ -705,7 +567,7 @@ void cg_worker_main(void *arg)
     /* For the scheduler probes' TID filter (schedlat.h), once on the CPU it stays on. */
     atomic_store(&w->tid, (int)gettid());
     for (i = 0; i < w->nwls; i++)
-        uv_poll_start(&w->wls[i].poll, UV_READABLE, on_acceptable);
+        cg_wlistener_accept(&w->wls[i]);
     uv_timer_start(&w->beat, on_beat, 0, w->d->beat_ms ? w->d->beat_ms : 1000);
     uv_unref((uv_handle_t *)&w->beat);
     if (w->id == 0) {

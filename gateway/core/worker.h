@@ -205,6 +205,17 @@ void cg_daemon_apply_limits(struct cg_daemon *d, const struct cg_config *cfg);
  * the same server of the new one (when there is one). */
 void cg_worker_switch(struct cg_worker *w, struct cg_wcall *call);
 
+/* Watches <l>'s listening socket (l->fd) from <loop>: its poll and back-off handles.
+ * Returns 0 or a libuv error. */
+int cg_wlistener_watch(struct cg_wlistener *l, uv_loop_t *loop);
+
+/* Starts accepting on <l> (watched). Its worker's thread. */
+void cg_wlistener_accept(struct cg_wlistener *l);
+
+/* Accepts what is queued on <l>, a socket about to close, so that nothing already queued
+ * is refused. Its worker's thread. */
+void cg_wlistener_accept_queued(struct cg_wlistener *l);
+
 /* Takes connection <node> off w->conns (the drain's cursor steps over it). Worker thread. */
 void cg_worker_unlink(struct cg_worker *w, struct coro_list *node);
 
