@@ -9,6 +9,7 @@
 #   make device-bundle  binaries + their libraries in .bundle/ for a machine without packages
 #   make bench      loadgen against the backend, corogate, HAProxy, nginx: one table
 #   make bench-bpf  echo msgs/s through one worker with the eBPF probes off/tp_btf/raw_tp
+#   make bench-tls  TLS libraries compared: memory per idle connection, handshakes/s, AES-GCM
 #   make V=1        show full commands
 #   make build/coro/sched.o   build one object
 
@@ -86,7 +87,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check bench bench-coro bench-bpf bench-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check bench bench-coro bench-bpf bench-deps bench-tls tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -319,6 +320,37 @@ $(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/observe/schedlat
 bench-bpf: deps
 	$(Q)$(MAKE) --no-print-directory $(DAEMON) $(LOADGEN) $(BENCHSCHED)
 	$(Q)CG_BUILD=$(BUILD) $(BENCHSCHED) $(BENCH_ARGS)
+
+# The TLS libraries Debian 12 offers, measured against each other (bench/tls_bench.c, one
+# binary per library; docs/tls.md). Not build dependencies: the daemon does not link any yet.
+# mbedTLS 2.28 is left out: Debian's build has no TLS 1.3 (docs/tls.md).
+TLS_DEB_PKGS := openssl libssl-dev libwolfssl-dev libgnutls28-dev
+TLS_BENCH_LIBS := openssl wolfssl gnutls
+TLS_BENCH    := $(patsubst %,$(BUILD)/bench/tls-bench-%,$(TLS_BENCH_LIBS))
+tls-deps:
+	@missing=""; for p in $(TLS_DEB_PKGS); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
+	        missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "  DEPS   installing:$$missing"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing \
+	        >/dev/null || exit 1; \
+	fi
+
+TLS_BENCH_openssl := -DTLS_OPENSSL -lssl -lcrypto
+TLS_BENCH_wolfssl := -DTLS_WOLFSSL -lwolfssl
+TLS_BENCH_gnutls  := -DTLS_GNUTLS -lgnutls
+$(BUILD)/bench/tls-bench-%: bench/tls_bench.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CCLD   $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(TLS_BENCH_$*)
+
+bench-tls: tls-deps
+	$(Q)$(MAKE) --no-print-directory $(TLS_BENCH)
+	$(Q)BUILD=$(BUILD) TLS_LIBS="$(TLS_BENCH_LIBS)" ./scripts/bench-tls.sh
 
 # ---------------------------------------------------------------- installing
 # `make install DESTDIR=/tmp/x` lays out the tree a package would; install-bin only the
