@@ -1140,11 +1140,8 @@ START_TEST(test_systemd_verify)
     char dest[TH_PATH_MAX], unit[TH_PATH_MAX + 64];
     int st;
 
-    if (access("/usr/bin/systemd-analyze", X_OK) != 0) {
-        printf("test_systemd_verify: skipped: /usr/bin/systemd-analyze not installed "
-               "(package systemd)\n");
-        return;
-    }
+    if (access("/usr/bin/systemd-analyze", X_OK) != 0)
+        TH_SKIP("/usr/bin/systemd-analyze not installed (package systemd)");
     snprintf(dest, sizeof(dest), "%s/destdir", th_tmpdir());
     install_into(dest);
     /* verify checks that the commands exist: point them at the DESTDIR tree, in a copy
