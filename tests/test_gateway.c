@@ -449,7 +449,8 @@ START_TEST(test_source_addresses)
         err = th_echo_roundtrip(port, 100, IO_MS);
         TH_ASSERT(d, err == 0, "connection %d: %s", k, strerr(err));
     }
-    th_sleep_ms(250);                          /* a few health checks too */
+    /* a few health checks too (every 100 ms: waited for, not slept on) */
+    th_echo_wait_accepted(e, a0 + 31, 10000);
     for (i = 0, sum = 0; i < 3; i++) {
         n[i] = th_echo_accepted_from(e, 5 + i);
         sum += n[i];
@@ -763,7 +764,8 @@ START_TEST(test_sigterm_drain)
 
     t0 = th_now_ms();
     kill(d->pid, SIGTERM);
-    th_sleep_ms(200);
+    TH_ASSERT(d, th_daemon_wait_log(d, ": draining (up to ", 1, 10000) == 0,
+              "no drain after SIGTERM");
     /* Draining: no new connections, the open one still relays. */
     fd2 = th_connect(port, 1000);
     if (fd2 >= 0)

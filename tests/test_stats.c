@@ -828,6 +828,7 @@ START_TEST(test_stalled_coroutines)
 {
     char servers[64], out[8192], *s, *line;
     int bport, bfd, fd, rc;
+    int64_t deadline;
     struct gw g;
 
     bfd = silent_backend(&bport);
@@ -872,8 +873,14 @@ START_TEST(test_stalled_coroutines)
     free(s);
 
     close(fd);                              /* the connection ends: nothing stalled */
-    th_sleep_ms(200);
-    s = cmd_ok(&g, "show metrics");
+    deadline = th_now_ms() + 10000;         /* once the daemon has seen the close */
+    for (;;) {
+        s = cmd_ok(&g, "show metrics");
+        if (!strstr(s, "\ncorogate_coroutines_stalled{") || th_now_ms() > deadline)
+            break;
+        free(s);
+        th_sleep_ms(20);
+    }
     TH_ASSERT(g.d, !strstr(s, "\ncorogate_coroutines_stalled{"), "%s", s);
     free(s);
     close(bfd);
