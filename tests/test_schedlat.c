@@ -814,7 +814,7 @@ START_TEST(test_two_phases)
         ck_assert_uint_eq(p2.w.migrations, 0);
         /* Every echoed message woke the worker: run-queue samples of the worker thread. */
         ck_assert_uint_gt(p1.w.runq.count, 100);
-        ck_assert_uint_gt(p2.w.runq.count, 2 * PHASE2_MSGS);
+        ck_assert_uint_gt(p2.w.runq.count, 10);     /* busy with the backlog: few wake-ups */
         /* A hog pinned to the worker's CPU for a thousand messages preempts it: the probes
          * see it, attributed to the worker thread (the /proc comparison above). */
         ck_assert_msg(p2.w.ninvol > 0 && p2.w.off_invol_ns > 0, "no preemption seen with a "
