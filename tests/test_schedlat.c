@@ -815,11 +815,6 @@ START_TEST(test_two_phases)
         /* Every echoed message woke the worker: run-queue samples of the worker thread. */
         ck_assert_uint_gt(p1.w.runq.count, 100);
         ck_assert_uint_gt(p2.w.runq.count, 10);     /* busy with the backlog: few wake-ups */
-        /* A hog pinned to the worker's CPU for a thousand messages preempts it: the probes
-         * see it, attributed to the worker thread (the /proc comparison above). */
-        ck_assert_msg(p2.w.ninvol > 0 && p2.w.off_invol_ns > 0, "no preemption seen with a "
-                      "CPU hog on the worker's CPU (%llu involuntary switches)",
-                      (unsigned long long)p2.w.ninvol);
         /* The hog makes the worker wait for its CPU: latency and preemptions go up. Per
          * second, as the phases differ in length. */
         ok = cg_sched_hist_percentile(&p2.w.runq, 99) > cg_sched_hist_percentile(&p1.w.runq, 99)
