@@ -471,7 +471,7 @@ END_TEST
 #define ATTEMPTS        12
 #define PHASE1_MSGS     1000    /* ping-pong messages a phase lasts: 250 ms at full pace */
 #define PHASE2_MSGS     100     /* with the hog: seen from 3 to 65 a second on 2 CPUs */
-#define PHASE_DEADLINE_MS 30000 /* a phase's own deadline: the worker may get little CPU */
+#define PHASE_DEADLINE_MS 20000 /* a phase's own deadline: the worker may get little CPU */
 #define TRIES_MS        30000   /* no new try of the two phases after this */
 #define QUIET_PCT       2       /* of phase 1, the most the worker may wait preempted */
 
@@ -680,8 +680,10 @@ static void print_phase(const char *name, const struct phase *p)
 
 /* Measures one phase on worker 0 of <s>: until the clients have had <msgs> ping-pong
  * messages echoed (a count, not a duration: the work done does not depend on how much CPU
- * the worker wins), within PHASE_DEADLINE_MS. */
-static void measure(struct cg_schedlat *s, struct load *l, int tid, unsigned long long msgs,
+ * the worker wins), within PHASE_DEADLINE_MS. Returns 1 when they were, 0 when the deadline
+ * came first (a machine too busy to compare phases; the daemon's relaying is checked by
+ * the clients either way). */
+static int measure(struct cg_schedlat *s, struct load *l, int tid, unsigned long long msgs,
                     struct phase *p)
 {
     struct cg_sched_worker a, b;
@@ -709,8 +711,11 @@ static void measure(struct cg_schedlat *s, struct load *l, int tid, unsigned lon
     p->proc_vol = v1 - v0;
     p->proc_invol = i1 - i0;
     ck_assert_int_eq(atomic_load(&l->errors), 0);
-    ck_assert_msg(p->msgs >= msgs, "%llu of %llu messages echoed in %d ms", p->msgs, msgs,
-                  p->ms);
+    ck_assert_uint_gt(p->msgs, 0);
+    if (p->msgs < msgs)
+        fprintf(stderr, "schedlat: %llu of %llu messages echoed in %d ms\n", p->msgs, msgs,
+                p->ms);
+    return p->msgs >= msgs;
 }
 
 /* |<got> - <want>| within 10% + 50: the probes count what the kernel counts for the
@@ -741,7 +746,7 @@ START_TEST(test_two_phases)
     cpu_set_t old, set;
     struct th_echo *e;
     char text[1024], *show, *json;
-    int tid, attempt, ok = 0, quiet = 0;
+    int tid, attempt, ok = 0, quiet = 0, full;
     int64_t tries_end;
     pid_t hog;
 
@@ -780,13 +785,13 @@ START_TEST(test_two_phases)
      * QUIET_PCT of the time); then phase 2 follows at once and the two are compared. */
     tries_end = th_now_ms() + TRIES_MS;
     for (attempt = 1; attempt <= ATTEMPTS && !ok && th_now_ms() < tries_end; attempt++) {
-        measure(d.schedlat, &l, tid, PHASE1_MSGS, &p1); /* phase 1: the CPU to itself */
+        full = measure(d.schedlat, &l, tid, PHASE1_MSGS, &p1); /* phase 1: CPU to itself */
         ck_assert_uint_eq(p1.w.migrations, 0);          /* pinned */
         ck_assert_msg(near(p1.w.nvol, p1.proc_vol) && near(p1.w.ninvol, p1.proc_invol),
                       "probes vs /proc: voluntary %llu/%llu, involuntary %llu/%llu",
                       (unsigned long long)p1.w.nvol, (unsigned long long)p1.proc_vol,
                       (unsigned long long)p1.w.ninvol, (unsigned long long)p1.proc_invol);
-        if (p1.w.off_invol_ns > (uint64_t)p1.ms * 1000000ull * QUIET_PCT / 100) {
+        if (!full || p1.w.off_invol_ns > (uint64_t)p1.ms * 1000000ull * QUIET_PCT / 100) {
             fprintf(stderr, "schedlat: try %d: CPU 0 busy with other processes (worker "
                     "preempted %llu times, %llu ms); again\n", attempt,
                     (unsigned long long)p1.w.ninvol,
@@ -798,7 +803,7 @@ START_TEST(test_two_phases)
         hog = start_hog(0);
         ck_assert_int_gt(hog, 0);
         th_sleep_ms(100);
-        measure(d.schedlat, &l, tid, PHASE2_MSGS, &p2); /* phase 2: a CPU hog beside it */
+        full = measure(d.schedlat, &l, tid, PHASE2_MSGS, &p2); /* phase 2: a CPU hog */
         kill(hog, SIGKILL);
         waitpid(hog, NULL, 0);
         fprintf(stderr, "schedlat: two phases, try %d:\n", attempt);
@@ -818,7 +823,8 @@ START_TEST(test_two_phases)
         ck_assert_uint_gt(p2.w.runq.count, 10);     /* busy with the backlog: few wake-ups */
         /* The hog makes the worker wait for its CPU: latency and preemptions go up. Per
          * second, as the phases differ in length. */
-        ok = cg_sched_hist_percentile(&p2.w.runq, 99) > cg_sched_hist_percentile(&p1.w.runq, 99)
+        ok = full &&
+             cg_sched_hist_percentile(&p2.w.runq, 99) > cg_sched_hist_percentile(&p1.w.runq, 99)
              && cg_sched_hist_percentile(&p2.w.runq, 50) >
                 cg_sched_hist_percentile(&p1.w.runq, 50)
              && p2.w.ninvol * (uint64_t)p1.ms > p1.w.ninvol * (uint64_t)p2.ms
