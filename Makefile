@@ -3,6 +3,7 @@
 #   make            install missing Debian packages, build everything under build/
 #   make run        build, start the echo backend and corogate on conf/corogate.ini
 #   make test       unit + integration tests, then the same suites under ASan+UBSan
+#   make check-fresh the README's test command in a bare Debian 12 (debootstrap) root
 #   make bench-coro coroutine runtime micro-benchmarks (JSON lines)
 #   make capacity   the most connections the open-files limit allows, through corogate
 #   make capacity-1m  a million WebSocket connections held (loadgen/capacity-1m.sh; root)
@@ -87,7 +88,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check bench bench-coro bench-bpf bench-deps bench-tls tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-fresh bench bench-coro bench-bpf bench-deps bench-tls tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -224,6 +225,19 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory check-ucontext
 	$(Q)$(MAKE) --no-print-directory check-cross
 	$(Q)$(MAKE) --no-print-directory SAN=1 check
+
+# The README's `... && make test` in a debootstrap minbase Debian 12 root made for it, where
+# not even make is installed (scripts/check-fresh.sh: mirror from this machine's apt
+# sources, a git archive of HEAD, /proc /sys /dev mounted, all undone on exit). debootstrap
+# is installed for this target only.
+check-fresh:
+	@command -v debootstrap >/dev/null || { \
+	    echo "  DEPS   installing: debootstrap"; \
+	    if [ "$$(id -u)" != 0 ]; then echo "need root to install: debootstrap" >&2; exit 1; fi; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends debootstrap \
+	        >/dev/null || exit 1; }
+	$(Q)./scripts/check-fresh.sh
 
 # The aarch64 switch, cross-compiled and run under qemu-user on this x86_64 machine (and the
 # native switch through the same program).

@@ -60,6 +60,25 @@ void th_sleep_ms(int64_t ms);
  * timings and counts that pass but are worth seeing when tuning margins. */
 void th_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* ------------------------------------------------------------------ skips
+ *
+ * A check that cannot be made here (not root, no kprobes, a figure that needs a quiet
+ * machine) is a skip, never a pass: th_skip() prints "SKIP: suite/test: reason" to stdout
+ * and appends the same line to $CG_SKIP_FILE (tests/main.c sets it, counts the lines and
+ * lists them before Check's summary). TH_SKIP() then returns from the test; TH_SKIP_CHECK()
+ * skips one check and lets the test go on with the rest, so that a skipped measurement
+ * never hides a functional assertion. <file> and <func> name the test (__FILE__, and the
+ * test's function as Check's START_TEST names it: NAME_fn). */
+void th_skip(const char *file, const char *func, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define TH_SKIP_CHECK(...) th_skip(__FILE__, __func__, __VA_ARGS__)
+#define TH_SKIP(...)                                \
+    do {                                            \
+        th_skip(__FILE__, __func__, __VA_ARGS__);   \
+        return;                                     \
+    } while (0)
+
 /* The scratch directory: made by th_unchecked_setup() and removed with everything in it
  * by th_unchecked_teardown(); without the fixtures, made on first use and removed when the
  * process exits normally (a failed test in fork mode leaves it). */

@@ -56,6 +56,43 @@ START_TEST(test_tbs_burst_then_rate)
 }
 END_TEST
 
+/* What `set rate a 1 3` does to a listener's bucket that had no limit (test_set_rate in
+ * test_overload.c drives it through the daemon): exactly the burst at once, then one token
+ * a second, on a clock the test drives; and "0 0" lifts the limit again. */
+START_TEST(test_tbs_set_from_off)
+{
+    struct cg_tb_shared tb;
+    uint64_t t0 = 7 * S, wait = 0;
+    uint32_t rate, burst;
+    int i, n;
+
+    cg_tbs_init(&tb, 0, 0);
+    for (i = 0; i < 100; i++)                   /* no limit: takes leave no trace */
+        ck_assert_int_eq(cg_tbs_take(&tb, t0, NULL), 1);
+    cg_tbs_set(&tb, 1, 3);
+    cg_tbs_get(&tb, &rate, &burst);
+    ck_assert_uint_eq(rate, 1);
+    ck_assert_uint_eq(burst, 3);
+    ck_assert_uint_eq(cg_tbs_available(&tb, t0), 3);
+    /* three at once, or spread over less than a second: the same three */
+    ck_assert_int_eq(cg_tbs_take(&tb, t0, NULL), 1);
+    ck_assert_int_eq(cg_tbs_take(&tb, t0 + 300 * MS, NULL), 1);
+    ck_assert_int_eq(cg_tbs_take(&tb, t0 + 600 * MS, NULL), 1);
+    ck_assert_int_eq(cg_tbs_take(&tb, t0 + 600 * MS, &wait), 0);
+    ck_assert_uint_eq(wait, 400 * MS);          /* a second after the first take */
+    ck_assert_int_eq(cg_tbs_take(&tb, t0 + S - 1, NULL), 0);
+    ck_assert_int_eq(cg_tbs_take(&tb, t0 + S, NULL), 1);
+    /* over the next 10 s of 1 ms steps: 10 more, never 11 */
+    for (n = 0, i = 1; i <= 10000; i++)
+        n += cg_tbs_take(&tb, t0 + S + (uint64_t)i * MS, NULL);
+    ck_assert_int_eq(n, 10);
+    cg_tbs_set(&tb, 0, 0);
+    for (n = 0, i = 0; i < 6; i++)
+        n += cg_tbs_take(&tb, t0 + 11 * S, NULL);
+    ck_assert_int_eq(n, 6);
+}
+END_TEST
+
 /* A rate that does not divide a second: rounding never admits more than the rate. */
 START_TEST(test_tbs_odd_rate)
 {
@@ -591,6 +628,7 @@ Suite *admission_suite(void)
 
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_tbs_burst_then_rate);
+    tcase_add_test(tc, test_tbs_set_from_off);
     tcase_add_test(tc, test_tbs_odd_rate);
     tcase_add_test(tc, test_tbs_set);
     tcase_add_test(tc, test_tbs_exact_under_threads);

@@ -449,7 +449,8 @@ START_TEST(test_source_addresses)
         err = th_echo_roundtrip(port, 100, IO_MS);
         TH_ASSERT(d, err == 0, "connection %d: %s", k, strerr(err));
     }
-    th_sleep_ms(250);                          /* a few health checks too */
+    /* a few health checks too (every 100 ms: waited for, not slept on) */
+    th_echo_wait_accepted(e, a0 + 31, 10000);
     for (i = 0, sum = 0; i < 3; i++) {
         n[i] = th_echo_accepted_from(e, 5 + i);
         sum += n[i];
@@ -883,6 +884,31 @@ END_TEST
 
 /* ------------------------------------------------------------------ 9. SIGTERM */
 
+/* Whether a socket listens on 127.0.0.1:<port> (/proc/net/tcp: state 0A). */
+static int is_listening(int port)
+{
+    char *tab = th_read_file("/proc/net/tcp", NULL), pat[32];
+    int found;
+
+    snprintf(pat, sizeof(pat), "0100007F:%04X 00000000:0000 0A", port);
+    found = tab && strstr(tab, pat) != NULL;
+    free(tab);
+    return found;
+}
+
+/* Waits up to <ms> until nothing listens on 127.0.0.1:<port>: 0 or -ETIMEDOUT. */
+static int wait_not_listening(int port, int ms)
+{
+    int64_t deadline = th_now_ms() + ms;
+
+    while (is_listening(port)) {
+        if (th_now_ms() > deadline)
+            return -ETIMEDOUT;
+        th_sleep_ms(5);
+    }
+    return 0;
+}
+
 START_TEST(test_sigterm_drain)
 {
     struct th_echo *e = th_echo_new(0);
@@ -907,7 +933,9 @@ START_TEST(test_sigterm_drain)
 
     t0 = th_now_ms();
     kill(d->pid, SIGTERM);
-    th_sleep_ms(200);
+    /* The workers close their listening sockets soon after the signal: waited for in
+     * /proc/net/tcp, not slept on, and without a connection that the drain would count. */
+    TH_ASSERT(d, wait_not_listening(port, 10000) == 0, "still listening 10 s after SIGTERM");
     /* Draining: no new connections, the open one still relays. */
     fd2 = th_connect(port, 1000);
     if (fd2 >= 0)

@@ -211,14 +211,33 @@ static const struct hist_desc worker_log2s[] = {
 
 #define NELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
-size_t cg_metrics_worker_counters(void)
+/* Marks <words> 64-bit words from byte offset <off> in <uses>. */
+static int cover(unsigned *uses, size_t n, size_t off, size_t words)
 {
-    size_t k, n = NELEMS(worker_hists) * sizeof(struct cg_lat_hist) / sizeof(uint64_t);
+    size_t i;
 
-    n += NELEMS(worker_log2s) * sizeof(struct cg_log2_hist) / sizeof(uint64_t);
-    for (k = 0; k < NELEMS(worker_counters); k++)
-        n += worker_counters[k].n ? worker_counters[k].n : 1;
-    return n;
+    if (off % sizeof(uint64_t) || off / sizeof(uint64_t) + words > n)
+        return -ERANGE;
+    for (i = 0; i < words; i++)
+        uses[off / sizeof(uint64_t) + i]++;
+    return 0;
+}
+
+int cg_metrics_worker_coverage(unsigned *uses, size_t n)
+{
+    size_t k;
+    int err = 0;
+
+    for (k = 0; k < NELEMS(worker_counters) && !err; k++)
+        err = cover(uses, n, worker_counters[k].off,
+                    worker_counters[k].n ? worker_counters[k].n : 1);
+    for (k = 0; k < NELEMS(worker_hists) && !err; k++)
+        err = cover(uses, n, worker_hists[k].off,
+                    sizeof(struct cg_lat_hist) / sizeof(uint64_t));
+    for (k = 0; k < NELEMS(worker_log2s) && !err; k++)
+        err = cover(uses, n, worker_log2s[k].off,
+                    sizeof(struct cg_log2_hist) / sizeof(uint64_t));
+    return err;
 }
 
 static uint64_t load_at(const void *base, size_t off)

@@ -50,8 +50,10 @@ int cg_metrics_json(struct cg_sbuf *b, const struct cg_runtime *rt,
 int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt,
                           const struct cg_coro_census *census);
 
-/* The number of struct cg_worker_stats counters the renderers know (tests compare it with
- * the struct, so that a new counter cannot be forgotten). */
-size_t cg_metrics_worker_counters(void);
+/* Adds to <uses>[i] how many rows of the renderers' tables read the i-th 64-bit word of
+ * struct cg_worker_stats, for <n> words. Tests want every word read exactly once: a
+ * counter added to the struct and forgotten in the tables reads 0, a row listed twice 2.
+ * Returns 0, or -ERANGE when a row reads past <n> words. */
+int cg_metrics_worker_coverage(unsigned *uses, size_t n);
 
 #endif
