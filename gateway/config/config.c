@@ -32,6 +32,22 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* ------------------------------------------------------------------ addresses */
+
+/* 1 when <a> and <b> are the same address and port (a server listed twice, a source). */
+int cg_conf__same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    const struct sockaddr_in *a4 = (const void *)a, *b4 = (const void *)b;
+    const struct sockaddr_in6 *a6 = (const void *)a, *b6 = (const void *)b;
+
+    if (a->ss_family != b->ss_family)
+        return 0;
+    if (a->ss_family == AF_INET)
+        return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+    return a6->sin6_port == b6->sin6_port &&
+           memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
+}
+
 /* ------------------------------------------------------------------ errors */
 
 void cg_errors_init(struct cg_errors *errs)

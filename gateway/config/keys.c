@@ -117,19 +117,6 @@ static int set_upstream_ref(const struct keyctx *c, void *obj, const char *value
     return 0;
 }
 
-int cg_conf__same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-    const struct sockaddr_in *a4 = (const void *)a, *b4 = (const void *)b;
-    const struct sockaddr_in6 *a6 = (const void *)a, *b6 = (const void *)b;
-
-    if (a->ss_family != b->ss_family)
-        return 0;
-    if (a->ss_family == AF_INET)
-        return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
-    return a6->sin6_port == b6->sin6_port &&
-           memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
-}
-
 /* servers = host:port [weight=N], host:port ... (whitespace and commas separate). */
 /* The next item of a list value (blanks or commas between) into <tok> (at least
  * CONF_MAX_LINE + 1 bytes), advancing *<s>. Returns its length; 0 at the end. */

@@ -25,7 +25,7 @@ static void release(struct cg_conn *c)
 {
     struct cg_worker *w = c->w;
 
-    if (c->holds_srv)
+    if (c->srv)
         atomic_fetch_sub(&c->srv->active, 1);
     if (c->up_inited)
         coro_stream_close(&c->up);
@@ -133,12 +133,6 @@ static int defers_report(const struct cg_conn *c)
            c->lc->upstream_protocol == CG_UPROTO_WEBSOCKET;
 }
 
-int cg_local_error(int err)
-{
-    return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM ||
-           err == UV_EADDRNOTAVAIL || err == UV_EADDRINUSE;
-}
-
 int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
 {
     const struct cg_upstream_conf *uc = up->conf;
@@ -192,7 +186,6 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
             if (!defers_report(c))
                 cg_server_report(srv, 1, uv_hrtime() / 1000000, NULL);
             c->srv = srv;
-            c->holds_srv = 1;
             return 0;
         }
         atomic_fetch_sub(&srv->active, 1);

@@ -40,7 +40,7 @@ struct cg_conn {
     struct coro_list     node;     /* in the worker's conns */
     struct cg_worker    *w;
     struct cg_wlistener *l;        /* counters only: a reload may move it (worker.h) */
-    struct cg_server    *srv;
+    struct cg_server    *srv;      /* set once connected: counted in its active */
     struct coro         *co;
     /* Reload (reload.h): the generation the connection started in (a reference) and its
      * listener's settings there; srv_gen, when set, a reference to the newer generation a
@@ -50,7 +50,6 @@ struct cg_conn {
     struct cg_gen       *srv_gen;
     uint32_t             ip_slot;  /* per-address connection slot held (admission.h), 0 = none */
     uint8_t              up_inited;
-    uint8_t              holds_srv;/* counted in srv->active: released by cg_conn_end() */
     uint8_t              reason;   /* enum cg_close_reason, the first recorded */
 };
 
@@ -67,11 +66,6 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot);
  * server was eligible, UV_ECANCELED on a stop, a local error of cg_local_error() at once:
  * another server would fail the same way). */
 int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up);
-
-/* 1 when <err> (a libuv error) is a shortage of this process or host (descriptors, memory,
- * buffers, local ports or addresses), not something the server did: such a failure is
- * counted as a local error and never towards a server's ejection or health. */
-int cg_local_error(int err);
 
 /* Reload: moves <c>'s server accounting from generation <old> to <g> (its worker's new
  * one), when its server is in <old> and <g> has it too, so that leastconn and

@@ -6,8 +6,8 @@
 
 #include "coro/io.h"
 #include "coro/list.h"
-#include "core/conn.h"
 #include "core/health.h"
+#include "core/worker.h"
 #include "core/reload.h"
 #include "core/upstream.h"
 #include "base/log.h"

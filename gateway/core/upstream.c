@@ -332,6 +332,12 @@ const struct sockaddr *cg_upstream_source(struct cg_upstream *up, unsigned worke
     return (const struct sockaddr *)ss;
 }
 
+int cg_local_error(int err)
+{
+    return err == UV_EMFILE || err == UV_ENFILE || err == UV_ENOBUFS || err == UV_ENOMEM ||
+           err == UV_EADDRNOTAVAIL || err == UV_EADDRINUSE;
+}
+
 /* ------------------------------------------------------------------ server breaker */
 
 static struct cg_ratelimit server_log = CG_RATELIMIT_INIT(10000, 30);

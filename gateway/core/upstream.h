@@ -35,7 +35,7 @@ struct cg_server {
     _Atomic uint64_t   connect_timeouts;
     _Atomic uint64_t   checks_failed;
     _Atomic uint64_t   local_errors;        /* connects and checks failed for a shortage of
-                                             * ours (relay.h cg_local_error()): never held
+                                             * ours (cg_local_error()): never held
                                              * against the server */
     unsigned           check_fails;         /* consecutive, health-check worker only */
     unsigned           check_oks;
@@ -91,6 +91,11 @@ struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint
 const struct sockaddr *cg_upstream_source(struct cg_upstream *up, unsigned worker,
                                           const struct cg_server *srv,
                                           struct sockaddr_storage *ss);
+
+/* 1 when <err> (a libuv error) is a shortage of this process or host (descriptors, memory,
+ * buffers, local ports or addresses), not something the server did: such a failure is
+ * counted in srv->local_errors and never towards a server's ejection or health. */
+int cg_local_error(int err);
 
 /* 1 when <srv> may take one more connection (ready, not down, not ejected or due for its
  * probe, below its per-server connection and pending-connect limits). */
