@@ -537,6 +537,15 @@ static void exec_child(const char *path, char *const argv[], int outfd, rlim_t n
     _exit(127);
 }
 
+pid_t th_fork(void)
+{
+    pid_t pid = fork();
+
+    if (pid < 0)
+        ck_abort_msg("fork(): %s", strerror(errno));
+    return pid;
+}
+
 /* Forks and execs the daemon binary with <argv>, output to <outfd>. Returns the pid or
  * -errno. */
 static pid_t spawn(char *const argv[], int outfd, rlim_t nofile)

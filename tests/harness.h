@@ -105,6 +105,11 @@ const char *th_tail(const char *s, size_t max);
  * closed), or a negative errno. */
 int th_free_port(void);
 
+/* fork() for a test. The child must not call check (ck_assert and friends): check's own
+ * mutex may have been held by another of the test's threads at the fork, and the child
+ * would wait on it forever. So the failure is asserted in the parent only. */
+pid_t th_fork(void);
+
 /* ------------------------------------------------------------------ processes */
 
 /* The daemon binary: getenv("CG_BUILD") (default "build") + "/corogate". */

@@ -464,7 +464,7 @@ START_TEST(test_stack_overflow_is_reported_by_name)
 
     ck_assert_int_eq(pipe(fds), 0);
     pid = fork();
-    ck_assert_int_ge(pid, 0);
+    ck_assert_int_ge(pid, 0);         /* one thread: no check lock held at the fork */
     if (pid == 0) {
         struct env e;
 

@@ -554,8 +554,7 @@ static pid_t loadgen_start(int port, char *report, size_t size)
     }
     snprintf(target, sizeof(target), "127.0.0.1:%d", port);
     snprintf(report, size, "%s/loadgen-%d.out", th_tmpdir(), port);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid = th_fork();
     if (pid == 0) {
         fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd >= 0) {

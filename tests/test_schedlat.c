@@ -408,8 +408,7 @@ START_TEST(test_unprivileged)
     if (geteuid() != 0)
         TH_SKIP("not root: cannot drop root");
     ck_assert_int_eq(pipe(fds), 0);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid = th_fork();
     if (pid == 0) {
         struct cg_schedlat *s;
 
@@ -654,7 +653,7 @@ static void load_stop(struct load *l, pthread_t *th)
 
 static pid_t start_hog(int cpu)
 {
-    pid_t pid = fork();
+    pid_t pid = th_fork();
 
     if (pid == 0) {
         cpu_set_t set;
@@ -1077,8 +1076,7 @@ START_TEST(test_bpftrace_park)
     snprintf(pid, sizeof(pid), "%d", (int)d->pid);
     fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ck_assert_int_ge(fd, 0);
-    bt = fork();
-    ck_assert_int_ge(bt, 0);
+    bt = th_fork();
     if (bt == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fd, 1);

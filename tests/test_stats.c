@@ -1324,8 +1324,7 @@ START_TEST(test_prometheus_scrape)
     snprintf(flag_web, sizeof(flag_web), "--web.listen-address=127.0.0.1:%d", pport);
     logfd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ck_assert_int_ge(logfd, 0);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid = th_fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(logfd, 1);

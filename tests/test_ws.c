@@ -52,8 +52,7 @@ static void backend_start(struct backend *b, const char *a1, const char *a2)
     snprintf(b->log, sizeof(b->log), "%s/backend-%d-%ld.log", th_tmpdir(), (int)getpid(),
              (long)th_now_ms() + rand());
     ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
-    b->pid = fork();
-    ck_assert_int_ge(b->pid, 0);
+    b->pid = th_fork();
     if (b->pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(pfd[1], 1);
@@ -136,8 +135,7 @@ static void client_run(struct th_daemon *d, int port, const char *path, ...)
              (long)th_now_ms() + rand());
     fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     ck_assert_int_ge(fd, 0);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid = th_fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fd, 1);
@@ -439,8 +437,7 @@ START_TEST(test_ws_loadgen_backend)
     bport = th_free_port();
     ck_assert_int_gt(bport, 0);
     snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%d", bport);
-    pid = fork();
-    ck_assert_int_ge(pid, 0);
+    pid = th_fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         execl(bin, bin, "serve", "--mode", "ws", "--listen", listen_at, "--threads", "1",
