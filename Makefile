@@ -49,7 +49,7 @@ CPPFLAGS := -D_GNU_SOURCE -DCG_VERSION='"$(VERSION)"' -I. -Igateway -Icoro -I$(B
             -I/usr/share/include/llhttp
 CFLAGS   := -std=gnu11 -O2 -g -pthread -fno-omit-frame-pointer -fstack-clash-protection \
             -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -MMD -MP
-LDLIBS   := -luv -linih -lwslay -lbpf -lelf -lz -lm -pthread
+LDLIBS   := -luv -linih -lwslay -lssl -lcrypto -lbpf -lelf -lz -lm -pthread
 ifeq ($(CORO_SWITCH),ucontext)
 CPPFLAGS += -DCORO_USE_UCONTEXT
 endif
@@ -100,7 +100,7 @@ build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS)
 DEB_PKGS := gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev libinih-dev \
             check systemtap-sdt-dev libbpf-dev bpftool clang libelf-dev zlib1g-dev \
             libboost-context-dev python3 python3-websockets socat iproute2 procps \
-            prometheus bpftrace
+            prometheus bpftrace openssl libssl-dev
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
@@ -340,7 +340,8 @@ bench-bpf: deps
 	$(Q)CG_BUILD=$(BUILD) $(BENCHSCHED) $(BENCH_ARGS)
 
 # The TLS libraries Debian 12 offers, measured against each other (bench/tls_bench.c, one
-# binary per library; docs/tls.md). Not build dependencies: the daemon does not link any yet.
+# binary per library; docs/tls.md). The daemon links OpenSSL (DEB_PKGS); the others are for
+# the comparison only.
 # mbedTLS 2.28 is left out: Debian's build has no TLS 1.3 (docs/tls.md).
 TLS_DEB_PKGS := openssl libssl-dev libwolfssl-dev libgnutls28-dev
 TLS_BENCH_LIBS := openssl wolfssl gnutls
