@@ -589,6 +589,9 @@ int cg_handshake_backend_request(const struct cg_handshake *hs, const struct cg_
         put(&o, "X-Forwarded-For: %s\r\n", f->client_addr);
     put(&o, "X-Forwarded-Proto: %s\r\n", f->proto);
     put_forwarded(&o, hs, f);
+    if (f->cert_subject && f->cert_sha256)
+        put(&o, "X-SSL-Client-Verify: SUCCESS\r\nX-SSL-Client-DN: %s\r\n"
+                "X-SSL-Client-SHA256: %s\r\n", f->cert_subject, f->cert_sha256);
     if (f->request_id && *f->request_id)
         put(&o, "X-Request-Id: %s\r\n", f->request_id);
     put(&o, "\r\n");

@@ -97,6 +97,11 @@ struct cg_hs_forward {
     const char *proto;           /* scheme the client used: "http" */
     const char *request_id;      /* X-Request-Id to send (the client's or a new one) */
     const char *key;             /* our Sec-WebSocket-Key for the backend */
+    /* A client certificate verified by our TLS (NULL: none): sent as X-SSL-Client-Verify,
+     * X-SSL-Client-DN and X-SSL-Client-SHA256. A client's own headers of those names are
+     * never forwarded (only the headers listed at cg_handshake_backend_request() are). */
+    const char *cert_subject;    /* RFC 2253 */
+    const char *cert_sha256;     /* hex */
 };
 
 /* Prepares <hs> to parse a <kind> head under <lim> (NULL: the defaults above; zero

@@ -36,6 +36,7 @@
 #include "base/log.h"
 #include "observe/notify.h"
 #include "core/reload.h"
+#include "core/tls.h"
 #include "observe/schedlat.h"
 #include "observe/stats.h"
 #include "proto/ws.h"
@@ -243,6 +244,10 @@ static int reload(struct cg_runtime *rt, const char *why)
     send_status(m, "reloading");
     cg_errors_init(&errs);
     err = cg_config_load(m->path, &cfg, &errs);
+    if (err == 0 && cg_tls_load(cfg, &errs) < 0) {
+        cg_config_free(cfg);
+        err = -EINVAL;
+    }
     if (err < 0) {
         n = cg_errors_count(&errs);
         for (i = 0; i < n; i++)
@@ -308,6 +313,12 @@ static int check_config(const char *path, struct cg_config **out)
 
     cg_errors_init(&errs);
     err = cg_config_load(path, out, &errs);
+    /* Certificates, keys, CA files, ticket keys: read and checked now, with -t too. */
+    if (err == 0 && cg_tls_load(*out, &errs) < 0) {
+        cg_config_free(*out);
+        *out = NULL;
+        err = -EINVAL;
+    }
     for (i = 0; i < cg_errors_count(&errs); i++)
         fprintf(stderr, "%s\n", cg_errors_get(&errs, i));
     cg_errors_deinit(&errs);

@@ -458,7 +458,8 @@ START_TEST(test_handshake_backend_request)
         "proto=http\r\n"
         "X-Request-Id: abc-123\r\n"
         "\r\n";
-    struct cg_hs_forward f = { "2001:db8::1", "http", "abc-123", "AAAAAAAAAAAAAAAAAAAAAA==" };
+    struct cg_hs_forward f = { "2001:db8::1", "http", "abc-123", "AAAAAAAAAAAAAAAAAAAAAA==",
+                               NULL, NULL };
     char *req = variant("GET /chat HTTP/1.1\r\n", "GET /chat?room=1 HTTP/1.1\r\n"
                         "X-Forwarded-For: 192.0.2.9\r\nForwarded: for=192.0.2.9\r\n");
     struct cg_handshake hs;

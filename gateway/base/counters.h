@@ -134,6 +134,9 @@ struct cg_worker_stats {
     _Atomic uint64_t bytes_out;        /* to clients */
     struct cg_lat_hist connect_lat;    /* successful upstream connects */
     struct cg_lat_hist handshake_lat;  /* WebSocket handshakes, request to 101 sent */
+    struct cg_lat_hist tls_lat;        /* client TLS handshakes completed */
+    _Atomic uint64_t tls_up_handshakes;/* TLS handshakes with servers completed */
+    _Atomic uint64_t tls_up_fails;     /* ... failed (counted against the server) */
     /* websocket listeners (indexes and labels above) */
     _Atomic uint64_t ws_upgrades;      /* 101 sent: relaying */
     _Atomic uint64_t ws_health;        /* health checks answered 200 */
@@ -156,6 +159,12 @@ struct cg_worker_stats {
     struct cg_log2_hist loop_busy;
 };
 
+/* TLS dimensions of the listener counters: the reasons of common/tls.h's enum cg_tls_fail
+ * (slot 0, CG_TLS_OK, unused) and the AEAD cipher suites (core/tls.c's table; the last
+ * slot counts any other). Labels: cg_tls_fail_label(), cg_tls_cipher_label(). */
+#define CG_TLS_FAILS   7
+#define CG_TLS_CIPHERS 10
+
 /* Counters of one listener in one worker, written by that worker only. */
 struct cg_listener_stats {
     _Atomic uint64_t accepted;
@@ -164,6 +173,13 @@ struct cg_listener_stats {
     _Atomic uint64_t rejected[CG_REJ_N];   /* refused at accept, by reason (above) */
     _Atomic uint64_t bytes_in;         /* from clients */
     _Atomic uint64_t bytes_out;        /* to clients */
+    /* tls = on: handshakes by outcome, protocol and cipher */
+    _Atomic uint64_t tls_full;         /* full handshakes completed */
+    _Atomic uint64_t tls_resumed;      /* resumed from a session ticket */
+    _Atomic uint64_t tls_fail[CG_TLS_FAILS];
+    _Atomic uint64_t tls_v12;
+    _Atomic uint64_t tls_v13;
+    _Atomic uint64_t tls_cipher[CG_TLS_CIPHERS];
 };
 
 /* ------------------------------------------------------------------ coroutine census */

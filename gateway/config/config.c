@@ -892,6 +892,19 @@ static void check_listeners(struct parser *p)
                          r->upstream_name);
         }
 
+        /* tls = on needs a certificate; a client certificate needs a CA to verify it. */
+        line = key_line_of(s, "tls", &bad);
+        if (l->tls.on && !bad && l->tls.ncerts == 0)
+            error_at(p, line, "[%s] tls: on, but no tls_certificate", s->label);
+        line = key_line_of(s, "tls_verify_client", &bad);
+        if (l->tls.on && !bad && l->tls.verify != CG_TLS_VERIFY_OFF && !l->tls.ca)
+            error_at(p, line, "[%s] tls_verify_client: %s, but no tls_client_ca", s->label,
+                     l->tls.verify == CG_TLS_VERIFY_REQUIRED ? "required" : "optional");
+        line = key_line_of(s, "tls_key", &bad);
+        if (l->tls.key && !bad && l->tls.ncerts > 1)
+            error_at(p, line, "[%s] tls_key: with %zu certificates: put each key in its "
+                     "certificate's file", s->label, l->tls.ncerts);
+
         line = key_line_of(s, "bind", &bad);
         if (!line || bad)
             continue;
@@ -1117,19 +1130,40 @@ out_text:
     return err;
 }
 
+static void tls_conf_free(struct cg_tls_conf *t)
+{
+    size_t i;
+
+    for (i = 0; i < t->ncerts; i++)
+        free(t->certs[i]);
+    free(t->certs);
+    free(t->key);
+    free(t->ciphers);
+    free(t->ciphersuites);
+    free(t->groups);
+    free(t->alpn);
+    free(t->ticket_keys);
+    free(t->ca);
+    free(t->sni);
+}
+
 void cg_config_free(struct cg_config *cfg)
 {
     size_t i;
 
     if (!cfg)
         return;
+    if (cfg->tls && cfg->tls_free)
+        cfg->tls_free(cfg->tls);
     for (i = 0; i < cfg->nupstreams; i++) {
         free(cfg->upstreams[i].servers);
         free(cfg->upstreams[i].sources);
+        tls_conf_free(&cfg->upstreams[i].tls);
     }
     for (i = 0; i < cfg->nlisteners; i++) {
         cg_routes_free(cfg->listeners[i].routes);
         free(cfg->listeners[i].allowed_origins);
+        tls_conf_free(&cfg->listeners[i].tls);
     }
     free(cfg->upstreams);
     free(cfg->listeners);

@@ -153,6 +153,39 @@ struct cg_source_range {
 
 #define CG_SOURCE_MAX    (1u << 24)             /* addresses in one upstream's source */
 
+struct cg_tls_set;
+
+/* TLS on a listener (the server side) or an upstream (the client side). The config room
+ * checks the syntax; core/tls.c loads the files and builds the OpenSSL contexts (a file
+ * that is missing, a key that does not match, an expired certificate are its errors, with
+ * the key's line from <line>). Strings are owned; NULL when not set. */
+enum cg_tls_verify { CG_TLS_VERIFY_OFF, CG_TLS_VERIFY_OPTIONAL, CG_TLS_VERIFY_REQUIRED };
+enum { CG_TLS_V12 = 1, CG_TLS_V13 = 2 };
+/* The keys whose line an error about a file or a list names (struct cg_tls_conf.line). */
+enum cg_tls_line {
+    CG_TLS_L_ON, CG_TLS_L_CERT, CG_TLS_L_KEY, CG_TLS_L_CA, CG_TLS_L_TICKETS,
+    CG_TLS_L_CIPHERS, CG_TLS_L_SUITES, CG_TLS_L_GROUPS, CG_TLS_L_ALPN, CG_TLS_L_SNI, CG_TLS_L_N,
+};
+struct cg_tls_conf {
+    int              on;
+    char           **certs;            /* tls_certificate: PEM files, chain (and key) */
+    size_t           ncerts;
+    char            *key;              /* tls_key: the first certificate's key file */
+    unsigned int     protocols;        /* CG_TLS_V12 | CG_TLS_V13 */
+    char            *ciphers;          /* TLS 1.2 cipher list, OpenSSL syntax */
+    char            *ciphersuites;     /* TLS 1.3 suites, OpenSSL syntax */
+    char            *groups;           /* key exchange groups, "X25519:P-256" */
+    char            *alpn;             /* listener: comma-separated; NULL: by mode */
+    uint64_t         handshake_timeout_ms;
+    int              tickets;          /* listener: stateless session tickets */
+    char            *ticket_keys;      /* listener: file of base64 keys; NULL: our own */
+    char            *ca;               /* listener: tls_client_ca; upstream: tls_ca */
+    int              verify;           /* listener: enum cg_tls_verify (tls_verify_client);
+                                        * upstream: tls_verify on/off */
+    char            *sni;              /* upstream: the name sent and verified */
+    unsigned int     line[CG_TLS_L_N]; /* where each key was set, 0: not set */
+};
+
 struct cg_upstream_conf {
     char             name[CG_CONF_NAME_MAX];
     unsigned int     line;                      /* of the section header */
@@ -170,6 +203,7 @@ struct cg_upstream_conf {
     unsigned int     health_check_fall;
     unsigned int     health_check_rise;
     struct cg_srv_breaker_conf brk;             /* own keys, else [breaker]'s */
+    struct cg_tls_conf tls;                     /* to the servers */
 };
 
 struct cg_listener_conf {
@@ -205,6 +239,7 @@ struct cg_listener_conf {
     enum cg_rate_action rate_limit_action;
     uint64_t         high_water;                /* stop reading a side above this queue */
     struct cg_adm_limits adm;                   /* own keys, else [admission]'s */
+    struct cg_tls_conf tls;                     /* to the clients */
 };
 
 /* [bpf] attach: which probes measure the workers' scheduling (see gateway/schedlat.h). */
@@ -234,6 +269,11 @@ struct cg_config {
     size_t           nlisteners;
     struct cg_upstream_conf *upstreams;
     size_t           nupstreams;
+    /* The OpenSSL contexts of the tls keys above, built by core/tls.c after loading
+     * (cg_tls_set_new()); cg_config_free() frees them with <tls_free>, which the builder
+     * sets (the config room knows nothing of OpenSSL). */
+    struct cg_tls_set *tls;
+    void             (*tls_free)(struct cg_tls_set *set);
 };
 
 /* Prepares an empty <errs>. */

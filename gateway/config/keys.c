@@ -641,6 +641,215 @@ static int set_memory_watermark(const struct keyctx *c, void *obj, const char *v
 /* ------------------------------------------------------------------ key tables */
 
 #define GW(f)  offsetof(struct cg_gateway_conf, f)
+/* ------------------------------------------------------------------ tls */
+
+/* The listener's or the upstream's tls block (the same keys, one struct). */
+static struct cg_tls_conf *tls_of(const struct keyctx *c, void *obj)
+{
+    return strncmp(c->label, "listener", 8) == 0 ? &((struct cg_listener_conf *)obj)->tls
+                                                 : &((struct cg_upstream_conf *)obj)->tls;
+}
+
+/* Keeps <value> (NULL when empty) in <*field>; records the key's line. */
+static int tls_string(const struct keyctx *c, void *obj, char **field, enum cg_tls_line which,
+                      const char *value)
+{
+    struct cg_tls_conf *t = tls_of(c, obj);
+    char *copy = NULL;
+
+    if (*value && !(copy = strdup(value))) {
+        c->p->nomem = 1;
+        return -1;
+    }
+    free(*field);
+    *field = copy;
+    t->line[which] = *value ? c->line : 0;
+    return 0;
+}
+
+static int set_tls_on(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_tls_conf *t = tls_of(c, obj);
+
+    if (cg_parse_bool(value, &t->on) < 0) {
+        cg_conf__key_error(c, "\"%s\" is not on or off", value);
+        return -1;
+    }
+    t->line[CG_TLS_L_ON] = c->line;
+    return 0;
+}
+
+/* tls_certificate = FILE ... (blanks or commas between): PEM files, each a chain and its
+ * key (or the key in tls_key); on a listener the first is the default and the others are
+ * chosen by SNI. Checked for existence here; their contents by core/tls.c. */
+static int set_tls_certs(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_tls_conf *t = tls_of(c, obj);
+    char **certs = NULL, **grown;
+    const char *s = value;
+    size_t n = 0, len, i;
+
+    for (;;) {
+        s += strspn(s, " \t,");
+        if (!*s)
+            break;
+        len = strcspn(s, " \t,");
+        grown = realloc(certs, (n + 1) * sizeof(*certs));
+        if (!grown || !(grown[n] = strndup(s, len))) {
+            certs = grown ? grown : certs;
+            goto nomem;
+        }
+        certs = grown;
+        n++;
+        s += len;
+    }
+    for (i = 0; i < t->ncerts; i++)
+        free(t->certs[i]);
+    free(t->certs);
+    t->certs = certs;
+    t->ncerts = n;
+    t->line[CG_TLS_L_CERT] = n ? c->line : 0;
+    return 0;
+nomem:
+    for (i = 0; i < n; i++)
+        free(certs[i]);
+    free(certs);
+    c->p->nomem = 1;
+    return -1;
+}
+
+static int set_tls_key(const struct keyctx *c, void *obj, const char *value)
+{
+    return tls_string(c, obj, &tls_of(c, obj)->key, CG_TLS_L_KEY, value);
+}
+
+static int set_tls_ca(const struct keyctx *c, void *obj, const char *value)
+{
+    return tls_string(c, obj, &tls_of(c, obj)->ca, CG_TLS_L_CA, value);
+}
+
+static int set_tls_ticket_keys(const struct keyctx *c, void *obj, const char *value)
+{
+    return tls_string(c, obj, &tls_of(c, obj)->ticket_keys, CG_TLS_L_TICKETS, value);
+}
+
+static int set_tls_ciphers(const struct keyctx *c, void *obj, const char *value)
+{
+    return tls_string(c, obj, &tls_of(c, obj)->ciphers, CG_TLS_L_CIPHERS, value);
+}
+
+static int set_tls_ciphersuites(const struct keyctx *c, void *obj, const char *value)
+{
+    return tls_string(c, obj, &tls_of(c, obj)->ciphersuites, CG_TLS_L_SUITES, value);
+}
+
+static int set_tls_groups(const struct keyctx *c, void *obj, const char *value)
+{
+    return tls_string(c, obj, &tls_of(c, obj)->groups, CG_TLS_L_GROUPS, value);
+}
+
+/* tls_alpn = PROTO ... : offered order is the client's, chosen is the first of ours the
+ * client offers. Each 1..255 printable bytes (RFC 7301 §3.1). */
+static int set_tls_alpn(const struct keyctx *c, void *obj, const char *value)
+{
+    char buf[SHOW_MAX + 4];
+    const char *s = value;
+    size_t len;
+
+    for (;;) {
+        s += strspn(s, " \t,");
+        if (!*s)
+            break;
+        len = strcspn(s, " \t,");
+        if (len > 255) {
+            cg_conf__key_error(c, "\"%s\" is longer than 255 bytes",
+                               cg_conf__show(s, buf, sizeof(buf)));
+            return -1;
+        }
+        s += len;
+    }
+    return tls_string(c, obj, &tls_of(c, obj)->alpn, CG_TLS_L_ALPN, value);
+}
+
+static const char *const tls_protocol_choices[] = { "1.2", "1.3", NULL };
+
+/* tls_protocols = 1.2 1.3 (any of them, blanks or commas between). */
+static int set_tls_protocols(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_tls_conf *t = tls_of(c, obj);
+    char word[8];
+    const char *s = value;
+    unsigned int bits = 0;
+    size_t len;
+
+    for (;;) {
+        s += strspn(s, " \t,");
+        if (!*s)
+            break;
+        len = strcspn(s, " \t,");
+        snprintf(word, sizeof(word), "%.*s", (int)(len < 7 ? len : 7), s);
+        if (len == 3 && strcmp(word, "1.2") == 0) {
+            bits |= CG_TLS_V12;
+        } else if (len == 3 && strcmp(word, "1.3") == 0) {
+            bits |= CG_TLS_V13;
+        } else {
+            cg_conf__choice_error(c, word, tls_protocol_choices);
+            return -1;
+        }
+        s += len;
+    }
+    if (!bits) {
+        cg_conf__key_error(c, "empty value (expected 1.2, 1.3 or both)");
+        return -1;
+    }
+    t->protocols = bits;
+    return 0;
+}
+
+static const char *const tls_verify_client_choices[] = { "off", "optional", "required", NULL };
+
+static int set_tls_verify_client(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_tls_conf *t = tls_of(c, obj);
+    int i;
+
+    for (i = 0; tls_verify_client_choices[i]; i++)
+        if (strcmp(value, tls_verify_client_choices[i]) == 0) {
+            t->verify = i;
+            return 0;
+        }
+    cg_conf__choice_error(c, value, tls_verify_client_choices);
+    return -1;
+}
+
+static int set_tls_verify(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_tls_conf *t = tls_of(c, obj);
+
+    if (cg_parse_bool(value, &t->verify) < 0) {
+        cg_conf__key_error(c, "\"%s\" is not on or off", value);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_tls_tickets(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_tls_conf *t = tls_of(c, obj);
+
+    if (cg_parse_bool(value, &t->tickets) < 0) {
+        cg_conf__key_error(c, "\"%s\" is not on or off", value);
+        return -1;
+    }
+    return 0;
+}
+
+static int set_tls_sni(const struct keyctx *c, void *obj, const char *value)
+{
+    return tls_string(c, obj, &tls_of(c, obj)->sni, CG_TLS_L_SNI, value);
+}
+
+
 #define LS(f)  offsetof(struct cg_listener_conf, f)
 #define UP(f)  offsetof(struct cg_upstream_conf, f)
 #define AD(f)  offsetof(struct cg_admission_conf, f)
@@ -808,6 +1017,21 @@ static const struct key_desc listener_keys[] = {
     { .name = "high_water", .type = KEY_SIZE, .offset = LS(high_water), .def = "64k",
       .min = 4096, .max = 1ull << 30 },
     ADM_LIMIT_KEYS(LA, "admission"),
+    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_on },
+    { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },
+    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_key },
+    { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3", .set = set_tls_protocols },
+    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_ciphers },
+    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_ciphersuites },
+    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_groups },
+    { .name = "tls_alpn", .type = KEY_CUSTOM, .def = "", .set = set_tls_alpn },
+    { .name = "tls_handshake_timeout", .type = KEY_DURATION,
+      .offset = LS(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
+    { .name = "tls_tickets", .type = KEY_CUSTOM, .def = "on", .set = set_tls_tickets },
+    { .name = "tls_ticket_keys", .type = KEY_CUSTOM, .def = "", .set = set_tls_ticket_keys },
+    { .name = "tls_client_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_ca },
+    { .name = "tls_verify_client", .type = KEY_CUSTOM, .def = "off",
+      .set = set_tls_verify_client },
 };
 
 static const struct key_desc upstream_keys[] = {
@@ -830,6 +1054,18 @@ static const struct key_desc upstream_keys[] = {
     { .name = "health_check_rise", .type = KEY_UINT, .offset = UP(health_check_rise),
       .def = "2", .min = 1, .max = 100 },
     SRV_BREAKER_KEYS(UB, "breaker", set_up_error_rate),
+    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_on },
+    { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },
+    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_key },
+    { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3", .set = set_tls_protocols },
+    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_ciphers },
+    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_ciphersuites },
+    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_groups },
+    { .name = "tls_verify", .type = KEY_CUSTOM, .def = "on", .set = set_tls_verify },
+    { .name = "tls_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_ca },
+    { .name = "tls_sni", .type = KEY_CUSTOM, .def = "", .set = set_tls_sni },
+    { .name = "tls_handshake_timeout", .type = KEY_DURATION,
+      .offset = UP(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
 };
 
 _Static_assert(sizeof(enum cg_listener_mode) == sizeof(int), "KEY_ENUM writes an int");

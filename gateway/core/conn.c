@@ -10,6 +10,7 @@
 #include "coro/list.h"
 #include "core/conn.h"
 #include "core/reload.h"
+#include "core/tls.h"
 #include "core/upstream.h"
 #include "guard/admission.h"
 #include "base/counters.h"
@@ -34,13 +35,15 @@ static void release(struct cg_conn *c)
     atomic_fetch_sub(&w->d->conns, 1);
     cg_gen_put(c->srv_gen);
     cg_gen_put(c->gen);
+    free(c->peer_cert);
     coro_slab_free(&w->conn_slab, c);
 }
 
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
 {
     struct cg_worker *w = l->w;
-    void (*body)(void *) = w->d->proto.session[l->conf->mode];
+    void (*body)(void *) = l->conf->tls.on ? cg_tls_session         /* then the session */
+                                           : w->d->proto.session[l->conf->mode];
     int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET, err;
     struct cg_conn *c = coro_slab_alloc(&w->conn_slab);
 
@@ -85,7 +88,7 @@ const char *cg_close_reason_name(int reason)
 {
     static const char *const names[CG_CLOSE_N] = {
         "none", "done", "client", "server", "idle", "handshake", "protocol", "no_server",
-        "upstream", "local", "stopped", "error",
+        "upstream", "local", "stopped", "error", "tls",
     };
 
     return reason >= 0 && reason < CG_CLOSE_N ? names[reason] : "?";
@@ -179,6 +182,8 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
                                 cg_upstream_source(up, w->id, srv, &src),
                                 (int64_t)uc->connect_timeout_ms);
         cg_server_connect_done(srv);
+        if (err == 0 && cg_tls_upstream_on(c, up))
+            err = cg_tls_connect_upstream(c, up, srv->conf->name);
         if (err == 0) {
             cg_lat_hist_record(&w->stats.connect_lat, (uv_hrtime() - t0) / 1000);
             coro_stream_nodelay(&c->up, 1);

@@ -30,6 +30,7 @@ enum cg_close_reason {
     CG_CLOSE_LOCAL,             /* a shortage of ours (descriptors, memory, ports) */
     CG_CLOSE_STOPPED,           /* drain or stop */
     CG_CLOSE_ERROR,             /* a read or write error */
+    CG_CLOSE_TLS,               /* the client's TLS handshake failed */
     CG_CLOSE_N,
 };
 
@@ -48,6 +49,9 @@ struct cg_conn {
     struct cg_gen       *gen;
     const struct cg_listener_conf *lc;
     struct cg_gen       *srv_gen;
+    /* A verified client certificate on a websocket listener, for the backend's request:
+     * "subject\0sha256-hex", malloc'ed; freed after the upgrade or at the end. */
+    char                *peer_cert;
     uint32_t             ip_slot;  /* per-address connection slot held (admission.h), 0 = none */
     uint8_t              up_inited;
     uint8_t              reason;   /* enum cg_close_reason, the first recorded */

@@ -20,6 +20,7 @@
 #include "coro/coro.h"
 #include "observe/metrics.h"
 #include "observe/schedlat.h"
+#include "core/tls.h"
 #include "core/upstream.h"
 #include "core/worker.h"
 #include "proto/ws.h"
@@ -75,6 +76,8 @@ struct counter_desc {
     size_t      off;
     unsigned    n;          /* > 0: an array of n counters, each labelled reason_of(i) */
     const char *(*reason_of)(unsigned i);
+    const char *label;      /* the reason's label name; NULL: "reason" */
+    int         tls_only;   /* listener counters shown only for listeners with tls = on */
 };
 
 static const char *ws_status_reason(unsigned i)
@@ -87,6 +90,16 @@ static const char *reject_reason(unsigned i)
     return cg_reject_label((int)i);
 }
 
+static const char *tls_fail_reason(unsigned i)
+{
+    return cg_tls_fail_label(i);
+}
+
+static const char *tls_cipher_reason(unsigned i)
+{
+    return cg_tls_cipher_label(i);
+}
+
 static const char *ws_close_reason(unsigned i)
 {
     return cg_ws_close_name((enum cg_ws_close_stat)i);
@@ -97,10 +110,14 @@ static const char *ws_proto_reason(unsigned i)
     return cg_ws_proto_name((enum cg_ws_proto_stat)i);
 }
 
-#define WS(f)          offsetof(struct cg_worker_stats, f), 0, NULL
-#define WSA(f, n, fn)  offsetof(struct cg_worker_stats, f), n, fn
-#define LS(f)          offsetof(struct cg_listener_stats, f), 0, NULL
-#define LSA(f, n, fn)  offsetof(struct cg_listener_stats, f), n, fn
+#define WS(f)          offsetof(struct cg_worker_stats, f), 0, NULL, NULL, 0
+#define WSA(f, n, fn)  offsetof(struct cg_worker_stats, f), n, fn, NULL, 0
+#define LS(f)          offsetof(struct cg_listener_stats, f), 0, NULL, NULL, 0
+#define LSA(f, n, fn)  offsetof(struct cg_listener_stats, f), n, fn, NULL, 0
+/* With a label name of their own; TLS listener counters (shown for tls = on only). */
+#define WSL(f, l)      offsetof(struct cg_worker_stats, f), 0, NULL, l, 0
+#define TLS(f, l)      offsetof(struct cg_listener_stats, f), 0, NULL, l, 1
+#define TLSA(f, n, fn, l) offsetof(struct cg_listener_stats, f), n, fn, l, 1
 #define WSH(f)         offsetof(struct cg_worker_stats, f)
 
 static const struct counter_desc worker_counters[] = {
@@ -171,6 +188,12 @@ static const struct counter_desc worker_counters[] = {
       "Connections closed because a ping went unanswered.", WS(ws_keepalive_timeouts) },
     { "ws_close_timeouts", "corogate_websocket_close_timeouts_total", NULL, COUNTER,
       "Close handshakes cut at close_timeout.", WS(ws_close_timeouts) },
+    /* upstreams with tls = on */
+    { "tls_up_handshakes", "corogate_upstream_tls_handshakes_total", "ok", COUNTER,
+      "TLS handshakes with upstream servers, by result (a failure counts against the "
+      "server).", WSL(tls_up_handshakes, "result") },
+    { "tls_up_fails", "corogate_upstream_tls_handshakes_total", "failed", COUNTER, NULL,
+      WSL(tls_up_fails, "result") },
 };
 
 static const struct counter_desc listener_counters[] = {
@@ -186,6 +209,20 @@ static const struct counter_desc listener_counters[] = {
       "Bytes received from clients, per listener and worker.", LS(bytes_in) },
     { "bytes_out", "corogate_listener_sent_bytes_total", NULL, COUNTER,
       "Bytes sent to clients, per listener and worker.", LS(bytes_out) },
+    /* tls = on */
+    { "tls_full", "corogate_tls_handshakes_total", "full", COUNTER,
+      "TLS handshakes with clients, by result: full, resumed (from a ticket), or why it "
+      "failed.", TLS(tls_full, "result") },
+    { "tls_resumed", "corogate_tls_handshakes_total", "resumed", COUNTER, NULL,
+      TLS(tls_resumed, "result") },
+    { "tls_fail", "corogate_tls_handshakes_total", NULL, COUNTER, NULL,
+      TLSA(tls_fail, CG_TLS_FAILS, tls_fail_reason, "result") },
+    { "tls_v12", "corogate_tls_protocol_total", "TLSv1.2", COUNTER,
+      "TLS handshakes with clients completed, by protocol version.", TLS(tls_v12, "protocol") },
+    { "tls_v13", "corogate_tls_protocol_total", "TLSv1.3", COUNTER, NULL, TLS(tls_v13, "protocol") },
+    { "tls_cipher", "corogate_tls_cipher_total", NULL, COUNTER,
+      "TLS handshakes with clients completed, by cipher suite.",
+      TLSA(tls_cipher, CG_TLS_CIPHERS, tls_cipher_reason, "cipher") },
 };
 
 struct hist_desc {
@@ -200,6 +237,8 @@ static const struct hist_desc worker_hists[] = {
       "Time to connect to an upstream server, successful connects.", WSH(connect_lat) },
     { "handshake_latency", "corogate_websocket_handshake_duration_seconds",
       "Time from a WebSocket request to the 101 response.", WSH(handshake_lat) },
+    { "tls_handshake_latency", "corogate_tls_handshake_duration_seconds",
+      "Time of a client's TLS handshake, completed ones.", WSH(tls_lat) },
 };
 
 /* Log2 histograms of struct cg_worker_stats: rendered with the scheduler's (schedlat.h). */
@@ -343,6 +382,8 @@ static void json_listeners(struct cg_sbuf *b, const struct cg_daemon *d)
             const struct counter_desc *t = &listener_counters[k];
             unsigned e, n = t->n ? t->n : 1;
 
+            if (t->tls_only && !lc->tls.on)
+                continue;
             cg_sbuf_printf(b, ",\"%s\":%s", t->json, t->n ? "{" : "");
             for (e = 0; e < n; e++) {
                 uint64_t sum = 0;
@@ -633,7 +674,8 @@ static void prom_counter_rows(struct cg_sbuf *b, const struct cg_daemon *d,
                     const void *base;
                     const char *reason = t[k].n ? t[k].reason_of(e) : t[k].reason;
 
-                    if (per_listener && i >= wk->nls)
+                    if (per_listener && (i >= wk->nls ||
+                                         (t[k].tls_only && !cfg->listeners[i].tls.on)))
                         continue;
                     cg_sbuf_printf(b, "%s{", t[k].family);
                     if (per_listener) {
@@ -646,13 +688,61 @@ static void prom_counter_rows(struct cg_sbuf *b, const struct cg_daemon *d,
                     }
                     cg_sbuf_printf(b, "worker=\"%u\"", wk->id);
                     if (reason)
-                        cg_sbuf_printf(b, ",reason=\"%s\"", reason);
+                        cg_sbuf_printf(b, ",%s=\"%s\"", t[k].label ? t[k].label : "reason",
+                                       reason);
                     cg_sbuf_printf(b, "} %llu\n",
                                    (unsigned long long)load_at(base, t[k].off +
                                                                e * sizeof(uint64_t)));
                 }
             }
         }
+    }
+}
+
+struct cert_row {
+    struct cg_sbuf *b;
+    const char     *listener;
+};
+
+static void prom_cert_row(void *arg, const struct cg_tls_cert_info *ci)
+{
+    struct cert_row *r = arg;
+    const char *name = ci->names;
+    size_t n = strcspn(name, " ");
+
+    cg_sbuf_add(r->b, "corogate_tls_certificate_expiry_timestamp_seconds{listener=\"", 61);
+    prom_label(r->b, r->listener);
+    cg_sbuf_add(r->b, "\",name=\"", 9);
+    if (n) {
+        char first[256];
+
+        snprintf(first, sizeof(first), "%.*s", (int)(n < 255 ? n : 255), name);
+        prom_label(r->b, first);
+    } else {
+        prom_label(r->b, ci->subject);
+    }
+    cg_sbuf_printf(r->b, "\",file=\"");
+    prom_label(r->b, ci->file);
+    cg_sbuf_printf(r->b, "\"} %lld\n", (long long)ci->not_after);
+}
+
+/* When each listener's certificates expire (the generation new connections get). */
+static void prom_tls_certs(struct cg_sbuf *b, const struct cg_daemon *d)
+{
+    const struct cg_config *cfg = d->cfg;
+    struct cert_row r = { b, NULL };
+    size_t i;
+    int any = 0;
+
+    for (i = 0; i < cfg->nlisteners; i++) {
+        if (!cfg->listeners[i].tls.on)
+            continue;
+        if (!any++)
+            prom_family(b, "corogate_tls_certificate_expiry_timestamp_seconds", "gauge",
+                        "When a listener's certificate expires (Unix time), by its first "
+                        "DNS name.");
+        r.listener = cfg->listeners[i].name;
+        cg_tls_listener_certs(cfg->tls, i, prom_cert_row, &r);
     }
 }
 
@@ -1007,6 +1097,7 @@ int cg_metrics_prometheus(struct cg_sbuf *b, const struct cg_runtime *rt,
 
     prom_breaker(b, d);
     prom_counter_rows(b, d, listener_counters, NELEMS(listener_counters), 1);
+    prom_tls_certs(b, d);
     prom_counter_rows(b, d, worker_counters, NELEMS(worker_counters), 0);
     prom_hists(b, d);
     prom_sched(b, rt->d, census);

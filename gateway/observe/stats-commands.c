@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "core/conn.h"
 #include "core/reload.h"
+#include "core/tls.h"
 #include "observe/schedlat.h"
 #include "observe/stats.h"
 #include "observe/stats-int.h"
@@ -41,6 +42,9 @@ static const char help_text[] =
     "  show upstreams                          servers: state, health, connections\n"
     "  show breaker                            the breaker: state, use, quotas, history,\n"
     "                                          refusals; admission limits; server ejections\n"
+    "  show tls                                per TLS listener: certificates (names, days\n"
+    "                                          to expiry), handshakes, resumptions,\n"
+    "                                          failures by reason, protocols, ciphers\n"
     "  show sched [json]                       per worker: run-queue latency, off-CPU time,\n"
     "                                          switches, migrations (eBPF, [bpf] attach);\n"
     "                                          coroutine ready-to-run delays; event-loop\n"
@@ -76,7 +80,7 @@ static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
     unsigned i;
 
     cg_sbuf_printf(b, "name: corogate\nversion: %s\ncontext_switch: %s\nlibuv: %s\n"
-                   "features: tcp websocket stats-socket metrics-http\n"
+                   "features: tcp websocket tls stats-socket metrics-http\n"
                    "pid: %d\nstarted: %s\nuptime_ms: %llu\nworkers: %u\n",
                    CG_VERSION, coro_switch_name(), uv_version_string(), (int)getpid(),
                    fmt_time(rt->started_at, t1, sizeof(t1)), (unsigned long long)up,
@@ -111,6 +115,78 @@ static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
     cg_sbuf_printf(b, "generation: %u\ngeneration_pending_workers: %u\n",
                    d->gen ? d->gen->id : 0, d->reload ? cg_reload_pending(d->reload) : 0);
 }
+
+struct tls_cert_line {
+    struct cg_sbuf *b;
+    time_t          now;
+    unsigned        i;
+};
+
+static void tls_cert_line(void *arg, const struct cg_tls_cert_info *ci)
+{
+    struct tls_cert_line *t = arg;
+    char when[40];
+
+    cg_sbuf_printf(t->b, "  certificate %u%s: %s\n    names: %s\n    subject: %s\n"
+                   "    expires: %s (%lld days)\n", t->i, t->i ? "" : " (default)", ci->file,
+                   *ci->names ? ci->names : "-", ci->subject,
+                   fmt_time(ci->not_after, when, sizeof(when)),
+                   (long long)(ci->not_after - t->now) / 86400);
+    t->i++;
+}
+
+/* The sum over the workers of the listener counter at byte offset <off> of listener <li>. */
+static uint64_t listener_sum(const struct cg_daemon *d, size_t li, size_t off)
+{
+    uint64_t sum = 0;
+    unsigned w;
+
+    for (w = 0; w < d->nworkers; w++)
+        if (li < d->workers[w].nls)
+            sum += atomic_load_explicit((const _Atomic uint64_t *)
+                                        ((const char *)&d->workers[w].ls[li].stats + off),
+                                        memory_order_relaxed);
+    return sum;
+}
+
+#define LSUM(field) listener_sum(d, i, offsetof(struct cg_listener_stats, field))
+
+static void cmd_tls(struct cg_stats *st, struct cg_sbuf *b)
+{
+    const struct cg_daemon *d = st->rt->d;
+    const struct cg_config *cfg = d->cfg;
+    struct tls_cert_line t = { b, time(NULL), 0 };
+    size_t i;
+    unsigned k, any = 0;
+
+    for (i = 0; i < cfg->nlisteners; i++) {
+        const struct cg_listener_conf *lc = &cfg->listeners[i];
+
+        if (!lc->tls.on)
+            continue;
+        any++;
+        cg_sbuf_printf(b, "listener %s (%s, %s):\n", lc->name, lc->bind,
+                       lc->mode == CG_MODE_TCP ? "tcp" : "websocket");
+        t.i = 0;
+        cg_tls_listener_certs(cfg->tls, i, tls_cert_line, &t);
+        cg_sbuf_printf(b, "  handshakes: %llu full, %llu resumed\n  failures:",
+                       (unsigned long long)LSUM(tls_full), (unsigned long long)LSUM(tls_resumed));
+        for (k = 1; k < CG_TLS_FAILS; k++)
+            cg_sbuf_printf(b, " %s %llu", cg_tls_fail_label(k),
+                           (unsigned long long)LSUM(tls_fail[k]));
+        cg_sbuf_printf(b, "\n  protocols: TLSv1.3 %llu, TLSv1.2 %llu\n  ciphers:",
+                       (unsigned long long)LSUM(tls_v13), (unsigned long long)LSUM(tls_v12));
+        for (k = 0; k < CG_TLS_CIPHERS; k++)
+            if (LSUM(tls_cipher[k]))
+                cg_sbuf_printf(b, " %s %llu", cg_tls_cipher_label(k),
+                               (unsigned long long)LSUM(tls_cipher[k]));
+        cg_sbuf_add(b, "\n", 1);
+    }
+    if (!any)
+        cg_sbuf_printf(b, "no listener has tls = on\n");
+}
+
+#undef LSUM
 
 static const char *state_name(int s)
 {
@@ -559,6 +635,8 @@ void cg_stats__run_command(struct client *c, char *line)
         cmd_upstreams(st, &b);
     } else if (IS(0, "show") && IS(1, "breaker") && argc == 2) {
         cmd_breaker(st, &b);
+    } else if (IS(0, "show") && IS(1, "tls") && argc == 2) {
+        cmd_tls(st, &b);
     } else if (IS(0, "show") && IS(1, "sched") && (argc == 2 || (argc == 3 && IS(2, "json")))) {
         cg_schedlat_format(rt->d->schedlat, rt->d, argc == 3, &b);  /* schedlat.h */
     } else if (IS(0, "set") && IS(1, "server")) {

@@ -161,8 +161,10 @@ static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *bla
     struct cg_conn *c = s->c;
     const struct cg_listener_conf *lc = s->c->lc;
     struct cg_hs_forward f = {
-        .client_addr = hb->addr, .proto = "http", .request_id = hb->request_id,
-        .key = hb->key,
+        .client_addr = hb->addr, .proto = lc->tls.on ? "https" : "http",
+        .request_id = hb->request_id, .key = hb->key,
+        .cert_subject = c->peer_cert,
+        .cert_sha256 = c->peer_cert ? c->peer_cert + strlen(c->peer_cert) + 1 : NULL,
     };
     struct cg_hs_limits lim = { RESP_HEAD_MAX, 100, 0 };
     struct coro_buf *b;
