@@ -465,7 +465,7 @@ START_TEST(test_check_config)
         "tls_key = %s\n"                                        /* 6 */
         "[upstream u]\n"
         "servers = 127.0.0.1:2\n";
-    char path[TH_PATH_MAX], a[TH_PATH_MAX], k[TH_PATH_MAX], want[TH_PATH_MAX + 128];
+    char path[TH_PATH_MAX], a[TH_PATH_MAX], k[TH_PATH_MAX], want[TH_PATH_MAX * 3];
     const char *args[] = { th_daemon_path(), "-t", "-c", path, NULL };
     struct th_run_result r;
 
