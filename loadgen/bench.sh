@@ -23,6 +23,11 @@
 #               (127.0.1.1-8, see loadgen/bench/): from one, the ~28k ports towards the
 #               backend, in TIME_WAIT after the previous peer's runs, capped whichever
 #               proxy came later at ~14k/s
+#   tls_conn    (modes tls, wss) new TLS connections/s with a full handshake each, as
+#               conn_rate; tls_res the same resuming a session ticket; cpu_hs proxy CPU
+#               per new TLS connection (full handshake, upstream connect, one round trip)
+# Modes: tcp, ws, and tls / wss (the same through TLS 1.3 with an ECDSA P-256 certificate
+# made for the run; the backend stays plain; "direct" has no TLS row).
 # The table gives each proxy's figure and its ratio to the best of the proxies for that row
 # (lower is better for RSS, CPU and p99; higher for the rates), and corogate's targets from
 # issue 5. "direct" is the backend without a proxy: the ceiling for the rates.
@@ -51,7 +56,7 @@ IDLE_CONNS=${IDLE_CONNS:-2000}
 FIXED_CONNS=${FIXED_CONNS:-100}
 FIXED_RATE=${FIXED_RATE:-100}
 CHURN_CONNS=${CHURN_CONNS:-50}
-MODES=${MODES:-tcp ws}
+MODES=${MODES:-tcp ws tls wss}
 PEERS=${PEERS:-direct corogate haproxy nginx}
 BPF=${BPF:-off}
 PORT=${PORT:-29000}
@@ -69,8 +74,11 @@ BACKEND_TCP=$(( PORT + 1 ))
 BACKEND_WS=$(( PORT + 2 ))
 TCP_PORT=$(( PORT + 10 ))
 WS_PORT=$(( PORT + 11 ))
+TLS_PORT=$(( PORT + 12 ))
+WSS_PORT=$(( PORT + 13 ))
 MAXCONN=$(( (NOFILE - 512) / 2 ))
 METRICS="rss_idle rss_msg cpu_msg cl_100 cl_1000 p99_fixed conn_rate"
+TLS_METRICS="rss_idle rss_msg cpu_msg cl_100 tls_conn tls_res cpu_hs"
 
 for b in "$LG" "$CG"; do
     [ -x "$b" ] || { echo "bench: $b is missing: run make first" >&2; exit 1; }
@@ -95,6 +103,7 @@ trap 'exit 1' INT TERM
 
 now_ms() { date +%s%3N; }
 have() { command -v "$1" >/dev/null 2>&1; }
+isnum() { [[ $1 =~ ^[0-9.e+-]+$ ]]; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 jnum() {
     tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
@@ -104,6 +113,7 @@ render() {
     sed -e "s|@WORKERS@|$WORKERS|g" -e "s|@NOFILE@|$NOFILE|g" -e "s|@OUT@|$OUT|g" \
         -e "s|@MAXCONN@|$MAXCONN|g" -e "s|@WCONN@|$(( NOFILE - 64 ))|g" \
         -e "s|@TCP_PORT@|$TCP_PORT|g" -e "s|@WS_PORT@|$WS_PORT|g" \
+        -e "s|@TLS_PORT@|$TLS_PORT|g" -e "s|@WSS_PORT@|$WSS_PORT|g" \
         -e "s|@BACKEND_TCP@|$BACKEND_TCP|g" -e "s|@BACKEND_WS@|$BACKEND_WS|g" \
         -e "s|@BPF@|$BPF|g" "$1" > "$2"
 }
@@ -152,11 +162,16 @@ wait_port() {
 }
 port_of() {   # port_of MODE PEER
     if [ "$2" = direct ]; then
-        [ "$1" = ws ] && echo $BACKEND_WS || echo $BACKEND_TCP
+        case $1 in ws|wss) echo $BACKEND_WS ;; *) echo $BACKEND_TCP ;; esac
     else
-        [ "$1" = ws ] && echo $WS_PORT || echo $TCP_PORT
+        case $1 in ws) echo $WS_PORT ;; tls) echo $TLS_PORT ;; wss) echo $WSS_PORT ;;
+        *) echo $TCP_PORT ;; esac
     fi
 }
+# The loadgen's --mode for a bench mode, and its TLS option.
+lg_mode() { case $1 in ws|wss) echo ws ;; *) echo tcp ;; esac; }
+lg_tls() { case $1 in tls|wss) echo --tls ;; esac; }
+is_tls() { case $1 in tls|wss) return 0 ;; esac; return 1; }
 
 start_peer() {   # start_peer PEER MODE: 0 when it listens
     local peer=$1 mode=$2
@@ -197,7 +212,7 @@ stop_peer() {
     PEER_PID=
 }
 start_backend() {
-    "$LG" serve --mode "$1" --listen "127.0.0.1:$(port_of "$1" direct)" \
+    "$LG" serve --mode "$(lg_mode "$1")" --listen "127.0.0.1:$(port_of "$1" direct)" \
         --threads "$BACKEND_THREADS" \
         --quiet >>"$OUT/backend.log" 2>&1 &
     BACKEND_PID=$!
@@ -213,7 +228,8 @@ stop_backend() {
 lg() {
     local mode=$1 peer=$2 name=$3
     shift 3
-    "$LG" run --mode "$mode" --target "127.0.0.1:$(port_of "$mode" "$peer")" \
+    "$LG" run --mode "$(lg_mode "$mode")" $(lg_tls "$mode") \
+        --target "127.0.0.1:$(port_of "$mode" "$peer")" \
         --source "$SOURCES" --threads "$LG_THREADS" --json "$OUT/$name.json" --quiet "$@" \
         >"$OUT/$name.log" 2>&1
     echo $?
@@ -226,8 +242,8 @@ rss_run() {   # rss_run MODE PEER MSGS REP
     [ "$msgs" = 1 ] && traffic=(--closed-loop --messages 1 --message-size 1024)
     start_peer "$peer" "$mode" || { echo fail; return; }
     r0=$(sum_rss)
-    "$LG" run --mode "$mode" --target "127.0.0.1:$(port_of "$mode" "$peer")" \
-        --connections "$IDLE_CONNS" --connect-rate 20000 --duration 3s "${traffic[@]}" \
+    "$LG" run --mode "$(lg_mode "$mode")" $(lg_tls "$mode") \
+        --target "127.0.0.1:$(port_of "$mode" "$peer")" --connections "$IDLE_CONNS" --connect-rate 20000 --duration 3s "${traffic[@]}" \
         --source "$SOURCES" --json "$OUT/$name.json" --quiet >"$OUT/$name.log" 2>&1 &
     LG_PID=$!
     t=$(( $(now_ms) + 10000 ))
@@ -267,6 +283,7 @@ tw_settle() {
 measure() {   # measure MODE PEER: fills R[MODE,PEER,*]
     local mode=$1 peer=$2 rep rc c0 c1 sent recv
     local -a v_idle=() v_msg=() v_cpu=() v_100=() v_1000=() v_p99=() v_conn=()
+    local -a v_tls=() v_res=() v_hs=()
     if [ "$peer" != direct ]; then
         for (( rep = 1; rep <= REPS; rep++ )); do
             v_idle+=("$(rss_run "$mode" "$peer" 0 $rep)")
@@ -291,6 +308,7 @@ measure() {   # measure MODE PEER: fills R[MODE,PEER,*]
         else
             v_100+=(fail)
         fi
+        is_tls "$mode" && continue      # the TLS rows: memory, CPU per message, handshakes
         rc=$(lg "$mode" "$peer" "$mode-$peer-cl1000-$rep" --connections 1000 \
              --connect-rate 20000 --closed-loop --duration "${SECS}s")
         v_1000+=("$(fig "$rc" "$mode-$peer-cl1000-$rep" throughput msgs_per_s)")
@@ -301,6 +319,24 @@ measure() {   # measure MODE PEER: fills R[MODE,PEER,*]
     # The churn runs last: the sockets they leave in TIME_WAIT expire 60 s later, in a storm
     # of timer work that would land in this peer's other runs (tw_settle()).
     for (( rep = 1; rep <= REPS; rep++ )); do
+        if is_tls "$mode"; then
+            c0=$(sum_cpu)
+            rc=$(lg "$mode" "$peer" "$mode-$peer-tls-$rep" --connections "$CHURN_CONNS" \
+                 --connect-rate 20000 --churn --duration "${SECS}s")
+            c1=$(sum_cpu)
+            v_tls+=("$(fig "$rc" "$mode-$peer-tls-$rep" throughput connections_per_s)")
+            sent=$(fig "$rc" "$mode-$peer-tls-$rep" connections connected)
+            if isnum "$sent"; then
+                v_hs+=("$(awk -v c=$(( c1 - c0 )) -v t="$TCK" -v n="$sent" \
+                          'BEGIN { printf "%.1f\n", c * 1e6 / t / (n ? n : 1) }')")
+            else
+                v_hs+=(fail)
+            fi
+            rc=$(lg "$mode" "$peer" "$mode-$peer-tlsres-$rep" --connections "$CHURN_CONNS" \
+                 --connect-rate 20000 --churn --tls-resume --duration "${SECS}s")
+            v_res+=("$(fig "$rc" "$mode-$peer-tlsres-$rep" throughput connections_per_s)")
+            continue
+        fi
         rc=$(lg "$mode" "$peer" "$mode-$peer-churn-$rep" --connections "$CHURN_CONNS" \
              --connect-rate 20000 --churn --duration "${SECS}s")
         v_conn+=("$(fig "$rc" "$mode-$peer-churn-$rep" throughput connections_per_s)")
@@ -315,6 +351,12 @@ measure() {   # measure MODE PEER: fills R[MODE,PEER,*]
     [ ${#v_msg[@]} -gt 0 ] && R[$mode,$peer,rss_msg]=$(pick "${v_msg[@]}")
     [ ${#v_cpu[@]} -gt 0 ] && R[$mode,$peer,cpu_msg]=$(pick "${v_cpu[@]}")
     R[$mode,$peer,cl_100]=$(pick "${v_100[@]}")
+    if is_tls "$mode"; then
+        R[$mode,$peer,tls_conn]=$(pick "${v_tls[@]}")
+        R[$mode,$peer,tls_res]=$(pick "${v_res[@]}")
+        R[$mode,$peer,cpu_hs]=$(pick "${v_hs[@]}")
+        return
+    fi
     R[$mode,$peer,cl_1000]=$(pick "${v_1000[@]}")
     R[$mode,$peer,p99_fixed]=$(pick "${v_p99[@]}")
     R[$mode,$peer,conn_rate]=$(pick "${v_conn[@]}")
@@ -328,10 +370,22 @@ for peer in $PEERS; do
     haproxy|nginx) have "$peer" || NOTE[tcp,$peer]="not installed (make bench-deps)" ;;
     esac
 done
+# The certificate of the TLS modes: ECDSA P-256, made for this run (chain and key in one
+# file, which all three peers read).
+if printf '%s\n' $MODES | grep -qx 'tls\|wss'; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=bench.test -keyout "$OUT/bench.key" -out "$OUT/bench.crt" 2>/dev/null &&
+        cat "$OUT/bench.crt" "$OUT/bench.key" > "$OUT/bench.pem" ||
+        { echo "bench: openssl could not make the TLS certificate" >&2; exit 1; }
+fi
 for mode in $MODES; do
     start_backend "$mode" || { echo "bench: the $mode echo backend did not start" >&2; exit 1; }
     for peer in $PEERS; do
         [ -n "${NOTE[tcp,$peer]:-}" ] && { NOTE[$mode,$peer]=${NOTE[tcp,$peer]}; continue; }
+        if [ "$peer" = direct ] && is_tls "$mode"; then
+            NOTE[$mode,direct]="the backend is plain: no TLS row"
+            continue
+        fi
         if [ "$peer" = corogate ] && [ "$mode" = ws ] &&
            ! { render "$CONF/corogate.ini" "$OUT/corogate.ini" &&
                "$CG" -t -c "$OUT/corogate.ini" >/dev/null 2>&1; }; then
@@ -359,9 +413,12 @@ label() {
     p99_fixed) echo "p99 ms at $(( FIXED_CONNS * FIXED_RATE )) msg/s" \
                     "($FIXED_CONNS x $FIXED_RATE/s)" ;;
     conn_rate) echo "new connections/s ($CHURN_CONNS churners)" ;;
+    tls_conn)  echo "new TLS conns/s, full handshake" ;;
+    tls_res)   echo "new TLS conns/s, resumed (ticket)" ;;
+    cpu_hs)    echo "proxy CPU per new TLS conn (full), us" ;;
     esac
 }
-lower_better() { case $1 in rss_idle|rss_msg|cpu_msg|p99_fixed) return 0 ;; esac; return 1; }
+lower_better() { case $1 in rss_idle|rss_msg|cpu_msg|p99_fixed|cpu_hs) return 0 ;; esac; return 1; }
 better() {   # better METRIC A B: the better of two figures ("" for A: B)
     if [ -z "$2" ]; then echo "$3"
     elif lower_better "$1"; then awk -v a="$2" -v b="$3" 'BEGIN { print (b < a) ? b : a }'
@@ -374,14 +431,20 @@ target() {   # corogate's target as "OP RATIO" against the best other proxy
     cl_100|cl_1000)   echo ">= 1.15" ;;
     p99_fixed)        echo "<= 1.00" ;;
     conn_rate)        echo ">= 1.30" ;;
+    tls_conn|tls_res) echo ">= 1.20" ;;
+    cpu_hs)           echo "<= 1.00" ;;
     esac
 }
-isnum() { [[ $1 =~ ^[0-9.e+-]+$ ]]; }
+# corogate's target for a row of a TLS mode (issue 17) where it differs from the plain one.
+target_of() {   # target_of MODE METRIC
+    if is_tls "$1" && [ "$2" = cpu_msg ]; then echo "<= 1.00"; else target "$2"; fi
+}
 fmtv() {
     isnum "$1" || { echo "${1:--}"; return; }
     case $2 in
     p99_fixed) awk -v v="$1" 'BEGIN { printf "%.3f", v }' ;;
     cpu_msg)   awk -v v="$1" 'BEGIN { printf "%.2f", v }' ;;
+    cpu_hs)    awk -v v="$1" 'BEGIN { printf "%.1f", v }' ;;
     *)         awk -v v="$1" 'BEGIN { printf "%.0f", v }' ;;
     esac
 }
@@ -396,7 +459,9 @@ printf '%-5s %-46s' mode metric
 for p in $PEERS; do printf ' %18s' "$p"; done
 printf '  %-22s\n' "corogate: target met?"
 for mode in $MODES; do
-    for m in $METRICS; do
+    metrics=$METRICS
+    is_tls "$mode" && metrics=$TLS_METRICS
+    for m in $metrics; do
         best=
         for p in $proxies; do
             v=${R[$mode,$p,$m]:-}
@@ -424,7 +489,7 @@ for mode in $MODES; do
         done
         cg=${R[$mode,corogate,$m]:-}
         if isnum "$cg" && [ -n "$other" ] && awk -v o="$other" 'BEGIN { exit !(o > 0) }'; then
-            read -r op want <<<"$(target $m)"
+            read -r op want <<<"$(target_of "$mode" $m)"
             ratio=$(awk -v c="$cg" -v o="$other" 'BEGIN { printf "%.2f", c / o }')
             met=NO
             awk -v r="$ratio" -v w="$want" -v op="$op" \
