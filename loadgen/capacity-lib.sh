@@ -64,6 +64,8 @@ mode = $lmode
 upstream = echo
 idle_timeout = 0
 backlog = ${CG_BACKLOG:-4096}
+${CG_TLS_CERT:+tls = on
+tls_certificate = $CG_TLS_CERT}
 [upstream echo]
 servers = $BACKEND_SERVERS
 source = $7

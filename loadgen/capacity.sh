@@ -38,6 +38,8 @@
 #   LAT_DURATION   step 3's length, seconds [10]
 #   OVER           connections asked beyond the quota in step 4 [200]
 #   MODE           tcp or ws (corogate's WebSocket listener in front of a ws echo) [tcp]
+#   TLS            1: the listener terminates TLS (an ECDSA P-256 certificate made for the
+#                  run) and every loadgen connection is TLS (wss:// with MODE=ws) [0]
 #   WORKERS        corogate worker threads [online CPUs]
 #   THREADS        loadgen threads per process [1]
 #   PROCS          loadgen processes [from the open-files limit]
@@ -94,6 +96,15 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json "$OUT"/*.log "$OUT/cg.sock"
 
 IDLE=$(( CONNECTIONS - LAT_CONNS ))
+LG_TLS=()
+if [ "${TLS:-0}" = 1 ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=capacity.test -keyout "$OUT/tls.key" -out "$OUT/tls.crt" 2>/dev/null &&
+        cat "$OUT/tls.crt" "$OUT/tls.key" > "$OUT/tls.pem" ||
+        { echo "capacity: openssl could not make the certificate" >&2; exit 1; }
+    CG_TLS_CERT=$OUT/tls.pem
+    LG_TLS=(--tls)
+fi
 PIDS=()
 CG_SOCK=$OUT/cg.sock
 . "$(dirname "$0")/capacity-lib.sh"
@@ -124,7 +135,7 @@ rss0=$(rss_kb $CGPID)
 cpu0=$(cpu_ticks $CGPID)
 hold_s=$(( LAT_DURATION + 8 ))
 t0=$(now_ms)
-"$LG" run --mode "$MODE" --target "127.0.0.1:$PORT" --connections "$IDLE" \
+"$LG" run --mode "$MODE" "${LG_TLS[@]}" --target "127.0.0.1:$PORT" --connections "$IDLE" \
     --connect-rate "$RATE" --duration "${hold_s}s" --hold --procs "$PROCS" \
     --threads "$THREADS" --source "$SOURCES" --connect-timeout 10s \
     --json "$OUT/idle.json" >"$OUT/idle.log" 2>&1 &
@@ -148,7 +159,7 @@ up1=$(stat connections); up1=${up1:-0}
 
 # ------------------------------------------------------------------ 3. fixed-rate latency
 cpu2=$(cpu_ticks $CGPID)
-"$LG" run --mode "$MODE" --target "127.0.0.1:$PORT" --connections "$LAT_CONNS" \
+"$LG" run --mode "$MODE" "${LG_TLS[@]}" --target "127.0.0.1:$PORT" --connections "$LAT_CONNS" \
     --connect-rate 1000 --duration "${LAT_DURATION}s" --message-rate "$MSG_RATE" \
     --message-size "$MSG_SIZE" --json "$OUT/latency.json" >"$OUT/latency.log" 2>&1
 lat_rc=$?
@@ -158,7 +169,8 @@ rss2=$(rss_kb $CGPID)
 
 # ------------------------------------------------------------------ 4. the quota
 rej0=$(stat rejected_max); rej0=${rej0:-0}
-"$LG" run --mode "$MODE" --target "127.0.0.1:$PORT" --connections $(( LAT_CONNS + OVER )) \
+"$LG" run --mode "$MODE" "${LG_TLS[@]}" --target "127.0.0.1:$PORT" \
+    --connections $(( LAT_CONNS + OVER )) \
     --connect-rate 2000 --duration 2s --hold --json "$OUT/quota.json" >"$OUT/quota.log" 2>&1
 rej1=$(stat rejected_max); rej1=${rej1:-0}
 ask "show breaker" >"$OUT/breaker.txt"
@@ -199,7 +211,7 @@ quota_line="$quota_line (closed $q_closed, reset $q_reset, refused $q_refused, 5
 quota_line="$quota_line rejected_max +$(( rej1 - rej0 ))"
 
 echo
-echo "corogate capacity ($MODE) — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, ulimit -n $NOFILE"
+echo "corogate capacity ($MODE${CG_TLS_CERT:+ over TLS}) — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, ulimit -n $NOFILE"
 printf '  %-44s %s\n' \
     "idle connections reached (corogate count)" "$up1 of $IDLE in $(fmt $(( ramp_ms )) 0) ms" \
     "accept rate" "$accept_rate conn/s (loadgen asked $RATE/s)" \
