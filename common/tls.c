@@ -1376,8 +1376,10 @@ static int await_ticket(struct hs *h, struct cg_tls_info *info, struct coro_buf 
     h->sess0 = SSL_get_session(h->ssl);
     h->ticket_wait = 1;
     for (;;) {
-        if (ticket_came(h) && track_at_boundary(&h->rd))
+        if (ticket_came(h) && track_at_boundary(&h->rd)) {
+            coro_buf_put(h->sched, b);
             return 0;
+        }
         if (!b) {
             b = coro_buf_get(h->sched, MAX_PLAIN);
             if (!b)
@@ -1659,6 +1661,9 @@ static int handshake(struct coro_stream *st, SSL_CTX *ctx, int server, const cha
     r->f.ready = plain;
     plain = NULL;
     coro_stream_set_filter(st, &r->f);
+    /* The SSL goes, the connection stays: freed without this, OpenSSL would take the
+     * session for a broken one and make it non-resumable (and drop it from a cache). */
+    SSL_set_shutdown(h.ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     err = 0;
 out:
     if (err < 0)

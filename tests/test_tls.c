@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -207,7 +208,7 @@ static void on_msg(int write_p, int version, int content_type, const void *buf, 
 
     (void)version;
     (void)arg;
-    if (!m || write_p || content_type != SSL3_RT_HANDSHAKE || len < 1 || !SSL_is_init_finished(ssl))
+    if (!m || write_p || content_type != SSL3_RT_HANDSHAKE || len < 1)
         return;
     if (p[0] == SSL3_MT_KEY_UPDATE)
         atomic_fetch_add(&m->key_updates, 1);
@@ -875,6 +876,328 @@ START_TEST(test_connect_echo)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ handshake details */
+
+/* TLS 1.3: the client's first data in the same send as its Finished. The handshake reads
+ * exactly to the end of the Finished; the rest is the record layer's: in the stream when
+ * cg_tls_accept() returns, in order. Two session tickets went out (the context's count),
+ * under the sequence numbers the record layer then continues. */
+START_TEST(test_data_with_finished)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, TLS1_3_VERSION, NULL);
+    srv_start(&sv, &e, sctx, 1);
+    client_peer_init(&p, pctx, srv_port(&sv), 64 * 1024, 5);
+    p.max_piece = 300;
+    peer_start(&p);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    peer_join(&p);
+    assert_echoed(&sv, 0, &p);
+    ck_assert_int_eq(sv.readable[0], 1);
+    ck_assert_uint_eq(atomic_load(&p.msgs.tickets), 2);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* Serves one connection of the client peer <p> on a new listener of <sctx>. */
+static void serve_one(struct env *e, struct tsrv *sv, SSL_CTX *sctx, struct peer *p,
+                      enum srv_mode mode)
+{
+    srv_start(sv, e, sctx, 1);
+    sv->mode = mode;
+    p->port = srv_port(sv);
+    peer_start(p);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    peer_join(p);
+}
+
+/* A second connection resumes the first one's session (cg_tls_accept() side), TLS 1.3 and
+ * 1.2. The TLS 1.2 client's Finished comes last in a resumption: its data comes with it.
+ * After a resumption OpenSSL's server sends one ticket, and so do we. */
+START_TEST(test_accept_resume)
+{
+    int version = _i ? TLS1_2_VERSION : TLS1_3_VERSION;
+    struct certs c;
+    struct env e;
+    struct tsrv sv1, sv2;
+    struct peer p1, p2;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, version, NULL);
+    client_peer_init(&p1, pctx, 0, 100 * 1000, 7);
+    serve_one(&e, &sv1, sctx, &p1, SRV_ECHO);
+    assert_echoed(&sv1, 0, &p1);
+    ck_assert_int_eq(sv1.info[0].resumed, 0);
+    ck_assert_ptr_nonnull(p1.session_out);
+    client_peer_init(&p2, pctx, 0, 100 * 1000, 8);
+    p2.session = p1.session_out;
+    p2.max_piece = 500;
+    serve_one(&e, &sv2, sctx, &p2, SRV_ECHO);
+    assert_echoed(&sv2, 0, &p2);
+    ck_assert_int_eq(p2.resumed, 1);
+    ck_assert_int_eq(sv2.info[0].resumed, 1);
+    ck_assert_int_eq(sv2.readable[0], 1);
+    if (version == TLS1_3_VERSION) {
+        ck_assert_uint_eq(atomic_load(&p1.msgs.tickets), 2);
+        ck_assert_uint_eq(atomic_load(&p2.msgs.tickets), 1);
+    }
+    SSL_SESSION_free(p1.session_out);
+    SSL_SESSION_free(p2.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* cg_tls_connect() keeps the session the server issued (TLS 1.3: waiting for its first
+ * ticket) and resumes it on the next connection. */
+START_TEST(test_connect_resume)
+{
+    int version = _i ? TLS1_2_VERSION : TLS1_3_VERSION;
+    struct certs c;
+    struct env e;
+    struct tcli t;
+    struct peer p;
+    SSL_CTX *cctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    memset(&t, 0, sizeof(t));
+    cctx = client_ctx(1);
+    pctx = server_ctx(&c, 0);
+    ctx_limit(pctx, version, NULL);
+    t.want_session = 1;
+    run_client(&e, &t, cctx, pctx, 50 * 1000, 3, 0, &p);
+    ck_assert_int_eq(t.info.resumed, 0);
+    ck_assert_ptr_nonnull(t.session);
+    ck_assert_int_eq(SSL_SESSION_is_resumable(t.session), 1);
+    run_client(&e, &t, cctx, pctx, 50 * 1000, 4, 0, &p);
+    ck_assert_int_eq(t.info.resumed, 1);
+    ck_assert_int_eq(p.resumed, 1);
+    ck_assert_int_eq(t.info.version, version);
+    SSL_SESSION_free(t.session);
+    SSL_CTX_free(cctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* What the handshake established, in cg_tls_info: SNI, ALPN, the client's certificate
+ * (subject, fingerprint, verification), the group. */
+START_TEST(test_accept_info_sni_alpn_client_cert)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+    X509 *x;
+    FILE *f;
+    unsigned char md[32];
+    unsigned mdlen = 0, i;
+    char hex[65];
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    SSL_CTX_set_verify(sctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    ck_assert_int_eq(SSL_CTX_load_verify_locations(sctx, c.cli_cert, NULL), 1);
+    pctx = client_ctx(0);
+    ck_assert_int_eq(SSL_CTX_use_certificate_file(pctx, c.cli_cert, SSL_FILETYPE_PEM), 1);
+    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(pctx, c.cli_key, SSL_FILETYPE_PEM), 1);
+    client_peer_init(&p, pctx, 0, 10 * 1000, 9);
+    p.sni = "tls.test";
+    p.alpn = "\x02h2\x08http/1.1";
+    p.alpn_len = 12;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    assert_echoed(&sv, 0, &p);
+    ck_assert_str_eq(sv.info[0].sni, "tls.test");
+    ck_assert_str_eq(sv.info[0].alpn, "http/1.1");
+    ck_assert_str_eq(sv.info[0].group, "x25519");
+    ck_assert_int_eq(sv.info[0].peer_cert, 1);
+    ck_assert_int_eq(sv.info[0].verify_result, X509_V_OK);
+    ck_assert_str_eq(sv.info[0].peer_subject, "CN=client,O=corogate tests");
+    f = fopen(c.cli_cert, "r");
+    ck_assert_ptr_nonnull(f);
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(X509_digest(x, EVP_sha256(), md, &mdlen), 1);
+    X509_free(x);
+    for (i = 0; i < mdlen; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    ck_assert_str_eq(sv.info[0].peer_sha256, hex);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ after the handshake */
+
+/* TLS 1.3 KeyUpdate with update_requested from the peer, mid-stream: we switch our read
+ * key, answer with our own KeyUpdate under the old write key, and the rest of the 1 MiB
+ * still goes both ways. _i: 0 the peer is the client (cg_tls_accept), 1 the server. */
+START_TEST(test_key_update)
+{
+    struct certs c;
+    struct env e;
+    struct peer p;
+    SSL_CTX *ours, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    if (_i == 0) {
+        struct tsrv sv;
+
+        ours = server_ctx(&c, 1);
+        pctx = client_ctx(0);
+        ctx_limit(pctx, TLS1_3_VERSION, "TLS_AES_256_GCM_SHA384");
+        client_peer_init(&p, pctx, 0, MiB, 11);
+        p.key_update = 1;
+        serve_one(&e, &sv, ours, &p, SRV_ECHO);
+        assert_echoed(&sv, 0, &p);
+        SSL_SESSION_free(p.session_out);
+    } else {
+        struct tcli t;
+
+        memset(&t, 0, sizeof(t));
+        ours = client_ctx(1);
+        pctx = server_ctx(&c, 0);
+        ctx_limit(pctx, TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256");
+        run_client(&e, &t, ours, pctx, MiB, 12, 1, &p);
+    }
+    ck_assert_uint_eq(atomic_load(&p.msgs.key_updates), 1);     /* our answer */
+    SSL_CTX_free(ours);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* A record changed on the way: the connection fails with bad_record_mac to the peer. */
+START_TEST(test_tampered_record)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 1000, 13);
+    p.max_piece = 100;
+    p.tamper = 1;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    ck_assert_int_eq(sv.hs_err[0], 0);
+    ck_assert_int_eq(sv.read_end[0], UV_EPROTO);
+    ck_assert_uint_eq(sv.echoed[0], 0);
+    ck_assert_int_eq(p.ok, 0);
+    ck_assert_msg(p.alert == SSL_R_SSLV3_ALERT_BAD_RECORD_MAC, "peer: %s", p.why);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* An idle TLS connection holds its record layer's object only: no pool buffer. */
+START_TEST(test_idle_holds_no_buffer)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    ck_assert_uint_le(cg_tls_idle_bytes(), 256);
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 100, 14);
+    p.max_piece = 100;
+    serve_one(&e, &sv, sctx, &p, SRV_IDLE_CHECK);
+    assert_echoed(&sv, 0, &p);
+    ck_assert_uint_eq(sv.idle_bufs[0], 1);      /* 1 + buffers outstanding after an echo */
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* Python's ssl module as the client (another OpenSSL user, its own record handling):
+ * echo, SNI and ALPN, close_notify both ways (its unwrap() waits for ours). */
+START_TEST(test_python_client)
+{
+    const char *ver = _i ? "1.2" : "1.3";
+    char out[TH_PATH_MAX], port[16], *text;
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    SSL_CTX *sctx;
+    int fd, status = 0;
+    pid_t pid;
+
+    if (access("/usr/bin/python3", X_OK) != 0)
+        TH_SKIP("no /usr/bin/python3");
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    srv_start(&sv, &e, sctx, 1);
+    snprintf(port, sizeof(port), "%d", srv_port(&sv));
+    snprintf(out, sizeof(out), "%s/python.out", th_tmpdir());
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    pid = th_fork();
+    if (pid == 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl("/usr/bin/python3", "python3", "tests/tls_client.py", port, ver, "300000", "42",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    text = th_read_file(out, NULL);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "python: %s", text);
+    ck_assert_msg(!strncmp(text, _i ? "OK TLSv1.2 " : "OK TLSv1.3 ", 11), "python: %s", text);
+    ck_assert_msg(strstr(text, " http/1.1 300000") != NULL, "python: %s", text);
+    free(text);
+    ck_assert_int_eq(sv.hs_err[0], 0);
+    ck_assert_uint_eq(sv.echoed[0], 300000);
+    ck_assert_int_eq(sv.read_end[0], UV_EOF);
+    ck_assert_str_eq(sv.info[0].sni, "tls.test");
+    ck_assert_str_eq(sv.info[0].alpn, "http/1.1");
+    SSL_CTX_free(sctx);
+    env_deinit(&e);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ refusals */
 
 /* Not TLS: refused from the first bytes, before any SSL object exists. */
@@ -917,6 +1240,41 @@ START_TEST(test_garbage_not_tls)
 }
 END_TEST
 
+/* A handshake that stalls fails with CG_TLS_FAIL_TIMEOUT: a client that sends nothing,
+ * and one that stops inside its ClientHello (then OpenSSL is waiting). */
+START_TEST(test_handshake_timeout)
+{
+    static const char hello_start[] = "\x16\x03\x01\x00\xc8\x01\x00\x00";
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    SSL_CTX *sctx;
+    unsigned i;
+    int fd[2];
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    srv_start(&sv, &e, sctx, 2);
+    sv.hs_timeout = 200;
+    fd[0] = th_connect(srv_port(&sv), 5000);
+    fd[1] = th_connect(srv_port(&sv), 5000);
+    ck_assert_int_ge(fd[0], 0);
+    ck_assert_int_ge(fd[1], 0);
+    ck_assert_int_eq(th_send_all(fd[1], hello_start, 8), 8);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    ck_assert(!sv.guard_fired);
+    for (i = 0; i < 2; i++) {
+        ck_assert_msg(sv.info[i].fail == CG_TLS_FAIL_TIMEOUT, "%u: %s (%s)", i,
+                      cg_tls_fail_name(sv.info[i].fail), sv.info[i].why);
+        ck_assert_int_eq(sv.hs_err[i], UV_ETIMEDOUT);
+        close(fd[i]);
+    }
+    SSL_CTX_free(sctx);
+    env_deinit(&e);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ suite */
 
 Suite *tls_suite(void)
@@ -929,10 +1287,19 @@ Suite *tls_suite(void)
     tcase_set_timeout(echo, 120);
     tcase_add_loop_test(echo, test_accept_echo, 0, NCASES);
     tcase_add_loop_test(echo, test_connect_echo, 0, NCASES);
+    tcase_add_test(echo, test_data_with_finished);
+    tcase_add_loop_test(echo, test_accept_resume, 0, 2);
+    tcase_add_loop_test(echo, test_connect_resume, 0, 2);
+    tcase_add_test(echo, test_accept_info_sni_alpn_client_cert);
+    tcase_add_loop_test(echo, test_key_update, 0, 2);
+    tcase_add_loop_test(echo, test_idle_holds_no_buffer, 0, 2);
+    tcase_add_loop_test(echo, test_python_client, 0, 2);
     suite_add_tcase(s, echo);
     th_tcase_add_fixtures(refuse);
     tcase_set_timeout(refuse, 60);
     tcase_add_test(refuse, test_garbage_not_tls);
+    tcase_add_test(refuse, test_handshake_timeout);
+    tcase_add_loop_test(refuse, test_tampered_record, 0, 2);
     suite_add_tcase(s, refuse);
     return s;
 }
