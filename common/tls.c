@@ -865,6 +865,8 @@ struct hs {
     unsigned            plain_seen : 1;  /* client: application data came first */
     SSL_SESSION        *sess0;   /* client: the session when the handshake ended */
     struct track        rd, wr;
+    uint32_t            wr_app;  /* server, TLS 1.3: records written when the application
+                                  * write key came (1 + : none yet, or not at a boundary) */
     uint8_t             csec[48], ssec[48];
     uint8_t             have_csec, have_ssec;
 };
@@ -1063,8 +1065,13 @@ static void on_keylog(const SSL *ssl, const char *line)
     if (!strncmp(line, cl, sizeof(cl) - 1) && parse_secret(line, sizeof(cl) - 1, h->csec) > 0)
         h->have_csec = 1;
     else if (!strncmp(line, sl, sizeof(sl) - 1) &&
-             parse_secret(line, sizeof(sl) - 1, h->ssec) > 0)
+             parse_secret(line, sizeof(sl) - 1, h->ssec) > 0) {
         h->have_ssec = 1;
+        /* A server derives it right after its Finished went into the BIO: what it writes
+         * from here on (tickets, whoever asked for them) is under this key. */
+        if (SSL_is_server(ssl) && track_at_boundary(&h->wr))
+            h->wr_app = 1 + h->wr.records;
+    }
 }
 
 /* ------------------------------------------------------------------ contexts */
@@ -1562,6 +1569,7 @@ static int handshake(struct coro_stream *st, SSL_CTX *ctx, int server, const cha
     struct ctx_info *ci;
     struct rl *r = NULL;
     uint64_t rseq, wseq;
+    uint32_t rd_mark, wr_mark;
     size_t tickets, i;
     BIO *bio = NULL;
     int err;
@@ -1606,7 +1614,8 @@ static int handshake(struct coro_stream *st, SSL_CTX *ctx, int server, const cha
     if (err < 0)
         goto out;
     fill_info(h.ssl, info);
-    h.rd.records = h.wr.records = 0;        /* mark: what follows uses the traffic keys */
+    rd_mark = h.rd.records;                 /* what follows uses the traffic keys */
+    wr_mark = h.wr.records;
     if (server && SSL_version(h.ssl) == TLS1_3_VERSION) {
         ci = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(h.ssl), ctx_idx);
         tickets = ci ? ci->num_tickets : 0;
@@ -1631,8 +1640,17 @@ static int handshake(struct coro_stream *st, SSL_CTX *ctx, int server, const cha
         goto out;
     }
     if (SSL_version(h.ssl) == TLS1_3_VERSION) {
-        rseq = h.rd.records;                /* tickets (client), data before them */
-        wseq = h.wr.records;                /* tickets (server) */
+        rseq = h.rd.records - rd_mark;      /* tickets (client), data before them */
+        wseq = h.wr.records - wr_mark;
+        if (server) {
+            /* The tickets: ours, and any OpenSSL sent itself within the handshake (a
+             * context switched by an SNI callback keeps its own ticket count). */
+            if (!h.wr_app) {
+                err = set_fail(info, CG_TLS_FAIL_LOCAL, UV_EPROTO, "no application key mark");
+                goto out;
+            }
+            wseq = h.wr.records - (h.wr_app - 1);
+        }
     } else {
         rseq = h.rd.since_ccs;              /* Finished: 1 */
         wseq = h.wr.since_ccs;

@@ -1204,7 +1204,7 @@ END_TEST
 START_TEST(test_garbage_not_tls)
 {
     static const struct { const char *p; size_t n; } junk[] = {
-        { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 29 },
+        { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27 },
         { "\x16\x03\x01\x00\x05\x02hello", 11 },   /* a handshake record, no ClientHello */
         { "\x16\x03\x01\xff\xff\x01", 6 },          /* a length no ClientHello has */
     };
