@@ -235,6 +235,7 @@ struct peer {
     int               key_update;    /* request a KeyUpdate (update_requested) at half */
     int               tamper;        /* client: flip a bit of the first data record */
     int               no_close;      /* client: close the socket without close_notify */
+    int               renegotiate;   /* client, TLS 1.2: try to renegotiate at half */
     /* results */
     pthread_t         th;
     int               ok;
@@ -365,7 +366,8 @@ static void *peer_main(void *arg)
         }
         /* Client: more data while little is pending (right after the handshake, in the
          * same send as the Finished). */
-        while (hs_done && !p->server && p->sent < p->total && BIO_ctrl_pending(wb) < 65536) {
+        while (hs_done && !p->server && p->sent < p->total && BIO_ctrl_pending(wb) < 65536 &&
+               !(p->renegotiate && ku)) {
             rnd = splitmix(rnd);
             n = 1 + rnd % p->max_piece;
             if (n > p->total - p->sent)
@@ -386,6 +388,14 @@ static void *peer_main(void *arg)
 
                 d[m - 1] ^= 1;          /* the last byte of the tag */
                 tampered = 1;
+            }
+            if (p->renegotiate && !ku && p->sent >= p->total / 2) {
+                if (!SSL_renegotiate(ssl)) {
+                    peer_fail(p, "%s", "SSL_renegotiate");
+                    goto done;
+                }
+                SSL_do_handshake(ssl);  /* the ClientHello goes out; the answer comes */
+                ku = 1;
             }
             if (p->key_update && !ku && p->sent >= p->total / 2) {
                 if (!SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) || SSL_do_handshake(ssl) != 1) {
@@ -463,6 +473,8 @@ static void *peer_main(void *arg)
     if (th_now_ms() >= deadline)
         peer_fail(p, "%s", "peer timeout");
 done:
+    if (ssl && !p->ok)
+        peer_send(p, fd, SSL_get_wbio(ssl));     /* an alert it made, best effort */
     if (!p->server && ssl)
         p->session_out = SSL_get1_session(ssl);
 out:
@@ -1198,6 +1210,196 @@ START_TEST(test_python_client)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ the relay's loop */
+
+/* gateway/core/relay.c's loop, as it is, between a TLS client stream and a plain upstream:
+ * one coroutine watching both streams, coro_try_read() / coro_write_nowait() /
+ * coro_stream_readable(), parking when neither side can move. A raw chunk that holds only
+ * part of a record makes a stream readable and then yields nothing: the loop must park
+ * (not spin) and wake when the rest comes. */
+struct relay_t {
+    struct tsrv        *sv;
+    int                 up_port;
+    struct coro_stream  client, up;
+    struct coro        *co;
+    int                 hs_err, result;
+    unsigned            passes, parks;
+    uint64_t            to_up, to_client;
+};
+
+enum { TO_UP = 1, TO_CLIENT = 2 };
+
+static int relay_pump(struct relay_t *r, int dir, int *open)
+{
+    struct coro_stream *src = dir == TO_UP ? &r->client : &r->up;
+    struct coro_stream *dst = dir == TO_UP ? &r->up : &r->client;
+    struct coro_buf *b;
+    ssize_t n;
+    int err;
+
+    if (!(*open & dir) || coro_stream_queued(dst) > dst->wq_high)
+        return 0;
+    n = coro_try_read(src, &b);
+    if (n == UV_EAGAIN)
+        return 0;
+    if (n == UV_EOF) {
+        *open &= ~dir;
+        err = coro_shutdown(dst);
+        return err < 0 ? err : 1;
+    }
+    if (n < 0)
+        return (int)n;
+    if (dir == TO_UP)
+        r->to_up += (uint64_t)n;
+    else
+        r->to_client += (uint64_t)n;
+    err = coro_write_nowait(dst, b);
+    return err < 0 ? err : 1;
+}
+
+static void relay_co(void *arg)
+{
+    struct relay_t *r = arg;
+    struct cg_tls_info info;
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    int open = TO_UP | TO_CLIENT, err = 0, x, y;
+
+    r->co = coro_self();
+    r->hs_err = cg_tls_accept(&r->client, r->sv->ctx, IO_MS, &info);
+    if (r->hs_err < 0)
+        goto out;
+    a.sin_port = htons((uint16_t)r->up_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    coro_stream_init(r->sv->s, &r->up);
+    err = coro_connect(&r->up, (struct sockaddr *)&a, IO_MS);
+    if (err < 0)
+        goto out_up;
+    coro_stream_watch(&r->client, r->co);
+    coro_stream_watch(&r->up, r->co);
+    for (;;) {
+        r->passes++;
+        x = relay_pump(r, TO_UP, &open);
+        y = relay_pump(r, TO_CLIENT, &open);
+        if (x < 0 || y < 0) {
+            err = x < 0 ? x : y;
+            break;
+        }
+        if (!open)
+            break;
+        if ((x || y) && (((open & TO_UP) && coro_stream_readable(&r->client)) ||
+                         ((open & TO_CLIENT) && coro_stream_readable(&r->up))))
+            continue;
+        r->parks++;
+        err = coro_park("relay", IO_MS);
+        if (err < 0)
+            break;
+    }
+    if (err == 0) {
+        coro_flush(&r->client, IO_MS);
+        coro_flush(&r->up, IO_MS);
+    }
+out_up:
+    coro_stream_close(&r->up);
+out:
+    r->result = err;
+    coro_stream_close(&r->client);
+    srv_stop(r->sv);
+}
+
+static struct relay_t *the_relay;
+
+static void on_relay_conn(uv_poll_t *p, int status, int events)
+{
+    struct tsrv *sv = p->data;
+    int fd;
+
+    (void)status;
+    (void)events;
+    while ((fd = accept4(sv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+        ck_assert_uint_eq(sv->accepted++, 0);
+        ck_assert_int_eq(coro_stream_init(sv->s, &the_relay->client), 0);
+        ck_assert_int_eq(coro_stream_open(&the_relay->client, fd), 0);
+        ck_assert_int_eq(coro_spawn(sv->s, relay_co, the_relay, "relay", NULL), 0);
+    }
+}
+
+START_TEST(test_relay_loop_over_tls)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    struct relay_t *r = calloc(1, sizeof(*r));
+    struct th_echo *echo = th_echo_new(0);
+    SSL_CTX *sctx, *pctx;
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_ptr_nonnull(echo);
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    srv_start(&sv, &e, sctx, 1);
+    uv_poll_stop(&sv.poll);
+    ck_assert_int_eq(uv_poll_start(&sv.poll, UV_READABLE, on_relay_conn), 0);
+    r->sv = &sv;
+    r->up_port = th_echo_port(echo);
+    the_relay = r;
+    client_peer_init(&p, pctx, srv_port(&sv), MiB, 21);
+    peer_start(&p);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    peer_join(&p);
+    ck_assert(!sv.guard_fired);
+    ck_assert_int_eq(r->hs_err, 0);
+    ck_assert_msg(r->result == 0, "relay: %s", uv_strerror(r->result));
+    ck_assert_msg(p.ok, "peer: %s", p.why);
+    ck_assert_uint_eq(p.got, MiB);
+    ck_assert_uint_eq(p.mismatches, 0);
+    ck_assert(p.sum_in == p.sum_out);
+    ck_assert_uint_eq(r->to_up, MiB);
+    ck_assert_uint_eq(r->to_client, MiB);
+    ck_assert_int_eq(p.close_notify, 1);
+    /* Bounded: each pass moves a chunk or parks; a spin would run into the millions. */
+    ck_assert_msg(r->passes < 4 * r->parks + 4096, "passes %u, parks %u", r->passes, r->parks);
+    th_note("relay over TLS: %u passes, %u parks", r->passes, r->parks);
+    free(r);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* TLS 1.2: a client's renegotiation is declined with a no_renegotiation warning (OpenSSL's
+ * client then gives up with its own alert, which fails the connection on our side). */
+START_TEST(test_renegotiation_refused)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, TLS1_2_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 100000, 23);
+    p.renegotiate = 1;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    ck_assert_int_eq(sv.hs_err[0], 0);
+    ck_assert_int_eq(p.ok, 0);
+    ck_assert_msg(p.alert == SSL_R_NO_RENEGOTIATION, "peer: %s", p.why);
+    ck_assert_int_eq(sv.read_end[0], UV_EPROTO);      /* its fatal alert */
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ refusals */
 
 /* Not TLS: refused from the first bytes, before any SSL object exists. */
@@ -1294,12 +1496,14 @@ Suite *tls_suite(void)
     tcase_add_loop_test(echo, test_key_update, 0, 2);
     tcase_add_loop_test(echo, test_idle_holds_no_buffer, 0, 2);
     tcase_add_loop_test(echo, test_python_client, 0, 2);
+    tcase_add_loop_test(echo, test_relay_loop_over_tls, 0, 2);
     suite_add_tcase(s, echo);
     th_tcase_add_fixtures(refuse);
     tcase_set_timeout(refuse, 60);
     tcase_add_test(refuse, test_garbage_not_tls);
     tcase_add_test(refuse, test_handshake_timeout);
     tcase_add_loop_test(refuse, test_tampered_record, 0, 2);
+    tcase_add_test(refuse, test_renegotiation_refused);
     suite_add_tcase(s, refuse);
     return s;
 }
