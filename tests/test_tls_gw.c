@@ -90,7 +90,7 @@ static char *__attribute__((format(printf, 2, 3))) client(int port, const char *
     va_start(ap, fmt);
     vsnprintf(args, sizeof(args), fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof(cmd), "timeout 120 /usr/bin/python3 tests/tls_client.py %d %s 2>&1",
+    snprintf(cmd, sizeof(cmd), "timeout 120 /usr/bin/python3 tests/tls_probe.py %d %s 2>&1",
              port, args);
     f = popen(cmd, "r");
     ck_assert_ptr_nonnull(f);
@@ -322,7 +322,7 @@ START_TEST(test_reload_swaps_certificate)
 
         dup2(fds[1], 1);
         close(fds[0]);
-        snprintf(cmd, sizeof(cmd), "exec timeout 120 /usr/bin/python3 tests/tls_client.py %d "
+        snprintf(cmd, sizeof(cmd), "exec timeout 120 /usr/bin/python3 tests/tls_probe.py %d "
                  "--bytes 1000 --hold-port %s", port, hold);
         execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
         _exit(127);
