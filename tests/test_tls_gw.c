@@ -48,10 +48,11 @@ static int __attribute__((format(printf, 1, 2))) sh(const char *fmt, ...)
 static void make_certs(void)
 {
     const char *d;
+    int rc;
 
     snprintf(certdir, sizeof(certdir), "%s/certs", th_tmpdir());
     d = certdir;
-    ck_assert_int_eq(sh("mkdir -p %s && cd %s && "
+    rc = sh("rm -rf %s && mkdir -p %s && cd %s && "
         "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
         "-keyout ca.key -out ca.pem -subj /CN=corogate-test-ca -days 2 2>/dev/null && "
         "for n in default:default.test: a:a.test:a.test wild:wild.b.test:*.b.test "
@@ -72,12 +73,13 @@ static void make_certs(void)
         "-enddate 20200102000000Z -notext >/dev/null 2>&1 && cat old.crt old.key > old.pem && "
         "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
         "-keyout other.key -out /dev/null -subj /CN=x 2>/dev/null",
-        d, d, "%s", "%s", "%s", d, d, d), 0);
+        d, d, d, "%s", "%s", "%s", d, d, d);
+    ck_assert_msg(rc == 0, "making the test certificates with the openssl CLI failed (%d)", rc);
 }
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Runs tests/tls_client.py with <args>; returns its JSON line (caller frees). */
+/* Runs tests/tls_probe.py with <args>; returns its JSON line (caller frees). */
 static char *__attribute__((format(printf, 2, 3))) client(int port, const char *fmt, ...)
 {
     char args[2048], cmd[2600], *out = calloc(1, 65536);
@@ -222,7 +224,7 @@ START_TEST(test_alpn)
     TH_ASSERT(d, has(out, "\"ok\": true") && has(out, "\"alpn\": \"imap\""), "%s", out);
     free(out);
     out = client(port, "--alpn h2 --bytes 10");
-    TH_ASSERT(d, has(out, "\"ok\": false") && has(out, "NO_APPLICATION_PROTOCOL"), "%s", out);
+    TH_ASSERT(d, has(out, "\"ok\": false") && has(out, "no application protocol"), "%s", out);
     free(out);
     out = client(port, "--bytes 10");          /* no ALPN offered: fine */
     TH_ASSERT(d, has(out, "\"ok\": true") && has(out, "\"alpn\": \"\""), "%s", out);
@@ -466,7 +468,7 @@ START_TEST(test_check_config)
         "[upstream u]\n"
         "servers = 127.0.0.1:2\n";
     char path[TH_PATH_MAX], a[TH_PATH_MAX], k[TH_PATH_MAX], want[TH_PATH_MAX * 3];
-    const char *args[] = { th_daemon_path(), "-t", "-c", path, NULL };
+    const char *args[] = { "-t", "-c", path, NULL };
     struct th_run_result r;
 
     make_certs();
@@ -529,7 +531,8 @@ static pid_t tls_backend(const char *cert, int *port)
     char line[64] = "";
     int fds[2];
     pid_t pid;
-    ssize_t n;
+    ssize_t n = 0;
+    size_t len;
     struct pollfd p;
 
     ck_assert_int_eq(pipe(fds), 0);
@@ -543,10 +546,14 @@ static pid_t tls_backend(const char *cert, int *port)
     }
     close(fds[1]);
     p = (struct pollfd){ .fd = fds[0], .events = POLLIN };
-    ck_assert_msg(poll(&p, 1, 20000) == 1, "the TLS backend did not start");
-    n = read(fds[0], line, sizeof(line) - 1);
+    for (len = 0; !memchr(line, '\n', len) && len < sizeof(line) - 1; len += (size_t)n) {
+        ck_assert_msg(poll(&p, 1, 20000) == 1, "the TLS backend did not start");
+        n = read(fds[0], line + len, sizeof(line) - 1 - len);
+        if (n <= 0)
+            break;
+    }
     close(fds[0]);
-    ck_assert_msg(n > 6 && sscanf(line, "READY %d", port) == 1, "backend said: %s", line);
+    ck_assert_msg(sscanf(line, "READY %d", port) == 1, "backend said: %s", line);
     return pid;
 }
 
@@ -574,7 +581,7 @@ START_TEST(test_upstream_tls_verify)
     int bport, port = th_free_port(), fd;
     struct th_daemon *d;
     pid_t bpid;
-    char *m;
+    char *m, *p;
 
     make_certs();
     snprintf(cert, sizeof(cert), "%s/a.pem", certdir);
@@ -593,12 +600,13 @@ START_TEST(test_upstream_tls_verify)
     fd = th_connect(port, IO_MS);
     ck_assert_int_ge(fd, 0);
     (void)!write(fd, "hello", 5);
-    TH_ASSERT(d, th_recv_eof(fd, buf, sizeof(buf)) == 0, "data came from a server whose "
+    TH_ASSERT(d, th_recv_eof(fd, buf, sizeof(buf)) <= 0, "data came from a server whose "
               "name was wrong");
     close(fd);
     m = show(port, "show metrics");
-    TH_ASSERT(d, has(m, "corogate_upstream_tls_handshakes_total{worker=\"0\",result=\"failed\"} 1"),
-              "metrics:\n%s", m);
+    p = strstr(m, "corogate_upstream_tls_handshakes_total{worker=\"0\",result=\"failed\"} ");
+    TH_ASSERT(d, p && atoi(p + 67) >= 1, "no failed upstream TLS handshake counted: %.120s",
+              p ? p : "(no such line)");
     free(m);
     TH_ASSERT(d, th_daemon_log_count(d, "TLS handshake with") >= 1, "no log line about it");
     kill(bpid, SIGKILL);

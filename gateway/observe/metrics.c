@@ -90,9 +90,10 @@ static const char *reject_reason(unsigned i)
     return cg_reject_label((int)i);
 }
 
+/* Slot 0 of tls_fail[] is CG_TLS_OK, never counted: the rows start at slot 1. */
 static const char *tls_fail_reason(unsigned i)
 {
-    return cg_tls_fail_label(i);
+    return cg_tls_fail_label(i + 1);
 }
 
 static const char *tls_cipher_reason(unsigned i)
@@ -216,7 +217,7 @@ static const struct counter_desc listener_counters[] = {
     { "tls_resumed", "corogate_tls_handshakes_total", "resumed", COUNTER, NULL,
       TLS(tls_resumed, "result") },
     { "tls_fail", "corogate_tls_handshakes_total", NULL, COUNTER, NULL,
-      TLSA(tls_fail, CG_TLS_FAILS, tls_fail_reason, "result") },
+      TLSA(tls_fail[1], CG_TLS_FAILS - 1, tls_fail_reason, "result") },
     { "tls_v12", "corogate_tls_protocol_total", "TLSv1.2", COUNTER,
       "TLS handshakes with clients completed, by protocol version.", TLS(tls_v12, "protocol") },
     { "tls_v13", "corogate_tls_protocol_total", "TLSv1.3", COUNTER, NULL, TLS(tls_v13, "protocol") },
@@ -710,9 +711,9 @@ static void prom_cert_row(void *arg, const struct cg_tls_cert_info *ci)
     const char *name = ci->names;
     size_t n = strcspn(name, " ");
 
-    cg_sbuf_add(r->b, "corogate_tls_certificate_expiry_timestamp_seconds{listener=\"", 61);
+    cg_sbuf_printf(r->b, "corogate_tls_certificate_expiry_timestamp_seconds{listener=\"");
     prom_label(r->b, r->listener);
-    cg_sbuf_add(r->b, "\",name=\"", 9);
+    cg_sbuf_add(r->b, "\",name=\"", 8);
     if (n) {
         char first[256];
 
