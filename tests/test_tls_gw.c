@@ -509,6 +509,39 @@ END_TEST
 
 /* ------------------------------------------------------------------ upstream TLS */
 
+/* Starts <argv> (a program that prints "READY <port>" once it listens), dying with us;
+ * returns its pid and the port. */
+static pid_t spawn_ready(char *const argv[], int *port)
+{
+    char line[64] = "";
+    int fds[2];
+    pid_t pid;
+    ssize_t n = 0;
+    size_t len;
+    struct pollfd p;
+
+    ck_assert_int_eq(pipe(fds), 0);
+    pid = th_fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    p = (struct pollfd){ .fd = fds[0], .events = POLLIN };
+    for (len = 0; !memchr(line, '\n', len) && len < sizeof(line) - 1; len += (size_t)n) {
+        ck_assert_msg(poll(&p, 1, 20000) == 1, "%s did not start", argv[1]);
+        n = read(fds[0], line + len, sizeof(line) - 1 - len);
+        if (n <= 0)
+            break;
+    }
+    close(fds[0]);
+    ck_assert_msg(sscanf(line, "READY %d", port) == 1, "%s said: %s", argv[1], line);
+    return pid;
+}
+
 /* A TLS echo backend: Python's ssl server with <cert>, one thread per connection. */
 static pid_t tls_backend(const char *cert, int *port)
 {
@@ -528,33 +561,9 @@ static pid_t tls_backend(const char *cert, int *port)
         "  c.close()\n"
         "while True:\n"
         "  c,_=s.accept();threading.Thread(target=serve,args=(c,),daemon=True).start()\n";
-    char line[64] = "";
-    int fds[2];
-    pid_t pid;
-    ssize_t n = 0;
-    size_t len;
-    struct pollfd p;
+    char *const argv[] = { "/usr/bin/python3", "-c", (char *)prog, (char *)cert, NULL };
 
-    ck_assert_int_eq(pipe(fds), 0);
-    pid = th_fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        execl("/usr/bin/python3", "python3", "-c", prog, cert, (char *)NULL);
-        _exit(127);
-    }
-    close(fds[1]);
-    p = (struct pollfd){ .fd = fds[0], .events = POLLIN };
-    for (len = 0; !memchr(line, '\n', len) && len < sizeof(line) - 1; len += (size_t)n) {
-        ck_assert_msg(poll(&p, 1, 20000) == 1, "the TLS backend did not start");
-        n = read(fds[0], line + len, sizeof(line) - 1 - len);
-        if (n <= 0)
-            break;
-    }
-    close(fds[0]);
-    ck_assert_msg(sscanf(line, "READY %d", port) == 1, "backend said: %s", line);
-    return pid;
+    return spawn_ready(argv, port);
 }
 
 static const char up_conf[] =
@@ -609,6 +618,55 @@ START_TEST(test_upstream_tls_verify)
               p ? p : "(no such line)");
     free(m);
     TH_ASSERT(d, th_daemon_log_count(d, "TLS handshake with") >= 1, "no log line about it");
+    kill(bpid, SIGKILL);
+    waitpid(bpid, NULL, 0);
+}
+END_TEST
+
+static const char wss_conf[] =
+    "[gateway]\n"
+    "workers = 1\n"
+    "cpu_pinning = off\n"
+    "stats_socket = %s/tls-%d.sock\n"
+    "[listener w]\n"
+    "bind = 127.0.0.1:%d\n"
+    "mode = websocket\n"
+    "upstream = u\n"
+    "tls = on\n"
+    "tls_certificate = %s/default.pem\n"
+    "tls_client_ca = %s/ca.pem\n"
+    "tls_verify_client = optional\n"
+    "[upstream u]\n"
+    "servers = 127.0.0.1:%d\n"
+    "health_check_interval = 0\n";
+
+/* wss:// through a websocket listener: ALPN http/1.1, X-Forwarded-Proto https, and a
+ * verified client certificate passed on as X-SSL-Client-* headers (a client's own headers
+ * of those names never are). */
+START_TEST(test_wss_client_cert)
+{
+    char *const argv[] = { "/usr/bin/python3", "tests/ws_peer.py", "backend", NULL };
+    int bport, port = th_free_port();
+    struct th_daemon *d;
+    char *out;
+    pid_t bpid;
+
+    make_certs();
+    bpid = spawn_ready(argv, &bport);
+    d = th_daemon_start_conf(NULL, wss_conf, th_tmpdir(), port, port, certdir, certdir, bport);
+    ck_assert_ptr_nonnull(d);
+    TH_ASSERT(d, th_daemon_wait_ready(d, port, READY_MS) == 0, "not ready");
+    out = client(port, "--ws /chat --alpn http/1.1 --cert %s/client.crt --key %s/client.key",
+                 certdir, certdir);
+    TH_ASSERT(d, has(out, "\"ok\": true") && has(out, "\"x-forwarded-proto\": \"https\"") &&
+              has(out, "\"x-ssl-client-verify\": \"SUCCESS\"") &&
+              has(out, "\"x-ssl-client-dn\": \"CN=client-1\"") &&
+              has(out, "\"x-ssl-client-sha256\": \""), "with a certificate: %s", out);
+    free(out);
+    out = client(port, "--ws /chat --spoof");
+    TH_ASSERT(d, has(out, "\"ok\": true") && !has(out, "x-ssl-client") &&
+              !has(out, "CN=evil"), "without one, spoofing: %s", out);
+    free(out);
     kill(bpid, SIGKILL);
     waitpid(bpid, NULL, 0);
 }
@@ -682,6 +740,7 @@ Suite *tls_gw_suite(void)
     th_tcase_add_fixtures(up);
     tcase_set_timeout(up, 120);
     tcase_add_test(up, test_upstream_tls_verify);
+    tcase_add_test(up, test_wss_client_cert);
     tcase_add_test(up, test_haproxy_client);
     suite_add_tcase(s, up);
     return s;

@@ -13,6 +13,7 @@ underneath, but not our code). Run with /usr/bin/python3.
                           the previous session (ticket resumption); counts resumed ones
     --ws PATH             after the handshake, a WebSocket upgrade to PATH and
                           `cmd:headers`: prints the request headers the backend saw
+    --spoof               (with --ws) send X-SSL-Client-DN/-Verify headers of our own
     --hold-port FILE      (with --bytes) keep the first connection open: write "ready"
                           to FILE, wait until FILE says "go", round trip again, then end
 
@@ -97,9 +98,11 @@ def one(a, ctx, session):
 async def ws_headers(a, ctx):
     import websockets
     uri = "wss://%s:%d%s" % (a.sni or "127.0.0.1", a.port, a.ws)
+    extra = [("X-SSL-Client-DN", "CN=evil"), ("X-SSL-Client-Verify", "SUCCESS")] \
+        if a.spoof else []
     async with websockets.connect(uri, ssl=ctx, server_hostname=a.sni or None,
                                   host="127.0.0.1", port=a.port, compression=None,
-                                  open_timeout=20) as ws:
+                                  open_timeout=20, extra_headers=extra) as ws:
         await ws.send("cmd:headers")
         return json.loads(await asyncio.wait_for(ws.recv(), 20))
 
@@ -117,6 +120,7 @@ def main():
     p.add_argument("--conns", type=int, default=1)
     p.add_argument("--ws")
     p.add_argument("--hold-port")
+    p.add_argument("--spoof", action="store_true")
     a = p.parse_args()
     out = {"ok": False}
     try:
