@@ -236,6 +236,7 @@ struct peer {
     int               tamper;        /* client: flip a bit of the first data record */
     int               no_close;      /* client: close the socket without close_notify */
     int               renegotiate;   /* client, TLS 1.2: try to renegotiate at half */
+    int               close_early;   /* client: close_notify right behind the last data */
     /* results */
     pthread_t         th;
     int               ok;
@@ -445,7 +446,8 @@ static void *peer_main(void *arg)
             goto done;
         }
         if (hs_done && !shut && !p->no_close &&
-            ((!p->server && p->got >= p->total) || (p->server && p->close_notify))) {
+            ((!p->server && (p->got >= p->total || (p->close_early && p->sent >= p->total))) ||
+             (p->server && p->close_notify))) {
             SSL_shutdown(ssl);          /* our close_notify */
             shut = 1;
         }
@@ -453,7 +455,8 @@ static void *peer_main(void *arg)
             break;
         if (!p->server && p->no_close && p->got >= p->total)
             break;
-        if (shut && p->close_notify && BIO_ctrl_pending(wb) == 0) {
+        if (shut && p->close_notify && BIO_ctrl_pending(wb) == 0 &&
+            (p->server || p->got >= p->total)) {
             p->ok = 1;
             break;
         }
@@ -1062,6 +1065,84 @@ START_TEST(test_accept_info_sni_alpn_client_cert)
 }
 END_TEST
 
+/* The client's close_notify right behind its last data, in the same send: the data is
+ * delivered (and echoed) first, then the read ends with UV_EOF; the client still reads the
+ * echo after its close_notify, then ours. */
+START_TEST(test_close_notify_behind_data)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 3000, 15);
+    p.max_piece = 1000;
+    p.close_early = 1;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    assert_echoed(&sv, 0, &p);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* An SNI callback switches the SSL to another prepared context (its certificate, its ticket
+ * count): the handshake, the tickets and the record layer follow it. */
+static SSL_CTX *sni_ctx2;
+
+static int on_servername(SSL *ssl, int *al, void *arg)
+{
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+    (void)al;
+    (void)arg;
+    if (name && !strcmp(name, "other.test"))
+        SSL_set_SSL_CTX(ssl, sni_ctx2);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+START_TEST(test_sni_switches_context)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+    char err[200] = "";
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    SSL_CTX_set_tlsext_servername_callback(sctx, on_servername);
+    sni_ctx2 = SSL_CTX_new(TLS_server_method());
+    ck_assert_ptr_nonnull(sni_ctx2);
+    ck_assert_int_eq(SSL_CTX_use_certificate_chain_file(sni_ctx2, c.cli_cert), 1);
+    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(sni_ctx2, c.cli_key, SSL_FILETYPE_PEM), 1);
+    ck_assert_int_eq(SSL_CTX_set_num_tickets(sni_ctx2, 3), 1);
+    ck_assert_msg(cg_tls_ctx_prepare(sni_ctx2, 1, err, sizeof(err)) == 0, "%s", err);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 200000, 16);
+    p.sni = "other.test";
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    assert_echoed(&sv, 0, &p);
+    ck_assert_str_eq(sv.info[0].sni, "other.test");
+    ck_assert_uint_eq(atomic_load(&p.msgs.tickets), 3);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(sni_ctx2);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ after the handshake */
 
 /* TLS 1.3 KeyUpdate with update_requested from the peer, mid-stream: we switch our read
@@ -1493,6 +1574,8 @@ Suite *tls_suite(void)
     tcase_add_loop_test(echo, test_accept_resume, 0, 2);
     tcase_add_loop_test(echo, test_connect_resume, 0, 2);
     tcase_add_test(echo, test_accept_info_sni_alpn_client_cert);
+    tcase_add_loop_test(echo, test_close_notify_behind_data, 0, 2);
+    tcase_add_test(echo, test_sni_switches_context);
     tcase_add_loop_test(echo, test_key_update, 0, 2);
     tcase_add_loop_test(echo, test_idle_holds_no_buffer, 0, 2);
     tcase_add_loop_test(echo, test_python_client, 0, 2);
