@@ -1580,7 +1580,7 @@ END_TEST
 /* A TLS echo peer in python3's ssl module (OpenSSL's own record layer), and a client for
  * our server. */
 static const char py_peer[] =
-    "import socket, socketserver, ssl, sys, threading, os\n"
+    "import socket, socketserver, ssl, sys, os\n"
     "d = sys.argv[2]\n"
     "if sys.argv[1] == 'server':\n"
     "    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
@@ -1609,13 +1609,13 @@ static const char py_peer[] =
     "    data = os.urandom(200000)\n"
     "    with socket.create_connection(('127.0.0.1', port), timeout=10) as raw:\n"
     "        with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
-    "            threading.Thread(target=s.sendall, args=(data,)).start()\n"
     "            got = b''\n"
-    "            while len(got) < len(data):\n"
-    "                b = s.recv(65536)\n"
-    "                if not b:\n"
-    "                    break\n"
-    "                got += b\n"
+    "            for off in range(0, len(data), 16384):\n"
+    "                s.sendall(data[off:off + 16384])\n"
+    "                while len(got) < min(off + 16384, len(data)):\n"
+    "                    b = s.recv(65536)\n"
+    "                    assert b, 'EOF after %d bytes' % len(got)\n"
+    "                    got += b\n"
     "            assert got == data, 'echo differs: %d of %d bytes' % (len(got), len(data))\n"
     "            print('ok', s.version())\n";
 
