@@ -52,7 +52,8 @@
 #define WARN_INTERVAL_MS  1000      /* at most one accept warning per worker per second */
 #define WRITE_TIMEOUT_MS  60000     /* a peer that reads nothing for a minute is dropped */
 #define FLUSH_TIMEOUT_MS  10000     /* echo still queued at EOF gets this long to leave */
-#define HANDSHAKE_TIMEOUT_MS 10000  /* ws: the upgrade request must come within this */
+#define HANDSHAKE_TIMEOUT_MS 10000  /* TLS handshake; ws: the upgrade request, the same again */
+#define TLS_ALERT_WAIT_MS 1000      /* a failed TLS handshake's alert gets this long to leave */
 #define PUSH_TICK_MS      1
 #define PUSH_BATCH        64        /* pushes per connection per tick at most */
 #define MAX_THREADS       1024
@@ -474,6 +475,8 @@ static void conn_main(void *arg)
     if (!w->stopping) {          /* spawned just before the stop: never started */
         err = w->cfg->tls_ctx ? conn_tls(c) : 0;
         tls_failed = err < 0;
+        if (tls_failed && err != UV_ECANCELED)
+            coro_flush(&c->st, TLS_ALERT_WAIT_MS);   /* the alert, if any: the peer's reason */
         if (err == 0)
             err = w->cfg->mode->handler(c);
     }
