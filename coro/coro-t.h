@@ -36,6 +36,8 @@ struct coro_stream_names {
     const char *write;
 };
 
+struct coro_filter;
+
 /* A TCP stream driven by coroutines: a socket in its scheduler's edge-triggered epoll set,
  * read and written by io.c itself (docs/coro-streams.md says why neither a uv_tcp_t nor a
  * uv_poll_t of its own). Embed it in a heap object (a connection), first if the close
@@ -45,6 +47,7 @@ struct coro_stream {
     struct coro        *reader;   /* woken when data, EOF or an error arrives */
     struct coro        *writer;   /* woken when the write queue drains below wq_high / 2 */
     const struct coro_stream_names *names;
+    struct coro_filter *filter;   /* transforms the bytes both ways (TLS); NULL: plain */
     struct coro_buf    *rhead;    /* received chunks not yet taken, oldest first */
     struct coro_buf    *rtail;
     struct coro_buf    *whead;    /* bytes the socket has not taken yet, oldest first */

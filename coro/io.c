@@ -6,7 +6,8 @@
  * itself. Nothing is registered or changed per read, per write or per close (closing the
  * socket takes it out of the set): one epoll_ctl() per connection side in all, where a
  * uv_tcp_t costs about four and a uv_poll_t six (uv_poll_start() deletes and re-adds the
- * descriptor at every change). And a stream holds no libuv handle: 104 bytes.
+ * descriptor at every change). And a stream holds no libuv handle: 112 bytes (104 and
+ * the filter pointer).
  * docs/coro-streams.md has the measurements.
  *
  * Edge-triggered means an event says only that something changed: a stream remembers that
@@ -336,7 +337,8 @@ static int read_start(struct coro_stream *st)
     return st->rerr;
 }
 
-ssize_t coro_try_read(struct coro_stream *st, struct coro_buf **out)
+/* coro_try_read() of the raw bytes: the next received chunk. */
+static inline ssize_t raw_read(struct coro_stream *st, struct coro_buf **out)
 {
     struct coro_buf *b = st->rhead;
 
@@ -361,9 +363,61 @@ ssize_t coro_try_read(struct coro_stream *st, struct coro_buf **out)
     return (ssize_t)(b->len - b->off);
 }
 
+/* Reading has ended with <err> (the filter's verdict): what was received goes, and the
+ * socket is not read any more. */
+static void read_failed(struct coro_stream *st, int err)
+{
+    st->rerr = err;
+    st->flags &= ~S_READING;
+    chain_drop(st->sched, &st->rhead, &st->rtail);
+    st->nchunks = 0;
+    update_waiting(st);
+}
+
+/* coro_try_read() through the filter: raw chunks are decoded until one yields bytes. */
+static ssize_t filtered_read(struct coro_stream *st, struct coro_buf **out)
+{
+    struct coro_filter *f = st->filter;
+    struct coro_buf *b;
+    ssize_t n;
+
+    for (;;) {
+        b = f->ready;
+        if (b) {
+            f->ready = b->next;
+            b->next = NULL;
+            *out = b;
+            return (ssize_t)(b->len - b->off);
+        }
+        if (f->end) {
+            read_failed(st, f->end);
+            return f->end;
+        }
+        n = raw_read(st, &b);
+        if (n < 0)
+            return n;
+        n = f->ops->decode(f, st, b, out);
+        if (n > 0)
+            return n;
+        if (n < 0) {
+            chain_drop(st->sched, &f->ready, &b);
+            read_failed(st, (int)n);
+            return n;
+        }
+    }
+}
+
+ssize_t coro_try_read(struct coro_stream *st, struct coro_buf **out)
+{
+    if (st->filter)
+        return filtered_read(st, out);
+    return raw_read(st, out);
+}
+
 int coro_stream_readable(const struct coro_stream *st)
 {
-    return st->rhead != NULL || st->rerr != 0 || (st->flags & S_CLOSING);
+    return st->rhead != NULL || st->rerr != 0 || (st->flags & S_CLOSING) ||
+           (st->filter && (st->filter->ready || st->filter->end));
 }
 
 void coro_stream_watch(struct coro_stream *st, struct coro *co)
@@ -491,7 +545,8 @@ int coro_write(struct coro_stream *st, struct coro_buf *b, int64_t timeout_ms)
     return wait_queue(st, st->wq_high, timeout_ms);
 }
 
-int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
+/* coro_write_nowait() of raw bytes. */
+static inline int write_raw(struct coro_stream *st, struct coro_buf *b)
 {
     if (st->werr || (st->flags & (S_CLOSING | S_SHUT)) || !(st->flags & S_OPEN)) {
         coro_buf_put(st->sched, b);
@@ -509,6 +564,27 @@ int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
         write_queue(st);
     update_waiting(st);
     return st->werr;
+}
+
+int coro_stream_write_raw(struct coro_stream *st, struct coro_buf *b)
+{
+    return write_raw(st, b);
+}
+
+/* coro_write_nowait() through the filter: the same refusals, then the encoder. */
+static int filtered_write(struct coro_stream *st, struct coro_buf *b)
+{
+    if (st->werr || (st->flags & (S_CLOSING | S_SHUT)) || !(st->flags & S_OPEN) ||
+        b->off >= b->len)
+        return write_raw(st, b);        /* refuses it, or drops it when empty */
+    return st->filter->ops->encode(st->filter, st, b);
+}
+
+int coro_write_nowait(struct coro_stream *st, struct coro_buf *b)
+{
+    if (st->filter)
+        return filtered_write(st, b);
+    return write_raw(st, b);
 }
 
 int coro_write_gather(struct coro_stream *st, struct coro_buf **pending, const void *data,
@@ -581,6 +657,10 @@ int coro_shutdown(struct coro_stream *st)
         return 0;
     if (!(st->flags & S_OPEN))
         return UV_ENOTCONN;
+    /* The filter's closing bytes (close_notify) go before the FIN; an error writing them
+     * is the stream's werr, which the shutdown below reports. */
+    if (st->filter && st->filter->ops->close && !st->werr)
+        st->filter->ops->close(st->filter, st);
     st->flags |= S_SHUT;
     if (!st->whead && !(st->flags & S_CONNECTING)) {
         shutdown_now(st);
@@ -742,6 +822,7 @@ void coro_stream_close(struct coro_stream *st)
     drop_queue(st);                 /* and no longer waiting: the loop may end */
     chain_drop(st->sched, &st->rhead, &st->rtail);
     st->nchunks = 0;
+    coro_stream_set_filter(st, NULL);
     if (!st->werr)
         st->werr = UV_ECANCELED;
     /* Whoever waits on this stream learns now rather than at its timeout. */
@@ -758,4 +839,36 @@ void coro_stream_close(struct coro_stream *st)
 int coro_stream_is_closing(const struct coro_stream *st)
 {
     return (st->flags & S_CLOSING) != 0;
+}
+
+/* ---------------------------------------------------------------- filters */
+
+void coro_stream_set_filter(struct coro_stream *st, struct coro_filter *f)
+{
+    struct coro_filter *old = st->filter;
+    struct coro_buf *tail = NULL;
+
+    st->filter = f;
+    if (!old)
+        return;
+    chain_drop(st->sched, &old->ready, &tail);
+    old->ops->free(old, st->sched);
+}
+
+struct coro_filter *coro_stream_filter(const struct coro_stream *st)
+{
+    return st->filter;
+}
+
+void coro_stream_unread(struct coro_stream *st, struct coro_buf *b)
+{
+    if (b->off >= b->len || (st->flags & S_CLOSING)) {
+        coro_buf_put(st->sched, b);
+        return;
+    }
+    b->next = st->rhead;
+    st->rhead = b;
+    if (!st->rtail)
+        st->rtail = b;
+    st->nchunks++;
 }

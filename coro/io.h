@@ -7,6 +7,8 @@
  * Writing: coro_write() first tries a direct write; what the kernel does not take is
  * queued (the buffers themselves, linked) and written as the socket becomes writable,
  * and the writer parks only while the stream's queued bytes exceed its high-water mark.
+ * Filtering: a stream may carry a filter (TLS's record layer) that turns what arrives into
+ * what coro_read() returns and what is written into what goes out; see "filters" below.
  */
 #ifndef CORO_IO_H
 #define CORO_IO_H
@@ -124,5 +126,66 @@ void coro_stream_close(struct coro_stream *st);
 
 /* 1 once coro_stream_close() has been called. */
 int coro_stream_is_closing(const struct coro_stream *st);
+
+/* ---------------------------------------------------------------- filters
+ *
+ * A filter transforms a stream's bytes both ways, after a handshake done on the raw
+ * stream: once set, coro_read(), coro_try_read() and coro_stream_readable() deliver what
+ * the filter decodes, coro_write*() hand the buffers to the filter's encoder, and
+ * coro_shutdown() first lets the filter queue its closing bytes. The plain path pays one
+ * NULL test. Received raw chunks still come from the pool and still bound the read-ahead;
+ * decoding happens in the consumer's coroutine when it takes data, so a chunk that decodes
+ * to nothing (a partial record, a control record) is simply consumed: coro_try_read()
+ * goes on with the next raw chunk and says UV_EAGAIN when none is left, and a reader parks
+ * until more raw bytes come. coro_stream_readable() may thus say 1 and the next
+ * coro_try_read() UV_EAGAIN (only once per arrival: taking a raw chunk consumes it).
+ * stream->bytes_in/bytes_out count raw (wire) bytes; coro_stream_queued() too. */
+
+struct coro_filter;
+
+struct coro_filter_ops {
+    /* Decodes the raw chunk <in>, which it takes (to keep, to return, or to put back with
+     * coro_stream_unread() when it holds bytes after a unit it decoded). Returns the count
+     * of decoded bytes (> 0) with the chunk in *<out> (the caller owns it); 0 when nothing
+     * came out of <in> (incomplete, or a control unit handled here); or a negative error,
+     * UV_EOF for the peer's orderly close: the stream then keeps that error as its read end
+     * and drops what it has received. May write with coro_stream_write_raw(); never waits. */
+    ssize_t (*decode)(struct coro_filter *f, struct coro_stream *st, struct coro_buf *in,
+                      struct coro_buf **out);
+    /* Encodes <in>[off, len) (not empty), which it takes, and writes the result with
+     * coro_stream_write_raw(). Never waits. Returns 0 or a negative error. */
+    int (*encode)(struct coro_filter *f, struct coro_stream *st, struct coro_buf *in);
+    /* Writes the filter's closing bytes (once, from coro_shutdown(), before the socket's
+     * shutdown). Returns 0 or a negative error. May be NULL. */
+    int (*close)(struct coro_filter *f, struct coro_stream *st);
+    /* Frees <f> and what it holds (buffers back to <s>'s pool). */
+    void (*free)(struct coro_filter *f, struct coro_sched *s);
+};
+
+/* Embedded first in a filter's own object. */
+struct coro_filter {
+    const struct coro_filter_ops *ops;
+    struct coro_buf *ready;     /* decoded chunks to deliver before decoding more (linked) */
+    int32_t          end;       /* 0, or the read end (UV_EOF) to report once <ready> is
+                                 * empty: a close that came behind decoded bytes */
+};
+
+/* Sets <f> (NULL: none) as <st>'s filter; the stream owns it from now on and frees it
+ * (ops->free) when closed or when another filter replaces it. Raw chunks already received
+ * and not taken are decoded by <f>. */
+void coro_stream_set_filter(struct coro_stream *st, struct coro_filter *f);
+
+/* <st>'s filter, or NULL. */
+struct coro_filter *coro_stream_filter(const struct coro_stream *st);
+
+/* Puts the raw chunk <b> back in front of what <st> received (a handshake that read past
+ * its end; a filter that decoded a unit from the front of <b>): the next read takes it
+ * first (decoded by the filter, if one is set by then). Takes <b> (an empty one goes back
+ * to the pool). */
+void coro_stream_unread(struct coro_stream *st, struct coro_buf *b);
+
+/* coro_write_nowait() without the filter: for the filter's own output and for a
+ * handshake's bytes. Same contract. */
+int coro_stream_write_raw(struct coro_stream *st, struct coro_buf *b);
 
 #endif
