@@ -794,6 +794,9 @@ static int conn_tls(struct lg_cconn *c, int64_t timeout_ms)
             t->tls_session = sess;
             sess = NULL;
         }
+        /* The session just used (TLS 1.2 resumption hands the same one back) may have
+         * been marked not resumable: see lg_tls_session_keep(). */
+        t->tls_session = lg_tls_session_keep(t->tls_session);
     } else if (err != UV_ECANCELED) {
         fail = info.fail;
         if (fail <= CG_TLS_OK || fail >= CG_TLS_FAIL_COUNT)

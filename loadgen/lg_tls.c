@@ -60,6 +60,26 @@ static int alpn_wire(const char *list, unsigned char *out, size_t cap)
     }
 }
 
+struct ssl_session_st *lg_tls_session_keep(struct ssl_session_st *s)
+{
+    const unsigned char *in;
+    unsigned char *der = NULL;
+    SSL_SESSION *copy = NULL;
+    int n;
+
+    if (!s || SSL_SESSION_is_resumable(s))
+        return s;
+    n = i2d_SSL_SESSION(s, &der);
+    if (n > 0) {
+        in = der;
+        copy = d2i_SSL_SESSION(NULL, &in, n);
+    }
+    OPENSSL_free(der);
+    SSL_SESSION_free(s);
+    ERR_clear_error();
+    return copy;
+}
+
 struct ssl_ctx_st *lg_tls_ctx_new(int server, const struct lg_tls_opts *o, char *err,
                                   size_t errlen)
 {
