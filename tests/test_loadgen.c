@@ -1620,8 +1620,8 @@ static const char py_peer[] =
     "            print('ok', s.version())\n";
 
 /* Interop both ways: run --tls against python's TLS echo server (checksummed messages,
- * 1.2 and 1.3, resumption offered), and python's TLS client against serve --tls (200 kB
- * echoed and compared, 1.2 and 1.3). */
+ * and --tls-resume taken, 1.2 and 1.3), and python's TLS client against serve --tls
+ * (200 kB echoed and compared, 1.2 and 1.3). */
 START_TEST(test_tls_interop)
 {
     struct proc run = { .pid = -1, .fd = -1 };
@@ -1674,9 +1674,14 @@ START_TEST(test_tls_interop)
     snprintf(target, sizeof(target), "127.0.0.1:%u", port);
     for (k = 0; k < 2; k++) {
         const char *args[] = { "--target", target, "--tls", "--tls-version", k ? "1.2" : "1.3",
-                               "--tls-resume", "--connections", "4", "--closed-loop",
-                               "--messages", "25", "--message-size", "5000", "--duration",
-                               "200ms", "--json", json_path, "--quiet", NULL };
+                               "--connections", "4", "--closed-loop", "--messages", "25",
+                               "--message-size", "5000", "--duration", "200ms", "--json",
+                               json_path, "--quiet", NULL };
+        const char *resume[] = { "--target", target, "--tls", "--tls-version",
+                                 k ? "1.2" : "1.3", "--tls-resume", "--connections", "1",
+                                 "--churn", "--duration", "500ms", "--json", json_path,
+                                 "--quiet", NULL };
+        double n;
 
         ck_assert_msg(run_loadgen(&run, args) == 0, "run against python (TLS %s) failed:\n%s",
                       k ? "1.2" : "1.3", run.out);
@@ -1684,6 +1689,15 @@ START_TEST(test_tls_interop)
         ck_assert(jnum(j, "messages.received") == 100);
         ck_assert(jnum(j, "messages.corrupt") + jnum(j, "messages.lost") == 0);
         ck_assert(jnum(j, k ? "tls.tls1_2" : "tls.tls1_3") == 4);
+        jfree(j);
+        /* python's server takes our tickets back: one full handshake, then resumed ones */
+        ck_assert_msg(run_loadgen(&run, resume) == 0, "resuming against python (TLS %s) "
+                      "failed:\n%s", k ? "1.2" : "1.3", run.out);
+        j = jparse_file(json_path);
+        n = jnum(j, "connections.connected");
+        ck_assert_msg(n >= 2, "only %.0f churn cycles", n);
+        ck_assert(jnum(j, "tls.full") == 1);
+        ck_assert(jnum(j, "tls.resumed") == n - 1);
         jfree(j);
     }
     proc_kill(&server);
