@@ -774,8 +774,12 @@ static int conn_tls(struct lg_cconn *c, int64_t timeout_ms)
     int err, fail;
 
     if (cfg->tls_resume && t->tls_session) {
+        /* Another connection's handshake may have marked it not resumable since (see
+         * lg_tls_session_keep()); cg_tls_connect() offers it before it first parks. */
+        t->tls_session = lg_tls_session_keep(t->tls_session);
         sess = t->tls_session;            /* our own reference, whatever the call does */
-        SSL_SESSION_up_ref(sess);
+        if (sess)
+            SSL_SESSION_up_ref(sess);
     }
     memset(&info, 0, sizeof(info));
     err = cg_tls_connect(&c->st, cfg->tls_ctx, cfg->sni, cfg->tls_opts.ca ? cfg->sni : NULL,

@@ -36,15 +36,17 @@ int lg_tls_parse_version(const char *s);
 struct ssl_ctx_st *lg_tls_ctx_new(int server, const struct lg_tls_opts *o, char *err,
                                   size_t errlen);
 
-/* Takes <s> (a client session from cg_tls_connect()) and returns a session to offer
- * next time: <s> itself when OpenSSL still holds it resumable; otherwise a copy made by
- * an encode/decode round trip (the encoding does not carry OpenSSL's "not resumable"
- * mark), and <s> is freed. Returns NULL (and <s> is freed) when out of memory.
+/* Takes a reference to <s> (a client session from cg_tls_connect(), NULL-safe) and
+ * returns a session to offer next time: <s> itself when OpenSSL still holds it resumable;
+ * otherwise a copy made by an encode/decode round trip (the encoding does not carry
+ * OpenSSL's "not resumable" mark), and the reference to <s> is dropped. Returns NULL
+ * when out of memory.
  *
  * Why: common/tls.c frees its SSL object after the handshake without marking it shut
  * down, and OpenSSL's SSL_free() then marks the connection's session not resumable
- * (ssl_clear_bad_session), so the ticket would never be offered. Harmless once that is
- * fixed there. */
+ * (ssl_clear_bad_session): a new ticket's session, and also one that several connections
+ * offered at once, as soon as the first of them is done. Harmless once that is fixed
+ * there. */
 struct ssl_session_st *lg_tls_session_keep(struct ssl_session_st *s);
 
 #endif

@@ -1442,7 +1442,8 @@ END_TEST
 
 /* --tls-resume: one churning connection, so each handshake but the first has the ticket
  * of the one before: exactly one full handshake, every other one resumed, on both sides;
- * TLS 1.3 and 1.2 (stateless tickets either way). */
+ * TLS 1.3 and 1.2 (stateless tickets either way). Then several churners on one thread,
+ * offering the same ticket at once. */
 START_TEST(test_tls_resume)
 {
     struct proc run = { .pid = -1, .fd = -1 };
@@ -1479,6 +1480,26 @@ START_TEST(test_tls_resume)
         ck_assert(jnum(j, "messages.received") == n);
         ck_assert_uint_eq(full, 1);
         ck_assert_uint_eq(resumed, (unsigned long long)n - 1);
+        jfree(j);
+    }
+    /* Four churners sharing their thread's ticket: a full handshake only while no ticket
+     * had come yet, so at most one per churner. */
+    {
+        uint16_t port = tls_server_start("tcp", NULL);
+        const char *args[] = { "--target", target, "--tls", "--tls-resume", "--connections",
+                               "4", "--churn", "--duration", "700ms", "--json", json_path,
+                               "--quiet", NULL };
+        double n;
+
+        snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+        ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+        server_stop();
+        j = jparse_file(json_path);
+        n = jnum(j, "connections.connected");
+        ck_assert_msg(n >= 8, "only %.0f churn cycles", n);
+        ck_assert_msg(jnum(j, "tls.full") >= 1 && jnum(j, "tls.full") <= 4, "%.0f full",
+                      jnum(j, "tls.full"));
+        ck_assert(jnum(j, "tls.resumed") == n - jnum(j, "tls.full"));
         jfree(j);
     }
     free(run.out);
