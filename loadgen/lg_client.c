@@ -29,7 +29,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <openssl/ssl.h>
 
+#include "common/tls.h"
 #include "coro/coro.h"
 #include "coro/io.h"
 #include "lg_client.h"
@@ -127,11 +129,14 @@ struct lg_thread {
     uint64_t                 base_sent;      /* at CMD_STEADY */
     uint64_t                 base_received;
     uint64_t                 base_connected;
+    uint64_t                 base_handshakes;
+    SSL_SESSION             *tls_session;    /* --tls-resume: the last ticket the thread got */
     uint8_t                 *scratch;        /* one message, for ws payloads */
     /* counting, thread only */
     struct lg_counters       c;
     struct lg_msg_stats      ms;
     struct cg_hist           connect_h;
+    struct cg_hist           tls_h;          /* TLS handshakes alone */
     struct cg_hist           rtt_h;
     struct cg_hist           iv_rtt;         /* since the last publish */
     uint64_t                 now_ns;         /* clock read for the data being fed */
@@ -755,13 +760,65 @@ static void conn_unlink(struct lg_thread *t, struct lg_cconn *c)
     c->prev = c->next = NULL;
 }
 
-/* Initialises <c>'s stream, connects it (binding the source), upgrades it (ws), and counts
- * the attempt, its latency or its error. Returns 0 or the error. The stream must be closed
- * afterwards either way. */
+/* The TLS handshake on <c>'s connected stream within <timeout_ms>, offering the thread's
+ * last session ticket with --tls-resume (and keeping the one the server issues). Counts
+ * its time, whether it was resumed, or its failure by reason. Returns 0 or the error of
+ * cg_tls_connect(). */
+static int conn_tls(struct lg_cconn *c, int64_t timeout_ms)
+{
+    struct lg_thread *t = c->t;
+    const struct lg_run_cfg *cfg = t->cfg;
+    struct cg_tls_info info;
+    SSL_SESSION *sess = NULL;
+    uint64_t t0 = uv_hrtime();
+    int err, fail;
+
+    if (cfg->tls_resume && t->tls_session) {
+        /* Another connection's handshake may have marked it not resumable since (see
+         * lg_tls_session_keep()); cg_tls_connect() offers it before it first parks. */
+        t->tls_session = lg_tls_session_keep(t->tls_session);
+        sess = t->tls_session;            /* our own reference, whatever the call does */
+        if (sess)
+            SSL_SESSION_up_ref(sess);
+    }
+    memset(&info, 0, sizeof(info));
+    err = cg_tls_connect(&c->st, cfg->tls_ctx, cfg->sni, cfg->tls_opts.ca ? cfg->sni : NULL,
+                         cfg->tls_resume ? &sess : NULL, timeout_ms < 1 ? 1 : timeout_ms,
+                         &info);
+    if (err == 0) {
+        cg_hist_record(&t->tls_h, uv_hrtime() - t0);
+        if (info.resumed)
+            t->c.tls_resumed++;
+        else
+            t->c.tls_full++;
+        if (info.version == TLS1_3_VERSION)
+            t->c.tls_v13++;
+        if (sess && sess != t->tls_session) {     /* a new ticket: the thread's from now */
+            SSL_SESSION_free(t->tls_session);
+            t->tls_session = sess;
+            sess = NULL;
+        }
+        /* The session just used (TLS 1.2 resumption hands the same one back) may have
+         * been marked not resumable: see lg_tls_session_keep(). */
+        t->tls_session = lg_tls_session_keep(t->tls_session);
+    } else if (err != UV_ECANCELED) {
+        fail = info.fail;
+        if (fail <= CG_TLS_OK || fail >= CG_TLS_FAIL_COUNT)
+            fail = err == UV_ETIMEDOUT ? CG_TLS_FAIL_TIMEOUT : CG_TLS_FAIL_LOCAL;
+        t->c.tls_fail[fail]++;
+    }
+    SSL_SESSION_free(sess);               /* NULL-safe */
+    return err;
+}
+
+/* Initialises <c>'s stream, connects it (binding the source), makes the TLS handshake
+ * (--tls), upgrades it (ws), and counts the attempt, its latency or its error. Returns 0
+ * or the error. The stream must be closed afterwards either way. */
 static int conn_open(struct lg_cconn *c)
 {
     struct lg_thread *t = c->t;
     const struct lg_run_cfg *cfg = t->cfg;
+    enum lg_err kind;
     uint64_t t0;
     int err;
 
@@ -771,15 +828,22 @@ static int conn_open(struct lg_cconn *c)
     t->c.attempts++;
     t0 = uv_hrtime();
     err = conn_connect(c);
-    if (err == 0 && cfg->mode == LG_MODE_WS)
+    kind = connect_error_kind(err);
+    if (err == 0 && cfg->tls) {
+        err = conn_tls(c, cfg->connect_timeout_ms - (int64_t)((uv_hrtime() - t0) / 1000000));
+        kind = err == UV_ETIMEDOUT ? LG_ERR_CONN_TIMEOUT : LG_ERR_HANDSHAKE;
+    }
+    if (err == 0 && cfg->mode == LG_MODE_WS) {
         err = lg_wsc_handshake(&c->st, cfg,
                                cfg->connect_timeout_ms - (int64_t)((uv_hrtime() - t0) / 1000000),
                                &c->pending);
+        kind = connect_error_kind(err);
+    }
     if (err == 0) {
         cg_hist_record(&t->connect_h, uv_hrtime() - t0);
         t->c.connected++;
     } else if (err != UV_ECANCELED) {
-        t->c.errors[connect_error_kind(err)]++;
+        t->c.errors[kind]++;
     }
     return err;
 }
@@ -1015,6 +1079,8 @@ static void on_cmd(uv_async_t *h)
         t->base_sent = t->c.sent;
         t->base_received = t->c.received;
         t->base_connected = t->c.connected;
+        t->base_handshakes = t->c.tls_full + t->c.tls_resumed;
+        t->c.ramp_handshakes = t->base_handshakes;
     }
     if (cmd & (CMD_STOP | CMD_CANCEL) && !t->stopping) {
         fold_counters(t);
@@ -1023,6 +1089,7 @@ static void on_cmd(uv_async_t *h)
             t->c.steady_sent = t->c.sent - t->base_sent;
             t->c.steady_received = t->c.received - t->base_received;
             t->c.steady_connected = t->c.connected - t->base_connected;
+            t->c.steady_handshakes = t->c.tls_full + t->c.tls_resumed - t->base_handshakes;
         }
         t->stopping = 1;
         uv_timer_stop(&t->ramp);
@@ -1267,7 +1334,10 @@ static void on_signal(uv_signal_t *h, int signum)
 static void thread_deinit(struct lg_thread *t)
 {
     cg_hist_deinit(&t->connect_h);
+    cg_hist_deinit(&t->tls_h);
     cg_hist_deinit(&t->rtt_h);
+    SSL_SESSION_free(t->tls_session);
+    t->tls_session = NULL;
     cg_hist_deinit(&t->iv_rtt);
     cg_hist_deinit(&t->snap_rtt);
     free(t->heap);
@@ -1325,7 +1395,8 @@ int lg_client_run(const struct lg_run_cfg *cfg, unsigned proc, struct lg_sink *s
         t->tfd = -1;
         t->share = proc * cfg->threads + i;
         t->nshares = cfg->procs * cfg->threads;
-        if (lg_hist_init(&t->connect_h) < 0 || lg_hist_init(&t->rtt_h) < 0 ||
+        if (lg_hist_init(&t->connect_h) < 0 || lg_hist_init(&t->tls_h) < 0 ||
+            lg_hist_init(&t->rtt_h) < 0 ||
             lg_hist_init(&t->iv_rtt) < 0 || lg_hist_init(&t->snap_rtt) < 0) {
             thread_deinit(t);
             err = -ENOMEM;
@@ -1375,6 +1446,7 @@ int lg_client_run(const struct lg_run_cfg *cfg, unsigned proc, struct lg_sink *s
 
             lg_counters_add(&res->c, &t->c);
             cg_hist_merge(&res->connect, &t->connect_h);
+            cg_hist_merge(&res->tls, &t->tls_h);
             cg_hist_merge(&res->rtt, &t->rtt_h);
         }
         res->c.ramp_ns = p.steady_ns ? p.steady_ns - p.start_ns : 0;
@@ -1384,6 +1456,8 @@ int lg_client_run(const struct lg_run_cfg *cfg, unsigned proc, struct lg_sink *s
                                                   (double)res->c.steady_ns);
             res->c.steady_conn_rate_milli = (uint64_t)((double)res->c.steady_connected *
                                                        1e12 / (double)res->c.steady_ns);
+            res->c.steady_hs_rate_milli = (uint64_t)((double)res->c.steady_handshakes *
+                                                     1e12 / (double)res->c.steady_ns);
         }
         res->c.procs_done = 1;
         res->c.interrupted = p.signals > 0;

@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "lg_report.h"
+#include "lg_tls.h"
 #include "net.h"
 
 enum lg_mode {
@@ -54,12 +55,20 @@ struct lg_run_cfg {
     uint32_t         nsources;
     unsigned         threads;
     unsigned         procs;
-    int64_t          connect_timeout_ms;    /* TCP connect plus WebSocket handshake */
+    int64_t          connect_timeout_ms;    /* TCP connect, TLS and WebSocket handshakes */
     int64_t          reply_timeout_ms;      /* closed loop: echo not back, counted lost */
     int64_t          drain_ms;              /* after the stop: wait for replies in flight */
     const char      *json_path;
     const char      *plot_path;
     int              quiet;                 /* no progress lines */
+    /* --tls: a TLS handshake (common/tls.h) after each TCP connect, before the ws upgrade */
+    int              tls;
+    struct lg_tls_opts tls_opts;            /* what tls_ctx was made from */
+    const char      *sni;                   /* server name sent, and verified with --tls-verify;
+                                             * NULL: none */
+    int              tls_resume;            /* offer the thread's last session ticket */
+    struct ssl_ctx_st *tls_ctx;             /* the process's context, made before the threads
+                                             * (before the fork with --procs) */
 };
 
 /* Where a process's progress and result go: printed by this process (procs = 1) or sent

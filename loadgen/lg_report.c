@@ -8,8 +8,11 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "common/tls.h"
 #include "lg_client.h"
 #include "lg_report.h"
+
+_Static_assert(CG_TLS_FAIL_COUNT <= LG_TLS_FAILS, "LG_TLS_FAILS is too small");
 
 const char *const lg_err_names[LG_ERR_COUNT] = {
     [LG_ERR_REFUSED]      = "refused",
@@ -54,6 +57,14 @@ void lg_counters_add(struct lg_counters *d, const struct lg_counters *s)
     d->steady_rate_milli += s->steady_rate_milli;
     d->steady_connected += s->steady_connected;
     d->steady_conn_rate_milli += s->steady_conn_rate_milli;
+    d->tls_full += s->tls_full;
+    d->tls_resumed += s->tls_resumed;
+    d->tls_v13 += s->tls_v13;
+    for (i = 0; i < LG_TLS_FAILS; i++)
+        d->tls_fail[i] += s->tls_fail[i];
+    d->ramp_handshakes += s->ramp_handshakes;
+    d->steady_handshakes += s->steady_handshakes;
+    d->steady_hs_rate_milli += s->steady_hs_rate_milli;
     d->cpu_us += s->cpu_us;
     if (s->wall_us > d->wall_us)
         d->wall_us = s->wall_us;
@@ -79,12 +90,17 @@ int lg_result_init(struct lg_result *r)
         goto out_err;
     if (lg_hist_init(&r->rtt) < 0)
         goto out_connect;
+    if (lg_hist_init(&r->tls) < 0)
+        goto out_rtt;
     return 0;
 
+out_rtt:
+    cg_hist_deinit(&r->rtt);
 out_connect:
     cg_hist_deinit(&r->connect);
 out_err:
     memset(&r->rtt, 0, sizeof(r->rtt));
+    memset(&r->tls, 0, sizeof(r->tls));
     return -ENOMEM;
 }
 
@@ -92,6 +108,7 @@ void lg_result_deinit(struct lg_result *r)
 {
     cg_hist_deinit(&r->connect);
     cg_hist_deinit(&r->rtt);
+    cg_hist_deinit(&r->tls);
 }
 
 int lg_result_merge(struct lg_result *dst, const struct lg_result *src)
@@ -102,35 +119,41 @@ int lg_result_merge(struct lg_result *dst, const struct lg_result *src)
     if (err == 0)
         err = cg_hist_merge(&dst->rtt, &src->rtt);
     if (err == 0)
+        err = cg_hist_merge(&dst->tls, &src->tls);
+    if (err == 0)
         lg_counters_add(&dst->c, &src->c);
     return err;
 }
 
-/* Layout: counters, then u64 length + encoded connect histogram, then the same for rtt. */
+#define RESULT_HISTS 3
+
+/* Layout: counters, then for each histogram (connect, rtt, tls) a u64 length and its
+ * encoding (cg_hist_encode). */
 void *lg_result_encode(const struct lg_result *r, size_t *len)
 {
-    size_t n1 = cg_hist_encoded_size(&r->connect), n2 = cg_hist_encoded_size(&r->rtt);
-    size_t total = sizeof(r->c) + 16 + n1 + n2;
+    const struct cg_hist *h[RESULT_HISTS] = { &r->connect, &r->rtt, &r->tls };
+    size_t n[RESULT_HISTS], total = sizeof(r->c);
     uint64_t l;
-    char *buf = malloc(total), *p;
-    ssize_t w;
+    char *buf, *p;
+    unsigned i;
 
+    for (i = 0; i < RESULT_HISTS; i++) {
+        n[i] = cg_hist_encoded_size(h[i]);
+        total += 8 + n[i];
+    }
+    buf = malloc(total);
     if (!buf)
         return NULL;
-    p = buf;
-    memcpy(p, &r->c, sizeof(r->c));
-    p += sizeof(r->c);
-    l = n1;
-    memcpy(p, &l, 8);
-    w = cg_hist_encode(&r->connect, p + 8, n1);
-    p += 8 + n1;
-    l = n2;
-    memcpy(p, &l, 8);
-    if (w >= 0)
-        w = cg_hist_encode(&r->rtt, p + 8, n2);
-    if (w < 0) {
-        free(buf);
-        return NULL;
+    memcpy(buf, &r->c, sizeof(r->c));
+    p = buf + sizeof(r->c);
+    for (i = 0; i < RESULT_HISTS; i++) {
+        l = n[i];
+        memcpy(p, &l, 8);
+        if (cg_hist_encode(h[i], p + 8, n[i]) < 0) {
+            free(buf);
+            return NULL;
+        }
+        p += 8 + n[i];
     }
     *len = total;
     return buf;
@@ -138,28 +161,43 @@ void *lg_result_encode(const struct lg_result *r, size_t *len)
 
 int lg_result_decode_add(struct lg_result *r, const void *buf, size_t len)
 {
+    struct cg_hist *h[RESULT_HISTS];
     const char *p = buf;
     struct lg_counters c;
-    uint64_t n1, n2;
     struct lg_result tmp;
+    size_t left;
+    uint64_t n;
+    unsigned i;
     int err;
 
-    if (len < sizeof(c) + 8)
+    if (len < sizeof(c))
         return -EINVAL;
     memcpy(&c, p, sizeof(c));
-    memcpy(&n1, p + sizeof(c), 8);
-    if (n1 > len - sizeof(c) - 8 || len - sizeof(c) - 8 - n1 < 8)
-        return -EINVAL;
-    memcpy(&n2, p + sizeof(c) + 8 + n1, 8);
-    if (n2 != len - sizeof(c) - 16 - n1)
-        return -EINVAL;
     /* Decode into a scratch result first so that <r> stays untouched on error. */
     err = lg_result_init(&tmp);
     if (err < 0)
         return err;
-    err = cg_hist_decode_add(&tmp.connect, p + sizeof(c) + 8, n1);
-    if (err == 0)
-        err = cg_hist_decode_add(&tmp.rtt, p + sizeof(c) + 16 + n1, n2);
+    h[0] = &tmp.connect;
+    h[1] = &tmp.rtt;
+    h[2] = &tmp.tls;
+    p += sizeof(c);
+    left = len - sizeof(c);
+    for (i = 0; i < RESULT_HISTS && err == 0; i++) {
+        if (left < 8) {
+            err = -EINVAL;
+            break;
+        }
+        memcpy(&n, p, 8);
+        if (n > left - 8) {
+            err = -EINVAL;
+            break;
+        }
+        err = cg_hist_decode_add(h[i], p + 8, (size_t)n);
+        p += 8 + n;
+        left -= 8 + (size_t)n;
+    }
+    if (err == 0 && left != 0)
+        err = -EINVAL;
     if (err == 0) {
         tmp.c = c;
         err = lg_result_merge(r, &tmp);
@@ -532,6 +570,75 @@ static void print_hist_row(FILE *out, const char *name, const struct cg_hist *h)
     fprintf(out, " %12llu\n", (unsigned long long)cg_hist_total_count(h));
 }
 
+static const char *mode_name(const struct lg_run_cfg *cfg)
+{
+    if (cfg->tls)
+        return cfg->mode == LG_MODE_WS ? "wss" : "tcp+tls";
+    return cfg->mode == LG_MODE_WS ? "ws" : "tcp";
+}
+
+static uint64_t tls_handshakes(const struct lg_counters *c)
+{
+    return c->tls_full + c->tls_resumed;
+}
+
+static uint64_t tls_failures(const struct lg_counters *c)
+{
+    uint64_t n = 0;
+    unsigned i;
+
+    for (i = 0; i < LG_TLS_FAILS; i++)
+        n += c->tls_fail[i];
+    return n;
+}
+
+/* Handshakes per second during the ramp (all processes, the longest ramp). */
+static double tls_ramp_rate(const struct lg_counters *c)
+{
+    return c->ramp_ns ? (double)c->ramp_handshakes * 1e9 / (double)c->ramp_ns : 0;
+}
+
+static const char *tls_version_name(int version)
+{
+    switch (version) {
+    case TLS1_2_VERSION: return "1.2";
+    case TLS1_3_VERSION: return "1.3";
+    }
+    return "1.2-1.3";
+}
+
+/* The report's TLS lines: what was asked, handshakes by kind, rates, failures by reason. */
+static void print_tls(const struct lg_agg *a, FILE *out)
+{
+    const struct lg_run_cfg *cfg = a->cfg;
+    const struct lg_counters *c = &a->fin.c;
+    unsigned i;
+    int any = 0;
+
+    fprintf(out, "tls: version %s, %s%s, %s, resumption %s%s%s%s\n",
+            tls_version_name(cfg->tls_opts.version), cfg->sni ? "SNI " : "no SNI",
+            cfg->sni ? cfg->sni : "",
+            cfg->tls_opts.ca ? "server certificate verified" : "no verification",
+            cfg->tls_resume ? "on" : "off", cfg->tls_opts.cert ? ", client certificate" : "",
+            cfg->tls_opts.alpn ? ", ALPN " : "", cfg->tls_opts.alpn ? cfg->tls_opts.alpn : "");
+    fprintf(out, "tls handshakes: %llu (%llu full, %llu resumed; TLS 1.3 %llu, TLS 1.2 %llu), "
+            "%.0f/s in the ramp",
+            (unsigned long long)tls_handshakes(c), (unsigned long long)c->tls_full,
+            (unsigned long long)c->tls_resumed, (unsigned long long)c->tls_v13,
+            (unsigned long long)(tls_handshakes(c) - c->tls_v13), tls_ramp_rate(c));
+    if (cfg->traffic == LG_TRAFFIC_CHURN)
+        fprintf(out, ", %.0f/s in the steady phase", (double)c->steady_hs_rate_milli / 1000.0);
+    fprintf(out, "; failures: ");
+    for (i = 1; i < CG_TLS_FAIL_COUNT; i++) {
+        if (!c->tls_fail[i])
+            continue;
+        fprintf(out, "%s%s %llu", any ? ", " : "", cg_tls_fail_name((enum cg_tls_fail)i),
+                (unsigned long long)c->tls_fail[i]);
+        any = 1;
+    }
+    fprintf(out, "%s\n", any ? "" : "none");
+}
+
 static const char *traffic_name(const struct lg_run_cfg *cfg)
 {
     switch (cfg->traffic) {
@@ -555,7 +662,7 @@ static void print_report(const struct lg_agg *a, const struct verdict *v, FILE *
 
     fprintf(out, "\ncorogate-loadgen run: %s %s, %llu connections at %.0f/s, %u process%s x "
             "%u thread%s, %s",
-            cfg->mode == LG_MODE_WS ? "ws" : "tcp", cfg->target_str,
+            mode_name(cfg), cfg->target_str,
             (unsigned long long)cfg->connections, cfg->connect_rate, cfg->procs,
             cfg->procs == 1 ? "" : "es", cfg->threads, cfg->threads == 1 ? "" : "s",
             traffic_name(cfg));
@@ -577,6 +684,8 @@ static void print_report(const struct lg_agg *a, const struct verdict *v, FILE *
         fprintf(out, " %10s", pct_names[i]);
     fprintf(out, " %10s %12s\n", "max", "count");
     print_hist_row(out, "connect", &a->fin.connect);
+    if (cfg->tls)
+        print_hist_row(out, "handshake", &a->fin.tls);   /* TLS alone */
     if (cfg->traffic != LG_TRAFFIC_IDLE)
         print_hist_row(out, "round trip", &a->fin.rtt);
     if (cfg->traffic != LG_TRAFFIC_IDLE) {
@@ -592,6 +701,8 @@ static void print_report(const struct lg_agg *a, const struct verdict *v, FILE *
                 "skipped\n", (unsigned long long)c->corrupt, (unsigned long long)c->lost,
                 (unsigned long long)c->reordered, (unsigned long long)c->skipped_bytes);
     }
+    if (cfg->tls)
+        print_tls(a, out);
     fmt_errors(c, errs, sizeof(errs));
     fprintf(out, "errors: %s\n", errs);
     if (c->wall_us && c->threads) {
@@ -656,6 +767,41 @@ static const char *traffic_key(enum lg_traffic t)
     return "?";
 }
 
+/* "tls": only in the reports of --tls runs. */
+static void json_tls(FILE *f, const struct lg_agg *a)
+{
+    const struct lg_run_cfg *cfg = a->cfg;
+    const struct lg_counters *c = &a->fin.c;
+    unsigned i;
+
+    fprintf(f, "  \"tls\": {\"version\": \"%s\", \"sni\": ",
+            tls_version_name(cfg->tls_opts.version));
+    if (cfg->sni)
+        json_str(f, cfg->sni);
+    else
+        fprintf(f, "null");
+    fprintf(f, ", \"alpn\": ");
+    if (cfg->tls_opts.alpn)
+        json_str(f, cfg->tls_opts.alpn);
+    else
+        fprintf(f, "null");
+    fprintf(f, ", \"verify\": %s, \"client_cert\": %s, \"resume\": %s, "
+            "\"handshakes\": %llu, \"full\": %llu, \"resumed\": %llu, "
+            "\"tls1_3\": %llu, \"tls1_2\": %llu, \"ramp_handshakes_per_s\": %.3f, "
+            "\"steady_handshakes\": %llu, \"handshakes_per_s\": %.3f, \"failures\": {",
+            cfg->tls_opts.ca ? "true" : "false", cfg->tls_opts.cert ? "true" : "false",
+            cfg->tls_resume ? "true" : "false", (unsigned long long)tls_handshakes(c),
+            (unsigned long long)c->tls_full, (unsigned long long)c->tls_resumed,
+            (unsigned long long)c->tls_v13,
+            (unsigned long long)(tls_handshakes(c) - c->tls_v13), tls_ramp_rate(c),
+            (unsigned long long)c->steady_handshakes,
+            (double)c->steady_hs_rate_milli / 1000.0);
+    for (i = 1; i < CG_TLS_FAIL_COUNT; i++)
+        fprintf(f, "\"%s\": %llu, ", cg_tls_fail_name((enum cg_tls_fail)i),
+                (unsigned long long)c->tls_fail[i]);
+    fprintf(f, "\"total\": %llu}},\n", (unsigned long long)tls_failures(c));
+}
+
 /* The schema is documented in loadgen/README.md ("JSON report"). */
 static int write_json(const struct lg_agg *a, const struct verdict *v, const char *path)
 {
@@ -704,6 +850,8 @@ static int write_json(const struct lg_agg *a, const struct verdict *v, const cha
         fprintf(f, "%s\"%s\": %llu", i ? ", " : "", lg_err_names[i],
                 (unsigned long long)c->errors[i]);
     fprintf(f, ", \"total\": %llu},\n", (unsigned long long)errors_total(c));
+    if (cfg->tls)
+        json_tls(f, a);
     fprintf(f, "  \"messages\": {\"sent\": %llu, \"received\": %llu, \"corrupt\": %llu, "
             "\"lost\": %llu, \"reordered\": %llu, \"bytes_sent\": %llu, "
             "\"bytes_received\": %llu, \"skipped_bytes\": %llu},\n",
@@ -725,6 +873,8 @@ static int write_json(const struct lg_agg *a, const struct verdict *v, const cha
             loadgen_util(c) > LOADGEN_BUSY ? "true" : "false");
     fprintf(f, "  \"latency_ms\": {\n");
     json_hist(f, "connect", &a->fin.connect, 0);
+    if (cfg->tls)
+        json_hist(f, "tls_handshake", &a->fin.tls, 0);
     json_hist(f, "round_trip", &a->fin.rtt, 1);
     fprintf(f, "  },\n  \"timeline\": [");
     for (i = 0; i < a->ntl; i++) {

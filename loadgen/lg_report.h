@@ -23,7 +23,7 @@ enum lg_err {
     LG_ERR_NO_ADDR,         /* EADDRNOTAVAIL/EADDRINUSE: source ports exhausted */
     LG_ERR_NO_FDS,          /* EMFILE/ENFILE: the open-files limit */
     LG_ERR_CONN_OTHER,      /* any other connect failure */
-    LG_ERR_HANDSHAKE,       /* WebSocket upgrade refused or malformed */
+    LG_ERR_HANDSHAKE,       /* TLS handshake failed, WebSocket upgrade refused or malformed */
     LG_ERR_CLOSED,          /* established, then closed by the peer before the stop */
     LG_ERR_RESET,           /* established, then reset (ECONNRESET, EPIPE) */
     LG_ERR_IO,              /* established, other read/write error or a write stall */
@@ -32,6 +32,9 @@ enum lg_err {
 
 /* Short names, also the JSON keys: "refused", "connect_timeout"... */
 extern const char *const lg_err_names[LG_ERR_COUNT];
+
+/* Room for the reasons of enum cg_tls_fail (common/tls.h; lg_report.c checks the size). */
+#define LG_TLS_FAILS 8
 
 /* All plain counts, so that a process can send them to its parent as they are. */
 struct lg_counters {
@@ -57,6 +60,13 @@ struct lg_counters {
     uint64_t steady_rate_milli; /* steady messages received per second x 1000 (summed) */
     uint64_t steady_connected;  /* connects during the steady phase (--churn) */
     uint64_t steady_conn_rate_milli; /* ... per second x 1000 (summed) */
+    uint64_t tls_full;          /* TLS handshakes done in full (--tls) */
+    uint64_t tls_resumed;       /* ... resumed from a session ticket */
+    uint64_t tls_v13;           /* ... of either kind that agreed on TLS 1.3 (others: 1.2) */
+    uint64_t tls_fail[LG_TLS_FAILS];  /* failed TLS handshakes by enum cg_tls_fail */
+    uint64_t ramp_handshakes;   /* TLS handshakes done by the end of the ramp */
+    uint64_t steady_handshakes; /* ... during the steady phase (--churn) */
+    uint64_t steady_hs_rate_milli;    /* ... per second x 1000 (summed) */
     uint64_t cpu_us;            /* the loadgen's own CPU time, user + system (summed) */
     uint64_t wall_us;           /* the longest process's run time */
     uint64_t threads;           /* event-loop threads (summed) */
@@ -70,11 +80,12 @@ void lg_counters_add(struct lg_counters *dst, const struct lg_counters *src);
 /* Connections up now according to <c>. */
 uint64_t lg_counters_up(const struct lg_counters *c);
 
-/* A merged result: counters and the two latency histograms (ns). */
+/* A merged result: counters and the latency histograms (ns). */
 struct lg_result {
     struct lg_counters c;
-    struct cg_hist     connect;   /* connect() to connected (and upgraded, ws) */
+    struct cg_hist     connect;   /* connect() to connected (TLS and ws upgrade included) */
     struct cg_hist     rtt;       /* message round trip, from the intended send time */
+    struct cg_hist     tls;       /* the TLS handshake alone (--tls), successful ones */
 };
 
 #define LG_HIST_HIGHEST (3600ull * 1000000000ull)   /* 1 h in ns */

@@ -29,10 +29,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
+#include <openssl/ssl.h>
 
 #include "lg_client.h"
 #include "lg_msg.h"
 #include "lg_report.h"
+#include "lg_tls.h"
 #include "net.h"
 #include "common/parse.h"
 #include "run.h"
@@ -84,12 +86,25 @@ void lg_run_usage(FILE *f)
         "                         127.0.0.2-127.0.0.250[,127.1.0.1-127.1.0.9...]\n"
         "  --threads T            event-loop threads per process (1)\n"
         "  --procs P              processes, each with its share of the connections (1)\n"
-        "  --connect-timeout D    connect (and ws upgrade) time limit (10s)\n"
+        "  --connect-timeout D    connect (and TLS handshake, ws upgrade) time limit (10s)\n"
         "  --reply-timeout D      closed loop: echo not back in D counts lost (10s)\n"
         "  --drain D              after the steady phase: wait for echoes in flight (2s)\n"
         "  --json FILE            write the report as JSON (schema in loadgen/README.md)\n"
         "  --plot FILE.png        latency-percentile and timeline plots (needs gnuplot)\n"
         "  --quiet                no progress lines\n"
+        "\n"
+        "TLS (tcp and ws modes; ws: wss://, the upgrade goes over TLS):\n"
+        "  --tls                  a TLS handshake after each connect\n"
+        "  --sni NAME             server name to send (default: none, the target is an IP)\n"
+        "  --tls-resume           offer each thread's last session ticket: resumed\n"
+        "                         handshakes after the first of each thread\n"
+        "  --tls-verify CAFILE    verify the server's certificate against CAFILE, and its\n"
+        "                         name against --sni (default: no verification)\n"
+        "  --tls-version V        1.2 or 1.3 only (default: both)\n"
+        "  --tls-ciphers LIST     TLS 1.2 cipher list, OpenSSL syntax (AEAD suites only)\n"
+        "  --tls-ciphersuites L   TLS 1.3 ciphersuites, OpenSSL syntax\n"
+        "  --alpn LIST            ALPN protocols to offer: h2,http/1.1\n"
+        "  --tls-cert FILE        client certificate chain (PEM), with --tls-key FILE\n"
         "\n"
         "Progress once a second on stderr. Exit status: 0 reached, held, messages intact;\n"
         "1 not reached or not held (or interrupted, or could not start); 2 usage error;\n"
@@ -433,6 +448,8 @@ static void free_cfg(struct lg_run_cfg *cfg)
 {
     free(cfg->sources);
     cfg->sources = NULL;
+    SSL_CTX_free(cfg->tls_ctx);
+    cfg->tls_ctx = NULL;
 }
 
 static int run_procs(struct lg_run_cfg *cfg)
@@ -568,6 +585,8 @@ enum {
     OPT_DURATION, OPT_HOLD, OPT_MESSAGE_SIZE, OPT_MESSAGE_RATE, OPT_CLOSED_LOOP,
     OPT_PUSH_RECV, OPT_SOURCE, OPT_THREADS, OPT_PROCS, OPT_CONNECT_TIMEOUT,
     OPT_REPLY_TIMEOUT, OPT_DRAIN, OPT_JSON, OPT_PLOT, OPT_QUIET, OPT_CHURN, OPT_MESSAGES,
+    OPT_TLS, OPT_SNI, OPT_TLS_RESUME, OPT_TLS_VERIFY, OPT_TLS_VERSION, OPT_TLS_CIPHERS,
+    OPT_TLS_CIPHERSUITES, OPT_ALPN, OPT_TLS_CERT, OPT_TLS_KEY,
 };
 
 int lg_run_main(int argc, char **argv)
@@ -596,11 +615,22 @@ int lg_run_main(int argc, char **argv)
         { "json",            required_argument, NULL, OPT_JSON },
         { "plot",            required_argument, NULL, OPT_PLOT },
         { "quiet",           no_argument,       NULL, OPT_QUIET },
+        { "tls",             no_argument,       NULL, OPT_TLS },
+        { "sni",             required_argument, NULL, OPT_SNI },
+        { "tls-resume",      no_argument,       NULL, OPT_TLS_RESUME },
+        { "tls-verify",      required_argument, NULL, OPT_TLS_VERIFY },
+        { "tls-version",     required_argument, NULL, OPT_TLS_VERSION },
+        { "tls-ciphers",     required_argument, NULL, OPT_TLS_CIPHERS },
+        { "tls-ciphersuites", required_argument, NULL, OPT_TLS_CIPHERSUITES },
+        { "alpn",            required_argument, NULL, OPT_ALPN },
+        { "tls-cert",        required_argument, NULL, OPT_TLS_CERT },
+        { "tls-key",         required_argument, NULL, OPT_TLS_KEY },
         { "help",            no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     struct lg_run_cfg cfg;
-    const char *mode = "tcp", *target = NULL, *sources = NULL;
+    const char *mode = "tcp", *target = NULL, *sources = NULL, *tls_opt = NULL;
+    char tls_err[256];
     int ntraffic = 0, hold = 0, opt, rc, err;
     int64_t ms;
     uint64_t v;
@@ -725,6 +755,49 @@ int lg_run_main(int argc, char **argv)
         case OPT_QUIET:
             cfg.quiet = 1;
             break;
+        case OPT_TLS:
+            cfg.tls = 1;
+            break;
+        case OPT_SNI:
+            if (!*optarg || strlen(optarg) > 255 || strpbrk(optarg, " \r\n/:"))
+                return usage_error("bad --sni '%s': expected a host name", optarg);
+            cfg.sni = optarg;
+            tls_opt = "--sni";
+            break;
+        case OPT_TLS_RESUME:
+            cfg.tls_resume = 1;
+            tls_opt = "--tls-resume";
+            break;
+        case OPT_TLS_VERIFY:
+            cfg.tls_opts.ca = optarg;
+            tls_opt = "--tls-verify";
+            break;
+        case OPT_TLS_VERSION:
+            cfg.tls_opts.version = lg_tls_parse_version(optarg);
+            if (cfg.tls_opts.version < 0)
+                return usage_error("bad --tls-version '%s': expected 1.2 or 1.3", optarg);
+            tls_opt = "--tls-version";
+            break;
+        case OPT_TLS_CIPHERS:
+            cfg.tls_opts.ciphers = optarg;
+            tls_opt = "--tls-ciphers";
+            break;
+        case OPT_TLS_CIPHERSUITES:
+            cfg.tls_opts.ciphersuites = optarg;
+            tls_opt = "--tls-ciphersuites";
+            break;
+        case OPT_ALPN:
+            cfg.tls_opts.alpn = optarg;
+            tls_opt = "--alpn";
+            break;
+        case OPT_TLS_CERT:
+            cfg.tls_opts.cert = optarg;
+            tls_opt = "--tls-cert";
+            break;
+        case OPT_TLS_KEY:
+            cfg.tls_opts.key = optarg;
+            tls_opt = "--tls-key";
+            break;
         case 'h':
             lg_run_usage(stdout);
             return 0;
@@ -771,6 +844,18 @@ int lg_run_main(int argc, char **argv)
         if (err < 0)
             return usage_error("bad --source '%s': expected IPv4 addresses or ranges "
                                "A-B, comma-separated", sources);
+    }
+    if (tls_opt && !cfg.tls)
+        return usage_error("%s needs --tls", tls_opt);
+    if (!cfg.tls_opts.cert != !cfg.tls_opts.key)
+        return usage_error("--tls-cert and --tls-key go together");
+    if (cfg.tls) {
+        cfg.tls_ctx = lg_tls_ctx_new(0, &cfg.tls_opts, tls_err, sizeof(tls_err));
+        if (!cfg.tls_ctx) {
+            say("%s", tls_err);
+            free_cfg(&cfg);
+            return 2;
+        }
     }
     limit = nofile_limit();
     if (cfg.connections / cfg.procs + 64 > limit && !cfg.quiet)

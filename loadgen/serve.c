@@ -12,6 +12,10 @@
  * the listener is closed. Owning accept() lets us count every EMFILE/ENFILE, stop watching
  * the socket for EMFILE_PAUSE_MS while the kernel keeps the backlog, and resume.
  *
+ * TLS (--tls): one server SSL_CTX for all workers (so a ticket issued by one worker resumes
+ * on another); each connection's coroutine makes the handshake (cg_tls_accept) before the
+ * mode's handler, which then reads and writes plaintext on the same stream.
+ *
  * Stop: the main thread's signal callback sends each worker's uv_async; the worker closes
  * its listener, cancels every connection coroutine (their waits return UV_ECANCELED, they
  * close their streams and free themselves), and its loop runs out of handles. The worker
@@ -32,8 +36,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#include <openssl/ssl.h>
 
+#include "common/tls.h"
 #include "lg_msg.h"
+#include "lg_tls.h"
 #include "lg_ws.h"
 #include "net.h"
 #include "common/parse.h"
@@ -45,7 +52,8 @@
 #define WARN_INTERVAL_MS  1000      /* at most one accept warning per worker per second */
 #define WRITE_TIMEOUT_MS  60000     /* a peer that reads nothing for a minute is dropped */
 #define FLUSH_TIMEOUT_MS  10000     /* echo still queued at EOF gets this long to leave */
-#define HANDSHAKE_TIMEOUT_MS 10000  /* ws: the upgrade request must come within this */
+#define HANDSHAKE_TIMEOUT_MS 10000  /* TLS handshake; ws: the upgrade request, the same again */
+#define TLS_ALERT_WAIT_MS 1000      /* a failed TLS handshake's alert gets this long to leave */
 #define PUSH_TICK_MS      1
 #define PUSH_BATCH        64        /* pushes per connection per tick at most */
 #define MAX_THREADS       1024
@@ -76,6 +84,9 @@ struct serve_stats {
     uint64_t pushed;         /* --push: messages sent */
     uint64_t push_skipped;   /* --push: not sent, the connection's queue was full */
     uint64_t ws_refused;     /* ws: bad upgrade requests answered with an HTTP error */
+    uint64_t tls_full;       /* --tls: handshakes done in full */
+    uint64_t tls_resumed;    /* ... resumed from a session ticket */
+    uint64_t tls_fail[CG_TLS_FAIL_COUNT];   /* ... failed, by reason (connection closed) */
 };
 
 /* What the command line asked for; read-only once the workers run, but for <live>. */
@@ -92,6 +103,8 @@ struct serve_cfg {
     double                   push_rate;   /* --push: messages/s per connection; 0 = off */
     uint32_t                 push_size;   /* --push-size */
     atomic_ulong             live;        /* open connections, kept only with max_conns */
+    struct lg_tls_opts       tls_opts;    /* --tls-cert, --tls-key, --tls-client-ca... */
+    SSL_CTX                 *tls_ctx;     /* --tls: shared by the workers; NULL: plain */
 };
 
 enum {
@@ -427,16 +440,46 @@ static void conn_put_slot(struct lg_worker *w)
         atomic_fetch_sub_explicit(&w->cfg->live, 1, memory_order_relaxed);
 }
 
+/* --tls: the server side of the handshake on <c>, counted. Returns 0 or its error (the
+ * connection is then closed: an alert may be queued). */
+static int conn_tls(struct lg_conn *c)
+{
+    struct lg_worker *w = c->worker;
+    struct cg_tls_info info;
+    int err, fail;
+
+    memset(&info, 0, sizeof(info));
+    err = cg_tls_accept(&c->st, w->cfg->tls_ctx, HANDSHAKE_TIMEOUT_MS, &info);
+    if (err == 0) {
+        if (info.resumed)
+            w->stats.tls_resumed++;
+        else
+            w->stats.tls_full++;
+    } else if (err != UV_ECANCELED) {
+        fail = info.fail;
+        if (fail <= CG_TLS_OK || fail >= CG_TLS_FAIL_COUNT)
+            fail = err == UV_ETIMEDOUT ? CG_TLS_FAIL_TIMEOUT : CG_TLS_FAIL_LOCAL;
+        w->stats.tls_fail[fail]++;
+    }
+    return err;
+}
+
 /* The coroutine of one connection; owns <arg> and frees it. */
 static void conn_main(void *arg)
 {
     struct lg_conn *c = arg;
     struct lg_worker *w = c->worker;
-    int err = UV_ECANCELED;
+    int err = UV_ECANCELED, tls_failed = 0;
 
     c->co = coro_self();
-    if (!w->stopping)            /* spawned just before the stop: never started */
-        err = w->cfg->mode->handler(c);
+    if (!w->stopping) {          /* spawned just before the stop: never started */
+        err = w->cfg->tls_ctx ? conn_tls(c) : 0;
+        tls_failed = err < 0;
+        if (tls_failed && err != UV_ECANCELED)
+            coro_flush(&c->st, TLS_ALERT_WAIT_MS);   /* the alert, if any: the peer's reason */
+        if (err == 0)
+            err = w->cfg->mode->handler(c);
+    }
     if (err == 0) {
         /* Clean EOF: what is still queued must reach the peer before the close cancels
          * it. The close then sends our FIN (the shutdown request may not have run yet). */
@@ -444,8 +487,8 @@ static void conn_main(void *arg)
         if (err == 0)
             err = coro_shutdown(&c->st);
     }
-    if (err < 0 && err != UV_ECANCELED)
-        w->stats.errors++;
+    if (err < 0 && err != UV_ECANCELED && !tls_failed)
+        w->stats.errors++;       /* a failed handshake is counted by its reason */
     coro_stream_close(&c->st);
     coro_buf_put(w->sched, c->out);
     c->out = NULL;
@@ -751,7 +794,7 @@ static int serve_run(struct serve_cfg *cfg)
     struct sockaddr_storage shown;
     char addr[LG_ADDR_STRLEN];
     uv_loop_t loop;
-    unsigned i;
+    unsigned i, j;
     int err, failed = 0;
 
     r.quiet = cfg->quiet;
@@ -809,8 +852,8 @@ static int serve_run(struct serve_cfg *cfg)
         shown = cfg->addr;
         lg_addr_set_port((struct sockaddr *)&shown, r.workers[0].port);
         lg_addr_format((const struct sockaddr *)&shown, addr, sizeof(addr));
-        say("%s on %s, %u thread%s", cfg->mode->what, addr, cfg->threads,
-            cfg->threads == 1 ? "" : "s");
+        say("%s on %s, %u thread%s%s", cfg->mode->what, addr, cfg->threads,
+            cfg->threads == 1 ? "" : "s", cfg->tls_ctx ? ", tls" : "");
     }
     uv_run(&loop, UV_RUN_DEFAULT);   /* until a signal closed both watchers */
 
@@ -831,6 +874,10 @@ static int serve_run(struct serve_cfg *cfg)
         tot.pushed += w->stats.pushed;
         tot.push_skipped += w->stats.push_skipped;
         tot.ws_refused += w->stats.ws_refused;
+        tot.tls_full += w->stats.tls_full;
+        tot.tls_resumed += w->stats.tls_resumed;
+        for (j = 0; j < CG_TLS_FAIL_COUNT; j++)
+            tot.tls_fail[j] += w->stats.tls_fail[j];
     }
     err = uv_loop_close(&loop);
     if (err < 0)
@@ -839,7 +886,7 @@ static int serve_run(struct serve_cfg *cfg)
     if (failed)
         return 1;
     if (!cfg->quiet) {
-        char extra[256] = "";
+        char extra[512] = "";
         size_t off = 0;
 
         if (cfg->drop > 0 || cfg->flip > 0)
@@ -853,8 +900,26 @@ static int serve_run(struct serve_cfg *cfg)
                                     (unsigned long long)tot.pushed,
                                     (unsigned long long)tot.push_skipped);
         if (cfg->mode->handler == lg_serve_echo_ws && off < sizeof(extra))
-            snprintf(extra + off, sizeof(extra) - off, "; %llu upgrades refused",
-                     (unsigned long long)tot.ws_refused);
+            off += (size_t)snprintf(extra + off, sizeof(extra) - off, "; %llu upgrades refused",
+                                    (unsigned long long)tot.ws_refused);
+        if (cfg->tls_ctx && off < sizeof(extra)) {
+            uint64_t nfail = 0;
+
+            off += (size_t)snprintf(extra + off, sizeof(extra) - off,
+                                    "; tls: %llu handshakes (%llu full, %llu resumed), failed:",
+                                    (unsigned long long)(tot.tls_full + tot.tls_resumed),
+                                    (unsigned long long)tot.tls_full,
+                                    (unsigned long long)tot.tls_resumed);
+            for (j = 1; j < CG_TLS_FAIL_COUNT && off < sizeof(extra); j++) {
+                nfail += tot.tls_fail[j];
+                if (tot.tls_fail[j])
+                    off += (size_t)snprintf(extra + off, sizeof(extra) - off, " %s %llu",
+                                            cg_tls_fail_name((enum cg_tls_fail)j),
+                                            (unsigned long long)tot.tls_fail[j]);
+            }
+            if (!nfail && off < sizeof(extra))
+                snprintf(extra + off, sizeof(extra) - off, " none");
+        }
         say("stopped: %llu connections, %llu bytes in, %llu bytes out, %llu ended by an "
             "error, %llu rejected, %llu EMFILE/ENFILE pauses, %llu other accept errors%s",
             (unsigned long long)tot.conns, (unsigned long long)tot.bytes_in,
@@ -899,6 +964,11 @@ void lg_serve_usage(FILE *f)
         "                      CLOCK_REALTIME (for `run --push-recv`)\n"
         "  --push-size S       bytes per pushed message, %u..%u (64)\n"
         "  --quiet             print only the start line and errors\n"
+        "  --tls               TLS: a handshake on every connection before the echo\n"
+        "                      (ws: wss://), with --tls-cert FILE --tls-key FILE (PEM)\n"
+        "  --tls-client-ca F   require a client certificate signed by a CA of file F\n"
+        "  --tls-version V     1.2 or 1.3 only (default: both)\n"
+        "  --tls-ciphers L     TLS 1.2 cipher list; --tls-ciphersuites L: TLS 1.3's\n"
         "  -h, --help          this help\n"
         "\n"
         "Prints `serve: tcp echo on ADDR:PORT, N threads` once listening. SIGINT or SIGTERM\n"
@@ -924,7 +994,8 @@ static int usage_error(const char *fmt, ...)
 
 enum {
     OPT_MODE = 256, OPT_LISTEN, OPT_THREADS, OPT_MAX_CONNS, OPT_QUIET, OPT_DELAY, OPT_FAULT,
-    OPT_PUSH, OPT_PUSH_SIZE,
+    OPT_PUSH, OPT_PUSH_SIZE, OPT_TLS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CLIENT_CA,
+    OPT_TLS_VERSION, OPT_TLS_CIPHERS, OPT_TLS_CIPHERSUITES,
 };
 
 /* Parses "drop=P,flip=P,seed=N" (any subset, any order) into <cfg>. Returns 0 or -EINVAL. */
@@ -971,15 +1042,22 @@ int lg_serve_main(int argc, char **argv)
         { "fault",     required_argument, NULL, OPT_FAULT },
         { "push",      required_argument, NULL, OPT_PUSH },
         { "push-size", required_argument, NULL, OPT_PUSH_SIZE },
+        { "tls",       no_argument,       NULL, OPT_TLS },
+        { "tls-cert",  required_argument, NULL, OPT_TLS_CERT },
+        { "tls-key",   required_argument, NULL, OPT_TLS_KEY },
+        { "tls-client-ca", required_argument, NULL, OPT_TLS_CLIENT_CA },
+        { "tls-version", required_argument, NULL, OPT_TLS_VERSION },
+        { "tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS },
+        { "tls-ciphersuites", required_argument, NULL, OPT_TLS_CIPHERSUITES },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     struct serve_cfg cfg;
-    const char *mode = "tcp", *listen_at = NULL;
-    char *end;
+    const char *mode = "tcp", *listen_at = NULL, *tls_opt = NULL;
+    char *end, tls_err[256];
     uint64_t v;
     size_t i;
-    int opt;
+    int opt, tls = 0, rc;
 
     memset(&cfg, 0, sizeof(cfg));
     cfg.threads = default_threads();
@@ -1033,6 +1111,35 @@ int lg_serve_main(int argc, char **argv)
                                    LG_MSG_HDR, LG_MSG_MAX);
             cfg.push_size = (uint32_t)v;
             break;
+        case OPT_TLS:
+            tls = 1;
+            break;
+        case OPT_TLS_CERT:
+            cfg.tls_opts.cert = optarg;
+            tls_opt = "--tls-cert";
+            break;
+        case OPT_TLS_KEY:
+            cfg.tls_opts.key = optarg;
+            tls_opt = "--tls-key";
+            break;
+        case OPT_TLS_CLIENT_CA:
+            cfg.tls_opts.ca = optarg;
+            tls_opt = "--tls-client-ca";
+            break;
+        case OPT_TLS_VERSION:
+            cfg.tls_opts.version = lg_tls_parse_version(optarg);
+            if (cfg.tls_opts.version < 0)
+                return usage_error("bad --tls-version '%s': expected 1.2 or 1.3", optarg);
+            tls_opt = "--tls-version";
+            break;
+        case OPT_TLS_CIPHERS:
+            cfg.tls_opts.ciphers = optarg;
+            tls_opt = "--tls-ciphers";
+            break;
+        case OPT_TLS_CIPHERSUITES:
+            cfg.tls_opts.ciphersuites = optarg;
+            tls_opt = "--tls-ciphersuites";
+            break;
         case 'h':
             lg_serve_usage(stdout);
             return 0;
@@ -1063,7 +1170,20 @@ int lg_serve_main(int argc, char **argv)
         say("--listen port 0 needs --threads 1: each thread would get its own port");
         return 2;
     }
+    if (tls_opt && !tls)
+        return usage_error("%s needs --tls", tls_opt);
+    if (tls && (!cfg.tls_opts.cert || !cfg.tls_opts.key))
+        return usage_error("--tls needs --tls-cert FILE and --tls-key FILE");
+    if (tls) {
+        cfg.tls_ctx = lg_tls_ctx_new(1, &cfg.tls_opts, tls_err, sizeof(tls_err));
+        if (!cfg.tls_ctx) {
+            say("%s", tls_err);
+            return 2;
+        }
+    }
     /* A peer that went away must surface as EPIPE from write(), not kill us. */
     signal(SIGPIPE, SIG_IGN);
-    return serve_run(&cfg);
+    rc = serve_run(&cfg);
+    SSL_CTX_free(cfg.tls_ctx);
+    return rc;
 }

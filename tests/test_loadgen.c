@@ -1,6 +1,11 @@
 /* tests/test_loadgen.c — `corogate-loadgen run` against its own `serve`, as black boxes
  * (the binaries under $CG_BUILD, default build/), plus the message layer in memory.
  *
+ * TLS (the "tls" case): certificates are made at test time with the openssl CLI in the
+ * harness's scratch directory (a CA, a server certificate for localhost and 127.0.0.1, a
+ * client certificate, and an unrelated CA); the interop peer is Debian's python3 ssl
+ * module (/usr/bin/python3), an independent use of OpenSSL's own record layer.
+ *
  * Every run is bounded: short durations, tens of connections, 127.0.0.0/8 only. The JSON
  * report is parsed with the small parser below and checked key by key.
  */
@@ -24,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "loadgen/lg_msg.h"
 #include "loadgen/net.h"
 
@@ -1240,11 +1246,542 @@ START_TEST(test_usage_errors)
 }
 END_TEST
 
+
+/* ------------------------------------------------------------------ TLS */
+
+/* Runs `sh -c <cmd>` in the scratch directory, its output in <out>. Returns the wait
+ * status. */
+static int sh_run(const char *cmd, char *out, size_t cap)
+{
+    struct proc p = { .pid = -1, .fd = -1 };
+    const char *argv[] = { "/bin/sh", "-c", cmd, NULL };
+    pid_t parent = getpid();
+    int fds[2], status;
+
+    ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+    p.cap = 1 << 14;
+    p.out = malloc(p.cap);
+    ck_assert_ptr_nonnull(p.out);
+    p.out[0] = '\0';
+    p.pid = th_fork();
+    if (p.pid < 0)
+        ck_abort_msg("fork(): %s", strerror(errno));
+    if (p.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent || chdir(th_tmpdir()) < 0)
+            _exit(127);
+        dup2(fds[1], STDOUT_FILENO);
+        dup2(fds[1], STDERR_FILENO);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(fds[1]);
+    p.fd = fds[0];
+    status = proc_wait(&p, 20000);
+    snprintf(out, cap, "%s", p.out);
+    free(p.out);
+    return status;
+}
+
+/* The scratch directory's certificates (made once per test process). */
+static char tls_dir[TH_PATH_MAX];
+
+static const char *tls_file(const char *name)
+{
+    static char paths[8][TH_PATH_MAX + 64];
+    static unsigned next;
+    char *p = paths[next++ % 8];
+
+    snprintf(p, sizeof(paths[0]), "%s/%s", tls_dir, name);
+    return p;
+}
+
+/* ca.pem signs srv.pem (CN localhost, SAN DNS:localhost, IP:127.0.0.1) and cli.pem;
+ * other-ca.pem signs nothing we use. ECDSA P-256: fast to make. */
+static void make_certs(void)
+{
+    static const char script[] =
+        "set -e\n"
+        "k='-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes'\n"
+        "openssl req -x509 $k -keyout ca.key -out ca.pem -days 2 -subj /CN=loadgen-test-ca "
+        "  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign 2>/dev/null\n"
+        "openssl req -x509 $k -keyout other-ca.key -out other-ca.pem -days 2 "
+        "  -subj /CN=other-ca 2>/dev/null\n"
+        "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > srv.ext\n"
+        "openssl req $k -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null\n"
+        "openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -set_serial 2 -days 2 "
+        "  -extfile srv.ext -out srv.pem 2>/dev/null\n"
+        "openssl req $k -keyout cli.key -out cli.csr -subj /CN=loadgen-client 2>/dev/null\n"
+        "openssl x509 -req -in cli.csr -CA ca.pem -CAkey ca.key -set_serial 3 -days 2 "
+        "  -out cli.pem 2>/dev/null\n"
+        "test -s srv.pem && test -s cli.pem\n";
+    char out[4096];
+    int status;
+
+    if (tls_dir[0])
+        return;
+    snprintf(tls_dir, sizeof(tls_dir), "%s", th_tmpdir());
+    status = sh_run(script, out, sizeof(out));
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "making test certificates with the openssl CLI failed: %s", out);
+}
+
+/* `serve --tls` in <mode> with the test server certificate, and <extra> (NULL-ended, up to
+ * 4 arguments). Returns its port. */
+static uint16_t tls_server_start(const char *mode, const char *const *extra)
+{
+    const char *args[16] = { "--mode", mode, "--listen", "127.0.0.1:0", "--threads", "2",
+                             "--tls", "--tls-cert", tls_file("srv.pem"), "--tls-key",
+                             tls_file("srv.key") };
+    int i, n = 11;
+
+    /* port 0 needs one thread */
+    args[5] = "1";
+    for (i = 0; extra && extra[i] && n < 15; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    return server_start(args);
+}
+
+/* The server's TLS totals: "tls: N handshakes (F full, R resumed), failed: ..." */
+static void server_tls_totals(unsigned long long *full, unsigned long long *resumed)
+{
+    const char *s = strstr(server.out, "; tls: ");
+    unsigned long long n;
+
+    ck_assert_msg(s, "no tls totals: %s", server.out);
+    ck_assert_int_eq(sscanf(s, "; tls: %llu handshakes (%llu full, %llu resumed)", &n, full,
+                            resumed), 3);
+    ck_assert_uint_eq(n, *full + *resumed);
+}
+
+/* serve --tls and run --tls, tcp and ws (wss://, the upgrade over TLS), several processes
+ * for ws: every message intact and counted on both sides, one handshake per connection,
+ * the handshake histogram next to the connect one, exit status 0. */
+START_TEST(test_tls_echo)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    unsigned long long conns, in, out, full, resumed;
+    char target[32];
+    struct jnode *j;
+    int ws;
+
+    make_certs();
+    for (ws = 0; ws < 2; ws++) {
+        uint16_t port = tls_server_start(ws ? "ws" : "tcp", NULL);
+        const char *args[] = { "--mode", ws ? "ws" : "tcp", "--target", target, "--tls",
+                               "--connections", "6", "--closed-loop", "--messages", "20",
+                               "--message-size", ws ? "3000" : "100", "--duration", "300ms",
+                               "--procs", ws ? "2" : "1", "--json", json_path, "--quiet",
+                               NULL };
+
+        snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+        ck_assert_msg(run_loadgen(&run, args) == 0, "%s run failed:\n%s", ws ? "wss" : "tls",
+                      run.out);
+        ck_assert_msg(strstr(run.out, ws ? "run: wss 127.0.0.1:" : "run: tcp+tls 127.0.0.1:") &&
+                      strstr(run.out, "\n  handshake ") &&
+                      strstr(run.out, "tls handshakes: 6 (6 full, 0 resumed;") &&
+                      strstr(run.out, "failures: none"), "report:\n%s", run.out);
+        server_stop();
+        server_totals(&conns, &in, &out);
+        server_tls_totals(&full, &resumed);
+        ck_assert_uint_eq(conns, 6);
+        ck_assert_uint_eq(full, 6);
+        ck_assert_uint_eq(resumed, 0);
+        ck_assert_msg(strstr(server.out, " 0 ended by an error") &&
+                      strstr(server.out, "failed: none"), "server: %s", server.out);
+        j = jparse_file(json_path);
+        ck_assert(jnum(j, "messages.sent") == 120);
+        ck_assert(jnum(j, "messages.received") == 120);
+        ck_assert(jnum(j, "messages.corrupt") + jnum(j, "messages.lost") +
+                  jnum(j, "messages.reordered") == 0);
+        ck_assert(jnum(j, "errors.total") == 0);
+        ck_assert(jnum(j, "tls.handshakes") == 6);
+        ck_assert(jnum(j, "tls.full") == 6);
+        ck_assert(jnum(j, "tls.resumed") == 0);
+        ck_assert(jnum(j, "tls.tls1_3") == 6);        /* both sides allow 1.3 */
+        ck_assert(jnum(j, "tls.failures.total") == 0);
+        ck_assert(jnum(j, "tls.ramp_handshakes_per_s") > 0);
+        ck_assert(jnum(j, "latency_ms.tls_handshake.count") == 6);
+        ck_assert(jnum(j, "latency_ms.connect.count") == 6);
+        /* the connect time contains the handshake's */
+        ck_assert(jnum(j, "latency_ms.connect.max") >= jnum(j, "latency_ms.tls_handshake.min"));
+        ck_assert(!jreq(j, "tls.resume", J_BOOL)->boolean);
+        ck_assert(!jreq(j, "tls.verify", J_BOOL)->boolean);
+        jreq(j, "tls.sni", J_NULL);
+        ck_assert_str_eq(jreq(j, "tls.version", J_STR)->str, "1.2-1.3");
+        jfree(j);
+    }
+    free(run.out);
+}
+END_TEST
+
+/* A plain run prints nothing about TLS and its JSON has no "tls" keys. */
+START_TEST(test_tls_plain_unchanged)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32];
+    struct jnode *j;
+    uint16_t port = server_start(echo1);
+    const char *args[] = { "--target", target, "--connections", "2", "--closed-loop",
+                           "--messages", "2", "--duration", "200ms", "--json", json_path,
+                           NULL };
+
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+    ck_assert_msg(!strstr(run.out, "tls") && !strstr(run.out, "handshake "), "%s", run.out);
+    j = jparse_file(json_path);
+    ck_assert_ptr_null(jget(j, "tls"));
+    ck_assert_ptr_null(jget(jget(j, "latency_ms"), "tls_handshake"));
+    jfree(j);
+    server_stop();
+    ck_assert_ptr_null(strstr(server.out, "tls"));
+    free(run.out);
+}
+END_TEST
+
+/* --tls-resume: one churning connection, so each handshake but the first has the ticket
+ * of the one before: exactly one full handshake, every other one resumed, on both sides;
+ * TLS 1.3 and 1.2 (stateless tickets either way). Then several churners on one thread,
+ * offering the same ticket at once. */
+START_TEST(test_tls_resume)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    unsigned long long full, resumed;
+    char target[32];
+    struct jnode *j;
+    int v12;
+
+    make_certs();
+    for (v12 = 0; v12 < 2; v12++) {
+        uint16_t port = tls_server_start("tcp", NULL);
+        const char *args[] = { "--target", target, "--tls", "--tls-resume", "--tls-version",
+                               v12 ? "1.2" : "1.3", "--connections", "1", "--churn",
+                               "--duration", "700ms", "--json", json_path, "--quiet", NULL };
+        double n;
+
+        snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+        ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+        ck_assert_msg(strstr(run.out, "/s in the steady phase; failures: none"), "%s",
+                      run.out);
+        server_stop();
+        server_tls_totals(&full, &resumed);
+        j = jparse_file(json_path);
+        n = jnum(j, "connections.connected");
+        ck_assert_msg(n >= 2, "only %.0f churn cycles", n);
+        ck_assert(jnum(j, "tls.handshakes") == n);
+        ck_assert(jnum(j, "tls.full") == 1);
+        ck_assert(jnum(j, "tls.resumed") == n - 1);
+        ck_assert(jnum(j, v12 ? "tls.tls1_2" : "tls.tls1_3") == n);
+        ck_assert(jreq(j, "tls.resume", J_BOOL)->boolean);
+        ck_assert_str_eq(jreq(j, "tls.version", J_STR)->str, v12 ? "1.2" : "1.3");
+        ck_assert(jnum(j, "tls.steady_handshakes") > 0);
+        ck_assert(jnum(j, "tls.handshakes_per_s") > 0);
+        ck_assert(jnum(j, "messages.received") == n);
+        ck_assert_uint_eq(full, 1);
+        ck_assert_uint_eq(resumed, (unsigned long long)n - 1);
+        jfree(j);
+    }
+    /* Four churners sharing their thread's ticket: a full handshake only while no ticket
+     * had come yet, so at most one per churner. */
+    {
+        uint16_t port = tls_server_start("tcp", NULL);
+        const char *args[] = { "--target", target, "--tls", "--tls-resume", "--connections",
+                               "4", "--churn", "--duration", "700ms", "--json", json_path,
+                               "--quiet", NULL };
+        double n;
+
+        snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+        ck_assert_msg(run_loadgen(&run, args) == 0, "run failed:\n%s", run.out);
+        server_stop();
+        j = jparse_file(json_path);
+        n = jnum(j, "connections.connected");
+        ck_assert_msg(n >= 8, "only %.0f churn cycles", n);
+        ck_assert_msg(jnum(j, "tls.full") >= 1 && jnum(j, "tls.full") <= 4, "%.0f full",
+                      jnum(j, "tls.full"));
+        ck_assert(jnum(j, "tls.resumed") == n - jnum(j, "tls.full"));
+        jfree(j);
+    }
+    free(run.out);
+}
+END_TEST
+
+/* --tls-verify: the right CA and name pass; a wrong --sni, or another CA, fail every
+ * handshake with a certificate failure counted (text, JSON, exit status 1). */
+START_TEST(test_tls_verify)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32];
+    struct jnode *j;
+    uint16_t port;
+    int k;
+
+    make_certs();
+    port = tls_server_start("tcp", NULL);
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    {
+        const char *good[] = { "--target", target, "--tls", "--tls-verify", tls_file("ca.pem"),
+                               "--sni", "localhost", "--connections", "3", "--closed-loop",
+                               "--messages", "5", "--duration", "200ms", "--json", json_path,
+                               "--quiet", NULL };
+
+        ck_assert_msg(run_loadgen(&run, good) == 0, "verified run failed:\n%s", run.out);
+        j = jparse_file(json_path);
+        ck_assert(jnum(j, "tls.handshakes") == 3);
+        ck_assert(jreq(j, "tls.verify", J_BOOL)->boolean);
+        ck_assert_str_eq(jreq(j, "tls.sni", J_STR)->str, "localhost");
+        jfree(j);
+    }
+    for (k = 0; k < 2; k++) {
+        const char *bad[] = { "--target", target, "--tls", "--tls-verify",
+                              tls_file(k ? "other-ca.pem" : "ca.pem"), "--sni",
+                              k ? "localhost" : "wrong.example", "--connections", "4",
+                              "--closed-loop", "--duration", "200ms", "--json", json_path,
+                              NULL };
+
+        ck_assert_int_eq(run_loadgen(&run, bad), 1);
+        ck_assert_msg(strstr(run.out, "NOT reached") && strstr(run.out, "handshake 4") &&
+                      strstr(run.out, "failures: cert 4"), "%s", run.out);
+        j = jparse_file(json_path);
+        ck_assert(jnum(j, "tls.failures.cert") == 4);
+        ck_assert(jnum(j, "tls.failures.total") == 4);
+        ck_assert(jnum(j, "tls.handshakes") == 0);
+        ck_assert(jnum(j, "errors.handshake") == 4);
+        ck_assert(jnum(j, "latency_ms.tls_handshake.count") == 0);
+        jfree(j);
+    }
+    server_stop();
+    free(run.out);
+}
+END_TEST
+
+/* serve --tls-client-ca: a client with a certificate from that CA passes (ws: the
+ * upgrade after the mutual handshake); one without is refused, and the server counts a
+ * certificate failure for each. */
+START_TEST(test_tls_client_cert)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    const char *extra[] = { "--tls-client-ca", NULL, NULL };
+    unsigned long long full, resumed;
+    char target[32];
+    struct jnode *j;
+    uint16_t port;
+
+    make_certs();
+    extra[1] = tls_file("ca.pem");
+    port = tls_server_start("ws", extra);
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    {
+        const char *with[] = { "--mode", "ws", "--target", target, "--tls", "--tls-cert",
+                               tls_file("cli.pem"), "--tls-key", tls_file("cli.key"),
+                               "--connections", "3", "--closed-loop", "--messages", "4",
+                               "--duration", "200ms", "--json", json_path, "--quiet", NULL };
+        /* TLS 1.2: the client learns of the refusal within its handshake */
+        const char *without[] = { "--mode", "ws", "--target", target, "--tls",
+                                  "--tls-version", "1.2", "--connections", "2",
+                                  "--closed-loop", "--duration", "200ms", "--quiet", NULL };
+
+        ck_assert_msg(run_loadgen(&run, with) == 0, "mTLS run failed:\n%s", run.out);
+        j = jparse_file(json_path);
+        ck_assert(jnum(j, "messages.received") == 12);
+        ck_assert(jreq(j, "tls.client_cert", J_BOOL)->boolean);
+        jfree(j);
+        ck_assert_int_eq(run_loadgen(&run, without), 1);
+        ck_assert_msg(strstr(run.out, "NOT reached") && strstr(run.out, "handshake 2"), "%s",
+                      run.out);
+    }
+    server_stop();
+    server_tls_totals(&full, &resumed);
+    ck_assert_uint_eq(full, 3);
+    ck_assert_msg(strstr(server.out, "failed: cert 2"), "server: %s", server.out);
+    free(run.out);
+}
+END_TEST
+
+/* A TLS echo peer in python3's ssl module (OpenSSL's own record layer), and a client for
+ * our server. */
+static const char py_peer[] =
+    "import socket, socketserver, ssl, sys, os\n"
+    "d = sys.argv[2]\n"
+    "if sys.argv[1] == 'server':\n"
+    "    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n"
+    "    ctx.load_cert_chain(d + '/srv.pem', d + '/srv.key')\n"
+    "    class H(socketserver.BaseRequestHandler):\n"
+    "        def handle(self):\n"
+    "            try:\n"
+    "                s = ctx.wrap_socket(self.request, server_side=True)\n"
+    "                while True:\n"
+    "                    b = s.recv(65536)\n"
+    "                    if not b:\n"
+    "                        break\n"
+    "                    s.sendall(b)\n"
+    "            except (OSError, ssl.SSLError):\n"
+    "                pass\n"
+    "    socketserver.ThreadingTCPServer.daemon_threads = True\n"
+    "    srv = socketserver.ThreadingTCPServer(('127.0.0.1', 0), H)\n"
+    "    print('serve: python tls echo on 127.0.0.1:%d, 1 thread' % srv.server_address[1],\n"
+    "          flush=True)\n"
+    "    srv.serve_forever()\n"
+    "else:\n"
+    "    port, ver = int(sys.argv[3]), sys.argv[4]\n"
+    "    ctx = ssl.create_default_context(cafile=d + '/ca.pem')\n"
+    "    v = ssl.TLSVersion.TLSv1_2 if ver == '1.2' else ssl.TLSVersion.TLSv1_3\n"
+    "    ctx.minimum_version = ctx.maximum_version = v\n"
+    "    data = os.urandom(200000)\n"
+    "    with socket.create_connection(('127.0.0.1', port), timeout=10) as raw:\n"
+    "        with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n"
+    "            got = b''\n"
+    "            for off in range(0, len(data), 16384):\n"
+    "                s.sendall(data[off:off + 16384])\n"
+    "                while len(got) < min(off + 16384, len(data)):\n"
+    "                    b = s.recv(65536)\n"
+    "                    assert b, 'EOF after %d bytes' % len(got)\n"
+    "                    got += b\n"
+    "            assert got == data, 'echo differs: %d of %d bytes' % (len(got), len(data))\n"
+    "            print('ok', s.version())\n";
+
+/* Interop both ways: run --tls against python's TLS echo server (checksummed messages,
+ * and --tls-resume taken, 1.2 and 1.3), and python's TLS client against serve --tls
+ * (200 kB echoed and compared, 1.2 and 1.3). */
+START_TEST(test_tls_interop)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    char target[32], path[TH_PATH_MAX], cmd[2 * TH_PATH_MAX + 64], out[4096];
+    struct jnode *j;
+    uint16_t port;
+    int k, status;
+
+    if (access("/usr/bin/python3", X_OK) != 0)
+        TH_SKIP("no /usr/bin/python3 (apt-get install python3)");
+    make_certs();
+    ck_assert_int_eq(th_write_file(path, sizeof(path), "peer.py", "%s", py_peer), 0);
+    {
+        const char *argv[] = { "/usr/bin/python3", path, "server", tls_dir, NULL };
+        struct sockaddr_storage ss;
+        uint64_t until = now_ms() + 10000;
+        char *line, *end;
+        pid_t parent = getpid();
+        int fds[2];
+
+        /* proc_spawn() runs the loadgen; this peer is another program */
+        ck_assert_int_eq(pipe2(fds, O_CLOEXEC), 0);
+        server.out = malloc(server.cap = 1 << 16);
+        ck_assert_ptr_nonnull(server.out);
+        server.out[0] = '\0';
+        server.len = 0;
+        server.pid = th_fork();
+        if (server.pid < 0)
+            ck_abort_msg("fork(): %s", strerror(errno));
+        if (server.pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent)
+                _exit(127);
+            dup2(fds[1], STDOUT_FILENO);
+            dup2(fds[1], STDERR_FILENO);
+            execv(argv[0], (char *const *)argv);
+            _exit(127);
+        }
+        close(fds[1]);
+        server.fd = fds[0];
+        while (!(line = strstr(server.out, " echo on ")) || !strchr(line, ','))
+            ck_assert_msg(now_ms() < until && proc_read(&server, 1000) >= 0 &&
+                          server.fd >= 0, "python peer did not start: %s", server.out);
+        end = strchr(line, ',');
+        *end = '\0';
+        ck_assert_int_eq(lg_addr_parse(line + strlen(" echo on "), &ss), 0);
+        *end = ',';
+        port = lg_addr_port((struct sockaddr *)&ss);
+    }
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    for (k = 0; k < 2; k++) {
+        const char *args[] = { "--target", target, "--tls", "--tls-version", k ? "1.2" : "1.3",
+                               "--connections", "4", "--closed-loop", "--messages", "25",
+                               "--message-size", "5000", "--duration", "200ms", "--json",
+                               json_path, "--quiet", NULL };
+        const char *resume[] = { "--target", target, "--tls", "--tls-version",
+                                 k ? "1.2" : "1.3", "--tls-resume", "--connections", "1",
+                                 "--churn", "--duration", "500ms", "--json", json_path,
+                                 "--quiet", NULL };
+        double n;
+
+        ck_assert_msg(run_loadgen(&run, args) == 0, "run against python (TLS %s) failed:\n%s",
+                      k ? "1.2" : "1.3", run.out);
+        j = jparse_file(json_path);
+        ck_assert(jnum(j, "messages.received") == 100);
+        ck_assert(jnum(j, "messages.corrupt") + jnum(j, "messages.lost") == 0);
+        ck_assert(jnum(j, k ? "tls.tls1_2" : "tls.tls1_3") == 4);
+        jfree(j);
+        /* python's server takes our tickets back: one full handshake, then resumed ones */
+        ck_assert_msg(run_loadgen(&run, resume) == 0, "resuming against python (TLS %s) "
+                      "failed:\n%s", k ? "1.2" : "1.3", run.out);
+        j = jparse_file(json_path);
+        n = jnum(j, "connections.connected");
+        ck_assert_msg(n >= 2, "only %.0f churn cycles", n);
+        ck_assert(jnum(j, "tls.full") == 1);
+        ck_assert(jnum(j, "tls.resumed") == n - 1);
+        jfree(j);
+    }
+    proc_kill(&server);
+
+    port = tls_server_start("tcp", NULL);
+    for (k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s client %s %u %s", path, tls_dir, port,
+                 k ? "1.2" : "1.3");
+        status = sh_run(cmd, out, sizeof(out));
+        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+                      strstr(out, k ? "ok TLSv1.2" : "ok TLSv1.3"),
+                      "python client against serve --tls: %s", out);
+    }
+    server_stop();
+    ck_assert_msg(strstr(server.out, "tls: 2 handshakes (2 full, 0 resumed), failed: none"),
+                  "server: %s", server.out);
+    free(run.out);
+}
+END_TEST
+
+/* Bad TLS options: usage errors (status 2), before any connection. */
+START_TEST(test_tls_usage_errors)
+{
+    static const char *const sni[] = { "--target", "127.0.0.1:1", "--sni", "x", NULL };
+    static const char *const half[] = { "--target", "127.0.0.1:1", "--tls", "--tls-cert",
+                                        "/nonexistent.pem", NULL };
+    static const char *const ver[] = { "--target", "127.0.0.1:1", "--tls", "--tls-version",
+                                       "1.1", NULL };
+    static const char *const ca[] = { "--target", "127.0.0.1:1", "--tls", "--tls-verify",
+                                      "/nonexistent-ca.pem", NULL };
+    static const char *const ciphers[] = { "--target", "127.0.0.1:1", "--tls",
+                                           "--tls-version", "1.2", "--tls-ciphers",
+                                           "AES128-SHA", NULL };
+    static const char *const alpn[] = { "--target", "127.0.0.1:1", "--tls", "--alpn",
+                                        "h2,,x", NULL };
+    struct proc run = { .pid = -1, .fd = -1 };
+    const char *snocert[] = { "serve", "--listen", "127.0.0.1:0", "--threads", "1", "--tls",
+                              NULL };
+    int status;
+
+    ck_assert_int_eq(run_loadgen(&run, sni), 2);
+    ck_assert_ptr_nonnull(strstr(run.out, "--sni needs --tls"));
+    ck_assert_int_eq(run_loadgen(&run, half), 2);
+    ck_assert_ptr_nonnull(strstr(run.out, "--tls-cert and --tls-key go together"));
+    ck_assert_int_eq(run_loadgen(&run, ver), 2);
+    ck_assert_int_eq(run_loadgen(&run, ca), 2);
+    ck_assert_msg(strstr(run.out, "--tls-verify /nonexistent-ca.pem"), "%s", run.out);
+    ck_assert_int_eq(run_loadgen(&run, ciphers), 2);   /* no AEAD suite left */
+    ck_assert_int_eq(run_loadgen(&run, alpn), 2);
+    proc_spawn(&run, snocert);
+    status = proc_wait(&run, 5000);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 2, "%s", run.out);
+    ck_assert_ptr_nonnull(strstr(run.out, "--tls needs --tls-cert FILE and --tls-key FILE"));
+    free(run.out);
+}
+END_TEST
+
 Suite *loadgen_suite(void)
 {
     Suite *s = suite_create("loadgen");
     TCase *msg = tcase_create("msg");
     TCase *runs = tcase_create("run");
+    TCase *tls = tcase_create("tls");
 
     tcase_add_test(msg, test_msg_stream_pieces);
     tcase_add_test(msg, test_msg_damage);
@@ -1271,5 +1808,16 @@ Suite *loadgen_suite(void)
     tcase_add_test(runs, test_messages_exact);
     tcase_add_test(runs, test_churn);
     suite_add_tcase(s, runs);
+
+    tcase_add_checked_fixture(tls, setup, teardown);
+    tcase_set_timeout(tls, 60);
+    tcase_add_test(tls, test_tls_usage_errors);
+    tcase_add_test(tls, test_tls_plain_unchanged);
+    tcase_add_test(tls, test_tls_echo);
+    tcase_add_test(tls, test_tls_resume);
+    tcase_add_test(tls, test_tls_verify);
+    tcase_add_test(tls, test_tls_client_cert);
+    tcase_add_test(tls, test_tls_interop);
+    suite_add_tcase(s, tls);
     return s;
 }
