@@ -89,7 +89,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check check-fresh bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-browser check-fresh bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -243,6 +243,18 @@ check-fresh:
 	    apt-get update -qq && apt-get install -y -qq --no-install-recommends debootstrap \
 	        >/dev/null || exit 1; }
 	$(Q)./scripts/check-fresh.sh
+
+# A real browser through wss://: installs Debian's chromium (about 300 MB, so not a
+# dependency of `make test`, where the test skips with this hint) and runs that test.
+check-browser: build
+	@dpkg-query -W -f='$${Status}' chromium 2>/dev/null | grep -q 'ok installed' || { \
+	    echo "  DEPS   installing: chromium"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        chromium >/dev/null || { apt-get update -qq && \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	        chromium >/dev/null; } || exit 1; }
+	@echo "  TEST   headless chromium through wss://"
+	$(Q)CG_BUILD=$(BUILD) CK_RUN_SUITE=tls_gw CK_RUN_CASE=upstream $(TESTS)
 
 # The aarch64 switch, cross-compiled and run under qemu-user on this x86_64 machine (and the
 # native switch through the same program).

@@ -672,6 +672,79 @@ START_TEST(test_wss_client_cert)
 }
 END_TEST
 
+/* A real browser through wss://: headless Chromium opens a WebSocket to corogate's TLS
+ * listener (certificate pinned with --ignore-certificate-errors-spki-list), sends a text
+ * message, checks its echo and closes with 4000 "echo-ok", which the backend logs. */
+START_TEST(test_chromium_wss)
+{
+    const char *chromium = access("/usr/bin/chromium", X_OK) == 0 ? "/usr/bin/chromium" : NULL;
+    char page[TH_PATH_MAX], log[TH_PATH_MAX], spki[128] = "", cmd[TH_PATH_MAX * 3], *text;
+    char *const argv[] = { "/usr/bin/python3", "tests/ws_peer.py", "backend", "--log", log,
+                           NULL };
+    int bport, port = th_free_port(), i;
+    struct th_daemon *d;
+    pid_t bpid, cpid;
+    FILE *f;
+
+    if (!chromium)
+        TH_SKIP("chromium is not installed (`make check-browser` installs it and runs this "
+                "test)");
+    make_certs();
+    snprintf(log, sizeof(log), "%s/browser-backend.log", th_tmpdir());
+    unlink(log);
+    bpid = spawn_ready(argv, &bport);
+    d = th_daemon_start_conf(NULL, wss_conf, th_tmpdir(), port, port, certdir, certdir, bport);
+    ck_assert_ptr_nonnull(d);
+    TH_ASSERT(d, th_daemon_wait_ready(d, port, READY_MS) == 0, "not ready");
+    snprintf(cmd, sizeof(cmd), "openssl x509 -in %s/default.crt -pubkey -noout | openssl pkey "
+             "-pubin -outform der | openssl dgst -sha256 -binary | base64", certdir);
+    f = popen(cmd, "r");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_ptr_nonnull(fgets(spki, sizeof(spki), f));
+    pclose(f);
+    spki[strcspn(spki, "\n")] = '\0';
+    ck_assert_int_eq(th_write_file(page, sizeof(page), "browser.html",
+        "<!doctype html><script>\n"
+        "const ws = new WebSocket('wss://127.0.0.1:%d/browser');\n"
+        "ws.onopen = () => ws.send('hello from chromium');\n"
+        "ws.onmessage = (e) => ws.close(e.data === 'hello from chromium' ? 4000 : 4001,\n"
+        "                               e.data === 'hello from chromium' ? 'echo-ok' : 'bad');\n"
+        "</script>\n", port), 0);
+    cpid = th_fork();
+    if (cpid == 0) {
+        char spkiarg[200], userdir[TH_PATH_MAX + 32], url[TH_PATH_MAX + 16];
+
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        snprintf(spkiarg, sizeof(spkiarg), "--ignore-certificate-errors-spki-list=%s", spki);
+        snprintf(userdir, sizeof(userdir), "--user-data-dir=%s/chromium", th_tmpdir());
+        snprintf(url, sizeof(url), "file://%s", page);
+        execl(chromium, chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
+              "--no-first-run", userdir, spkiarg, url, (char *)NULL);
+        _exit(127);
+    }
+    for (i = 0; i < 1200; i++) {
+        text = th_read_file(log, NULL);
+        if (text && strstr(text, "close 4000 echo-ok")) {
+            free(text);
+            break;
+        }
+        free(text);
+        th_sleep_ms(50);
+    }
+    kill(cpid, SIGKILL);
+    waitpid(cpid, NULL, 0);
+    text = th_read_file(log, NULL);
+    TH_ASSERT(d, i < 1200, "the browser's round trip did not complete; backend log: %s",
+              text ? text : "(none)");
+    free(text);
+    text = show(port, "show tls");
+    TH_ASSERT(d, has(text, "TLSv1.3 1"), "show tls:\n%s", text);
+    free(text);
+    kill(bpid, SIGKILL);
+    waitpid(bpid, NULL, 0);
+}
+END_TEST
+
 /* HAProxy as a TLS client of corogate: haproxy (plain TCP in) -> ssl -> corogate (tls
  * listener) -> echo. */
 START_TEST(test_haproxy_client)
@@ -741,6 +814,7 @@ Suite *tls_gw_suite(void)
     tcase_set_timeout(up, 120);
     tcase_add_test(up, test_upstream_tls_verify);
     tcase_add_test(up, test_wss_client_cert);
+    tcase_add_test(up, test_chromium_wss);
     tcase_add_test(up, test_haproxy_client);
     suite_add_tcase(s, up);
     return s;
