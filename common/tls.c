@@ -1141,14 +1141,13 @@ int cg_tls_ctx_prepare(SSL_CTX *ctx, int server, char *err, size_t errlen)
         }
     }
     if (want12) {
-        if (!*l12 && !want13) {
+        /* A context that allows TLS 1.2 without an AEAD cipher is a configuration error
+         * (set the minimum version to TLS 1.3 if that is what is meant). */
+        if (!*l12) {
             errf(err, errlen, "no AEAD cipher left in the TLS 1.2 cipher list");
             return -1;
         }
-        if (!*l12) {
-            /* TLS 1.3 still works: 1.2 has nothing to offer, so it is off. */
-            SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-        } else if (!SSL_CTX_set_cipher_list(ctx, l12)) {
+        if (!SSL_CTX_set_cipher_list(ctx, l12)) {
             errf(err, errlen, "SSL_CTX_set_cipher_list(\"%s\") failed", l12);
             return -1;
         }

@@ -1483,6 +1483,45 @@ END_TEST
 
 /* ------------------------------------------------------------------ refusals */
 
+/* cg_tls_ctx_prepare(): AEAD suites only, an error when none is left. */
+START_TEST(test_ctx_prepare)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    STACK_OF(SSL_CIPHER) *sk;
+    char err[200] = "";
+    int i, nid;
+
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(SSL_CTX_set_cipher_list(ctx, "AES128-SHA:ECDHE-RSA-AES256-GCM-SHA384"), 1);
+    ck_assert_int_eq(SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_CCM_SHA256:"
+                                                   "TLS_CHACHA20_POLY1305_SHA256"), 1);
+    ck_assert_msg(cg_tls_ctx_prepare(ctx, 1, err, sizeof(err)) == 0, "%s", err);
+    sk = SSL_CTX_get_ciphers(ctx);
+    ck_assert_int_eq(sk_SSL_CIPHER_num(sk), 2);
+    for (i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+        nid = SSL_CIPHER_get_cipher_nid(sk_SSL_CIPHER_value(sk, i));
+        ck_assert(nid == NID_aes_256_gcm || nid == NID_chacha20_poly1305);
+    }
+    ck_assert_int_eq(SSL_CTX_get_read_ahead(ctx), 0);
+    ck_assert(SSL_CTX_get_options(ctx) & SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_free(ctx);
+
+    ctx = SSL_CTX_new(TLS_server_method());
+    ck_assert_int_eq(SSL_CTX_set_cipher_list(ctx, "AES128-SHA"), 1);
+    ck_assert_int_eq(cg_tls_ctx_prepare(ctx, 1, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "no AEAD cipher left in the TLS 1.2 cipher list");
+    ck_assert_int_eq(SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION), 1);
+    ck_assert_int_eq(cg_tls_ctx_prepare(ctx, 1, err, sizeof(err)), 0);   /* 1.2 is off */
+    SSL_CTX_free(ctx);
+
+    ctx = SSL_CTX_new(TLS_client_method());
+    ck_assert_int_eq(SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_CCM_SHA256"), 1);
+    ck_assert_int_eq(cg_tls_ctx_prepare(ctx, 0, err, sizeof(err)), -1);
+    SSL_CTX_free(ctx);
+    ck_assert_str_eq(cg_tls_fail_name(CG_TLS_FAIL_NOT_TLS), "not_tls");
+}
+END_TEST
+
 /* Not TLS: refused from the first bytes, before any SSL object exists. */
 START_TEST(test_garbage_not_tls)
 {
@@ -1583,6 +1622,7 @@ Suite *tls_suite(void)
     suite_add_tcase(s, echo);
     th_tcase_add_fixtures(refuse);
     tcase_set_timeout(refuse, 60);
+    tcase_add_test(refuse, test_ctx_prepare);
     tcase_add_test(refuse, test_garbage_not_tls);
     tcase_add_test(refuse, test_handshake_timeout);
     tcase_add_loop_test(refuse, test_tampered_record, 0, 2);
