@@ -11,6 +11,7 @@
 #   make bench      loadgen against the backend, corogate, HAProxy, nginx: one table
 #   make bench-bpf  echo msgs/s through one worker with the eBPF probes off/tp_btf/raw_tp
 #   make bench-tls  TLS libraries compared: memory per idle connection, handshakes/s, AES-GCM
+#   make bench-tls-rekey  the record layer's cost of keying a cipher context per record
 #   make V=1        show full commands
 #   make build/coro/sched.o   build one object
 
@@ -88,7 +89,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check check-fresh bench bench-coro bench-bpf bench-deps bench-tls tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-fresh bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -370,6 +371,15 @@ $(BUILD)/bench/tls-bench-%: bench/tls_bench.c
 bench-tls: tls-deps
 	$(Q)$(MAKE) --no-print-directory $(TLS_BENCH)
 	$(Q)BUILD=$(BUILD) TLS_LIBS="$(TLS_BENCH_LIBS)" ./scripts/bench-tls.sh
+
+# The record layer keys a per-thread cipher context per record (common/tls.c): its cost.
+$(BUILD)/bench/tls-rekey: bench/tls_rekey.c
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CCLD   $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< -lcrypto
+
+bench-tls-rekey: $(BUILD)/bench/tls-rekey
+	$(Q)$(BUILD)/bench/tls-rekey
 
 # ---------------------------------------------------------------- installing
 # `make install DESTDIR=/tmp/x` lays out the tree a package would; install-bin only the

@@ -865,6 +865,8 @@ struct hs {
     unsigned            plain_seen : 1;  /* client: application data came first */
     SSL_SESSION        *sess0;   /* client: the session when the handshake ended */
     struct track        rd, wr;
+    uint32_t            wr_app;  /* server, TLS 1.3: records written when the application
+                                  * write key came (1 + : none yet, or not at a boundary) */
     uint8_t             csec[48], ssec[48];
     uint8_t             have_csec, have_ssec;
 };
@@ -1063,8 +1065,13 @@ static void on_keylog(const SSL *ssl, const char *line)
     if (!strncmp(line, cl, sizeof(cl) - 1) && parse_secret(line, sizeof(cl) - 1, h->csec) > 0)
         h->have_csec = 1;
     else if (!strncmp(line, sl, sizeof(sl) - 1) &&
-             parse_secret(line, sizeof(sl) - 1, h->ssec) > 0)
+             parse_secret(line, sizeof(sl) - 1, h->ssec) > 0) {
         h->have_ssec = 1;
+        /* A server derives it right after its Finished went into the BIO: what it writes
+         * from here on (tickets, whoever asked for them) is under this key. */
+        if (SSL_is_server(ssl) && track_at_boundary(&h->wr))
+            h->wr_app = 1 + h->wr.records;
+    }
 }
 
 /* ------------------------------------------------------------------ contexts */
@@ -1134,14 +1141,13 @@ int cg_tls_ctx_prepare(SSL_CTX *ctx, int server, char *err, size_t errlen)
         }
     }
     if (want12) {
-        if (!*l12 && !want13) {
+        /* A context that allows TLS 1.2 without an AEAD cipher is a configuration error
+         * (set the minimum version to TLS 1.3 if that is what is meant). */
+        if (!*l12) {
             errf(err, errlen, "no AEAD cipher left in the TLS 1.2 cipher list");
             return -1;
         }
-        if (!*l12) {
-            /* TLS 1.3 still works: 1.2 has nothing to offer, so it is off. */
-            SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-        } else if (!SSL_CTX_set_cipher_list(ctx, l12)) {
+        if (!SSL_CTX_set_cipher_list(ctx, l12)) {
             errf(err, errlen, "SSL_CTX_set_cipher_list(\"%s\") failed", l12);
             return -1;
         }
@@ -1376,8 +1382,10 @@ static int await_ticket(struct hs *h, struct cg_tls_info *info, struct coro_buf 
     h->sess0 = SSL_get_session(h->ssl);
     h->ticket_wait = 1;
     for (;;) {
-        if (ticket_came(h) && track_at_boundary(&h->rd))
+        if (ticket_came(h) && track_at_boundary(&h->rd)) {
+            coro_buf_put(h->sched, b);
             return 0;
+        }
         if (!b) {
             b = coro_buf_get(h->sched, MAX_PLAIN);
             if (!b)
@@ -1560,6 +1568,7 @@ static int handshake(struct coro_stream *st, SSL_CTX *ctx, int server, const cha
     struct ctx_info *ci;
     struct rl *r = NULL;
     uint64_t rseq, wseq;
+    uint32_t rd_mark, wr_mark;
     size_t tickets, i;
     BIO *bio = NULL;
     int err;
@@ -1604,7 +1613,8 @@ static int handshake(struct coro_stream *st, SSL_CTX *ctx, int server, const cha
     if (err < 0)
         goto out;
     fill_info(h.ssl, info);
-    h.rd.records = h.wr.records = 0;        /* mark: what follows uses the traffic keys */
+    rd_mark = h.rd.records;                 /* what follows uses the traffic keys */
+    wr_mark = h.wr.records;
     if (server && SSL_version(h.ssl) == TLS1_3_VERSION) {
         ci = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(h.ssl), ctx_idx);
         tickets = ci ? ci->num_tickets : 0;
@@ -1629,8 +1639,17 @@ static int handshake(struct coro_stream *st, SSL_CTX *ctx, int server, const cha
         goto out;
     }
     if (SSL_version(h.ssl) == TLS1_3_VERSION) {
-        rseq = h.rd.records;                /* tickets (client), data before them */
-        wseq = h.wr.records;                /* tickets (server) */
+        rseq = h.rd.records - rd_mark;      /* tickets (client), data before them */
+        wseq = h.wr.records - wr_mark;
+        if (server) {
+            /* The tickets: ours, and any OpenSSL sent itself within the handshake (a
+             * context switched by an SNI callback keeps its own ticket count). */
+            if (!h.wr_app) {
+                err = set_fail(info, CG_TLS_FAIL_LOCAL, UV_EPROTO, "no application key mark");
+                goto out;
+            }
+            wseq = h.wr.records - (h.wr_app - 1);
+        }
     } else {
         rseq = h.rd.since_ccs;              /* Finished: 1 */
         wseq = h.wr.since_ccs;
@@ -1659,6 +1678,9 @@ static int handshake(struct coro_stream *st, SSL_CTX *ctx, int server, const cha
     r->f.ready = plain;
     plain = NULL;
     coro_stream_set_filter(st, &r->f);
+    /* The SSL goes, the connection stays: freed without this, OpenSSL would take the
+     * session for a broken one and make it non-resumable (and drop it from a cache). */
+    SSL_set_shutdown(h.ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     err = 0;
 out:
     if (err < 0)

@@ -52,7 +52,8 @@ struct cg_tls_info {
     unsigned    peer_cert : 1;     /* the peer presented a certificate */
     long        verify_result;     /* X509_V_OK, or why the peer's certificate failed */
     char        alpn[32];          /* the protocol chosen by ALPN, "" when none */
-    char        sni[256];          /* server: the name the client asked for, "" when none */
+    char        sni[256];          /* server: the name the client asked for; client: the
+                                    * name sent; "" when none */
     char        peer_subject[256]; /* the peer certificate's subject, RFC 2253, or "" */
     char        peer_sha256[65];   /* hex SHA-256 of the peer certificate (DER), or "" */
     enum cg_tls_fail fail;         /* CG_TLS_OK on success */
@@ -65,8 +66,10 @@ struct cg_tls_info {
  * compression, read-ahead, early data), keeps only the AEAD suites of the TLS 1.2 cipher
  * list and TLS 1.3 ciphersuites already set on it, and remembers how many session tickets
  * a server sends after a full handshake (SSL_CTX_set_num_tickets() set before this call,
- * OpenSSL's default 2). Returns 0, or -1 with a sentence in <err> (for a config error:
- * "no AEAD cipher left in the TLS 1.2 cipher list").  */
+ * OpenSSL's default 2; 1 after a resumption, as OpenSSL does). Raises the minimum version
+ * to TLS 1.2. Returns 0, or -1 with a sentence in <err> (for a config error: "no AEAD cipher
+ * left in the TLS 1.2 cipher list"; a context meant for TLS 1.3 only says so with its
+ * minimum version). A keylog callback set before is still called. */
 int cg_tls_ctx_prepare(SSL_CTX *ctx, int server, char *err, size_t errlen);
 
 /* Server side of a handshake on <st> (connected, nothing read from it yet by anyone else),
@@ -76,7 +79,11 @@ int cg_tls_ctx_prepare(SSL_CTX *ctx, int server, char *err, size_t errlen);
  * came after the client's Finished are kept, in order) and 0 is returned. On failure
  * returns a negative libuv error (UV_ETIMEDOUT, UV_ECANCELED, UV_EPROTO, UV_ECONNRESET,
  * UV_EOF, UV_ENOMEM), with info->fail and info->why set; an alert OpenSSL produced has been
- * queued on the stream; the caller closes the stream. */
+ * queued on the stream; the caller closes the stream.
+ * Afterwards: coro_read() returns UV_EOF at the peer's close_notify (and, like TCP, at an EOF
+ * without one), UV_EPROTO after a bad record or a fatal alert (ours has been sent);
+ * coro_shutdown() sends our close_notify before the FIN; the stream's bytes_in/bytes_out
+ * and coro_stream_queued() count bytes on the wire. */
 int cg_tls_accept(struct coro_stream *st, SSL_CTX *ctx, int64_t timeout_ms,
                   struct cg_tls_info *info);
 
@@ -87,7 +94,8 @@ int cg_tls_accept(struct coro_stream *st, SSL_CTX *ctx, int64_t timeout_ms,
  * resumption, and on success *session is replaced by the session the server issued (a
  * TLS 1.3 client waits, within the same timeout, for the first NewSessionTicket that
  * follows the handshake), to be freed with SSL_SESSION_free(); when NULL no ticket is
- * awaited. */
+ * awaited. If no ticket comes within the timeout, the connection stands (0) and *session
+ * is left as it was. */
 int cg_tls_connect(struct coro_stream *st, SSL_CTX *ctx, const char *sni,
                    const char *verify_name, SSL_SESSION **session, int64_t timeout_ms,
                    struct cg_tls_info *info);

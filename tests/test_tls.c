@@ -29,6 +29,7 @@
 #include <uv.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -207,7 +208,7 @@ static void on_msg(int write_p, int version, int content_type, const void *buf, 
 
     (void)version;
     (void)arg;
-    if (!m || write_p || content_type != SSL3_RT_HANDSHAKE || len < 1 || !SSL_is_init_finished(ssl))
+    if (!m || write_p || content_type != SSL3_RT_HANDSHAKE || len < 1)
         return;
     if (p[0] == SSL3_MT_KEY_UPDATE)
         atomic_fetch_add(&m->key_updates, 1);
@@ -234,6 +235,8 @@ struct peer {
     int               key_update;    /* request a KeyUpdate (update_requested) at half */
     int               tamper;        /* client: flip a bit of the first data record */
     int               no_close;      /* client: close the socket without close_notify */
+    int               renegotiate;   /* client, TLS 1.2: try to renegotiate at half */
+    int               close_early;   /* client: close_notify right behind the last data */
     /* results */
     pthread_t         th;
     int               ok;
@@ -364,7 +367,8 @@ static void *peer_main(void *arg)
         }
         /* Client: more data while little is pending (right after the handshake, in the
          * same send as the Finished). */
-        while (hs_done && !p->server && p->sent < p->total && BIO_ctrl_pending(wb) < 65536) {
+        while (hs_done && !p->server && p->sent < p->total && BIO_ctrl_pending(wb) < 65536 &&
+               !(p->renegotiate && ku)) {
             rnd = splitmix(rnd);
             n = 1 + rnd % p->max_piece;
             if (n > p->total - p->sent)
@@ -385,6 +389,14 @@ static void *peer_main(void *arg)
 
                 d[m - 1] ^= 1;          /* the last byte of the tag */
                 tampered = 1;
+            }
+            if (p->renegotiate && !ku && p->sent >= p->total / 2) {
+                if (!SSL_renegotiate(ssl)) {
+                    peer_fail(p, "%s", "SSL_renegotiate");
+                    goto done;
+                }
+                SSL_do_handshake(ssl);  /* the ClientHello goes out; the answer comes */
+                ku = 1;
             }
             if (p->key_update && !ku && p->sent >= p->total / 2) {
                 if (!SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) || SSL_do_handshake(ssl) != 1) {
@@ -434,7 +446,8 @@ static void *peer_main(void *arg)
             goto done;
         }
         if (hs_done && !shut && !p->no_close &&
-            ((!p->server && p->got >= p->total) || (p->server && p->close_notify))) {
+            ((!p->server && (p->got >= p->total || (p->close_early && p->sent >= p->total))) ||
+             (p->server && p->close_notify))) {
             SSL_shutdown(ssl);          /* our close_notify */
             shut = 1;
         }
@@ -442,7 +455,8 @@ static void *peer_main(void *arg)
             break;
         if (!p->server && p->no_close && p->got >= p->total)
             break;
-        if (shut && p->close_notify && BIO_ctrl_pending(wb) == 0) {
+        if (shut && p->close_notify && BIO_ctrl_pending(wb) == 0 &&
+            (p->server || p->got >= p->total)) {
             p->ok = 1;
             break;
         }
@@ -462,6 +476,8 @@ static void *peer_main(void *arg)
     if (th_now_ms() >= deadline)
         peer_fail(p, "%s", "peer timeout");
 done:
+    if (ssl && !p->ok)
+        peer_send(p, fd, SSL_get_wbio(ssl));     /* an alert it made, best effort */
     if (!p->server && ssl)
         p->session_out = SSL_get1_session(ssl);
 out:
@@ -875,13 +891,642 @@ START_TEST(test_connect_echo)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ handshake details */
+
+/* TLS 1.3: the client's first data in the same send as its Finished. The handshake reads
+ * exactly to the end of the Finished; the rest is the record layer's: in the stream when
+ * cg_tls_accept() returns, in order. Two session tickets went out (the context's count),
+ * under the sequence numbers the record layer then continues. */
+START_TEST(test_data_with_finished)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, TLS1_3_VERSION, NULL);
+    srv_start(&sv, &e, sctx, 1);
+    client_peer_init(&p, pctx, srv_port(&sv), 64 * 1024, 5);
+    p.max_piece = 300;
+    peer_start(&p);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    peer_join(&p);
+    assert_echoed(&sv, 0, &p);
+    ck_assert_int_eq(sv.readable[0], 1);
+    ck_assert_uint_eq(atomic_load(&p.msgs.tickets), 2);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* Serves one connection of the client peer <p> on a new listener of <sctx>. */
+static void serve_one(struct env *e, struct tsrv *sv, SSL_CTX *sctx, struct peer *p,
+                      enum srv_mode mode)
+{
+    srv_start(sv, e, sctx, 1);
+    sv->mode = mode;
+    p->port = srv_port(sv);
+    peer_start(p);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    peer_join(p);
+}
+
+/* A second connection resumes the first one's session (cg_tls_accept() side), TLS 1.3 and
+ * 1.2. The TLS 1.2 client's Finished comes last in a resumption: its data comes with it.
+ * After a resumption OpenSSL's server sends one ticket, and so do we. */
+START_TEST(test_accept_resume)
+{
+    int version = _i ? TLS1_2_VERSION : TLS1_3_VERSION;
+    struct certs c;
+    struct env e;
+    struct tsrv sv1, sv2;
+    struct peer p1, p2;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, version, NULL);
+    client_peer_init(&p1, pctx, 0, 100 * 1000, 7);
+    serve_one(&e, &sv1, sctx, &p1, SRV_ECHO);
+    assert_echoed(&sv1, 0, &p1);
+    ck_assert_int_eq(sv1.info[0].resumed, 0);
+    ck_assert_ptr_nonnull(p1.session_out);
+    client_peer_init(&p2, pctx, 0, 100 * 1000, 8);
+    p2.session = p1.session_out;
+    p2.max_piece = 500;
+    serve_one(&e, &sv2, sctx, &p2, SRV_ECHO);
+    assert_echoed(&sv2, 0, &p2);
+    ck_assert_int_eq(p2.resumed, 1);
+    ck_assert_int_eq(sv2.info[0].resumed, 1);
+    ck_assert_int_eq(sv2.readable[0], 1);
+    if (version == TLS1_3_VERSION) {
+        ck_assert_uint_eq(atomic_load(&p1.msgs.tickets), 2);
+        ck_assert_uint_eq(atomic_load(&p2.msgs.tickets), 1);
+    }
+    SSL_SESSION_free(p1.session_out);
+    SSL_SESSION_free(p2.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* cg_tls_connect() keeps the session the server issued (TLS 1.3: waiting for its first
+ * ticket) and resumes it on the next connection. */
+START_TEST(test_connect_resume)
+{
+    int version = _i ? TLS1_2_VERSION : TLS1_3_VERSION;
+    struct certs c;
+    struct env e;
+    struct tcli t;
+    struct peer p;
+    SSL_CTX *cctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    memset(&t, 0, sizeof(t));
+    cctx = client_ctx(1);
+    pctx = server_ctx(&c, 0);
+    ctx_limit(pctx, version, NULL);
+    t.want_session = 1;
+    run_client(&e, &t, cctx, pctx, 50 * 1000, 3, 0, &p);
+    ck_assert_int_eq(t.info.resumed, 0);
+    ck_assert_ptr_nonnull(t.session);
+    ck_assert_int_eq(SSL_SESSION_is_resumable(t.session), 1);
+    run_client(&e, &t, cctx, pctx, 50 * 1000, 4, 0, &p);
+    ck_assert_int_eq(t.info.resumed, 1);
+    ck_assert_int_eq(p.resumed, 1);
+    ck_assert_int_eq(t.info.version, version);
+    SSL_SESSION_free(t.session);
+    SSL_CTX_free(cctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* What the handshake established, in cg_tls_info: SNI, ALPN, the client's certificate
+ * (subject, fingerprint, verification), the group. */
+START_TEST(test_accept_info_sni_alpn_client_cert)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+    X509 *x;
+    FILE *f;
+    unsigned char md[32];
+    unsigned mdlen = 0, i;
+    char hex[65];
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    SSL_CTX_set_verify(sctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    ck_assert_int_eq(SSL_CTX_load_verify_locations(sctx, c.cli_cert, NULL), 1);
+    pctx = client_ctx(0);
+    ck_assert_int_eq(SSL_CTX_use_certificate_file(pctx, c.cli_cert, SSL_FILETYPE_PEM), 1);
+    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(pctx, c.cli_key, SSL_FILETYPE_PEM), 1);
+    client_peer_init(&p, pctx, 0, 10 * 1000, 9);
+    p.sni = "tls.test";
+    p.alpn = "\x02h2\x08http/1.1";
+    p.alpn_len = 12;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    assert_echoed(&sv, 0, &p);
+    ck_assert_str_eq(sv.info[0].sni, "tls.test");
+    ck_assert_str_eq(sv.info[0].alpn, "http/1.1");
+    ck_assert_str_eq(sv.info[0].group, "x25519");
+    ck_assert_int_eq(sv.info[0].peer_cert, 1);
+    ck_assert_int_eq(sv.info[0].verify_result, X509_V_OK);
+    ck_assert_str_eq(sv.info[0].peer_subject, "CN=client,O=corogate tests");
+    f = fopen(c.cli_cert, "r");
+    ck_assert_ptr_nonnull(f);
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    ck_assert_ptr_nonnull(x);
+    ck_assert_int_eq(X509_digest(x, EVP_sha256(), md, &mdlen), 1);
+    X509_free(x);
+    for (i = 0; i < mdlen; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    ck_assert_str_eq(sv.info[0].peer_sha256, hex);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* The client's close_notify right behind its last data, in the same send: the data is
+ * delivered (and echoed) first, then the read ends with UV_EOF; the client still reads the
+ * echo after its close_notify, then ours. */
+START_TEST(test_close_notify_behind_data)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 3000, 15);
+    p.max_piece = 1000;
+    p.close_early = 1;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    assert_echoed(&sv, 0, &p);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* An SNI callback switches the SSL to another prepared context (its certificate, its ticket
+ * count): the handshake, the tickets and the record layer follow it. */
+static SSL_CTX *sni_ctx2;
+
+static int on_servername(SSL *ssl, int *al, void *arg)
+{
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+    (void)al;
+    (void)arg;
+    if (name && !strcmp(name, "other.test"))
+        SSL_set_SSL_CTX(ssl, sni_ctx2);
+    return SSL_TLSEXT_ERR_OK;
+}
+
+START_TEST(test_sni_switches_context)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+    char err[200] = "";
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    SSL_CTX_set_tlsext_servername_callback(sctx, on_servername);
+    sni_ctx2 = SSL_CTX_new(TLS_server_method());
+    ck_assert_ptr_nonnull(sni_ctx2);
+    ck_assert_int_eq(SSL_CTX_use_certificate_chain_file(sni_ctx2, c.cli_cert), 1);
+    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(sni_ctx2, c.cli_key, SSL_FILETYPE_PEM), 1);
+    ck_assert_int_eq(SSL_CTX_set_num_tickets(sni_ctx2, 3), 1);
+    ck_assert_msg(cg_tls_ctx_prepare(sni_ctx2, 1, err, sizeof(err)) == 0, "%s", err);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 200000, 16);
+    p.sni = "other.test";
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    assert_echoed(&sv, 0, &p);
+    ck_assert_str_eq(sv.info[0].sni, "other.test");
+    ck_assert_uint_eq(atomic_load(&p.msgs.tickets), 3);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(sni_ctx2);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ after the handshake */
+
+/* TLS 1.3 KeyUpdate with update_requested from the peer, mid-stream: we switch our read
+ * key, answer with our own KeyUpdate under the old write key, and the rest of the 1 MiB
+ * still goes both ways. _i: 0 the peer is the client (cg_tls_accept), 1 the server. */
+START_TEST(test_key_update)
+{
+    struct certs c;
+    struct env e;
+    struct peer p;
+    SSL_CTX *ours, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    if (_i == 0) {
+        struct tsrv sv;
+
+        ours = server_ctx(&c, 1);
+        pctx = client_ctx(0);
+        ctx_limit(pctx, TLS1_3_VERSION, "TLS_AES_256_GCM_SHA384");
+        client_peer_init(&p, pctx, 0, MiB, 11);
+        p.key_update = 1;
+        serve_one(&e, &sv, ours, &p, SRV_ECHO);
+        assert_echoed(&sv, 0, &p);
+        SSL_SESSION_free(p.session_out);
+    } else {
+        struct tcli t;
+
+        memset(&t, 0, sizeof(t));
+        ours = client_ctx(1);
+        pctx = server_ctx(&c, 0);
+        ctx_limit(pctx, TLS1_3_VERSION, "TLS_CHACHA20_POLY1305_SHA256");
+        run_client(&e, &t, ours, pctx, MiB, 12, 1, &p);
+    }
+    ck_assert_uint_eq(atomic_load(&p.msgs.key_updates), 1);     /* our answer */
+    SSL_CTX_free(ours);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* A record changed on the way: the connection fails with bad_record_mac to the peer. */
+START_TEST(test_tampered_record)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 1000, 13);
+    p.max_piece = 100;
+    p.tamper = 1;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    ck_assert_int_eq(sv.hs_err[0], 0);
+    ck_assert_int_eq(sv.read_end[0], UV_EPROTO);
+    ck_assert_uint_eq(sv.echoed[0], 0);
+    ck_assert_int_eq(p.ok, 0);
+    ck_assert_msg(p.alert == SSL_R_SSLV3_ALERT_BAD_RECORD_MAC, "peer: %s", p.why);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* An idle TLS connection holds its record layer's object only: no pool buffer. */
+START_TEST(test_idle_holds_no_buffer)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    ck_assert_uint_le(cg_tls_idle_bytes(), 256);
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 100, 14);
+    p.max_piece = 100;
+    serve_one(&e, &sv, sctx, &p, SRV_IDLE_CHECK);
+    assert_echoed(&sv, 0, &p);
+    ck_assert_uint_eq(sv.idle_bufs[0], 1);      /* 1 + buffers outstanding after an echo */
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* Python's ssl module as the client (another OpenSSL user, its own record handling):
+ * echo, SNI and ALPN, close_notify both ways (its unwrap() waits for ours). */
+START_TEST(test_python_client)
+{
+    const char *ver = _i ? "1.2" : "1.3";
+    char out[TH_PATH_MAX], port[16], *text;
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    SSL_CTX *sctx;
+    int fd, status = 0;
+    pid_t pid;
+
+    if (access("/usr/bin/python3", X_OK) != 0)
+        TH_SKIP("no /usr/bin/python3");
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    srv_start(&sv, &e, sctx, 1);
+    snprintf(port, sizeof(port), "%d", srv_port(&sv));
+    snprintf(out, sizeof(out), "%s/python.out", th_tmpdir());
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ck_assert_int_ge(fd, 0);
+    pid = th_fork();
+    if (pid == 0) {
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl("/usr/bin/python3", "python3", "tests/tls_client.py", port, ver, "300000", "42",
+              (char *)NULL);
+        _exit(127);
+    }
+    close(fd);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    text = th_read_file(out, NULL);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "python: %s", text);
+    ck_assert_msg(!strncmp(text, _i ? "OK TLSv1.2 " : "OK TLSv1.3 ", 11), "python: %s", text);
+    ck_assert_msg(strstr(text, " http/1.1 300000") != NULL, "python: %s", text);
+    free(text);
+    ck_assert_int_eq(sv.hs_err[0], 0);
+    ck_assert_uint_eq(sv.echoed[0], 300000);
+    ck_assert_int_eq(sv.read_end[0], UV_EOF);
+    ck_assert_str_eq(sv.info[0].sni, "tls.test");
+    ck_assert_str_eq(sv.info[0].alpn, "http/1.1");
+    SSL_CTX_free(sctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* ------------------------------------------------------------------ the relay's loop */
+
+/* gateway/core/relay.c's loop, as it is, between a TLS client stream and a plain upstream:
+ * one coroutine watching both streams, coro_try_read() / coro_write_nowait() /
+ * coro_stream_readable(), parking when neither side can move. A raw chunk that holds only
+ * part of a record makes a stream readable and then yields nothing: the loop must park
+ * (not spin) and wake when the rest comes. */
+struct relay_t {
+    struct tsrv        *sv;
+    int                 up_port;
+    struct coro_stream  client, up;
+    struct coro        *co;
+    int                 hs_err, result;
+    unsigned            passes, parks;
+    uint64_t            to_up, to_client;
+};
+
+enum { TO_UP = 1, TO_CLIENT = 2 };
+
+static int relay_pump(struct relay_t *r, int dir, int *open)
+{
+    struct coro_stream *src = dir == TO_UP ? &r->client : &r->up;
+    struct coro_stream *dst = dir == TO_UP ? &r->up : &r->client;
+    struct coro_buf *b;
+    ssize_t n;
+    int err;
+
+    if (!(*open & dir) || coro_stream_queued(dst) > dst->wq_high)
+        return 0;
+    n = coro_try_read(src, &b);
+    if (n == UV_EAGAIN)
+        return 0;
+    if (n == UV_EOF) {
+        *open &= ~dir;
+        err = coro_shutdown(dst);
+        return err < 0 ? err : 1;
+    }
+    if (n < 0)
+        return (int)n;
+    if (dir == TO_UP)
+        r->to_up += (uint64_t)n;
+    else
+        r->to_client += (uint64_t)n;
+    err = coro_write_nowait(dst, b);
+    return err < 0 ? err : 1;
+}
+
+static void relay_co(void *arg)
+{
+    struct relay_t *r = arg;
+    struct cg_tls_info info;
+    struct sockaddr_in a = { .sin_family = AF_INET };
+    int open = TO_UP | TO_CLIENT, err = 0, x, y;
+
+    r->co = coro_self();
+    r->hs_err = cg_tls_accept(&r->client, r->sv->ctx, IO_MS, &info);
+    if (r->hs_err < 0)
+        goto out;
+    a.sin_port = htons((uint16_t)r->up_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    coro_stream_init(r->sv->s, &r->up);
+    err = coro_connect(&r->up, (struct sockaddr *)&a, IO_MS);
+    if (err < 0)
+        goto out_up;
+    coro_stream_watch(&r->client, r->co);
+    coro_stream_watch(&r->up, r->co);
+    for (;;) {
+        r->passes++;
+        x = relay_pump(r, TO_UP, &open);
+        y = relay_pump(r, TO_CLIENT, &open);
+        if (x < 0 || y < 0) {
+            err = x < 0 ? x : y;
+            break;
+        }
+        if (!open)
+            break;
+        if ((x || y) && (((open & TO_UP) && coro_stream_readable(&r->client)) ||
+                         ((open & TO_CLIENT) && coro_stream_readable(&r->up))))
+            continue;
+        r->parks++;
+        err = coro_park("relay", IO_MS);
+        if (err < 0)
+            break;
+    }
+    if (err == 0) {
+        coro_flush(&r->client, IO_MS);
+        coro_flush(&r->up, IO_MS);
+    }
+out_up:
+    coro_stream_close(&r->up);
+out:
+    r->result = err;
+    coro_stream_close(&r->client);
+    srv_stop(r->sv);
+}
+
+static struct relay_t *the_relay;
+
+static void on_relay_conn(uv_poll_t *p, int status, int events)
+{
+    struct tsrv *sv = p->data;
+    int fd;
+
+    (void)status;
+    (void)events;
+    while ((fd = accept4(sv->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+        ck_assert_uint_eq(sv->accepted++, 0);
+        ck_assert_int_eq(coro_stream_init(sv->s, &the_relay->client), 0);
+        ck_assert_int_eq(coro_stream_open(&the_relay->client, fd), 0);
+        ck_assert_int_eq(coro_spawn(sv->s, relay_co, the_relay, "relay", NULL), 0);
+    }
+}
+
+START_TEST(test_relay_loop_over_tls)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    struct relay_t *r = calloc(1, sizeof(*r));
+    struct th_echo *echo = th_echo_new(0);
+    SSL_CTX *sctx, *pctx;
+
+    ck_assert_ptr_nonnull(r);
+    ck_assert_ptr_nonnull(echo);
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    srv_start(&sv, &e, sctx, 1);
+    uv_poll_stop(&sv.poll);
+    ck_assert_int_eq(uv_poll_start(&sv.poll, UV_READABLE, on_relay_conn), 0);
+    r->sv = &sv;
+    r->up_port = th_echo_port(echo);
+    the_relay = r;
+    client_peer_init(&p, pctx, srv_port(&sv), MiB, 21);
+    peer_start(&p);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    peer_join(&p);
+    ck_assert(!sv.guard_fired);
+    ck_assert_int_eq(r->hs_err, 0);
+    ck_assert_msg(r->result == 0, "relay: %s", uv_strerror(r->result));
+    ck_assert_msg(p.ok, "peer: %s", p.why);
+    ck_assert_uint_eq(p.got, MiB);
+    ck_assert_uint_eq(p.mismatches, 0);
+    ck_assert(p.sum_in == p.sum_out);
+    ck_assert_uint_eq(r->to_up, MiB);
+    ck_assert_uint_eq(r->to_client, MiB);
+    ck_assert_int_eq(p.close_notify, 1);
+    /* Bounded: each pass moves a chunk or parks; a spin would run into the millions. */
+    ck_assert_msg(r->passes < 4 * r->parks + 4096, "passes %u, parks %u", r->passes, r->parks);
+    th_note("relay over TLS: %u passes, %u parks", r->passes, r->parks);
+    free(r);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* TLS 1.2: a client's renegotiation is declined with a no_renegotiation warning (OpenSSL's
+ * client then gives up with its own alert, which fails the connection on our side). */
+START_TEST(test_renegotiation_refused)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, TLS1_2_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 100000, 23);
+    p.renegotiate = 1;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    ck_assert_int_eq(sv.hs_err[0], 0);
+    ck_assert_int_eq(p.ok, 0);
+    ck_assert_msg(p.alert == SSL_R_NO_RENEGOTIATION, "peer: %s", p.why);
+    ck_assert_int_eq(sv.read_end[0], UV_EPROTO);      /* its fatal alert */
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ refusals */
+
+/* cg_tls_ctx_prepare(): AEAD suites only, an error when none is left. */
+START_TEST(test_ctx_prepare)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    STACK_OF(SSL_CIPHER) *sk;
+    char err[200] = "";
+    int i, nid;
+
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(SSL_CTX_set_cipher_list(ctx, "AES128-SHA:ECDHE-RSA-AES256-GCM-SHA384"), 1);
+    ck_assert_int_eq(SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_CCM_SHA256:"
+                                                   "TLS_CHACHA20_POLY1305_SHA256"), 1);
+    ck_assert_msg(cg_tls_ctx_prepare(ctx, 1, err, sizeof(err)) == 0, "%s", err);
+    sk = SSL_CTX_get_ciphers(ctx);
+    ck_assert_int_eq(sk_SSL_CIPHER_num(sk), 2);
+    for (i = 0; i < sk_SSL_CIPHER_num(sk); i++) {
+        nid = SSL_CIPHER_get_cipher_nid(sk_SSL_CIPHER_value(sk, i));
+        ck_assert(nid == NID_aes_256_gcm || nid == NID_chacha20_poly1305);
+    }
+    ck_assert_int_eq(SSL_CTX_get_read_ahead(ctx), 0);
+    ck_assert(SSL_CTX_get_options(ctx) & SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_free(ctx);
+
+    ctx = SSL_CTX_new(TLS_server_method());
+    ck_assert_int_eq(SSL_CTX_set_cipher_list(ctx, "AES128-SHA"), 1);
+    ck_assert_int_eq(cg_tls_ctx_prepare(ctx, 1, err, sizeof(err)), -1);
+    ck_assert_str_eq(err, "no AEAD cipher left in the TLS 1.2 cipher list");
+    ck_assert_int_eq(SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION), 1);
+    ck_assert_int_eq(cg_tls_ctx_prepare(ctx, 1, err, sizeof(err)), 0);   /* 1.2 is off */
+    SSL_CTX_free(ctx);
+
+    ctx = SSL_CTX_new(TLS_client_method());
+    ck_assert_int_eq(SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_CCM_SHA256"), 1);
+    ck_assert_int_eq(cg_tls_ctx_prepare(ctx, 0, err, sizeof(err)), -1);
+    SSL_CTX_free(ctx);
+    ck_assert_str_eq(cg_tls_fail_name(CG_TLS_FAIL_NOT_TLS), "not_tls");
+}
+END_TEST
 
 /* Not TLS: refused from the first bytes, before any SSL object exists. */
 START_TEST(test_garbage_not_tls)
 {
     static const struct { const char *p; size_t n; } junk[] = {
-        { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 29 },
+        { "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27 },
         { "\x16\x03\x01\x00\x05\x02hello", 11 },   /* a handshake record, no ClientHello */
         { "\x16\x03\x01\xff\xff\x01", 6 },          /* a length no ClientHello has */
     };
@@ -917,6 +1562,41 @@ START_TEST(test_garbage_not_tls)
 }
 END_TEST
 
+/* A handshake that stalls fails with CG_TLS_FAIL_TIMEOUT: a client that sends nothing,
+ * and one that stops inside its ClientHello (then OpenSSL is waiting). */
+START_TEST(test_handshake_timeout)
+{
+    static const char hello_start[] = "\x16\x03\x01\x00\xc8\x01\x00\x00";
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    SSL_CTX *sctx;
+    unsigned i;
+    int fd[2];
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    srv_start(&sv, &e, sctx, 2);
+    sv.hs_timeout = 200;
+    fd[0] = th_connect(srv_port(&sv), 5000);
+    fd[1] = th_connect(srv_port(&sv), 5000);
+    ck_assert_int_ge(fd[0], 0);
+    ck_assert_int_ge(fd[1], 0);
+    ck_assert_int_eq(th_send_all(fd[1], hello_start, 8), 8);
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+    ck_assert(!sv.guard_fired);
+    for (i = 0; i < 2; i++) {
+        ck_assert_msg(sv.info[i].fail == CG_TLS_FAIL_TIMEOUT, "%u: %s (%s)", i,
+                      cg_tls_fail_name(sv.info[i].fail), sv.info[i].why);
+        ck_assert_int_eq(sv.hs_err[i], UV_ETIMEDOUT);
+        close(fd[i]);
+    }
+    SSL_CTX_free(sctx);
+    env_deinit(&e);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ suite */
 
 Suite *tls_suite(void)
@@ -929,10 +1609,24 @@ Suite *tls_suite(void)
     tcase_set_timeout(echo, 120);
     tcase_add_loop_test(echo, test_accept_echo, 0, NCASES);
     tcase_add_loop_test(echo, test_connect_echo, 0, NCASES);
+    tcase_add_test(echo, test_data_with_finished);
+    tcase_add_loop_test(echo, test_accept_resume, 0, 2);
+    tcase_add_loop_test(echo, test_connect_resume, 0, 2);
+    tcase_add_test(echo, test_accept_info_sni_alpn_client_cert);
+    tcase_add_loop_test(echo, test_close_notify_behind_data, 0, 2);
+    tcase_add_test(echo, test_sni_switches_context);
+    tcase_add_loop_test(echo, test_key_update, 0, 2);
+    tcase_add_loop_test(echo, test_idle_holds_no_buffer, 0, 2);
+    tcase_add_loop_test(echo, test_python_client, 0, 2);
+    tcase_add_loop_test(echo, test_relay_loop_over_tls, 0, 2);
     suite_add_tcase(s, echo);
     th_tcase_add_fixtures(refuse);
     tcase_set_timeout(refuse, 60);
+    tcase_add_test(refuse, test_ctx_prepare);
     tcase_add_test(refuse, test_garbage_not_tls);
+    tcase_add_test(refuse, test_handshake_timeout);
+    tcase_add_loop_test(refuse, test_tampered_record, 0, 2);
+    tcase_add_test(refuse, test_renegotiation_refused);
     suite_add_tcase(s, refuse);
     return s;
 }
