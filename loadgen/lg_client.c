@@ -774,8 +774,9 @@ static int conn_tls(struct lg_cconn *c, int64_t timeout_ms)
     int err, fail;
 
     if (cfg->tls_resume && t->tls_session) {
-        /* Another connection's handshake may have marked it not resumable since (see
-         * lg_tls_session_keep()); cg_tls_connect() offers it before it first parks. */
+        /* A TLS 1.3 session is single-use to OpenSSL: re-armed when a handshake has
+         * resumed it since (lg_tls_session_keep()). cg_tls_connect() offers it before it
+         * first parks, so no other connection marks it in between. */
         t->tls_session = lg_tls_session_keep(t->tls_session);
         sess = t->tls_session;            /* our own reference, whatever the call does */
         if (sess)
@@ -798,9 +799,6 @@ static int conn_tls(struct lg_cconn *c, int64_t timeout_ms)
             t->tls_session = sess;
             sess = NULL;
         }
-        /* The session just used (TLS 1.2 resumption hands the same one back) may have
-         * been marked not resumable: see lg_tls_session_keep(). */
-        t->tls_session = lg_tls_session_keep(t->tls_session);
     } else if (err != UV_ECANCELED) {
         fail = info.fail;
         if (fail <= CG_TLS_OK || fail >= CG_TLS_FAIL_COUNT)

@@ -42,11 +42,11 @@ struct ssl_ctx_st *lg_tls_ctx_new(int server, const struct lg_tls_opts *o, char 
  * OpenSSL's "not resumable" mark), and the reference to <s> is dropped. Returns NULL
  * when out of memory.
  *
- * Why: common/tls.c frees its SSL object after the handshake without marking it shut
- * down, and OpenSSL's SSL_free() then marks the connection's session not resumable
- * (ssl_clear_bad_session): a new ticket's session, and also one that several connections
- * offered at once, as soon as the first of them is done. Harmless once that is fixed
- * there. */
+ * Why: OpenSSL's client uses a TLS 1.3 session once (RFC 8446, C.4: clients should not
+ * reuse a ticket) and marks it not resumable as soon as a handshake resumed it; --tls-resume
+ * offers the thread's last ticket on every connection, several at once, as a load tool
+ * measuring a server's resumption should. A server enforcing single use answers those
+ * with full handshakes, which the report counts. */
 struct ssl_session_st *lg_tls_session_keep(struct ssl_session_st *s);
 
 #endif

@@ -99,7 +99,7 @@ void lg_run_usage(FILE *f)
         "  --tls-resume           offer each thread's last session ticket: resumed\n"
         "                         handshakes after the first of each thread\n"
         "  --tls-verify CAFILE    verify the server's certificate against CAFILE, and its\n"
-        "                         name against --sni (default: no verification)\n"
+        "                         name against --sni if given (default: no verification)\n"
         "  --tls-version V        1.2 or 1.3 only (default: both)\n"
         "  --tls-ciphers LIST     TLS 1.2 cipher list, OpenSSL syntax (AEAD suites only)\n"
         "  --tls-ciphersuites L   TLS 1.3 ciphersuites, OpenSSL syntax\n"

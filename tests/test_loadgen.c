@@ -1521,15 +1521,16 @@ START_TEST(test_tls_verify)
     snprintf(target, sizeof(target), "127.0.0.1:%u", port);
     {
         const char *good[] = { "--target", target, "--tls", "--tls-verify", tls_file("ca.pem"),
-                               "--sni", "localhost", "--connections", "3", "--closed-loop",
-                               "--messages", "5", "--duration", "200ms", "--json", json_path,
-                               "--quiet", NULL };
+                               "--sni", "localhost", "--alpn", "h2,http/1.1", "--connections",
+                               "3", "--closed-loop", "--messages", "5", "--duration", "200ms",
+                               "--json", json_path, "--quiet", NULL };
 
         ck_assert_msg(run_loadgen(&run, good) == 0, "verified run failed:\n%s", run.out);
         j = jparse_file(json_path);
         ck_assert(jnum(j, "tls.handshakes") == 3);
         ck_assert(jreq(j, "tls.verify", J_BOOL)->boolean);
         ck_assert_str_eq(jreq(j, "tls.sni", J_STR)->str, "localhost");
+        ck_assert_str_eq(jreq(j, "tls.alpn", J_STR)->str, "h2,http/1.1");
         jfree(j);
     }
     for (k = 0; k < 2; k++) {
@@ -1551,6 +1552,54 @@ START_TEST(test_tls_verify)
         jfree(j);
     }
     server_stop();
+    free(run.out);
+}
+END_TEST
+
+/* --tls-ciphers and --tls-ciphersuites reach OpenSSL on both ends: a server that takes
+ * only ChaCha20-Poly1305 serves clients that offer it and refuses, with a protocol
+ * failure counted, those that offer AES-GCM only; TLS 1.3 and 1.2. */
+START_TEST(test_tls_ciphers)
+{
+    struct proc run = { .pid = -1, .fd = -1 };
+    const char *extra[] = { "--tls-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256",
+                            "--tls-ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305", NULL };
+    static const char *const picks[][3] = {
+        /* version, option, value: the first two match the server, the others do not */
+        { "1.3", "--tls-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256" },
+        { "1.2", "--tls-ciphers", "ECDHE-ECDSA-CHACHA20-POLY1305" },
+        { "1.3", "--tls-ciphersuites", "TLS_AES_128_GCM_SHA256" },
+        { "1.2", "--tls-ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256" },
+    };
+    char target[32];
+    struct jnode *j;
+    uint16_t port;
+    int k;
+
+    make_certs();
+    port = tls_server_start("tcp", extra);
+    snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+    for (k = 0; k < 4; k++) {
+        const char *args[] = { "--target", target, "--tls", "--tls-version", picks[k][0],
+                               picks[k][1], picks[k][2], "--connections", "2",
+                               "--closed-loop", "--messages", "5", "--duration", "200ms",
+                               "--json", json_path, "--quiet", NULL };
+
+        ck_assert_int_eq(run_loadgen(&run, args), k < 2 ? 0 : 1);
+        j = jparse_file(json_path);
+        if (k < 2) {
+            ck_assert(jnum(j, "messages.received") == 10);
+            ck_assert(jnum(j, picks[k][0][2] == '3' ? "tls.tls1_3" : "tls.tls1_2") == 2);
+        } else {
+            ck_assert_msg(jnum(j, "tls.failures.protocol") == 2, "%s %s: %s", picks[k][1],
+                          picks[k][2], run.out);
+            ck_assert(jnum(j, "errors.handshake") == 2);
+        }
+        jfree(j);
+    }
+    server_stop();
+    ck_assert_msg(strstr(server.out, "tls: 4 handshakes (4 full, 0 resumed), failed: "
+                                     "protocol 4"), "server: %s", server.out);
     free(run.out);
 }
 END_TEST
@@ -1816,6 +1865,7 @@ Suite *loadgen_suite(void)
     tcase_add_test(tls, test_tls_echo);
     tcase_add_test(tls, test_tls_resume);
     tcase_add_test(tls, test_tls_verify);
+    tcase_add_test(tls, test_tls_ciphers);
     tcase_add_test(tls, test_tls_client_cert);
     tcase_add_test(tls, test_tls_interop);
     suite_add_tcase(s, tls);
