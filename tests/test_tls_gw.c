@@ -454,6 +454,91 @@ START_TEST(test_garbage_hellos)
 }
 END_TEST
 
+/* `openssl s_client`, TLS 1.2 and 1.3, verifying the chain and the name against the test
+ * CA: the handshake, the protocol, and bytes through to the echo backend. */
+START_TEST(test_s_client)
+{
+    struct th_echo *e = th_echo_new(0);
+    char certs[TH_PATH_MAX * 2], cmd[TH_PATH_MAX * 2], *out;
+    static const char *const versions[] = { "-tls1_2", "TLSv1.2", "-tls1_3", "TLSv1.3" };
+    int port = th_free_port(), i;
+    struct th_daemon *d;
+    size_t len;
+    FILE *f;
+
+    make_certs();
+    snprintf(certs, sizeof(certs), "%s/a.pem %s/default.pem", certdir, certdir);
+    d = start_tls(port, 1, certs, "", th_echo_port(e));
+    out = malloc(65536);
+    ck_assert_ptr_nonnull(out);
+    for (i = 0; i < 4; i += 2) {
+        /* The echo comes back while s_client waits for stdin's end (sleep keeps it open). */
+        snprintf(cmd, sizeof(cmd), "(echo corogate-s_client-%d; sleep 1) | timeout 30 openssl "
+                 "s_client -connect 127.0.0.1:%d %s -servername a.test -verify_hostname "
+                 "a.test -CAfile %s/ca.pem -verify_return_error 2>&1", i, port, versions[i],
+                 certdir);
+        f = popen(cmd, "r");
+        ck_assert_ptr_nonnull(f);
+        len = fread(out, 1, 65535, f);
+        out[len] = '\0';
+        pclose(f);
+        TH_ASSERT(d, strstr(out, versions[i + 1]) && strstr(out, "Verify return code: 0 (ok)") &&
+                  strstr(out, "subject=CN = a.test") && strstr(out, "corogate-s_client-"),
+                  "s_client %s:\n%s", versions[i], th_tail(out, 3000));
+    }
+    free(out);
+    th_echo_free(e);
+}
+END_TEST
+
+/* tls_ticket_keys: two daemons (a fleet) with one key file; a ticket the first issued
+ * resumes on the second. A daemon with its own keys does not resume it. A bad key file is
+ * a configuration error. */
+START_TEST(test_ticket_keys_file)
+{
+    struct th_echo *e = th_echo_new(0);
+    char certs[TH_PATH_MAX], extra[TH_PATH_MAX + 32], keys[TH_PATH_MAX / 2 + 16], *out, *text;
+    int p1 = th_free_port(), p2 = th_free_port(), p3 = th_free_port();
+    struct th_daemon *d1, *d2, *d3;
+
+    make_certs();
+    snprintf(certs, sizeof(certs), "%s/default.pem", certdir);
+    snprintf(keys, sizeof(keys), "%s/ticket.keys", certdir);
+    ck_assert_int_eq(sh("(echo '# fleet keys'; openssl rand 80 | base64 -w0; echo; "
+                        "openssl rand 80 | base64 -w0; echo) > %s", keys), 0);
+    snprintf(extra, sizeof(extra), "tls_ticket_keys = %s\n", keys);
+    d1 = start_tls(p1, 1, certs, extra, th_echo_port(e));
+    d2 = start_tls(p2, 1, certs, extra, th_echo_port(e));
+    d3 = start_tls(p3, 1, certs, "", th_echo_port(e));
+    /* The probe's second connection offers the first one's ticket to the next port. */
+    out = client(p1, "--version 1.3 --bytes 100 --conns 2 --port2 %d", p2);
+    TH_ASSERT(d2, has(out, "\"ok\": true") && has(out, "\"resumed\": 1"), "A -> B: %s", out);
+    free(out);
+    out = client(p1, "--version 1.3 --bytes 100 --conns 2 --port2 %d", p3);
+    TH_ASSERT(d3, has(out, "\"ok\": true") && has(out, "\"resumed\": 0"), "A -> C: %s", out);
+    free(out);
+    text = show(p2, "show tls");
+    TH_ASSERT(d2, has(text, "0 full, 1 resumed"), "show tls:\n%s", text);
+    free(text);
+    (void)d1;
+    ck_assert_int_eq(sh("echo 'c2hvcnQ=' > %s", keys), 0);
+    {
+        char path[TH_PATH_MAX], want[TH_PATH_MAX * 2];
+        const char *args[] = { "-t", "-c", path, NULL };
+        struct th_run_result r;
+
+        ck_assert_int_eq(th_conf_write(path, sizeof(path), tcp_conf, 1u, th_tmpdir(), p1, p1,
+                                       certs, extra, th_echo_port(e)), 0);
+        ck_assert_int_eq(th_run_daemon(&r, IO_MS, args), 0);
+        snprintf(want, sizeof(want), "[listener t] tls_ticket_keys: %s:1: not a ticket key",
+                 keys);
+        ck_assert_msg(WEXITSTATUS(r.status) == 1 && has(r.out, want), "bad keys:\n%s", r.out);
+        th_run_result_deinit(&r);
+    }
+    th_echo_free(e);
+}
+END_TEST
+
 /* -t checks every file: an expired certificate, a key that does not match, a missing
  * file, each named by file, line and key. */
 START_TEST(test_check_config)
@@ -509,10 +594,12 @@ END_TEST
 
 /* ------------------------------------------------------------------ upstream TLS */
 
-/* Starts <argv> (a program that prints "READY <port>" once it listens), dying with us;
- * returns its pid and the port. */
-static pid_t spawn_ready(char *const argv[], int *port)
+/* Starts <argv>, dying with us, and reads its first line; the port follows <after> there
+ * ("READY " for our python peers, "on 127.0.0.1:" for `corogate-loadgen serve`). Returns
+ * its pid. */
+static pid_t spawn_ready_line(char *const argv[], const char *after, int *port)
 {
+    const char *at;
     char line[64] = "";
     int fds[2];
     pid_t pid;
@@ -525,6 +612,7 @@ static pid_t spawn_ready(char *const argv[], int *port)
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(fds[1], 1);
+        dup2(fds[1], 2);                /* `serve` says where it listens on stderr */
         close(fds[0]);
         execv(argv[0], argv);
         _exit(127);
@@ -538,8 +626,15 @@ static pid_t spawn_ready(char *const argv[], int *port)
             break;
     }
     close(fds[0]);
-    ck_assert_msg(sscanf(line, "READY %d", port) == 1, "%s said: %s", argv[1], line);
+    at = strstr(line, after);
+    ck_assert_msg(at && sscanf(at + strlen(after), "%d", port) == 1, "%s said: %s", argv[1],
+                  line);
     return pid;
+}
+
+static pid_t spawn_ready(char *const argv[], int *port)
+{
+    return spawn_ready_line(argv, "READY ", port);
 }
 
 /* A TLS echo backend: Python's ssl server with <cert>, one thread per connection. */
@@ -620,6 +715,104 @@ START_TEST(test_upstream_tls_verify)
     TH_ASSERT(d, th_daemon_log_count(d, "TLS handshake with") >= 1, "no log line about it");
     kill(bpid, SIGKILL);
     waitpid(bpid, NULL, 0);
+}
+END_TEST
+
+static const char up_cert_conf[] =
+    "[gateway]\n"
+    "workers = 1\n"
+    "cpu_pinning = off\n"
+    "stats_socket = %s/tls-%d.sock\n"
+    "[listener t]\n"
+    "bind = 127.0.0.1:%d\n"
+    "upstream = u\n"
+    "[upstream u]\n"
+    "servers = 127.0.0.1:%d\n"
+    "health_check_interval = 0\n"
+    "retries = 0\n"
+    "tls = on\n"
+    "tls_ca = %s/ca.pem\n"
+    "tls_sni = a.test\n"
+    "%s";
+
+/* A backend that requires a client certificate (`corogate-loadgen serve --tls
+ * --tls-client-ca`): corogate's tls_certificate gets through; without it, it does not. */
+START_TEST(test_upstream_client_cert)
+{
+    char lg[TH_PATH_MAX], a_crt[TH_PATH_MAX], a_key[TH_PATH_MAX], ca[TH_PATH_MAX];
+    char extra[TH_PATH_MAX * 2];
+    char *const argv[] = { lg, "serve", "--mode", "tcp", "--listen", "127.0.0.1:0",
+                           "--threads", "1", "--tls", "--tls-cert", a_crt, "--tls-key", a_key,
+                           "--tls-client-ca", ca, NULL };
+    const char *build = getenv("CG_BUILD") ? getenv("CG_BUILD") : "build";
+    int bport, port = th_free_port();
+    struct th_daemon *d;
+    pid_t bpid;
+
+    make_certs();
+    snprintf(lg, sizeof(lg), "%s/corogate-loadgen", build);
+    snprintf(a_crt, sizeof(a_crt), "%s/a.crt", certdir);
+    snprintf(a_key, sizeof(a_key), "%s/a.key", certdir);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", certdir);
+    bpid = spawn_ready_line(argv, "on 127.0.0.1:", &bport);
+    snprintf(extra, sizeof(extra), "tls_certificate = %s/client.crt\ntls_key = %s/client.key\n",
+             certdir, certdir);
+    d = th_daemon_start_conf(NULL, up_cert_conf, th_tmpdir(), port, port, bport, certdir, extra);
+    ck_assert_ptr_nonnull(d);
+    TH_ASSERT(d, th_daemon_wait_ready(d, port, READY_MS) == 0, "not ready");
+    TH_ASSERT(d, th_echo_roundtrip(port, 50000, IO_MS) == 0, "no echo with a client certificate");
+    th_daemon_stop(d, SIGTERM, IO_MS);
+    port = th_free_port();
+    d = th_daemon_start_conf(NULL, up_cert_conf, th_tmpdir(), port, port, bport, certdir, "");
+    ck_assert_ptr_nonnull(d);
+    TH_ASSERT(d, th_daemon_wait_ready(d, port, READY_MS) == 0, "not ready");
+    TH_ASSERT(d, th_echo_roundtrip(port, 100, 3000) != 0, "an echo without a client certificate");
+    kill(bpid, SIGKILL);
+    waitpid(bpid, NULL, 0);
+}
+END_TEST
+
+/* HAProxy as a TLS backend behind corogate: corogate (plain in) -> TLS, verified -> haproxy
+ * (bind ssl) -> echo. */
+START_TEST(test_haproxy_backend)
+{
+    struct th_echo *e = th_echo_new(0);
+    char hcfg[TH_PATH_MAX], *m, *p;
+    int port = th_free_port(), hport = th_free_port(), i, ok = -1;
+    struct th_daemon *d;
+    pid_t hp;
+
+    if (access("/usr/sbin/haproxy", X_OK) != 0)
+        TH_SKIP("haproxy is not installed (make bench-deps installs it)");
+    make_certs();
+    ck_assert_int_eq(th_write_file(hcfg, sizeof(hcfg), "haproxy-be.cfg",
+        "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n"
+        "  timeout client 30s\n  timeout server 30s\n"
+        "frontend f\n  bind 127.0.0.1:%d ssl crt %s/a.pem\n  default_backend b\n"
+        "backend b\n  server e 127.0.0.1:%d\n", hport, certdir, th_echo_port(e)), 0);
+    hp = th_fork();
+    if (hp == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl("/usr/sbin/haproxy", "haproxy", "-db", "-f", hcfg, (char *)NULL);
+        _exit(127);
+    }
+    d = th_daemon_start_conf(NULL, up_conf, th_tmpdir(), port, port, hport, certdir, "a.test");
+    ck_assert_ptr_nonnull(d);
+    TH_ASSERT(d, th_daemon_wait_ready(d, port, READY_MS) == 0, "not ready");
+    for (i = 0; i < 100 && ok != 0; i++) {          /* haproxy may still be starting */
+        ok = th_echo_roundtrip(port, 50000, IO_MS);
+        if (ok != 0)
+            th_sleep_ms(100);
+    }
+    TH_ASSERT(d, ok == 0, "no echo through corogate -> TLS -> haproxy");
+    m = show(port, "show metrics");
+    p = strstr(m, "corogate_upstream_tls_handshakes_total{worker=\"0\",result=\"ok\"} ");
+    TH_ASSERT(d, p && atoi(p + 63) >= 1, "no upstream TLS handshake counted: %.100s",
+              p ? p : "(no such line)");
+    free(m);
+    kill(hp, SIGKILL);
+    waitpid(hp, NULL, 0);
+    th_echo_free(e);
 }
 END_TEST
 
@@ -809,6 +1002,8 @@ Suite *tls_gw_suite(void)
     tcase_add_test(tc, test_stalled_handshake);
     tcase_add_test(tc, test_garbage_hellos);
     tcase_add_test(tc, test_check_config);
+    tcase_add_test(tc, test_s_client);
+    tcase_add_test(tc, test_ticket_keys_file);
     suite_add_tcase(s, tc);
     th_tcase_add_fixtures(up);
     tcase_set_timeout(up, 120);
@@ -816,6 +1011,8 @@ Suite *tls_gw_suite(void)
     tcase_add_test(up, test_wss_client_cert);
     tcase_add_test(up, test_chromium_wss);
     tcase_add_test(up, test_haproxy_client);
+    tcase_add_test(up, test_upstream_client_cert);
+    tcase_add_test(up, test_haproxy_backend);
     suite_add_tcase(s, up);
     return s;
 }

@@ -11,6 +11,7 @@ underneath, but not our code). Run with /usr/bin/python3.
     --bytes N             echo round trip of N checksummed bytes in random pieces (0: none)
     --conns N             N connections one after another; each after the first offers
                           the previous session (ticket resumption); counts resumed ones
+    --port2 P             the connections after the first go to port P (another daemon)
     --ws PATH             after the handshake, a WebSocket upgrade to PATH and
                           `cmd:headers`: prints the request headers the backend saw
     --spoof               (with --ws) send X-SSL-Client-DN/-Verify headers of our own
@@ -89,8 +90,9 @@ def roundtrip(s, n, seed):
         raise OSError("echo differs")
 
 
-def one(a, ctx, session):
-    raw = socket.create_connection(("127.0.0.1", a.port), timeout=20)
+def one(a, ctx, session, i=0):
+    port = a.port2 if a.port2 and i > 0 else a.port
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
     s = ctx.wrap_socket(raw, server_hostname=a.sni or None, session=session)
     return s
 
@@ -121,6 +123,7 @@ def main():
     p.add_argument("--ws")
     p.add_argument("--hold-port")
     p.add_argument("--spoof", action="store_true")
+    p.add_argument("--port2", type=int)
     a = p.parse_args()
     out = {"ok": False}
     try:
@@ -132,7 +135,7 @@ def main():
             return
         session, resumed = None, 0
         for i in range(a.conns):
-            s = one(a, ctx, session)
+            s = one(a, ctx, session, i)
             if i == 0:
                 out.update(version=s.version(), cipher=s.cipher()[0],
                            alpn=s.selected_alpn_protocol() or "", cn=peer_cn(s))
