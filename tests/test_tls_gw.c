@@ -3,6 +3,7 @@
  * time with the openssl CLI (no key is committed). */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -865,6 +866,23 @@ START_TEST(test_wss_client_cert)
 }
 END_TEST
 
+/* The browser's listener: no client certificate asked for (a browser would offer a choice
+ * to the user, and headless it gives up the handshake). */
+static const char browser_conf[] =
+    "[gateway]\n"
+    "workers = 1\n"
+    "cpu_pinning = off\n"
+    "stats_socket = %s/tls-%d.sock\n"
+    "[listener w]\n"
+    "bind = 127.0.0.1:%d\n"
+    "mode = websocket\n"
+    "upstream = u\n"
+    "tls = on\n"
+    "tls_certificate = %s/default.pem\n"
+    "[upstream u]\n"
+    "servers = 127.0.0.1:%d\n"
+    "health_check_interval = 0\n";
+
 /* A real browser through wss://: headless Chromium opens a WebSocket to corogate's TLS
  * listener (certificate pinned with --ignore-certificate-errors-spki-list), sends a text
  * message, checks its echo and closes with 4000 "echo-ok", which the backend logs. */
@@ -886,7 +904,7 @@ START_TEST(test_chromium_wss)
     snprintf(log, sizeof(log), "%s/browser-backend.log", th_tmpdir());
     unlink(log);
     bpid = spawn_ready(argv, &bport);
-    d = th_daemon_start_conf(NULL, wss_conf, th_tmpdir(), port, port, certdir, certdir, bport);
+    d = th_daemon_start_conf(NULL, browser_conf, th_tmpdir(), port, port, certdir, bport);
     ck_assert_ptr_nonnull(d);
     TH_ASSERT(d, th_daemon_wait_ready(d, port, READY_MS) == 0, "not ready");
     snprintf(cmd, sizeof(cmd), "openssl x509 -in %s/default.crt -pubkey -noout | openssl pkey "
@@ -906,11 +924,19 @@ START_TEST(test_chromium_wss)
     cpid = th_fork();
     if (cpid == 0) {
         char spkiarg[200], userdir[TH_PATH_MAX + 32], url[TH_PATH_MAX + 16];
+        int fd;
 
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         snprintf(spkiarg, sizeof(spkiarg), "--ignore-certificate-errors-spki-list=%s", spki);
         snprintf(userdir, sizeof(userdir), "--user-data-dir=%s/chromium", th_tmpdir());
         snprintf(url, sizeof(url), "file://%s", page);
+        snprintf(userdir + 15, sizeof(userdir) - 15, "%s/chromium.log", th_tmpdir());
+        fd = open(userdir + 15, O_WRONLY | O_CREAT | O_TRUNC, 0644);   /* its chatter */
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        snprintf(userdir, sizeof(userdir), "--user-data-dir=%s/chromium", th_tmpdir());
         execl(chromium, chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
               "--no-first-run", userdir, spkiarg, url, (char *)NULL);
         _exit(127);
