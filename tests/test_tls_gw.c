@@ -924,14 +924,14 @@ START_TEST(test_chromium_wss)
     cpid = th_fork();
     if (cpid == 0) {
         char spkiarg[200], userdir[TH_PATH_MAX + 32], url[TH_PATH_MAX + 16];
+        char logf[TH_PATH_MAX + 16];
         int fd;
 
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         snprintf(spkiarg, sizeof(spkiarg), "--ignore-certificate-errors-spki-list=%s", spki);
-        snprintf(userdir, sizeof(userdir), "--user-data-dir=%s/chromium", th_tmpdir());
         snprintf(url, sizeof(url), "file://%s", page);
-        snprintf(userdir + 15, sizeof(userdir) - 15, "%s/chromium.log", th_tmpdir());
-        fd = open(userdir + 15, O_WRONLY | O_CREAT | O_TRUNC, 0644);   /* its chatter */
+        snprintf(logf, sizeof(logf), "%s/chromium.log", th_tmpdir());
+        fd = open(logf, O_WRONLY | O_CREAT | O_TRUNC, 0644);       /* its chatter */
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
