@@ -113,7 +113,9 @@ size_t cg_tls_idle_bytes(void);
 /* Frees the calling thread's cipher contexts (the record layer keeps one per suite and
  * direction per thread, made on first use). A thread's exit frees them too; call it
  * before the end of a thread that is not joined normally, or to keep a leak checker
- * quiet. The thread may use TLS again afterwards (they are made again). */
+ * quiet. The thread may use TLS again afterwards (they are made again). The record-layer
+ * objects of the thread's connections go with them: call it only once every TLS stream the
+ * thread made is closed. */
 void cg_tls_thread_cleanup(void);
 
 #endif

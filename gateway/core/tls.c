@@ -783,9 +783,11 @@ static void keep_peer_cert(struct cg_conn *c, const struct cg_tls_info *info)
     memcpy(c->peer_cert + a + 1, info->peer_sha256, b + 1);
 }
 
-void cg_tls_session(void *arg)
+/* The handshake of <c>, counted. Not inlined: its struct cg_tls_info (~800 bytes) must be
+ * off the stack before the session parks, or every idle connection's saved stack would
+ * carry it (docs/coro-stacks.md). Returns 0 or -1 (closing reason recorded). */
+static __attribute__((noinline)) int handshake(struct cg_conn *c)
 {
-    struct cg_conn *c = arg;
     struct cg_worker *w = c->w;
     const struct cg_tls_set *set = c->gen->cfg->tls;
     size_t li = (size_t)(c->lc - c->gen->cfg->listeners);
@@ -793,11 +795,9 @@ void cg_tls_session(void *arg)
     uint64_t t0 = uv_hrtime();
     int err;
 
-    c->co = coro_self();
     if (!set || li >= set->nl || set->l[li].ncerts == 0) {
         cg_conn_closing(c, CG_CLOSE_LOCAL);
-        cg_conn_end(c);
-        return;
+        return -1;
     }
     err = cg_tls_accept(&c->client, set->l[li].certs[0].ctx,
                         (int64_t)c->lc->tls.handshake_timeout_ms, &info);
@@ -806,8 +806,7 @@ void cg_tls_session(void *arg)
         cg_conn_closing(c, err == UV_ECANCELED ? CG_CLOSE_STOPPED : CG_CLOSE_TLS);
         cg_log_ratelimited(&tls_log, CG_LOG_INFO, "listener %s: TLS handshake failed: %s: %s",
                            c->lc->name, cg_tls_fail_name(info.fail), info.why);
-        cg_conn_end(c);
-        return;
+        return -1;
     }
     cg_lat_hist_record(&w->stats.tls_lat, (uv_hrtime() - t0) / 1000);
     if (info.resumed)
@@ -824,7 +823,19 @@ void cg_tls_session(void *arg)
                  info.version == TLS1_3_VERSION ? "1.3" : "1.2", info.cipher, info.alpn,
                  info.resumed ? ", resumed" : "");
     keep_peer_cert(c, &info);
-    w->d->proto.session[c->lc->mode](c);
+    return 0;
+}
+
+void cg_tls_session(void *arg)
+{
+    struct cg_conn *c = arg;
+
+    c->co = coro_self();
+    if (handshake(c) < 0) {
+        cg_conn_end(c);
+        return;
+    }
+    c->w->d->proto.session[c->lc->mode](c);
 }
 
 int cg_tls_upstream_on(const struct cg_conn *c, const struct cg_upstream *up)
