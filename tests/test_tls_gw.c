@@ -590,6 +590,24 @@ START_TEST(test_check_config)
     ck_assert_int_eq(th_run_daemon(&r, IO_MS, args), 0);
     ck_assert_msg(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "valid:\n%s", r.out);
     th_run_result_deinit(&r);
+
+    /* The syntax: a version we do not speak, on without a certificate, a client
+     * certificate asked for without a CA to verify it. */
+    ck_assert_int_eq(th_conf_write(path, sizeof(path),
+                                   "[listener t]\nbind = 127.0.0.1:1\nupstream = u\n"
+                                   "tls_protocols = 1.1 1.2\ntls = on\n"
+                                   "tls_verify_client = required\n"
+                                   "[upstream u]\nservers = 127.0.0.1:2\n"), 0);
+    ck_assert_int_eq(th_run_daemon(&r, IO_MS, args), 0);
+    snprintf(want, sizeof(want), "%s:4: [listener t] tls_protocols: \"1.1\" is not one of: "
+             "1.2, 1.3", path);
+    ck_assert_msg(WEXITSTATUS(r.status) == 1 && has(r.out, want), "1.1:\n%s", r.out);
+    snprintf(want, sizeof(want), "%s:5: [listener t] tls: on, but no tls_certificate", path);
+    ck_assert_msg(has(r.out, want), "no certificate:\n%s", r.out);
+    snprintf(want, sizeof(want), "%s:6: [listener t] tls_verify_client: required, but no "
+             "tls_client_ca", path);
+    ck_assert_msg(has(r.out, want), "no CA:\n%s", r.out);
+    th_run_result_deinit(&r);
 }
 END_TEST
 

@@ -718,34 +718,34 @@ nomem:
     return -1;
 }
 
-static int set_tls_key(const struct keyctx *c, void *obj, const char *value)
-{
-    return tls_string(c, obj, &tls_of(c, obj)->key, CG_TLS_L_KEY, value);
-}
+/* The tls keys that keep a string (a file, a list in OpenSSL's syntax, a name), by key
+ * name: where it goes, and which line an error about it names. */
+static const struct {
+    const char       *key;
+    size_t            off;
+    enum cg_tls_line  line;
+} tls_strings[] = {
+    { "tls_key",          offsetof(struct cg_tls_conf, key),          CG_TLS_L_KEY },
+    { "tls_ca",           offsetof(struct cg_tls_conf, ca),           CG_TLS_L_CA },
+    { "tls_client_ca",    offsetof(struct cg_tls_conf, ca),           CG_TLS_L_CA },
+    { "tls_ticket_keys",  offsetof(struct cg_tls_conf, ticket_keys),  CG_TLS_L_TICKETS },
+    { "tls_ciphers",      offsetof(struct cg_tls_conf, ciphers),      CG_TLS_L_CIPHERS },
+    { "tls_ciphersuites", offsetof(struct cg_tls_conf, ciphersuites), CG_TLS_L_SUITES },
+    { "tls_groups",       offsetof(struct cg_tls_conf, groups),       CG_TLS_L_GROUPS },
+    { "tls_alpn",         offsetof(struct cg_tls_conf, alpn),         CG_TLS_L_ALPN },
+    { "tls_sni",          offsetof(struct cg_tls_conf, sni),          CG_TLS_L_SNI },
+};
 
-static int set_tls_ca(const struct keyctx *c, void *obj, const char *value)
+static int set_tls_str(const struct keyctx *c, void *obj, const char *value)
 {
-    return tls_string(c, obj, &tls_of(c, obj)->ca, CG_TLS_L_CA, value);
-}
+    struct cg_tls_conf *t = tls_of(c, obj);
+    size_t i;
 
-static int set_tls_ticket_keys(const struct keyctx *c, void *obj, const char *value)
-{
-    return tls_string(c, obj, &tls_of(c, obj)->ticket_keys, CG_TLS_L_TICKETS, value);
-}
-
-static int set_tls_ciphers(const struct keyctx *c, void *obj, const char *value)
-{
-    return tls_string(c, obj, &tls_of(c, obj)->ciphers, CG_TLS_L_CIPHERS, value);
-}
-
-static int set_tls_ciphersuites(const struct keyctx *c, void *obj, const char *value)
-{
-    return tls_string(c, obj, &tls_of(c, obj)->ciphersuites, CG_TLS_L_SUITES, value);
-}
-
-static int set_tls_groups(const struct keyctx *c, void *obj, const char *value)
-{
-    return tls_string(c, obj, &tls_of(c, obj)->groups, CG_TLS_L_GROUPS, value);
+    for (i = 0; i < sizeof(tls_strings) / sizeof(tls_strings[0]); i++)
+        if (strcmp(tls_strings[i].key, c->key) == 0)
+            return tls_string(c, obj, (char **)((char *)t + tls_strings[i].off),
+                              tls_strings[i].line, value);
+    return -1;
 }
 
 /* tls_alpn = PROTO ... : offered order is the client's, chosen is the first of ours the
@@ -768,7 +768,7 @@ static int set_tls_alpn(const struct keyctx *c, void *obj, const char *value)
         }
         s += len;
     }
-    return tls_string(c, obj, &tls_of(c, obj)->alpn, CG_TLS_L_ALPN, value);
+    return set_tls_str(c, obj, value);
 }
 
 static const char *const tls_protocol_choices[] = { "1.2", "1.3", NULL };
@@ -842,11 +842,6 @@ static int set_tls_tickets(const struct keyctx *c, void *obj, const char *value)
         return -1;
     }
     return 0;
-}
-
-static int set_tls_sni(const struct keyctx *c, void *obj, const char *value)
-{
-    return tls_string(c, obj, &tls_of(c, obj)->sni, CG_TLS_L_SNI, value);
 }
 
 
@@ -1019,17 +1014,17 @@ static const struct key_desc listener_keys[] = {
     ADM_LIMIT_KEYS(LA, "admission"),
     { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_on },
     { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },
-    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_key },
+    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3", .set = set_tls_protocols },
-    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_ciphers },
-    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_ciphersuites },
-    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_groups },
+    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
+    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
+    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_alpn", .type = KEY_CUSTOM, .def = "", .set = set_tls_alpn },
     { .name = "tls_handshake_timeout", .type = KEY_DURATION,
       .offset = LS(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
     { .name = "tls_tickets", .type = KEY_CUSTOM, .def = "on", .set = set_tls_tickets },
-    { .name = "tls_ticket_keys", .type = KEY_CUSTOM, .def = "", .set = set_tls_ticket_keys },
-    { .name = "tls_client_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_ca },
+    { .name = "tls_ticket_keys", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
+    { .name = "tls_client_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_verify_client", .type = KEY_CUSTOM, .def = "off",
       .set = set_tls_verify_client },
 };
@@ -1056,14 +1051,14 @@ static const struct key_desc upstream_keys[] = {
     SRV_BREAKER_KEYS(UB, "breaker", set_up_error_rate),
     { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_on },
     { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },
-    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_key },
+    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3", .set = set_tls_protocols },
-    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_ciphers },
-    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_ciphersuites },
-    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_groups },
+    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
+    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
+    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_verify", .type = KEY_CUSTOM, .def = "on", .set = set_tls_verify },
-    { .name = "tls_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_ca },
-    { .name = "tls_sni", .type = KEY_CUSTOM, .def = "", .set = set_tls_sni },
+    { .name = "tls_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
+    { .name = "tls_sni", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_handshake_timeout", .type = KEY_DURATION,
       .offset = UP(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
 };
