@@ -101,7 +101,7 @@ build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS)
 DEB_PKGS := gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev libinih-dev \
             check systemtap-sdt-dev libbpf-dev bpftool clang libelf-dev zlib1g-dev \
             libboost-context-dev python3 python3-websockets socat iproute2 procps \
-            prometheus bpftrace openssl libssl-dev
+            prometheus bpftrace openssl libssl-dev haproxy
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \

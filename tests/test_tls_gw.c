@@ -802,7 +802,7 @@ START_TEST(test_haproxy_backend)
     pid_t hp;
 
     if (access("/usr/sbin/haproxy", X_OK) != 0)
-        TH_SKIP("haproxy is not installed (make bench-deps installs it)");
+        TH_SKIP("haproxy is not installed (make deps installs it)");
     make_certs();
     ck_assert_int_eq(th_write_file(hcfg, sizeof(hcfg), "haproxy-be.cfg",
         "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n"
@@ -993,7 +993,7 @@ START_TEST(test_haproxy_client)
     pid_t hp;
 
     if (access("/usr/sbin/haproxy", X_OK) != 0)
-        TH_SKIP("haproxy is not installed (make bench-deps installs it)");
+        TH_SKIP("haproxy is not installed (make deps installs it)");
     make_certs();
     snprintf(certs, sizeof(certs), "%s/default.pem", certdir);
     d = start_tls(port, 1, certs, "", th_echo_port(e));
