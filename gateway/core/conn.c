@@ -144,7 +144,7 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
     uint64_t tried = 0;
     unsigned attempt = 0, skipped = 0;
     uint64_t t0;
-    int err = UV_EHOSTUNREACH, more, probe;
+    int err = UV_EHOSTUNREACH, more, probe, tls_step;
 
     while (attempt <= uc->retries) {
         struct cg_server *srv = cg_upstream_pick(up, w->id, tried);
@@ -182,7 +182,8 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
                                 cg_upstream_source(up, w->id, srv, &src),
                                 (int64_t)uc->connect_timeout_ms);
         cg_server_connect_done(srv);
-        if (err == 0 && cg_tls_upstream_on(c, up))
+        tls_step = err == 0 && cg_tls_upstream_on(c, up);
+        if (tls_step)
             err = cg_tls_connect_upstream(c, up, srv->conf->name);
         if (err == 0) {
             cg_lat_hist_record(&w->stats.connect_lat, (uv_hrtime() - t0) / 1000);
@@ -217,8 +218,9 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
             atomic_fetch_add(&srv->connect_timeouts, 1);
         CG_STAT_ADD(w->stats.connect_fails, 1);
         more = attempt <= uc->retries && (unsigned)__builtin_popcountll(tried) < up->nservers;
-        cg_log_ratelimited(&connect_log, CG_LOG_WARN, "upstream %s: connect() to %s: %s%s%s",
-                           uc->name, srv->conf->name, uv_strerror(err),
+        cg_log_ratelimited(&connect_log, CG_LOG_WARN, "upstream %s: %s %s: %s%s%s",
+                           uc->name, tls_step ? "TLS handshake with" : "connect() to",
+                           srv->conf->name, uv_strerror(err),
                            probe ? " (probe of an ejected server)" : "",
                            more ? ", trying another server" : "");
     }
