@@ -667,15 +667,20 @@ static int tls_string(const struct keyctx *c, void *obj, char **field, enum cg_t
     return 0;
 }
 
-static int set_tls_on(const struct keyctx *c, void *obj, const char *value)
+/* tls, tls_verify (upstream), tls_tickets (listener): on or off. */
+static int set_tls_bool(const struct keyctx *c, void *obj, const char *value)
 {
     struct cg_tls_conf *t = tls_of(c, obj);
+    int *field = strcmp(c->key, "tls") == 0        ? &t->on
+               : strcmp(c->key, "tls_verify") == 0 ? &t->verify
+                                                    : &t->tickets;
 
-    if (cg_parse_bool(value, &t->on) < 0) {
+    if (cg_parse_bool(value, field) < 0) {
         cg_conf__key_error(c, "\"%s\" is not on or off", value);
         return -1;
     }
-    t->line[CG_TLS_L_ON] = c->line;
+    if (field == &t->on)
+        t->line[CG_TLS_L_ON] = c->line;
     return 0;
 }
 
@@ -821,29 +826,6 @@ static int set_tls_verify_client(const struct keyctx *c, void *obj, const char *
     cg_conf__choice_error(c, value, tls_verify_client_choices);
     return -1;
 }
-
-static int set_tls_verify(const struct keyctx *c, void *obj, const char *value)
-{
-    struct cg_tls_conf *t = tls_of(c, obj);
-
-    if (cg_parse_bool(value, &t->verify) < 0) {
-        cg_conf__key_error(c, "\"%s\" is not on or off", value);
-        return -1;
-    }
-    return 0;
-}
-
-static int set_tls_tickets(const struct keyctx *c, void *obj, const char *value)
-{
-    struct cg_tls_conf *t = tls_of(c, obj);
-
-    if (cg_parse_bool(value, &t->tickets) < 0) {
-        cg_conf__key_error(c, "\"%s\" is not on or off", value);
-        return -1;
-    }
-    return 0;
-}
-
 
 #define LS(f)  offsetof(struct cg_listener_conf, f)
 #define UP(f)  offsetof(struct cg_upstream_conf, f)
@@ -1012,7 +994,7 @@ static const struct key_desc listener_keys[] = {
     { .name = "high_water", .type = KEY_SIZE, .offset = LS(high_water), .def = "64k",
       .min = 4096, .max = 1ull << 30 },
     ADM_LIMIT_KEYS(LA, "admission"),
-    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_on },
+    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_bool },
     { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },
     { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3", .set = set_tls_protocols },
@@ -1022,7 +1004,7 @@ static const struct key_desc listener_keys[] = {
     { .name = "tls_alpn", .type = KEY_CUSTOM, .def = "", .set = set_tls_alpn },
     { .name = "tls_handshake_timeout", .type = KEY_DURATION,
       .offset = LS(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
-    { .name = "tls_tickets", .type = KEY_CUSTOM, .def = "on", .set = set_tls_tickets },
+    { .name = "tls_tickets", .type = KEY_CUSTOM, .def = "on", .set = set_tls_bool },
     { .name = "tls_ticket_keys", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_client_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_verify_client", .type = KEY_CUSTOM, .def = "off",
@@ -1049,14 +1031,14 @@ static const struct key_desc upstream_keys[] = {
     { .name = "health_check_rise", .type = KEY_UINT, .offset = UP(health_check_rise),
       .def = "2", .min = 1, .max = 100 },
     SRV_BREAKER_KEYS(UB, "breaker", set_up_error_rate),
-    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_on },
+    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_bool },
     { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },
     { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3", .set = set_tls_protocols },
     { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
-    { .name = "tls_verify", .type = KEY_CUSTOM, .def = "on", .set = set_tls_verify },
+    { .name = "tls_verify", .type = KEY_CUSTOM, .def = "on", .set = set_tls_bool },
     { .name = "tls_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_sni", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_handshake_timeout", .type = KEY_DURATION,
