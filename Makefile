@@ -103,17 +103,7 @@ DEB_PKGS := gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev li
             libboost-context-dev python3 python3-websockets socat iproute2 procps \
             prometheus bpftrace openssl libssl-dev haproxy
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
-	        missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "  DEPS   installing:$$missing"; \
-	    if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing \
-	        >/dev/null || exit 1; \
-	fi
+	$(Q)bash scripts/apt-ensure.sh $(DEB_PKGS)
 
 # ---------------------------------------------------------------- rules
 $(BUILD)/%.o: %.c
@@ -236,23 +226,13 @@ test: deps
 # sources, a git archive of HEAD, /proc /sys /dev mounted, all undone on exit). debootstrap
 # is installed for this target only.
 check-fresh:
-	@command -v debootstrap >/dev/null || { \
-	    echo "  DEPS   installing: debootstrap"; \
-	    if [ "$$(id -u)" != 0 ]; then echo "need root to install: debootstrap" >&2; exit 1; fi; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends debootstrap \
-	        >/dev/null || exit 1; }
+	$(Q)bash scripts/apt-ensure.sh debootstrap
 	$(Q)./scripts/check-fresh.sh
 
 # A real browser through wss://: installs Debian's chromium (about 300 MB, so not a
 # dependency of `make test`, where the test skips with this hint) and runs that test.
 check-browser: build
-	@dpkg-query -W -f='$${Status}' chromium 2>/dev/null | grep -q 'ok installed' || { \
-	    echo "  DEPS   installing: chromium"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        chromium >/dev/null || { apt-get update -qq && \
-	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        chromium >/dev/null; } || exit 1; }
+	$(Q)bash scripts/apt-ensure.sh chromium
 	@echo "  TEST   headless chromium through wss://"
 	$(Q)CG_BUILD=$(BUILD) CK_RUN_SUITE=tls_gw CK_RUN_CASE=upstream $(TESTS)
 
@@ -260,17 +240,7 @@ check-browser: build
 # native switch through the same program).
 CROSS_PKGS := gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
 check-cross:
-	@missing=""; for p in $(CROSS_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
-	        missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "  DEPS   installing:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        $$missing >/dev/null || { apt-get update -qq && \
-	        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	        $$missing >/dev/null; } || exit 1; \
-	fi
+	$(Q)bash scripts/apt-ensure.sh $(CROSS_PKGS)
 	@mkdir -p build/cross
 	@echo "  TEST   switch selftest: aarch64 under qemu, and native"
 	$(Q)aarch64-linux-gnu-gcc -std=gnu11 -O2 -static -D_GNU_SOURCE -I. -Icoro -Wall -Wextra \
@@ -320,17 +290,7 @@ device-bundle: deps
 # The peers `make bench` compares corogate with; not needed by the build or the tests.
 BENCH_DEB_PKGS := haproxy nginx libnginx-mod-stream socat procps
 bench-deps:
-	@missing=""; for p in $(BENCH_DEB_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
-	        missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "  DEPS   installing:$$missing"; \
-	    if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing \
-	        >/dev/null || exit 1; \
-	fi
+	$(Q)bash scripts/apt-ensure.sh $(BENCH_DEB_PKGS)
 
 # The loadgen against the backend, corogate, HAProxy and nginx (loadgen/bench.sh; configs
 # in loadgen/bench/): one table of medians for TCP and WebSocket.
@@ -360,17 +320,7 @@ TLS_DEB_PKGS := openssl libssl-dev libwolfssl-dev libgnutls28-dev
 TLS_BENCH_LIBS := openssl wolfssl gnutls
 TLS_BENCH    := $(patsubst %,$(BUILD)/bench/tls-bench-%,$(TLS_BENCH_LIBS))
 tls-deps:
-	@missing=""; for p in $(TLS_DEB_PKGS); do \
-	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || \
-	        missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "  DEPS   installing:$$missing"; \
-	    if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing" >&2; exit 1; fi; \
-	    export DEBIAN_FRONTEND=noninteractive; \
-	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing \
-	        >/dev/null || exit 1; \
-	fi
+	$(Q)bash scripts/apt-ensure.sh $(TLS_DEB_PKGS)
 
 TLS_BENCH_openssl := -DTLS_OPENSSL -lssl -lcrypto
 TLS_BENCH_wolfssl := -DTLS_WOLFSSL -lwolfssl

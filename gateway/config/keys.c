@@ -948,6 +948,19 @@ static const struct key_desc gateway_keys[] = {
       .min = 64, .max = 1ull << 30 },
 };
 
+/* The tls keys a listener and an upstream share (their struct cg_tls_conf at <F>). */
+#define TLS_KEYS(F)                                                                       \
+    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_bool },            \
+    { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },  \
+    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },            \
+    { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3",                     \
+      .set = set_tls_protocols },                                                          \
+    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },        \
+    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },   \
+    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },         \
+    { .name = "tls_handshake_timeout", .type = KEY_DURATION,                              \
+      .offset = F(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN }
+
 static const struct key_desc listener_keys[] = {
     { .name = "bind", .type = KEY_CUSTOM, .def = NULL, .set = set_bind },
     { .name = "mode", .type = KEY_ENUM, .offset = LS(mode), .def = "tcp",
@@ -994,16 +1007,8 @@ static const struct key_desc listener_keys[] = {
     { .name = "high_water", .type = KEY_SIZE, .offset = LS(high_water), .def = "64k",
       .min = 4096, .max = 1ull << 30 },
     ADM_LIMIT_KEYS(LA, "admission"),
-    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_bool },
-    { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },
-    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
-    { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3", .set = set_tls_protocols },
-    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
-    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
-    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
+    TLS_KEYS(LS),
     { .name = "tls_alpn", .type = KEY_CUSTOM, .def = "", .set = set_tls_alpn },
-    { .name = "tls_handshake_timeout", .type = KEY_DURATION,
-      .offset = LS(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
     { .name = "tls_tickets", .type = KEY_CUSTOM, .def = "on", .set = set_tls_bool },
     { .name = "tls_ticket_keys", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_client_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
@@ -1031,18 +1036,10 @@ static const struct key_desc upstream_keys[] = {
     { .name = "health_check_rise", .type = KEY_UINT, .offset = UP(health_check_rise),
       .def = "2", .min = 1, .max = 100 },
     SRV_BREAKER_KEYS(UB, "breaker", set_up_error_rate),
-    { .name = "tls", .type = KEY_CUSTOM, .def = "off", .set = set_tls_bool },
-    { .name = "tls_certificate", .type = KEY_CUSTOM, .def = "", .set = set_tls_certs },
-    { .name = "tls_key", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
-    { .name = "tls_protocols", .type = KEY_CUSTOM, .def = "1.2 1.3", .set = set_tls_protocols },
-    { .name = "tls_ciphers", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
-    { .name = "tls_ciphersuites", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
-    { .name = "tls_groups", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
+    TLS_KEYS(UP),
     { .name = "tls_verify", .type = KEY_CUSTOM, .def = "on", .set = set_tls_bool },
     { .name = "tls_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
     { .name = "tls_sni", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },
-    { .name = "tls_handshake_timeout", .type = KEY_DURATION,
-      .offset = UP(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
 };
 
 _Static_assert(sizeof(enum cg_listener_mode) == sizeof(int), "KEY_ENUM writes an int");

@@ -3,9 +3,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/tls.h"
 #include "coro/io.h"
 #include "coro/list.h"
 #include "core/conn.h"
@@ -17,6 +19,8 @@
 #include "base/log.h"
 
 static const struct coro_stream_names client_names = { "read client", "write client" };
+
+static void tls_session(void *arg);
 
 /* ------------------------------------------------------------------ start and end */
 
@@ -42,7 +46,7 @@ static void release(struct cg_conn *c)
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
 {
     struct cg_worker *w = l->w;
-    void (*body)(void *) = l->conf->tls.on ? cg_tls_session         /* then the session */
+    void (*body)(void *) = l->conf->tls.on ? tls_session            /* then the session */
                                            : w->d->proto.session[l->conf->mode];
     int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET, err;
     struct cg_conn *c = coro_slab_alloc(&w->conn_slab);
@@ -123,6 +127,105 @@ void cg_conn_move_server(struct cg_conn *c, struct cg_gen *old, struct cg_gen *g
     c->srv_gen = cg_gen_get(g);
 }
 
+/* ------------------------------------------------------------------ TLS */
+
+static struct cg_ratelimit tls_log = CG_RATELIMIT_INIT(1000, 5);
+
+/* A verified client certificate, kept for a websocket backend's request (ws-open.c frees
+ * it once the request is written): "subject\0sha256". */
+static void keep_peer_cert(struct cg_conn *c, const struct cg_tls_info *info)
+{
+    size_t a = strlen(info->peer_subject), b = strlen(info->peer_sha256);
+
+    if (!info->peer_cert || info->verify_result != X509_V_OK ||
+        c->lc->mode != CG_MODE_WEBSOCKET)
+        return;
+    c->peer_cert = malloc(a + b + 2);
+    if (!c->peer_cert)
+        return;
+    memcpy(c->peer_cert, info->peer_subject, a + 1);
+    memcpy(c->peer_cert + a + 1, info->peer_sha256, b + 1);
+}
+
+/* The client's TLS handshake, counted by outcome. Not inlined: its struct cg_tls_info
+ * (~800 bytes) must be off the stack before the session parks, or every idle connection's
+ * saved stack would carry it (docs/coro-stacks.md). Returns 0 or -1 (reason recorded). */
+static __attribute__((noinline)) int tls_handshake(struct cg_conn *c)
+{
+    SSL_CTX *ctx = cg_tls_listener_ctx(c->gen->cfg->tls,
+                                       (size_t)(c->lc - c->gen->cfg->listeners));
+    struct cg_listener_stats *ls = &c->l->stats;
+    struct cg_tls_info info;
+    uint64_t t0 = uv_hrtime();
+    int err;
+
+    if (!ctx) {
+        cg_conn_closing(c, CG_CLOSE_LOCAL);
+        return -1;
+    }
+    err = cg_tls_accept(&c->client, ctx, (int64_t)c->lc->tls.handshake_timeout_ms, &info);
+    if (err < 0) {
+        CG_STAT_ADD(ls->tls_fail[info.fail < CG_TLS_FAILS ? info.fail : 0], 1);
+        cg_conn_closing(c, err == UV_ECANCELED ? CG_CLOSE_STOPPED : CG_CLOSE_TLS);
+        cg_log_ratelimited(&tls_log, CG_LOG_INFO, "listener %s: TLS handshake failed: %s: %s",
+                           c->lc->name, cg_tls_fail_name(info.fail), info.why);
+        return -1;
+    }
+    cg_lat_hist_record(&c->w->stats.tls_lat, (uv_hrtime() - t0) / 1000);
+    CG_STAT_ADD(*(info.resumed ? &ls->tls_resumed : &ls->tls_full), 1);
+    CG_STAT_ADD(*(info.version == TLS1_3_VERSION ? &ls->tls_v13 : &ls->tls_v12), 1);
+    CG_STAT_ADD(ls->tls_cipher[cg_tls_cipher_slot(info.cipher)], 1);
+    if (info.alpn[0])
+        cg_debug("listener %s: TLS %s %s, ALPN %s%s", c->lc->name,
+                 info.version == TLS1_3_VERSION ? "1.3" : "1.2", info.cipher, info.alpn,
+                 info.resumed ? ", resumed" : "");
+    keep_peer_cert(c, &info);
+    return 0;
+}
+
+/* The coroutine body of a connection on a listener with tls = on: the handshake (admission
+ * has counted the connection already; its CPU is loop work the breaker sees as lag), then
+ * the listener's mode's session over the decrypted stream. */
+static void tls_session(void *arg)
+{
+    struct cg_conn *c = arg;
+
+    c->co = coro_self();
+    if (tls_handshake(c) < 0) {
+        cg_conn_end(c);
+        return;
+    }
+    c->w->d->proto.session[c->lc->mode](c);
+}
+
+/* The TLS handshake with server <server> that c->up was just connected to. Returns 0, a
+ * local error for a shortage of ours (not the server's fault), UV_ECANCELED, or
+ * UV_ETIMEDOUT / UV_EPROTO: the server's failure. */
+static int tls_connect_upstream(struct cg_conn *c, const struct cg_upstream_conf *uc,
+                                const char *server)
+{
+    SSL_CTX *ctx = cg_tls_upstream_ctx(c->gen->cfg->tls, (size_t)(uc - c->gen->cfg->upstreams));
+    struct cg_tls_info info;
+    int err;
+
+    if (!ctx)
+        return UV_ENOMEM;
+    err = cg_tls_connect(&c->up, ctx, uc->tls.sni, uc->tls.verify ? uc->tls.sni : NULL, NULL,
+                         (int64_t)uc->tls.handshake_timeout_ms, &info);
+    if (err == 0) {
+        CG_STAT_ADD(c->w->stats.tls_up_handshakes, 1);
+        return 0;
+    }
+    if (err == UV_ECANCELED)
+        return err;
+    if (info.fail == CG_TLS_FAIL_LOCAL)
+        return UV_ENOMEM;
+    CG_STAT_ADD(c->w->stats.tls_up_fails, 1);
+    cg_log_ratelimited(&tls_log, CG_LOG_WARN, "upstream %s: TLS handshake with %s failed: "
+                       "%s: %s", uc->name, server, cg_tls_fail_name(info.fail), info.why);
+    return err == UV_ETIMEDOUT ? UV_ETIMEDOUT : UV_EPROTO;
+}
+
 /* ------------------------------------------------------------------ upstream connect */
 
 static struct cg_ratelimit connect_log = CG_RATELIMIT_INIT(1000, 5);
@@ -182,9 +285,9 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
                                 cg_upstream_source(up, w->id, srv, &src),
                                 (int64_t)uc->connect_timeout_ms);
         cg_server_connect_done(srv);
-        tls_step = err == 0 && cg_tls_upstream_on(c, up);
+        tls_step = err == 0 && uc->tls.on;
         if (tls_step)
-            err = cg_tls_connect_upstream(c, up, srv->conf->name);
+            err = tls_connect_upstream(c, uc, srv->conf->name);
         if (err == 0) {
             cg_lat_hist_record(&w->stats.connect_lat, (uv_hrtime() - t0) / 1000);
             coro_stream_nodelay(&c->up, 1);

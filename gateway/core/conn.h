@@ -59,13 +59,13 @@ struct cg_conn {
 
 /* Makes the connection for the accepted, non-blocking <fd> on <l> and starts its coroutine
  * (the daemon's proto.session[] for the listener's mode: core/relay.h for tcp, proto/ws.h
- * for websocket). It takes over what admission
+ * for websocket; after a TLS handshake with the client when the listener has tls = on). It takes over what admission
  * handed over: one count in d->conns and <ip_slot>. Returns 0; or a negative errno, and
  * then all of it is released and <fd> is closed. */
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot);
 
 /* Connects c->up to a server of <up> (the listener's upstream, or the one a WebSocket route
- * chose), trying up to 1 + retries servers. Returns 0 with c->srv set and counted active,
+ * chose), with a TLS handshake when <up> has tls = on, trying up to 1 + retries servers. Returns 0 with c->srv set and counted active,
  * or the last error (UV_ETIMEDOUT when the last try timed out, UV_EHOSTUNREACH when no
  * server was eligible, UV_ECANCELED on a stop, a local error of cg_local_error() at once:
  * another server would fail the same way). */

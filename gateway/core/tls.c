@@ -16,14 +16,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "coro/io.h"
 #include "common/tls.h"
-#include "core/conn.h"
-#include "core/reload.h"
 #include "core/tls.h"
-#include "core/upstream.h"
 #include "base/counters.h"
-#include "base/log.h"
 
 _Static_assert(CG_TLS_FAIL_COUNT == CG_TLS_FAILS, "counters.h sizes tls_fail[] by it");
 
@@ -106,9 +101,12 @@ static int ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
 
     if (!tk)
         return enc ? -1 : 0;
-    if (tk == &own_keys && (own_keys.n == 0 || now - own_keys.rotated_at >= TICKET_ROTATE_S))
-        own_keys_rotate(now);
     pthread_rwlock_rdlock(&tk->lock);
+    if (tk == &own_keys && (tk->n == 0 || now - tk->rotated_at >= TICKET_ROTATE_S)) {
+        pthread_rwlock_unlock(&tk->lock);
+        own_keys_rotate(now);           /* checks again under the write lock */
+        pthread_rwlock_rdlock(&tk->lock);
+    }
     if (enc) {
         if (tk->n)
             k = &tk->key[0];
@@ -191,7 +189,7 @@ const char *cg_tls_fail_label(unsigned i)
     return i < CG_TLS_FAILS ? cg_tls_fail_name((enum cg_tls_fail)i) : "?";
 }
 
-static unsigned cipher_slot(const char *name)
+unsigned cg_tls_cipher_slot(const char *name)
 {
     unsigned i;
 
@@ -459,7 +457,7 @@ static int use_key(struct builder *b, SSL_CTX *ctx, const char *keyfile, int own
 }
 
 /* Loads certificate <i> of the listener into a new server context. Returns 0 or -1. */
-static int load_cert(struct builder *b, struct tls_listener *tl, size_t i, int websocket)
+static int load_cert(struct builder *b, struct tls_listener *tl, size_t i)
 {
     const struct cg_tls_conf *t = b->t;
     struct cert *c = &tl->certs[i];
@@ -524,7 +522,6 @@ static int load_cert(struct builder *b, struct tls_listener *tl, size_t i, int w
                                                       SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
                            NULL);
     }
-    (void)websocket;
     SSL_CTX_set_alpn_select_cb(c->ctx, alpn_cb, tl);
     SSL_CTX_set_tlsext_servername_callback(c->ctx, sni_cb);
     SSL_CTX_set_tlsext_servername_arg(c->ctx, tl);
@@ -611,7 +608,7 @@ static int build_listener(struct builder *b, struct tls_listener *tl,
         return -1;
     tl->ncerts = t->ncerts;
     for (i = 0; i < t->ncerts; i++)
-        if (load_cert(b, tl, i, lc->mode == CG_MODE_WEBSOCKET) < 0)
+        if (load_cert(b, tl, i) < 0)
             return -1;
     return 0;
 }
@@ -764,110 +761,12 @@ size_t cg_tls_listener_certs(const struct cg_tls_set *set, size_t li,
     return tl->ncerts;
 }
 
-/* ------------------------------------------------------------------ handshakes */
-
-static struct cg_ratelimit tls_log = CG_RATELIMIT_INIT(1000, 5);
-
-/* The client certificate, for a websocket backend: "subject\0sha256". */
-static void keep_peer_cert(struct cg_conn *c, const struct cg_tls_info *info)
+SSL_CTX *cg_tls_listener_ctx(const struct cg_tls_set *set, size_t li)
 {
-    size_t a = strlen(info->peer_subject), b = strlen(info->peer_sha256);
-
-    if (!info->peer_cert || info->verify_result != X509_V_OK ||
-        c->lc->mode != CG_MODE_WEBSOCKET)
-        return;
-    c->peer_cert = malloc(a + b + 2);
-    if (!c->peer_cert)
-        return;
-    memcpy(c->peer_cert, info->peer_subject, a + 1);
-    memcpy(c->peer_cert + a + 1, info->peer_sha256, b + 1);
+    return set && li < set->nl && set->l[li].ncerts ? set->l[li].certs[0].ctx : NULL;
 }
 
-/* The handshake of <c>, counted. Not inlined: its struct cg_tls_info (~800 bytes) must be
- * off the stack before the session parks, or every idle connection's saved stack would
- * carry it (docs/coro-stacks.md). Returns 0 or -1 (closing reason recorded). */
-static __attribute__((noinline)) int handshake(struct cg_conn *c)
+SSL_CTX *cg_tls_upstream_ctx(const struct cg_tls_set *set, size_t ui)
 {
-    struct cg_worker *w = c->w;
-    const struct cg_tls_set *set = c->gen->cfg->tls;
-    size_t li = (size_t)(c->lc - c->gen->cfg->listeners);
-    struct cg_tls_info info;
-    uint64_t t0 = uv_hrtime();
-    int err;
-
-    if (!set || li >= set->nl || set->l[li].ncerts == 0) {
-        cg_conn_closing(c, CG_CLOSE_LOCAL);
-        return -1;
-    }
-    err = cg_tls_accept(&c->client, set->l[li].certs[0].ctx,
-                        (int64_t)c->lc->tls.handshake_timeout_ms, &info);
-    if (err < 0) {
-        CG_STAT_ADD(c->l->stats.tls_fail[info.fail < CG_TLS_FAILS ? info.fail : 0], 1);
-        cg_conn_closing(c, err == UV_ECANCELED ? CG_CLOSE_STOPPED : CG_CLOSE_TLS);
-        cg_log_ratelimited(&tls_log, CG_LOG_INFO, "listener %s: TLS handshake failed: %s: %s",
-                           c->lc->name, cg_tls_fail_name(info.fail), info.why);
-        return -1;
-    }
-    cg_lat_hist_record(&w->stats.tls_lat, (uv_hrtime() - t0) / 1000);
-    if (info.resumed)
-        CG_STAT_ADD(c->l->stats.tls_resumed, 1);
-    else
-        CG_STAT_ADD(c->l->stats.tls_full, 1);
-    if (info.version == TLS1_3_VERSION)
-        CG_STAT_ADD(c->l->stats.tls_v13, 1);
-    else
-        CG_STAT_ADD(c->l->stats.tls_v12, 1);
-    CG_STAT_ADD(c->l->stats.tls_cipher[cipher_slot(info.cipher)], 1);
-    if (info.alpn[0])
-        cg_debug("listener %s: TLS %s %s, ALPN %s%s", c->lc->name,
-                 info.version == TLS1_3_VERSION ? "1.3" : "1.2", info.cipher, info.alpn,
-                 info.resumed ? ", resumed" : "");
-    keep_peer_cert(c, &info);
-    return 0;
-}
-
-void cg_tls_session(void *arg)
-{
-    struct cg_conn *c = arg;
-
-    c->co = coro_self();
-    if (handshake(c) < 0) {
-        cg_conn_end(c);
-        return;
-    }
-    c->w->d->proto.session[c->lc->mode](c);
-}
-
-int cg_tls_upstream_on(const struct cg_conn *c, const struct cg_upstream *up)
-{
-    return up->conf->tls.on;
-}
-
-int cg_tls_connect_upstream(struct cg_conn *c, const struct cg_upstream *up,
-                            const char *server)
-{
-    const struct cg_upstream_conf *uc = up->conf;
-    const struct cg_tls_set *set = c->gen->cfg->tls;
-    size_t ui = (size_t)(uc - c->gen->cfg->upstreams);
-    struct cg_tls_info info;
-    int err;
-
-    if (!set || ui >= set->nu || !set->u[ui].ctx)
-        return UV_ENOMEM;
-    err = cg_tls_connect(&c->up, set->u[ui].ctx, uc->tls.sni,
-                         uc->tls.verify ? uc->tls.sni : NULL, NULL,
-                         (int64_t)uc->tls.handshake_timeout_ms, &info);
-    if (err == 0) {
-        CG_STAT_ADD(c->w->stats.tls_up_handshakes, 1);
-        return 0;
-    }
-    if (err == UV_ECANCELED)
-        return err;
-    if (info.fail == CG_TLS_FAIL_LOCAL)
-        return UV_ENOMEM;
-    CG_STAT_ADD(c->w->stats.tls_up_fails, 1);
-    cg_log_ratelimited(&tls_log, CG_LOG_WARN, "upstream %s: TLS handshake with %s failed: "
-                       "%s: %s", uc->name, server,
-                       cg_tls_fail_name(info.fail), info.why);
-    return err == UV_ETIMEDOUT ? UV_ETIMEDOUT : UV_EPROTO;
+    return set && ui < set->nu ? set->u[ui].ctx : NULL;
 }

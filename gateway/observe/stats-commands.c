@@ -156,6 +156,7 @@ static void cmd_tls(struct cg_stats *st, struct cg_sbuf *b)
     const struct cg_daemon *d = st->rt->d;
     const struct cg_config *cfg = d->cfg;
     struct tls_cert_line t = { b, time(NULL), 0 };
+    uint64_t n;
     size_t i;
     unsigned k, any = 0;
 
@@ -177,9 +178,8 @@ static void cmd_tls(struct cg_stats *st, struct cg_sbuf *b)
         cg_sbuf_printf(b, "\n  protocols: TLSv1.3 %llu, TLSv1.2 %llu\n  ciphers:",
                        (unsigned long long)LSUM(tls_v13), (unsigned long long)LSUM(tls_v12));
         for (k = 0; k < CG_TLS_CIPHERS; k++)
-            if (LSUM(tls_cipher[k]))
-                cg_sbuf_printf(b, " %s %llu", cg_tls_cipher_label(k),
-                               (unsigned long long)LSUM(tls_cipher[k]));
+            if ((n = LSUM(tls_cipher[k])) != 0)
+                cg_sbuf_printf(b, " %s %llu", cg_tls_cipher_label(k), (unsigned long long)n);
         cg_sbuf_add(b, "\n", 1);
     }
     if (!any)

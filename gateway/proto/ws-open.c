@@ -176,6 +176,8 @@ static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *bla
     if (!b)
         return 503;
     n = cg_handshake_backend_request(&hb->req, &f, b->data, b->cap);
+    free(c->peer_cert);                 /* written into the request: not needed after */
+    c->peer_cert = NULL;
     if (n < 0) {
         coro_buf_put(s->c->w->sched, b);
         return 500;
