@@ -482,10 +482,126 @@ static int fail(struct cg_handshake *hs, const char *why)
     return -EPROTO;
 }
 
-int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const char *offered)
+/* ------------------------------------------------------------------ permessage-deflate */
+
+/* The next element of the comma-separated extension list at *<p> (RFC 6455 §9.1): its
+ * bounds, blanks trimmed, in *<a> and *<b>; *<p> moves past it. 0 at the end. Parameter
+ * values of permessage-deflate are numbers, so a comma always separates elements. */
+static int next_element(const char **p, const char **a, const char **b)
+{
+    const char *s = *p;
+
+    while (*s == ' ' || *s == '\t' || *s == ',')
+        s++;
+    if (!*s)
+        return 0;
+    *a = s;
+    while (*s && *s != ',')
+        s++;
+    *p = s;
+    while (s > *a && (s[-1] == ' ' || s[-1] == '\t'))
+        s--;
+    *b = s;
+    return 1;
+}
+
+/* 1 when the element [a, b) is permessage-deflate (its extension token, up to ';'). */
+static int is_deflate(const char *a, const char *b)
+{
+    static const char name[] = "permessage-deflate";
+    const char *e = memchr(a, ';', (size_t)(b - a));
+
+    if (!e)
+        e = b;
+    while (e > a && (e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    return (size_t)(e - a) == sizeof(name) - 1 && strncasecmp(a, name, sizeof(name) - 1) == 0;
+}
+
+int cg_ws_deflate_offer(const char *list, char *out, size_t size)
+{
+    const char *p = list, *a, *b;
+    size_t len = 0, n;
+
+    if (size)
+        out[0] = '\0';
+    while (p && next_element(&p, &a, &b)) {
+        if (!is_deflate(a, b))
+            continue;
+        n = (size_t)(b - a);
+        if (len + n + (len ? 2 : 0) + 1 > size)
+            return -ENOSPC;
+        if (len) {
+            memcpy(out + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(out + len, a, n);
+        len += n;
+        out[len] = '\0';
+    }
+    return (int)len;
+}
+
+/* 1 when <answer>, a server's Sec-WebSocket-Extensions, accepts one of the permessage-
+ * deflate offers in <offered> as RFC 7692 §7 allows: one element, known parameters once
+ * each, window bits 8..15, client_max_window_bits only where an offer had it. */
+static int deflate_answer_ok(const char *answer, const char *offered)
+{
+    static const char *const names[] = {
+        "server_no_context_takeover", "client_no_context_takeover",
+        "server_max_window_bits", "client_max_window_bits",
+    };
+    const char *p = answer, *a, *b, *q, *e, *v;
+    unsigned seen = 0, i, bits;
+    size_t n;
+
+    if (!offered || !next_element(&p, &a, &b) || !is_deflate(a, b))
+        return 0;
+    if (next_element(&p, &q, &e))
+        return 0;                   /* a second extension, or the same twice */
+    q = memchr(a, ';', (size_t)(b - a));
+    while (q && q < b) {
+        q++;
+        while (q < b && (*q == ' ' || *q == '\t'))
+            q++;
+        e = memchr(q, ';', (size_t)(b - q));
+        if (!e)
+            e = b;
+        v = memchr(q, '=', (size_t)(e - q));
+        n = (size_t)((v ? v : e) - q);
+        while (n && (q[n - 1] == ' ' || q[n - 1] == '\t'))
+            n--;
+        for (i = 0; i < 4; i++)
+            if (strlen(names[i]) == n && strncasecmp(q, names[i], n) == 0)
+                break;
+        if (i == 4 || (seen & (1u << i)))
+            return 0;
+        seen |= 1u << i;
+        if ((i >= 2) != (v != NULL))
+            return 0;               /* the window sizes need a value, the others none */
+        if (v) {
+            v++;
+            while (v < e && (*v == ' ' || *v == '\t' || *v == '"'))
+                v++;
+            for (bits = 0; v < e && *v >= '0' && *v <= '9' && bits < 100; v++)
+                bits = bits * 10 + (unsigned)(*v - '0');
+            while (v < e && (*v == ' ' || *v == '\t' || *v == '"'))
+                v++;
+            if (v != e || bits < 8 || bits > 15)
+                return 0;
+        }
+        if (i == 3 && !strcasestr(offered, "client_max_window_bits"))
+            return 0;
+        q = e;
+    }
+    return 1;
+}
+
+int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const char *offered,
+                                const char *offered_ext)
 {
     char want[CG_WS_ACCEPT_LEN + 1];
-    const char *accept, *proto;
+    const char *accept, *proto, *ext;
 
     if (!hs->done)
         return fail(hs, "incomplete response");
@@ -499,8 +615,10 @@ int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const 
     cg_ws_accept(key, strlen(key), want);
     if (!accept || strcmp(accept, want) != 0 || (hs->dup & (1u << CG_HS_ACCEPT)))
         return fail(hs, "wrong Sec-WebSocket-Accept");
-    if (cg_handshake_get(hs, CG_HS_EXTENSIONS))
-        return fail(hs, "extension not offered");
+    ext = cg_handshake_get(hs, CG_HS_EXTENSIONS);
+    if (ext && *ext && !deflate_answer_ok(ext, offered_ext))
+        return fail(hs, offered_ext ? "extension answer not valid for the offer"
+                                    : "extension not offered");
     proto = cg_handshake_get(hs, CG_HS_PROTOCOL);
     if (proto && (strchr(proto, ',') || !offered ||
                   !cg_hs_has_token(offered, strlen(offered), proto)))
@@ -579,6 +697,8 @@ int cg_handshake_backend_request(const struct cg_handshake *hs, const struct cg_
     put(&o, "Upgrade: websocket\r\nConnection: Upgrade\r\n");
     put(&o, "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n", f->key);
     put_header(&o, hs, CG_HS_PROTOCOL, "Sec-WebSocket-Protocol");
+    if (f->extensions && *f->extensions)
+        put(&o, "Sec-WebSocket-Extensions: %s\r\n", f->extensions);
     put_header(&o, hs, CG_HS_ORIGIN, "Origin");
     put_header(&o, hs, CG_HS_USER_AGENT, "User-Agent");
     put_header(&o, hs, CG_HS_COOKIE, "Cookie");
@@ -599,7 +719,8 @@ int cg_handshake_backend_request(const struct cg_handshake *hs, const struct cg_
 }
 
 int cg_handshake_accept_response(const struct cg_handshake *hs, const char *protocol,
-                                 const char *request_id, char *buf, size_t size)
+                                 const char *extensions, const char *request_id, char *buf,
+                                 size_t size)
 {
     struct out o = { buf, size, 0, 0 };
 
@@ -607,6 +728,8 @@ int cg_handshake_accept_response(const struct cg_handshake *hs, const char *prot
             "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n", hs->accept);
     if (protocol && *protocol)
         put(&o, "Sec-WebSocket-Protocol: %s\r\n", protocol);
+    if (extensions && *extensions)
+        put(&o, "Sec-WebSocket-Extensions: %s\r\n", extensions);
     if (request_id && *request_id)
         put(&o, "X-Request-Id: %s\r\n", request_id);
     put(&o, "\r\n");

@@ -97,6 +97,7 @@ struct cg_hs_forward {
     const char *proto;           /* scheme the client used: "http" */
     const char *request_id;      /* X-Request-Id to send (the client's or a new one) */
     const char *key;             /* our Sec-WebSocket-Key for the backend */
+    const char *extensions;      /* Sec-WebSocket-Extensions to offer (NULL: none) */
     /* A client certificate verified by our TLS (NULL: none): sent as X-SSL-Client-Verify,
      * X-SSL-Client-DN and X-SSL-Client-SHA256. A client's own headers of those names are
      * never forwarded (only the headers listed at cg_handshake_backend_request() are). */
@@ -140,22 +141,32 @@ const char *cg_handshake_path(const struct cg_handshake *hs, size_t *len);
 int cg_handshake_check_request(struct cg_handshake *hs, const struct cg_hs_policy *pol);
 
 /* Checks a complete backend response to a request sent with <key>, which offered the
- * subprotocols <offered> (a header value; NULL = none): status 101, Upgrade: websocket,
- * Connection: upgrade, the right Sec-WebSocket-Accept, no extension, and no subprotocol
- * that was not offered. Returns 0 or -EPROTO with hs->error set. */
-int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const char *offered);
+ * subprotocols <offered> and the extensions <offered_ext> (header values; NULL = none):
+ * status 101, Upgrade: websocket, Connection: upgrade, the right Sec-WebSocket-Accept, no
+ * subprotocol that was not offered, and no extension but one permessage-deflate answer
+ * that RFC 7692 allows for the offer. Returns 0 or -EPROTO with hs->error set. */
+int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const char *offered,
+                                const char *offered_ext);
+
+/* Copies the permessage-deflate offers (RFC 7692) of the Sec-WebSocket-Extensions value
+ * <list> (NULL: none) into <out> of <size>, comma-separated, parameters as sent; every
+ * other extension is left out: a gateway that relays frames cannot carry an extension it
+ * does not know. Returns the length (0: none offered) or -ENOSPC. */
+int cg_ws_deflate_offer(const char *list, char *out, size_t size);
 
 /* Writes the backend's opening request for the checked client request <hs> into <buf> of
  * <size>: same request-target and Host, a new key, the client's subprotocols, Origin,
  * User-Agent, Cookie and Authorization, X-Forwarded-For/-Proto, Forwarded (RFC 7239) and
- * X-Request-Id from <f>. Extensions are not offered. Returns the length or -ENOSPC. */
+ * X-Request-Id from <f>, and <f>'s extensions. Returns the length or -ENOSPC. */
 int cg_handshake_backend_request(const struct cg_handshake *hs, const struct cg_hs_forward *f,
                                  char *buf, size_t size);
 
-/* Writes the 101 answer to the checked client request <hs>, selecting <protocol> (NULL or
- * "" = none) and echoing <request_id> (NULL = none). Returns the length or -ENOSPC. */
+/* Writes the 101 answer to the checked client request <hs>, selecting <protocol> and the
+ * <extensions> (the backend's answer; NULL or "" = none) and echoing <request_id> (NULL =
+ * none). Returns the length or -ENOSPC. */
 int cg_handshake_accept_response(const struct cg_handshake *hs, const char *protocol,
-                                 const char *request_id, char *buf, size_t size);
+                                 const char *extensions, const char *request_id, char *buf,
+                                 size_t size);
 
 /* Writes a complete non-upgrade response with status <status>: a one-line text body,
  * Content-Length and Connection: close, plus what the status needs (426: Upgrade and

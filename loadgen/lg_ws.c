@@ -1,4 +1,12 @@
-/* loadgen/lg_ws.c — WebSocket handshakes on coroutine streams and a wslay wrapper. */
+/* loadgen/lg_ws.c — WebSocket handshakes on coroutine streams and a wslay wrapper.
+ *
+ * wslay's event layer does the framing, except for the peer's close frame, which we take
+ * out of the byte stream before wslay sees it (lg_wsc_feed()): wslay refuses the close
+ * codes registered after RFC 6455 (1012 service restart, 1013 try again later, 1014 bad
+ * gateway) with a 1002, and an echo server used to test gateways must echo every valid
+ * code back. Everything before the close goes to wslay as it came; our answer to the close
+ * is queued once wslay has sent every message before it (wslay sends control frames ahead
+ * of queued messages, which would lose the echoes of what came just before the close). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +15,8 @@
 #include <wslay/wslay.h>
 
 #include "common/handshake.h"
+#include "common/utf8.h"
+#include "common/ws-close.h"
 #include "lg_client.h"
 #include "lg_msg.h"
 #include "lg_ws.h"
@@ -22,6 +32,20 @@ struct lg_wsc {
     size_t                  inlen;
     uint64_t                rng;       /* masks */
     int                     send_err;
+    /* Following the peer's frames (scan()): the header being read, then the payload bytes
+     * left of the frame; at a frame boundary both are 0. */
+    uint64_t                skip;
+    uint8_t                 hdr[14];
+    uint8_t                 hlen;
+    uint8_t                 client;
+    uint8_t                 in_close;  /* a close frame is being gathered into cbuf */
+    uint8_t                 close_rcvd;/* 1: a valid close, 2: a bad one */
+    uint8_t                 close_due; /* its answer waits for the messages queued before */
+    uint16_t                close_code;/* the answer: code (0: none), reason in cbuf */
+    uint8_t                 reason_off;
+    uint8_t                 reason_len;
+    uint8_t                 clen;
+    uint8_t                 cbuf[14 + 125];
 };
 
 /* ------------------------------------------------------------------ wslay callbacks */
@@ -103,6 +127,7 @@ struct lg_wsc *lg_ws_new(int client, lg_ws_send_fn send, lg_ws_msg_fn on_msg, vo
     if (!w)
         return NULL;
     w->send = send;
+    w->client = (uint8_t)!!client;
     w->on_msg = on_msg;
     w->ud = ud;
     w->rng = (uv_hrtime() ^ (uint64_t)(uintptr_t)w) | 1;
@@ -118,15 +143,115 @@ struct lg_wsc *lg_ws_new(int client, lg_ws_send_fn send, lg_ws_msg_fn on_msg, vo
     return w;
 }
 
+/* Header length of a frame whose first <n> (>= 2) header bytes are <h>. */
+static unsigned hdr_size(const uint8_t *h)
+{
+    unsigned len7 = h[1] & 0x7f;
+
+    return 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((h[1] & 0x80) ? 4 : 0);
+}
+
+/* Payload length of the complete header <h>. */
+static uint64_t payload_size(const uint8_t *h)
+{
+    unsigned len7 = h[1] & 0x7f, i, n = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
+    uint64_t v = 0;
+
+    if (!n)
+        return len7;
+    for (i = 0; i < n; i++)
+        v = v << 8 | h[2 + i];
+    return v;
+}
+
+/* How many of the <n> bytes at <p> belong to frames before a close frame (all of them when
+ * none starts here); a close frame found sets w->in_close. */
+static size_t scan(struct lg_wsc *w, const uint8_t *p, size_t n)
+{
+    size_t i = 0, k;
+
+    while (i < n) {
+        if (w->hlen == 0 && w->skip == 0) {
+            if ((p[i] & 0x0f) == WSLAY_CONNECTION_CLOSE) {
+                w->in_close = 1;
+                break;
+            }
+        }
+        if (w->skip == 0) {
+            w->hdr[w->hlen++] = p[i++];
+            if (w->hlen >= 2 && w->hlen == hdr_size(w->hdr)) {
+                w->skip = payload_size(w->hdr);
+                w->hlen = 0;
+            }
+            continue;
+        }
+        k = n - i < w->skip ? n - i : (size_t)w->skip;
+        w->skip -= k;
+        i += k;
+    }
+    return i;
+}
+
+/* Gathers the close frame from the <n> bytes at <p>; once it is whole, answers it (its
+ * code and reason echoed, or 1002/1007 for a bad one) and stops reading. */
+static void take_close(struct lg_wsc *w, const uint8_t *p, size_t n)
+{
+    uint8_t *h = w->cbuf, *pl;
+    unsigned need, code = 0, i;
+    uint64_t len;
+
+    while (n && !w->close_rcvd) {
+        w->cbuf[w->clen++] = *p++;
+        n--;
+        if (w->clen < 2)
+            continue;
+        need = hdr_size(h);
+        len = payload_size(h);
+        if ((h[1] & 0x7f) > 125 || !(h[0] & 0x80) || (h[0] & 0x70) ||
+            ((h[1] & 0x80) != 0) == w->client) {
+            code = 1002;        /* too long, fragmented, reserved bits, masking wrong */
+        } else if (w->clen < need + len) {
+            continue;
+        } else {
+            pl = h + need;
+            if (h[1] & 0x80)
+                for (i = 0; i < len; i++)
+                    pl[i] ^= h[need - 4 + i % 4];
+            code = len == 0 ? 0 : len == 1 ? 1002 : (unsigned)pl[0] << 8 | pl[1];
+            if (len >= 2 && !cg_ws_close_code_is_valid(code))
+                code = 1002;
+            else if (len > 2 && !cg_utf8_is_valid(pl + 2, len - 2))
+                code = 1007;
+            else {
+                w->close_rcvd = 1;
+                w->reason_off = (uint8_t)(need + 2);
+                w->reason_len = (uint8_t)(len > 2 ? len - 2 : 0);
+                break;
+            }
+        }
+        w->close_rcvd = 2;      /* a protocol error */
+        break;
+    }
+    if (w->close_rcvd) {
+        w->close_code = (uint16_t)code;
+        w->close_due = 1;
+        wslay_event_shutdown_read(w->ctx);
+    }
+}
+
 int lg_wsc_feed(struct lg_wsc *w, const uint8_t *p, size_t len)
 {
+    size_t pass;
     int err;
 
+    if (w->close_rcvd)
+        return w->close_rcvd == 1 ? UV_EOF : UV_EPROTO;
     if (!wslay_event_get_read_enabled(w->ctx))
         return wslay_event_get_close_received(w->ctx) ? UV_EOF : UV_EPROTO;
+    pass = w->in_close ? 0 : scan(w, p, len);
     w->in = p;
-    w->inlen = len;
-    err = wslay_event_recv(w->ctx);
+    w->inlen = pass;
+    err = pass ? wslay_event_recv(w->ctx) : 0;
     w->in = NULL;
     w->inlen = 0;
     if (err == WSLAY_ERR_NOMEM)
@@ -135,6 +260,11 @@ int lg_wsc_feed(struct lg_wsc *w, const uint8_t *p, size_t len)
         return UV_EPROTO;
     if (!wslay_event_get_read_enabled(w->ctx))
         return wslay_event_get_close_received(w->ctx) ? UV_EOF : UV_EPROTO;
+    if (w->in_close) {
+        take_close(w, p + pass, len - pass);
+        if (w->close_rcvd)
+            return w->close_rcvd == 1 ? UV_EOF : UV_EPROTO;
+    }
     return 0;
 }
 
@@ -157,9 +287,15 @@ int lg_wsc_flush(struct lg_wsc *w)
 {
     int err;
 
-    if (!wslay_event_want_write(w->ctx))
+    if (!wslay_event_want_write(w->ctx) && !w->close_due)
         return 0;
     err = wslay_event_send(w->ctx);
+    if (err == 0 && w->close_due && wslay_event_get_queued_msg_count(w->ctx) == 0) {
+        w->close_due = 0;
+        wslay_event_queue_close(w->ctx, w->close_code,
+                                w->reason_len ? w->cbuf + w->reason_off : NULL, w->reason_len);
+        err = wslay_event_send(w->ctx);
+    }
     if (err == 0)
         return 0;
     if (w->send_err < 0)
@@ -171,14 +307,14 @@ void lg_wsc_close(struct lg_wsc *w, uint16_t code)
 {
     if (!w)
         return;
-    if (!wslay_event_get_close_sent(w->ctx))
+    if (!wslay_event_get_close_sent(w->ctx) && !w->close_due)
         wslay_event_queue_close(w->ctx, code, NULL, 0);
     lg_wsc_flush(w);
 }
 
 int lg_wsc_is_done(const struct lg_wsc *w)
 {
-    return !wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx);
+    return !wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx) && !w->close_due;
 }
 
 void lg_wsc_free(struct lg_wsc *w)
@@ -282,7 +418,7 @@ int lg_wsc_handshake(struct coro_stream *st, const struct lg_run_cfg *cfg, int64
     cg_handshake_init(hs, CG_HS_RESPONSE, NULL);
     err = read_head(st, hs, timeout_ms, &last);
     if (err == 1)
-        err = cg_handshake_check_response(hs, key, NULL) == 0 ? 0 : UV_EPROTO;
+        err = cg_handshake_check_response(hs, key, NULL, NULL) == 0 ? 0 : UV_EPROTO;
     else if (err != UV_ETIMEDOUT && err != UV_ECANCELED && err != UV_ENOMEM)
         err = UV_EPROTO;          /* a bad head, or the server closed on us */
     if (err == 0 && hs->tail > 0) {
@@ -330,7 +466,7 @@ int lg_wss_accept(struct coro_stream *st, int64_t timeout_ms, struct coro_buf **
     if (status)
         n = cg_http_response(status, NULL, resp->data, resp->cap);
     else
-        n = cg_handshake_accept_response(hs, NULL, NULL, resp->data, resp->cap);
+        n = cg_handshake_accept_response(hs, NULL, NULL, NULL, resp->data, resp->cap);
     if (n < 0) {
         coro_buf_put(st->sched, resp);
         err = UV_E2BIG;

@@ -988,6 +988,46 @@ END_TEST
 
 /* ------------------------------------------------------------------ suite */
 
+/* max_connection_lifetime: a busy connection is closed too, once over its lifetime, after
+ * what it relayed has been written; each byte sent before is echoed. */
+START_TEST(test_lifetime)
+{
+    struct th_echo *e = th_echo_new(0);
+    struct th_daemon *d;
+    char servers[64], c, *json;
+    int port, fd, i, err = -ETIMEDOUT;
+    ssize_t n;
+
+    ck_assert_msg(e != NULL, "echo server: %s", strerror(errno));
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", th_echo_port(e));
+    d = gw_start(&(struct gw){ .workers = 2, .servers = servers,
+                               .listener = "max_connection_lifetime = 200ms\n"
+                                           "lifetime_jitter = 0" },
+                 &port);
+    settle(d, e, NULL, 1);
+    fd = th_connect(port, IO_MS);
+    TH_ASSERT(d, fd >= 0, "connect: %s", strerr(fd));
+    for (i = 0; i < 500 && err == -ETIMEDOUT; i++) {
+        c = (char)('a' + i % 26);
+        if (th_send_all(fd, &c, 1) != 1)
+            break;
+        n = th_recv_n(fd, &c, 1);
+        if (n == 1)
+            TH_ASSERT(d, c == 'a' + i % 26, "byte %d: got %c", i, c);
+        else
+            break;
+        err = th_wait_closed(fd, 20);
+    }
+    TH_ASSERT(d, i < 500, "a busy connection outlived max_connection_lifetime");
+    close(fd);
+    json = gw_stats(port, "show stats\n");
+    TH_ASSERT(d, json_num(json, "lifetime_closes") == 1, "lifetime_closes: %s", json);
+    free(json);
+    gw_stop_clean(d);
+    th_echo_free(e);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *test)
 {
     TCase *tc = tcase_create(name);
@@ -1011,6 +1051,7 @@ Suite *gateway_suite(void)
     add(s, "source_addresses", test_source_addresses);
     add(s, "connect_timeout", test_connect_timeout);
     add(s, "idle_timeout", test_idle_timeout);
+    add(s, "lifetime", test_lifetime);
     add(s, "emfile", test_emfile);
     add(s, "emfile_not_the_servers_fault", test_emfile_not_the_servers_fault);
     add(s, "config_errors", test_config_errors);

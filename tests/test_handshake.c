@@ -389,7 +389,8 @@ static const char good_resp[] =
     "Sec-WebSocket-Protocol: chat\r\n"
     "\r\n";
 
-static int check_resp(const char *text, const char *offered, int bytewise, uint32_t *tail)
+static int check_resp_ext(const char *text, const char *offered, const char *offered_ext,
+                          int bytewise, uint32_t *tail)
 {
     struct cg_handshake hs;
     int rc;
@@ -399,12 +400,75 @@ static int check_resp(const char *text, const char *offered, int bytewise, uint3
     if (tail)
         *tail = hs.tail;
     if (rc == 1)
-        rc = cg_handshake_check_response(&hs, "dGhlIHNhbXBsZSBub25jZQ==", offered);
+        rc = cg_handshake_check_response(&hs, "dGhlIHNhbXBsZSBub25jZQ==", offered, offered_ext);
     if (rc < 0)
         ck_assert_ptr_nonnull(hs.error);
     cg_handshake_deinit(&hs);
     return rc;
 }
+
+static int check_resp(const char *text, const char *offered, int bytewise, uint32_t *tail)
+{
+    return check_resp_ext(text, offered, NULL, bytewise, tail);
+}
+
+/* A 101 answering with Sec-WebSocket-Extensions: <ext>, checked against <offered>. */
+static int check_ext(const char *ext, const char *offered)
+{
+    char buf[512];
+
+    snprintf(buf, sizeof(buf), "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+             "Sec-WebSocket-Extensions: %s\r\n\r\n", ext);
+    return check_resp_ext(buf, NULL, offered, 0, NULL);
+}
+
+/* permessage-deflate (RFC 7692) passes through: only its offers go to the backend, and
+ * only an answer the RFC allows for them comes back. */
+START_TEST(test_handshake_deflate)
+{
+    const char *chromium = "permessage-deflate; client_max_window_bits";
+    char out[256];
+
+    ck_assert_int_eq(cg_ws_deflate_offer("x-webkit-deflate-frame, permessage-deflate; "
+                                         "client_max_window_bits, foo; bar=1, "
+                                         "Permessage-Deflate ; server_no_context_takeover",
+                                         out, sizeof(out)), 91);
+    ck_assert_str_eq(out, "permessage-deflate; client_max_window_bits, "
+                          "Permessage-Deflate ; server_no_context_takeover");
+    ck_assert_int_eq(cg_ws_deflate_offer("foo, bar", out, sizeof(out)), 0);
+    ck_assert_str_eq(out, "");
+    ck_assert_int_eq(cg_ws_deflate_offer(NULL, out, sizeof(out)), 0);
+    ck_assert_int_eq(cg_ws_deflate_offer("permessage-deflate-x, xpermessage-deflate", out,
+                                         sizeof(out)), 0);
+    ck_assert_int_eq(cg_ws_deflate_offer(chromium, out, 10), -ENOSPC);
+
+    ck_assert_int_eq(check_ext("permessage-deflate", chromium), 0);
+    ck_assert_int_eq(check_ext("permessage-deflate; client_max_window_bits=15", chromium), 0);
+    ck_assert_int_eq(check_ext("permessage-deflate; server_no_context_takeover; "
+                               "client_no_context_takeover; server_max_window_bits=\"10\"",
+                               chromium), 0);
+    /* not offered at all, or not allowed for this offer */
+    ck_assert_int_eq(check_ext("permessage-deflate", NULL), -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate; client_max_window_bits=10",
+                               "permessage-deflate"), -EPROTO);
+    /* malformed answers */
+    ck_assert_int_eq(check_ext("x-webkit-deflate-frame", chromium), -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate, permessage-deflate", chromium), -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate; server_max_window_bits=16", chromium),
+                     -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate; server_max_window_bits=7", chromium),
+                     -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate; server_max_window_bits", chromium),
+                     -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate; client_no_context_takeover=1", chromium),
+                     -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate; server_no_context_takeover; "
+                               "server_no_context_takeover", chromium), -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate; foo", chromium), -EPROTO);
+    ck_assert_int_eq(check_ext("permessage-deflate;", chromium), -EPROTO);
+}
+END_TEST
 
 START_TEST(test_handshake_response)
 {
@@ -459,7 +523,7 @@ START_TEST(test_handshake_backend_request)
         "X-Request-Id: abc-123\r\n"
         "\r\n";
     struct cg_hs_forward f = { "2001:db8::1", "http", "abc-123", "AAAAAAAAAAAAAAAAAAAAAA==",
-                               NULL, NULL };
+                               NULL, NULL, NULL };
     char *req = variant("GET /chat HTTP/1.1\r\n", "GET /chat?room=1 HTTP/1.1\r\n"
                         "X-Forwarded-For: 192.0.2.9\r\nForwarded: for=192.0.2.9\r\n");
     struct cg_handshake hs;
@@ -474,13 +538,13 @@ START_TEST(test_handshake_backend_request)
     ck_assert_str_eq(buf, want);
     ck_assert_int_eq(cg_handshake_backend_request(&hs, &f, buf, 100), -ENOSPC);
 
-    n = cg_handshake_accept_response(&hs, "chat", "abc-123", buf, sizeof(buf));
+    n = cg_handshake_accept_response(&hs, "chat", NULL, "abc-123", buf, sizeof(buf));
     ck_assert_int_gt(n, 0);
     ck_assert_str_eq(buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                           "Connection: Upgrade\r\n"
                           "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
                           "Sec-WebSocket-Protocol: chat\r\nX-Request-Id: abc-123\r\n\r\n");
-    n = cg_handshake_accept_response(&hs, NULL, NULL, buf, sizeof(buf));
+    n = cg_handshake_accept_response(&hs, NULL, NULL, NULL, buf, sizeof(buf));
     ck_assert_str_eq(buf, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                           "Connection: Upgrade\r\n"
                           "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
@@ -629,6 +693,7 @@ Suite *handshake_suite(void)
     tcase_add_loop_test(tc, test_handshake_hosts, 0,
                         (int)(sizeof(good_hosts) / sizeof(good_hosts[0])));
     tcase_add_test(tc, test_handshake_origins);
+    tcase_add_test(tc, test_handshake_deflate);
     tcase_add_loop_test(tc, test_handshake_health, 0, 2);
     tcase_add_loop_test(tc, test_handshake_limits, 0, 2);
     tcase_add_loop_test(tc, test_handshake_limit_edge, 0, 2);

@@ -180,7 +180,7 @@ START_TEST(test_ws_config_keys)
     ck_assert_uint_eq(l->max_header_size, 8192);
     ck_assert_uint_eq(l->max_headers, 64);
     ck_assert_uint_eq(l->max_request_line, 4096);
-    ck_assert_uint_eq(l->max_message_size, 1 << 20);
+    ck_assert_uint_eq(l->max_message_size, 64u << 20);
     ck_assert_uint_eq(l->keepalive_interval_ms, 30000);
     ck_assert_uint_eq(l->keepalive_timeout_ms, 10000);
     ck_assert_uint_eq(l->close_timeout_ms, 5000);

@@ -264,16 +264,17 @@ static const char upgrade_fmt[] =
 
 /* Opens a WebSocket on <path> and reads the 101 head (byte by byte: frames may follow).
  * Returns the descriptor. */
-static int raw_open(struct th_daemon *d, int port, const char *path, const char *extra)
+static int raw_open_head(struct th_daemon *d, int port, const char *path, const char *extra,
+                         char *head, size_t size)
 {
-    char req[1024], head[2048];
+    char req[1024];
     size_t n = 0;
     int fd = th_connect(port, IO_MS);
 
     TH_ASSERT(d, fd >= 0, "connect: %s", strerror(-fd));
     snprintf(req, sizeof(req), upgrade_fmt, path, extra ? extra : "");
     ck_assert_int_eq(th_send_all(fd, req, strlen(req)), (ssize_t)strlen(req));
-    while (n < sizeof(head) - 1 && (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4) != 0)) {
+    while (n < size - 1 && (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4) != 0)) {
         TH_ASSERT(d, th_recv_n(fd, head + n, 1) == 1, "no 101 (got %zu bytes)", n);
         n++;
     }
@@ -282,6 +283,13 @@ static int raw_open(struct th_daemon *d, int port, const char *path, const char 
     TH_ASSERT(d, strstr(head, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
               "answer: %s", head);
     return fd;
+}
+
+static int raw_open(struct th_daemon *d, int port, const char *path, const char *extra)
+{
+    char head[2048];
+
+    return raw_open_head(d, port, path, extra, head, sizeof(head));
 }
 
 /* Sends one frame; <mask> 1 masks it as a client must. */
@@ -317,9 +325,9 @@ static void frame_send(int fd, int fin, int rsv, int op, int mask, const void *d
     free(buf);
 }
 
-/* Receives one frame (servers never mask). Returns its payload length, or a negative
- * errno (-EPIPE at EOF). */
-static ssize_t frame_recv(int fd, int *op, uint8_t *buf, size_t cap)
+/* Receives one frame (servers never mask): its first header byte (FIN, RSV, opcode) in
+ * *<b0>. Returns its payload length, or a negative errno (-EPIPE at EOF). */
+static ssize_t frame_recv_b0(int fd, uint8_t *b0, uint8_t *buf, size_t cap)
 {
     uint8_t h[10];
     uint64_t n;
@@ -329,7 +337,7 @@ static ssize_t frame_recv(int fd, int *op, uint8_t *buf, size_t cap)
     r = th_recv_n(fd, h, 2);
     if (r != 2)
         return r < 0 ? r : -EPIPE;
-    *op = h[0] & 0x0f;
+    *b0 = h[0];
     n = h[1] & 0x7f;
     if (h[1] & 0x80)
         return -EPROTO;
@@ -346,6 +354,15 @@ static ssize_t frame_recv(int fd, int *op, uint8_t *buf, size_t cap)
     if (n && th_recv_n(fd, buf, n) != (ssize_t)n)
         return -EPIPE;
     return (ssize_t)n;
+}
+
+static ssize_t frame_recv(int fd, int *op, uint8_t *buf, size_t cap)
+{
+    uint8_t b0 = 0;
+    ssize_t n = frame_recv_b0(fd, &b0, buf, cap);
+
+    *op = b0 & 0x0f;
+    return n;
 }
 
 /* Reads frames until a close; returns its code (1005: none) and copies its reason. */
@@ -424,21 +441,21 @@ END_TEST
 
 /* The bundled backend, `corogate-loadgen serve --mode ws`, behind the daemon: the same
  * echo scenario through an independent client (python) and our own server. */
-START_TEST(test_ws_loadgen_backend)
+/* Starts `corogate-loadgen serve --mode ws` (the bundled echo backend) on a free port:
+ * returns the port, its pid in *<pid>. */
+static int loadgen_ws_start(pid_t *pid)
 {
-    char bin[TH_PATH_MAX], listen_at[64], srv[64];
-    struct th_daemon *d;
-    int bport, port, fd = -1;
+    char bin[TH_PATH_MAX], listen_at[64];
+    int bport, fd = -1;
     int64_t end;
-    pid_t pid;
 
     snprintf(bin, sizeof(bin), "%s/corogate-loadgen",
              getenv("CG_BUILD") ? getenv("CG_BUILD") : "build");
     bport = th_free_port();
     ck_assert_int_gt(bport, 0);
     snprintf(listen_at, sizeof(listen_at), "127.0.0.1:%d", bport);
-    pid = th_fork();
-    if (pid == 0) {
+    *pid = th_fork();
+    if (*pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         execl(bin, bin, "serve", "--mode", "ws", "--listen", listen_at, "--threads", "1",
               "--quiet", (char *)NULL);
@@ -457,11 +474,27 @@ START_TEST(test_ws_loadgen_backend)
     }
     ck_assert_msg(fd >= 0, "%s serve --mode ws does not accept on %s", bin, listen_at);
     close(fd);
+    return bport;
+}
+
+static void loadgen_ws_stop(pid_t pid)
+{
+    kill(pid, SIGTERM);
+    ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+}
+
+START_TEST(test_ws_loadgen_backend)
+{
+    char srv[64];
+    struct th_daemon *d;
+    int bport, port;
+    pid_t pid;
+
+    bport = loadgen_ws_start(&pid);
     d = ws_start(NULL, servers_at(bport, srv, sizeof(srv)), NULL, &port);
     client_run(d, port, "/echo", "echo", NULL);
     ws_stop_clean(d);
-    kill(pid, SIGTERM);
-    ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+    loadgen_ws_stop(pid);
 }
 END_TEST
 
@@ -1013,6 +1046,248 @@ START_TEST(test_ws_slow_reader)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ 5. strictness */
+
+/* Reads frames from <fd> until a close, into <ev>: "P<payload>" per pong, "D<len>" per data
+ * frame's payload (summed up per message: "D65536"), "C<code>" for the close. */
+static void events(struct th_daemon *d, int fd, char *ev, size_t size)
+{
+    static uint8_t buf[1 << 17];
+    size_t len = 0, msg = 0;
+    uint8_t b0;
+    ssize_t n;
+
+    ev[0] = '\0';
+    for (;;) {
+        n = frame_recv_b0(fd, &b0, buf, sizeof(buf));
+        TH_ASSERT(d, n >= 0, "after \"%s\": %s", ev, strerror((int)-n));
+        if ((b0 & 0x0f) == 0xa) {
+            len += (size_t)snprintf(ev + len, size - len, "P%.*s ", (int)n, (char *)buf);
+        } else if ((b0 & 0x0f) == 0x8) {
+            snprintf(ev + len, size - len, "C%d", n >= 2 ? buf[0] << 8 | buf[1] : 1005);
+            return;
+        } else if ((b0 & 0x0f) < 8) {
+            msg += (size_t)n;
+            if (b0 & 0x80) {
+                len += (size_t)snprintf(ev + len, size - len, "D%zu ", msg);
+                msg = 0;
+            }
+        }
+        TH_ASSERT(d, len < size - 16, "too many events: %s", ev);
+    }
+}
+
+/* Every ping gets its pong, in order and at once: ten in one write, and pings between
+ * the fragments of a message, answered before the message ends (RFC 6455 §5.4, §5.5.2). */
+START_TEST(test_ws_pings)
+{
+    static uint8_t kib[1024];
+    uint8_t b0, buf[256];
+    struct th_daemon *d;
+    char srv[64], ev[512], name[16];
+    int bport, port, fd, i;
+    pid_t pid;
+    ssize_t n;
+
+    memset(kib, 'k', sizeof(kib));
+    bport = loadgen_ws_start(&pid);
+    d = ws_start(NULL, servers_at(bport, srv, sizeof(srv)), NULL, &port);
+    fd = raw_open(d, port, "/", NULL);
+    for (i = 0; i < 10; i++) {
+        snprintf(name, sizeof(name), "%d", i);
+        frame_send(fd, 1, 0, 0x9, 1, name, strlen(name));
+    }
+    frame_send(fd, 1, 0, 0x8, 1, "\x03\xe8", 2);
+    events(d, fd, ev, sizeof(ev));
+    TH_ASSERT(d, strcmp(ev, "P0 P1 P2 P3 P4 P5 P6 P7 P8 P9 C1000") == 0, "got: %s", ev);
+    close(fd);
+
+    /* the first fragment and a ping: the pong comes before the message is finished */
+    fd = raw_open(d, port, "/", NULL);
+    frame_send(fd, 0, 0, 0x2, 1, kib, sizeof(kib));
+    frame_send(fd, 1, 0, 0x9, 1, "mid", 3);
+    n = frame_recv_b0(fd, &b0, buf, sizeof(buf));
+    TH_ASSERT(d, n == 3 && (b0 & 0x0f) == 0xa && memcmp(buf, "mid", 3) == 0,
+              "no pong while the message is open (%zd, 0x%02x)", n, b0);
+    /* 64 fragments of 1 KiB, a ping after every 16th, in one go */
+    for (i = 1; i < 64; i++) {
+        frame_send(fd, i == 63, 0, 0x0, 1, kib, sizeof(kib));
+        if (i % 16 == 15) {
+            snprintf(name, sizeof(name), "p%d", i);
+            frame_send(fd, 1, 0, 0x9, 1, name, strlen(name));
+        }
+    }
+    frame_send(fd, 1, 0, 0x8, 1, "\x03\xe8", 2);
+    events(d, fd, ev, sizeof(ev));
+    TH_ASSERT(d, strstr(ev, "Pp15 ") && strstr(ev, "Pp31 ") && strstr(ev, "Pp47 ") &&
+                 strstr(ev, "Pp63 ") && strstr(ev, "D65536 ") && strstr(ev, "C1000"),
+              "got: %s", ev);
+    close(fd);
+    ws_stop_clean(d);
+    loadgen_ws_stop(pid);
+}
+END_TEST
+
+/* Close codes registered after RFC 6455 (1012-1014) pass both ways; 1004-1006 and 1015
+ * never do. */
+START_TEST(test_ws_close_codes)
+{
+    static const int good[] = { 1000, 1001, 1003, 1007, 1011, 1012, 1013, 1014, 3000, 4999 };
+    static const int bad[] = { 0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000 };
+    struct th_daemon *d;
+    char srv[64], reason[64];
+    uint8_t c[5];
+    int bport, port, fd;
+    pid_t pid;
+    size_t i;
+
+    bport = loadgen_ws_start(&pid);
+    d = ws_start(NULL, servers_at(bport, srv, sizeof(srv)), NULL, &port);
+    for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        fd = raw_open(d, port, "/", NULL);
+        c[0] = (uint8_t)(good[i] >> 8);
+        c[1] = (uint8_t)good[i];
+        memcpy(c + 2, "bye", 3);
+        frame_send(fd, 1, 0, 0x8, 1, c, 5);
+        TH_ASSERT(d, close_recv(d, fd, reason, sizeof(reason)) == good[i] &&
+                     strcmp(reason, "bye") == 0, "close %d not echoed (%s)", good[i], reason);
+        close(fd);
+    }
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        fd = raw_open(d, port, "/", NULL);
+        c[0] = (uint8_t)(bad[i] >> 8);
+        c[1] = (uint8_t)bad[i];
+        frame_send(fd, 1, 0, 0x8, 1, c, 2);
+        expect_close(d, fd, 1002);
+    }
+    TH_ASSERT(d, metric(port, "corogate_websocket_closes_received_total",
+                        "reason=\"1012\"") == 1, "1012 not counted");
+    ws_stop_clean(d);
+    loadgen_ws_stop(pid);
+}
+END_TEST
+
+/* What a client sent before its violation is relayed, and the backend's answers to it come
+ * back before the 1002 (the bundled backend answers in order; Python's websockets answers
+ * a close before the echoes it still owes); a violation inside a long frame closes the
+ * backend with a close frame (1001), not a reset. */
+START_TEST(test_ws_fail_after_valid)
+{
+    static uint8_t big[60000];
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64], ev[256];
+    int port, fd, bport;
+    pid_t pid;
+
+    bport = loadgen_ws_start(&pid);
+    d = ws_start(NULL, servers_at(bport, srv, sizeof(srv)), NULL, &port);
+    fd = raw_open(d, port, "/", NULL);
+    {
+        /* one write: two messages, then a frame with RSV2 set */
+        uint8_t w[64];
+        size_t n = 0;
+
+        memcpy(w + n, "\x81\x85\0\0\0\0hello", 11);
+        n += 11;
+        memcpy(w + n, "\x82\x85\0\0\0\0world", 11);
+        n += 11;
+        memcpy(w + n, "\xa1\x81\0\0\0\0x", 7);
+        n += 7;
+        ck_assert_int_eq(th_send_all(fd, w, n), (ssize_t)n);
+    }
+    events(d, fd, ev, sizeof(ev));
+    TH_ASSERT(d, strcmp(ev, "D5 D5 C1002") == 0, "got: %s", ev);
+    close(fd);
+    ws_stop_clean(d);
+    loadgen_ws_stop(pid);
+
+    /* invalid UTF-8 in the middle of a 60 kB text frame */
+    backend_start(&be, NULL, NULL);
+    d = ws_start(NULL, servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    memset(big, 'a', sizeof(big));
+    big[30000] = 0xff;
+    fd = raw_open(d, port, "/", NULL);
+    frame_send(fd, 1, 0, 0x1, 1, big, sizeof(big));
+    expect_close(d, fd, 1007);
+    TH_ASSERT(d, backend_wait_log(&be, "close 1001 client protocol error"),
+              "the backend was not closed with a close frame");
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+/* permessage-deflate passes through (client and backend negotiate it, compressed frames
+ * cross as they are), or is stripped. */
+START_TEST(test_ws_deflate)
+{
+    static const uint8_t hello_z[] = { 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00 };
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64], head[2048];
+    uint8_t b0, buf[256];
+    long in;
+    ssize_t n;
+    int port, fd;
+
+    backend_start(&be, "--deflate", NULL);
+    d = ws_start(_i ? "permessage_deflate = strip" : NULL,
+                 servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    client_run(d, port, "/", "deflate", _i ? "off" : "on", NULL);
+    /* 12 messages of 4-64 kB crossed; compressed, a few hundred bytes each */
+    in = metric(port, "corogate_worker_received_bytes_total", NULL);
+    TH_ASSERT(d, _i ? in > 4 * 65536 : in < 65536, "%ld bytes from the client", in);
+
+    fd = raw_open_head(d, port, "/", "Sec-WebSocket-Extensions: permessage-deflate; "
+                       "client_max_window_bits, x-unknown\r\n", head, sizeof(head));
+    if (_i) {
+        TH_ASSERT(d, !strstr(head, "Sec-WebSocket-Extensions"), "answer: %s", head);
+        frame_send(fd, 1, 4, 0x1, 1, hello_z, sizeof(hello_z));     /* RSV1: not agreed */
+        expect_close(d, fd, 1002);
+    } else {
+        TH_ASSERT(d, strstr(head, "Sec-WebSocket-Extensions: permessage-deflate"),
+                  "answer: %s", head);
+        /* RFC 7692 §7.2.3.1's "Hello", compressed: the backend inflates and echoes it */
+        frame_send(fd, 1, 4, 0x1, 1, hello_z, sizeof(hello_z));
+        n = frame_recv_b0(fd, &b0, buf, sizeof(buf));
+        TH_ASSERT(d, n > 0 && b0 == 0xc1, "echo: %zd bytes, 0x%02x", n, b0);
+        /* RSV1 on a control frame or a continuation is still an error */
+        frame_send(fd, 1, 4, 0x9, 1, "x", 1);
+        expect_close(d, fd, 1002);
+    }
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
+/* max_connection_lifetime: a WebSocket connection gets a 1001 once it is over its own
+ * lifetime (the backend too). */
+START_TEST(test_ws_lifetime)
+{
+    struct backend be;
+    struct th_daemon *d;
+    char srv[64], reason[64];
+    int port, fd;
+
+    backend_start(&be, NULL, NULL);
+    d = ws_start("max_connection_lifetime = 300ms\nlifetime_jitter = 50%",
+                 servers_at(be.port, srv, sizeof(srv)), NULL, &port);
+    fd = raw_open(d, port, "/", NULL);
+    frame_send(fd, 1, 0, 0x1, 1, "hi", 2);
+    TH_ASSERT(d, close_recv(d, fd, reason, sizeof(reason)) == 1001 &&
+                 strcmp(reason, "connection lifetime") == 0, "close reason %s", reason);
+    frame_send(fd, 1, 0, 0x8, 1, "\x03\xe9", 2);
+    TH_ASSERT(d, th_wait_closed(fd, IO_MS) == 0, "the daemon kept the connection");
+    close(fd);
+    TH_ASSERT(d, backend_wait_log(&be, "close 1001 client connection lifetime"),
+              "backend not closed");
+    TH_ASSERT(d, metric(port, "corogate_worker_lifetime_closes_total", NULL) == 1,
+              "lifetime close not counted");
+    ws_stop_clean(d);
+    backend_stop(&be);
+}
+END_TEST
+
 Suite *ws_suite(void)
 {
     Suite *s = suite_create("ws");
@@ -1030,6 +1305,11 @@ Suite *ws_suite(void)
     tcase_add_test(relay, test_ws_tcp_bridge);
     tcase_add_test(relay, test_ws_drain);
     tcase_add_test(relay, test_ws_close_timeout);
+    tcase_add_test(relay, test_ws_pings);
+    tcase_add_test(relay, test_ws_close_codes);
+    tcase_add_test(relay, test_ws_fail_after_valid);
+    tcase_add_loop_test(relay, test_ws_deflate, 0, 2);
+    tcase_add_test(relay, test_ws_lifetime);
     suite_add_tcase(s, relay);
 
     th_tcase_add_fixtures(hs);

@@ -3,12 +3,14 @@
 
 Uses Debian's python3-websockets (10.x, legacy asyncio API). Run with /usr/bin/python3.
 
-  ws_peer.py backend [--subprotocols a,b] [--log FILE] [--refuse PATH=STATUS,...]
+  ws_peer.py backend [--subprotocols a,b] [--deflate] [--log FILE] [--refuse PATH=STATUS,...]
       An echo backend on 127.0.0.1 (port chosen by the kernel); prints "READY <port>" once
       listening. With --refuse, an upgrade to PATH is answered with STATUS instead (a
       working server that refuses a request, e.g. /denied=403, or fails it, /broken=500). Every message is echoed with its type, except text commands:
         cmd:headers            answers a JSON object: the request's path and headers
         cmd:subprotocol        answers the negotiated subprotocol ("" when none)
+        cmd:extensions         answers the negotiated extensions' names ("" when none;
+                               --deflate accepts permessage-deflate)
         cmd:close CODE REASON  closes with CODE and REASON
         cmd:flood N SIZE       sends N binary messages of SIZE bytes
         cmd:ping               pings the client side; answers "pong" once the pong came
@@ -40,9 +42,13 @@ async def backend_main(args):
     subprotocols = None
     logfile = None
     refuse = {}
+    opts = dict(OPTS)
     i = 0
     while i < len(args):
-        if args[i] == "--subprotocols":
+        if args[i] == "--deflate":
+            opts["compression"] = "deflate"
+            i += 1
+        elif args[i] == "--subprotocols":
             subprotocols = args[i + 1].split(",")
             i += 2
         elif args[i] == "--log":
@@ -68,6 +74,8 @@ async def backend_main(args):
                         await ws.send(json.dumps({"path": path, "headers": hdrs}))
                     elif cmd == "subprotocol":
                         await ws.send(ws.subprotocol or "")
+                    elif cmd == "extensions":
+                        await ws.send(",".join(e.name for e in ws.extensions))
                     elif cmd == "close":
                         await ws.close(int(words[1]), words[2] if len(words) > 2 else "")
                     elif cmd == "flood":
@@ -98,7 +106,7 @@ async def backend_main(args):
         return None
 
     async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=subprotocols,
-                                process_request=process_request, **OPTS) as server:
+                                process_request=process_request, **opts) as server:
         port = server.sockets[0].getsockname()[1]
         print("READY %d" % port, flush=True)
         await asyncio.Future()
@@ -293,6 +301,24 @@ async def sc_bridge(url, args):
             check(got == want, "bridged bytes differ (%d vs %d)" % (len(got), len(want)))
 
 
+async def sc_deflate(url, args):
+    """args[0] "on": permessage-deflate must be negotiated end to end (client and backend
+    agree), "off": by neither. Compressible messages echo intact either way."""
+    want = args[0] == "on"
+    opts = dict(OPTS, compression="deflate")
+    async with websockets.connect(url, **opts) as ws:
+        mine = ",".join(e.name for e in ws.extensions)
+        check(mine == ("permessage-deflate" if want else ""), "client extensions %r" % mine)
+        await ws.send("cmd:extensions")
+        theirs = await asyncio.wait_for(ws.recv(), 5)
+        check(theirs == mine, "backend extensions %r, client's %r" % (theirs, mine))
+        for i in range(4):
+            for msg in ["compress me %d " % i * 4000, bytes(65536), "é✓" * 1000]:
+                await ws.send(msg)
+                got = await asyncio.wait_for(ws.recv(), 5)
+                check(got == msg, "echo of a %d-byte message differs" % len(msg))
+
+
 async def sc_refused(url, args):
     try:
         async with websockets.connect(url, **OPTS):
@@ -309,7 +335,7 @@ SCENARIOS = {
     "too_big": sc_too_big, "rate_close": sc_rate_close, "rate_delay": sc_rate_delay,
     "ping": sc_ping, "keepalive": sc_keepalive, "close_client": sc_close_client,
     "close_backend": sc_close_backend, "idle": sc_idle, "bridge": sc_bridge,
-    "refused": sc_refused, "backend_abort": sc_backend_abort,
+    "refused": sc_refused, "backend_abort": sc_backend_abort, "deflate": sc_deflate,
 }
 
 

@@ -50,7 +50,8 @@ const char *cg_http_status_label(enum cg_ws_status_stat i)
 }
 
 static const char *const close_names[CG_WSC_N] = {
-    "1000", "1001", "1002", "1003", "1005", "1007", "1008", "1009", "1010", "1011", "1014",
+    "1000", "1001", "1002", "1003", "1005", "1007", "1008", "1009", "1010", "1011", "1012",
+    "1013", "1014",
     "other",
 };
 
@@ -67,6 +68,8 @@ enum cg_ws_close_stat cg_ws_close_index(unsigned code)
     case 1009: return CG_WSC_1009;
     case 1010: return CG_WSC_1010;
     case 1011: return CG_WSC_1011;
+    case 1012: return CG_WSC_1012;
+    case 1013: return CG_WSC_1013;
     case 1014: return CG_WSC_1014;
     default:   return CG_WSC_OTHER;
     }

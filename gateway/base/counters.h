@@ -48,7 +48,8 @@ enum cg_ws_status_stat {
 /* Close codes sent to or received from clients (cg_ws_close_index()). */
 enum cg_ws_close_stat {
     CG_WSC_1000, CG_WSC_1001, CG_WSC_1002, CG_WSC_1003, CG_WSC_1005 /* no code */,
-    CG_WSC_1007, CG_WSC_1008, CG_WSC_1009, CG_WSC_1010, CG_WSC_1011, CG_WSC_1014,
+    CG_WSC_1007, CG_WSC_1008, CG_WSC_1009, CG_WSC_1010, CG_WSC_1011, CG_WSC_1012,
+    CG_WSC_1013, CG_WSC_1014,
     CG_WSC_OTHER,
     CG_WSC_N,
 };
@@ -129,6 +130,7 @@ struct cg_worker_stats {
     _Atomic uint64_t connect_fails;
     _Atomic uint64_t upstream_local_errors; /* connects given up for a shortage of ours */
     _Atomic uint64_t idle_timeouts;
+    _Atomic uint64_t lifetime_closes;  /* closed at max_connection_lifetime */
     _Atomic uint64_t resets;           /* closed on a read/write error */
     _Atomic uint64_t bytes_in;         /* from clients */
     _Atomic uint64_t bytes_out;        /* to clients */

@@ -55,6 +55,14 @@ enum cg_rate_action {
 
 struct cg_route;
 
+/* permessage-deflate (RFC 7692) on websocket listeners: the client's offer goes to the
+ * backend and its answer back, compressed frames relay as they are (no compression state
+ * in the gateway); or offers are removed. */
+enum cg_deflate {
+    CG_DEFLATE_PASSTHROUGH,
+    CG_DEFLATE_STRIP,
+};
+
 enum cg_balance {
     CG_BALANCE_ROUNDROBIN,      /* weighted smooth round robin */
     CG_BALANCE_LEASTCONN,
@@ -216,6 +224,8 @@ struct cg_listener_conf {
     char             upstream_name[CG_CONF_NAME_MAX];
     size_t           upstream;                  /* index into cg_config.upstreams */
     uint64_t         idle_timeout_ms;           /* 0 = none */
+    uint64_t         max_lifetime_ms;           /* max_connection_lifetime; 0 = none */
+    unsigned int     lifetime_jitter;           /* percent of it taken off at random */
     unsigned int     backlog;
     /* mode = websocket only (conf/corogate.ini explains each) */
     enum cg_upstream_protocol upstream_protocol;
@@ -238,6 +248,7 @@ struct cg_listener_conf {
     uint64_t         byte_burst;                /* 0 = byte_rate */
     enum cg_rate_action rate_limit_action;
     uint64_t         high_water;                /* stop reading a side above this queue */
+    enum cg_deflate  permessage_deflate;        /* RFC 7692: passed through, or stripped */
     struct cg_adm_limits adm;                   /* own keys, else [admission]'s */
     struct cg_tls_conf tls;                     /* to the clients */
 };

@@ -961,6 +961,14 @@ static const struct key_desc gateway_keys[] = {
     { .name = "tls_handshake_timeout", .type = KEY_DURATION,                              \
       .offset = F(tls.handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN }
 
+static int set_lifetime_jitter(const struct keyctx *c, void *obj, const char *value)
+{
+    return set_percent(c, obj, &((struct cg_listener_conf *)obj)->lifetime_jitter, 0, 100,
+                       value);
+}
+
+static const char *const deflate_choices[] = { "passthrough", "strip", NULL };
+
 static const struct key_desc listener_keys[] = {
     { .name = "bind", .type = KEY_CUSTOM, .def = NULL, .set = set_bind },
     { .name = "mode", .type = KEY_ENUM, .offset = LS(mode), .def = "tcp",
@@ -968,6 +976,9 @@ static const struct key_desc listener_keys[] = {
     { .name = "upstream", .type = KEY_CUSTOM, .def = NULL, .set = set_upstream_ref },
     { .name = "idle_timeout", .type = KEY_DURATION, .offset = LS(idle_timeout_ms),
       .def = "300s", .min = 0, .max = 7 * 24 * HOUR },
+    { .name = "max_connection_lifetime", .type = KEY_DURATION, .offset = LS(max_lifetime_ms),
+      .def = "0", .min = 0, .max = 365 * 24 * HOUR },
+    { .name = "lifetime_jitter", .type = KEY_CUSTOM, .def = "10%", .set = set_lifetime_jitter },
     { .name = "backlog", .type = KEY_UINT, .offset = LS(backlog), .def = "511",
       .min = 1, .max = 65535 },
     /* mode = websocket */
@@ -987,7 +998,7 @@ static const struct key_desc listener_keys[] = {
     { .name = "upstream_handshake_timeout", .type = KEY_DURATION,
       .offset = LS(upstream_handshake_timeout_ms), .def = "10s", .min = 1, .max = 5 * MIN },
     { .name = "max_message_size", .type = KEY_SIZE, .offset = LS(max_message_size),
-      .def = "1m", .min = 125, .max = 1ull << 30 },
+      .def = "64m", .min = 125, .max = 1ull << 30 },
     { .name = "keepalive_interval", .type = KEY_DURATION,
       .offset = LS(keepalive_interval_ms), .def = "30s", .min = 0, .max = 24 * HOUR },
     { .name = "keepalive_timeout", .type = KEY_DURATION, .offset = LS(keepalive_timeout_ms),
@@ -1006,6 +1017,8 @@ static const struct key_desc listener_keys[] = {
       .def = "delay", .choices = rate_action_choices },
     { .name = "high_water", .type = KEY_SIZE, .offset = LS(high_water), .def = "64k",
       .min = 4096, .max = 1ull << 30 },
+    { .name = "permessage_deflate", .type = KEY_ENUM, .offset = LS(permessage_deflate),
+      .def = "passthrough", .choices = deflate_choices },
     ADM_LIMIT_KEYS(LA, "admission"),
     TLS_KEYS(LS),
     { .name = "tls_alpn", .type = KEY_CUSTOM, .def = "", .set = set_tls_alpn },
@@ -1046,6 +1059,7 @@ _Static_assert(sizeof(enum cg_listener_mode) == sizeof(int), "KEY_ENUM writes an
 _Static_assert(sizeof(enum cg_balance) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_upstream_protocol) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_rate_action) == sizeof(int), "KEY_ENUM writes an int");
+_Static_assert(sizeof(enum cg_deflate) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_reject_how) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(CG_ROUTE_NAME_MAX == CG_CONF_NAME_MAX, "route upstream names are section names");
 

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/rand.h"
 #include "common/tls.h"
 #include "coro/io.h"
 #include "coro/list.h"
@@ -82,6 +83,17 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
     return 0;
 }
 
+uint64_t cg_conn_deadline(const struct cg_listener_conf *lc, uint64_t now_ms)
+{
+    uint64_t life = lc->max_lifetime_ms, span = life / 100 * lc->lifetime_jitter +
+                                                life % 100 * lc->lifetime_jitter / 100;
+
+    if (!life)
+        return 0;
+    life -= cg_rand_below(span + 1);
+    return now_ms + (life ? life : 1);
+}
+
 void cg_conn_closing(struct cg_conn *c, enum cg_close_reason reason)
 {
     if (c->reason == CG_CLOSE_NONE)
@@ -92,7 +104,7 @@ const char *cg_close_reason_name(int reason)
 {
     static const char *const names[CG_CLOSE_N] = {
         "none", "done", "client", "server", "idle", "handshake", "protocol", "no_server",
-        "upstream", "local", "stopped", "error", "tls",
+        "upstream", "local", "stopped", "error", "tls", "lifetime",
     };
 
     return reason >= 0 && reason < CG_CLOSE_N ? names[reason] : "?";

@@ -31,6 +31,7 @@ enum cg_close_reason {
     CG_CLOSE_STOPPED,           /* drain or stop */
     CG_CLOSE_ERROR,             /* a read or write error */
     CG_CLOSE_TLS,               /* the client's TLS handshake failed */
+    CG_CLOSE_LIFETIME,          /* max_connection_lifetime */
     CG_CLOSE_N,
 };
 
@@ -75,6 +76,12 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up);
  * one), when its server is in <old> and <g> has it too, so that leastconn and
  * max_connections_per_server count it there. Worker thread. */
 void cg_conn_move_server(struct cg_conn *c, struct cg_gen *old, struct cg_gen *g);
+
+/* When a connection of <lc> relaying from <now_ms> on must end: max_connection_lifetime
+ * less a random part of up to lifetime_jitter of it (connections opened together, after a
+ * scale-out or a restart, then end spread out, and reconnect spread over the servers); 0
+ * when the listener sets no lifetime. */
+uint64_t cg_conn_deadline(const struct cg_listener_conf *lc, uint64_t now_ms);
 
 /* Records why <c> ends, unless a reason is recorded already. */
 void cg_conn_closing(struct cg_conn *c, enum cg_close_reason reason);

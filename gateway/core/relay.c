@@ -61,16 +61,20 @@ static int pump(struct cg_conn *c, int dir, int *open)
     return err < 0 ? err : 1;
 }
 
-/* Relays until both directions are closed (0), the idle timeout (UV_ETIMEDOUT), a stop
- * (UV_ECANCELED) or an error on either side. */
+/* Relays until both directions are closed (0), the idle timeout (UV_ETIMEDOUT), the
+ * connection's lifetime (1), a stop (UV_ECANCELED) or an error on either side. */
 static int relay(struct cg_conn *c)
 {
-    uint64_t idle = c->lc->idle_timeout_ms;
+    uv_loop_t *loop = coro_sched_loop(c->w->sched);
+    uint64_t idle = c->lc->idle_timeout_ms, end = cg_conn_deadline(c->lc, uv_now(loop)), now;
+    int64_t wait;
     int open = TO_UP | TO_CLIENT, err, a, b;
 
     coro_stream_watch(&c->client, c->co);
     coro_stream_watch(&c->up, c->co);
     for (;;) {
+        if (end && uv_now(loop) >= end)
+            return 1;           /* what was read is queued to its peer: flushed after */
         a = pump(c, TO_UP, &open);
         b = pump(c, TO_CLIENT, &open);
         if (a < 0)
@@ -84,7 +88,17 @@ static int relay(struct cg_conn *c)
         if ((a || b) && (((open & TO_UP) && coro_stream_readable(&c->client)) ||
                          ((open & TO_CLIENT) && coro_stream_readable(&c->up))))
             continue;
-        err = coro_park("relay", idle ? (int64_t)idle : CORO_FOREVER);
+        wait = idle ? (int64_t)idle : CORO_FOREVER;
+        if (end) {
+            now = uv_now(loop);
+            if (now >= end)
+                return 1;
+            if (wait == CORO_FOREVER || end - now < (uint64_t)wait)
+                wait = (int64_t)(end - now);
+        }
+        err = coro_park("relay", wait);
+        if (err == UV_ETIMEDOUT && end && uv_now(loop) >= end)
+            return 1;
         if (err < 0)
             return err;
     }
@@ -107,7 +121,13 @@ void cg_tcp_session(void *arg)
         goto out;
     }
     err = relay(c);
-    if (err == 0) {
+    if (err == 1) {
+        /* max_connection_lifetime: what was relayed reaches its peer, then both close. */
+        cg_conn_closing(c, CG_CLOSE_LIFETIME);
+        CG_STAT_ADD(w->stats.lifetime_closes, 1);
+        coro_flush(&c->client, FLUSH_TIMEOUT_MS);
+        coro_flush(&c->up, FLUSH_TIMEOUT_MS);
+    } else if (err == 0) {
         /* Both sides sent EOF: let the last bytes and the shutdowns go out first. */
         cg_conn_closing(c, CG_CLOSE_DONE);
         coro_flush(&c->client, FLUSH_TIMEOUT_MS);

@@ -34,9 +34,7 @@ struct work {
     struct side            *x;          /* the side holding it */
     struct work            *next;       /* in the worker's spares */
     uint8_t                 ctl[125];   /* payload of the control frame being received */
-    uint8_t                 pong[125];  /* payload of the pong that is due */
     uint8_t                 ctl_len;
-    uint8_t                 pong_len;
 };
 
 struct sess;
@@ -64,12 +62,13 @@ struct side {
     uint8_t              in_frame;  /* a frame is being received */
     uint8_t              in_op;
     uint8_t              in_fin;
+    uint8_t              in_rsv;    /* its RSV bits (RSV1: a compressed message begins) */
     uint8_t              fwd;       /* the frame being received is forwarded */
+    uint8_t              piece_sent;/* a piece of it was forwarded already (forward()) */
     uint8_t              msg_op;    /* opcode of the message in progress; 0 = none */
+    uint8_t              msg_z;     /* ... compressed (permessage-deflate): not UTF-8 checked */
     uint8_t              utf8;      /* validator state of a text message */
-    uint8_t              out_busy;  /* a forwarded frame is half written to this side */
     uint8_t              input;     /* enum input_mode */
-    uint8_t              pong_due;
     uint8_t              ping_due;
     uint8_t              close_due;
     uint8_t              close_sent;
@@ -96,8 +95,19 @@ struct sess {
     uint64_t                       ping_at;      /* our ping went out; 0 = none waiting */
     uint64_t                       close_at;     /* close_timeout expires; 0 = open */
     uint64_t                       rate_until;   /* client reads paused until then */
+    uint64_t                       expire_at;    /* max_connection_lifetime; 0 = none */
     unsigned                       cancels;
     uint8_t                        rate_noted;   /* this pause was counted */
+    uint8_t                        deflate;      /* permessage-deflate negotiated end to end */
+    uint8_t                        fail;         /* the client broke the protocol: enum fail */
+};
+
+/* A client's protocol violation, whose close waits until the backend has answered ours, so
+ * that what the client sent before it (and the backend's answers) still reach it. */
+enum fail {
+    FAIL_NONE = 0,
+    FAIL_PROTOCOL,      /* close 1002 */
+    FAIL_UTF8,          /* close 1007 */
 };
 
 /* A side's session, other side and stream follow from which side it is: three pointers
@@ -138,6 +148,7 @@ struct hsblock {
     char                key[CG_WS_KEY_LEN + 1];         /* ours, for the backend */
     char                request_id[REQUEST_ID_MAX + 1];
     char                addr[64];                       /* the client's IP address */
+    char                ext[512];   /* the client's permessage-deflate offers, for the backend */
     char                head[1024];                     /* our 101 */
     char                arena[HS_ARENA];                /* the heads' strings */
 };

@@ -163,6 +163,7 @@ static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *bla
     struct cg_hs_forward f = {
         .client_addr = hb->addr, .proto = lc->tls.on ? "https" : "http",
         .request_id = hb->request_id, .key = hb->key,
+        .extensions = hb->ext[0] ? hb->ext : NULL,
         .cert_subject = c->peer_cert,
         .cert_sha256 = c->peer_cert ? c->peer_cert + strlen(c->peer_cert) + 1 : NULL,
     };
@@ -200,7 +201,8 @@ static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *bla
     }
     if (err == 0)
         err = cg_handshake_check_response(&hb->resp, hb->key,
-                                          cg_handshake_get(&hb->req, CG_HS_PROTOCOL));
+                                          cg_handshake_get(&hb->req, CG_HS_PROTOCOL),
+                                          hb->ext[0] ? hb->ext : NULL);
     if (err == 0) {
         *blame = BLAME_NONE;
         return 0;
@@ -236,7 +238,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     const struct cg_route *rt;
     struct cg_upstream *up;
     uint64_t t0 = uv_hrtime();
-    const char *host, *path;
+    const char *host, *path, *ext;
     size_t plen;
     int err, n;
 
@@ -286,6 +288,13 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     }
     c->up.wq_high = (uint32_t)lc->high_water;
     prepare_forward(s, hb);
+    /* permessage-deflate end to end: the client's offers go to the backend, whose answer
+     * (checked against them) goes to the client; frames relay compressed. Other
+     * extensions never pass, nor any to a plain TCP backend. */
+    if (!s->be.raw && lc->permessage_deflate == CG_DEFLATE_PASSTHROUGH &&
+        cg_ws_deflate_offer(cg_handshake_get(&hb->req, CG_HS_EXTENSIONS), hb->ext,
+                            sizeof(hb->ext)) < 0)
+        hb->ext[0] = '\0';           /* offers too long to pass on: none */
     if (!s->be.raw) {
         enum blame blame;
 
@@ -298,8 +307,10 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
             goto out;
         }
     }
+    ext = s->be.raw ? NULL : cg_handshake_get(&hb->resp, CG_HS_EXTENSIONS);
+    s->deflate = ext && *ext;       /* checked: it can only be permessage-deflate */
     n = cg_handshake_accept_response(&hb->req, s->be.raw ? NULL
-                                     : cg_handshake_get(&hb->resp, CG_HS_PROTOCOL),
+                                     : cg_handshake_get(&hb->resp, CG_HS_PROTOCOL), ext,
                                      hb->request_id, hb->head, sizeof(hb->head));
     if (n < 0 || coro_write_copy(&c->client, hb->head, (size_t)n, WRITE_TIMEOUT_MS) < 0)
         goto out;

@@ -54,18 +54,11 @@
 #include "config/route.h"
 #include "guard/tokenbucket.h"
 #include "common/utf8.h"
+#include "common/ws-close.h"
 #include "core/worker.h"
 #include "proto/refusal.h"
 #include "proto/ws.h"
 #include "proto/ws-int.h"
-
-/* ------------------------------------------------------------------ labels */
-
-int cg_ws_close_code_is_valid(unsigned code)
-{
-    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
-           (code >= 3000 && code <= 4999);
-}
 
 /* ------------------------------------------------------------------ output */
 
@@ -268,7 +261,7 @@ static struct work *work_of(struct side *x)
     }
     wk->x = x;
     wk->next = NULL;
-    wk->ctl_len = wk->pong_len = 0;
+    wk->ctl_len = 0;
     x->wk = wk;
     return wk;
 }
@@ -317,8 +310,8 @@ static void spares_free(void)
  * nothing buffered in wslay, nothing due. */
 static int trimmable(const struct side *x)
 {
-    return x->wk && !x->in && !x->in_frame && !x->out_busy && !x->pong_due && !x->ping_due &&
-           !x->close_due && x->given == x->next_hdr;
+    return x->wk && !x->in && !x->in_frame && !x->ping_due && !x->close_due &&
+           x->given == x->next_hdr;
 }
 
 /* Gives back <x>'s frame context when it is trimmable (the relay is about to park). */
@@ -342,28 +335,33 @@ static void start_close(struct side *x, unsigned code, const char *reason);
  * unless <x> had sent its own. */
 static void side_gone(struct side *x)
 {
+    struct sess *s = sess_of(x);
     struct side *y = peer_of(x);
-    int half = x->in_frame && x->fwd && y->out_busy;
 
     if (x->gone)
         return;
     x->gone = 1;
     x->eof = 1;
     x->fwd = 0;
-    x->pong_due = x->ping_due = x->close_due = 0;
+    x->ping_due = x->close_due = 0;
     coro_buf_put(sched_of(x), x->in);
     x->in = NULL;
-    begin_closing(sess_of(x));
-    /* Gone without a close of its own: the peer learns with one. */
+    begin_closing(s);
+    /* Gone without a close of its own: the peer learns with one. A plain TCP backend that
+     * closed cleanly ended the conversation (1000); one that failed, or a WebSocket backend
+     * that vanished without a close, is a bad gateway (1014). */
     if (!x->close_rcvd) {
-        if (y->client)
-            start_close(y, x->raw ? 1000 : 1014, x->raw ? "upstream closed"
-                                                        : "upstream went away");
-        else
+        if (y->client) {
+            cg_conn_closing(s->c, CG_CLOSE_SERVER);
+            if (x->raw && x->rerr == UV_EOF)
+                start_close(y, 1000, "upstream closed");
+            else
+                start_close(y, 1014, "upstream went away");
+        } else {
+            cg_conn_closing(s->c, CG_CLOSE_CLIENT);
             start_close(y, 1001, "client went away");
+        }
     }
-    if (half)
-        side_gone(y);       /* the frame <x> was forwarding to <y> can never end */
 }
 
 static void send_control(struct side *x, uint8_t op, const uint8_t *data, size_t len)
@@ -396,7 +394,7 @@ static void send_close(struct side *x, unsigned code, const void *reason, size_t
         n = 2 + len;
     }
     x->close_due = 0;
-    x->pong_due = x->ping_due = 0;
+    x->ping_due = 0;
     send_control(x, WSLAY_CONNECTION_CLOSE, buf, n);
     x->close_sent = 1;
     if (x->client)
@@ -408,9 +406,16 @@ static void send_close(struct side *x, unsigned code, const void *reason, size_t
  * boundary, else when it gets there. A raw backend is shut down instead. */
 static void start_close(struct side *x, unsigned code, const char *reason)
 {
-    begin_closing(sess_of(x));
+    struct sess *s = sess_of(x);
+
+    begin_closing(s);
     if (x->gone || x->close_sent || x->close_due)
         return;
+    if (x->client && s->fail) {
+        /* The client broke the protocol: whatever else ends the session, it hears that. */
+        code = s->fail == FAIL_UTF8 ? 1007 : 1002;
+        reason = s->fail == FAIL_UTF8 ? "invalid UTF-8" : "protocol error";
+    }
     if (x->raw) {
         flush_out(x);
         if (!x->gone && !x->shut) {
@@ -432,18 +437,28 @@ static void close_both(struct sess *s, unsigned client_code, const char *client_
     start_close(&s->be, backend_code, backend_reason);
 }
 
-/* Sends what is due on <x> once it is at a frame boundary. */
+/* Out of memory for <x>'s frame context after the upgrade: the session is shed as a
+ * server under load sheds one, 1013 "try again later" to the client and 1001 to the
+ * backend, as far as memory allows; what <x> still sends is read and dropped. */
+static void shed(struct side *x)
+{
+    struct sess *s = sess_of(x);
+
+    cg_conn_closing(s->c, CG_CLOSE_LOCAL);
+    x->input = IN_DRAIN;
+    x->fwd = 0;
+    close_both(s, 1013, "try again later", 1001, "gateway out of memory");
+}
+
+/* Sends our own control frames that became due during the pass (forwarded frames went
+ * out first: a close follows the data it ends). */
 static void send_due(struct side *x)
 {
     struct sess *s = sess_of(x);
 
-    if (x->raw || x->gone || x->out_busy)
+    if (x->raw || x->gone)
         return;
-    if (x->pong_due) {
-        x->pong_due = 0;
-        send_control(x, WSLAY_PONG, x->wk->pong, x->wk->pong_len);
-    }
-    if (x->ping_due && !x->gone) {
+    if (x->ping_due) {
         x->ping_due = 0;
         send_control(x, WSLAY_PING, (const uint8_t *)"corogate", 8);
         s->ping_at = s->now;
@@ -453,14 +468,20 @@ static void send_due(struct side *x)
                    x->close_reason ? strlen(x->close_reason) : 0);
 }
 
-/* A protocol violation by <x> of <kind>: 1002, or 1007 for UTF-8. */
+/* A protocol violation by <x> of <kind>: 1002, or 1007 for UTF-8 (RFC 6455 §7.1.7: we fail
+ * the connection and process nothing more it sends).
+ *
+ * A client's violation closes the backend side first (1001): what the client sent before
+ * the violation was forwarded, and the backend's answers to it, until its close, still go
+ * to the client; then the client gets its 1002 or 1007 (start_close(), at the backend's
+ * close, or its end, or close_timeout). A backend's violation gets the client a 1014. */
 static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
 {
     struct sess *s = sess_of(x);
     struct side *y = peer_of(x);
     unsigned code = kind == CG_WSP_UTF8 ? 1007 : 1002;
-    int half = x->in_frame && x->fwd && y->out_busy;
 
+    cg_conn_closing(s->c, x->client ? CG_CLOSE_PROTOCOL : CG_CLOSE_SERVER);
     if (x->client)
         CG_STAT_ADD(s->c->w->stats.ws_proto_errors[kind], 1);
     else
@@ -469,14 +490,16 @@ static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
              cg_ws_proto_name(kind), code);
     x->input = framing ? IN_DRAIN : IN_DISCARD;
     x->fwd = 0;
-    if (x->client)
-        close_both(s, code, kind == CG_WSP_UTF8 ? "invalid UTF-8" : "protocol error",
-                   1001, "client protocol error");
-    else
+    if (x->client) {
+        if (!s->fail)
+            s->fail = kind == CG_WSP_UTF8 ? FAIL_UTF8 : FAIL_PROTOCOL;
+        start_close(y, 1001, "client protocol error");
+        if (y->gone || y->close_rcvd || y->eof)
+            start_close(x, code, NULL);         /* no answer to wait for */
+    } else {
         close_both(s, 1014, "upstream protocol error",
                    code, kind == CG_WSP_UTF8 ? "invalid UTF-8" : "protocol error");
-    if (half)
-        side_gone(y);       /* the frame half forwarded can never end */
+    }
 }
 
 /* ------------------------------------------------------------------ receiving frames */
@@ -501,6 +524,7 @@ static int rate_limit(struct sess *s, uint64_t len, int first)
         if ((!first || cg_tb_take(&r->msgs, 1, s->now)) && cg_tb_take(&r->bytes, len, s->now))
             return 0;
         CG_STAT_ADD(s->c->w->stats.ws_rate_limited, 1);
+        cg_conn_closing(s->c, CG_CLOSE_PROTOCOL);
         s->cl.input = IN_DISCARD;
         s->cl.fwd = 0;
         close_both(s, 1008, "message rate limit", 1001, "client over its rate limit");
@@ -544,9 +568,11 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
     x->in_frame = 1;
     x->in_op = op;
     x->in_fin = io->fin;
+    x->in_rsv = io->rsv;
     x->in_len = x->in_rem = io->payload_length;
     x->next_hdr += (uint64_t)hdr_len(io) + io->payload_length;
     x->fwd = 0;
+    x->piece_sent = 0;
     if (x->client) {
         s->last_rx = s->now;
         s->ping_at = 0;         /* any frame shows the client is alive */
@@ -559,7 +585,11 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
         return violation(x, CG_WSP_UNMASKED, 0), -1;
     if (!x->client && io->mask)
         return violation(x, CG_WSP_UNMASKED, 0), -1;
-    if (io->rsv)
+    /* RSV1 marks a compressed message when permessage-deflate was negotiated (RFC 7692
+     * §6): on the first frame of a data message only. No other bit has a meaning. */
+    if ((io->rsv & ~WSLAY_RSV1_BIT) ||
+        ((io->rsv & WSLAY_RSV1_BIT) && (!s->deflate || op == WSLAY_CONTINUATION_FRAME ||
+                                        op >= 8)))
         return violation(x, CG_WSP_RSV, 0), -1;
     if (op > WSLAY_BINARY_FRAME && op != WSLAY_CONNECTION_CLOSE && op != WSLAY_PING &&
         op != WSLAY_PONG)
@@ -570,12 +600,14 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
         return violation(x, CG_WSP_CONTINUATION, 0), -1;
     if (op != WSLAY_CONTINUATION_FRAME) {
         x->msg_op = op;
+        x->msg_z = (io->rsv & WSLAY_RSV1_BIT) != 0;
         x->msg_len = 0;
         x->utf8 = CG_UTF8_ACCEPT;
     }
     x->msg_len += io->payload_length;
     if (x->client && x->msg_len > s->c->lc->max_message_size) {
         CG_STAT_ADD(s->c->w->stats.ws_too_big, 1);
+        cg_conn_closing(s->c, CG_CLOSE_PROTOCOL);
         x->input = IN_DISCARD;
         close_both(s, 1009, "message too big", 1001, "client sent a message too big");
         return -1;
@@ -587,13 +619,21 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
     return 0;
 }
 
-/* Passes a chunk of <x>'s current data frame on to its peer. */
+/* Passes the piece <io> of <x>'s current data frame on to its peer, as a frame of its own:
+ * a frame that arrived whole leaves as it came; one that arrives in pieces leaves as
+ * fragments of the same message (RFC 6455 §5.4 lets an intermediary refragment; the RSV1
+ * of permessage-deflate stays on the message's first frame). So the peer's side is at a
+ * frame boundary after every piece: our pongs and closes never wait for the rest of a
+ * long frame, and a close can always be sent. */
 static void forward(struct side *x, const struct wslay_frame_iocb *io)
 {
     struct side *y = peer_of(x);
     struct wslay_frame_iocb o = {
-        .fin = x->in_fin, .opcode = x->in_op, .mask = !y->client,
-        .payload_length = x->in_len, .data = io->data, .data_length = io->data_length,
+        .fin = x->in_fin && x->in_rem == 0,
+        .rsv = x->piece_sent ? 0 : x->in_rsv,
+        .opcode = x->piece_sent ? WSLAY_CONTINUATION_FRAME : x->in_op,
+        .mask = !y->client,
+        .payload_length = io->data_length, .data = io->data, .data_length = io->data_length,
     };
 
     if (y->raw) {
@@ -601,11 +641,13 @@ static void forward(struct side *x, const struct wslay_frame_iocb *io)
             side_gone(y);
         return;
     }
+    if (io->data_length == 0 && x->in_rem > 0)
+        return;                 /* nothing to pass on yet */
     if (!work_of(y) || wslay_frame_send(y->wk->fr, &o) != (ssize_t)io->data_length) {
         side_gone(y);
         return;
     }
-    y->out_busy = x->in_rem > 0;
+    x->piece_sent = 1;
 }
 
 static void on_close_frame(struct side *x)
@@ -634,28 +676,23 @@ static void on_close_frame(struct side *x)
     x->eof = 1;                 /* nothing may follow a close */
     if (x->client)
         CG_STAT_ADD(s->c->w->stats.ws_close_rcvd[cg_ws_close_index(code)], 1);
+    cg_conn_closing(s->c, CG_CLOSE_DONE);
     begin_closing(s);
     if (!y->gone && !y->close_sent && !y->close_due && !y->shut) {
         if (y->raw) {
             start_close(y, code, NULL);     /* shuts the TCP backend down */
             send_close(x, code, p + 2, len >= 2 ? len - 2 : 0);
-        } else if (!y->out_busy) {
-            send_close(y, code, p + 2, len >= 2 ? len - 2 : 0);   /* forwarded */
+        } else if (y->client && s->fail) {
+            start_close(y, 0, NULL);        /* the backend is done: now the client's 1002 */
         } else {
-            /* Cannot happen: y's frames come from x, which is at a frame boundary. */
-            side_gone(y);
-            if (!x->close_sent)
-                send_close(x, code, p + 2, len >= 2 ? len - 2 : 0);
+            send_close(y, code, p + 2, len >= 2 ? len - 2 : 0);   /* forwarded */
         }
     } else if (!x->close_sent && !x->close_due) {
         /* Nobody to forward it to: answer it ourselves. */
-        if (x->out_busy) {
-            x->close_code = (uint16_t)code;
-            x->close_reason = NULL;
-            x->close_due = 1;
-        } else {
+        if (x->client && s->fail)
+            start_close(x, 0, NULL);
+        else
             send_close(x, code, p + 2, len >= 2 ? len - 2 : 0);
-        }
     }
 }
 
@@ -668,7 +705,7 @@ static void frame_end(struct side *x)
     if (x->in_op < 8) {
         if (!x->in_fin)
             return;
-        if (x->input == IN_FRAMES && x->msg_op == WSLAY_TEXT_FRAME &&
+        if (x->input == IN_FRAMES && x->msg_op == WSLAY_TEXT_FRAME && !x->msg_z &&
             x->utf8 != CG_UTF8_ACCEPT)
             return violation(x, CG_WSP_UTF8, 0);
         x->msg_op = 0;
@@ -678,11 +715,10 @@ static void frame_end(struct side *x)
     }
     switch (x->in_op) {
     case WSLAY_PING:
-        if (!x->close_sent && !x->close_due && x->input == IN_FRAMES) {
-            memcpy(x->wk->pong, x->wk->ctl, x->wk->ctl_len);
-            x->wk->pong_len = x->wk->ctl_len;
-            x->pong_due = 1;
-        }
+        /* Every ping gets its pong, in order, at once: <x> is always at a frame boundary
+         * (forward()), also between the fragments of a message. */
+        if (!x->close_sent && !x->close_due && x->input == IN_FRAMES)
+            send_control(x, WSLAY_PONG, x->wk->ctl, x->wk->ctl_len);
         break;
     case WSLAY_PONG:
         break;                  /* frame_start() already ended the keepalive wait */
@@ -699,7 +735,7 @@ static void on_piece(struct side *x, const struct wslay_frame_iocb *io)
         frame_start(x, io);     /* on error it leaves x->fwd = 0: the frame is dropped */
     x->in_rem -= io->data_length;
     if (x->in_op < 8) {
-        if (x->fwd && x->msg_op == WSLAY_TEXT_FRAME) {
+        if (x->fwd && x->msg_op == WSLAY_TEXT_FRAME && !x->msg_z) {
             x->utf8 = cg_utf8_feed(x->utf8, io->data, io->data_length);
             /* An incomplete character at the very end of the message is an error too;
              * catch it before the last piece goes out. */
@@ -760,14 +796,16 @@ static int pump_ws(struct side *x)
         if (!x->in_frame) {
             if (x->input == IN_FRAMES && !y->gone && queued(y) > s->c->lc->high_water)
                 break;          /* backpressure: the peer is slow */
+            if (queued(x) > s->c->lc->high_water)
+                break;          /* <x> does not read its own answers (a flood of pings) */
             if (x->client && rate_paused(s))
                 break;
         }
         if (!x->wk && !x->in && !coro_stream_readable(st_of(x)))
             break;              /* nothing arrived: no need for a context yet */
         if (!work_of(x)) {
-            side_gone(x);
-            break;
+            shed(x);
+            continue;
         }
         memset(&io, 0, sizeof(io));
         r = wslay_frame_recv(x->wk->fr, &io);
@@ -850,14 +888,22 @@ static int check_timers(struct sess *s)
 
     if (s->close_at)
         return s->now >= s->close_at;
+    if (s->expire_at && s->now >= s->expire_at) {
+        CG_STAT_ADD(s->c->w->stats.lifetime_closes, 1);
+        cg_conn_closing(s->c, CG_CLOSE_LIFETIME);
+        close_both(s, 1001, "connection lifetime", 1001, "client connection lifetime");
+        return 0;
+    }
     if (lc->idle_timeout_ms && s->now - s->last_data >= lc->idle_timeout_ms) {
         CG_STAT_ADD(s->c->w->stats.idle_timeouts, 1);
+        cg_conn_closing(s->c, CG_CLOSE_IDLE);
         close_both(s, 1001, "idle timeout", 1001, "client idle timeout");
         return 0;
     }
     if (lc->keepalive_interval_ms) {
         if (s->ping_at && s->now - s->ping_at >= lc->keepalive_timeout_ms) {
             CG_STAT_ADD(s->c->w->stats.ws_keepalive_timeouts, 1);
+            cg_conn_closing(s->c, CG_CLOSE_IDLE);
             close_both(s, 1001, "keepalive timeout", 1001, "client keepalive timeout");
         } else if (!s->ping_at && !s->cl.ping_due &&
                    s->now - s->last_rx >= lc->keepalive_interval_ms) {
@@ -882,6 +928,7 @@ static int64_t park_time(struct sess *s)
     if (s->close_at) {
         t = s->close_at;
     } else {
+        earliest(&t, s->expire_at);
         if (lc->idle_timeout_ms)
             earliest(&t, s->last_data + lc->idle_timeout_ms);
         /* A ping due but not sent yet waits for a frame boundary, not for a timer. */
@@ -897,12 +944,21 @@ static int64_t park_time(struct sess *s)
 }
 
 
-/* Answers the close <x> sent with its own code, if nobody did and <x> can take a frame. */
-static void echo_close(struct side *x)
+/* At close_timeout: the close <x> is owed, if nobody sent it: the answer to its own close
+ * (its own code), or a failed client's 1002/1007. */
+static void owed_close(struct side *x)
 {
-    if (x->raw || x->gone || !x->close_rcvd || x->close_sent || x->out_busy)
+    struct sess *s = sess_of(x);
+
+    if (x->raw || x->gone || x->close_sent)
         return;
-    send_close(x, x->rcvd_code, NULL, 0);
+    if (x->client && s->fail) {
+        x->close_due = 0;
+        start_close(x, 0, NULL);
+        send_due(x);
+    } else if (x->close_rcvd) {
+        send_close(x, x->rcvd_code, NULL, 0);
+    }
     flush_out(x);
 }
 
@@ -917,13 +973,14 @@ static void relay(struct sess *s)
     coro_stream_watch(&c->up, c->co);
     s->now = uv_now(loop);
     s->last_data = s->last_rx = s->now;
+    s->expire_at = cg_conn_deadline(c->lc, s->now);
     for (;;) {
         s->now = uv_now(loop);
         if (check_timers(s)) {
             CG_STAT_ADD(s->c->w->stats.ws_close_timeouts, 1);
             /* A peer whose close the other side never answered gets its answer from us. */
-            echo_close(&s->cl);
-            echo_close(&s->be);
+            owed_close(&s->cl);
+            owed_close(&s->be);
             break;
         }
         progress = pump_ws(&s->cl);
@@ -941,6 +998,7 @@ static void relay(struct sess *s)
         err = coro_park("ws relay", park_time(s));
         if (err == UV_ECANCELED) {
             /* Drain: close both cleanly; a second cancel (stop) cuts. */
+            cg_conn_closing(c, CG_CLOSE_STOPPED);
             if (s->cancels++)
                 break;
             s->now = uv_now(loop);

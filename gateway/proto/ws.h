@@ -25,8 +25,4 @@ void cg_ws_session(void *arg);
  * worker's frame-context cache: what core needs of the protocols, for cg_daemon_start(). */
 void cg_protocols_fill(struct cg_protocols *p);
 
-/* 1 when <code> may appear in a close frame (RFC 6455 §7.4: 1000-1003, 1007-1014,
- * 3000-4999). */
-int cg_ws_close_code_is_valid(unsigned code);
-
 #endif
