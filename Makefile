@@ -59,6 +59,11 @@ CFLAGS   += -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 CPPFLAGS += -DCORO_SANITIZE_ADDRESS
 endif
+# FUZZ=1 (with SAN=1 and CC=clang; `make fuzz` sets them): every object instrumented for
+# libFuzzer's coverage, so the fuzz targets see into the code they drive.
+ifeq ($(FUZZ),1)
+CFLAGS   += -fsanitize=fuzzer-no-link
+endif
 
 # ---------------------------------------------------------------- sources
 CORO_SRC  := $(wildcard coro/*.c)
@@ -89,7 +94,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check check-browser check-fresh bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -184,6 +189,43 @@ $(TESTS): $(TEST_OBJ) $(GW_OBJ) $(COMMON_OBJ) $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) $(LDLIBS)
 
+# ---------------------------------------------------------------- fuzzing
+# tests/fuzz/fuzz_NAME.c: a libFuzzer target over the project's own code (tests/fuzz/fuzz.h),
+# built by clang with ASan+UBSan into build/fuzz/. `make fuzz` runs each for FUZZ_S seconds
+# from tests/fuzz/corpus/NAME/ (new inputs go to build/fuzz/work/NAME/, crashes to
+# build/fuzz/crash-NAME-*); `make fuzz-replay` (part of `make test`) runs every corpus file
+# once.
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BINS  := $(patsubst %,$(BUILD)/fuzz_%,$(FUZZ_NAMES))
+FUZZ_S     ?= 60
+FUZZ_MAKE   = $(MAKE) --no-print-directory -j$(NPROC) BUILD=build/fuzz CC=clang SAN=1 FUZZ=1
+
+# What each target links: only the code it drives (so the fuzz build compiles little).
+FUZZ_DEPS_handshake_request  = $(call obj,common/handshake.c) $(LLHTTP_OBJ)
+FUZZ_DEPS_handshake_response = $(FUZZ_DEPS_handshake_request)
+FUZZ_DEPS_utf8               = $(call obj,common/utf8.c)
+FUZZ_DEPS_route              = $(call obj,gateway/config/route.c)
+FUZZ_DEPS_config             = $(call obj,gateway/config/config.c gateway/config/keys.c \
+                                 gateway/config/route.c common/parse.c gateway/base/log.c)
+FUZZ_DEPS_lg_reply           = $(call obj,loadgen/lg_msg.c loadgen/lg_ws.c common/utf8.c \
+                                 common/handshake.c) $(LLHTTP_OBJ) $(LIBCORO)
+
+.SECONDEXPANSION:
+$(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $$(FUZZ_DEPS_$$*)
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzz-bins: $(FUZZ_BINS)
+.SECONDARY: $(patsubst %,$(BUILD)/tests/fuzz/fuzz_%.o,$(FUZZ_NAMES))
+
+fuzz-replay: deps
+	$(Q)$(FUZZ_MAKE) fuzz-bins
+	$(Q)./scripts/fuzz.sh replay build/fuzz $(FUZZ_NAMES)
+
+fuzz: deps
+	$(Q)$(FUZZ_MAKE) fuzz-bins
+	$(Q)./scripts/fuzz.sh run build/fuzz $(FUZZ_S) $(FUZZ_NAMES)
+
 # The runtime's own suites alone: `make check-ucontext` builds them with the ucontext
 # fallback (on x86_64 too), so that the switch other architectures use is tested here.
 CORO_TEST_OBJ := $(call obj,tests/test_coro.c tests/test_coro_io.c $(wildcard tests/*_$(ARCH).S))
@@ -220,6 +262,7 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory check-ucontext
 	$(Q)$(MAKE) --no-print-directory check-cross
 	$(Q)$(MAKE) --no-print-directory SAN=1 check
+	$(Q)$(MAKE) --no-print-directory fuzz-replay
 
 # The README's `... && make test` in a debootstrap minbase Debian 12 root made for it, where
 # not even make is installed (scripts/check-fresh.sh: mirror from this machine's apt
