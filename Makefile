@@ -209,6 +209,7 @@ FUZZ_DEPS_config             = $(call obj,gateway/config/config.c gateway/config
                                  gateway/config/route.c common/parse.c gateway/base/log.c)
 FUZZ_DEPS_lg_reply           = $(call obj,loadgen/lg_msg.c loadgen/lg_ws.c common/utf8.c \
                                  common/handshake.c) $(LLHTTP_OBJ) $(LIBCORO)
+FUZZ_DEPS_ws_relay           = $(GW_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 
 .SECONDEXPANSION:
 $(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $$(FUZZ_DEPS_$$*)

@@ -157,6 +157,12 @@ struct hsblock {
  * c->srv connected; -1 when the session is over (answered or aborted). */
 int cg_ws__open(struct sess *s);
 
+/* ws.c: the relay, from the upgrade to the end of both sides (c->client and c->up open,
+ * c->co the running coroutine); then what the sides hold, given back. Apart for the relay's
+ * fuzz target (tests/fuzz/fuzz_ws_relay.c), which drives them over in-memory peers. */
+void cg_ws__relay(struct sess *s);
+void cg_ws__sides_free(struct sess *s);
+
 /* ws-open.c: reads and drops what the client still sends, for <ms> at most, after our
  * last bytes, so that closing does not reset the answer away. */
 void cg_ws__linger(struct sess *s, int64_t ms);

@@ -962,7 +962,7 @@ static void owed_close(struct side *x)
     flush_out(x);
 }
 
-static void relay(struct sess *s)
+void cg_ws__relay(struct sess *s)
 {
     struct cg_conn *c = s->c;
     uv_loop_t *loop = coro_sched_loop(s->c->w->sched);
@@ -1027,6 +1027,12 @@ static void side_free(struct side *x)
     x->in = x->out = NULL;
 }
 
+void cg_ws__sides_free(struct sess *s)
+{
+    side_free(&s->cl);
+    side_free(&s->be);
+}
+
 void cg_ws_session(void *arg)
 {
     struct cg_conn *c = arg;
@@ -1050,9 +1056,8 @@ void cg_ws_session(void *arg)
         cg_tb_init(&s->rate->bytes, lc->byte_rate, lc->byte_burst, s->now);
     }
     if (cg_ws__open(s) == 0)
-        relay(s);
-    side_free(&s->cl);
-    side_free(&s->be);
+        cg_ws__relay(s);
+    cg_ws__sides_free(s);
 out_sess:
     free(s->rate);
     coro_slab_free(&c->w->sess_slab, s);
