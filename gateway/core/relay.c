@@ -17,6 +17,7 @@
 #include "core/conn.h"
 #include "core/relay.h"
 #include "core/reload.h"
+#include "core/upstream.h"
 #include "base/counters.h"
 
 #define FLUSH_TIMEOUT_MS 5000
@@ -95,10 +96,14 @@ void cg_tcp_session(void *arg)
     struct cg_conn *c = arg;
     struct cg_worker *w = c->w;
     struct cg_upstream *up = &c->gen->ups[c->lc->upstream];    /* its generation's */
-    int err;
+    uint64_t key;
+    int err, keyed = 0;
 
     c->co = coro_self();
-    err = cg_conn_connect_upstream(c, up);
+    /* balance = hash: the config allows only hash_key = source on a tcp listener */
+    if (up->conf->balance == CG_BALANCE_HASH)
+        keyed = cg_conn_source_key(c, &key) == 0;
+    err = cg_conn_connect_upstream(c, up, keyed ? &key : NULL);
     if (err < 0) {
         if (err != UV_ECANCELED && !cg_local_error(err)) {
             atomic_fetch_add(&up->no_server, 1);
