@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common/hash.h"
+#include "harness.h"
 #include "gateway/config/config.h"
 #include "gateway/core/chash.h"
 #include "gateway/core/upstream.h"
@@ -767,6 +768,8 @@ START_TEST(test_hash_weights)
         ck_assert_int_ge(map[i], 0);
         cnt[map[i]]++;
     }
+    th_note("hash weights 1:2:3:4 over %u keys: %u %u %u %u", NKEYS, cnt[0], cnt[1], cnt[2],
+            cnt[3]);
     for (i = 0; i < 4; i++) {
         double want = NKEYS * (i + 1) / 10.0;
 
@@ -826,6 +829,8 @@ START_TEST(test_hash_add_server)
         ck_assert_msg(b[i] == 4, "key %u moved from server %d to %d, not to the new one",
                       i, a[i], b[i]);
     }
+    th_note("hash: a 5th server added to 4 moved %u of %u keys (1/N = %u)", moved, NKEYS,
+            NKEYS / 5);
     ck_assert_msg(moved >= NKEYS / 10 && moved <= NKEYS * 3 / 10,
                   "%u of %u keys moved, want 0.5/N..1.5/N (N = 5)", moved, NKEYS);
     other_free(&o);
@@ -885,6 +890,8 @@ START_TEST(test_hash_server_out)
         ck_assert_int_ne(after[i], 1);
         to[after[i]]++;
     }
+    th_note("hash: server b out (case %d): its %u keys went to a %u, c %u, d %u; 0 others "
+            "moved", _i, theirs, to[0], to[2], to[3]);
     ck_assert_uint_gt(theirs, NKEYS / 10);
     ck_assert_msg((to[0] > 0) + (to[2] > 0) + (to[3] > 0) >= 2,
                   "server b's keys went to one server only: %u %u %u", to[0], to[2], to[3]);
