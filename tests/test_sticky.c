@@ -132,14 +132,19 @@ static void set_state(struct fleet *f, int i, const char *state)
     free(ans);
 }
 
-/* `show upstreams` holds <needle>. */
-static void expect_upstreams(struct fleet *f, const char *needle)
+/* The stats socket's answer to <cmd> holds <needle>. */
+static void expect_answer(struct fleet *f, const char *cmd, const char *needle)
 {
-    char *ans = th_stats_cmd(f->sock, "show upstreams", IO_MS);
+    char *ans = th_stats_cmd(f->sock, cmd, IO_MS);
 
-    TH_ASSERT(f->d, ans && strstr(ans, needle), "show upstreams has no \"%s\":\n%s", needle,
+    TH_ASSERT(f->d, ans && strstr(ans, needle), "%s has no \"%s\":\n%s", cmd, needle,
               ans ? ans : "?");
     free(ans);
+}
+
+static void expect_upstreams(struct fleet *f, const char *needle)
+{
+    expect_answer(f, "show upstreams", needle);
 }
 
 /* How many distinct servers the <n> keys of <map> are on. */
@@ -214,6 +219,8 @@ START_TEST(test_sticky_ws_cookie)
     ws_server(&f, "/chat", "Cookie: theme=dark\r\n");          /* no sid: round robin */
     ws_server(&f, "/chat", "Cookie: sid=\r\n");                 /* empty: the same */
     expect_upstreams(&f, "hash_fallbacks 2)");
+    expect_answer(&f, "show stats", "\"hash_key\":\"cookie:sid\",\"hash_fallbacks\":2,");
+    expect_answer(&f, "show metrics", "corogate_upstream_hash_fallbacks_total{upstream=\"u\"} 2\n");
     fleet_stop(&f);
 }
 END_TEST

@@ -969,6 +969,7 @@ static void prom_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
     static const int states[] = { CG_SERVER_READY, CG_SERVER_DRAIN, CG_SERVER_MAINT };
     size_t r, i, k;
     unsigned j;
+    int any;
 
     for (r = 0; r < NELEMS(rows); r++) {
         prom_family(b, rows[r].family, rows[r].type, rows[r].help);
@@ -1000,10 +1001,14 @@ static void prom_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
         prom_label(b, d->ups[i].conf->name);
         cg_sbuf_printf(b, "\"} %llu\n", (unsigned long long)atomic_load(&d->ups[i].no_server));
     }
-    prom_family(b, "corogate_upstream_hash_fallbacks_total", "counter",
-                "Client connections to a balance = hash upstream whose request had no hash "
-                "key (balanced by round robin instead).");
-    for (i = 0; d->ups && i < d->cfg->nupstreams; i++) {
+    /* balance = hash upstreams only: no family without a series */
+    for (i = 0, any = 0; d->ups && i < d->cfg->nupstreams; i++)
+        any |= d->ups[i].conf->balance == CG_BALANCE_HASH;
+    if (any)
+        prom_family(b, "corogate_upstream_hash_fallbacks_total", "counter",
+                    "Client connections to a balance = hash upstream whose request had no "
+                    "hash key (balanced by round robin instead).");
+    for (i = 0; any && i < d->cfg->nupstreams; i++) {
         if (d->ups[i].conf->balance != CG_BALANCE_HASH)
             continue;
         cg_sbuf_add(b, "corogate_upstream_hash_fallbacks_total{upstream=\"", 49);
