@@ -1,6 +1,7 @@
 /* tests/test_sticky.c — balance = hash through the real daemon: the same key lands on the
  * same server every time, keys spread over the servers, and a server taken out (by the
- * stats socket, or by stopping its backend) moves its own keys only.
+ * stats socket, by stopping its backend, or by a reload without it) moves its own keys
+ * only.
  *
  * Backends are the harness's echo servers, whose accept counts (in total, and per client
  * address 127.0.0.n) say which server a connection reached. WebSocket listeners bridge to
@@ -31,16 +32,42 @@ struct fleet {
     struct th_daemon *d;
     int               port;
     char              sock[TH_PATH_MAX];
+    const char       *listener, *upstream;
 };
 
-/* Starts NB echo backends and a daemon whose [listener s] (its extra lines <listener>)
- * relays to them with balance = hash and the extra upstream lines <upstream>. */
+/* The daemon's config: [listener s] (its extra lines f->listener) relaying to the backends
+ * of <mask> (bit i: f->e[i]) with balance = hash and the extra lines f->upstream. */
+static void fleet_conf(const struct fleet *f, unsigned mask, char *buf, size_t size)
+{
+    char servers[128];
+    size_t n = 0;
+    int i;
+
+    servers[0] = '\0';
+    for (i = 0; i < NB; i++)
+        if (mask & (1u << i))
+            n += (size_t)snprintf(servers + n, sizeof(servers) - n, "%s127.0.0.1:%d",
+                                  n ? ", " : "", th_echo_port(f->e[i]));
+    snprintf(buf, size,
+             "[gateway]\nworkers = 2\ncpu_pinning = off\ndrain_timeout = 1s\n"
+             "stats_socket = %s\n"
+             "[bpf]\nattach = off\n"
+             "[listener s]\nbind = 127.0.0.1:%d\nupstream = u\n%s\n"
+             "[upstream u]\nservers = %s\nbalance = hash\nhealth_check_interval = 0\n"
+             "connect_timeout = 1s\nretries = 2\n%s\n",
+             f->sock, f->port, f->listener, servers, f->upstream);
+}
+
+/* Starts NB echo backends and a daemon relaying to them all (fleet_conf()). */
 static void fleet_start(struct fleet *f, const char *listener, const char *upstream)
 {
     struct th_daemon_opts opts = { .ready_log = "ready: accepting connections" };
+    char text[4096], path[TH_PATH_MAX];
     int i, err, attempt;
 
     memset(f, 0, sizeof(*f));
+    f->listener = listener;
+    f->upstream = upstream;
     for (i = 0; i < NB; i++) {
         f->e[i] = th_echo_new(0);
         ck_assert_msg(f->e[i] != NULL, "echo server: %s", strerror(errno));
@@ -49,17 +76,9 @@ static void fleet_start(struct fleet *f, const char *listener, const char *upstr
         f->port = th_free_port();
         ck_assert_int_gt(f->port, 0);
         snprintf(f->sock, sizeof(f->sock), "%s/stats-%d.sock", th_tmpdir(), f->port);
-        f->d = th_daemon_start_conf(&opts,
-                                    "[gateway]\nworkers = 2\ncpu_pinning = off\n"
-                                    "drain_timeout = 1s\nstats_socket = %s\n"
-                                    "[bpf]\nattach = off\n"
-                                    "[listener s]\nbind = 127.0.0.1:%d\nupstream = u\n%s\n"
-                                    "[upstream u]\n"
-                                    "servers = 127.0.0.1:%d, 127.0.0.1:%d, 127.0.0.1:%d\n"
-                                    "balance = hash\nhealth_check_interval = 0\n"
-                                    "connect_timeout = 1s\nretries = 2\n%s\n",
-                                    f->sock, f->port, listener, th_echo_port(f->e[0]),
-                                    th_echo_port(f->e[1]), th_echo_port(f->e[2]), upstream);
+        fleet_conf(f, (1u << NB) - 1, text, sizeof(text));
+        ck_assert_int_eq(th_conf_write(path, sizeof(path), "%s", text), 0);
+        f->d = th_daemon_start(path, &opts);
         ck_assert_msg(f->d != NULL, "cannot start %s: %s", th_daemon_path(), strerror(errno));
         err = th_daemon_wait_ready(f->d, f->port, READY_MS);
         if (err == -ECHILD && attempt < 2 &&
@@ -70,6 +89,26 @@ static void fleet_start(struct fleet *f, const char *listener, const char *upstr
         TH_ASSERT(f->d, err == 0, "the daemon does not accept on port %d", f->port);
         return;
     }
+}
+
+/* Rewrites the daemon's config for the backends of <mask> (atomically: a reload must not
+ * read half a file), sends SIGHUP and waits for generation <gen> on every worker. */
+static void fleet_reload(struct fleet *f, unsigned mask, unsigned gen)
+{
+    char text[4096], tmp[TH_PATH_MAX + 8], needle[96];
+    FILE *fp;
+
+    fleet_conf(f, mask, text, sizeof(text));
+    snprintf(tmp, sizeof(tmp), "%s.new", f->d->conf);
+    fp = fopen(tmp, "w");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_int_eq(fputs(text, fp) >= 0, 1);
+    ck_assert_int_eq(fclose(fp), 0);
+    ck_assert_int_eq(rename(tmp, f->d->conf), 0);
+    snprintf(needle, sizeof(needle), "reload: generation %u in force on every worker", gen);
+    kill(f->d->pid, SIGHUP);
+    TH_ASSERT(f->d, th_daemon_wait_log(f->d, needle, 1, 10000) == 0, "no \"%s\" in 10 s",
+              needle);
 }
 
 static void fleet_stop(struct fleet *f)
@@ -252,6 +291,41 @@ START_TEST(test_sticky_ws_query_header)
 }
 END_TEST
 
+/* Reload: the ring is rebuilt for each generation. Without the server of the first key,
+ * only that server's keys move; with it back, every key is home again. */
+START_TEST(test_sticky_reload)
+{
+    struct fleet f;
+    int home[NKEYS], k, s, x;
+    char hdr[128];
+
+    fleet_start(&f, "mode = websocket\nupstream_protocol = tcp", "hash_key = cookie:sid");
+    for (k = 0; k < NKEYS; k++) {
+        snprintf(hdr, sizeof(hdr), "Cookie: sid=user-%d\r\n", k);
+        home[k] = ws_server(&f, "/chat", hdr);
+    }
+    x = home[0];
+    fleet_reload(&f, ((1u << NB) - 1) & ~(1u << x), 2);
+    for (k = 0; k < NKEYS; k++) {
+        snprintf(hdr, sizeof(hdr), "Cookie: sid=user-%d\r\n", k);
+        s = ws_server(&f, "/chat", hdr);
+        if (home[k] == x)
+            TH_ASSERT(f.d, s != x, "sid=user-%d: on removed server %d", k, x);
+        else
+            TH_ASSERT(f.d, s == home[k], "sid=user-%d moved from %d to %d when %d was "
+                      "removed", k, home[k], s, x);
+    }
+    fleet_reload(&f, (1u << NB) - 1, 3);
+    for (k = 0; k < NKEYS; k++) {
+        snprintf(hdr, sizeof(hdr), "Cookie: sid=user-%d\r\n", k);
+        s = ws_server(&f, "/chat", hdr);
+        TH_ASSERT(f.d, s == home[k], "sid=user-%d: server %d after the server came back, "
+                  "home %d", k, s, home[k]);
+    }
+    fleet_stop(&f);
+}
+END_TEST
+
 #define NSRC 8
 
 /* A tcp listener, hash_key = source: clients from 127.0.0.2 .. 127.0.0.9, three
@@ -302,6 +376,7 @@ Suite *sticky_suite(void)
     tcase_add_test(tc, test_sticky_ws_cookie);
     tcase_add_loop_test(tc, test_sticky_ws_query_header, 0, 2);
     tcase_add_test(tc, test_sticky_tcp_source);
+    tcase_add_test(tc, test_sticky_reload);
     suite_add_tcase(s, tc);
     return s;
 }
