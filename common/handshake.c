@@ -38,6 +38,7 @@ static const struct {
     [CG_HS_XFF]           = { "x-forwarded-for", LIST },
     [CG_HS_FORWARDED]     = { "forwarded", LIST },
     [CG_HS_REQUEST_ID]    = { "x-request-id", 0 },
+    [CG_HS_EXTRA]         = { "", LIST },      /* hs->extra names it */
 };
 
 _Static_assert(CG_HS_NHDRS <= 32, "seen/dup are 32-bit masks");
@@ -177,12 +178,13 @@ static int on_header_field_complete(llhttp_t *p)
     hs->cur = -1;
     if (hs->field_len == 0xff)
         return 0;
-    for (i = 0; i < CG_HS_NHDRS; i++) {
+    for (i = 0; i < CG_HS_EXTRA; i++) {
         if (strlen(hdr_info[i].name) == hs->field_len &&
             memcmp(hdr_info[i].name, hs->field, hs->field_len) == 0)
             break;
     }
-    if (i == CG_HS_NHDRS)
+    if (i == CG_HS_EXTRA && (!hs->extra || strlen(hs->extra) != hs->field_len ||
+                             memcmp(hs->extra, hs->field, hs->field_len) != 0))
         return 0;
     if (hs->seen & (1u << i)) {
         if (!(hdr_info[i].flags & LIST)) {
@@ -335,6 +337,68 @@ const char *cg_handshake_path(const struct cg_handshake *hs, size_t *len)
     q = memchr(hs->target.p, '?', hs->target.len);
     *len = q ? (size_t)(q - hs->target.p) : hs->target.len;
     return hs->target.p;
+}
+
+void cg_handshake_keep_header(struct cg_handshake *hs, const char *name)
+{
+    hs->extra = name && *name && strlen(name) < sizeof(hs->field) ? name : NULL;
+}
+
+const char *cg_handshake_header(const struct cg_handshake *hs, const char *name)
+{
+    int i;
+
+    for (i = 0; i < CG_HS_EXTRA; i++)
+        if (strcmp(hdr_info[i].name, name) == 0)
+            return cg_handshake_get(hs, (enum cg_hs_hdr)i);
+    return hs->extra && strcmp(hs->extra, name) == 0 ? cg_handshake_get(hs, CG_HS_EXTRA)
+                                                     : NULL;
+}
+
+/* The value of <name> in <s> (<n> bytes) of "name=value" pairs separated by one of <seps>,
+ * blanks around pairs skipped when <trim>; *<len> its length. NULL when absent. */
+static const char *find_pair(const char *s, size_t n, const char *name, const char *seps,
+                             int trim, size_t *len)
+{
+    size_t nlen = strlen(name), i = 0, a, b, eq;
+
+    while (i < n) {
+        for (a = i; a < n && trim && (s[a] == ' ' || s[a] == '\t'); a++)
+            ;
+        for (b = a; b < n && !strchr(seps, s[b]); b++)
+            ;
+        i = b + 1;
+        while (trim && b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+            b--;
+        for (eq = a; eq < b && s[eq] != '='; eq++)
+            ;
+        if (eq - a == nlen && memcmp(s + a, name, nlen) == 0) {
+            *len = eq < b ? b - eq - 1 : 0;
+            return eq < b ? s + eq + 1 : s + b;
+        }
+    }
+    return NULL;
+}
+
+const char *cg_handshake_cookie(const struct cg_handshake *hs, const char *name, size_t *len)
+{
+    const char *v = cg_handshake_get(hs, CG_HS_COOKIE);
+
+    /* Several Cookie lines were joined with ", " (a list header here): ',' separates too;
+     * a cookie-value never holds one (RFC 6265 section 4.1.1). */
+    return v ? find_pair(v, strlen(v), name, ";,", 1, len) : NULL;
+}
+
+const char *cg_handshake_query(const struct cg_handshake *hs, const char *name, size_t *len)
+{
+    const char *q, *end;
+
+    if (!hs->target.p || !(q = memchr(hs->target.p, '?', hs->target.len)))
+        return NULL;
+    q++;
+    end = memchr(q, '#', hs->target.len - (size_t)(q - hs->target.p));
+    return find_pair(q, end ? (size_t)(end - q) : hs->target.len - (size_t)(q - hs->target.p),
+                     name, "&", 0, len);
 }
 
 /* ------------------------------------------------------------------ checks */

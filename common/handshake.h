@@ -41,6 +41,7 @@ enum cg_hs_hdr {
     CG_HS_XFF,               /* X-Forwarded-For, list */
     CG_HS_FORWARDED,         /* list */
     CG_HS_REQUEST_ID,        /* X-Request-Id */
+    CG_HS_EXTRA,             /* the one of cg_handshake_keep_header(), list */
     CG_HS_NHDRS,
 };
 
@@ -75,7 +76,8 @@ struct cg_handshake {
     uint8_t             field_len;  /* 0xff: longer than any header we keep */
     uint8_t             line_done;  /* the request/status line was parsed */
     uint8_t             done;       /* the head is complete */
-    char                field[24];  /* lowercase name being read */
+    char                field[64];  /* lowercase name being read */
+    const char         *extra;      /* cg_handshake_keep_header()'s name, or NULL */
     struct cg_hs_str    target;     /* request-target */
     struct cg_hs_str    hdr[CG_HS_NHDRS];
     char                accept[CG_WS_ACCEPT_LEN + 1];   /* after a good request check */
@@ -133,6 +135,24 @@ const char *cg_handshake_get(const struct cg_handshake *hs, enum cg_hs_hdr h);
 /* The request-target's path (before any '?'); *<len> gets its length. "" before a
  * request-target was parsed. */
 const char *cg_handshake_path(const struct cg_handshake *hs, size_t *len);
+
+/* Makes <hs> keep header <name> too (lowercase, at most 63 characters; NULL or "": none),
+ * under CG_HS_EXTRA; a name of enum cg_hs_hdr is kept anyway. <name> must outlive <hs>'s
+ * parsing. Call before the first feed. */
+void cg_handshake_keep_header(struct cg_handshake *hs, const char *name);
+
+/* The value of the kept header <name> (lowercase), trailing blanks removed: one of enum
+ * cg_hs_hdr or the one of cg_handshake_keep_header(). NULL when absent or not kept. */
+const char *cg_handshake_header(const struct cg_handshake *hs, const char *name);
+
+/* The value of cookie <name> (case-sensitive, RFC 6265 section 5.4) in the request's
+ * Cookie header(s), as sent (quotes kept), *<len> its length; NULL when absent. */
+const char *cg_handshake_cookie(const struct cg_handshake *hs, const char *name, size_t *len);
+
+/* The value of query parameter <name> (case-sensitive, matched as sent: not decoded) in
+ * the request-target, *<len> its length ("" for "?name" without '='); NULL when absent.
+ * The first of repeated parameters counts. */
+const char *cg_handshake_query(const struct cg_handshake *hs, const char *name, size_t *len);
 
 /* Checks a complete request against RFC 6455 §4.2.1 and <pol>. Returns 0 for a valid
  * upgrade (hs->accept holds the Sec-WebSocket-Accept value), 1 for a health check to

@@ -1278,9 +1278,16 @@ static int set_timeouts(int fd, int timeout_ms)
 
 int th_connect(int port, int timeout_ms)
 {
-    struct sockaddr_in sin = { .sin_family = AF_INET };
+    return th_connect_from(NULL, port, timeout_ms);
+}
+
+int th_connect_from(const char *src, int port, int timeout_ms)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET }, from = { .sin_family = AF_INET };
     int fd, one = 1, err;
 
+    if (src && inet_pton(AF_INET, src, &from.sin_addr) != 1)
+        return -EINVAL;
     fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
@@ -1290,6 +1297,10 @@ int th_connect(int port, int timeout_ms)
     if (err < 0)
         goto out_fd;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (src && bind(fd, (struct sockaddr *)&from, sizeof(from)) < 0) {
+        err = -errno;
+        goto out_fd;
+    }
     while (connect(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0) {
         if (errno == EINTR)
             continue;
@@ -1301,6 +1312,44 @@ int th_connect(int port, int timeout_ms)
 out_fd:
     close(fd);
     return err;
+}
+
+int th_ws_open(int port, const char *target, const char *headers, int timeout_ms, char *head,
+               size_t size)
+{
+    char req[2048];
+    size_t n = 0;
+    int fd, len;
+    ssize_t r;
+
+    len = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n%s\r\n", target, headers ? headers : "");
+    if (len < 0 || (size_t)len >= sizeof(req) || size < 5)
+        return -ENOSPC;
+    fd = th_connect(port, timeout_ms);
+    if (fd < 0)
+        return fd;
+    if ((r = th_send_all(fd, req, (size_t)len)) < 0)
+        goto out_fd;
+    /* Byte by byte: frames may follow the head. */
+    while (n < size - 1 && (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4) != 0)) {
+        r = th_recv_n(fd, head + n, 1);
+        if (r <= 0) {
+            r = r == 0 ? -EPIPE : r;
+            goto out_fd;
+        }
+        n++;
+    }
+    head[n] = '\0';
+    if (strncmp(head, "HTTP/1.1 101 ", 13) == 0)
+        return fd;
+    r = -EPROTO;
+out_fd:
+    head[n] = '\0';
+    close(fd);
+    return (int)r;
 }
 
 char *th_stats_cmd(const char *path, const char *cmd, int timeout_ms)

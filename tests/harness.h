@@ -263,6 +263,18 @@ void th_blackhole_free(struct th_blackhole *b);
  * SO_SNDTIMEO to <timeout_ms>. Returns the descriptor or a negative errno. */
 int th_connect(int port, int timeout_ms);
 
+/* th_connect() from the local address <src> ("127.0.0.2"; NULL: the kernel picks), so
+ * that the daemon sees several clients. Returns the descriptor or a negative errno. */
+int th_connect_from(const char *src, int port, int timeout_ms);
+
+/* Opens a WebSocket to 127.0.0.1:<port>: GET <target> with the RFC 6455 example key and
+ * the extra header lines <headers> (each ending in CRLF; NULL = none), then reads the
+ * answer's head into <head> of <size> (byte by byte: frames may follow). Returns the
+ * descriptor once the answer is 101; else -EPROTO (<head> has the answer), -EPIPE (closed
+ * first) or another negative errno, the descriptor closed. */
+int th_ws_open(int port, const char *target, const char *headers, int timeout_ms, char *head,
+               size_t size);
+
 /* Sends all <len> bytes. Returns <len> or a negative errno (-ETIMEDOUT). */
 ssize_t th_send_all(int fd, const void *buf, size_t len);
 

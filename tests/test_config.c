@@ -494,7 +494,7 @@ START_TEST(test_default_file_documents_every_key)
         "workers", "cpu_pinning", "max_connections", "log_level", "stats_socket",
         "drain_timeout", "nofile", "coro_stall_threshold", "bind", "mode", "upstream",
         "idle_timeout", "backlog",
-        "servers", "source", "balance", "connect_timeout", "retries",
+        "servers", "source", "balance", "hash_key", "connect_timeout", "retries",
         "max_connections_per_server",
         "health_check_interval", "health_check_timeout", "health_check_fall",
         "health_check_rise",
@@ -745,7 +745,74 @@ START_TEST(test_error_bad_choice)
            "t.ini:4: [listener x] mode: \"udp\" is not one of: tcp, websocket");
     EXPECT(TAIL "balance = first\n",
            "t.ini:6: [upstream u] balance: \"first\" is not one of: roundrobin, leastconn, "
-           "random");
+           "random, hash");
+}
+END_TEST
+
+/* balance = hash and its hash_key: each form, the default (source), a header name kept
+ * lowercase for the listener's handshake, and the one header a websocket listener keeps. */
+START_TEST(test_hash_key)
+{
+    struct cg_config *cfg = parse_ok(
+        "[listener t]\nbind = 127.0.0.1:8000\nupstream = src\n"
+        "[listener w]\nbind = 127.0.0.1:8001\nmode = websocket\nupstream = hdr\n"
+        "routes = /c=cook /q=qry /p=pth /h=hdr2\n"
+        "[upstream src]\nservers = 127.0.0.1:9000\nbalance = hash\n"
+        "[upstream hdr]\nservers = 127.0.0.1:9000\nbalance = hash\nhash_key = header:X-Sticky\n"
+        "[upstream hdr2]\nservers = 127.0.0.1:9000\nbalance = hash\nhash_key = header:x-STICKY\n"
+        "[upstream cook]\nservers = 127.0.0.1:9000\nbalance = hash\nhash_key = cookie:SID\n"
+        "[upstream qry]\nservers = 127.0.0.1:9000\nbalance = hash\nhash_key = query:room[]\n"
+        "[upstream pth]\nservers = 127.0.0.1:9000\nbalance = hash\nhash_key = path\n");
+    char buf[80];
+
+    ck_assert_int_eq(cfg->upstreams[0].balance, CG_BALANCE_HASH);
+    ck_assert_int_eq(cfg->upstreams[0].hash_key, CG_HASH_SOURCE);
+    ck_assert_str_eq(cfg->upstreams[0].hash_key_name, "");
+    ck_assert_int_eq(cfg->upstreams[1].hash_key, CG_HASH_HEADER);
+    ck_assert_str_eq(cfg->upstreams[1].hash_key_name, "x-sticky");
+    ck_assert_int_eq(cfg->upstreams[3].hash_key, CG_HASH_COOKIE);
+    ck_assert_str_eq(cfg->upstreams[3].hash_key_name, "SID");           /* case kept */
+    ck_assert_int_eq(cfg->upstreams[4].hash_key, CG_HASH_QUERY);
+    ck_assert_str_eq(cfg->upstreams[4].hash_key_name, "room[]");
+    ck_assert_int_eq(cfg->upstreams[5].hash_key, CG_HASH_PATH);
+    ck_assert_str_eq(cg_format_hash_key(&cfg->upstreams[3], buf, sizeof(buf)), "cookie:SID");
+    ck_assert_str_eq(cg_format_hash_key(&cfg->upstreams[5], buf, sizeof(buf)), "path");
+    ck_assert_str_eq(cg_balance_name(cfg->upstreams[5].balance), "hash");
+    ck_assert_str_eq(cfg->listeners[0].hash_header, "");
+    ck_assert_str_eq(cfg->listeners[1].hash_header, "x-sticky");
+    cg_config_free(cfg);
+}
+END_TEST
+
+START_TEST(test_error_hash_key)
+{
+    EXPECT(TAIL "balance = hash\nhash_key = cookie\n",
+           "t.ini:7: [upstream u] hash_key: \"cookie\" is not one of: source, header:NAME, "
+           "cookie:NAME, query:NAME, path");
+    EXPECT(TAIL "balance = hash\nhash_key = header:\n",
+           "t.ini:7: [upstream u] hash_key: \"header:\": expected a header: name of 1 to 63 "
+           "characters (an HTTP token)");
+    EXPECT(TAIL "balance = hash\nhash_key = cookie:a;b\n",
+           "t.ini:7: [upstream u] hash_key: \"cookie:a;b\": expected a cookie: name of 1 to 63 "
+           "characters (an HTTP token)");
+    EXPECT(TAIL "balance = hash\nhash_key = query:a&b\n",
+           "t.ini:7: [upstream u] hash_key: \"query:a&b\": expected a query: name of 1 to 63 "
+           "characters without &, =, # or blanks");
+    EXPECT(TAIL "hash_key = path\n",
+           "t.ini:6: [upstream u] hash_key: set, but balance is not hash (hash_key chooses "
+           "what balance = hash hashes)");
+    /* A tcp listener has no request: only the source address. */
+    EXPECT(TAIL "balance = hash\nhash_key = cookie:sid\n",
+           "t.ini:3: [listener l] upstream: \"u\" has balance = hash with hash_key = "
+           "cookie:sid (line 7), but a tcp listener has no request to take it from: use "
+           "hash_key = source there");
+    /* One listener, one header. */
+    EXPECT("[listener w]\nbind = 127.0.0.1:8000\nmode = websocket\nupstream = a\n"
+           "routes = /b=b\n"
+           "[upstream a]\nservers = 127.0.0.1:9000\nbalance = hash\nhash_key = header:x-a\n"
+           "[upstream b]\nservers = 127.0.0.1:9000\nbalance = hash\nhash_key = header:x-b\n",
+           "t.ini:5: [listener w] routes: upstreams \"a\" and \"b\" hash on different headers "
+           "(x-a, x-b); the upstreams of one listener may hash on one header only");
 }
 END_TEST
 
@@ -937,6 +1004,8 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_error_bad_bool);
     tcase_add_test(tc, test_error_out_of_range);
     tcase_add_test(tc, test_error_bad_choice);
+    tcase_add_test(tc, test_error_hash_key);
+    tcase_add_test(tc, test_hash_key);
     tcase_add_test(tc, test_error_missing_required);
     tcase_add_test(tc, test_error_unknown_upstream);
     tcase_add_test(tc, test_error_duplicates);

@@ -195,6 +195,63 @@ START_TEST(test_handshake_headers)
 }
 END_TEST
 
+/* The values balance = hash takes from a request (gateway/proto/ws-open.c): one extra
+ * header kept by name (long names too, repeated lines joined), cookies from one or two
+ * Cookie lines, query parameters as sent; fed whole and byte by byte. */
+START_TEST(test_handshake_hash_values)
+{
+    static const char req[] =
+        "GET /room/7?a=1&sid=x%20y&empty=&flag&sid=second#frag HTTP/1.1\r\n"
+        "Host: h\r\n"
+        "X-Tenant-Identifier-For-Sticky-Routing: acme\r\n"
+        "x-tenant-identifier-for-sticky-routing: eu\r\n"
+        "X-Other: no\r\n"
+        "Cookie: theme=dark; sid=abc123 ;Sid=upper\r\n"
+        "Cookie: last=\"q\"\r\n"
+        "\r\n";
+    const char *name = "x-tenant-identifier-for-sticky-routing";
+    struct cg_handshake hs;
+    const char *v;
+    size_t n;
+
+    cg_handshake_init(&hs, CG_HS_REQUEST, NULL);
+    cg_handshake_keep_header(&hs, name);
+    ck_assert_int_eq(feed(&hs, req, strlen(req), _i), 1);
+    ck_assert_str_eq(cg_handshake_header(&hs, name), "acme, eu");
+    ck_assert_str_eq(cg_handshake_header(&hs, "host"), "h");        /* a kept one */
+    ck_assert_ptr_null(cg_handshake_header(&hs, "x-other"));        /* not kept */
+    v = cg_handshake_cookie(&hs, "sid", &n);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_uint_eq(n, 6);
+    ck_assert_int_eq(memcmp(v, "abc123", 6), 0);
+    v = cg_handshake_cookie(&hs, "Sid", &n);
+    ck_assert_int_eq(n == 5 && memcmp(v, "upper", 5) == 0, 1);
+    v = cg_handshake_cookie(&hs, "last", &n);                       /* the second line */
+    ck_assert_int_eq(n == 3 && memcmp(v, "\"q\"", 3) == 0, 1);
+    ck_assert_ptr_null(cg_handshake_cookie(&hs, "si", &n));
+    ck_assert_ptr_null(cg_handshake_cookie(&hs, "dark", &n));
+    v = cg_handshake_query(&hs, "sid", &n);                         /* the first, as sent */
+    ck_assert_int_eq(n == 5 && memcmp(v, "x%20y", 5) == 0, 1);
+    v = cg_handshake_query(&hs, "a", &n);
+    ck_assert_int_eq(n == 1 && *v == '1', 1);
+    ck_assert_ptr_nonnull(cg_handshake_query(&hs, "empty", &n));
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_nonnull(cg_handshake_query(&hs, "flag", &n));
+    ck_assert_uint_eq(n, 0);
+    ck_assert_ptr_null(cg_handshake_query(&hs, "frag", &n));
+    ck_assert_ptr_null(cg_handshake_query(&hs, "room", &n));
+    cg_handshake_deinit(&hs);
+
+    /* Nothing kept, no cookie, no query. */
+    cg_handshake_init(&hs, CG_HS_REQUEST, NULL);
+    ck_assert_int_eq(feed(&hs, rfc6455_req, strlen(rfc6455_req), _i), 1);
+    ck_assert_ptr_null(cg_handshake_header(&hs, name));
+    ck_assert_ptr_null(cg_handshake_cookie(&hs, "sid", &n));
+    ck_assert_ptr_null(cg_handshake_query(&hs, "sid", &n));
+    cg_handshake_deinit(&hs);
+}
+END_TEST
+
 /* ------------------------------------------------------------------ refusals */
 
 struct refusal {
@@ -689,6 +746,7 @@ Suite *handshake_suite(void)
     tcase_add_test(tc, test_handshake_tail_and_path);
     tcase_add_test(tc, test_handshake_arena);
     tcase_add_loop_test(tc, test_handshake_headers, 0, 2);
+    tcase_add_loop_test(tc, test_handshake_hash_values, 0, 2);
     tcase_add_loop_test(tc, test_handshake_refusals, 0, 2 * nref);
     tcase_add_loop_test(tc, test_handshake_hosts, 0,
                         (int)(sizeof(good_hosts) / sizeof(good_hosts[0])));

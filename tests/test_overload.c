@@ -167,31 +167,6 @@ static const char *breaker_state(struct ov *o)
     return r;
 }
 
-/* Connects from <src> (127.0.0.x) to 127.0.0.1:<port>. Returns the descriptor or -errno. */
-static int connect_from(const char *src, int port, int timeout_ms)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET }, to = { .sin_family = AF_INET };
-    struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
-    int fd, one = 1, err;
-
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    inet_pton(AF_INET, src, &a.sin_addr);
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    to.sin_port = htons((uint16_t)port);
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 ||
-        connect(fd, (struct sockaddr *)&to, sizeof(to)) < 0) {
-        err = -errno;
-        close(fd);
-        return err;
-    }
-    return fd;
-}
-
 /* Closes <fd> with a reset: no TIME_WAIT left behind. */
 static void close_rst(int fd)
 {
@@ -223,7 +198,7 @@ static int probe(int fd)
  * *<keep> (may be NULL: closed) when admitted. */
 static int attempt(struct ov *o, const char *src, int port, int *keep)
 {
-    int fd = connect_from(src, port, IO_MS), r;
+    int fd = th_connect_from(src, port, IO_MS), r;
 
     /* A reset can beat connect() back to the caller. */
     if (fd == -ECONNRESET)
@@ -248,7 +223,7 @@ static int ws_request(struct ov *o, const char *src, int port, int *retry)
     char buf[2048], *p;
     size_t len = 0;
     ssize_t n;
-    int fd = connect_from(src, port, IO_MS), status = 0;
+    int fd = th_connect_from(src, port, IO_MS), status = 0;
 
     TH_ASSERT(o->d, fd >= 0, "connect to %d: %s", port, strerror(-fd));
     *retry = -1;
@@ -337,7 +312,7 @@ static void *hammer_main(void *arg)
         if (!h->first)
             h->first = now;
         h->last = now;
-        fd = connect_from(h->src, h->port, IO_MS);
+        fd = th_connect_from(h->src, h->port, IO_MS);
         if (fd == -ECONNRESET) {           /* refused before connect() returned */
             h->refused++;
             continue;
@@ -945,7 +920,7 @@ static void *churn_main(void *arg)
     int fd, r;
 
     while (!atomic_load(c->stop)) {
-        fd = connect_from(c->src, c->port, IO_MS);
+        fd = th_connect_from(c->src, c->port, IO_MS);
         if (fd == -ECONNRESET) {            /* refused before connect() returned */
             c->done++;
             continue;

@@ -1,4 +1,5 @@
-/* tests/test_upstream.c — server selection (round robin, leastconn, random) and health state.
+/* tests/test_upstream.c — server selection (round robin, leastconn, random, consistent hash)
+ * and health state.
  *
  * Configs are parsed from memory; servers are named a, b, c, ... by their index in the
  * servers list, so a pick sequence reads as a string ("aabacaa"). Load simulations use the
@@ -12,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/hash.h"
+#include "harness.h"
 #include "gateway/config/config.h"
+#include "gateway/core/chash.h"
 #include "gateway/core/upstream.h"
 
 static struct cg_config   *cfg;
@@ -108,7 +112,7 @@ static unsigned rnd(unsigned n)
 #define SERVERS3 "servers = 127.0.0.1:9001, 127.0.0.1:9002, 127.0.0.1:9003\n"
 #define SERVERS4 "servers = 127.0.0.1:9001 127.0.0.1:9002 127.0.0.1:9003 127.0.0.1:9004\n"
 
-static const char *const balances[] = { "roundrobin", "leastconn", "random" };
+static const char *const balances[] = { "roundrobin", "leastconn", "random", "hash" };
 
 /* ------------------------------------------------------------------ the run-time state */
 
@@ -682,6 +686,310 @@ START_TEST(test_check_defaults)
 }
 END_TEST
 
+/* ------------------------------------------------------------------ consistent hash */
+
+#define NKEYS 20000
+
+/* The hash key of test key <i> ("sid-<i>", as a cookie value would be). */
+static uint64_t key_of(unsigned i)
+{
+    char k[32];
+    int n = snprintf(k, sizeof(k), "sid-%u", i);
+
+    return cg_hash64(k, (size_t)n, 0);
+}
+
+/* The server index of each of NKEYS keys, picked by <worker> with <tried>, into <out>
+ * (-1: none). */
+static void map_keys(struct cg_upstream *up, unsigned worker, uint64_t tried, int *out)
+{
+    unsigned i;
+
+    for (i = 0; i < NKEYS; i++) {
+        uint64_t k = key_of(i);
+        struct cg_server *srv = cg_upstream_pick_key(up, worker, tried, &k);
+
+        out[i] = srv ? (int)srv->index : -1;
+    }
+}
+
+/* A second configuration and its upstreams, for comparisons between two rings. */
+struct other {
+    struct cg_config   *cfg;
+    struct cg_upstream *ups;
+};
+
+static struct cg_upstream *other_new(struct other *o, const char *body)
+{
+    char text[4096];
+
+    snprintf(text, sizeof(text),
+             "[listener l]\nbind = 127.0.0.1:8000\nupstream = u\n[upstream u]\n%s", body);
+    ck_assert_int_eq(cg_config_parse_string("t.ini", text, &o->cfg, NULL), 0);
+    o->ups = cg_upstreams_new(o->cfg, 1);
+    ck_assert_ptr_nonnull(o->ups);
+    return &o->ups[0];
+}
+
+static void other_free(struct other *o)
+{
+    cg_upstreams_free(o->ups, o->cfg->nupstreams);
+    cg_config_free(o->cfg);
+}
+
+/* The published XXH64 vectors (xxhash's test suite, python-xxhash's documentation): the
+ * 0..3-byte tail, the 4- and 8-byte steps and the 32-byte stripes all checked. */
+START_TEST(test_hash64_vectors)
+{
+    const char *nobody = "Nobody inspects the spammish repetition";
+
+    ck_assert_uint_eq(cg_hash64("", 0, 0), 0xEF46DB3751D8E999ull);
+    ck_assert_uint_eq(cg_hash64("a", 1, 0), 0xD24EC4F1A98C6E5Bull);
+    ck_assert_uint_eq(cg_hash64("abc", 3, 0), 0x44BC2CF5AD770999ull);
+    ck_assert_uint_eq(cg_hash64("xxhash", 6, 0), 0x32DD38952C4BC720ull);
+    ck_assert_uint_eq(cg_hash64(nobody, strlen(nobody), 0), 0xFBCEA83C8A378BF1ull);
+}
+END_TEST
+
+/* Weights 1, 2, 3, 4: each server's share of 20,000 keys within 10% of its weight's share
+ * (the ring has 160 points per unit of weight). */
+START_TEST(test_hash_weights)
+{
+    struct cg_upstream *up = up_new("servers = 127.0.0.1:9001 weight=1, 127.0.0.1:9002 "
+                                    "weight=2, 127.0.0.1:9003 weight=3, 127.0.0.1:9004 "
+                                    "weight=4\nbalance = hash\n", 1);
+    static int map[NKEYS];
+    unsigned cnt[4] = { 0 }, i;
+
+    ck_assert_int_eq(up->conf->balance, CG_BALANCE_HASH);
+    ck_assert_uint_eq(cg_chash_points(up->ring), 10 * CG_CHASH_POINTS);
+    map_keys(up, 0, 0, map);
+    for (i = 0; i < NKEYS; i++) {
+        ck_assert_int_ge(map[i], 0);
+        cnt[map[i]]++;
+    }
+    th_note("hash weights 1:2:3:4 over %u keys: %u %u %u %u", NKEYS, cnt[0], cnt[1], cnt[2],
+            cnt[3]);
+    for (i = 0; i < 4; i++) {
+        double want = NKEYS * (i + 1) / 10.0;
+
+        ck_assert_msg(cnt[i] >= want * 0.9 && cnt[i] <= want * 1.1,
+                      "server %u (weight %u): %u keys, want %.0f +- 10%%", i, i + 1, cnt[i],
+                      want);
+    }
+}
+END_TEST
+
+/* The same key, the same server: in every worker, in another build of the ring (another
+ * process), and at a fixed place, so that two gateways (and two versions) agree. */
+START_TEST(test_hash_deterministic)
+{
+    struct cg_upstream *up = up_new(SERVERS4 "balance = hash\n", 4);
+    struct other o;
+    struct cg_upstream *up2 = other_new(&o, SERVERS4 "balance = hash\n");
+    static int a[NKEYS], b[NKEYS];
+    unsigned w, i;
+    uint64_t k = cg_hash64("alice", 5, 0);
+    char pinned[9];
+
+    map_keys(up, 0, 0, a);
+    for (w = 1; w < 4; w++) {
+        map_keys(up, w, 0, b);
+        ck_assert_mem_eq(a, b, sizeof(a));
+    }
+    map_keys(up2, 0, 0, b);
+    ck_assert_mem_eq(a, b, sizeof(a));
+    /* Pinned: a change here moves every client of every deployment on upgrade. */
+    ck_assert_uint_eq(cg_upstream_pick_key(up, 0, 0, &k)->index, 2);
+    for (i = 0; i < 8; i++)
+        pinned[i] = (char)('a' + cg_upstream_pick_key(up, 0, 0, &(uint64_t){ key_of(i) })->index);
+    pinned[8] = '\0';
+    ck_assert_str_eq(pinned, "accabbcb");
+    other_free(&o);
+}
+END_TEST
+
+/* A 5th server added to 4: between 0.5/5 and 1.5/5 of the keys move, all of them onto the
+ * new server; the others keep theirs. */
+START_TEST(test_hash_add_server)
+{
+    struct cg_upstream *up4 = up_new(SERVERS4 "balance = hash\n", 1), *up5;
+    struct other o;
+    static int a[NKEYS], b[NKEYS];
+    unsigned moved = 0, i;
+
+    up5 = other_new(&o, "servers = 127.0.0.1:9001 127.0.0.1:9002 127.0.0.1:9003 "
+                        "127.0.0.1:9004 127.0.0.1:9005\nbalance = hash\n");
+    map_keys(up4, 0, 0, a);
+    map_keys(up5, 0, 0, b);
+    for (i = 0; i < NKEYS; i++) {
+        if (a[i] == b[i])
+            continue;
+        moved++;
+        ck_assert_msg(b[i] == 4, "key %u moved from server %d to %d, not to the new one",
+                      i, a[i], b[i]);
+    }
+    th_note("hash: a 5th server added to 4 moved %u of %u keys (1/N = %u)", moved, NKEYS,
+            NKEYS / 5);
+    ck_assert_msg(moved >= NKEYS / 10 && moved <= NKEYS * 3 / 10,
+                  "%u of %u keys moved, want 0.5/N..1.5/N (N = 5)", moved, NKEYS);
+    other_free(&o);
+}
+END_TEST
+
+/* Servers listed in another order: the same server for every key (points come from the
+ * server's name, not its place). */
+START_TEST(test_hash_order_free)
+{
+    struct cg_upstream *up = up_new(SERVERS4 "balance = hash\n", 1), *rev;
+    struct other o;
+    static int a[NKEYS], b[NKEYS];
+    unsigned i;
+
+    rev = other_new(&o, "servers = 127.0.0.1:9004 127.0.0.1:9003 127.0.0.1:9002 "
+                        "127.0.0.1:9001\nbalance = hash\n");
+    map_keys(up, 0, 0, a);
+    map_keys(rev, 0, 0, b);
+    for (i = 0; i < NKEYS; i++)
+        ck_assert_int_eq(a[i], 3 - b[i]);
+    other_free(&o);
+}
+END_TEST
+
+/* One server out (down, maintenance, drain, ejected, at its connection limit): its keys go
+ * to the others, spread over more than one; no other key moves, not one. Back in: every
+ * key is where it was. */
+START_TEST(test_hash_server_out)
+{
+    struct cg_upstream *up = up_new(SERVERS4 "balance = hash\n"
+                                    "max_connections_per_server = 5\n", 1);
+    struct cg_server *b = &up->servers[1];
+    static int before[NKEYS], after[NKEYS];
+    unsigned i, theirs = 0, to[4] = { 0 };
+
+    map_keys(up, 0, 0, before);
+    switch (_i) {
+    case 0: atomic_store(&b->down, 1); break;
+    case 1: atomic_store(&b->state, CG_SERVER_MAINT); break;
+    case 2: atomic_store(&b->state, CG_SERVER_DRAIN); break;
+    case 3:
+        atomic_store(&b->eject_until_ms, UINT64_MAX);
+        atomic_store(&b->brk, CG_SRV_EJECTED);
+        break;
+    case 4: set_active(up, 1, 5); break;
+    }
+    ck_assert_int_eq(cg_server_is_eligible(b), 0);
+    map_keys(up, 0, 0, after);
+    for (i = 0; i < NKEYS; i++) {
+        if (before[i] != 1) {
+            ck_assert_msg(after[i] == before[i], "case %d: key %u of server %d moved to %d",
+                          _i, i, before[i], after[i]);
+            continue;
+        }
+        theirs++;
+        ck_assert_int_ne(after[i], 1);
+        to[after[i]]++;
+    }
+    th_note("hash: server b out (case %d): its %u keys went to a %u, c %u, d %u; 0 others "
+            "moved", _i, theirs, to[0], to[2], to[3]);
+    ck_assert_uint_gt(theirs, NKEYS / 10);
+    ck_assert_msg((to[0] > 0) + (to[2] > 0) + (to[3] > 0) >= 2,
+                  "server b's keys went to one server only: %u %u %u", to[0], to[2], to[3]);
+    atomic_store(&b->down, 0);
+    atomic_store(&b->state, CG_SERVER_READY);
+    atomic_store(&b->brk, CG_SRV_IN);
+    set_active(up, 1, 0);
+    map_keys(up, 0, 0, after);
+    ck_assert_mem_eq(before, after, sizeof(before));
+}
+END_TEST
+
+/* Retries: the tried mask moves a key on to its next server on the ring, which is where
+ * the key goes when its server is out; every server once, then none. */
+START_TEST(test_hash_tried)
+{
+    struct cg_upstream *up = up_new(SERVERS4 "balance = hash\n", 1);
+    unsigned i, n;
+
+    for (i = 0; i < 200; i++) {
+        uint64_t k = key_of(i), tried = 0;
+        struct cg_server *first = cg_upstream_pick_key(up, 0, 0, &k), *next, *srv;
+
+        for (n = 0; n < 4; n++) {
+            srv = cg_upstream_pick_key(up, 0, tried, &k);
+            ck_assert_ptr_nonnull(srv);
+            ck_assert_uint_eq(tried & (1ull << srv->index), 0);
+            ck_assert_ptr_eq(cg_upstream_pick_key(up, 0, tried, &k), srv);     /* stable */
+            tried |= 1ull << srv->index;
+        }
+        ck_assert_uint_eq(tried, 0xf);
+        ck_assert_ptr_null(cg_upstream_pick_key(up, 0, tried, &k));
+        /* the retry after <first> = the pick with <first> down */
+        next = cg_upstream_pick_key(up, 0, 1ull << first->index, &k);
+        atomic_store(&first->down, 1);
+        ck_assert_ptr_eq(cg_upstream_pick_key(up, 0, 0, &k), next);
+        atomic_store(&first->down, 0);
+    }
+}
+END_TEST
+
+/* More than 64 servers: those past 63 are never excluded by tried (as the other methods),
+ * and the walk still finds them when everything else is out. */
+START_TEST(test_hash_past_63)
+{
+    char body[4096];
+    size_t off;
+    struct cg_upstream *up;
+    unsigned i;
+    uint64_t k = key_of(7);
+
+    off = (size_t)snprintf(body, sizeof(body), "balance = hash\nservers =");
+    for (i = 0; i < 66; i++)
+        off += (size_t)snprintf(body + off, sizeof(body) - off, " 127.0.0.1:%u", 9001 + i);
+    snprintf(body + off, sizeof(body) - off, "\n");
+    up = up_new(body, 1);
+    for (i = 0; i < 66; i++)
+        if (i != 65)
+            atomic_store(&up->servers[i].down, 1);
+    ck_assert_ptr_eq(cg_upstream_pick_key(up, 0, ~(uint64_t)0, &k), &up->servers[65]);
+    atomic_store(&up->servers[65].down, 1);
+    ck_assert_ptr_null(cg_upstream_pick_key(up, 0, 0, &k));
+}
+END_TEST
+
+/* No key (the request had no such cookie, header, parameter): the weighted round robin. */
+START_TEST(test_hash_no_key)
+{
+    struct cg_upstream *up = up_new("servers = 127.0.0.1:9001 weight=5, 127.0.0.1:9002, "
+                                    "127.0.0.1:9003\nbalance = hash\n", 1);
+    char buf[16];
+    size_t i;
+
+    for (i = 0; i < 7; i++)
+        buf[i] = (char)('a' + cg_upstream_pick_key(up, 0, 0, NULL)->index);
+    buf[7] = '\0';
+    ck_assert_str_eq(buf, "aabacaa");
+    ck_assert_str_eq(picks(up, 0, 0, buf, 7), "aabacaa");
+    ck_assert_str_eq(picks(up, 0, 1u << 0, buf, 4), "bcbc");
+}
+END_TEST
+
+/* A key for an upstream that does not hash is ignored: its own method. */
+START_TEST(test_hash_key_other_method)
+{
+    struct cg_upstream *up = up_new(SERVERS3, 1);
+    uint64_t k = key_of(1);
+    char buf[8];
+    size_t i;
+
+    ck_assert_ptr_null(up->ring);
+    for (i = 0; i < 6; i++)
+        buf[i] = (char)('a' + cg_upstream_pick_key(up, 0, 0, &k)->index);
+    buf[6] = '\0';
+    ck_assert_str_eq(buf, "abcabc");
+}
+END_TEST
+
 Suite *upstream_suite(void)
 {
     Suite *s = suite_create("upstream");
@@ -695,8 +1003,8 @@ Suite *upstream_suite(void)
     tcase_add_test(tc, test_new_several_upstreams);
     tcase_add_test(tc, test_free_null);
     tcase_add_test(tc, test_no_limit);
-    tcase_add_loop_test(tc, test_exclusions_every_method, 0, 3);
-    tcase_add_loop_test(tc, test_tried_past_63, 0, 3);
+    tcase_add_loop_test(tc, test_exclusions_every_method, 0, 4);
+    tcase_add_loop_test(tc, test_tried_past_63, 0, 4);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("roundrobin");
@@ -726,6 +1034,20 @@ Suite *upstream_suite(void)
     tcase_add_test(tc, test_random_weights);
     tcase_add_test(tc, test_random_less_loaded);
     tcase_add_test(tc, test_random_workers_differ);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("hash");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, test_hash64_vectors);
+    tcase_add_test(tc, test_hash_weights);
+    tcase_add_test(tc, test_hash_deterministic);
+    tcase_add_test(tc, test_hash_add_server);
+    tcase_add_test(tc, test_hash_order_free);
+    tcase_add_loop_test(tc, test_hash_server_out, 0, 5);
+    tcase_add_test(tc, test_hash_tried);
+    tcase_add_test(tc, test_hash_past_63);
+    tcase_add_test(tc, test_hash_no_key);
+    tcase_add_test(tc, test_hash_key_other_method);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("health");

@@ -264,6 +264,29 @@ int cg_parse_bind(const char *s, struct sockaddr_storage *ss, socklen_t *len)
     }
 }
 
+const char *cg_balance_name(enum cg_balance b)
+{
+    switch (b) {
+    case CG_BALANCE_ROUNDROBIN: return "roundrobin";
+    case CG_BALANCE_LEASTCONN:  return "leastconn";
+    case CG_BALANCE_RANDOM:     return "random";
+    case CG_BALANCE_HASH:       return "hash";
+    }
+    return "?";
+}
+
+const char *cg_format_hash_key(const struct cg_upstream_conf *uc, char *buf, size_t size)
+{
+    static const char *const kinds[] = {
+        [CG_HASH_SOURCE] = "source", [CG_HASH_HEADER] = "header:",
+        [CG_HASH_COOKIE] = "cookie:", [CG_HASH_QUERY] = "query:", [CG_HASH_PATH] = "path",
+    };
+
+    snprintf(buf, size, "%s%s", uc->hash_key <= CG_HASH_PATH ? kinds[uc->hash_key] : "?",
+             uc->hash_key_name);
+    return buf;
+}
+
 const char *cg_format_duration(uint64_t ms, char *buf, size_t size)
 {
     if (ms == 0)
@@ -840,6 +863,12 @@ static void check_upstream(struct parser *p, const struct section *s)
         }
     }
     bad = 0;
+    line = key_line_of(s, "hash_key", &bad);
+    key_line_of(s, "balance", &bad_iv);
+    if (line && !bad && !bad_iv && up->balance != CG_BALANCE_HASH)
+        error_at(p, line, "[%s] hash_key: set, but balance is not hash (hash_key chooses "
+                 "what balance = hash hashes)", s->label);
+    bad = bad_iv = 0;
     line = key_line_of(s, "health_check_timeout", &bad);
     key_line_of(s, "health_check_interval", &bad_iv);
     if (bad || bad_iv || up->health_check_interval_ms == 0 ||
@@ -851,6 +880,72 @@ static void check_upstream(struct parser *p, const struct section *s)
              cg_format_duration(up->health_check_interval_ms, b, sizeof(b)));
 }
 
+/* The section of the upstream at <index> of the configuration. */
+static const struct section *upstream_section(const struct parser *p, size_t index)
+{
+    size_t i;
+
+    for (i = 0; i < p->nsections; i++)
+        if (p->sections[i].kind == KIND_UPSTREAM && p->sections[i].index == index)
+            return &p->sections[i];
+    return NULL;
+}
+
+/* balance = hash across listener <s>'s upstream (known: <up_ok>) and its routes' upstreams:
+ * a tcp listener has only the client's address to hash; a websocket listener keeps one
+ * extra request header from the handshake, so all its upstreams must hash on the same
+ * one (its name goes to l->hash_header). */
+static void check_hash_keys(struct parser *p, const struct section *s, int up_ok)
+{
+    struct cg_config *cfg = p->cfg;
+    struct cg_listener_conf *l = &cfg->listeners[s->index];
+    const struct cg_upstream_conf *uc, *first = NULL;
+    const struct section *us;
+    char hk[CG_CONF_NAME_MAX + 8];
+    unsigned int line;
+    size_t j;
+    int bad;
+
+    l->hash_header[0] = '\0';
+    if (l->mode == CG_MODE_TCP) {
+        if (!up_ok)
+            return;
+        uc = &cfg->upstreams[l->upstream];
+        if (uc->balance != CG_BALANCE_HASH || uc->hash_key == CG_HASH_SOURCE)
+            return;
+        us = upstream_section(p, l->upstream);
+        error_at(p, key_line_of(s, "upstream", &bad), "[%s] upstream: \"%s\" has balance "
+                 "= hash with hash_key = %s (line %u), but a tcp listener has no request "
+                 "to take it from: use hash_key = source there", s->label, uc->name,
+                 cg_format_hash_key(uc, hk, sizeof(hk)),
+                 us ? key_line_of(us, "hash_key", &bad) : 0);
+        return;
+    }
+    line = key_line_of(s, "routes", &bad);
+    for (j = 0; j <= l->nroutes; j++) {
+        if (j == 0 && !up_ok)
+            continue;
+        /* a route whose upstream is unknown is reported already */
+        if (j > 0 && (!line || bad || l->routes[j - 1].upstream >= cfg->nupstreams ||
+                      strcmp(cfg->upstreams[l->routes[j - 1].upstream].name,
+                             l->routes[j - 1].upstream_name) != 0))
+            continue;
+        uc = &cfg->upstreams[j == 0 ? l->upstream : l->routes[j - 1].upstream];
+        if (uc->balance != CG_BALANCE_HASH || uc->hash_key != CG_HASH_HEADER)
+            continue;
+        if (!first) {
+            first = uc;
+            strcpy(l->hash_header, uc->hash_key_name);
+        } else if (strcmp(first->hash_key_name, uc->hash_key_name) != 0) {
+            error_at(p, line, "[%s] routes: upstreams \"%s\" and \"%s\" hash on different "
+                     "headers (%s, %s); the upstreams of one listener may hash on one header "
+                     "only", s->label, first->name, uc->name, first->hash_key_name,
+                     uc->hash_key_name);
+            return;
+        }
+    }
+}
+
 static void check_listeners(struct parser *p)
 {
     struct cg_config *cfg = p->cfg;
@@ -858,7 +953,7 @@ static void check_listeners(struct parser *p)
     struct cg_listener_conf *l, *m;
     unsigned int line, tline;
     size_t i, j, k;
-    int bad, exact;
+    int bad, exact, up_ok;
 
     for (i = 0; i < p->nsections; i++) {
         s = &p->sections[i];
@@ -867,11 +962,13 @@ static void check_listeners(struct parser *p)
         l = &cfg->listeners[s->index];
 
         line = key_line_of(s, "upstream", &bad);
+        up_ok = 0;
         if (line && !bad) {
             for (k = 0; k < cfg->nupstreams; k++)
                 if (strcmp(cfg->upstreams[k].name, l->upstream_name) == 0)
                     break;
-            if (k < cfg->nupstreams)
+            up_ok = k < cfg->nupstreams;
+            if (up_ok)
                 l->upstream = k;
             else
                 error_at(p, line, "[%s] upstream: unknown upstream \"%s\"", s->label,
@@ -891,6 +988,7 @@ static void check_listeners(struct parser *p)
                 error_at(p, line, "[%s] routes: unknown upstream \"%s\"", s->label,
                          r->upstream_name);
         }
+        check_hash_keys(p, s, up_ok);
 
         /* tls = on needs a certificate; a client certificate needs a CA to verify it. */
         line = key_line_of(s, "tls", &bad);

@@ -67,6 +67,16 @@ enum cg_balance {
     CG_BALANCE_ROUNDROBIN,      /* weighted smooth round robin */
     CG_BALANCE_LEASTCONN,
     CG_BALANCE_RANDOM,          /* power of two random choices */
+    CG_BALANCE_HASH,            /* consistent hash of a key of the client (core/chash.h) */
+};
+
+/* What balance = hash hashes ([upstream] hash_key). */
+enum cg_hash_key {
+    CG_HASH_SOURCE,             /* the client's address (no port) */
+    CG_HASH_HEADER,             /* a request header's value (websocket listeners) */
+    CG_HASH_COOKIE,             /* a cookie's value */
+    CG_HASH_QUERY,              /* a query parameter's value, as sent (not decoded) */
+    CG_HASH_PATH,               /* the request-target's path */
 };
 
 struct cg_gateway_conf {
@@ -203,6 +213,9 @@ struct cg_upstream_conf {
     size_t           nsources;
     uint32_t         nsource4, nsource6;        /* addresses of each family in them */
     enum cg_balance  balance;
+    enum cg_hash_key hash_key;                  /* balance = hash */
+    char             hash_key_name[CG_CONF_NAME_MAX];   /* header (lowercase), cookie or
+                                                 * query parameter name; "" for the others */
     uint64_t         connect_timeout_ms;
     unsigned int     retries;                   /* other servers to try after a failure */
     unsigned int     max_connections_per_server;    /* 0 = unlimited */
@@ -247,6 +260,10 @@ struct cg_listener_conf {
     uint64_t         byte_rate;                 /* bytes/s from a client; 0 = no limit */
     uint64_t         byte_burst;                /* 0 = byte_rate */
     enum cg_rate_action rate_limit_action;
+    /* The one request header (lowercase) that balance = hash of this listener's upstreams
+     * needs kept from the handshake (hash_key = header:NAME); "" = none. Set by the
+     * whole-file checks: all its upstreams must agree on it. */
+    char             hash_header[CG_CONF_NAME_MAX];
     uint64_t         high_water;                /* stop reading a side above this queue */
     enum cg_deflate  permessage_deflate;        /* RFC 7692: passed through, or stripped */
     struct cg_adm_limits adm;                   /* own keys, else [admission]'s */
@@ -353,5 +370,12 @@ int cg_parse_bind(const char *s, struct sockaddr_storage *ss, socklen_t *len);
 /* Formats <ms> into <buf> of <size> as the largest exact unit ("1h", "90s", "1500ms",
  * "0"). Returns <buf>. */
 const char *cg_format_duration(uint64_t ms, char *buf, size_t size);
+
+/* "roundrobin", "leastconn", "random", "hash" for <b>. */
+const char *cg_balance_name(enum cg_balance b);
+
+/* Formats <uc>'s hash_key as written ("source", "cookie:sid"; a header name lowercase)
+ * into <buf> of <size>. Returns <buf>. */
+const char *cg_format_hash_key(const struct cg_upstream_conf *uc, char *buf, size_t size);
 
 #endif /* CG_CONFIG_H */

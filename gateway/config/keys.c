@@ -309,6 +309,57 @@ static int source_bindable(int family, const unsigned char *addr)
     return r;
 }
 
+/* hash_key = source | path | header:NAME | cookie:NAME | query:NAME (balance = hash). A
+ * header name is kept lowercase (headers compare without case, cookies and query
+ * parameters with). */
+static int set_hash_key(const struct keyctx *c, void *obj, const char *value)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~0123456789"
+                                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    static const struct {
+        const char      *prefix;
+        enum cg_hash_key key;
+    } named[] = {
+        { "header:", CG_HASH_HEADER }, { "cookie:", CG_HASH_COOKIE },
+        { "query:", CG_HASH_QUERY },
+    };
+    struct cg_upstream_conf *up = obj;
+    char buf[SHOW_MAX + 4];
+    const char *name;
+    size_t i, n;
+
+    up->hash_key_name[0] = '\0';
+    if (strcmp(value, "source") == 0 || strcmp(value, "path") == 0) {
+        up->hash_key = value[0] == 's' ? CG_HASH_SOURCE : CG_HASH_PATH;
+        return 0;
+    }
+    for (i = 0; i < sizeof(named) / sizeof(named[0]); i++)
+        if (strncmp(value, named[i].prefix, strlen(named[i].prefix)) == 0)
+            break;
+    if (i == sizeof(named) / sizeof(named[0])) {
+        cg_conf__key_error(c, "\"%s\" is not one of: source, header:NAME, cookie:NAME, "
+                           "query:NAME, path", cg_conf__show(value, buf, sizeof(buf)));
+        return -1;
+    }
+    name = value + strlen(named[i].prefix);
+    n = strlen(name);
+    /* A query parameter's name is whatever stands before its '=' (not decoded); headers
+     * and cookies are tokens (RFC 9110 section 5.6.2, RFC 6265 section 4.1.1). */
+    if (n == 0 || n >= CG_CONF_NAME_MAX ||
+        (named[i].key == CG_HASH_QUERY ? strcspn(name, "&=# \t") : strspn(name, tchar)) != n) {
+        cg_conf__key_error(c, "\"%s\": expected a %s name of 1 to %d characters%s",
+                           cg_conf__show(value, buf, sizeof(buf)), named[i].prefix,
+                           CG_CONF_NAME_MAX - 1, named[i].key == CG_HASH_QUERY ?
+                           " without &, =, # or blanks" : " (an HTTP token)");
+        return -1;
+    }
+    up->hash_key = named[i].key;
+    for (i = 0; i <= n; i++)
+        up->hash_key_name[i] = up->hash_key == CG_HASH_HEADER && name[i] >= 'A' &&
+                               name[i] <= 'Z' ? (char)(name[i] + 32) : name[i];
+    return 0;
+}
+
 /* source = ADDR[-ADDR] ... (IPv4 or IPv6, blanks or commas between); empty: none, the
  * kernel picks (the default). */
 static int set_source(const struct keyctx *c, void *obj, const char *value)
@@ -836,7 +887,8 @@ static int set_tls_verify_client(const struct keyctx *c, void *obj, const char *
 #define HOUR   (60 * MIN)
 
 static const char *const mode_choices[] = { "tcp", "websocket", NULL };
-static const char *const balance_choices[] = { "roundrobin", "leastconn", "random", NULL };
+static const char *const balance_choices[] = { "roundrobin", "leastconn", "random", "hash",
+                                                NULL };
 static const char *const uproto_choices[] = { "websocket", "tcp", NULL };
 static const char *const rate_action_choices[] = { "delay", "close", NULL };
 
@@ -1034,6 +1086,7 @@ static const struct key_desc upstream_keys[] = {
     { .name = "source", .type = KEY_CUSTOM, .def = "", .set = set_source },
     { .name = "balance", .type = KEY_ENUM, .offset = UP(balance), .def = "roundrobin",
       .choices = balance_choices },
+    { .name = "hash_key", .type = KEY_CUSTOM, .def = "source", .set = set_hash_key },
     { .name = "connect_timeout", .type = KEY_DURATION, .offset = UP(connect_timeout_ms),
       .def = "5s", .min = 1, .max = 5 * MIN },
     { .name = "retries", .type = KEY_UINT, .offset = UP(retries), .def = "2",

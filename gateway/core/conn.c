@@ -1,5 +1,6 @@
 /* gateway/core/conn.c — a connection's start, its upstream connect with retries, and its
  * end: the one place that releases what a connection holds (core/conn.h). */
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "common/hash.h"
 #include "common/rand.h"
 #include "common/tls.h"
 #include "coro/io.h"
@@ -251,7 +253,30 @@ static int defers_report(const struct cg_conn *c)
            c->lc->upstream_protocol == CG_UPROTO_WEBSOCKET;
 }
 
-int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
+int cg_conn_source_key(const struct cg_conn *c, uint64_t *key)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+
+    if (getpeername(coro_stream_fd(&c->client), (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    if (ss.ss_family == AF_INET) {
+        *key = cg_hash64(&((const struct sockaddr_in *)&ss)->sin_addr, 4, 0);
+        return 0;
+    }
+    if (ss.ss_family != AF_INET6)
+        return -EAFNOSUPPORT;
+    /* A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d: the same key as on an
+     * IPv4 listener. */
+    if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr))
+        *key = cg_hash64(sin6->sin6_addr.s6_addr + 12, 4, 0);
+    else
+        *key = cg_hash64(&sin6->sin6_addr, 16, 0);
+    return 0;
+}
+
+int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up, const uint64_t *key)
 {
     const struct cg_upstream_conf *uc = up->conf;
     struct cg_worker *w = c->w;
@@ -261,8 +286,10 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up)
     uint64_t t0;
     int err = UV_EHOSTUNREACH, more, probe, tls_step;
 
+    if (!key && uc->balance == CG_BALANCE_HASH)
+        atomic_fetch_add_explicit(&up->hash_fallbacks, 1, memory_order_relaxed);
     while (attempt <= uc->retries) {
-        struct cg_server *srv = cg_upstream_pick(up, w->id, tried);
+        struct cg_server *srv = cg_upstream_pick_key(up, w->id, tried, key);
 
         if (!srv)
             break;

@@ -66,11 +66,19 @@ struct cg_conn {
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot);
 
 /* Connects c->up to a server of <up> (the listener's upstream, or the one a WebSocket route
- * chose), with a TLS handshake when <up> has tls = on, trying up to 1 + retries servers. Returns 0 with c->srv set and counted active,
+ * chose), with a TLS handshake when <up> has tls = on, trying up to 1 + retries servers:
+ * with balance = hash, the servers of the client's hash key <key> in ring order
+ * (cg_upstream_pick_key()); <key> NULL when the request had none (counted in
+ * up->hash_fallbacks, round robin instead). Returns 0 with c->srv set and counted active,
  * or the last error (UV_ETIMEDOUT when the last try timed out, UV_EHOSTUNREACH when no
  * server was eligible, UV_ECANCELED on a stop, a local error of cg_local_error() at once:
  * another server would fail the same way). */
-int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up);
+int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up, const uint64_t *key);
+
+/* The hash key of <c>'s client address for balance = hash (hash_key = source): the
+ * address without its port (an IPv4-mapped IPv6 address as the IPv4 one), through
+ * cg_hash64(). Returns 0, or a negative errno of getpeername(). */
+int cg_conn_source_key(const struct cg_conn *c, uint64_t *key);
 
 /* Reload: moves <c>'s server accounting from generation <old> to <g> (its worker's new
  * one), when its server is in <old> and <g> has it too, so that leastconn and

@@ -17,6 +17,7 @@
 #include "core/conn.h"
 #include "core/relay.h"
 #include "core/reload.h"
+#include "core/upstream.h"
 #include "base/counters.h"
 
 #define FLUSH_TIMEOUT_MS 5000
@@ -104,6 +105,19 @@ static int relay(struct cg_conn *c)
     }
 }
 
+/* The server's connect; for balance = hash with the client's address as the key (all a
+ * tcp listener may hash: config.c). Not inlined: the key must not stay in the session's
+ * frame under the relay's park, which every idle connection's saved stack would carry
+ * (docs/coro-stacks.md). */
+static __attribute__((noinline)) int connect_upstream(struct cg_conn *c,
+                                                      struct cg_upstream *up)
+{
+    uint64_t key;
+    int keyed = up->conf->balance == CG_BALANCE_HASH && cg_conn_source_key(c, &key) == 0;
+
+    return cg_conn_connect_upstream(c, up, keyed ? &key : NULL);
+}
+
 void cg_tcp_session(void *arg)
 {
     struct cg_conn *c = arg;
@@ -112,7 +126,7 @@ void cg_tcp_session(void *arg)
     int err;
 
     c->co = coro_self();
-    err = cg_conn_connect_upstream(c, up);
+    err = connect_upstream(c, up);
     if (err < 0) {
         if (err != UV_ECANCELED && !cg_local_error(err)) {
             atomic_fetch_add(&up->no_server, 1);

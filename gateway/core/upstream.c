@@ -6,6 +6,7 @@
 
 #include <uv.h>
 
+#include "core/chash.h"
 #include "core/upstream.h"
 #include "base/log.h"
 
@@ -28,7 +29,11 @@ struct cg_upstream *cg_upstreams_new(const struct cg_config *cfg, unsigned nwork
         up->wrr = calloc((size_t)nworkers * uc->nservers, sizeof(*up->wrr));
         up->rng = calloc(nworkers, sizeof(*up->rng));
         up->src_next = calloc((size_t)nworkers * 2, sizeof(*up->src_next));
-        if (!up->servers || !up->wrr || !up->rng || !up->src_next) {
+        /* The ring is this generation's, read by every worker, never changed. */
+        if (uc->balance == CG_BALANCE_HASH)
+            up->ring = cg_chash_new(uc->servers, uc->nservers);
+        if (!up->servers || !up->wrr || !up->rng || !up->src_next ||
+            (uc->balance == CG_BALANCE_HASH && !up->ring)) {
             cg_upstreams_free(ups, i + 1);
             errno = ENOMEM;
             return NULL;
@@ -60,6 +65,7 @@ void cg_upstreams_free(struct cg_upstream *ups, size_t n)
         free(ups[i].wrr);
         free(ups[i].rng);
         free(ups[i].src_next);
+        cg_chash_free(ups[i].ring);
     }
     free(ups);
 }
@@ -193,6 +199,32 @@ static struct cg_server *pick_random2(struct cg_upstream *up, unsigned worker, u
     return cand[1];
 }
 
+struct pick_ctx {
+    struct cg_upstream *up;
+    uint64_t            tried;
+};
+
+static int on_ring_server(void *arg, unsigned server)
+{
+    struct pick_ctx *x = arg;
+
+    return server < x->up->nservers && usable(&x->up->servers[server], x->tried);
+}
+
+struct cg_server *cg_upstream_pick_key(struct cg_upstream *up, unsigned worker, uint64_t tried,
+                                       const uint64_t *key)
+{
+    struct pick_ctx x = { up, tried };
+    int s;
+
+    if (!key || !up->ring || up->conf->balance != CG_BALANCE_HASH)
+        return cg_upstream_pick(up, worker, tried);
+    if (up->nservers == 0 || worker >= up->nworkers)
+        return NULL;
+    s = cg_chash_walk(up->ring, *key, on_ring_server, &x);
+    return s < 0 ? NULL : &up->servers[s];
+}
+
 struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint64_t tried)
 {
     if (up->nservers == 0 || worker >= up->nworkers)
@@ -202,6 +234,7 @@ struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint
         return pick_leastconn(up, worker, tried);
     case CG_BALANCE_RANDOM:
         return pick_random2(up, worker, tried);
+    case CG_BALANCE_HASH:       /* no key: round robin, as HAProxy falls back */
     case CG_BALANCE_ROUNDROBIN:
     default:
         return pick_wrr(up, worker, tried);
@@ -254,6 +287,7 @@ void cg_upstreams_carry(struct cg_upstream *ups, size_t n, struct cg_upstream *o
         if (k == nold)
             continue;
         CARRY(up, &old[k], no_server);
+        CARRY(up, &old[k], hash_fallbacks);
         for (j = 0; j < up->nservers; j++) {
             struct cg_server *s = &up->servers[j];
 

@@ -14,6 +14,8 @@
 
 #include "config/config.h"
 
+struct cg_chash;
+
 #define CG_MAX_WORKERS 1024
 
 /* Administrative state of a server, set at run time (stats socket `set server`). */
@@ -60,6 +62,9 @@ struct cg_upstream {
     struct cg_server  *servers;
     unsigned           nservers;
     _Atomic uint64_t   no_server;           /* client closed: no server could be reached */
+    _Atomic uint64_t   hash_fallbacks;      /* balance = hash, but the request had no key:
+                                             * round robin instead */
+    struct cg_chash   *ring;                /* balance = hash (chash.h); else NULL */
     /* per-server breaker settings, replaced on reload (cg_upstream_breaker_set()) */
     _Atomic unsigned   max_pending;         /* 0 = no limit */
     _Atomic unsigned   eject_failures;      /* 0 = off */
@@ -84,6 +89,14 @@ void cg_upstreams_free(struct cg_upstream *ups, size_t n);
  * servers that are down, at their connection limit, or set in <tried> (a bitmask of server
  * indexes; servers past 63 are never excluded). Returns NULL when none is eligible. */
 struct cg_server *cg_upstream_pick(struct cg_upstream *up, unsigned worker, uint64_t tried);
+
+/* cg_upstream_pick() for a client whose hash key (balance = hash) is *<key>: the first
+ * server on the ring from the key's place that is eligible and not in <tried>, so a key
+ * keeps its server while that server can take it, and a retry moves on to the key's next
+ * one. <key> NULL (the request had no such key), or another balance method: as
+ * cg_upstream_pick(), which for balance = hash is the weighted round robin. */
+struct cg_server *cg_upstream_pick_key(struct cg_upstream *up, unsigned worker, uint64_t tried,
+                                       const uint64_t *key);
 
 /* The local address worker <worker>'s next connection to <srv> is made from, written to
  * <ss>: the upstream's source addresses of <srv>'s family in turn. NULL when it has none

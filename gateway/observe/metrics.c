@@ -299,16 +299,6 @@ static const char *server_state_name(int state)
     return "?";
 }
 
-static const char *balance_name(int b)
-{
-    switch (b) {
-    case CG_BALANCE_ROUNDROBIN: return "roundrobin";
-    case CG_BALANCE_LEASTCONN:  return "leastconn";
-    case CG_BALANCE_RANDOM:     return "random";
-    }
-    return "?";
-}
-
 /* ------------------------------------------------------------------ scheduling */
 
 /* Worker <i>'s scheduling figures (schedlat.h), read once for a rendering. */
@@ -425,6 +415,7 @@ static void json_listeners(struct cg_sbuf *b, const struct cg_daemon *d)
 
 static void json_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
 {
+    char hk[CG_CONF_NAME_MAX + 8];
     size_t i;
     unsigned j;
 
@@ -434,9 +425,16 @@ static void json_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
 
         cg_sbuf_printf(b, "%s{\"name\":", i ? "," : "");
         cg_sbuf_json_str(b, up->conf->name);
-        cg_sbuf_printf(b, ",\"balance\":\"%s\",\"no_server\":%llu,\"servers\":[",
-                       balance_name(up->conf->balance),
+        cg_sbuf_printf(b, ",\"balance\":\"%s\",\"no_server\":%llu,",
+                       cg_balance_name(up->conf->balance),
                        (unsigned long long)atomic_load(&up->no_server));
+        if (up->conf->balance == CG_BALANCE_HASH) {
+            cg_sbuf_add(b, "\"hash_key\":", 11);
+            cg_sbuf_json_str(b, cg_format_hash_key(up->conf, hk, sizeof(hk)));
+            cg_sbuf_printf(b, ",\"hash_fallbacks\":%llu,",
+                           (unsigned long long)atomic_load(&up->hash_fallbacks));
+        }
+        cg_sbuf_add(b, "\"servers\":[", 11);
         for (j = 0; j < up->nservers; j++) {
             const struct cg_server *s = &up->servers[j];
 
@@ -974,6 +972,7 @@ static void prom_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
     static const int states[] = { CG_SERVER_READY, CG_SERVER_DRAIN, CG_SERVER_MAINT };
     size_t r, i, k;
     unsigned j;
+    int any;
 
     for (r = 0; r < NELEMS(rows); r++) {
         prom_family(b, rows[r].family, rows[r].type, rows[r].help);
@@ -1004,6 +1003,21 @@ static void prom_upstreams(struct cg_sbuf *b, const struct cg_daemon *d)
         cg_sbuf_add(b, "corogate_upstream_no_server_total{upstream=\"", 44);
         prom_label(b, d->ups[i].conf->name);
         cg_sbuf_printf(b, "\"} %llu\n", (unsigned long long)atomic_load(&d->ups[i].no_server));
+    }
+    /* balance = hash upstreams only: no family without a series */
+    for (i = 0, any = 0; d->ups && i < d->cfg->nupstreams; i++)
+        any |= d->ups[i].conf->balance == CG_BALANCE_HASH;
+    if (any)
+        prom_family(b, "corogate_upstream_hash_fallbacks_total", "counter",
+                    "Client connections to a balance = hash upstream whose request had no "
+                    "hash key (balanced by round robin instead).");
+    for (i = 0; any && i < d->cfg->nupstreams; i++) {
+        if (d->ups[i].conf->balance != CG_BALANCE_HASH)
+            continue;
+        cg_sbuf_add(b, "corogate_upstream_hash_fallbacks_total{upstream=\"", 49);
+        prom_label(b, d->ups[i].conf->name);
+        cg_sbuf_printf(b, "\"} %llu\n",
+                       (unsigned long long)atomic_load(&d->ups[i].hash_fallbacks));
     }
 }
 

@@ -196,6 +196,7 @@ static const char *state_name(int s)
 static void cmd_upstreams(struct cg_stats *st, struct cg_sbuf *b)
 {
     const struct cg_daemon *d = st->rt->d;
+    char key[CG_CONF_NAME_MAX + 8], hk[2 * CG_CONF_NAME_MAX];
     size_t i;
     unsigned j;
 
@@ -203,10 +204,14 @@ static void cmd_upstreams(struct cg_stats *st, struct cg_sbuf *b)
         const struct cg_upstream *up = &d->ups[i];
         const struct cg_upstream_conf *uc = up->conf;
 
-        cg_sbuf_printf(b, "upstream %s: %u servers, balance %s, no_server %llu, "
+        hk[0] = '\0';
+        if (uc->balance == CG_BALANCE_HASH)
+            snprintf(hk, sizeof(hk), " (hash_key %s, hash_fallbacks %llu)",
+                     cg_format_hash_key(uc, key, sizeof(key)),
+                     (unsigned long long)atomic_load(&up->hash_fallbacks));
+        cg_sbuf_printf(b, "upstream %s: %u servers, balance %s%s, no_server %llu, "
                        "health checks %s\n", uc->name, up->nservers,
-                       uc->balance == CG_BALANCE_LEASTCONN ? "leastconn" :
-                       uc->balance == CG_BALANCE_RANDOM ? "random" : "roundrobin",
+                       cg_balance_name(uc->balance), hk,
                        (unsigned long long)atomic_load(&up->no_server),
                        uc->health_check_interval_ms ? "on" : "off");
         for (j = 0; j < up->nservers; j++) {

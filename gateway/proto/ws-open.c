@@ -14,6 +14,7 @@
 
 #include "coro/io.h"
 #include "common/handshake.h"
+#include "common/hash.h"
 #include "base/log.h"
 #include "common/rand.h"
 #include "core/conn.h"
@@ -219,6 +220,41 @@ static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *bla
     return err == UV_ETIMEDOUT ? 504 : 502;
 }
 
+/* The hash key of the client's request <hs> for <up> with balance = hash, into *<key>:
+ * the hash_key's value through cg_hash64(). Returns 1, or 0 when the request has none (or
+ * an empty one: no session to stick to), or <up> does not hash. */
+static int request_key(const struct cg_conn *c, const struct cg_upstream *up,
+                       const struct cg_handshake *hs, uint64_t *key)
+{
+    const struct cg_upstream_conf *uc = up->conf;
+    const char *v = NULL;
+    size_t n = 0;
+
+    if (uc->balance != CG_BALANCE_HASH)
+        return 0;
+    switch (uc->hash_key) {
+    case CG_HASH_SOURCE:
+        return cg_conn_source_key(c, key) == 0;
+    case CG_HASH_HEADER:
+        v = cg_handshake_header(hs, uc->hash_key_name);
+        n = v ? strlen(v) : 0;
+        break;
+    case CG_HASH_COOKIE:
+        v = cg_handshake_cookie(hs, uc->hash_key_name, &n);
+        break;
+    case CG_HASH_QUERY:
+        v = cg_handshake_query(hs, uc->hash_key_name, &n);
+        break;
+    case CG_HASH_PATH:
+        v = cg_handshake_path(hs, &n);
+        break;
+    }
+    if (!v || n == 0)
+        return 0;
+    *key = cg_hash64(v, n, 0);
+    return 1;
+}
+
 /* The session up to the relay: the client's handshake (health checks and refusals are
  * answered here), routing, the backend's connect and handshake, our 101. Returns 0 when
  * the relay may start, with c->srv counted active; -1 when the session is over (answered
@@ -240,6 +276,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     uint64_t t0 = uv_hrtime();
     const char *host, *path, *ext;
     size_t plen;
+    uint64_t key;
     int err, n;
 
     hb = calloc(1, sizeof(*hb));
@@ -247,6 +284,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
         return -1;
     cg_handshake_init(&hb->req, CG_HS_REQUEST, &lim);
     cg_handshake_set_arena(&hb->req, hb->arena, sizeof(hb->arena));
+    cg_handshake_keep_header(&hb->req, lc->hash_header);       /* balance = hash */
     err = read_head(s, &c->client, &hb->req, &s->cl, lc->handshake_timeout_ms);
     if (err == UV_ETIMEDOUT) {
         answer(s, 408, "handshake timeout", 0);
@@ -275,7 +313,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     path = cg_handshake_path(&hb->req, &plen);
     rt = cg_route_match(lc->routes, lc->nroutes, host, host ? strlen(host) : 0, path, plen);
     up = &c->gen->ups[rt ? rt->upstream : lc->upstream];
-    err = cg_conn_connect_upstream(c, up);
+    err = cg_conn_connect_upstream(c, up, request_key(c, up, &hb->req, &key) ? &key : NULL);
     if (err < 0) {
         if (err == UV_ECANCELED || cg_local_error(err)) {
             answer(s, 503, err == UV_ECANCELED ? "stopping" : uv_strerror(err), 0);
