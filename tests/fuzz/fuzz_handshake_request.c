@@ -1,6 +1,7 @@
 /* tests/fuzz/fuzz_handshake_request.c — a client's opening request, as the daemon takes it
  * (common/handshake.c): fed in network-sized pieces under limits, checked against a
- * policy, then the backend's request and our 101 written from it. */
+ * policy, the sticky-routing keys looked up (a kept header, a cookie, a query parameter),
+ * then the backend's request and our 101 written from it. */
 #include <errno.h>
 #include <string.h>
 
@@ -24,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = 0, n;
 
     cg_handshake_init(&hs, CG_HS_REQUEST, &lim);
+    cg_handshake_keep_header(&hs, "x-session");
     if (size && (data[0] & 1))
         cg_handshake_set_arena(&hs, arena, sizeof(arena));
     fuzz_chunks_init(&ch, data, size);
@@ -37,6 +39,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (rc == 1) {
         FUZZ_CHECK(hs.fed <= lim.max_head, "a %u-byte head accepted", hs.fed);
         cg_handshake_path(&hs, &plen);
+        cg_handshake_header(&hs, "x-session");
+        if ((p = (const uint8_t *)cg_handshake_cookie(&hs, "sid", &len)) != NULL)
+            FUZZ_CHECK(memchr(p, ';', len) == NULL, "cookie value runs on: %.*s", (int)len, p);
+        if ((p = (const uint8_t *)cg_handshake_query(&hs, "room", &len)) != NULL)
+            FUZZ_CHECK(memchr(p, '&', len) == NULL, "query value runs on: %.*s", (int)len, p);
         rc = cg_handshake_check_request(&hs, &pol);
         if (rc < 0)
             FUZZ_CHECK(hs.status >= 400 && hs.status <= 499 && hs.error, "status %d",
