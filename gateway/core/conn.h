@@ -19,8 +19,9 @@
 /* Why a connection ended (cg_close_reason_name()). */
 enum cg_close_reason {
     CG_CLOSE_NONE,              /* not recorded (yet) */
-    CG_CLOSE_DONE,              /* both sides closed, or a clean WebSocket close */
-    CG_CLOSE_CLIENT,            /* the client left first (EOF, reset, gone mid-handshake) */
+    CG_CLOSE_DONE,              /* ended by us, cleanly (a health check answered) */
+    CG_CLOSE_CLIENT,            /* the client closed first (EOF, close frame, gone
+                                 * mid-handshake) */
     CG_CLOSE_SERVER,            /* the server closed or failed first */
     CG_CLOSE_IDLE,              /* idle_timeout, or a keepalive ping unanswered */
     CG_CLOSE_HANDSHAKE,         /* the client's opening request was refused (4xx) */

@@ -64,6 +64,8 @@ static void answer(struct sess *s, int status, const char *why, int head_only)
 
     if (status != 200)
         count_status(s, status);
+    cg_conn_closing(s->c, status == 200 ? CG_CLOSE_DONE : status < 500 ? CG_CLOSE_HANDSHAKE
+                                                                     : CG_CLOSE_UPSTREAM);
     cg_debug("listener %s: handshake answered %d: %s", s->c->lc->name, status, why ? why : "");
     if (n < 0)
         return;
@@ -256,6 +258,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     }
     if (err < 0) {
         CG_STAT_ADD(w->stats.ws_hs_aborted, 1);
+        cg_conn_closing(c, err == UV_ECANCELED ? CG_CLOSE_STOPPED : CG_CLOSE_CLIENT);
         goto out;
     }
     err = cg_handshake_check_request(&hb->req, &pol);

@@ -347,6 +347,8 @@ static void side_gone(struct side *x)
 
     if (x->gone)
         return;
+    cg_conn_closing(sess_of(x)->c, x->rerr < 0 && x->rerr != UV_EOF ? CG_CLOSE_ERROR
+                                   : x->client ? CG_CLOSE_CLIENT : CG_CLOSE_SERVER);
     x->gone = 1;
     x->eof = 1;
     x->fwd = 0;
@@ -465,6 +467,7 @@ static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
         CG_STAT_ADD(s->c->w->stats.ws_proto_errors[kind], 1);
     else
         CG_STAT_ADD(s->c->w->stats.ws_upstream_proto_errors, 1);
+    cg_conn_closing(s->c, x->client ? CG_CLOSE_PROTOCOL : CG_CLOSE_SERVER);
     cg_debug("websocket %s: protocol error (%s): closing %u", x->client ? "client" : "upstream",
              cg_ws_proto_name(kind), code);
     x->input = framing ? IN_DRAIN : IN_DISCARD;
@@ -501,6 +504,7 @@ static int rate_limit(struct sess *s, uint64_t len, int first)
         if ((!first || cg_tb_take(&r->msgs, 1, s->now)) && cg_tb_take(&r->bytes, len, s->now))
             return 0;
         CG_STAT_ADD(s->c->w->stats.ws_rate_limited, 1);
+        cg_conn_closing(s->c, CG_CLOSE_PROTOCOL);
         s->cl.input = IN_DISCARD;
         s->cl.fwd = 0;
         close_both(s, 1008, "message rate limit", 1001, "client over its rate limit");
@@ -576,6 +580,7 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
     x->msg_len += io->payload_length;
     if (x->client && x->msg_len > s->c->lc->max_message_size) {
         CG_STAT_ADD(s->c->w->stats.ws_too_big, 1);
+        cg_conn_closing(s->c, CG_CLOSE_PROTOCOL);
         x->input = IN_DISCARD;
         close_both(s, 1009, "message too big", 1001, "client sent a message too big");
         return -1;
@@ -631,6 +636,7 @@ static void on_close_frame(struct side *x)
     }
     x->close_rcvd = 1;
     x->rcvd_code = (uint16_t)code;
+    cg_conn_closing(s->c, x->client ? CG_CLOSE_CLIENT : CG_CLOSE_SERVER);
     x->eof = 1;                 /* nothing may follow a close */
     if (x->client)
         CG_STAT_ADD(s->c->w->stats.ws_close_rcvd[cg_ws_close_index(code)], 1);
@@ -852,12 +858,14 @@ static int check_timers(struct sess *s)
         return s->now >= s->close_at;
     if (lc->idle_timeout_ms && s->now - s->last_data >= lc->idle_timeout_ms) {
         CG_STAT_ADD(s->c->w->stats.idle_timeouts, 1);
+        cg_conn_closing(s->c, CG_CLOSE_IDLE);
         close_both(s, 1001, "idle timeout", 1001, "client idle timeout");
         return 0;
     }
     if (lc->keepalive_interval_ms) {
         if (s->ping_at && s->now - s->ping_at >= lc->keepalive_timeout_ms) {
             CG_STAT_ADD(s->c->w->stats.ws_keepalive_timeouts, 1);
+            cg_conn_closing(s->c, CG_CLOSE_IDLE);
             close_both(s, 1001, "keepalive timeout", 1001, "client keepalive timeout");
         } else if (!s->ping_at && !s->cl.ping_due &&
                    s->now - s->last_rx >= lc->keepalive_interval_ms) {
@@ -941,6 +949,7 @@ static void relay(struct sess *s)
         err = coro_park("ws relay", park_time(s));
         if (err == UV_ECANCELED) {
             /* Drain: close both cleanly; a second cancel (stop) cuts. */
+            cg_conn_closing(c, CG_CLOSE_STOPPED);
             if (s->cancels++)
                 break;
             s->now = uv_now(loop);
