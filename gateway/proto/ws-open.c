@@ -289,6 +289,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     }
     c->up.wq_high = (uint32_t)lc->high_water;
     prepare_forward(s, hb);
+    cg_conn_log_request_id(c, hb->request_id);
     if (!s->be.raw) {
         enum blame blame;
 
@@ -309,6 +310,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     CG_STAT_ADD(w->stats.bytes_out, (uint64_t)n);
     CG_STAT_ADD(w->stats.ws_upgrades, 1);
     cg_lat_hist_record(&w->stats.handshake_lat, (uv_hrtime() - t0) / 1000);
+    cg_conn_log_handshake(c);
     cg_handshake_deinit(&hb->req);
     cg_handshake_deinit(&hb->resp);
     free(hb);

@@ -678,8 +678,10 @@ static void frame_end(struct side *x)
             x->utf8 != CG_UTF8_ACCEPT)
             return violation(x, CG_WSP_UTF8, 0);
         x->msg_op = 0;
-        if (x->fwd)
+        if (x->fwd) {
             CG_STAT_ADD(*(x->client ? &s->c->w->stats.ws_msgs_in : &s->c->w->stats.ws_msgs_out), 1);
+            cg_conn_log_msg(s->c, !x->client);
+        }
         return;
     }
     switch (x->in_op) {
@@ -830,6 +832,7 @@ static int pump_raw(struct side *x)
                 side_gone(y);
             s->last_data = s->now;
             CG_STAT_ADD(s->c->w->stats.ws_msgs_out, 1);
+            cg_conn_log_msg(s->c, 1);
         }
         coro_buf_put(s->c->w->sched, b);
     }
@@ -1002,6 +1005,9 @@ void cg_ws_session(void *arg)
     }
     if (cg_ws__open(s) == 0)
         relay(s);
+    /* The connection log's view of the session (core/conn.h). */
+    cg_conn_log_ws_end(c, s->cl.close_rcvd ? s->cl.rcvd_code : 0,
+                       s->be.close_rcvd ? s->be.rcvd_code : 0);
     side_free(&s->cl);
     side_free(&s->be);
 out_sess:
