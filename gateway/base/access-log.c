@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -22,6 +23,13 @@
 #define BATCH_BYTES     4096    /* stderr lines gathered per write(2) (<= PIPE_BUF) */
 #define PASS_MAX        256     /* records taken from one ring per pass: fairness */
 #define SEND_TIMEOUT_MS 100     /* a syslog/journald socket that stops reading */
+/* The writer naps NAP_MS between passes, so that a worker need not wake it for each line
+ * (a syscall on the worker's path, and a thread switch per line); after DEEP_AFTER empty
+ * passes (a second) it sleeps until woken, so that an idle daemon stays idle. */
+#define NAP_MS          10
+#define DEEP_AFTER      100
+
+enum { AWAKE, NAPPING, ASLEEP };
 
 #define DEFAULT_SYSLOG  "/dev/log"
 #define DEFAULT_JOURNAL "/run/systemd/journal/socket"
@@ -47,7 +55,7 @@ struct cg_alog {
     unsigned            cap;
     pthread_t           thread;
     int                 efd;            /* the writer sleeps on it */
-    _Atomic int         sleeping;       /* the writer is (about to be) asleep on efd */
+    _Atomic int         sleeping;       /* AWAKE, NAPPING or ASLEEP (on efd) */
     _Atomic int         stop;
     _Atomic uint64_t    written;
     /* the pause test hook */
@@ -405,27 +413,35 @@ static void pause_point(struct cg_alog *a)
 static void *writer_main(void *arg)
 {
     struct cg_alog *a = arg;
+    struct pollfd pfd = { .fd = a->efd, .events = POLLIN };
+    unsigned idle = 0, n;
+    int deep;
     uint64_t v;
 
     cg_log_set_worker(-1);
     for (;;) {
         pause_point(a);
-        if (pass(a))
-            continue;
-        if (atomic_load(&a->stop))
-            break;
-        /* Dekker with cg_alog_push(): it stores head then reads sleeping; we store
-         * sleeping then read the heads. One of us sees the other. */
-        atomic_store(&a->sleeping, 1);
-        if (!rings_empty(a) || atomic_load(&a->stop)) {
-            atomic_store(&a->sleeping, 0);
+        n = pass(a);
+        if (atomic_load(&a->stop)) {
+            if (!n)
+                break;
             continue;
         }
-        while (read(a->efd, &v, sizeof(v)) < 0 && errno == EINTR)
-            ;
-        atomic_store(&a->sleeping, 0);
+        idle = n ? 0 : idle + 1;
+        deep = idle >= DEEP_AFTER;
+        /* Asleep: Dekker with cg_alog_push(), which stores head then reads sleeping while
+         * we store sleeping then read the heads: one of us sees the other. Napping needs
+         * no such care: the nap ends by itself. */
+        atomic_store(&a->sleeping, deep ? ASLEEP : NAPPING);
+        if (deep && !rings_empty(a)) {
+            atomic_store(&a->sleeping, AWAKE);
+            continue;
+        }
+        if (poll(&pfd, 1, deep ? -1 : NAP_MS) > 0)
+            while (read(a->efd, &v, sizeof(v)) < 0 && errno == EINTR)
+                ;
+        atomic_store(&a->sleeping, AWAKE);
     }
-    pass(a);                    /* whatever came in with the stop */
     return NULL;
 }
 
@@ -524,11 +540,17 @@ int cg_alog_push(struct cg_alog *a, unsigned worker, const struct cg_alog_rec *r
     struct ring *rg = &a->rings[worker];
     uint64_t head = atomic_load_explicit(&rg->head, memory_order_relaxed);
 
-    if (head - atomic_load_explicit(&rg->tail, memory_order_acquire) >= a->cap)
+    uint64_t fill = head - atomic_load_explicit(&rg->tail, memory_order_acquire);
+    int state;
+
+    if (fill >= a->cap)
         return -ENOBUFS;
     rg->slots[head % a->cap] = *rec;
     atomic_store(&rg->head, head + 1);          /* seq_cst: see writer_main() */
-    if (atomic_load(&a->sleeping) && atomic_exchange(&a->sleeping, 0))
+    /* Asleep, it must be woken; napping, only when the ring is half full already. */
+    state = atomic_load(&a->sleeping);
+    if ((state == ASLEEP || (state == NAPPING && 2 * (fill + 1) >= a->cap)) &&
+        atomic_exchange(&a->sleeping, AWAKE) != AWAKE)
         wake(a);
     return 0;
 }
