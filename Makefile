@@ -12,6 +12,7 @@
 #   make bench-bpf  echo msgs/s through one worker with the eBPF probes off/tp_btf/raw_tp
 #   make bench-tls  TLS libraries compared: memory per idle connection, handshakes/s, AES-GCM
 #   make bench-tls-rekey  the record layer's cost of keying a cipher context per record
+#   make bench-accesslog  new connections/s with the connection log on (stderr, json) vs off
 #   make V=1        show full commands
 #   make build/coro/sched.o   build one object
 
@@ -94,7 +95,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -340,6 +341,11 @@ bench-deps:
 # in loadgen/bench/): one table of medians for TCP and WebSocket.
 bench: bench-deps $(DAEMON) $(LOADGEN)
 	$(Q)BUILD=$(BUILD) ./loadgen/bench.sh
+
+# The connection log's cost: closed-loop new connections/s with access_log = stderr (json,
+# to a file) against access_log = off, alternating in one run (loadgen/bench-accesslog.sh).
+bench-accesslog: $(DAEMON) $(LOADGEN)
+	$(Q)BUILD=$(BUILD) ./loadgen/bench-accesslog.sh
 
 bench-coro: deps
 	$(Q)$(MAKE) --no-print-directory $(BENCHCORO)

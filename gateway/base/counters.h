@@ -156,6 +156,7 @@ struct cg_worker_stats {
     _Atomic uint64_t ws_rate_limited;  /* closed 1008 or delayed by the message rate limit */
     _Atomic uint64_t ws_keepalive_timeouts;
     _Atomic uint64_t ws_close_timeouts;/* close handshakes cut at close_timeout */
+    _Atomic uint64_t log_dropped;      /* connection log lines dropped: the ring was full */
     /* event-loop lag: per loop iteration, the time from returning from poll to entering the
      * next poll, i.e. how long that iteration's callbacks (coroutines included) ran */
     struct cg_log2_hist loop_busy;

@@ -1046,8 +1046,8 @@ static size_t key_field_size(const struct key_desc *k)
     return 0;
 }
 
-/* Gives the override keys that section <s> left out the value of their [admission] or
- * [breaker] key, set or default. */
+/* Gives the override keys that section <s> left out the value of their [admission],
+ * [breaker] or [gateway] key, set or default. */
 static void inherit_keys(struct parser *p, const struct section *s)
 {
     const struct section_kind *kind = s->kind, *parent;
@@ -1059,7 +1059,8 @@ static void inherit_keys(struct parser *p, const struct section *s)
 
         if (!key->inherit || s->key_line[k])
             continue;
-        parent = strcmp(key->inherit, "admission") == 0 ? KIND_ADMISSION : KIND_BREAKER;
+        parent = strcmp(key->inherit, "admission") == 0 ? KIND_ADMISSION :
+                 strcmp(key->inherit, "gateway") == 0 ? KIND_GATEWAY : KIND_BREAKER;
         pobj = parent->get(p, 0);
         for (j = 0; j < parent->nkeys; j++) {
             if (strcmp(parent->keys[j].name, key->name) != 0)

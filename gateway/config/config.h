@@ -23,6 +23,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "base/access-log.h"
 #include "base/log.h"
 
 #define CG_CONF_NAME_MAX     64     /* section names and "host:port" strings, NUL included */
@@ -79,6 +80,13 @@ enum cg_hash_key {
     CG_HASH_PATH,               /* the request-target's path */
 };
 
+/* The connection log's keys a listener may set for itself ([gateway]'s otherwise). */
+struct cg_alog_keys {
+    enum cg_alog_sink   sink;           /* access_log */
+    enum cg_alog_format format;         /* access_log_format */
+    unsigned int        sample;         /* access_log_sample: one connection in N, >= 1 */
+};
+
 struct cg_gateway_conf {
     unsigned int     workers;           /* resolved: "auto" is the online CPU count */
     int              workers_auto;      /* 1 when written as "auto" */
@@ -98,6 +106,11 @@ struct cg_gateway_conf {
     uint64_t         drain_spread_ms;   /* websocket 1001s spread over this; 0 = at once */
     uint64_t         coro_stall_threshold_ms;   /* parked this long = stalled; 0 = off */
     uint64_t         nofile;            /* desired RLIMIT_NOFILE */
+    /* the connection log (base/access-log.h); a listener may override the first three */
+    struct cg_alog_keys alog;
+    unsigned int     alog_queue;        /* records per worker's ring (restart) */
+    char             alog_syslog_path[CG_CONF_SOCKPATH_MAX];    /* (restart) */
+    char             alog_journal_path[CG_CONF_SOCKPATH_MAX];   /* (restart) */
 };
 
 /* How a TCP listener refuses a connection (WebSocket listeners answer 429/503). */
@@ -266,6 +279,7 @@ struct cg_listener_conf {
     char             hash_header[CG_CONF_NAME_MAX];
     uint64_t         high_water;                /* stop reading a side above this queue */
     enum cg_deflate  permessage_deflate;        /* RFC 7692: passed through, or stripped */
+    struct cg_alog_keys alog;                   /* own keys, else [gateway]'s */
     struct cg_adm_limits adm;                   /* own keys, else [admission]'s */
     struct cg_tls_conf tls;                     /* to the clients */
 };

@@ -893,6 +893,19 @@ static const char *const uproto_choices[] = { "websocket", "tcp", NULL };
 static const char *const rate_action_choices[] = { "delay", "close", NULL };
 
 static const char *const reject_choices[] = { "close", "rst", NULL };
+/* In the order of enum cg_alog_sink and enum cg_alog_format. */
+static const char *const alog_sink_choices[] = { "off", "stderr", "syslog", "journal", NULL };
+static const char *const alog_format_choices[] = { "text", "json", NULL };
+
+/* The connection log's keys of [gateway] (OFF = GW, INH = NULL) and of [listener]
+ * (OFF = LS, inheriting [gateway]'s value when absent). */
+#define ALOG_KEYS(OFF, INH)                                                                \
+    { .name = "access_log", .type = KEY_ENUM, .offset = OFF(alog.sink), .def = "off",     \
+      .choices = alog_sink_choices, .inherit = INH },                                      \
+    { .name = "access_log_format", .type = KEY_ENUM, .offset = OFF(alog.format),          \
+      .def = "text", .choices = alog_format_choices, .inherit = INH },                     \
+    { .name = "access_log_sample", .type = KEY_UINT, .offset = OFF(alog.sample),          \
+      .def = "1", .min = 1, .max = 1000000, .inherit = INH }
 
 /* The admission keys a listener may set for itself: rows for [admission] (OFF = AL) and
  * for [listener] (OFF = LA, inheriting [admission]'s value when absent). */
@@ -998,6 +1011,14 @@ static const struct key_desc gateway_keys[] = {
       .offset = GW(coro_stall_threshold_ms), .def = "60s", .min = 0, .max = 24 * HOUR },
     { .name = "nofile", .type = KEY_SIZE, .offset = GW(nofile), .def = "1048576",
       .min = 64, .max = 1ull << 30 },
+    ALOG_KEYS(GW, NULL),
+    { .name = "access_log_queue", .type = KEY_UINT, .offset = GW(alog_queue),
+      .def = "4096", .min = 1, .max = 1u << 20 },
+    { .name = "access_log_syslog_socket", .type = KEY_STRING, .offset = GW(alog_syslog_path),
+      .size = CG_CONF_SOCKPATH_MAX, .def = "/dev/log" },
+    { .name = "access_log_journal_socket", .type = KEY_STRING,
+      .offset = GW(alog_journal_path), .size = CG_CONF_SOCKPATH_MAX,
+      .def = "/run/systemd/journal/socket" },
 };
 
 /* The tls keys a listener and an upstream share (their struct cg_tls_conf at <F>). */
@@ -1072,6 +1093,7 @@ static const struct key_desc listener_keys[] = {
     { .name = "permessage_deflate", .type = KEY_ENUM, .offset = LS(permessage_deflate),
       .def = "passthrough", .choices = deflate_choices },
     ADM_LIMIT_KEYS(LA, "admission"),
+    ALOG_KEYS(LS, "gateway"),
     TLS_KEYS(LS),
     { .name = "tls_alpn", .type = KEY_CUSTOM, .def = "", .set = set_tls_alpn },
     { .name = "tls_tickets", .type = KEY_CUSTOM, .def = "on", .set = set_tls_bool },
@@ -1114,6 +1136,8 @@ _Static_assert(sizeof(enum cg_upstream_protocol) == sizeof(int), "KEY_ENUM write
 _Static_assert(sizeof(enum cg_rate_action) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_deflate) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(sizeof(enum cg_reject_how) == sizeof(int), "KEY_ENUM writes an int");
+_Static_assert(sizeof(enum cg_alog_sink) == sizeof(int), "KEY_ENUM writes an int");
+_Static_assert(sizeof(enum cg_alog_format) == sizeof(int), "KEY_ENUM writes an int");
 _Static_assert(CG_ROUTE_NAME_MAX == CG_CONF_NAME_MAX, "route upstream names are section names");
 
 static void *gateway_create(struct parser *p, const char *name, unsigned int line,

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/hash.h"
@@ -18,6 +19,7 @@
 #include "core/tls.h"
 #include "core/upstream.h"
 #include "guard/admission.h"
+#include "base/access-log.h"
 #include "base/counters.h"
 #include "base/log.h"
 
@@ -43,7 +45,144 @@ static void release(struct cg_conn *c)
     cg_gen_put(c->srv_gen);
     cg_gen_put(c->gen);
     free(c->peer_cert);
+    if (c->log)
+        free(c->log->request_id);
+    free(c->log);
     coro_slab_free(&w->conn_slab, c);
+}
+
+/* ------------------------------------------------------------------ connection log */
+
+int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss)
+{
+    socklen_t len = sizeof(*ss);
+
+    if (getpeername(c->client.fd, (struct sockaddr *)ss, &len) < 0)
+        return -errno;
+    return 0;
+}
+
+static uint32_t ms_since(const struct cg_conn_log *lg)
+{
+    uint64_t ms = (uv_hrtime() - lg->start_ns) / 1000000;
+
+    return ms >= CG_ALOG_NONE ? CG_ALOG_NONE - 1 : (uint32_t)ms;
+}
+
+static void note_addr(struct cg_conn_log *lg, const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+
+        memcpy(lg->client_addr, &in->sin_addr, 4);
+        lg->client_port = ntohs(in->sin_port);
+        lg->family = AF_INET;
+    } else if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+
+        memcpy(lg->client_addr, &in6->sin6_addr, 16);
+        lg->client_port = ntohs(in6->sin6_port);
+        lg->family = AF_INET6;
+    }
+}
+
+/* Decides whether <c>, just started on <l>, is logged (its listener's access_log and
+ * access_log_sample: the 1st, N+1st... connection of the listener in this worker), and if
+ * so gives it its log state. Without memory it goes unlogged and counts as dropped. */
+static void log_begin(struct cg_conn *c, struct cg_wlistener *l)
+{
+    const struct cg_alog_keys *k = &c->lc->alog;
+    struct sockaddr_storage ss;
+    struct cg_conn_log *lg;
+
+    if (k->sink == CG_ALOG_OFF || !c->w->d->alog || l->alog_seq++ % k->sample != 0)
+        return;
+    lg = calloc(1, sizeof(*lg));
+    if (!lg) {
+        CG_STAT_ADD(c->w->stats.log_dropped, 1);
+        return;
+    }
+    lg->start_ns = uv_hrtime();
+    lg->hs_ms = lg->connect_ms = CG_ALOG_NONE;
+    lg->upstream = -1;
+    if (cg_conn_client_addr(c, &ss) == 0)
+        note_addr(lg, &ss);
+    c->log = lg;
+}
+
+void cg_conn_log_handshake(struct cg_conn *c)
+{
+    if (c->log)
+        c->log->hs_ms = ms_since(c->log);
+}
+
+void cg_conn_log_request_id(struct cg_conn *c, const char *id)
+{
+    if (!c->log || c->log->request_id)
+        return;
+    c->log->request_id = strdup(id);        /* none without memory: the line says "-" */
+}
+
+void cg_conn_log_ws_end(struct cg_conn *c, unsigned close_client, unsigned close_server)
+{
+    if (!c->log)
+        return;
+    c->log->close_client = (uint16_t)close_client;
+    c->log->close_server = (uint16_t)close_server;
+}
+
+static void copy_name(char *dst, const char *src)
+{
+    size_t n = strnlen(src, CG_ALOG_NAME_MAX - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* Hands <c>'s line to the log writer: a fixed record, formatted on the writer's thread. */
+static void log_end(struct cg_conn *c)
+{
+    struct cg_conn_log *lg = c->log;
+    struct cg_alog_rec rec;
+    struct sockaddr_storage ss;
+    struct timespec ts;
+    const char *up = NULL;
+
+    rec.total_ms = ms_since(lg);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rec.start_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 - rec.total_ms;
+    rec.bytes_in = c->client.bytes_in;
+    rec.bytes_out = c->client.bytes_out;
+    rec.term = cg_close_reason_name(c->reason);
+    rec.hs_ms = lg->hs_ms;
+    rec.connect_ms = lg->connect_ms;
+    rec.msgs_in = lg->msgs_in;
+    rec.msgs_out = lg->msgs_out;
+    rec.close_client = lg->close_client;
+    rec.close_server = lg->close_server;
+    rec.worker = (uint16_t)c->w->id;
+    rec.websocket = c->lc->mode == CG_MODE_WEBSOCKET;
+    rec.sink = (uint8_t)c->lc->alog.sink;
+    rec.format = (uint8_t)c->lc->alog.format;
+    /* At the end, for an address a PROXY header brought in meanwhile; the start's when
+     * the socket has none left (reset). */
+    if (cg_conn_client_addr(c, &ss) == 0)
+        note_addr(lg, &ss);
+    rec.family = lg->family;
+    rec.client_port = lg->client_port;
+    memcpy(rec.client_addr, lg->client_addr, sizeof(rec.client_addr));
+    copy_name(rec.listener, c->lc->name);
+    if (c->srv)
+        up = c->srv->up->conf->name;
+    else if (lg->upstream >= 0)
+        up = c->gen->ups[lg->upstream].conf->name;
+    copy_name(rec.upstream, up ? up : "");
+    copy_name(rec.server, c->srv ? c->srv->conf->name : "");
+    rec.request_id[0] = '\0';
+    if (lg->request_id)
+        snprintf(rec.request_id, sizeof(rec.request_id), "%s", lg->request_id);
+    if (cg_alog_push(c->w->d->alog, c->w->id, &rec) < 0)
+        CG_STAT_ADD(c->w->stats.log_dropped, 1);
 }
 
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
@@ -67,6 +206,7 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
     c->ip_slot = ip_slot;
     c->gen = cg_gen_get(w->gen);          /* the connection's settings, for its life */
     c->lc = l->conf;
+    c->log = NULL;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     /* The stream owns fd (even when the open fails): closing it closes fd. */
     err = coro_stream_open(&c->client, fd);
@@ -77,6 +217,7 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
         release(c);
         return err;
     }
+    log_begin(c, l);
     coro_list_add_tail(&w->conns, &c->node);
     CG_STAT_ADD(w->stats.accepted, 1);
     CG_STAT_ADD(w->stats.active, 1);
@@ -122,6 +263,8 @@ void cg_conn_end(struct cg_conn *c)
     CG_STAT_ADD(w->stats.active, (uint64_t)-1);
     CG_STAT_ADD(w->stats.closed, 1);
     CG_STAT_ADD(c->l->stats.active, (uint64_t)-1);
+    if (c->log)
+        log_end(c);
     release(c);
 }
 
@@ -194,6 +337,7 @@ static __attribute__((noinline)) int tls_handshake(struct cg_conn *c)
                  info.version == TLS1_3_VERSION ? "1.3" : "1.2", info.cipher, info.alpn,
                  info.resumed ? ", resumed" : "");
     keep_peer_cert(c, &info);
+    cg_conn_log_handshake(c);
     return 0;
 }
 
@@ -283,11 +427,14 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up, const ui
     struct sockaddr_storage src;
     uint64_t tried = 0;
     unsigned attempt = 0, skipped = 0;
-    uint64_t t0;
+    uint64_t t0, t_begin = uv_hrtime();
     int err = UV_EHOSTUNREACH, more, probe, tls_step;
 
     if (!key && uc->balance == CG_BALANCE_HASH)
         atomic_fetch_add_explicit(&up->hash_fallbacks, 1, memory_order_relaxed);
+    if (c->log)
+        c->log->upstream = (int32_t)(up - c->gen->ups);
+
     while (attempt <= uc->retries) {
         struct cg_server *srv = cg_upstream_pick_key(up, w->id, tried, key);
 
@@ -334,6 +481,8 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up, const ui
             if (!defers_report(c))
                 cg_server_report(srv, 1, uv_hrtime() / 1000000, NULL);
             c->srv = srv;
+            if (c->log)
+                c->log->connect_ms = (uint32_t)((uv_hrtime() - t_begin) / 1000000);
             return 0;
         }
         atomic_fetch_sub(&srv->active, 1);

@@ -12,6 +12,7 @@
 #define CG_CONN_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "coro/coro-t.h"
 #include "core/worker.h"
@@ -19,8 +20,9 @@
 /* Why a connection ended (cg_close_reason_name()). */
 enum cg_close_reason {
     CG_CLOSE_NONE,              /* not recorded (yet) */
-    CG_CLOSE_DONE,              /* both sides closed, or a clean WebSocket close */
-    CG_CLOSE_CLIENT,            /* the client left first (EOF, reset, gone mid-handshake) */
+    CG_CLOSE_DONE,              /* ended by us, cleanly (a health check answered) */
+    CG_CLOSE_CLIENT,            /* the client closed first (EOF, close frame, gone
+                                 * mid-handshake) */
     CG_CLOSE_SERVER,            /* the server closed or failed first */
     CG_CLOSE_IDLE,              /* idle_timeout, or a keepalive ping unanswered */
     CG_CLOSE_HANDSHAKE,         /* the client's opening request was refused (4xx) */
@@ -33,6 +35,25 @@ enum cg_close_reason {
     CG_CLOSE_TLS,               /* the client's TLS handshake failed */
     CG_CLOSE_LIFETIME,          /* max_connection_lifetime */
     CG_CLOSE_N,
+};
+
+/* What the connection log (base/access-log.h) needs of a connection beyond what it keeps
+ * anyway: allocated at the start only for a connection that will be logged (access_log on,
+ * and the sample picked it), so that an unlogged one pays one NULL pointer. Durations are
+ * milliseconds from <start_ns>; CG_ALOG_NONE until reached. */
+struct cg_conn_log {
+    uint64_t             start_ns;      /* uv_hrtime() at the start */
+    uint32_t             hs_ms;         /* the client's handshake (TLS, WebSocket) done */
+    uint32_t             connect_ms;    /* the upstream connect took (retries included) */
+    uint32_t             msgs_in;       /* WebSocket messages from the client */
+    uint32_t             msgs_out;      /* ... to it */
+    uint16_t             close_client;  /* WebSocket close codes each peer sent, 0: none */
+    uint16_t             close_server;
+    uint16_t             client_port;   /* the client's address at the start: a reset */
+    uint8_t              family;        /* socket has none left at the end */
+    uint8_t              client_addr[16];
+    int32_t              upstream;      /* index in the generation's upstreams, -1: none */
+    char                *request_id;    /* malloc'ed; NULL: none */
 };
 
 /* One client connection. Both streams live here, not on the coroutine's stack. */
@@ -53,6 +74,7 @@ struct cg_conn {
     /* A verified client certificate on a websocket listener, for the backend's request:
      * "subject\0sha256-hex", malloc'ed; freed after the upgrade or at the end. */
     char                *peer_cert;
+    struct cg_conn_log  *log;      /* NULL: not logged (access_log off, or not sampled) */
     uint32_t             ip_slot;  /* per-address connection slot held (admission.h), 0 = none */
     uint8_t              up_inited;
     uint8_t              reason;   /* enum cg_close_reason, the first recorded */
@@ -93,6 +115,27 @@ uint64_t cg_conn_deadline(const struct cg_listener_conf *lc, uint64_t now_ms);
 
 /* Records why <c> ends, unless a reason is recorded already. */
 void cg_conn_closing(struct cg_conn *c, enum cg_close_reason reason);
+
+/* The client's address: the one a PROXY protocol header carried, else the socket's
+ * peer. Returns 0 with <ss> written, or a negative errno (a v2 LOCAL or UNKNOWN header
+ * carries none: then the socket's peer is written and 0 returned). */
+int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss);
+
+/* The connection log's marks, each a no-op for a connection not logged: the client's
+ * handshake done (TLS, or the WebSocket 101 sent), the request id sent to the backend
+ * (<id> is copied), and at a WebSocket session's end the close codes each peer sent (0:
+ * none). */
+void cg_conn_log_handshake(struct cg_conn *c);
+void cg_conn_log_request_id(struct cg_conn *c, const char *id);
+void cg_conn_log_ws_end(struct cg_conn *c, unsigned close_client, unsigned close_server);
+
+/* Counts a WebSocket message relayed to the client (<to_client> 1) or from it, for the
+ * connection log. */
+static inline void cg_conn_log_msg(struct cg_conn *c, int to_client)
+{
+    if (c->log)
+        (*(to_client ? &c->log->msgs_out : &c->log->msgs_in))++;
+}
 
 /* "done", "client", "server", "idle", ... for <reason>. */
 const char *cg_close_reason_name(int reason);

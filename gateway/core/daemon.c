@@ -12,6 +12,7 @@
 #include "core/worker.h"
 #include "guard/admission.h"
 #include "guard/breaker.h"
+#include "base/access-log.h"
 #include "base/log.h"
 
 /* ------------------------------------------------------------------ sockets */
@@ -109,6 +110,9 @@ static int bind_listeners(struct cg_daemon *d)
  * cg_daemon_join() alike. */
 static void release(struct cg_daemon *d)
 {
+    /* After the workers: the writer writes out what they queued, then ends. */
+    cg_alog_free(d->alog);
+    d->alog = NULL;
     free(d->workers);
     d->workers = NULL;
     d->nworkers = 0;
@@ -141,7 +145,11 @@ int cg_daemon_start(struct cg_daemon *d)
     d->workers = calloc(n, sizeof(*d->workers));
     d->adm = cg_admission_new(d->cfg);
     d->brk = cg_breaker_new(d->cfg, d->nofile);
-    if (!d->workers || !d->adm || !d->brk) {
+    d->alog = cg_alog_new(n, &(struct cg_alog_conf){
+        .syslog_path = d->cfg->gw.alog_syslog_path,
+        .journal_path = d->cfg->gw.alog_journal_path,
+        .queue = d->cfg->gw.alog_queue });
+    if (!d->workers || !d->adm || !d->brk || !d->alog) {
         err = -ENOMEM;
         goto out_free;
     }

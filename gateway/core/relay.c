@@ -45,6 +45,8 @@ static int pump(struct cg_conn *c, int dir, int *open)
         return 0;
     if (n == UV_EOF) {
         *open &= ~dir;
+        /* Who closed first: the connection's termination cause (HAProxy's CD/SD). */
+        cg_conn_closing(c, dir == TO_UP ? CG_CLOSE_CLIENT : CG_CLOSE_SERVER);
         err = coro_shutdown(dst);        /* half-close travels on */
         return err < 0 ? err : 1;
     }

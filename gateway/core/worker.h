@@ -25,6 +25,7 @@ struct cg_reload;
 struct cg_admission;
 struct cg_adm_listener;
 struct cg_breaker;
+struct cg_alog;
 
 /* One listener's socket in one worker. conf and up belong to the worker's generation
  * (reload.h); a connection takes its own settings from the generation it holds. */
@@ -40,6 +41,7 @@ struct cg_wlistener {
     int                            fd;
     int                            paused;
     int                            handles;   /* poll and backoff initialised, not closed */
+    unsigned                       alog_seq;  /* connections started: access_log_sample */
     struct cg_listener_stats       stats;
 };
 
@@ -135,6 +137,7 @@ struct cg_daemon {
     struct cg_schedlat  *schedlat;       /* BPF scheduler probes (schedlat.h); main thread */
     struct cg_admission *adm;            /* token buckets at accept (admission.h) */
     struct cg_breaker   *brk;            /* quotas and the overload breaker (breaker.h) */
+    struct cg_alog      *alog;           /* the connection log's rings and writer */
     uint64_t             fd_base;        /* descriptors open before any connection */
     uint64_t             beat_ms;        /* workers' heartbeat period; set before start */
     int                  test_hooks;     /* CG_TEST_HOOKS=1: `debug` stats commands */

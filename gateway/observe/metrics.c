@@ -192,6 +192,9 @@ static const struct counter_desc worker_counters[] = {
       "Connections closed because a ping went unanswered.", WS(ws_keepalive_timeouts) },
     { "ws_close_timeouts", "corogate_websocket_close_timeouts_total", NULL, COUNTER,
       "Close handshakes cut at close_timeout.", WS(ws_close_timeouts) },
+    { "log_lines_dropped", "corogate_log_lines_dropped_total", NULL, COUNTER,
+      "Connection log lines dropped: the writer's queue (access_log_queue) was full.",
+      WS(log_dropped) },
     /* upstreams with tls = on */
     { "tls_up_handshakes", "corogate_upstream_tls_handshakes_total", "ok", COUNTER,
       "TLS handshakes with upstream servers, by result (a failure counts against the "

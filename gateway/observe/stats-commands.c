@@ -17,6 +17,7 @@
 #include "coro/coro.h"
 #include "coro/io.h"
 #include "coro/list.h"
+#include "base/access-log.h"
 #include "base/log.h"
 #include "core/conn.h"
 #include "core/reload.h"
@@ -70,6 +71,17 @@ static const char *fmt_time(time_t t, char *buf, size_t size)
     return buf;
 }
 
+/* Connection log lines the workers dropped, all together. */
+static uint64_t log_dropped(const struct cg_daemon *d)
+{
+    uint64_t n = 0;
+    unsigned i;
+
+    for (i = 0; i < d->nworkers; i++)
+        n += atomic_load_explicit(&d->workers[i].stats.log_dropped, memory_order_relaxed);
+    return n;
+}
+
 static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
 {
     const struct cg_runtime *rt = st->rt;
@@ -105,6 +117,9 @@ static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
                    rt->last_reload_at ? rt->last_reload_msg : "", rt->stats_clients,
                    (unsigned long long)rt->stats_timeouts,
                    (unsigned long long)rt->stats_refused);
+    cg_sbuf_printf(b, "log_lines_written: %llu\nlog_lines_dropped: %llu\n",
+                   (unsigned long long)cg_alog_written(d->alog),
+                   (unsigned long long)log_dropped(d));
     if (d->brk)
         cg_sbuf_printf(b, "breaker: %s (mode %s)\nadmission: client-address table %s\n",
                        cg_brk_state_name(cg_breaker_state(d->brk, NULL, NULL)),
@@ -564,7 +579,7 @@ static int cmd_set_server(struct cg_stats *st, char **argv, int argc, struct cg_
     return 0;
 }
 
-/* debug stall-worker N MS: only when the daemon started with CG_TEST_HOOKS=1 (main.c);
+/* debug stall-worker N MS, debug log-writer pause|resume: only when the daemon started with CG_TEST_HOOKS=1 (main.c);
  * otherwise the command does not exist. */
 static void cmd_debug(struct cg_stats *st, char **argv, int argc, struct cg_sbuf *b)
 {
@@ -573,8 +588,16 @@ static void cmd_debug(struct cg_stats *st, char **argv, int argc, struct cg_sbuf
     char *end1 = NULL, *end2 = NULL;
     int err;
 
+    if (argc == 3 && strcmp(argv[1], "log-writer") == 0 &&
+        (strcmp(argv[2], "pause") == 0 || strcmp(argv[2], "resume") == 0)) {
+        cg_warn("stats socket: debug log-writer %s (test hook)", argv[2]);
+        cg_alog_pause(d->alog, argv[2][0] == 'p');
+        cg_sbuf_printf(b, "log writer: %sd\n", argv[2]);
+        return;
+    }
     if (argc != 4 || strcmp(argv[1], "stall-worker") != 0) {
-        cg_sbuf_printf(b, "error: usage: debug stall-worker WORKER MILLISECONDS\n");
+        cg_sbuf_printf(b, "error: usage: debug stall-worker WORKER MILLISECONDS | "
+                       "debug log-writer pause|resume\n");
         return;
     }
     id = strtoul(argv[2], &end1, 10);

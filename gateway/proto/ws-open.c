@@ -65,6 +65,8 @@ static void answer(struct sess *s, int status, const char *why, int head_only)
 
     if (status != 200)
         count_status(s, status);
+    cg_conn_closing(s->c, status == 200 ? CG_CLOSE_DONE : status < 500 ? CG_CLOSE_HANDSHAKE
+                                                                     : CG_CLOSE_UPSTREAM);
     cg_debug("listener %s: handshake answered %d: %s", s->c->lc->name, status, why ? why : "");
     if (n < 0)
         return;
@@ -296,6 +298,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     }
     if (err < 0) {
         CG_STAT_ADD(w->stats.ws_hs_aborted, 1);
+        cg_conn_closing(c, err == UV_ECANCELED ? CG_CLOSE_STOPPED : CG_CLOSE_CLIENT);
         goto out;
     }
     err = cg_handshake_check_request(&hb->req, &pol);
@@ -333,6 +336,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
         cg_ws_deflate_offer(cg_handshake_get(&hb->req, CG_HS_EXTENSIONS), hb->ext,
                             sizeof(hb->ext)) < 0)
         hb->ext[0] = '\0';           /* offers too long to pass on: none */
+    cg_conn_log_request_id(c, hb->request_id);
     if (!s->be.raw) {
         enum blame blame;
 
@@ -355,6 +359,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     CG_STAT_ADD(w->stats.bytes_out, (uint64_t)n);
     CG_STAT_ADD(w->stats.ws_upgrades, 1);
     cg_lat_hist_record(&w->stats.handshake_lat, (uv_hrtime() - t0) / 1000);
+    cg_conn_log_handshake(c);
     cg_handshake_deinit(&hb->req);
     cg_handshake_deinit(&hb->resp);
     free(hb);

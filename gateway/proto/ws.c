@@ -340,6 +340,8 @@ static void side_gone(struct side *x)
 
     if (x->gone)
         return;
+    cg_conn_closing(sess_of(x)->c, x->rerr < 0 && x->rerr != UV_EOF ? CG_CLOSE_ERROR
+                                   : x->client ? CG_CLOSE_CLIENT : CG_CLOSE_SERVER);
     x->gone = 1;
     x->eof = 1;
     x->fwd = 0;
@@ -352,13 +354,11 @@ static void side_gone(struct side *x)
      * that vanished without a close, is a bad gateway (1014). */
     if (!x->close_rcvd) {
         if (y->client) {
-            cg_conn_closing(s->c, CG_CLOSE_SERVER);
             if (x->raw && x->rerr == UV_EOF)
                 start_close(y, 1000, "upstream closed");
             else
                 start_close(y, 1014, "upstream went away");
         } else {
-            cg_conn_closing(s->c, CG_CLOSE_CLIENT);
             start_close(y, 1001, "client went away");
         }
     }
@@ -481,11 +481,11 @@ static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
     struct side *y = peer_of(x);
     unsigned code = kind == CG_WSP_UTF8 ? 1007 : 1002;
 
-    cg_conn_closing(s->c, x->client ? CG_CLOSE_PROTOCOL : CG_CLOSE_SERVER);
     if (x->client)
         CG_STAT_ADD(s->c->w->stats.ws_proto_errors[kind], 1);
     else
         CG_STAT_ADD(s->c->w->stats.ws_upstream_proto_errors, 1);
+    cg_conn_closing(s->c, x->client ? CG_CLOSE_PROTOCOL : CG_CLOSE_SERVER);
     cg_debug("websocket %s: protocol error (%s): closing %u", x->client ? "client" : "upstream",
              cg_ws_proto_name(kind), code);
     x->input = framing ? IN_DRAIN : IN_DISCARD;
@@ -673,10 +673,10 @@ static void on_close_frame(struct side *x)
     }
     x->close_rcvd = 1;
     x->rcvd_code = (uint16_t)code;
+    cg_conn_closing(s->c, x->client ? CG_CLOSE_CLIENT : CG_CLOSE_SERVER);
     x->eof = 1;                 /* nothing may follow a close */
     if (x->client)
         CG_STAT_ADD(s->c->w->stats.ws_close_rcvd[cg_ws_close_index(code)], 1);
-    cg_conn_closing(s->c, CG_CLOSE_DONE);
     begin_closing(s);
     if (!y->gone && !y->close_sent && !y->close_due && !y->shut) {
         if (y->raw) {
@@ -709,8 +709,10 @@ static void frame_end(struct side *x)
             x->utf8 != CG_UTF8_ACCEPT)
             return violation(x, CG_WSP_UTF8, 0);
         x->msg_op = 0;
-        if (x->fwd)
+        if (x->fwd) {
             CG_STAT_ADD(*(x->client ? &s->c->w->stats.ws_msgs_in : &s->c->w->stats.ws_msgs_out), 1);
+            cg_conn_log_msg(s->c, !x->client);
+        }
         return;
     }
     switch (x->in_op) {
@@ -862,6 +864,7 @@ static int pump_raw(struct side *x)
                 side_gone(y);
             s->last_data = s->now;
             CG_STAT_ADD(s->c->w->stats.ws_msgs_out, 1);
+            cg_conn_log_msg(s->c, 1);
         }
         coro_buf_put(s->c->w->sched, b);
     }
@@ -1057,6 +1060,9 @@ void cg_ws_session(void *arg)
     }
     if (cg_ws__open(s) == 0)
         cg_ws__relay(s);
+    /* The connection log's view of the session (core/conn.h). */
+    cg_conn_log_ws_end(c, s->cl.close_rcvd ? s->cl.rcvd_code : 0,
+                       s->be.close_rcvd ? s->be.rcvd_code : 0);
     cg_ws__sides_free(s);
 out_sess:
     free(s->rate);
