@@ -12,6 +12,7 @@
 #define CG_CONN_H
 
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "coro/coro-t.h"
 #include "core/worker.h"
@@ -31,8 +32,14 @@ enum cg_close_reason {
     CG_CLOSE_STOPPED,           /* drain or stop */
     CG_CLOSE_ERROR,             /* a read or write error */
     CG_CLOSE_TLS,               /* the client's TLS handshake failed */
+    CG_CLOSE_PROXY,             /* its PROXY protocol header was refused (accept_proxy) */
+    CG_CLOSE_REFUSED,           /* admission refused the address a header carried */
     CG_CLOSE_N,
 };
+
+/* What a PROXY protocol header carried (core/conn.c): the client's address for the
+ * connection's life, and until the upstream connect what send_proxy passes on. */
+struct cg_conn_proxy;
 
 /* One client connection. Both streams live here, not on the coroutine's stack. */
 struct cg_conn {
@@ -52,14 +59,26 @@ struct cg_conn {
     /* A verified client certificate on a websocket listener, for the backend's request:
      * "subject\0sha256-hex", malloc'ed; freed after the upgrade or at the end. */
     char                *peer_cert;
+    /* accept_proxy: malloc'ed when a header carried an address (NULL: the socket's peer is
+     * the client): 28 bytes for the connection's life, plus the destination and the
+     * AUTHORITY and UNIQUE_ID TLVs until the upstream connect (pp_full). */
+    struct cg_conn_proxy *pp;
     uint32_t             ip_slot;  /* per-address connection slot held (admission.h), 0 = none */
     uint8_t              up_inited;
     uint8_t              reason;   /* enum cg_close_reason, the first recorded */
+    uint8_t              pp_full;  /* 1: pp still holds the destination and the TLVs */
 };
+
+/* The client's address: the one a PROXY protocol header carried, else the socket's
+ * peer. Returns 0 with <ss> written, or a negative errno (a v2 LOCAL or UNKNOWN header
+ * carries none: then the socket's peer is written and 0 returned). */
+int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss);
 
 /* Makes the connection for the accepted, non-blocking <fd> on <l> and starts its coroutine
  * (the daemon's proto.session[] for the listener's mode: core/relay.h for tcp, proto/ws.h
- * for websocket; after a TLS handshake with the client when the listener has tls = on). It takes over what admission
+ * for websocket; after a TLS handshake with the client when the listener has tls = on;
+ * before both, with accept_proxy, the PROXY header and then the per-address admission
+ * checks on the address it carried, which the accept left out). It takes over what admission
  * handed over: one count in d->conns and <ip_slot>. Returns 0; or a negative errno, and
  * then all of it is released and <fd> is closed. */
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot);
