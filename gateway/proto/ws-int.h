@@ -138,6 +138,7 @@ struct hsblock {
     char                key[CG_WS_KEY_LEN + 1];         /* ours, for the backend */
     char                request_id[REQUEST_ID_MAX + 1];
     char                addr[64];                       /* the client's IP address */
+    int                 trusted;                        /* addr is in trusted_proxies */
     char                head[1024];                     /* our 101 */
     char                arena[HS_ARENA];                /* the heads' strings */
 };
