@@ -809,6 +809,35 @@ START_TEST(test_admission_by_carried_address)
 }
 END_TEST
 
+/* On a websocket listener the client refused for its carried address is answered as at
+ * accept: 429 with Retry-After for ip_connection_rate. */
+START_TEST(test_ws_refused_by_carried_address)
+{
+    static const char req[] =
+        "PROXY TCP4 192.0.2.1 127.0.0.1 5555 80\r\n"
+        "GET /chat HTTP/1.1\r\nHost: h.exy\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    struct capture cp;
+    struct th_daemon *d;
+    char servers[64], got[4096], out[1024];
+    size_t len;
+    ssize_t n;
+    int port;
+
+    capture_start(&cp, "\r\n\r\n", NULL, 0);
+    snprintf(servers, sizeof(servers), "127.0.0.1:%d", cp.port);
+    d = start(&port, "mode = websocket\naccept_proxy = v1\nip_connection_rate = 1\n"
+              "ip_connection_burst = 1", servers, "");
+    exchange(1, port, req, strlen(req), out, sizeof(out));
+    TH_ASSERT(d, capture_wait(&cp, 1, got, sizeof(got), &len) == 0, "first not relayed");
+    n = exchange(1, port, req, strlen(req), out, sizeof(out));
+    TH_ASSERT(d, n > 0 && strncmp(out, "HTTP/1.1 429 ", 13) == 0 && strstr(out, "Retry-After: "),
+              "second of 192.0.2.1 answered: %s", n > 0 ? out : "nothing");
+    stop_clean(d);
+    capture_stop(&cp);
+}
+END_TEST
+
 /* A real HAProxy in front (send-proxy-v2) and another behind (accept-proxy, then
  * send-proxy to the capture backend): the client bound to 127.0.0.2 is the one seen behind
  * both, though every socket between them is from 127.0.0.1. corogate's health checks reach
@@ -939,6 +968,7 @@ Suite *proxy_proto_suite(void)
     tcase_add_test(gw, test_ws_forwarded_for);
     tcase_add_test(gw, test_refusals);
     tcase_add_test(gw, test_admission_by_carried_address);
+    tcase_add_test(gw, test_ws_refused_by_carried_address);
     tcase_add_test(gw, test_haproxy_both_sides);
     tcase_add_test(gw, test_health_check_local);
     suite_add_tcase(s, gw);

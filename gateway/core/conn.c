@@ -361,12 +361,19 @@ static int proxy_admit(struct cg_conn *c)
     if (cg_admission_note(a, al, r, now / 1000000))
         cg_admission_log_refusal(a, al, c->w->d->brk, c->lc->name, &v,
                                  (struct sockaddr *)&ss);
-    if (atomic_load_explicit(&al->reject, memory_order_relaxed) == CG_REJECT_RST) {
+    cg_conn_closing(c, CG_CLOSE_REFUSED);
+    /* Answered as at accept: a WebSocket client 429 or 503 with Retry-After (proto's
+     * answer, reached through the daemon's hooks), a TCP one closed or reset. */
+    if (c->lc->mode == CG_MODE_WEBSOCKET && c->w->d->proto.refuse_conn) {
+        uint64_t retry = r == CG_REJ_IP_RATE ? wait / 1000000000u + 1 : 1;
+
+        c->w->d->proto.refuse_conn(c, r, retry > 3600 ? 3600 : (unsigned)retry,
+                                   c->lc->max_header_size);
+    } else if (atomic_load_explicit(&al->reject, memory_order_relaxed) == CG_REJECT_RST) {
         struct linger lg = { 1, 0 };
 
         setsockopt(coro_stream_fd(&c->client), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     }
-    cg_conn_closing(c, CG_CLOSE_REFUSED);
     return -1;
 }
 
