@@ -838,6 +838,55 @@ START_TEST(test_ws_refused_by_carried_address)
 }
 END_TEST
 
+/* With tls = on the header comes first, in clear, then the TLS handshake (as HAProxy
+ * reads it): a python3 ssl client behind a header sent on the raw socket; the backend
+ * sees the carried address and the decrypted payload. */
+START_TEST(test_header_before_tls)
+{
+    struct th_daemon_opts opts = { .ready_log = "ready: accepting connections" };
+    struct capture cp;
+    struct th_daemon *d;
+    char dir[TH_PATH_MAX], py[TH_PATH_MAX], cmd[TH_PATH_MAX * 3], got[4096];
+    int port = th_free_port(), st;
+    size_t len;
+
+    if (access("/usr/bin/python3", X_OK) != 0)
+        TH_SKIP("no /usr/bin/python3 (apt-get install python3)");
+    snprintf(dir, sizeof(dir), "%s/pp-cert", th_tmpdir());
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s && cd %s && openssl req -x509 -newkey ec "
+             "-pkeyopt ec_paramgen_curve:P-256 -nodes -keyout k.pem -out c.pem "
+             "-subj /CN=pp.test -days 2 2>/dev/null && cat c.pem k.pem > both.pem", dir, dir);
+    ck_assert_int_eq(system(cmd), 0);
+    ck_assert_int_eq(th_write_file(py, sizeof(py), "pp-tls.py",
+        "import socket, ssl, sys\n"
+        "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5)\n"
+        "s.sendall(b'PROXY TCP4 192.0.2.44 127.0.0.1 4444 443\\r\\n')\n"
+        "ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+        "ctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\n"
+        "t = ctx.wrap_socket(s)\nt.sendall(b'hello')\n"
+        "sys.exit(0 if t.recv(16) == b'ok\\n' else 1)\n"), 0);
+    capture_start(&cp, "hello", NULL, 0);
+    d = th_daemon_start_conf(&opts, "[gateway]\nworkers = 1\ncpu_pinning = off\n"
+                             "stats_socket = %s/pp-%d.sock\n"
+                             "[listener t]\nbind = 127.0.0.1:%d\nupstream = u\n"
+                             "accept_proxy = v1\ntls = on\ntls_certificate = %s/both.pem\n"
+                             "[upstream u]\nservers = 127.0.0.1:%d\n"
+                             "health_check_interval = 0\nsend_proxy = v1\n",
+                             th_tmpdir(), port, port, dir, cp.port);
+    ck_assert_ptr_nonnull(d);
+    TH_ASSERT(d, th_daemon_wait_ready(d, port, READY_MS) == 0, "not ready");
+    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s %d", py, port);
+    st = system(cmd);
+    TH_ASSERT(d, st == 0, "the TLS client behind a header failed (%d)", st);
+    TH_ASSERT(d, capture_wait(&cp, 1, got, sizeof(got), &len) == 0, "backend saw nothing");
+    got[len] = '\0';
+    TH_ASSERT(d, strncmp(got, "PROXY TCP4 192.0.2.44 127.0.0.1 4444 443\r\nhello", len) == 0 &&
+                 len == 47, "backend saw %s", got);
+    stop_clean(d);
+    capture_stop(&cp);
+}
+END_TEST
+
 /* A real HAProxy in front (send-proxy-v2) and another behind (accept-proxy, then
  * send-proxy to the capture backend): the client bound to 127.0.0.2 is the one seen behind
  * both, though every socket between them is from 127.0.0.1. corogate's health checks reach
@@ -969,6 +1018,7 @@ Suite *proxy_proto_suite(void)
     tcase_add_test(gw, test_refusals);
     tcase_add_test(gw, test_admission_by_carried_address);
     tcase_add_test(gw, test_ws_refused_by_carried_address);
+    tcase_add_test(gw, test_header_before_tls);
     tcase_add_test(gw, test_haproxy_both_sides);
     tcase_add_test(gw, test_health_check_local);
     suite_add_tcase(s, gw);
