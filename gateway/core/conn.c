@@ -26,6 +26,7 @@ static const struct coro_stream_names client_names = { "read client", "write cli
 
 static void tls_session(void *arg);
 static void proxy_session(void *arg);
+static void proxy_free(struct cg_conn *c);
 
 /* ------------------------------------------------------------------ start and end */
 
@@ -45,8 +46,8 @@ static void release(struct cg_conn *c)
     cg_gen_put(c->srv_gen);
     cg_gen_put(c->gen);
     free(c->peer_cert);
-    free(c->pp);
-    coro_slab_free(&w->conn_slab, c);
+    proxy_free(c);
+    coro_slab_free(c->pp_tail ? &w->conn_pp_slab : &w->conn_slab, c);
 }
 
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
@@ -56,7 +57,8 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
                          : l->conf->tls.on ? tls_session            /* then the session */
                          : w->d->proto.session[l->conf->mode];
     int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET, err;
-    struct cg_conn *c = coro_slab_alloc(&w->conn_slab);
+    struct cg_conn *c = coro_slab_alloc(l->conf->accept_proxy ? &w->conn_pp_slab
+                                                              : &w->conn_slab);
 
     if (!c) {
         cg_iptable_release(w->d->adm->ipt, ip_slot);
@@ -64,6 +66,7 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
         close(fd);
         return -ENOMEM;
     }
+    c->pp_tail = l->conf->accept_proxy != 0;
     coro_stream_init(w->sched, &c->client);
     c->client.names = &client_names;
     c->w = w;
@@ -235,34 +238,46 @@ static int tls_connect_upstream(struct cg_conn *c, const struct cg_upstream_conf
 
 /* ------------------------------------------------------------------ PROXY protocol */
 
-/* An IPv4 or IPv6 socket address in the bytes of the larger (sizeof = 28). */
-union pp_addr {
-    struct sockaddr     sa;
-    struct sockaddr_in  in;
-    struct sockaddr_in6 in6;
-};
-
-/* What a header carried. Only <src> stays for the connection's life (28 bytes); the rest
- * serves send_proxy and is cut off by a realloc once the upstream is connected. */
-struct cg_conn_proxy {
-    union pp_addr src;
-    /* transient: c->pp_full */
-    union pp_addr dst;
-    uint16_t      auth_len;
-    uint16_t      id_len;
-    uint8_t       tlv[];          /* AUTHORITY's value, then UNIQUE_ID's */
+/* What a header carried, until the upstream connect: then only <src> stays, in the
+ * connection's tail (proxy_trim()). */
+struct pp_pending {
+    union cg_conn_addr src;
+    union cg_conn_addr dst;
+    uint16_t           auth_len;
+    uint16_t           id_len;
+    uint8_t            tlv[];         /* AUTHORITY's value, then UNIQUE_ID's */
 };
 
 static struct cg_ratelimit proxy_log = CG_RATELIMIT_INIT(1000, 5);
 
+_Static_assert(sizeof(struct cg_conn) % _Alignof(struct pp_pending *) == 0,
+               "the tail holds a pointer while pending");
+
+/* The union cg_conn_addr after <c> (pp_tail: 8-aligned, as sizeof(struct cg_conn) is). */
+static union cg_conn_addr *tail_of(const struct cg_conn *c)
+{
+    return (union cg_conn_addr *)(uintptr_t)(c + 1);
+}
+
+static struct pp_pending *pending_of(const struct cg_conn *c)
+{
+    struct pp_pending *p = NULL;
+
+    if (c->pp_state == CG_PP_PENDING)
+        memcpy(&p, tail_of(c), sizeof(p));
+    return p;
+}
+
 int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss)
 {
+    const struct pp_pending *p = pending_of(c);
+    const union cg_conn_addr *a = p ? &p->src : c->pp_state == CG_PP_ADDR ? tail_of(c) : NULL;
     socklen_t len = sizeof(*ss);
 
     memset(ss, 0, sizeof(*ss));
-    if (c->pp) {
-        memcpy(ss, &c->pp->src, c->pp->src.sa.sa_family == AF_INET
-                                ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+    if (a) {
+        memcpy(ss, a, a->sa.sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                 : sizeof(struct sockaddr_in6));
         return 0;
     }
     if (getpeername(coro_stream_fd(&c->client), (struct sockaddr *)ss, &len) < 0)
@@ -270,30 +285,37 @@ int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss)
     return 0;
 }
 
-/* Drops what send_proxy needed (the destination, the TLVs): after the upstream connect. */
+/* Keeps only the client's address, in the tail, once the upstream is connected (or not):
+ * the destination and the TLVs served send_proxy alone. */
 static void proxy_trim(struct cg_conn *c)
 {
-    struct cg_conn_proxy *p;
+    struct pp_pending *p = pending_of(c);
 
-    if (!c->pp_full)
+    if (!p)
         return;
-    c->pp_full = 0;
-    p = realloc(c->pp, sizeof(union pp_addr));   /* shrinking: may stay in place */
-    if (p)
-        c->pp = p;
+    memcpy(tail_of(c), &p->src, sizeof(p->src));
+    c->pp_state = CG_PP_ADDR;
+    free(p);
 }
 
-static void sa_copy(union pp_addr *to, const struct sockaddr_storage *from)
+static void proxy_free(struct cg_conn *c)
+{
+    free(pending_of(c));
+    c->pp_state = CG_PP_NONE;
+}
+
+static void sa_copy(union cg_conn_addr *to, const struct sockaddr_storage *from)
 {
     memset(to, 0, sizeof(*to));
     memcpy(to, from, from->ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                                 : sizeof(struct sockaddr_in6));
 }
 
-/* Keeps what header <r> carried in c->pp. Returns 0 or -ENOMEM. */
+/* Keeps what header <r> carried, pending until the upstream connect. Returns 0 or
+ * -ENOMEM. */
 static int proxy_keep(struct cg_conn *c, const struct cg_pp_result *r)
 {
-    struct cg_conn_proxy *p = malloc(sizeof(*p) + r->authority_len + r->unique_id_len);
+    struct pp_pending *p = malloc(sizeof(*p) + r->authority_len + r->unique_id_len);
 
     if (!p)
         return -ENOMEM;
@@ -305,8 +327,8 @@ static int proxy_keep(struct cg_conn *c, const struct cg_pp_result *r)
         memcpy(p->tlv, r->authority, r->authority_len);
     if (r->unique_id_len)
         memcpy(p->tlv + r->authority_len, r->unique_id, r->unique_id_len);
-    c->pp = p;
-    c->pp_full = 1;
+    memcpy(tail_of(c), &p, sizeof(p));
+    c->pp_state = CG_PP_PENDING;
     return 0;
 }
 
@@ -470,6 +492,7 @@ static void proxy_session(void *arg)
  * a write error. */
 static int proxy_send(struct cg_conn *c, int v, int64_t timeout_ms)
 {
+    const struct pp_pending *p = pending_of(c);
     struct sockaddr_storage src, dst;
     socklen_t len = sizeof(dst);
     struct cg_pp_tlv tlv[2];
@@ -481,15 +504,15 @@ static int proxy_send(struct cg_conn *c, int v, int64_t timeout_ms)
     if (err < 0)
         return UV_EINVAL;
     memset(&dst, 0, sizeof(dst));
-    if (c->pp && c->pp_full)
-        memcpy(&dst, &c->pp->dst, sizeof(c->pp->dst));
+    if (p)
+        memcpy(&dst, &p->dst, sizeof(p->dst));
     else if (getsockname(coro_stream_fd(&c->client), (struct sockaddr *)&dst, &len) < 0)
         return uv_translate_sys_error(errno);
-    if (c->pp && c->pp_full && c->pp->auth_len)
-        tlv[ntlv++] = (struct cg_pp_tlv){ CG_PP2_TYPE_AUTHORITY, c->pp->auth_len, c->pp->tlv };
-    if (c->pp && c->pp_full && c->pp->id_len)
-        tlv[ntlv++] = (struct cg_pp_tlv){ CG_PP2_TYPE_UNIQUE_ID, c->pp->id_len,
-                                          c->pp->tlv + c->pp->auth_len };
+    if (p && p->auth_len)
+        tlv[ntlv++] = (struct cg_pp_tlv){ CG_PP2_TYPE_AUTHORITY, p->auth_len, p->tlv };
+    if (p && p->id_len)
+        tlv[ntlv++] = (struct cg_pp_tlv){ CG_PP2_TYPE_UNIQUE_ID, p->id_len,
+                                          p->tlv + p->auth_len };
     n = v == 1 ? cg_pp_build_v1((char *)buf, sizeof(buf), (struct sockaddr *)&src,
                                 (struct sockaddr *)&dst)
                : cg_pp_build_v2(buf, sizeof(buf), (struct sockaddr *)&src,

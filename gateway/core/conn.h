@@ -37,9 +37,15 @@ enum cg_close_reason {
     CG_CLOSE_N,
 };
 
-/* What a PROXY protocol header carried (core/conn.c): the client's address for the
- * connection's life, and until the upstream connect what send_proxy passes on. */
-struct cg_conn_proxy;
+/* A client address a PROXY protocol header carried: the bytes of a sockaddr_in6, which a
+ * sockaddr_in fits in (28). A connection of an accept_proxy listener is allocated with
+ * one right after its struct cg_conn (cg_conn_start(), from the worker's conn_pp_slab):
+ * the other connections pay nothing for it. */
+union cg_conn_addr {
+    struct sockaddr     sa;
+    struct sockaddr_in  in;
+    struct sockaddr_in6 in6;
+};
 
 /* One client connection. Both streams live here, not on the coroutine's stack. */
 struct cg_conn {
@@ -59,15 +65,18 @@ struct cg_conn {
     /* A verified client certificate on a websocket listener, for the backend's request:
      * "subject\0sha256-hex", malloc'ed; freed after the upgrade or at the end. */
     char                *peer_cert;
-    /* accept_proxy: malloc'ed when a header carried an address (NULL: the socket's peer is
-     * the client): 28 bytes for the connection's life, plus the destination and the
-     * AUTHORITY and UNIQUE_ID TLVs until the upstream connect (pp_full). */
-    struct cg_conn_proxy *pp;
     uint32_t             ip_slot;  /* per-address connection slot held (admission.h), 0 = none */
     uint8_t              up_inited;
     uint8_t              reason;   /* enum cg_close_reason, the first recorded */
-    uint8_t              pp_full;  /* 1: pp still holds the destination and the TLVs */
+    /* accept_proxy (core/conn.c): pp_tail 1 when a union cg_conn_addr follows the struct;
+     * pp_state what it holds: CG_PP_NONE (no address carried: the socket's peer is the
+     * client), CG_PP_PENDING (a pointer to a malloc'ed block with the address, the
+     * destination and the TLVs, until the upstream connect), CG_PP_ADDR (the address). */
+    uint8_t              pp_tail;
+    uint8_t              pp_state;
 };
+
+enum { CG_PP_NONE, CG_PP_PENDING, CG_PP_ADDR };
 
 /* The client's address: the one a PROXY protocol header carried, else the socket's
  * peer. Returns 0 with <ss> written, or a negative errno (a v2 LOCAL or UNKNOWN header

@@ -621,7 +621,8 @@ void cg_worker_main(void *arg)
         w->d->proto.worker_end();       /* the protocols' per-worker caches */
     if (leaked)
         cg_error("%d coroutines still alive at exit", leaked);
-    if (coro_slab_destroy(&w->conn_slab) || coro_slab_destroy(&w->sess_slab))
+    if (coro_slab_destroy(&w->conn_slab) || coro_slab_destroy(&w->conn_pp_slab) ||
+        coro_slab_destroy(&w->sess_slab))
         cg_error("connections still allocated at exit");
     close_handles(w);               /* the listeners: a stop before any drain leaves none */
     uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -647,6 +648,7 @@ int cg_worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
     w->reserve_fd = -1;
     coro_list_init(&w->conns);
     coro_slab_init(&w->conn_slab, sizeof(struct cg_conn));
+    coro_slab_init(&w->conn_pp_slab, sizeof(struct cg_conn) + sizeof(union cg_conn_addr));
     coro_slab_init(&w->sess_slab, d->proto.sess_size);
     coro_list_init(&w->refusing);
     coro_list_init(&w->checks);

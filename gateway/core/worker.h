@@ -87,6 +87,7 @@ struct cg_worker {
     unsigned                spread_done;
     struct coro_list        conns;        /* live connections, to cancel on shutdown */
     struct coro_slab        conn_slab;    /* their struct cg_conn (coro/slab.h says why) */
+    struct coro_slab        conn_pp_slab; /* accept_proxy listeners': cg_conn + cg_conn_addr */
     struct coro_slab        sess_slab;    /* the WebSocket ones' session state (ws.c) */
     struct coro_list        checks;       /* health-check coroutines (worker 0) */
     int                     reserve_fd;   /* spent to shed a connection on EMFILE */
