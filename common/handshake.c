@@ -735,7 +735,7 @@ static int finish(struct out *o)
 static void put_forwarded(struct out *o, const struct cg_handshake *hs,
                           const struct cg_hs_forward *f)
 {
-    const char *prev = cg_handshake_get(hs, CG_HS_FORWARDED);
+    const char *prev = f->keep_chain ? cg_handshake_get(hs, CG_HS_FORWARDED) : NULL;
     const char *host = cg_handshake_get(hs, CG_HS_HOST);
 
     put(o, "Forwarded: ");
@@ -754,7 +754,7 @@ int cg_handshake_backend_request(const struct cg_handshake *hs, const struct cg_
                                  char *buf, size_t size)
 {
     struct out o = { buf, size, 0, 0 };
-    const char *xff = cg_handshake_get(hs, CG_HS_XFF);
+    const char *xff = f->keep_chain ? cg_handshake_get(hs, CG_HS_XFF) : NULL;
 
     put(&o, "GET %s HTTP/1.1\r\n", hs->target.p ? hs->target.p : "/");
     put_header(&o, hs, CG_HS_HOST, "Host");

@@ -105,6 +105,10 @@ struct cg_hs_forward {
      * never forwarded (only the headers listed at cg_handshake_backend_request() are). */
     const char *cert_subject;    /* RFC 2253 */
     const char *cert_sha256;     /* hex */
+    /* 1: <client_addr> is a trusted proxy (trusted_proxies): the request's X-Forwarded-For
+     * and Forwarded are kept and <client_addr> is appended to them. 0 (the default): a
+     * client could write anything there, so they are replaced by <client_addr> alone. */
+    int         keep_chain;
 };
 
 /* Prepares <hs> to parse a <kind> head under <lim> (NULL: the defaults above; zero
@@ -177,7 +181,8 @@ int cg_ws_deflate_offer(const char *list, char *out, size_t size);
 /* Writes the backend's opening request for the checked client request <hs> into <buf> of
  * <size>: same request-target and Host, a new key, the client's subprotocols, Origin,
  * User-Agent, Cookie and Authorization, X-Forwarded-For/-Proto, Forwarded (RFC 7239) and
- * X-Request-Id from <f>, and <f>'s extensions. Returns the length or -ENOSPC. */
+ * X-Request-Id from <f> (the client's X-Forwarded-For and Forwarded only with
+ * f->keep_chain), and <f>'s extensions. Returns the length or -ENOSPC. */
 int cg_handshake_backend_request(const struct cg_handshake *hs, const struct cg_hs_forward *f,
                                  char *buf, size_t size);
 

@@ -39,6 +39,7 @@
 #include "core/tls.h"
 #include "observe/schedlat.h"
 #include "observe/stats.h"
+#include "proto/refusal.h"
 #include "proto/ws.h"
 #include "core/worker.h"
 
@@ -404,6 +405,7 @@ int main(int argc, char **argv)
         cg_config_free(m.d.cfg);     /* cg_daemon_start() owns it, even when it fails */
     else {
         cg_protocols_fill(&m.d.proto);
+        m.d.proto.refuse_conn = cg_refusal_answer;      /* proto/refusal.h */
         err = cg_daemon_start(&m.d);
     }
     if (err == 0) {

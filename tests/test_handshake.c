@@ -580,7 +580,7 @@ START_TEST(test_handshake_backend_request)
         "X-Request-Id: abc-123\r\n"
         "\r\n";
     struct cg_hs_forward f = { "2001:db8::1", "http", "abc-123", "AAAAAAAAAAAAAAAAAAAAAA==",
-                               NULL, NULL, NULL };
+                               NULL, NULL, NULL, 1 };     /* from a trusted proxy: kept */
     char *req = variant("GET /chat HTTP/1.1\r\n", "GET /chat?room=1 HTTP/1.1\r\n"
                         "X-Forwarded-For: 192.0.2.9\r\nForwarded: for=192.0.2.9\r\n");
     struct cg_handshake hs;
@@ -594,6 +594,15 @@ START_TEST(test_handshake_backend_request)
     ck_assert_int_eq(n, (int)strlen(want));
     ck_assert_str_eq(buf, want);
     ck_assert_int_eq(cg_handshake_backend_request(&hs, &f, buf, 100), -ENOSPC);
+
+    /* From anyone else the client's own X-Forwarded-For and Forwarded are replaced:
+     * otherwise a client could pass for any address it writes there. */
+    f.keep_chain = 0;
+    n = cg_handshake_backend_request(&hs, &f, buf, sizeof(buf));
+    ck_assert_int_gt(n, 0);
+    ck_assert_ptr_nonnull(strstr(buf, "X-Forwarded-For: 2001:db8::1\r\n"));
+    ck_assert_ptr_nonnull(strstr(buf, "Forwarded: for=\"[2001:db8::1]\";host="));
+    ck_assert_ptr_null(strstr(buf, "192.0.2.9"));
 
     n = cg_handshake_accept_response(&hs, "chat", NULL, "abc-123", buf, sizeof(buf));
     ck_assert_int_gt(n, 0);

@@ -25,6 +25,13 @@ const char *cg_reject_label(int reason)
     return reason >= 0 && reason < CG_REJ_ALL ? labels[reason] : "?";
 }
 
+const char *cg_proxy_reject_label(int reason)
+{
+    static const char *const labels[CG_PPR_N] = { "bad_header", "untrusted", "timeout" };
+
+    return reason >= 0 && reason < CG_PPR_N ? labels[reason] : "?";
+}
+
 static const int status_codes[CG_WSS_N] = {
     400, 403, 404, 405, 408, 414, 426, 429, 431, 500, 502, 503, 504, 0,
 };

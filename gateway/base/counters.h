@@ -33,6 +33,19 @@ enum cg_reject_reason {
     CG_REJ_ALL,
 };
 
+/* Connections refused for their PROXY protocol header (accept_proxy), by reason
+ * (cg_proxy_reject_label()). */
+enum cg_proxy_reject {
+    CG_PPR_BAD,             /* not a header, a malformed one, a version not accepted, or
+                             * the client closed before it was complete */
+    CG_PPR_UNTRUSTED,       /* from a source outside accept_proxy_from */
+    CG_PPR_TIMEOUT,         /* not complete within proxy_timeout */
+    CG_PPR_N,
+};
+
+/* "bad_header", "untrusted", "timeout". */
+const char *cg_proxy_reject_label(int reason);
+
 /* cg_reject_name(): the [admission]/[breaker] key a reason refers to ("connection_rate",
  * ... "max_connections"), for logs; cg_reject_label(): the metrics label ("rate", ...). */
 const char *cg_reject_name(int reason);
@@ -126,6 +139,7 @@ struct cg_worker_stats {
     _Atomic uint64_t rejected[CG_REJ_N];   /* refused at accept, by reason (above) */
     _Atomic uint64_t accept_emfile;    /* EMFILE/ENFILE: shed and paused */
     _Atomic uint64_t accept_errors;
+    _Atomic uint64_t proxy_rejected[CG_PPR_N];  /* PROXY protocol headers refused */
     _Atomic uint64_t no_server;        /* no upstream server could be reached */
     _Atomic uint64_t connect_fails;
     _Atomic uint64_t upstream_local_errors; /* connects given up for a shortage of ours */
@@ -174,6 +188,7 @@ struct cg_listener_stats {
     _Atomic uint64_t active;
     _Atomic uint64_t rejected_max;     /* over max_connections */
     _Atomic uint64_t rejected[CG_REJ_N];   /* refused at accept, by reason (above) */
+    _Atomic uint64_t proxy_rejected[CG_PPR_N];  /* PROXY protocol headers refused */
     _Atomic uint64_t bytes_in;         /* from clients */
     _Atomic uint64_t bytes_out;        /* to clients */
     /* tls = on: handshakes by outcome, protocol and cipher */

@@ -1003,6 +1003,16 @@ static void check_listeners(struct parser *p)
             error_at(p, line, "[%s] tls_key: with %zu certificates: put each key in its "
                      "certificate's file", s->label, l->tls.ncerts);
 
+        /* accept_proxy_from limits who may send a header: meaningless without one. */
+        line = key_line_of(s, "accept_proxy_from", &bad);
+        if (line && !bad && l->nproxy_from && !l->accept_proxy)
+            error_at(p, line, "[%s] accept_proxy_from: set, but accept_proxy is off",
+                     s->label);
+        line = key_line_of(s, "trusted_proxies", &bad);
+        if (line && !bad && l->ntrusted_proxies && l->mode != CG_MODE_WEBSOCKET)
+            error_at(p, line, "[%s] trusted_proxies: only for mode = websocket (a tcp "
+                     "listener reads no X-Forwarded-For)", s->label);
+
         line = key_line_of(s, "bind", &bad);
         if (!line || bad)
             continue;
@@ -1262,6 +1272,8 @@ void cg_config_free(struct cg_config *cfg)
     for (i = 0; i < cfg->nlisteners; i++) {
         cg_routes_free(cfg->listeners[i].routes);
         free(cfg->listeners[i].allowed_origins);
+        free(cfg->listeners[i].proxy_from);
+        free(cfg->listeners[i].trusted_proxies);
         tls_conf_free(&cfg->listeners[i].tls);
     }
     free(cfg->upstreams);

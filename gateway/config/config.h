@@ -55,6 +55,7 @@ enum cg_rate_action {
 };
 
 struct cg_route;
+struct cg_cidr;
 
 /* permessage-deflate (RFC 7692) on websocket listeners: the client's offer goes to the
  * backend and its answer back, compressed frames relay as they are (no compression state
@@ -172,6 +173,8 @@ struct cg_server_conf {
     socklen_t        addrlen;
     char             name[CG_CONF_NAME_MAX];    /* "host:port" as written */
     unsigned int     weight;                    /* 1..256 */
+    int              send_proxy;                /* send_proxy=: 0 off, 1 v1, 2 v2; -1: the
+                                                 * upstream's send_proxy */
 };
 
 /* A run of consecutive local addresses connections to the servers are made from
@@ -238,6 +241,8 @@ struct cg_upstream_conf {
     unsigned int     health_check_rise;
     struct cg_srv_breaker_conf brk;             /* own keys, else [breaker]'s */
     struct cg_tls_conf tls;                     /* to the servers */
+    int              send_proxy;                /* PROXY header to servers: 0 off, 1 v1,
+                                                 * 2 v2 (a server's own overrides it) */
 };
 
 struct cg_listener_conf {
@@ -282,6 +287,14 @@ struct cg_listener_conf {
     struct cg_alog_keys alog;                   /* own keys, else [gateway]'s */
     struct cg_adm_limits adm;                   /* own keys, else [admission]'s */
     struct cg_tls_conf tls;                     /* to the clients */
+    /* PROXY protocol from a front balancer (proto/proxy-proto.h) */
+    int              accept_proxy;              /* 0 off, else CG_PP_V1 | CG_PP_V2 */
+    struct cg_cidr  *proxy_from;                /* owned; NULL: any source may send one */
+    size_t           nproxy_from;
+    uint64_t         proxy_timeout_ms;          /* the whole header, from the accept */
+    /* websocket: X-Forwarded-For / Forwarded honoured from these (owned; NULL: none) */
+    struct cg_cidr  *trusted_proxies;
+    size_t           ntrusted_proxies;
 };
 
 /* [bpf] attach: which probes measure the workers' scheduling (see gateway/schedlat.h). */

@@ -5,6 +5,7 @@
 #include "config/config.h"
 #include "config/config-int.h"
 #include "config/route.h"
+#include "base/cidr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -165,6 +166,26 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
     int err;
 
     while ((tlen = next_list_item(&s, tok)) > 0) {
+        if (strncmp(tok, "send_proxy=", 11) == 0) {
+            /* A server's own PROXY protocol version, over the upstream's send_proxy. */
+            if (skip_weight)
+                continue;
+            if (!last) {
+                cg_conf__key_error(c, "\"%s\" follows no server", cg_conf__show(tok, buf, sizeof(buf)));
+                bad = 1;
+            } else if (strcmp(tok + 11, "off") == 0) {
+                last->send_proxy = 0;
+            } else if (strcmp(tok + 11, "v1") == 0) {
+                last->send_proxy = 1;
+            } else if (strcmp(tok + 11, "v2") == 0) {
+                last->send_proxy = 2;
+            } else {
+                cg_conf__key_error(c, "send_proxy \"%s\" of %s is not off, v1 or v2",
+                          cg_conf__show(tok + 11, buf, sizeof(buf)), last->name);
+                bad = 1;
+            }
+            continue;
+        }
         if (strncmp(tok, "weight=", 7) == 0) {
             if (skip_weight)            /* its server was already reported */
                 continue;
@@ -217,6 +238,7 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
         }
         memcpy(servers[n].name, tok, tlen + 1);
         servers[n].weight = 1;
+        servers[n].send_proxy = -1;
         skip_weight = 0;
         last = &servers[n++];
     }
@@ -232,6 +254,44 @@ static int set_servers(const struct keyctx *c, void *obj, const char *value)
     up->servers = servers;
     up->nservers = n;
     return 0;
+}
+
+/* An address-block list (base/cidr.h) into the array at <list> and its count at <n>. */
+static int set_cidr_list(const struct keyctx *c, struct cg_cidr **list, size_t *n,
+                         const char *value)
+{
+    char bad[64], buf[SHOW_MAX + 4];
+    int err = cg_cidr_list_parse(value, list, n, bad, sizeof(bad));
+
+    if (err == -ENOMEM) {
+        c->p->nomem = 1;
+        return -1;
+    }
+    if (err < 0) {
+        cg_conf__key_error(c, "\"%s\" is not an address or a CIDR block%s",
+                           cg_conf__show(bad, buf, sizeof(buf)),
+                           err == -ERANGE ? " (prefix out of range)" : "");
+        return -1;
+    }
+    return 0;
+}
+
+static int set_proxy_from(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_listener_conf *l = obj;
+
+    free(l->proxy_from);
+    l->proxy_from = NULL;
+    return set_cidr_list(c, &l->proxy_from, &l->nproxy_from, value);
+}
+
+static int set_trusted_proxies(const struct keyctx *c, void *obj, const char *value)
+{
+    struct cg_listener_conf *l = obj;
+
+    free(l->trusted_proxies);
+    l->trusted_proxies = NULL;
+    return set_cidr_list(c, &l->trusted_proxies, &l->ntrusted_proxies, value);
 }
 
 /* One address of a source list: IPv4, or IPv6 bare or in brackets. Returns its family,
@@ -890,6 +950,9 @@ static const char *const mode_choices[] = { "tcp", "websocket", NULL };
 static const char *const balance_choices[] = { "roundrobin", "leastconn", "random", "hash",
                                                 NULL };
 static const char *const uproto_choices[] = { "websocket", "tcp", NULL };
+/* Indexes are the versions' bits (CG_PP_V1 | CG_PP_V2 in proto/proxy-proto.h). */
+static const char *const accept_proxy_choices[] = { "off", "v1", "v2", "any", NULL };
+static const char *const send_proxy_choices[] = { "off", "v1", "v2", NULL };
 static const char *const rate_action_choices[] = { "delay", "close", NULL };
 
 static const char *const reject_choices[] = { "close", "rst", NULL };
@@ -1094,6 +1157,12 @@ static const struct key_desc listener_keys[] = {
       .def = "passthrough", .choices = deflate_choices },
     ADM_LIMIT_KEYS(LA, "admission"),
     ALOG_KEYS(LS, "gateway"),
+    { .name = "accept_proxy", .type = KEY_ENUM, .offset = LS(accept_proxy), .def = "off",
+      .choices = accept_proxy_choices },
+    { .name = "accept_proxy_from", .type = KEY_CUSTOM, .def = "", .set = set_proxy_from },
+    { .name = "proxy_timeout", .type = KEY_DURATION, .offset = LS(proxy_timeout_ms),
+      .def = "5s", .min = 1, .max = 5 * MIN },
+    { .name = "trusted_proxies", .type = KEY_CUSTOM, .def = "", .set = set_trusted_proxies },
     TLS_KEYS(LS),
     { .name = "tls_alpn", .type = KEY_CUSTOM, .def = "", .set = set_tls_alpn },
     { .name = "tls_tickets", .type = KEY_CUSTOM, .def = "on", .set = set_tls_bool },
@@ -1124,6 +1193,8 @@ static const struct key_desc upstream_keys[] = {
     { .name = "health_check_rise", .type = KEY_UINT, .offset = UP(health_check_rise),
       .def = "2", .min = 1, .max = 100 },
     SRV_BREAKER_KEYS(UB, "breaker", set_up_error_rate),
+    { .name = "send_proxy", .type = KEY_ENUM, .offset = UP(send_proxy), .def = "off",
+      .choices = send_proxy_choices },
     TLS_KEYS(UP),
     { .name = "tls_verify", .type = KEY_CUSTOM, .def = "on", .set = set_tls_bool },
     { .name = "tls_ca", .type = KEY_CUSTOM, .def = "", .set = set_tls_str },

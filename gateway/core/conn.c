@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -20,12 +22,16 @@
 #include "core/upstream.h"
 #include "guard/admission.h"
 #include "base/access-log.h"
+#include "proto/proxy-proto.h"
+#include "base/cidr.h"
 #include "base/counters.h"
 #include "base/log.h"
 
 static const struct coro_stream_names client_names = { "read client", "write client" };
 
 static void tls_session(void *arg);
+static void proxy_session(void *arg);
+static void proxy_free(struct cg_conn *c);
 
 /* ------------------------------------------------------------------ start and end */
 
@@ -48,19 +54,11 @@ static void release(struct cg_conn *c)
     if (c->log)
         free(c->log->request_id);
     free(c->log);
-    coro_slab_free(&w->conn_slab, c);
+    proxy_free(c);
+    coro_slab_free(c->pp_tail ? &w->conn_pp_slab : &w->conn_slab, c);
 }
 
 /* ------------------------------------------------------------------ connection log */
-
-int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss)
-{
-    socklen_t len = sizeof(*ss);
-
-    if (getpeername(c->client.fd, (struct sockaddr *)ss, &len) < 0)
-        return -errno;
-    return 0;
-}
 
 static uint32_t ms_since(const struct cg_conn_log *lg)
 {
@@ -188,10 +186,12 @@ static void log_end(struct cg_conn *c)
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
 {
     struct cg_worker *w = l->w;
-    void (*body)(void *) = l->conf->tls.on ? tls_session            /* then the session */
-                                           : w->d->proto.session[l->conf->mode];
+    void (*body)(void *) = l->conf->accept_proxy ? proxy_session   /* then TLS, session */
+                         : l->conf->tls.on ? tls_session            /* then the session */
+                         : w->d->proto.session[l->conf->mode];
     int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET, err;
-    struct cg_conn *c = coro_slab_alloc(&w->conn_slab);
+    struct cg_conn *c = coro_slab_alloc(l->conf->accept_proxy ? &w->conn_pp_slab
+                                                              : &w->conn_slab);
 
     if (!c) {
         cg_iptable_release(w->d->adm->ipt, ip_slot);
@@ -199,6 +199,7 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
         close(fd);
         return -ENOMEM;
     }
+    c->pp_tail = l->conf->accept_proxy != 0;
     coro_stream_init(w->sched, &c->client);
     c->client.names = &client_names;
     c->w = w;
@@ -247,7 +248,7 @@ const char *cg_close_reason_name(int reason)
 {
     static const char *const names[CG_CLOSE_N] = {
         "none", "done", "client", "server", "idle", "handshake", "protocol", "no_server",
-        "upstream", "local", "stopped", "error", "tls", "lifetime",
+        "upstream", "local", "stopped", "error", "tls", "lifetime", "proxy", "refused",
     };
 
     return reason >= 0 && reason < CG_CLOSE_N ? names[reason] : "?";
@@ -384,6 +385,292 @@ static int tls_connect_upstream(struct cg_conn *c, const struct cg_upstream_conf
     return err == UV_ETIMEDOUT ? UV_ETIMEDOUT : UV_EPROTO;
 }
 
+/* ------------------------------------------------------------------ PROXY protocol */
+
+/* What a header carried, until the upstream connect: then only <src> stays, in the
+ * connection's tail (proxy_trim()). */
+struct pp_pending {
+    union cg_conn_addr src;
+    union cg_conn_addr dst;
+    uint16_t           auth_len;
+    uint16_t           id_len;
+    uint8_t            tlv[];         /* AUTHORITY's value, then UNIQUE_ID's */
+};
+
+static struct cg_ratelimit proxy_log = CG_RATELIMIT_INIT(1000, 5);
+
+_Static_assert(sizeof(struct cg_conn) % _Alignof(struct pp_pending *) == 0,
+               "the tail holds a pointer while pending");
+
+/* The union cg_conn_addr after <c> (pp_tail: 8-aligned, as sizeof(struct cg_conn) is). */
+static union cg_conn_addr *tail_of(const struct cg_conn *c)
+{
+    return (union cg_conn_addr *)(uintptr_t)(c + 1);
+}
+
+static struct pp_pending *pending_of(const struct cg_conn *c)
+{
+    struct pp_pending *p = NULL;
+
+    if (c->pp_state == CG_PP_PENDING)
+        memcpy(&p, tail_of(c), sizeof(p));
+    return p;
+}
+
+int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss)
+{
+    const struct pp_pending *p = pending_of(c);
+    const union cg_conn_addr *a = p ? &p->src : c->pp_state == CG_PP_ADDR ? tail_of(c) : NULL;
+    socklen_t len = sizeof(*ss);
+
+    memset(ss, 0, sizeof(*ss));
+    if (a) {
+        memcpy(ss, a, a->sa.sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                 : sizeof(struct sockaddr_in6));
+        return 0;
+    }
+    if (getpeername(coro_stream_fd(&c->client), (struct sockaddr *)ss, &len) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Keeps only the client's address, in the tail, once the upstream is connected (or not):
+ * the destination and the TLVs served send_proxy alone. */
+static void proxy_trim(struct cg_conn *c)
+{
+    struct pp_pending *p = pending_of(c);
+
+    if (!p)
+        return;
+    memcpy(tail_of(c), &p->src, sizeof(p->src));
+    c->pp_state = CG_PP_ADDR;
+    free(p);
+}
+
+static void proxy_free(struct cg_conn *c)
+{
+    free(pending_of(c));
+    c->pp_state = CG_PP_NONE;
+}
+
+static void sa_copy(union cg_conn_addr *to, const struct sockaddr_storage *from)
+{
+    memset(to, 0, sizeof(*to));
+    memcpy(to, from, from->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                : sizeof(struct sockaddr_in6));
+}
+
+/* Keeps what header <r> carried, pending until the upstream connect. Returns 0 or
+ * -ENOMEM. */
+static int proxy_keep(struct cg_conn *c, const struct cg_pp_result *r)
+{
+    struct pp_pending *p = malloc(sizeof(*p) + r->authority_len + r->unique_id_len);
+
+    if (!p)
+        return -ENOMEM;
+    sa_copy(&p->src, &r->src);
+    sa_copy(&p->dst, &r->dst);
+    p->auth_len = r->authority_len;
+    p->id_len = r->unique_id_len;
+    if (r->authority_len)
+        memcpy(p->tlv, r->authority, r->authority_len);
+    if (r->unique_id_len)
+        memcpy(p->tlv + r->authority_len, r->unique_id, r->unique_id_len);
+    memcpy(tail_of(c), &p, sizeof(p));
+    c->pp_state = CG_PP_PENDING;
+    return 0;
+}
+
+static const char *addr_text(const struct sockaddr_storage *ss, char *buf, size_t size)
+{
+    if (ss->ss_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)ss, buf, size);
+    else if (ss->ss_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)ss, buf, size);
+    else
+        snprintf(buf, size, "?");
+    return buf;
+}
+
+/* Refuses <c> for its header: counted by reason, logged (rate-limited), closed. */
+static int proxy_refuse(struct cg_conn *c, enum cg_proxy_reject why, const char *what)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char peer[INET6_ADDRSTRLEN] = "?";
+
+    CG_STAT_ADD(c->w->stats.proxy_rejected[why], 1);
+    CG_STAT_ADD(c->l->stats.proxy_rejected[why], 1);
+    if (getpeername(coro_stream_fd(&c->client), (struct sockaddr *)&ss, &len) == 0)
+        addr_text(&ss, peer, sizeof(peer));
+    cg_log_ratelimited(&proxy_log, CG_LOG_INFO, "listener %s: PROXY header from %s refused: "
+                       "%s", c->lc->name, peer, what);
+    cg_conn_closing(c, CG_CLOSE_PROXY);
+    return -1;
+}
+
+/* The per-address admission checks the accept left out (worker.c), on the client's
+ * address now known: the same table, tokens and quota, the same counters and episode
+ * log as a refusal at accept. Returns 0 (c->ip_slot taken), or -1 (refused, closed). */
+static int proxy_admit(struct cg_conn *c)
+{
+    struct cg_admission *a = c->w->d->adm;
+    struct cg_adm_listener *al = c->l->adm;
+    struct cg_verdict v = { .reason = -1 };
+    struct sockaddr_storage ss;
+    uint64_t now = uv_hrtime(), wait = 0;
+    int r;
+
+    if (!al || cg_conn_client_addr(c, &ss) < 0)
+        return 0;
+    r = cg_admission_check_ip(a, al, (struct sockaddr *)&ss, now, &c->ip_slot, &wait);
+    if (r == 0)
+        return 0;
+    CG_STAT_ADD(c->w->stats.rejected[r], 1);
+    CG_STAT_ADD(c->l->stats.rejected[r], 1);
+    v.reason = r;
+    if (cg_admission_note(a, al, r, now / 1000000))
+        cg_admission_log_refusal(a, al, c->w->d->brk, c->lc->name, &v,
+                                 (struct sockaddr *)&ss);
+    cg_conn_closing(c, CG_CLOSE_REFUSED);
+    /* Answered as at accept: a WebSocket client 429 or 503 with Retry-After (proto's
+     * answer, reached through the daemon's hooks), a TCP one closed or reset. */
+    if (c->lc->mode == CG_MODE_WEBSOCKET && c->w->d->proto.refuse_conn) {
+        uint64_t retry = r == CG_REJ_IP_RATE ? wait / 1000000000u + 1 : 1;
+
+        c->w->d->proto.refuse_conn(c, r, retry > 3600 ? 3600 : (unsigned)retry,
+                                   c->lc->max_header_size);
+    } else if (atomic_load_explicit(&al->reject, memory_order_relaxed) == CG_REJECT_RST) {
+        struct linger lg = { 1, 0 };
+
+        setsockopt(coro_stream_fd(&c->client), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
+    return -1;
+}
+
+/* Reads the PROXY header that starts the connection, within proxy_timeout: the bytes
+ * after it go back to the stream for TLS or the session. Not inlined, like
+ * tls_handshake(): its parse result must be off the stack before the session parks.
+ * Returns 0, or -1 (refused or gone: reason recorded, counted). */
+static __attribute__((noinline)) int proxy_header(struct cg_conn *c)
+{
+    const struct cg_listener_conf *lc = c->lc;
+    uint64_t deadline = uv_hrtime() / 1000000 + lc->proxy_timeout_ms, now;
+    struct coro_buf *b = NULL, *more = NULL;
+    struct cg_pp_result r;
+    char from[INET6_ADDRSTRLEN], to[INET6_ADDRSTRLEN];
+    ssize_t n;
+    int rc = 0;
+
+    while (rc == 0) {
+        now = uv_hrtime() / 1000000;
+        n = now >= deadline ? UV_ETIMEDOUT
+                            : coro_read(&c->client, b ? &more : &b, (int64_t)(deadline - now));
+        if (n == UV_ETIMEDOUT) {
+            coro_buf_put(c->w->sched, b);
+            return proxy_refuse(c, CG_PPR_TIMEOUT, "not complete within proxy_timeout");
+        }
+        if (n < 0) {
+            if (b && n == UV_EOF) {
+                coro_buf_put(c->w->sched, b);
+                return proxy_refuse(c, CG_PPR_BAD, "truncated: the client closed first");
+            }
+            coro_buf_put(c->w->sched, b);
+            cg_conn_closing(c, n == UV_ECANCELED ? CG_CLOSE_STOPPED
+                                                 : n == UV_EOF ? CG_CLOSE_CLIENT
+                                                               : CG_CLOSE_ERROR);
+            return -1;
+        }
+        if (more) {
+            /* A header split over reads: gathered in the first buffer, which is far
+             * larger than any header we accept. */
+            size_t k = more->len - more->off, room = b->cap - b->len;
+
+            memcpy(b->data + b->len, more->data + more->off, k < room ? k : room);
+            b->len += (uint32_t)(k < room ? k : room);
+            coro_buf_put(c->w->sched, more);
+            more = NULL;
+        }
+        rc = cg_pp_parse(b->data + b->off, b->len - b->off, (unsigned)lc->accept_proxy, &r);
+        if (rc == 0 && b->len == b->cap)
+            rc = -CG_PPE_TOO_LONG;
+    }
+    if (rc < 0) {
+        coro_buf_put(c->w->sched, b);
+        return proxy_refuse(c, CG_PPR_BAD, cg_pp_error_name(rc));
+    }
+    CG_STAT_ADD(c->w->stats.bytes_in, (uint64_t)rc);
+    CG_STAT_ADD(c->l->stats.bytes_in, (uint64_t)rc);
+    if (r.has_addr && proxy_keep(c, &r) < 0) {
+        coro_buf_put(c->w->sched, b);
+        cg_conn_closing(c, CG_CLOSE_LOCAL);
+        return -1;
+    }
+    if (r.has_addr)
+        cg_debug("listener %s: PROXY v%u: client %s, to %s%s%.*s, unique id %u bytes",
+                 lc->name, r.version, addr_text(&r.src, from, sizeof(from)),
+                 addr_text(&r.dst, to, sizeof(to)), r.authority ? ", authority " : "",
+                 (int)r.authority_len, r.authority ? (const char *)r.authority : "",
+                 (unsigned)r.unique_id_len);
+    else
+        cg_debug("listener %s: PROXY v%u %s: the socket's addresses are used", lc->name,
+                 r.version, r.local ? "LOCAL" : "UNKNOWN");
+    b->off += (uint32_t)rc;
+    coro_stream_unread(&c->client, b);    /* TLS or the session reads on from there */
+    return proxy_admit(c);
+}
+
+/* The coroutine body of a connection on a listener with accept_proxy: the header, the
+ * per-address admission on the address it carried, then TLS when on (the header comes
+ * before the TLS handshake, as HAProxy reads it) and the listener's mode's session. */
+static void proxy_session(void *arg)
+{
+    struct cg_conn *c = arg;
+
+    c->co = coro_self();
+    if (proxy_header(c) < 0 || (c->lc->tls.on && tls_handshake(c) < 0)) {
+        cg_conn_end(c);
+        return;
+    }
+    c->w->d->proto.session[c->lc->mode](c);
+}
+
+/* Sends server <srv>'s PROXY header, version <v>, on the just connected c->up: the client's
+ * address (carried, or the socket's), and the address it connected to (carried, or our
+ * socket's); v2 passes on the AUTHORITY and UNIQUE_ID a front balancer sent. Returns 0 or
+ * a write error. */
+static int proxy_send(struct cg_conn *c, int v, int64_t timeout_ms)
+{
+    const struct pp_pending *p = pending_of(c);
+    struct sockaddr_storage src, dst;
+    socklen_t len = sizeof(dst);
+    struct cg_pp_tlv tlv[2];
+    uint8_t buf[CG_PP_V2_MAX];
+    size_t ntlv = 0;
+    int n, err;
+
+    err = cg_conn_client_addr(c, &src);
+    if (err < 0)
+        return UV_EINVAL;
+    memset(&dst, 0, sizeof(dst));
+    if (p)
+        memcpy(&dst, &p->dst, sizeof(p->dst));
+    else if (getsockname(coro_stream_fd(&c->client), (struct sockaddr *)&dst, &len) < 0)
+        return uv_translate_sys_error(errno);
+    if (p && p->auth_len)
+        tlv[ntlv++] = (struct cg_pp_tlv){ CG_PP2_TYPE_AUTHORITY, p->auth_len, p->tlv };
+    if (p && p->id_len)
+        tlv[ntlv++] = (struct cg_pp_tlv){ CG_PP2_TYPE_UNIQUE_ID, p->id_len,
+                                          p->tlv + p->auth_len };
+    n = v == 1 ? cg_pp_build_v1((char *)buf, sizeof(buf), (struct sockaddr *)&src,
+                                (struct sockaddr *)&dst)
+               : cg_pp_build_v2(buf, sizeof(buf), (struct sockaddr *)&src,
+                                (struct sockaddr *)&dst, tlv, ntlv);
+    if (n < 0)
+        return UV_EINVAL;
+    return coro_write_copy(&c->up, buf, (size_t)n, timeout_ms);
+}
+
 /* ------------------------------------------------------------------ upstream connect */
 
 static struct cg_ratelimit connect_log = CG_RATELIMIT_INIT(1000, 5);
@@ -471,6 +758,11 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up, const ui
                                 cg_upstream_source(up, w->id, srv, &src),
                                 (int64_t)uc->connect_timeout_ms);
         cg_server_connect_done(srv);
+        /* The PROXY header goes first, before TLS (a server's own send_proxy wins). */
+        if (err == 0 && (srv->conf->send_proxy >= 0 ? srv->conf->send_proxy : uc->send_proxy))
+            err = proxy_send(c, srv->conf->send_proxy >= 0 ? srv->conf->send_proxy
+                                                           : uc->send_proxy,
+                             (int64_t)uc->connect_timeout_ms);
         tls_step = err == 0 && uc->tls.on;
         if (tls_step)
             err = tls_connect_upstream(c, uc, srv->conf->name);
@@ -483,6 +775,7 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up, const ui
             c->srv = srv;
             if (c->log)
                 c->log->connect_ms = (uint32_t)((uv_hrtime() - t_begin) / 1000000);
+            proxy_trim(c);
             return 0;
         }
         atomic_fetch_sub(&srv->active, 1);
@@ -515,6 +808,7 @@ int cg_conn_connect_upstream(struct cg_conn *c, struct cg_upstream *up, const ui
                            probe ? " (probe of an ejected server)" : "",
                            more ? ", trying another server" : "");
     }
+    proxy_trim(c);
     cg_conn_closing(c, CG_CLOSE_NO_SERVER);
     return err;
 }

@@ -34,6 +34,8 @@ enum cg_close_reason {
     CG_CLOSE_ERROR,             /* a read or write error */
     CG_CLOSE_TLS,               /* the client's TLS handshake failed */
     CG_CLOSE_LIFETIME,          /* max_connection_lifetime */
+    CG_CLOSE_PROXY,             /* its PROXY protocol header was refused (accept_proxy) */
+    CG_CLOSE_REFUSED,           /* admission refused the address a header carried */
     CG_CLOSE_N,
 };
 
@@ -54,6 +56,16 @@ struct cg_conn_log {
     uint8_t              client_addr[16];
     int32_t              upstream;      /* index in the generation's upstreams, -1: none */
     char                *request_id;    /* malloc'ed; NULL: none */
+};
+
+/* A client address a PROXY protocol header carried: the bytes of a sockaddr_in6, which a
+ * sockaddr_in fits in (28). A connection of an accept_proxy listener is allocated with
+ * one right after its struct cg_conn (cg_conn_start(), from the worker's conn_pp_slab):
+ * the other connections pay nothing for it. */
+union cg_conn_addr {
+    struct sockaddr     sa;
+    struct sockaddr_in  in;
+    struct sockaddr_in6 in6;
 };
 
 /* One client connection. Both streams live here, not on the coroutine's stack. */
@@ -78,11 +90,26 @@ struct cg_conn {
     uint32_t             ip_slot;  /* per-address connection slot held (admission.h), 0 = none */
     uint8_t              up_inited;
     uint8_t              reason;   /* enum cg_close_reason, the first recorded */
+    /* accept_proxy (core/conn.c): pp_tail 1 when a union cg_conn_addr follows the struct;
+     * pp_state what it holds: CG_PP_NONE (no address carried: the socket's peer is the
+     * client), CG_PP_PENDING (a pointer to a malloc'ed block with the address, the
+     * destination and the TLVs, until the upstream connect), CG_PP_ADDR (the address). */
+    uint8_t              pp_tail;
+    uint8_t              pp_state;
 };
+
+enum { CG_PP_NONE, CG_PP_PENDING, CG_PP_ADDR };
+
+/* The client's address: the one a PROXY protocol header carried, else the socket's
+ * peer. Returns 0 with <ss> written, or a negative errno (a v2 LOCAL or UNKNOWN header
+ * carries none: then the socket's peer is written and 0 returned). */
+int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss);
 
 /* Makes the connection for the accepted, non-blocking <fd> on <l> and starts its coroutine
  * (the daemon's proto.session[] for the listener's mode: core/relay.h for tcp, proto/ws.h
- * for websocket; after a TLS handshake with the client when the listener has tls = on). It takes over what admission
+ * for websocket; after a TLS handshake with the client when the listener has tls = on;
+ * before both, with accept_proxy, the PROXY header and then the per-address admission
+ * checks on the address it carried, which the accept left out). It takes over what admission
  * handed over: one count in d->conns and <ip_slot>. Returns 0; or a negative errno, and
  * then all of it is released and <fd> is closed. */
 int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot);
@@ -115,11 +142,6 @@ uint64_t cg_conn_deadline(const struct cg_listener_conf *lc, uint64_t now_ms);
 
 /* Records why <c> ends, unless a reason is recorded already. */
 void cg_conn_closing(struct cg_conn *c, enum cg_close_reason reason);
-
-/* The client's address: the one a PROXY protocol header carried, else the socket's
- * peer. Returns 0 with <ss> written, or a negative errno (a v2 LOCAL or UNKNOWN header
- * carries none: then the socket's peer is written and 0 returned). */
-int cg_conn_client_addr(const struct cg_conn *c, struct sockaddr_storage *ss);
 
 /* The connection log's marks, each a no-op for a connection not logged: the client's
  * handshake done (TLS, or the WebSocket 101 sent), the request id sent to the backend

@@ -10,6 +10,7 @@
 #include "core/worker.h"
 #include "core/reload.h"
 #include "core/upstream.h"
+#include "proto/proxy-proto.h"
 #include "base/log.h"
 
 
@@ -22,6 +23,24 @@ struct check {
     struct cg_gen     *gen;       /* srv's */
     struct coro       *co;
 };
+
+/* A server that expects a PROXY header gets one on a check too, saying that the check is
+ * ours and carries no client (v2 LOCAL, v1 UNKNOWN), as HAProxy's check-send-proxy does:
+ * else a strict server counts each check as a protocol error. Returns 0 or a write error. */
+static int proxy_local(struct check *ck, const struct cg_upstream_conf *uc)
+{
+    int v = ck->srv->conf->send_proxy >= 0 ? ck->srv->conf->send_proxy : uc->send_proxy;
+    uint8_t buf[CG_PP_V2_MIN];
+    int n;
+
+    if (!v)
+        return 0;
+    n = v == 1 ? cg_pp_build_v1((char *)buf, sizeof(buf), NULL, NULL)
+               : cg_pp_build_v2(buf, sizeof(buf), NULL, NULL, NULL, 0);
+    if (n < 0)
+        return UV_EINVAL;
+    return coro_write_copy(&ck->st, buf, (size_t)n, (int64_t)uc->health_check_timeout_ms);
+}
 
 static void health_check(void *arg)
 {
@@ -44,6 +63,8 @@ static void health_check(void *arg)
             err = coro_connect_from(&ck->st, (const struct sockaddr *)&srv->conf->addr,
                                     cg_upstream_source(srv->up, 0, srv, &src),
                                     (int64_t)uc->health_check_timeout_ms);
+            if (err == 0)
+                err = proxy_local(ck, uc);
             coro_stream_close(&ck->st);
         }
         if (err == UV_ECANCELED)

@@ -33,6 +33,7 @@
 #include "guard/breaker.h"
 #include "coro/io.h"
 #include "coro/list.h"
+#include "base/cidr.h"
 #include "base/log.h"
 #include "core/conn.h"
 #include "core/health.h"
@@ -88,7 +89,9 @@ static void accept_emfile(struct cg_wlistener *l, int err)
 
 #define NS_PER_MS 1000000ull
 
-/* Asks admission about a connection from <peer> to <l> (guard/admission.h). */
+/* Asks admission about a connection from <peer> to <l> (guard/admission.h). With
+ * accept_proxy the socket's peer is the front balancer, not the client: the per-address
+ * checks wait for the header (core/conn.c), everything else is decided here. */
 static void admit(struct cg_wlistener *l, const struct sockaddr *peer, struct cg_verdict *v)
 {
     struct cg_worker *w = l->w;
@@ -97,7 +100,32 @@ static void admit(struct cg_wlistener *l, const struct sockaddr *peer, struct cg
     if (!l->adm)    /* the listener's first connection (since the start or a reload) */
         l->adm = cg_admission_listener(d->adm, l->conf->name);
     cg_admit(d->adm, l->adm, d->brk, &d->conns,
-             atomic_load_explicit(&w->stats.active, memory_order_relaxed), peer, v);
+             atomic_load_explicit(&w->stats.active, memory_order_relaxed),
+             l->conf->accept_proxy ? NULL : peer, v);
+}
+
+static struct cg_ratelimit untrusted_log = CG_RATELIMIT_INIT(10000, 5);
+
+/* accept_proxy_from: 1 when <peer> may send <l> a PROXY header; else counts it, logs it
+ * (rate-limited) and closes <fd>, as cheaply as an admission refusal. */
+static int proxy_source_ok(struct cg_wlistener *l, int fd, const struct sockaddr *peer)
+{
+    const struct cg_listener_conf *lc = l->conf;
+    char who[INET6_ADDRSTRLEN] = "?";
+
+    if (!lc->accept_proxy || !lc->nproxy_from ||
+        (peer && cg_cidr_list_match(lc->proxy_from, lc->nproxy_from, peer)))
+        return 1;
+    CG_STAT_ADD(l->w->stats.proxy_rejected[CG_PPR_UNTRUSTED], 1);
+    CG_STAT_ADD(l->stats.proxy_rejected[CG_PPR_UNTRUSTED], 1);
+    if (peer && peer->sa_family == AF_INET)
+        uv_ip4_name((const struct sockaddr_in *)peer, who, sizeof(who));
+    else if (peer && peer->sa_family == AF_INET6)
+        uv_ip6_name((const struct sockaddr_in6 *)peer, who, sizeof(who));
+    cg_log_ratelimited(&untrusted_log, CG_LOG_WARN, "listener %s: connection from %s "
+                       "refused: not in accept_proxy_from", lc->name, who);
+    cg_reject_fd(fd, CG_REJECT_CLOSE);
+    return 0;
 }
 
 /* Refuses <fd> as <v> says: counted, logged when an episode starts, then closed (or reset)
@@ -134,6 +162,8 @@ static void start_conn(struct cg_wlistener *l, int fd, const struct sockaddr *pe
 {
     struct cg_verdict v;
 
+    if (!proxy_source_ok(l, fd, peer))
+        return;
     admit(l, peer, &v);
     if (v.reason >= 0) {
         refuse(l, fd, &v, peer);
@@ -591,7 +621,8 @@ void cg_worker_main(void *arg)
         w->d->proto.worker_end();       /* the protocols' per-worker caches */
     if (leaked)
         cg_error("%d coroutines still alive at exit", leaked);
-    if (coro_slab_destroy(&w->conn_slab) || coro_slab_destroy(&w->sess_slab))
+    if (coro_slab_destroy(&w->conn_slab) || coro_slab_destroy(&w->conn_pp_slab) ||
+        coro_slab_destroy(&w->sess_slab))
         cg_error("connections still allocated at exit");
     close_handles(w);               /* the listeners: a stop before any drain leaves none */
     uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -617,6 +648,7 @@ int cg_worker_init(struct cg_daemon *d, struct cg_worker *w, unsigned id)
     w->reserve_fd = -1;
     coro_list_init(&w->conns);
     coro_slab_init(&w->conn_slab, sizeof(struct cg_conn));
+    coro_slab_init(&w->conn_pp_slab, sizeof(struct cg_conn) + sizeof(union cg_conn_addr));
     coro_slab_init(&w->sess_slab, d->proto.sess_size);
     coro_list_init(&w->refusing);
     coro_list_init(&w->checks);

@@ -26,6 +26,7 @@ struct cg_admission;
 struct cg_adm_listener;
 struct cg_breaker;
 struct cg_alog;
+struct cg_conn;
 
 /* One listener's socket in one worker. conf and up belong to the worker's generation
  * (reload.h); a connection takes its own settings from the generation it holds. */
@@ -88,6 +89,7 @@ struct cg_worker {
     unsigned                spread_done;
     struct coro_list        conns;        /* live connections, to cancel on shutdown */
     struct coro_slab        conn_slab;    /* their struct cg_conn (coro/slab.h says why) */
+    struct coro_slab        conn_pp_slab; /* accept_proxy listeners': cg_conn + cg_conn_addr */
     struct coro_slab        sess_slab;    /* the WebSocket ones' session state (ws.c) */
     struct coro_list        checks;       /* health-check coroutines (worker 0) */
     int                     reserve_fd;   /* spent to shed a connection on EMFILE */
@@ -120,6 +122,11 @@ struct cg_protocols {
     /* Answers a refused client of a websocket listener (enum cg_reject_reason, Retry-After);
      * 0 once it took <fd>, else the caller closes it. */
     int                (*refuse)(struct cg_wlistener *l, int fd, int reason, unsigned retry_s);
+    /* The same answer on a connection's own stream, from its coroutine (refused after its
+     * PROXY header, core/conn.c), reading at most <max_head> bytes of its request; the
+     * caller then ends the connection. NULL: it is closed unanswered. */
+    void               (*refuse_conn)(struct cg_conn *c, int reason, unsigned retry_s,
+                                      uint64_t max_head);
 };
 
 struct cg_daemon {

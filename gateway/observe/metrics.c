@@ -101,6 +101,11 @@ static const char *tls_cipher_reason(unsigned i)
     return cg_tls_cipher_label(i);
 }
 
+static const char *proxy_reason(unsigned i)
+{
+    return cg_proxy_reject_label((int)i);
+}
+
 static const char *ws_close_reason(unsigned i)
 {
     return cg_ws_close_name((enum cg_ws_close_stat)i);
@@ -137,6 +142,9 @@ static const struct counter_desc worker_counters[] = {
       WS(accept_emfile) },
     { "accept_errors", "corogate_worker_accept_errors_total", "other", COUNTER, NULL,
       WS(accept_errors) },
+    { "proxy_rejected", "corogate_proxy_rejected_total", NULL, COUNTER,
+      "Client connections refused for their PROXY protocol header (accept_proxy), by "
+      "reason.", WSA(proxy_rejected, CG_PPR_N, proxy_reason) },
     { "no_server", "corogate_worker_connection_errors_total", "no_server", COUNTER,
       "Client connections ended by an error or a timeout, by reason.", WS(no_server) },
     { "idle_timeouts", "corogate_worker_connection_errors_total", "idle_timeout", COUNTER,
@@ -212,6 +220,9 @@ static const struct counter_desc listener_counters[] = {
       COUNTER, "Client connections refused at accept, by reason.", LS(rejected_max) },
     { "rejected", "corogate_listener_connections_rejected_total", NULL, COUNTER, NULL,
       LSA(rejected, CG_REJ_N, reject_reason) },
+    { "proxy_rejected", "corogate_listener_proxy_rejected_total", NULL, COUNTER,
+      "Client connections refused for their PROXY protocol header, per listener and "
+      "worker, by reason.", LSA(proxy_rejected, CG_PPR_N, proxy_reason) },
     { "bytes_in", "corogate_listener_received_bytes_total", NULL, COUNTER,
       "Bytes received from clients, per listener and worker.", LS(bytes_in) },
     { "bytes_out", "corogate_listener_sent_bytes_total", NULL, COUNTER,

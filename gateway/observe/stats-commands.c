@@ -90,6 +90,7 @@ static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
     uint64_t up = cg_stats__now_ms() - rt->started_ms;
     char t1[40], t2[40];
     unsigned i;
+    int k;
 
     cg_sbuf_printf(b, "name: corogate\nversion: %s\ncontext_switch: %s\nlibuv: %s\n"
                    "features: tcp websocket tls stats-socket metrics-http\n"
@@ -125,6 +126,16 @@ static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
                        cg_brk_state_name(cg_breaker_state(d->brk, NULL, NULL)),
                        cg_brk_mode_name(atomic_load(&d->brk->mode)),
                        d->adm && d->adm->ipt ? "on" : "off");
+    /* PROXY protocol headers refused (accept_proxy), all workers, by reason. */
+    cg_sbuf_printf(b, "proxy_rejected:");
+    for (k = 0; k < CG_PPR_N; k++) {
+        uint64_t n = 0;
+
+        for (i = 0; i < d->nworkers; i++)
+            n += atomic_load(&d->workers[i].stats.proxy_rejected[k]);
+        cg_sbuf_printf(b, " %s %llu", cg_proxy_reject_label(k), (unsigned long long)n);
+    }
+    cg_sbuf_printf(b, "\n");
     /* Reload (reload.h): the generation new connections get, and how many workers have
      * not switched to it yet (0 once a reload is complete). */
     cg_sbuf_printf(b, "generation: %u\ngeneration_pending_workers: %u\n",

@@ -170,14 +170,13 @@ static void label_conns(struct cg_worker *w, struct coros_call *cc)
         struct cg_conn *c = coro_list_entry(node, struct cg_conn, node);
         struct coro_item key = { .arg = c }, *kp = &key, **hit;
         struct sockaddr_storage ss;
-        socklen_t len = sizeof(ss);
         char peer[INET6_ADDRSTRLEN + 8];
 
         hit = bsearch(&kp, by_arg, cc->n, sizeof(*by_arg), cmp_arg);
         if (!hit)
             continue;
-        memset(&ss, 0, sizeof(ss));
-        if (getpeername(coro_stream_fd(&c->client), (struct sockaddr *)&ss, &len) < 0)
+        /* The client as a PROXY header carried it, else the socket's peer. */
+        if (cg_conn_client_addr(c, &ss) < 0)
             ss.ss_family = AF_UNSPEC;
         format_peer(&ss, peer, sizeof(peer));
         snprintf((*hit)->label, sizeof((*hit)->label), "peer=%s listener=%s server=%s", peer,

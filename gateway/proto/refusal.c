@@ -28,8 +28,7 @@ int cg_refusal_start(struct cg_wlistener *l, int fd, int reason, unsigned retry_
         free(r);
         return -ENOMEM;
     }
-    /* The reason in HTTP: a rate says come back later, anything else is unavailable. */
-    r->status = reason == CG_REJ_RATE || reason == CG_REJ_IP_RATE ? 429 : 503;
+    r->reason = reason;
     r->retry_s = retry_s;
     r->max_head = l->conf->max_header_size;
     r->c.client.names = &refused_names;
@@ -62,21 +61,19 @@ static unsigned scan_head_end(const char *p, size_t n, unsigned m)
     return m;
 }
 
-void cg_reject_session(void *arg)
+void cg_refusal_answer(struct cg_conn *c, int reason, unsigned retry_s, uint64_t max_head)
 {
-    struct cg_reject *r = arg;
-    struct cg_conn *c = &r->c;
     struct cg_worker *w = c->w;
     uv_loop_t *loop = coro_sched_loop(w->sched);
     uint64_t timeout = atomic_load(&w->d->adm->reject_timeout_ms);
-    uint64_t start = uv_now(loop), max = r->max_head, seen = 0, el, end;
+    uint64_t start = uv_now(loop), max = max_head, seen = 0, el, end;
+    int status = reason == CG_REJ_RATE || reason == CG_REJ_IP_RATE ? 429 : 503;
     struct coro_buf *b;
     char extra[48], out[512];
     unsigned m = 0;
     ssize_t n = 0;
     int len;
 
-    c->co = coro_self();
     /* The request, and not a byte more than we must: up to its empty line. */
     while (m < 4 && seen <= max) {
         el = uv_now(loop) - start;
@@ -93,10 +90,10 @@ void cg_reject_session(void *arg)
     }
     CG_STAT_ADD(w->stats.bytes_in, seen);
     if (n >= 0 || n == UV_ETIMEDOUT) {
-        snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", r->retry_s ? r->retry_s : 1);
-        len = cg_http_response(r->status, extra, out, sizeof(out));
+        snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", retry_s ? retry_s : 1);
+        len = cg_http_response(status, extra, out, sizeof(out));
         if (len > 0 && coro_write_copy(&c->client, out, (size_t)len, (int64_t)timeout) == 0) {
-            CG_STAT_ADD(w->stats.ws_hs_status[cg_http_status_index(r->status)], 1);
+            CG_STAT_ADD(w->stats.ws_hs_status[cg_http_status_index(status)], 1);
             CG_STAT_ADD(w->stats.bytes_out, (uint64_t)len);
             /* Closing with unread bytes would reset the answer away: let the client read
              * it and close first, briefly. */
@@ -110,6 +107,16 @@ void cg_reject_session(void *arg)
     } else if (n == UV_EOF) {
         CG_STAT_ADD(w->stats.ws_hs_aborted, 1);
     }
+}
+
+void cg_reject_session(void *arg)
+{
+    struct cg_reject *r = arg;
+    struct cg_conn *c = &r->c;
+    struct cg_worker *w = c->w;
+
+    c->co = coro_self();
+    cg_refusal_answer(c, r->reason, r->retry_s, r->max_head);
     coro_stream_close(&c->client);
     cg_worker_unlink(w, &c->node);      /* not coro_list_del(): the drain's cursor */
     w->rejecting--;

@@ -12,7 +12,7 @@
 struct cg_reject {
     struct cg_conn  c;          /* first; in the worker's refusing list. Only c.client, c.w
                                  * and c.co are used: a reload may retire c.l meanwhile */
-    int             status;     /* 429 (a rate) or 503 (a quota, the breaker) */
+    int             reason;     /* enum cg_reject_reason */
     unsigned        retry_s;    /* Retry-After */
     uint64_t        max_head;   /* the listener's max_header_size */
 };
@@ -22,6 +22,14 @@ struct cg_reject {
  * worker. Returns 0 once <fd> is taken (closed already, should the coroutine not start),
  * or -ENOMEM with <fd> left to the caller. */
 int cg_refusal_start(struct cg_wlistener *l, int fd, int reason, unsigned retry_s);
+
+/* Answers the WebSocket client of <c> (its coroutine's caller; <c> stays the caller's, its
+ * stream open) for <reason>: reads its opening request (until its empty line,
+ * <max_head> bytes or [admission] reject_timeout, whichever first, never more), answers
+ * 429 (a rate: come back later) or 503 (a quota, the breaker) with Retry-After: <retry_s>,
+ * and lingers briefly for the client to close first. Counted like any refusal's answer.
+ * Also for a connection refused after its PROXY header (core/conn.c). */
+void cg_refusal_answer(struct cg_conn *c, int reason, unsigned retry_s, uint64_t max_head);
 
 /* The coroutine body of a websocket listener's connection refused at accept. <arg> is a
  * struct cg_reject (owned: freed at the end). Reads the opening request (until its empty

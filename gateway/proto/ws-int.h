@@ -149,6 +149,7 @@ struct hsblock {
     char                request_id[REQUEST_ID_MAX + 1];
     char                addr[64];                       /* the client's IP address */
     char                ext[512];   /* the client's permessage-deflate offers, for the backend */
+    int                 trusted;                        /* addr is in trusted_proxies */
     char                head[1024];                     /* our 101 */
     char                arena[HS_ARENA];                /* the heads' strings */
 };

@@ -15,6 +15,7 @@
 #include "coro/io.h"
 #include "common/handshake.h"
 #include "common/hash.h"
+#include "base/cidr.h"
 #include "base/log.h"
 #include "common/rand.h"
 #include "core/conn.h"
@@ -122,8 +123,9 @@ static int is_sane_id(const char *id)
 
 static void prepare_forward(struct sess *s, struct hsblock *hb)
 {
+    const struct cg_listener_conf *lc = s->c->lc;
     struct sockaddr_storage ss;
-    socklen_t len = sizeof(ss);
+    char client[64];
     const char *id = cg_handshake_get(&hb->req, CG_HS_REQUEST_ID);
     uint8_t raw[16];
     int i;
@@ -138,11 +140,23 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
     cg_rand_bytes(raw, sizeof(raw));
     cg_base64_encode(raw, sizeof(raw), hb->key);
     strcpy(hb->addr, "unknown");
-    if (getpeername(coro_stream_fd(&s->c->client), (struct sockaddr *)&ss, &len) == 0) {
+    hb->trusted = 0;
+    /* The client as a PROXY header carried it, else the socket's peer (core/conn.h). */
+    if (cg_conn_client_addr(s->c, &ss) == 0) {
         if (ss.ss_family == AF_INET)
             uv_ip4_name((struct sockaddr_in *)&ss, hb->addr, sizeof(hb->addr));
         else if (ss.ss_family == AF_INET6)
             uv_ip6_name((struct sockaddr_in6 *)&ss, hb->addr, sizeof(hb->addr));
+        /* A trusted proxy's X-Forwarded-For and Forwarded are kept (and appended to);
+         * anyone else's are replaced. The client is the rightmost untrusted address. */
+        hb->trusted = lc->ntrusted_proxies &&
+                      cg_cidr_list_match(lc->trusted_proxies, lc->ntrusted_proxies,
+                                         (struct sockaddr *)&ss);
+        if (hb->trusted && cg_log_enabled(CG_LOG_DEBUG) &&
+            cg_cidr_xff_client(lc->trusted_proxies, lc->ntrusted_proxies,
+                               cg_handshake_get(&hb->req, CG_HS_XFF), client, sizeof(client)))
+            cg_debug("listener %s: client %s (X-Forwarded-For from trusted %s)", lc->name,
+                     client, hb->addr);
     }
 }
 
@@ -167,7 +181,7 @@ static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *bla
         .client_addr = hb->addr, .proto = lc->tls.on ? "https" : "http",
         .request_id = hb->request_id, .key = hb->key,
         .extensions = hb->ext[0] ? hb->ext : NULL,
-        .cert_subject = c->peer_cert,
+        .cert_subject = c->peer_cert, .keep_chain = hb->trusted,
         .cert_sha256 = c->peer_cert ? c->peer_cert + strlen(c->peer_cert) + 1 : NULL,
     };
     struct cg_hs_limits lim = { RESP_HEAD_MAX, 100, 0 };
