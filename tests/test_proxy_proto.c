@@ -1,4 +1,4 @@
-/* tests/test_proxy_proto.c — the PROXY protocol (gateway/proto/proxy-proto.h) and trusted
+/* tests/test_proxy_proto.c — the PROXY protocol (gateway/base/proxy-proto.h) and trusted
  * client addresses: the parser from memory (every refusal, whole and byte by byte), the
  * builder in round trips, the address lists (base/cidr.h); then the real daemon between
  * real peers: headers from the test's clients and from a real HAProxy in front, a capture
@@ -23,7 +23,7 @@
 #include "harness.h"
 #include "base/cidr.h"
 #include "config/config.h"
-#include "proto/proxy-proto.h"
+#include "base/proxy-proto.h"
 
 #define READY_MS 5000
 #define IO_MS    5000

@@ -287,7 +287,7 @@ struct cg_listener_conf {
     struct cg_alog_keys alog;                   /* own keys, else [gateway]'s */
     struct cg_adm_limits adm;                   /* own keys, else [admission]'s */
     struct cg_tls_conf tls;                     /* to the clients */
-    /* PROXY protocol from a front balancer (proto/proxy-proto.h) */
+    /* PROXY protocol from a front balancer (base/proxy-proto.h) */
     int              accept_proxy;              /* 0 off, else CG_PP_V1 | CG_PP_V2 */
     struct cg_cidr  *proxy_from;                /* owned; NULL: any source may send one */
     size_t           nproxy_from;

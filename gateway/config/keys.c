@@ -950,7 +950,7 @@ static const char *const mode_choices[] = { "tcp", "websocket", NULL };
 static const char *const balance_choices[] = { "roundrobin", "leastconn", "random", "hash",
                                                 NULL };
 static const char *const uproto_choices[] = { "websocket", "tcp", NULL };
-/* Indexes are the versions' bits (CG_PP_V1 | CG_PP_V2 in proto/proxy-proto.h). */
+/* Indexes are the versions' bits (CG_PP_V1 | CG_PP_V2 in base/proxy-proto.h). */
 static const char *const accept_proxy_choices[] = { "off", "v1", "v2", "any", NULL };
 static const char *const send_proxy_choices[] = { "off", "v1", "v2", NULL };
 static const char *const rate_action_choices[] = { "delay", "close", NULL };

@@ -22,7 +22,7 @@
 #include "core/upstream.h"
 #include "guard/admission.h"
 #include "base/access-log.h"
-#include "proto/proxy-proto.h"
+#include "base/proxy-proto.h"
 #include "base/cidr.h"
 #include "base/counters.h"
 #include "base/log.h"

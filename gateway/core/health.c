@@ -10,7 +10,7 @@
 #include "core/worker.h"
 #include "core/reload.h"
 #include "core/upstream.h"
-#include "proto/proxy-proto.h"
+#include "base/proxy-proto.h"
 #include "base/log.h"
 
 

@@ -1,4 +1,4 @@
-/* gateway/proto/proxy-proto.h — the PROXY protocol, versions 1 and 2 (HAProxy's
+/* gateway/base/proxy-proto.h — the PROXY protocol, versions 1 and 2 (HAProxy's
  * doc/proxy-protocol.txt): a strict parser and a builder, pure functions over the caller's
  * buffers (no I/O, no allocation), so that a fuzz target can drive them.
  *
