@@ -207,9 +207,11 @@ FUZZ_DEPS_handshake_response = $(FUZZ_DEPS_handshake_request)
 FUZZ_DEPS_utf8               = $(call obj,common/utf8.c)
 FUZZ_DEPS_route              = $(call obj,gateway/config/route.c)
 FUZZ_DEPS_config             = $(call obj,gateway/config/config.c gateway/config/keys.c \
-                                 gateway/config/route.c common/parse.c gateway/base/log.c)
+                                 gateway/config/route.c common/parse.c gateway/base/log.c \
+                                 gateway/base/cidr.c)
 FUZZ_DEPS_lg_reply           = $(call obj,loadgen/lg_msg.c loadgen/lg_ws.c common/utf8.c \
                                  common/handshake.c) $(LLHTTP_OBJ) $(LIBCORO)
+FUZZ_DEPS_proxy_proto        = $(call obj,gateway/base/proxy-proto.c)
 FUZZ_DEPS_ws_relay           = $(GW_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 
 .SECONDEXPANSION:
