@@ -507,7 +507,7 @@ __attribute__((noreturn))
 static void exec_child(const char *path, char *const argv[], int outfd, rlim_t nofile,
                        pid_t parent)
 {
-    static const char msg[] = "harness: cannot exec the daemon\n";
+    static const char msg[] = "harness: cannot exec the program\n";
     struct rlimit rl = { nofile, nofile };
     sigset_t all;
     int fd;
@@ -546,11 +546,10 @@ pid_t th_fork(void)
     return pid;
 }
 
-/* Forks and execs the daemon binary with <argv>, output to <outfd>. Returns the pid or
- * -errno. */
-static pid_t spawn(char *const argv[], int outfd, rlim_t nofile)
+/* Forks and execs <path> with <argv>, output to <outfd>, and registers the child.
+ * Returns the pid or -errno. */
+static pid_t spawn_path(const char *path, char *const argv[], int outfd, rlim_t nofile)
 {
-    const char *path = th_daemon_path();
     pid_t parent = getpid(), pid;
 
     if (access(path, X_OK) < 0)
@@ -562,6 +561,13 @@ static pid_t spawn(char *const argv[], int outfd, rlim_t nofile)
         exec_child(path, argv, outfd, nofile, parent);
     reg_add(pid);
     return pid;
+}
+
+/* Forks and execs the daemon binary with <argv>, output to <outfd>. Returns the pid or
+ * -errno. */
+static pid_t spawn(char *const argv[], int outfd, rlim_t nofile)
+{
+    return spawn_path(th_daemon_path(), argv, outfd, nofile);
 }
 
 /* Waits up to <timeout_ms> for <pid>. Returns its wait status, -ETIMEDOUT or -errno. */
@@ -827,20 +833,29 @@ const char *th_daemon_tail(struct th_daemon *d)
 
 int th_run_daemon(struct th_run_result *r, int timeout_ms, const char *const *args)
 {
-    char path[TH_PATH_MAX], *argv[16];
+    const char *argv[16];
     size_t i;
+
+    argv[0] = th_daemon_path();
+    for (i = 0; args[i] && i + 2 < sizeof(argv) / sizeof(argv[0]); i++)
+        argv[i + 1] = args[i];
+    argv[i + 1] = NULL;
+    return th_run(r, timeout_ms, argv);
+}
+
+int th_run(struct th_run_result *r, int timeout_ms, const char *const *argv)
+{
+    char path[TH_PATH_MAX];
     pid_t pid;
     int fd;
 
     memset(r, 0, sizeof(*r));
-    argv[0] = (char *)th_daemon_path();
-    for (i = 0; args[i] && i + 2 < sizeof(argv) / sizeof(argv[0]); i++)
-        argv[i + 1] = (char *)args[i];
-    argv[i + 1] = NULL;
+    if (access(argv[0], X_OK) < 0)
+        return -errno;
     fd = create_temp(path, sizeof(path), "run.out");
     if (fd < 0)
         return fd;
-    pid = spawn(argv, fd, 0);
+    pid = spawn_path(argv[0], (char *const *)argv, fd, 0);
     close(fd);
     if (pid < 0) {
         unlink(path);
@@ -863,6 +878,58 @@ void th_run_result_deinit(struct th_run_result *r)
     free(r->out);
     r->out = NULL;
     r->len = 0;
+}
+
+/* ------------------------------------------------------------------ helper processes */
+
+int th_helper_start(struct th_helper *h, const char *const *argv, const char *after,
+                    int timeout_ms)
+{
+    int64_t deadline = th_now_ms() + timeout_ms;
+    const char *at;
+    char *text;
+    int fd, st, found;
+
+    h->pid = -1;
+    h->port = 0;
+    if (access(argv[0], X_OK) < 0)
+        return -errno;
+    fd = create_temp(h->out, sizeof(h->out), "helper.out");
+    if (fd < 0)
+        return fd;
+    h->pid = spawn_path(argv[0], (char *const *)argv, fd, 0);
+    close(fd);
+    if (h->pid < 0) {
+        fd = (int)h->pid;
+        h->pid = -1;
+        return fd;
+    }
+    while (after) {
+        text = th_read_file(h->out, NULL);
+        at = text ? strstr(text, after) : NULL;
+        found = at && sscanf(at + strlen(after), "%d", &h->port) == 1;
+        free(text);
+        if (found)
+            return 0;
+        if (waitpid(h->pid, &st, WNOHANG) == h->pid) {
+            reg_del(h->pid);
+            h->pid = -1;
+            return -ECHILD;
+        }
+        if (th_now_ms() >= deadline) {
+            th_helper_stop(h);
+            return -ETIMEDOUT;
+        }
+        th_sleep_ms(10);
+    }
+    return 0;
+}
+
+void th_helper_stop(struct th_helper *h)
+{
+    if (h->pid > 0)
+        kill_reap(h->pid, NULL);
+    h->pid = -1;
 }
 
 /* ------------------------------------------------------------------ echo backend */
@@ -1529,6 +1596,27 @@ ssize_t th_exchange(int fd, const void *out, void *in, size_t len, int shut_wr)
     if (got >= 0 && got < (ssize_t)len && w.result < 0)
         return w.result;
     return got;
+}
+
+long th_metric_sum(const char *sock, const char *family, const char *label)
+{
+    char *text = th_stats_cmd(sock, "show metrics", 10000), *line, *save = NULL, *sp;
+    size_t n = strlen(family);
+    long sum = 0;
+
+    if (!text)
+        return -errno;
+    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, family, n) != 0 || (line[n] != '{' && line[n] != ' '))
+            continue;               /* another family, or one whose name starts so */
+        if (label && !strstr(line, label))
+            continue;
+        sp = strrchr(line, ' ');
+        if (sp)
+            sum += strtol(sp + 1, NULL, 10);
+    }
+    free(text);
+    return sum;
 }
 
 int th_echo_roundtrip(int port, size_t len, int timeout_ms)

@@ -204,6 +204,34 @@ int th_run_daemon(struct th_run_result *r, int timeout_ms, const char *const *ar
 
 void th_run_result_deinit(struct th_run_result *r);
 
+/* Runs <argv> (argv[0] a path: "/usr/bin/python3", "build/corogate-loadgen") like
+ * th_run_daemon(): to completion, for <timeout_ms> at most (SIGKILL after), output in <r>.
+ * Returns 0 or a negative errno (it could not be started). */
+int th_run(struct th_run_result *r, int timeout_ms, const char *const *argv);
+
+/* ------------------------------------------------------------------ helper processes
+ *
+ * Peers that run beside the daemon for a whole test (a Python backend, the loadgen's echo
+ * server) and say where they listen in their first lines. */
+
+struct th_helper {
+    pid_t        pid;                   /* -1 once stopped */
+    int          port;                  /* where it said it listens */
+    char         out[TH_PATH_MAX];      /* its stdout and stderr */
+};
+
+/* Starts <argv> (argv[0] a path) with its output in a scratch file, dying with the test
+ * and killed at teardown if still running, then waits up to <timeout_ms> until its output
+ * holds <after> followed by a port number ("READY " for our Python peers, "on 127.0.0.1:"
+ * for `corogate-loadgen serve`); with <after> NULL, returns once it is started (a browser).
+ * Returns 0 (h->port set), -ECHILD when it exited first, -ETIMEDOUT, or another negative
+ * errno (h->pid is then -1; h->out has what it said). */
+int th_helper_start(struct th_helper *h, const char *const *argv, const char *after,
+                    int timeout_ms);
+
+/* Kills the helper (SIGKILL) and reaps it. Idempotent. */
+void th_helper_stop(struct th_helper *h);
+
 /* ------------------------------------------------------------------ echo backend */
 
 /* A thread with its own listening socket on 127.0.0.1; a thread per connection echoes
@@ -300,6 +328,12 @@ ssize_t th_exchange(int fd, const void *out, void *in, size_t len, int shut_wr);
  * returns everything that came back until EOF (the caller frees it), or NULL (errno set);
  * each read or write waits at most <timeout_ms>. */
 char *th_stats_cmd(const char *path, const char *cmd, int timeout_ms);
+
+/* The sum of the samples of the Prometheus family <family> (e.g.
+ * "corogate_websocket_protocol_errors_total") in `show metrics` from the stats socket at
+ * <sock>, over the series whose line contains <label> (e.g. "reason=\"403\""; NULL: every
+ * series), or a negative errno when the socket does not answer. */
+long th_metric_sum(const char *sock, const char *family, const char *label);
 
 /* Connects, sends <len> bytes of a pattern, checks the echo and closes. Returns 0, -EIO on
  * a mismatch, -EPIPE when the peer closed early, or a negative errno. */
