@@ -43,6 +43,7 @@ import struct
 import sys
 import threading
 import time
+import zlib
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -92,10 +93,22 @@ def close_payload(code, reason=b""):
     return struct.pack("!H", code) + reason
 
 
-def handshake_request(path, host, key):
+def handshake_request(path, host, key, offer=None):
     return ("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            % (path, host, key)).encode()
+            "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+            % (path, host, key, "Sec-WebSocket-Extensions: %s\r\n" % offer if offer else "")
+            ).encode()
+
+
+def deflate(data):
+    """A message's payload under permessage-deflate (RFC 7692 7.2.1), no context kept."""
+    z = zlib.compressobj(wbits=-15)
+    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    return out[:-4] if out.endswith(b"\x00\x00\xff\xff") else out
+
+
+def inflate(data):
+    return zlib.decompressobj(wbits=-15).decompress(data + b"\x00\x00\xff\xff")
 
 
 def accept_of(key):
@@ -106,14 +119,14 @@ class Conn:
     """A client connection. Sending also reads (into self.rx), so a large write never
     deadlocks against an echo that comes back while we are still sending."""
 
-    def __init__(self, addr, path):
+    def __init__(self, addr, path, offer=None):
         self.sock = socket.create_connection(addr, timeout=WAIT_S)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.setblocking(False)
         self.rx = bytearray()
         self.eof = None             # None, "eof" or "reset"
         key = base64.b64encode(os.urandom(16)).decode()
-        self.send(handshake_request(path, "%s:%d" % addr, key))
+        self.send(handshake_request(path, "%s:%d" % addr, key, offer))
         end = time.monotonic() + WAIT_S
         while b"\r\n\r\n" not in self.rx:
             check(self.pull(end), "the opening handshake got no answer (%r)" % bytes(self.rx))
@@ -125,7 +138,9 @@ class Conn:
                 for l in lines[1:] if ":" in l}
         check(hdrs.get("sec-websocket-accept") == accept_of(key),
               "Sec-WebSocket-Accept %r" % hdrs.get("sec-websocket-accept"))
-        self.ext = hdrs.get("sec-websocket-extensions")
+        self.ext = hdrs.get("sec-websocket-extensions") or ""
+        self.deflate = "permessage-deflate" in self.ext
+        self.rsv1 = 0               # of the last message event() returned
 
     def close(self):
         self.sock.close()
@@ -198,7 +213,10 @@ class Conn:
             n = struct.unpack("!Q", self.rx[2:10])[0]
             check(n >= 65536, "the gateway sent a 64-bit length of %d" % n)
         check(not masked, "the gateway sent a masked frame")
-        check(rsv == 0, "the gateway sent RSV bits %d (no extension)" % rsv)
+        check(rsv == 0 or (rsv == 4 and self.deflate and op in (TEXT, BINARY)),
+              "the gateway sent RSV bits %d on opcode %d (extensions: %r)" % (rsv, op,
+                                                                           self.ext))
+        self.frame_rsv = rsv
         check(op in (CONT, TEXT, BINARY, CLOSE, PING, PONG), "the gateway sent opcode %d" % op)
         if op >= 8:
             check(fin and n <= 125, "the gateway sent a control frame of %d bytes, FIN %d"
@@ -235,6 +253,7 @@ class Conn:
             else:
                 check(msg_op is None, "the gateway began a message inside another")
                 msg_op = op
+                self.rsv1 = self.frame_rsv >> 2
             parts.append(payload)
             if fin:
                 return ("text" if msg_op == TEXT else "binary", b"".join(parts))
@@ -299,11 +318,11 @@ def expect_quiet(c):
 CASES = []
 
 
-def case(name, peer=False):
+def case(name, peer=False, offer=None):
     """Registers a case; with <peer>, its connection goes to the Python peer (see main())
-    instead of the echo backend."""
+    instead of the echo backend; <offer> is the Sec-WebSocket-Extensions it sends."""
     def add(fn):
-        CASES.append((name, fn, peer))
+        CASES.append((name, fn, (peer, offer)))
         return fn
     return add
 
@@ -684,6 +703,63 @@ def _(c, opt):
     expect_close(c, 1009)
 
 
+# permessage-deflate (RFC 7692), passed through: the client's offer goes to the backend, the
+# backend's answer to the client, compressed frames (RSV1) relay untouched, and the gateway
+# does not check the UTF-8 of compressed text (it cannot, and must not inflate to do so).
+OFFER = "permessage-deflate; client_max_window_bits"
+
+
+@case("deflate/negotiated-end-to-end", peer=True, offer=OFFER)
+def _(c, opt):
+    check(c.deflate, "the client's offer was not answered (Sec-WebSocket-Extensions: %r)"
+          % c.ext)
+
+
+def deflate_echo(c, kind, data, fragments=1):
+    z = deflate(data)
+    if kind == "text":
+        try:
+            z.decode()
+            raise Fail("the compressed text happens to be valid UTF-8: pick other data")
+        except UnicodeDecodeError:
+            pass            # as intended: a gateway checking it would close 1007
+    step = len(z) // fragments + 1
+    pieces = [z[i:i + step] for i in range(0, len(z), step)]
+    c.send(*[frame((TEXT if kind == "text" else BINARY) if i == 0 else CONT, p,
+                   fin=i == len(pieces) - 1, rsv=4 if i == 0 else 0)
+             for i, p in enumerate(pieces)])
+    ev = c.event()
+    check(ev[0] == kind, "expected a compressed %s message; got %s" % (kind, describe(ev)))
+    check(c.rsv1, "the echo came without RSV1")
+    check(inflate(ev[1]) == data, "the echo inflates to something else")
+
+
+@case("deflate/compressed-text", peer=True, offer=OFFER)
+def _(c, opt):
+    check(c.deflate, "not negotiated (Sec-WebSocket-Extensions: %r)" % c.ext)
+    deflate_echo(c, "text", "compressed text \u2713 ".encode() * 50)
+
+
+@case("deflate/compressed-binary-fragmented", peer=True, offer=OFFER)
+def _(c, opt):
+    check(c.deflate, "not negotiated (Sec-WebSocket-Extensions: %r)" % c.ext)
+    deflate_echo(c, "binary", bytes(range(256)) * 256, fragments=5)
+
+
+@case("deflate/compressed-text-large", peer=True, offer=OFFER)
+def _(c, opt):
+    check(c.deflate, "not negotiated (Sec-WebSocket-Extensions: %r)" % c.ext)
+    deflate_echo(c, "text", text_of(256 * 1024), fragments=3)
+
+
+@case("deflate/rsv1-on-ping", peer=True, offer=OFFER)
+def _(c, opt):
+    # RSV1 belongs to data messages only (RFC 7692 6.1); pings are the gateway's own.
+    check(c.deflate, "not negotiated (Sec-WebSocket-Extensions: %r)" % c.ext)
+    c.send(frame(PING, b"p", rsv=4))
+    expect_close(c, 1002)
+
+
 # What the backend receives when a client breaks the protocol in the middle of a large
 # frame: the gateway has already forwarded part of the frame, and the backend must still
 # get a close frame, not a bare TCP close or reset.
@@ -784,7 +860,7 @@ def run_cases(argv):
         elif argv[i] == "--only":
             only = argv[i + 1].split(",")
         elif argv[i] == "--list":
-            for name, _, peer in CASES:
+            for name, _, (peer, offer) in CASES:
                 print(name + (" (peer)" if peer else ""))
             return 0
         else:
@@ -797,11 +873,11 @@ def run_cases(argv):
     if not cases:
         print("no case matches %s" % only, file=sys.stderr)
         return 2
-    for name, fn, peer in cases:
+    for name, fn, (peer, offer) in cases:
         c = None
         try:
             check(opt.peer_path or not peer, "needs --peer-path and --peer-log")
-            c = Conn(opt.addr, opt.peer_path if peer else "/")
+            c = Conn(opt.addr, opt.peer_path if peer else "/", offer)
             fn(c, opt)
         except Fail as e:
             failed += 1
@@ -842,7 +918,7 @@ def serve_peer(logfile):
             count[0] += 1
             n = count[0]
         buf = bytearray()
-        msg_op, parts = None, []
+        msg_op, parts, compressed = None, [], False
 
         def need(k):
             while len(buf) < k:
@@ -858,15 +934,22 @@ def serve_peer(logfile):
                 buf.extend(d)
             head, _, rest = bytes(buf).partition(b"\r\n\r\n")
             buf[:] = rest
-            key = [l.split(b":", 1)[1].strip().decode() for l in head.split(b"\r\n")
-                   if l.lower().startswith(b"sec-websocket-key:")][0]
+            hdrs = {l.split(b":", 1)[0].strip().lower(): l.split(b":", 1)[1].strip()
+                    for l in head.split(b"\r\n")[1:] if b":" in l}
+            key = hdrs[b"sec-websocket-key"].decode()
+            # permessage-deflate when offered, without context takeover (each message is
+            # compressed on its own, both ways: the simplest that RFC 7692 allows)
+            pmd = b"permessage-deflate" in hdrs.get(b"sec-websocket-extensions", b"")
+            log("open %d%s" % (n, " permessage-deflate" if pmd else ""))  # before the 101
             s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                      + accept_of(key).encode() + b"\r\n\r\n")
-            log("open %d" % n)
+                      + accept_of(key).encode() + b"\r\n"
+                      + (b"Sec-WebSocket-Extensions: permessage-deflate; "
+                         b"server_no_context_takeover; client_no_context_takeover\r\n"
+                         if pmd else b"") + b"\r\n")
             while True:
                 need(2)
-                fin, op, ln = buf[0] >> 7, buf[0] & 15, buf[1] & 127
+                fin, rsv1, op, ln = buf[0] >> 7, buf[0] >> 6 & 1, buf[0] & 15, buf[1] & 127
                 hl = 2 + (2 if ln == 126 else 8 if ln == 127 else 0) + (
                     4 if buf[1] & 0x80 else 0)
                 need(hl)
@@ -884,14 +967,20 @@ def serve_peer(logfile):
                     code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                     log("close %d %d" % (n, code))
                     s.sendall(frame(CLOSE, payload, mask=False))
+                    s.shutdown(socket.SHUT_WR)  # a server closes first; we then read to EOF
                 elif op == PING:
                     s.sendall(frame(PONG, payload, mask=False))
                 elif op in (TEXT, BINARY, CONT):
                     if op != CONT:
-                        msg_op, parts = op, []
+                        msg_op, parts, compressed = op, [], pmd and rsv1
                     parts.append(payload)
                     if fin and msg_op is not None:
-                        s.sendall(frame(msg_op, b"".join(parts), mask=False))
+                        data = b"".join(parts)
+                        if compressed:
+                            log("compressed %d %d" % (n, len(data)))
+                            data = deflate(inflate(data))
+                        s.sendall(frame(msg_op, data, rsv=4 if compressed else 0,
+                                        mask=False))
                         msg_op, parts = None, []
             how = "eof"
         except EOFError:
