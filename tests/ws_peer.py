@@ -15,7 +15,10 @@ Uses Debian's python3-websockets (10.x, legacy asyncio API). Run with /usr/bin/p
         cmd:flood N SIZE       sends N binary messages of SIZE bytes
         cmd:ping               pings the client side; answers "pong" once the pong came
         cmd:abort              drops the TCP connection without a close frame
-      With --log, appends one line per event: "open PATH", "close CODE REASON".
+        cmd:report TEXT        logs "report TEXT" (a browser page's results); answers "reported"
+      With --log, appends one line per event: "open PATH", "negotiated SUBPROTOCOL
+      EXTENSIONS" ("-" for none), "compressed OPCODE LEN" (a message that came compressed:
+      its first frame had RSV1; --deflate only), "close CODE REASON".
 
   ws_peer.py client URL SCENARIO [ARGS...]
       Runs one scenario against URL; prints what went wrong and exits 1, or exits 0.
@@ -36,6 +39,20 @@ def log_event(path, line):
     if path:
         with open(path, "a") as f:
             f.write(line + "\n")
+
+
+def log_compressed(logfile):
+    """Wraps permessage-deflate's decoder so that each message that arrives compressed is
+    logged: a test then knows the frames were compressed end to end, not only that the
+    extension was negotiated."""
+    from websockets.extensions import permessage_deflate as pmd
+    decode = pmd.PerMessageDeflate.decode
+
+    def logged(self, frame, *, max_size=None):
+        if frame.rsv1:
+            log_event(logfile, "compressed %s %d" % (frame.opcode.name, len(frame.data)))
+        return decode(self, frame, max_size=max_size)
+    pmd.PerMessageDeflate.decode = logged
 
 
 async def backend_main(args):
@@ -61,9 +78,13 @@ async def backend_main(args):
             i += 2
         else:
             raise SystemExit("backend: unknown option " + args[i])
+    if opts["compression"] and logfile:
+        log_compressed(logfile)
 
     async def handler(ws, path):
         log_event(logfile, "open " + path)
+        log_event(logfile, "negotiated %s %s" % (
+            ws.subprotocol or "-", ",".join(e.name for e in ws.extensions) or "-"))
         try:
             async for msg in ws:
                 if isinstance(msg, str) and msg.startswith("cmd:"):
@@ -83,6 +104,9 @@ async def backend_main(args):
                         blob = bytes(size)
                         for _ in range(n):
                             await ws.send(blob)
+                    elif cmd == "report":
+                        log_event(logfile, "report " + msg[len("cmd:report "):])
+                        await ws.send("reported")
                     elif cmd == "abort":
                         ws.transport.abort()
                         break
