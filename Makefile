@@ -276,10 +276,14 @@ check-fresh:
 	$(Q)bash scripts/apt-ensure.sh debootstrap
 	$(Q)./scripts/check-fresh.sh
 
-# A real browser through wss://: installs Debian's chromium (about 300 MB, so not a
-# dependency of `make test`, where the test skips with this hint) and runs that test.
+# A real browser through corogate: installs Debian's chromium (about 300 MB, so not a
+# dependency of `make test`, where these tests skip with this hint) and runs the browser
+# suite (ws://: echo, subprotocol, permessage-deflate, a refused Origin) and the wss://
+# test in tls_gw's upstream case.
 check-browser: build
 	$(Q)bash scripts/apt-ensure.sh chromium
+	@echo "  TEST   headless chromium through ws:// (browser suite)"
+	$(Q)CG_BUILD=$(BUILD) $(TESTS) browser
 	@echo "  TEST   headless chromium through wss://"
 	$(Q)CG_BUILD=$(BUILD) CK_RUN_SUITE=tls_gw CK_RUN_CASE=upstream $(TESTS)
 
