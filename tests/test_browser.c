@@ -56,7 +56,8 @@ static const char conf_fmt[] =
 static const char page_fmt[] =
     "<!doctype html><meta charset=utf-8><title>corogate</title><script>\n"
     "const results = [];\n"
-    "const note = (name, ok, why) => results.push(name + '=' + (ok ? 'ok' : 'FAIL(' + why + ')'));\n"
+    "const note = (name, ok, why) =>\n"
+    "    results.push(name + '=' + (ok ? 'ok' : 'FAIL(' + why + ')'));\n"
     "const limit = (p, what) => Promise.race([p, new Promise((_, no) =>\n"
     "    setTimeout(() => no(new Error(what + ': no answer in 30 s')), 30000))]);\n"
     "function connect(url, protocols) {\n"
@@ -199,6 +200,16 @@ START_TEST(test_chromium_ws)
     TH_ASSERT(d, report != NULL, "the page never reported; backend log:\n%s\nchromium:\n%s",
               text ? text : "(none)", said ? th_tail(said, 1500) : "(nothing)");
     free(said);
+    /* SIGTERM first: Chromium then ends its own helper processes rather than leaving them
+     * to the runner; SIGKILL after 5 s. */
+    if (browser.pid > 0) {
+        kill(browser.pid, SIGTERM);
+        for (end = th_now_ms() + 5000; th_now_ms() < end; th_sleep_ms(20))
+            if (waitpid(browser.pid, &st, WNOHANG) == browser.pid) {
+                browser.pid = -1;
+                break;
+            }
+    }
     th_helper_stop(&browser);
 
     for (i = 0; i < sizeof(checks) / sizeof(checks[0]); i++) {
