@@ -5,7 +5,8 @@
  * sizes; its docstring lists what it checks) runs through the real daemon to the bundled
  * echo backend (`corogate-loadgen serve --mode ws`), and, on the path /peer, to the
  * script's own raw Python peer, which echoes in order and records what reaches the
- * backend. The test fails with the script's lines for the failed cases.
+ * backend; a second listener with permessage_deflate = strip leads to the same peer. The
+ * test fails with the script's lines for the failed cases.
  *
  * Afterwards the daemon must still run, have counted the protocol errors, and exit 0 on
  * SIGTERM (under ASan: no leak, no error).
@@ -42,6 +43,12 @@ static const char conf_fmt[] =
     "routes = /peer=peer\n"
     "max_message_size = %d\n"
     "keepalive_interval = 0\n"       /* no pings of ours among the frames a case expects */
+    "[listener strip]\n"
+    "bind = 127.0.0.1:%d\n"
+    "mode = websocket\n"
+    "upstream = peer\n"
+    "permessage_deflate = strip\n"
+    "keepalive_interval = 0\n"
     "[upstream echo]\n"
     "servers = 127.0.0.1:%d\n"
     "health_check_interval = 0\n"
@@ -54,17 +61,19 @@ static const char conf_fmt[] =
 START_TEST(test_ws_conformance)
 {
     char loadgen[TH_PATH_MAX], peer_log[TH_PATH_MAX], sock[TH_PATH_MAX], addr[64], max[32];
+    char strip_addr[64];
     const char *serve_argv[] = { loadgen, "serve", "--mode", "ws", "--listen", "127.0.0.1:0",
                                  "--threads", "1", "--quiet", NULL };
     const char *peer_argv[] = { PYTHON, SCRIPT, "peer", peer_log, NULL };
     const char *run_argv[] = { PYTHON, SCRIPT, "run", addr, "--max-message-size", max,
-                               "--peer-path", "/peer", "--peer-log", peer_log, NULL };
+                               "--peer-path", "/peer", "--peer-log", peer_log,
+                               "--strip-addr", strip_addr, NULL };
     struct th_daemon_opts opts = { .ready_log = "ready: accepting connections" };
     struct th_helper echo, peer;
     struct th_run_result r;
     struct th_daemon *d;
     char how[96], *said;
-    int port, err, st;
+    int port, strip, err, st;
 
     snprintf(loadgen, sizeof(loadgen), "%s/corogate-loadgen",
              getenv("CG_BUILD") ? getenv("CG_BUILD") : "build");
@@ -79,13 +88,17 @@ START_TEST(test_ws_conformance)
     free(said);
 
     port = th_free_port();
+    strip = th_free_port();
     ck_assert_int_gt(port, 0);
-    d = th_daemon_start_conf(&opts, conf_fmt, th_tmpdir(), port, port, MAX_MSG, echo.port,
-                             peer.port);
+    ck_assert_int_gt(strip, 0);
+    d = th_daemon_start_conf(&opts, conf_fmt, th_tmpdir(), port, port, MAX_MSG, strip,
+                             echo.port, peer.port);
     ck_assert_msg(d != NULL, "cannot start %s: %s", th_daemon_path(), strerror(errno));
     TH_ASSERT(d, th_daemon_wait_ready(d, port, READY_MS) == 0, "not ready on %d", port);
+    TH_ASSERT(d, th_daemon_wait_ready(d, strip, READY_MS) == 0, "not ready on %d", strip);
 
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    snprintf(strip_addr, sizeof(strip_addr), "127.0.0.1:%d", strip);
     snprintf(max, sizeof(max), "%d", MAX_MSG);
     ck_assert_int_eq(th_run(&r, SCRIPT_MS, run_argv), 0);
     TH_ASSERT(d, r.status >= 0 && WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0,

@@ -7,7 +7,8 @@ frames), run THROUGH corogate to an echo backend (`corogate-loadgen serve --mode
 Run with /usr/bin/python3.
 
   ws_conformance.py run HOST:PORT [--max-message-size N] [--peer-path PATH
-                                   --peer-log FILE] [--only NAME,...] [--list]
+                                   --peer-log FILE] [--strip-addr HOST:PORT]
+                                   [--only NAME,...] [--list]
       Runs every case (or those named, or whose group is named: --only ping,close/empty)
       against ws://HOST:PORT/. Prints one line per failing case ("FAIL name: what
       happened") and a summary ("cases: N, passed: P, failed: F"); exits 1 when a case
@@ -20,11 +21,14 @@ Run with /usr/bin/python3.
       bundled echo backend, over wslay's event API, sends its close answer ahead of
       echoes still queued) or that knows close codes 1012-1014 (wslay 1.1 answers them
       with 1002).
+      --strip-addr: a listener with permessage_deflate = strip that routes PATH to the
+      same peer (the cases marked "(strip)").
 
   ws_conformance.py peer LOGFILE
       A raw WebSocket echo backend: it accepts the opening handshake, echoes each message
       (reassembled, one frame, same type) and answers a close with the same payload,
-      in the order they came. It appends to LOGFILE, per connection N: "open N",
+      in the order they came. It appends to LOGFILE, per connection N: "open N OFFER"
+      (the Sec-WebSocket-Extensions it was offered, "-" for none),
       "frame N OP LEN FIN" (once a header is in), "close N CODE" (a close frame), and at
       the end "eof N" (TCP FIN), "reset N" or "error-WHAT N". Prints "READY <port>" once
       listening.
@@ -318,11 +322,12 @@ def expect_quiet(c):
 CASES = []
 
 
-def case(name, peer=False, offer=None):
+def case(name, peer=False, offer=None, strip=False):
     """Registers a case; with <peer>, its connection goes to the Python peer (see main())
-    instead of the echo backend; <offer> is the Sec-WebSocket-Extensions it sends."""
+    instead of the echo backend, with <strip> through the permessage_deflate = strip
+    listener; <offer> is the Sec-WebSocket-Extensions it sends."""
     def add(fn):
-        CASES.append((name, fn, (peer, offer)))
+        CASES.append((name, fn, (peer or strip, offer, strip)))
         return fn
     return add
 
@@ -752,6 +757,41 @@ def _(c, opt):
     deflate_echo(c, "text", text_of(256 * 1024), fragments=3)
 
 
+def peer_offer(opt):
+    """What the peer was offered on the case's connection (the runner noted how many the
+    peer had seen before it): the Sec-WebSocket-Extensions value, "-" for none."""
+    with open(opt.peer_log) as f:
+        for line in f:
+            w = line.split(" ", 2)
+            if w[0] == "open" and w[1].strip() == str(opt.peer_opens + 1):
+                return w[2].strip() if len(w) > 2 else "-"
+    raise Fail("the peer logged no open line for connection %d" % (opt.peer_opens + 1))
+
+
+@case("deflate/unknown-extension-removed", peer=True,
+      offer="x-webkit-deflate-frame, permessage-deflate; client_max_window_bits, foo")
+def _(c, opt):
+    # A relay cannot carry an extension it does not know: only permessage-deflate goes on.
+    got = peer_offer(opt)
+    check("permessage-deflate" in got and "x-webkit" not in got and "foo" not in got,
+          "the backend was offered %r" % got)
+    check(c.deflate, "not negotiated (Sec-WebSocket-Extensions: %r)" % c.ext)
+
+
+@case("deflate-strip/offer-removed", strip=True, offer=OFFER)
+def _(c, opt):
+    check(peer_offer(opt) == "-", "the backend was offered %r" % peer_offer(opt))
+    check(not c.ext, "the client got Sec-WebSocket-Extensions: %r" % c.ext)
+    c.send(frame(TEXT, b"uncompressed"))
+    expect_msg(c, "text", b"uncompressed")
+
+
+@case("deflate-strip/rsv1-is-1002", strip=True, offer=OFFER)
+def _(c, opt):
+    c.send(frame(TEXT, deflate(b"compressed anyway"), rsv=4))
+    expect_close(c, 1002)
+
+
 @case("deflate/rsv1-on-ping", peer=True, offer=OFFER)
 def _(c, opt):
     # RSV1 belongs to data messages only (RFC 7692 6.1); pings are the gateway's own.
@@ -847,7 +887,7 @@ def run_cases(argv):
     host, port = argv[0].rsplit(":", 1)
     opt.addr = (host, int(port))
     opt.max_message_size = 1 << 20
-    opt.peer_path = opt.peer_log = None
+    opt.peer_path = opt.peer_log = opt.strip_addr = None
     only = None
     i = 1
     while i < len(argv):
@@ -855,13 +895,16 @@ def run_cases(argv):
             opt.max_message_size = int(argv[i + 1])
         elif argv[i] == "--peer-path":
             opt.peer_path = argv[i + 1]
+        elif argv[i] == "--strip-addr":
+            h, p = argv[i + 1].rsplit(":", 1)
+            opt.strip_addr = (h, int(p))
         elif argv[i] == "--peer-log":
             opt.peer_log = argv[i + 1]
         elif argv[i] == "--only":
             only = argv[i + 1].split(",")
         elif argv[i] == "--list":
-            for name, _, (peer, offer) in CASES:
-                print(name + (" (peer)" if peer else ""))
+            for name, _, (peer, offer, strip) in CASES:
+                print(name + (" (strip)" if strip else " (peer)" if peer else ""))
             return 0
         else:
             print("unknown option %s" % argv[i], file=sys.stderr)
@@ -873,11 +916,14 @@ def run_cases(argv):
     if not cases:
         print("no case matches %s" % only, file=sys.stderr)
         return 2
-    for name, fn, (peer, offer) in cases:
+    for name, fn, (peer, offer, strip) in cases:
         c = None
         try:
             check(opt.peer_path or not peer, "needs --peer-path and --peer-log")
-            c = Conn(opt.addr, opt.peer_path if peer else "/", offer)
+            check(opt.strip_addr or not strip, "needs --strip-addr")
+            opt.peer_opens = peer_conns(opt) if peer else 0
+            c = Conn(opt.strip_addr if strip else opt.addr, opt.peer_path if peer else "/",
+                     offer)
             fn(c, opt)
         except Fail as e:
             failed += 1
@@ -940,7 +986,8 @@ def serve_peer(logfile):
             # permessage-deflate when offered, without context takeover (each message is
             # compressed on its own, both ways: the simplest that RFC 7692 allows)
             pmd = b"permessage-deflate" in hdrs.get(b"sec-websocket-extensions", b"")
-            log("open %d%s" % (n, " permessage-deflate" if pmd else ""))  # before the 101
+            log("open %d %s" % (n, hdrs.get(b"sec-websocket-extensions", b"-").decode()))
+            # (logged before the 101: the client counts on it once it has its answer)
             s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                       b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
                       + accept_of(key).encode() + b"\r\n"
