@@ -102,12 +102,15 @@ struct sess {
     uint8_t                        fail;         /* the client broke the protocol: enum fail */
 };
 
-/* A client's protocol violation, whose close waits until the backend has answered ours, so
- * that what the client sent before it (and the backend's answers) still reach it. */
+/* Why a client is failed: a protocol violation or a limit. Its close waits until the
+ * backend has answered ours, so that what the client sent before (and the backend's answers
+ * to it) still reach it (ws.c, fail_client()). */
 enum fail {
     FAIL_NONE = 0,
     FAIL_PROTOCOL,      /* close 1002 */
     FAIL_UTF8,          /* close 1007 */
+    FAIL_TOO_BIG,       /* close 1009: max_message_size */
+    FAIL_RATE,          /* close 1008: message_rate / byte_rate with rate_limit_action = close */
 };
 
 /* A side's session, other side and stream follow from which side it is: three pointers

@@ -404,6 +404,18 @@ static void send_close(struct side *x, unsigned code, const void *reason, size_t
 
 /* Starts closing <x> with our own <code> and static <reason>: now if <x> is at a frame
  * boundary, else when it gets there. A raw backend is shut down instead. */
+/* The closes of a failed client (enum fail): its own, and the backend's. */
+static const struct {
+    uint16_t    code;
+    const char *client;
+    const char *backend;
+} fails[] = {
+    [FAIL_PROTOCOL] = { 1002, "protocol error", "client protocol error" },
+    [FAIL_UTF8] = { 1007, "invalid UTF-8", "client protocol error" },
+    [FAIL_TOO_BIG] = { 1009, "message too big", "client sent a message too big" },
+    [FAIL_RATE] = { 1008, "message rate limit", "client over its rate limit" },
+};
+
 static void start_close(struct side *x, unsigned code, const char *reason)
 {
     struct sess *s = sess_of(x);
@@ -412,9 +424,9 @@ static void start_close(struct side *x, unsigned code, const char *reason)
     if (x->gone || x->close_sent || x->close_due)
         return;
     if (x->client && s->fail) {
-        /* The client broke the protocol: whatever else ends the session, it hears that. */
-        code = s->fail == FAIL_UTF8 ? 1007 : 1002;
-        reason = s->fail == FAIL_UTF8 ? "invalid UTF-8" : "protocol error";
+        /* The client was failed: whatever else ends the session, it hears why. */
+        code = fails[s->fail].code;
+        reason = fails[s->fail].client;
     }
     if (x->raw) {
         flush_out(x);
@@ -435,6 +447,24 @@ static void close_both(struct sess *s, unsigned client_code, const char *client_
 {
     start_close(&s->cl, client_code, client_reason);
     start_close(&s->be, backend_code, backend_reason);
+}
+
+/* Fails the client for <f>: nothing more it sends is forwarded; the backend is closed
+ * first (1001), and what it still sends until its close answer goes to the client, which
+ * gets its own close after that (start_close() at the backend's close, its end, or
+ * close_timeout): a client's valid messages just before its violation, or its oversized
+ * message, are answered as they would have been. */
+static void fail_client(struct sess *s, enum fail f)
+{
+    struct side *be = &s->be;
+
+    if (!s->fail)
+        s->fail = (uint8_t)f;
+    s->cl.fwd = 0;
+    cg_conn_closing(s->c, CG_CLOSE_PROTOCOL);
+    start_close(be, 1001, fails[f].backend);
+    if (be->gone || be->close_rcvd || be->eof)
+        start_close(&s->cl, 0, NULL);           /* no answer to wait for */
 }
 
 /* Out of memory for <x>'s frame context after the upgrade: the session is shed as a
@@ -478,7 +508,6 @@ static void send_due(struct side *x)
 static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
 {
     struct sess *s = sess_of(x);
-    struct side *y = peer_of(x);
     unsigned code = kind == CG_WSP_UTF8 ? 1007 : 1002;
 
     if (x->client)
@@ -491,11 +520,7 @@ static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
     x->input = framing ? IN_DRAIN : IN_DISCARD;
     x->fwd = 0;
     if (x->client) {
-        if (!s->fail)
-            s->fail = kind == CG_WSP_UTF8 ? FAIL_UTF8 : FAIL_PROTOCOL;
-        start_close(y, 1001, "client protocol error");
-        if (y->gone || y->close_rcvd || y->eof)
-            start_close(x, code, NULL);         /* no answer to wait for */
+        fail_client(s, kind == CG_WSP_UTF8 ? FAIL_UTF8 : FAIL_PROTOCOL);
     } else {
         close_both(s, 1014, "upstream protocol error",
                    code, kind == CG_WSP_UTF8 ? "invalid UTF-8" : "protocol error");
@@ -524,10 +549,8 @@ static int rate_limit(struct sess *s, uint64_t len, int first)
         if ((!first || cg_tb_take(&r->msgs, 1, s->now)) && cg_tb_take(&r->bytes, len, s->now))
             return 0;
         CG_STAT_ADD(s->c->w->stats.ws_rate_limited, 1);
-        cg_conn_closing(s->c, CG_CLOSE_PROTOCOL);
         s->cl.input = IN_DISCARD;
-        s->cl.fwd = 0;
-        close_both(s, 1008, "message rate limit", 1001, "client over its rate limit");
+        fail_client(s, FAIL_RATE);
         return -1;
     }
     /* delay: charge now, stop reading at the next frame boundary while in debt */
@@ -607,9 +630,8 @@ static int frame_start(struct side *x, const struct wslay_frame_iocb *io)
     x->msg_len += io->payload_length;
     if (x->client && x->msg_len > s->c->lc->max_message_size) {
         CG_STAT_ADD(s->c->w->stats.ws_too_big, 1);
-        cg_conn_closing(s->c, CG_CLOSE_PROTOCOL);
         x->input = IN_DISCARD;
-        close_both(s, 1009, "message too big", 1001, "client sent a message too big");
+        fail_client(s, FAIL_TOO_BIG);
         return -1;
     }
     if (x->client && rate_limit(s, io->payload_length, op != WSLAY_CONTINUATION_FRAME) < 0)
