@@ -41,8 +41,7 @@
 struct al {
     struct th_daemon *d;
     struct th_echo   *echo;
-    pid_t             wsb_pid;
-    int               wsb_port;
+    struct th_helper  wsb;                          /* the python websocket backend */
     int               t, w, big, idle, dead, s;     /* listener ports */
     char              sock[TH_PATH_MAX];            /* stats socket */
 };
@@ -50,40 +49,10 @@ struct al {
 /* Starts `ws_peer.py backend` and reads its "READY <port>". */
 static void wsb_start(struct al *a)
 {
-    char line[64] = "";
-    int pfd[2], n = 0;
-    struct pollfd p;
-    ssize_t r;
+    static const char *const argv[] = { PYTHON, PEER, "backend", NULL };
+    int err = th_helper_start(&a->wsb, argv, "READY ", 10000);
 
-    ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
-    a->wsb_pid = th_fork();
-    if (a->wsb_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(pfd[1], 1);
-        execl(PYTHON, PYTHON, PEER, "backend", (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    p.fd = pfd[0];
-    p.events = POLLIN;
-    while (n < (int)sizeof(line) - 1 && !memchr(line, '\n', (size_t)n)) {
-        ck_assert_msg(poll(&p, 1, 10000) == 1, "the python backend did not start");
-        r = read(pfd[0], line + n, sizeof(line) - 1 - (size_t)n);
-        ck_assert_msg(r > 0, "the python backend exited");
-        n += (int)r;
-        line[n] = '\0';
-    }
-    close(pfd[0]);
-    ck_assert_msg(sscanf(line, "READY %d", &a->wsb_port) == 1, "backend said: %s", line);
-}
-
-static void wsb_stop(struct al *a)
-{
-    if (a->wsb_pid > 0) {
-        kill(a->wsb_pid, SIGKILL);
-        waitpid(a->wsb_pid, NULL, 0);
-    }
-    a->wsb_pid = -1;
+    ck_assert_msg(err == 0, "the python backend did not start: %s", strerror(-err));
 }
 
 /* Starts the daemon with <gateway> as extra [gateway] lines (NULL: access_log = stderr,
@@ -95,7 +64,7 @@ static void al_start(struct al *a, const char *gateway, int with_wsb)
     int err;
 
     memset(a, 0, sizeof(*a));
-    a->wsb_pid = -1;
+    a->wsb.pid = -1;
     a->echo = th_echo_new(0);
     ck_assert_ptr_nonnull(a->echo);
     if (with_wsb)
@@ -122,7 +91,7 @@ static void al_start(struct al *a, const char *gateway, int with_wsb)
         "[upstream wsb]\nservers = 127.0.0.1:%d\nhealth_check_interval = 0\n"
         "[upstream dead]\nservers = 127.0.0.1:%d\nhealth_check_interval = 0\nretries = 0\n",
         a->sock, gateway ? gateway : "access_log = stderr", a->t, a->w, a->big, a->idle, a->dead, a->s,
-        th_echo_port(a->echo), with_wsb ? a->wsb_port : th_echo_port(a->echo),
+        th_echo_port(a->echo), with_wsb ? a->wsb.port : th_echo_port(a->echo),
         th_free_port());
     ck_assert_msg(a->d != NULL, "cannot start %s: %s", th_daemon_path(), strerror(errno));
     err = th_daemon_wait_ready(a->d, a->t, READY_MS);
@@ -137,7 +106,7 @@ static void al_stop(struct al *a)
 
     TH_ASSERT(a->d, st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0, "stop: %s",
               th_describe_status(st, how, sizeof(how)));
-    wsb_stop(a);
+    th_helper_stop(&a->wsb);
 }
 
 static int local_port(int fd)
@@ -511,7 +480,7 @@ START_TEST(test_ws_json)
     jexpect_str(&a, &o, "listener", "w");
     TH_ASSERT(a.d, jexpect_num(&a, &o, "worker") == 0, "worker");
     jexpect_str(&a, &o, "upstream", "wsb");
-    snprintf(want, sizeof(want), "127.0.0.1:%d", a.wsb_port);
+    snprintf(want, sizeof(want), "127.0.0.1:%d", a.wsb.port);
     jexpect_str(&a, &o, "server", want);
     hs = jexpect_num(&a, &o, "handshake_ms");
     conn = jexpect_num(&a, &o, "connect_ms");

@@ -35,51 +35,28 @@
 /* ------------------------------------------------------------------ python peers */
 
 struct backend {
-    pid_t pid;
-    int   port;
-    char  log[TH_PATH_MAX];     /* its event log: "open PATH", "close CODE REASON" */
+    struct th_helper h;
+    int              port;
+    char             log[TH_PATH_MAX];  /* its event log: "open PATH", "close CODE REASON" */
 };
 
 /* Starts `ws_peer.py backend` with the extra arguments <a1>, <a2> (NULL = none) and waits
  * for its "READY <port>". */
 static void backend_start(struct backend *b, const char *a1, const char *a2)
 {
-    char line[64];
-    int pfd[2], n = 0;
-    struct pollfd p;
-    ssize_t r;
+    const char *argv[] = { PYTHON, PEER, "backend", "--log", b->log, a1, a2, NULL };
+    int err;
 
     snprintf(b->log, sizeof(b->log), "%s/backend-%d-%ld.log", th_tmpdir(), (int)getpid(),
              (long)th_now_ms() + rand());
-    ck_assert_int_eq(pipe2(pfd, O_CLOEXEC), 0);
-    b->pid = th_fork();
-    if (b->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(pfd[1], 1);
-        execl(PYTHON, PYTHON, PEER, "backend", "--log", b->log, a1, a2, (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    p.fd = pfd[0];
-    p.events = POLLIN;
-    while (n < (int)sizeof(line) - 1 && !memchr(line, '\n', (size_t)n)) {
-        ck_assert_msg(poll(&p, 1, 10000) == 1, "the python backend did not start");
-        r = read(pfd[0], line + n, sizeof(line) - 1 - (size_t)n);
-        ck_assert_msg(r > 0, "the python backend exited");
-        n += (int)r;
-        line[n] = '\0';
-    }
-    close(pfd[0]);
-    ck_assert_msg(sscanf(line, "READY %d", &b->port) == 1, "backend said: %s", line);
+    err = th_helper_start(&b->h, argv, "READY ", 10000);
+    ck_assert_msg(err == 0, "the python backend did not start: %s", strerror(-err));
+    b->port = b->h.port;
 }
 
 static void backend_stop(struct backend *b)
 {
-    if (b->pid > 0) {
-        kill(b->pid, SIGKILL);
-        waitpid(b->pid, NULL, 0);
-    }
-    b->pid = -1;
+    th_helper_stop(&b->h);
 }
 
 /* The backend's event log (caller frees). */
@@ -211,49 +188,14 @@ static const char *servers_at(int port, char *buf, size_t size)
     return buf;
 }
 
-/* Sends <cmd> to the daemon's stats socket and returns the whole answer (caller frees). */
-static char *stats_cmd(int port, const char *cmd)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    size_t cap = 1 << 20, len = 0;
-    char *buf = malloc(cap);
-    ssize_t r;
-    int fd;
-
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/stats-%d.sock", th_tmpdir(), port);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ck_assert_int_ge(fd, 0);
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-    ck_assert_int_eq(th_send_all(fd, cmd, strlen(cmd)), (ssize_t)strlen(cmd));
-    shutdown(fd, SHUT_WR);
-    while ((r = read(fd, buf + len, cap - 1 - len)) > 0)
-        len += (size_t)r;
-    buf[len] = '\0';
-    close(fd);
-    return buf;
-}
-
-/* The sum over workers of the Prometheus series whose line starts with <prefix> (family
- * and the labels that matter, e.g. "corogate_websocket_closes_sent_total{" with <label>
- * "reason=\"1009\""). */
+/* The sum over workers of the Prometheus series of <family> whose labels hold <label>
+ * (NULL: all), e.g. "corogate_websocket_closes_sent_total", "reason=\"1009\"". */
 static long metric(int port, const char *family, const char *label)
 {
-    char *text = stats_cmd(port, "show metrics\n"), *line, *save = NULL;
-    long sum = 0;
+    char sock[TH_PATH_MAX];
 
-    for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-        const char *sp;
-
-        if (strncmp(line, family, strlen(family)) != 0 || (label && !strstr(line, label)))
-            continue;
-        if (line[strlen(family)] != '{' && line[strlen(family)] != ' ')
-            continue;
-        sp = strrchr(line, ' ');
-        if (sp)
-            sum += strtol(sp + 1, NULL, 10);
-    }
-    free(text);
-    return sum;
+    snprintf(sock, sizeof(sock), "%s/stats-%d.sock", th_tmpdir(), port);
+    return th_metric_sum(sock, family, label);
 }
 
 /* ------------------------------------------------------------------ raw clients */
