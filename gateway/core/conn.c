@@ -189,7 +189,7 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
     void (*body)(void *) = l->conf->accept_proxy ? proxy_session   /* then TLS, session */
                          : l->conf->tls.on ? tls_session            /* then the session */
                          : w->d->proto.session[l->conf->mode];
-    int one = 1, ws = l->conf->mode == CG_MODE_WEBSOCKET, err;
+    int ws = l->conf->mode == CG_MODE_WEBSOCKET, err;
     struct cg_conn *c = coro_slab_alloc(l->conf->accept_proxy ? &w->conn_pp_slab
                                                               : &w->conn_slab);
 
@@ -208,7 +208,7 @@ int cg_conn_start(struct cg_wlistener *l, int fd, uint32_t ip_slot)
     c->gen = cg_gen_get(w->gen);          /* the connection's settings, for its life */
     c->lc = l->conf;
     c->log = NULL;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* TCP_NODELAY came with the listening socket (cg_listen_socket()). */
     /* The stream owns fd (even when the open fails): closing it closes fd. */
     err = coro_stream_open(&c->client, fd);
     if (err == 0)

@@ -3,6 +3,7 @@
  * workers themselves (threads, loops, accepting) are core/worker.c. */
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -29,6 +30,11 @@ int cg_listen_socket(const struct sockaddr *addr, socklen_t len, int backlog)
         goto out_errno;
     if (addr->sa_family == AF_INET6 &&
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
+        goto out_errno;
+    /* Every accepted connection inherits TCP_NODELAY from its listening socket (Linux
+     * copies the listener's options into the child): one system call per listener instead
+     * of one per connection. */
+    if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
         goto out_errno;
     if (bind(fd, addr, len) < 0 || listen(fd, backlog) < 0)
         goto out_errno;

@@ -47,6 +47,9 @@ static int pump(struct cg_conn *c, int dir, int *open)
         *open &= ~dir;
         /* Who closed first: the connection's termination cause (HAProxy's CD/SD). */
         cg_conn_closing(c, dir == TO_UP ? CG_CLOSE_CLIENT : CG_CLOSE_SERVER);
+        if (!*open)
+            return 1;   /* the last direction: the session's close sends this FIN, after
+                         * its flush (one shutdown() fewer per connection) */
         err = coro_shutdown(dst);        /* half-close travels on */
         return err < 0 ? err : 1;
     }
