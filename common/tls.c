@@ -536,6 +536,10 @@ static ssize_t on_handshake(struct rl *r, struct coro_stream *st, const uint8_t 
         case HS_KEY_UPDATE:
             if (len != 1 || p[4] > 1)
                 return fatal(r, st, AD_DECODE_ERROR);
+            /* The key changes after it: nothing may follow in its record, which the old
+             * key protected (RFC 8446 §5.1). */
+            if (n != 4 + len)
+                return fatal(r, st, AD_UNEXPECTED_MESSAGE);
             if (key_update(r, 0) < 0)
                 return fatal(r, st, AD_INTERNAL_ERROR);
             /* update_requested: ours goes out under the old key before anything else. */
