@@ -825,6 +825,25 @@ size_t cg_tls_idle_bytes(void)
     return sizeof(struct rl);
 }
 
+int cg_tls_copy(const struct coro_stream *from, struct coro_stream *to)
+{
+    const struct coro_filter *f = coro_stream_filter(from);
+    struct rl *r;
+
+    if (!f || f->ops != &rl_ops || coro_stream_filter(to))
+        return -EINVAL;
+    r = tl_get() ? coro_slab_alloc(&tlc->rls) : NULL;
+    if (!r)
+        return -ENOMEM;
+    memcpy(r, f, sizeof(*r));
+    /* The state, not what <from> holds: its decoded and partial bytes stay its own. */
+    r->f.ready = NULL;
+    r->f.end = 0;
+    r->part = NULL;
+    coro_stream_set_filter(to, &r->f);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ handshake state */
 
 /* Record boundaries in one direction of the handshake's bytes. */
