@@ -213,6 +213,8 @@ FUZZ_DEPS_lg_reply           = $(call obj,loadgen/lg_msg.c loadgen/lg_ws.c commo
                                  common/handshake.c) $(LLHTTP_OBJ) $(LIBCORO)
 FUZZ_DEPS_proxy_proto        = $(call obj,gateway/base/proxy-proto.c)
 FUZZ_DEPS_ws_relay           = $(GW_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
+FUZZ_DEPS_stats_cmd          = $(FUZZ_DEPS_ws_relay)
+FUZZ_DEPS_tls_records        = $(call obj,common/tls.c) $(LIBCORO)
 
 .SECONDEXPANSION:
 $(BUILD)/fuzz_%: $(BUILD)/tests/fuzz/fuzz_%.o $$(FUZZ_DEPS_$$*)

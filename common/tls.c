@@ -536,6 +536,10 @@ static ssize_t on_handshake(struct rl *r, struct coro_stream *st, const uint8_t 
         case HS_KEY_UPDATE:
             if (len != 1 || p[4] > 1)
                 return fatal(r, st, AD_DECODE_ERROR);
+            /* The key changes after it: nothing may follow in its record, which the old
+             * key protected (RFC 8446 §5.1). */
+            if (n != 4 + len)
+                return fatal(r, st, AD_UNEXPECTED_MESSAGE);
             if (key_update(r, 0) < 0)
                 return fatal(r, st, AD_INTERNAL_ERROR);
             /* update_requested: ours goes out under the old key before anything else. */
@@ -819,6 +823,25 @@ int cg_tls_active(const struct coro_stream *st)
 size_t cg_tls_idle_bytes(void)
 {
     return sizeof(struct rl);
+}
+
+int cg_tls_copy(const struct coro_stream *from, struct coro_stream *to)
+{
+    const struct coro_filter *f = coro_stream_filter(from);
+    struct rl *r;
+
+    if (!f || f->ops != &rl_ops || coro_stream_filter(to))
+        return -EINVAL;
+    r = tl_get() ? coro_slab_alloc(&tlc->rls) : NULL;
+    if (!r)
+        return -ENOMEM;
+    memcpy(r, f, sizeof(*r));
+    /* The state, not what <from> holds: its decoded and partial bytes stay its own. */
+    r->f.ready = NULL;
+    r->f.end = 0;
+    r->part = NULL;
+    coro_stream_set_filter(to, &r->f);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ handshake state */

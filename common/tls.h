@@ -110,6 +110,14 @@ int cg_tls_active(const struct coro_stream *st);
  * the memory test. */
 size_t cg_tls_idle_bytes(void);
 
+/* Gives <to> (a stream without a filter) a record layer in the state of <from>'s: the same
+ * suite, keys, IVs and sequence numbers, in both directions; nothing <from> had received
+ * and not yet delivered. For tests and fuzz targets that play many connections against
+ * one handshake's keys. Call it on the thread that made <from>'s layer, and close <to>
+ * there too. Returns 0, -EINVAL (<from> carries no TLS, or <to> has a filter already), or
+ * -ENOMEM. */
+int cg_tls_copy(const struct coro_stream *from, struct coro_stream *to);
+
 /* Frees the calling thread's cipher contexts (the record layer keeps one per suite and
  * direction per thread, made on first use). A thread's exit frees them too; call it
  * before the end of a thread that is not joined normally, or to keep a leak checker

@@ -1,10 +1,12 @@
 /* tests/fuzz/fuzz.h — what the libFuzzer targets share.
  *
  * Each tests/fuzz/fuzz_NAME.c drives the project's real code (linked from the same
- * sources as the daemon, instrumented) with the bytes libFuzzer makes, in memory: no
- * sockets, no threads. `make fuzz FUZZ_S=60` runs every target for FUZZ_S seconds from its
- * seed corpus, tests/fuzz/corpus/NAME/; `make test` replays every corpus (each file
- * once), so a crash once found and added there stays fixed. An invariant that does not
+ * sources as the daemon, instrumented) with the bytes libFuzzer makes, in process: in
+ * memory or over socket pairs, with no threads, except stats_cmd, which needs a running
+ * daemon (one worker thread; a Unix socket in /tmp and a listener on 127.0.0.1, both
+ * started once per process). `make fuzz FUZZ_S=60` runs every target for FUZZ_S seconds
+ * from its seed corpus, tests/fuzz/corpus/NAME/; `make test` replays every corpus (each
+ * file once), so a crash once found and added there stays fixed. An invariant that does not
  * hold aborts with FUZZ_CHECK, which libFuzzer reports as a crash with the input.
  */
 #ifndef CG_FUZZ_H
