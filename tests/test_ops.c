@@ -1035,10 +1035,15 @@ START_TEST(test_drain_second_signal)
     TH_ASSERT(d, th_daemon_is_alive(d) && roundtrip_on(ft, 100, 2) == 0,
               "the connection does not relay while draining");
     kill(d->pid, SIGTERM);
-    st = th_daemon_wait_exit(d, 2000);
-    TH_ASSERT(d, st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 && th_now_ms() - t0 < 2000,
-              "second SIGTERM: %s after %lld ms, want exit status 0 at once (drain_timeout 5 s)",
+    st = th_daemon_wait_exit(d, 15000);
+    TH_ASSERT(d, st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+              "second SIGTERM: %s after %lld ms, want exit status 0",
               th_describe_status(st, how, sizeof(how)), (long long)(th_now_ms() - t0));
+    /* It was the second signal that ended it, not drain_timeout (5 s): by the log, not by
+     * the clock, which a busy machine stretches. */
+    TH_ASSERT(d, th_daemon_log_count(d, "stopping now") == 1 &&
+                 th_daemon_log_count(d, "drain timeout: closing") == 0,
+              "the drain was not cut by the second signal");
     st = th_wait_closed(ft, 1000);
     TH_ASSERT(d, st == 0 || st == -ECONNRESET, "the connection: %s", strerr(st));
     close(ft);

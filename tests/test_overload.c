@@ -991,8 +991,12 @@ START_TEST(test_rejection_cost)
            "connections/s (%.1f us each): a refusal costs %.1fx less CPU, %.1fx the rate\n",
            adm_s, adm_cpu, rej_s, rej_cpu, rej_cpu > 0 ? adm_cpu / rej_cpu : 0.0,
            adm_s > 0 ? rej_s / adm_s : 0.0);
-    TH_ASSERT(o.d, adm_s > 100 && rej_s > adm_s,
-              "admitted %.0f/s, refused %.0f/s: refusing should be faster", adm_s, rej_s);
+    /* The daemon's CPU per connection, not the rates: on a busy machine the clients' own
+     * share of the CPUs decides the rates, while a refusal (accept, reset, close) stays far
+     * cheaper for the daemon than a relayed connection (upstream connect, two streams). */
+    TH_ASSERT(o.d, adm_cpu > 0 && rej_cpu < adm_cpu,
+              "a refusal cost %.1f us of daemon CPU, an admitted connection %.1f us: refusing "
+              "should be cheaper", rej_cpu, adm_cpu);
     TH_ASSERT(o.d, breaker_num(&o, "listener a:", "breaker") > 0, "no breaker refusal");
     ov_stop(&o);
 }
