@@ -2,16 +2,17 @@
 # scripts/soak.sh — the ASan+LSan daemon under mixed traffic with faults injected at random.
 #
 # For SOAK_S seconds (default 300; `make soak SOAK_S=3600` is the long run):
-#   - well-behaved load, never faulted: two loops of `corogate-loadgen run --closed-loop`
-#     with checked payloads, one tcp and one websocket, each run 15 s, through listeners
-#     whose backends nothing touches;
+#   - well-behaved load, never faulted: `corogate-loadgen run --closed-loop` with checked
+#     payloads, one tcp and one websocket run of 20 connections each per phase (warm-up,
+#     then the rest), through listeners whose backends nothing touches;
 #   - faults, one every 1-4 s, chosen by a generator seeded with SOAK_SEED (printed; the
 #     same seed gives the same sequence of faults): the faulted backend SIGKILLed and
 #     restarted, a reconnect storm, slowloris clients, clients that never read while the
 #     backend pushes, clients that go silent (idle timeout), stats socket abuse (hundreds of
 #     clients, a megabyte line, binary garbage, a client that never reads), a reload, the
 #     open-files limit lowered for two seconds (prlimit).
-# The first tenth of the run (20..120 s) is the warm-up. RSS is sampled with the traffic
+# The first tenth of the run (20..120 s, and at least one fault of each kind) is the
+# warm-up. RSS is sampled with the traffic
 # paused and settled, after the warm-up and at the end. The daemon is then stopped with
 # SIGTERM, so that LeakSanitizer checks it at exit.
 #
@@ -147,41 +148,53 @@ for p in "$P_GOOD" "$P_WS" "$P_FAULT" "$P_PUSH"; do
     wait_port "$p" || die "a backend does not accept on $p"
 done
 
-# One loop of well-behaved runs: MODE, listener port, name. Each run's JSON is kept.
-good_loop() {
-    local mode=$1 port=$2 name=$3 i=0
-    while [ ! -e "$DIR/stop" ] && [ ! -e "$DIR/pause" ]; do
-        i=$((i + 1))
-        "$LG" run --mode "$mode" --target "127.0.0.1:$port" --connections 20 \
-            --connect-rate 0 --closed-loop --message-size 512 --duration 15s \
-            --reply-timeout 30s --quiet --json "$DIR/$name-$(date +%s%N).json" \
-            >>"$DIR/$name.out" 2>&1
-    done
+# The well-behaved load of one phase: one run of MODE on a listener port for SECONDS, its
+# JSON kept. One run per phase: its 20 connections are all up before the first fault of
+# the phase (wait_up), so a fault that refuses new connections (nofile) never meets a
+# well-behaved one in its handshake.
+good_run() {
+    local mode=$1 port=$2 name=$3 secs=$4
+    "$LG" run --mode "$mode" --target "127.0.0.1:$port" --connections 20 \
+        --connect-rate 0 --closed-loop --message-size 512 --duration "${secs}s" \
+        --reply-timeout 30s --quiet --json "$DIR/$name-$(date +%s%N).json" \
+        >>"$DIR/$name.out" 2>&1
 }
 
 start_traffic() {
-    rm -f "$DIR/pause"
-    good_loop tcp "$L_GOOD" good-tcp &
-    TCP_LOOP=$!
-    good_loop ws "$L_WS" good-ws &
-    WS_LOOP=$!
+    good_run tcp "$L_GOOD" good-tcp "$1" &
+    TCP_RUN=$!
+    good_run ws "$L_WS" good-ws "$1" &
+    WS_RUN=$!
+    wait_up 'listener="good"' 20 && wait_up 'listener="wsgood"' 20 ||
+        say "the well-behaved connections did not all come up (see $DIR/good-*.out)"
 }
 
-# Pauses the traffic (the loops finish their current run) and waits for the daemon to
-# settle: its client connections back to none.
+# Waits for the phase's runs to end and for the daemon to settle: its client connections
+# back to none.
 pause_traffic() {
     local i
-    touch "$DIR/pause"
-    wait "$TCP_LOOP" "$WS_LOOP" 2>/dev/null
+    wait "$TCP_RUN" "$WS_RUN" 2>/dev/null
     for i in $(seq 100); do
-        [ "$(conns)" = 0 ] && break
+        [ "$(metric 'corogate_connections ')" = 0 ] && break
         sleep 0.2
     done
     sleep 1
 }
 
-conns() {
-    "$PY" - "$SOCK" <<'EOF' 2>/dev/null || echo "?"
+# wait_up LABEL N: until N connections are open on the listener LABEL (10 s at most).
+wait_up() {
+    local i
+    for i in $(seq 100); do
+        [ "$(metric "corogate_listener_connections_active{$1")" = "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# metric PREFIX: the sum of the lines of `show metrics` starting with PREFIX (the series
+# of every worker).
+metric() {
+    "$PY" - "$SOCK" "$1" <<'EOF' 2>/dev/null || echo "?"
 import socket, sys
 s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
 s.sendall(b"show metrics\n"); s.shutdown(socket.SHUT_WR)
@@ -190,9 +203,8 @@ while True:
     d = s.recv(65536)
     if not d: break
     buf += d
-for line in buf.decode().splitlines():
-    if line.startswith("corogate_connections "):
-        print(line.split()[1]); break
+print(sum(int(float(l.split()[-1])) for l in buf.decode().splitlines()
+          if l.startswith(sys.argv[2])))
 EOF
 }
 
@@ -253,8 +265,10 @@ EOF
 }
 
 declare -A faults
+# inject [KIND [max]]: one fault, KIND 0..7 (default: drawn), sized at random (at its
+# largest with "max").
 inject() {
-    local kind=$((RANDOM % 8)) n
+    local kind=${1:-$((RANDOM % 8))} n
     case $kind in
     0)  faults[kill]=$((${faults[kill]:-0} + 1))
         kill -9 "$fault_pid" 2>/dev/null; wait "$fault_pid" 2>/dev/null
@@ -265,6 +279,7 @@ inject() {
         wait_port "$P_FAULT" ;;
     1)  faults[storm]=$((${faults[storm]:-0} + 1))
         n=$((500 + RANDOM % 1500))
+        [ "${2:-}" = max ] && n=2000
         for _ in 1 2; do
             "$LG" run --target "127.0.0.1:$L_FAULT" --connections "$n" --connect-rate 0 \
                 --messages 1 --closed-loop --duration 1s --source 127.0.0.2-127.0.0.9 \
@@ -298,12 +313,19 @@ fault_loop() {
 
 t0=$(date +%s)
 warm=$((SOAK_S / 10)); [ "$warm" -lt 20 ] && warm=20; [ "$warm" -gt 120 ] && warm=120
-start_traffic
+start_traffic "$warm"
+# The warm-up injects every kind of fault once, the storm at its largest, so that the
+# daemon's pools and the ASan allocator's free lists have grown to what the faults need:
+# RSS after it compares like with like.
+for k in $(seq 0 7 | "$PY" -c "import random, sys; random.seed($SOAK_SEED); \
+        l = sys.stdin.read().split(); random.shuffle(l); print(' '.join(l))"); do
+    inject "$k" max
+done
 fault_loop $((t0 + warm))
 pause_traffic
 rss_warm=$(rss_kb)
 say "warm-up done after $(( $(date +%s) - t0 )) s: RSS $rss_warm kB"
-start_traffic
+start_traffic $((t0 + SOAK_S - $(date +%s)))
 fault_loop $((t0 + SOAK_S))
 alive=1
 kill -0 "$DPID" 2>/dev/null || alive=0
@@ -344,7 +366,7 @@ echo "soak summary"
 echo "  seed:               $SOAK_SEED"
 echo "  duration:           $(( $(date +%s) - t0 )) s (SOAK_S=$SOAK_S, warm-up $warm s)"
 echo "  faults injected:    ${fault_list%, }"
-echo "  well-behaved runs:  $runs (tcp and ws, 20 connections each; not reached: $notreached)"
+echo "  well-behaved runs:  $runs (tcp and ws, 20 connections each, one per phase; not reached: $notreached)"
 echo "  messages:           sent $sent, received $received, lost $lost, corrupt $corrupt"
 echo "  dropped conns:      $dropped"
 echo "  worst run's p99:    $p99 ms"
@@ -353,7 +375,8 @@ echo "  daemon:             alive to the end: $alive, exit status $status"
 echo "  LSan leak reports:  $leaks; ASan/UBSan errors: $asan"
 
 fail=0
-[ "$runs" -gt 0 ] || { say "FAIL: no well-behaved run completed"; fail=1; }
+[ "$runs" = 4 ] && [ "$notreached" = 0 ] ||
+    { say "FAIL: the well-behaved runs did not all reach their connections"; fail=1; }
 [ "$lost" = 0 ] && [ "$corrupt" = 0 ] || { say "FAIL: messages lost or corrupt"; fail=1; }
 [ "$dropped" = 0 ] || { say "FAIL: well-behaved connections dropped"; fail=1; }
 [ "$alive" = 1 ] && [ "$status" = 0 ] || { say "FAIL: daemon died or exited $status"; fail=1; }
