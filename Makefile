@@ -305,6 +305,22 @@ check-cross:
 	    $(CORO_ASM) -lm
 	$(Q)build/cross/switch-native
 
+# The fault suite (tests/test_faults.c) at the counts of issue 20: an 8,000-connection
+# reconnect storm, thousands of slowloris clients, 20 reloads... `make test` runs the same
+# suite in a short form. Plain build first, then the ASan one.
+.PHONY: faults soak
+faults: $(TESTS) $(DAEMON) $(LOADGEN)
+	@echo "  TEST   faults suite, CG_FAULTS=full"
+	$(Q)CG_FAULTS=full CG_BUILD=$(BUILD) $(TESTS) faults
+
+# The ASan+LSan daemon under mixed tcp and websocket traffic with faults injected at random
+# for SOAK_S seconds (scripts/soak.sh: SOAK_SEED picks the sequence and is printed).
+SOAK_S ?= 300
+soak:
+	$(Q)$(MAKE) --no-print-directory -j$(NPROC) build
+	$(Q)$(MAKE) --no-print-directory -j$(NPROC) SAN=1 build
+	$(Q)SOAK_S=$(SOAK_S) bash scripts/soak.sh
+
 check-ucontext: deps
 	$(Q)$(MAKE) --no-print-directory -j$(NPROC) CORO_SWITCH=ucontext BUILD=build/uctx \
 	    build/uctx/run-coro-tests
