@@ -48,7 +48,7 @@
 #define INPUT_MAX   65536
 #define WIRE_MAX    (4u << 20)
 #define MAX_PLAIN   16384u
-#define READ_MS     5000
+#define READ_MS     5000        /* the setup handshakes only: see peer_main() */
 
 enum { CT_CCS = 20, CT_ALERT = 21, CT_HANDSHAKE = 22, CT_APPDATA = 23 };
 enum {
@@ -587,7 +587,7 @@ static void app_main(void *arg)
     ssize_t n;
 
     for (;;) {
-        n = coro_read(&c->srv, &b, READ_MS);
+        n = coro_read(&c->srv, &b, CORO_FOREVER);   /* the peer always ends: see peer_main() */
         if (n < 0)
             break;
         put(&c->plain, b->data + b->off, (size_t)n);
@@ -606,14 +606,22 @@ static void peer_main(void *arg)
     struct coro_buf *b;
     size_t n;
 
+    /* No timeouts here: the application reads until its read fails, and closes; so a write
+     * can only fail once it has, and the read below ends when it has. A timeout would only
+     * fire on a busy machine, and a write cut short by one sends less than the model was
+     * built from (a stream that ends between records: UV_EOF where the model expects the
+     * records still unsent to end it). A record layer that stops reading is a hang, which
+     * libFuzzer's -timeout reports as one. */
     while ((p = fuzz_chunks_next(&ch, &n)) != NULL) {
-        if (coro_write_copy(&c->peer, p, n, READ_MS) < 0)
+        if (coro_write_copy(&c->peer, p, n, CORO_FOREVER) < 0) {
+            FUZZ_CHECK(c->done > 0, "the peer's write failed while the server still reads");
             break;
+        }
         if (c->seed)
             coro_sleep(0);      /* the receiver takes each piece apart */
     }
     coro_shutdown(&c->peer);
-    while (coro_read(&c->peer, &b, READ_MS) >= 0) {
+    while (coro_read(&c->peer, &b, CORO_FOREVER) >= 0) {
         put(&c->back, b->data + b->off, b->len - b->off);
         coro_buf_put(sched, b);
     }
