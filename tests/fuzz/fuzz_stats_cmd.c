@@ -8,7 +8,9 @@
  * Input: one byte of settings, then what the client writes. Settings: bit 7 sends it to the
  * HTTP listener instead of the stats socket; bits 0-6 seed the piece sizes
  * (fuzz_chunks_next(); 0: everything at once). `debug` commands do not exist here (no
- * CG_TEST_HOOKS), and `reload` calls a counting stub instead of re-reading a file.
+ * CG_TEST_HOOKS), and `reload` calls a counting stub instead of re-reading a file. Stats
+ * socket inputs that may hold more than WORKER_CMDS_MAX commands that need the workers are
+ * rejected unsent.
  *
  * After each input:
  * - the server closed the client by itself (the client had shut its side down: every
@@ -43,6 +45,12 @@
 #include "fuzz.h"
 
 #define INPUT_MAX   16384
+/* Commands that need the workers (`show stats`, `show metrics`, `show coros`) cost a round
+ * trip to the worker thread each: about 1 ms on an idle machine, tens of ms on a loaded
+ * one, where a 30-minute run met an input of 146 of them that took 11 s (0.2-2 s here) and
+ * so reads as a hang. Past a few, more of them cover nothing new: inputs that may hold more
+ * than this many are rejected before they are sent. */
+#define WORKER_CMDS_MAX 16
 #define OUTPUT_MAX  (64u << 20)
 #define LISTENER    "front"
 #define BASE_RATE   100u
@@ -211,6 +219,22 @@ static int any_valid_change(const uint8_t *p, size_t n)
     return any;
 }
 
+/* How many commands that need the workers <p> may hold: every "stats", "metrics" or
+ * "coros" counts, wherever it is (an upper bound of what the server would run). */
+static unsigned worker_cmds(const uint8_t *p, size_t n)
+{
+    static const char *const words[] = { "stats", "metrics", "coros" };
+    const uint8_t *at, *end = p + n;
+    unsigned count = 0;
+    size_t i;
+
+    for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+        for (at = p; (at = memmem(at, (size_t)(end - at), words[i], strlen(words[i])));
+             at++)
+            count++;
+    return count;
+}
+
 /* ------------------------------------------------------------------ the client */
 
 struct fclient {
@@ -364,6 +388,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1 || size > INPUT_MAX)
         return 0;
     http = data[0] >> 7;
+    if (!http && worker_cmds(data + 1, size - 1) > WORKER_CMDS_MAX)
+        return -1;              /* not added to the corpus: see WORKER_CMDS_MAX */
     change = !http && any_valid_change(data + 1, size - 1);
     state_get(&before);
     timeouts = rt.stats_timeouts;

@@ -13,9 +13,9 @@
  *
  * Input: one byte of settings (bits 0-1 the suite, bits 2-7 seed the piece sizes the peer
  * writes, 0 = all at once), then operations, each a byte (low 3 bits the kind, high 5 bits
- * its flags) and its operands; see build_wire(). The peer writes the records, shuts its
- * side down, and reads what the server sends back; the server side is an application
- * coroutine reading plaintext until coro_read() fails.
+ * its flags) and its operands; see build_wire(). The peer writes the records and shuts its
+ * side down, and reads what the server sends back all the while; the server side is an
+ * application coroutine reading plaintext until coro_read() fails, then flushing.
  *
  * Invariants, from a model of what a correct receiver does with the records built:
  * - the plaintext delivered is a prefix of the authenticated application data sent before
@@ -48,7 +48,7 @@
 #define INPUT_MAX   65536
 #define WIRE_MAX    (4u << 20)
 #define MAX_PLAIN   16384u
-#define READ_MS     5000
+#define READ_MS     5000        /* the setup handshakes only: see peer_main() */
 
 enum { CT_CCS = 20, CT_ALERT = 21, CT_HANDSHAKE = 22, CT_APPDATA = 23 };
 enum {
@@ -577,7 +577,9 @@ struct conn {
     uint32_t           seed;
     struct bytes       plain, back;     /* what the application read; what the peer got */
     int                end;
-    int                done;
+    int                app_done;        /* the application's read ended: it flushes, closes */
+    int                peer_ends;       /* the peer's writer and reader: the last closes */
+    int                done;            /* coroutines finished, of 3 */
 };
 
 static void app_main(void *arg)
@@ -587,15 +589,41 @@ static void app_main(void *arg)
     ssize_t n;
 
     for (;;) {
-        n = coro_read(&c->srv, &b, READ_MS);
+        n = coro_read(&c->srv, &b, CORO_FOREVER);   /* the peer always ends: see peer_main() */
         if (n < 0)
             break;
         put(&c->plain, b->data + b->off, (size_t)n);
         coro_buf_put(sched, b);
     }
     c->end = (int)n;
+    c->app_done = 1;
+    /* What the record layer queued (warnings, KeyUpdates, our fatal alert) reaches the
+     * peer, which reads all along: closing drops queued writes, and a peer that sends
+     * renegotiations faster than its socket takes our answers has some queued. */
+    coro_flush(&c->srv, CORO_FOREVER);
     coro_stream_close(&c->srv);
     c->done++;
+}
+
+static void peer_end(struct conn *c)
+{
+    if (++c->peer_ends == 2)
+        coro_stream_close(&c->peer);
+    c->done++;
+}
+
+/* The peer's reader: what the server sends, while the writer writes (as a real peer reads:
+ * the server's answers never wait for the peer to finish writing). */
+static void peer_reader(void *arg)
+{
+    struct conn *c = arg;
+    struct coro_buf *b;
+
+    while (coro_read(&c->peer, &b, CORO_FOREVER) >= 0) {
+        put(&c->back, b->data + b->off, b->len - b->off);
+        coro_buf_put(sched, b);
+    }
+    peer_end(c);
 }
 
 static void peer_main(void *arg)
@@ -603,22 +631,24 @@ static void peer_main(void *arg)
     struct conn *c = arg;
     struct fuzz_chunks ch = { c->wire, c->wire_len, c->seed };
     const uint8_t *p;
-    struct coro_buf *b;
     size_t n;
 
+    /* No timeouts here: the application reads until its read fails, then flushes and
+     * closes; so a write can only fail once it has, and the reader ends when it has. A
+     * timeout would only fire on a busy machine, and a write cut short by one sends less
+     * than the model was built from (a stream that ends between records: UV_EOF where the
+     * model expects the records still unsent to end it). A record layer that stops reading
+     * is a hang, which libFuzzer's -timeout reports as one. */
     while ((p = fuzz_chunks_next(&ch, &n)) != NULL) {
-        if (coro_write_copy(&c->peer, p, n, READ_MS) < 0)
+        if (coro_write_copy(&c->peer, p, n, CORO_FOREVER) < 0) {
+            FUZZ_CHECK(c->app_done, "the peer's write failed while the server still reads");
             break;
+        }
         if (c->seed)
             coro_sleep(0);      /* the receiver takes each piece apart */
     }
     coro_shutdown(&c->peer);
-    while (coro_read(&c->peer, &b, READ_MS) >= 0) {
-        put(&c->back, b->data + b->off, b->len - b->off);
-        coro_buf_put(sched, b);
-    }
-    coro_stream_close(&c->peer);
-    c->done++;
+    peer_end(c);
 }
 
 /* ------------------------------------------------------------------ setup */
@@ -852,7 +882,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(cg_tls_copy(&t->srv, &c.srv) == 0, "cg_tls_copy");
     FUZZ_CHECK(coro_spawn(sched, app_main, &c, "app", NULL) == 0, "spawn");
     FUZZ_CHECK(coro_spawn(sched, peer_main, &c, "peer", NULL) == 0, "spawn");
-    while (c.done < 2)
+    FUZZ_CHECK(coro_spawn(sched, peer_reader, &c, "peer reader", NULL) == 0, "spawn");
+    while (c.done < 3)
         uv_run(&loop, UV_RUN_ONCE);
 
     /* Never a byte that was not authenticated; all of them when the stream ended well. */
