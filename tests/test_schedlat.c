@@ -521,7 +521,9 @@ static void *pingpong_thread(void *arg)
 {
     struct load *l = arg;
     char out[MSG_SIZE], in[MSG_SIZE];
-    int fd = th_connect(l->port, PHASE_DEADLINE_MS);     /* a starved worker is slow */
+    /* A starved worker is slow: one echo may take longer than a phase (a phase that gets
+     * none is a busy machine, not an error); the socket's timeouts are for a dead one. */
+    int fd = th_connect(l->port, 3 * PHASE_DEADLINE_MS);
     uint64_t due = now_ns();
 
     if (fd < 0) {
@@ -594,7 +596,7 @@ static void *bulk_sender(void *arg)
 static void *bulk_thread(void *arg)
 {
     struct bulk b = { .l = arg, .fd = th_connect(((struct load *)arg)->port,
-                                                 PHASE_DEADLINE_MS) };
+                                                 3 * PHASE_DEADLINE_MS) };
     unsigned long long got = 0;
     char buf[BULK_CHUNK];
     pthread_t sender;
@@ -725,7 +727,6 @@ static int measure(struct cg_schedlat *s, struct load *l, int tid, unsigned long
     p->proc_vol = v1 - v0;
     p->proc_invol = i1 - i0;
     ck_assert_int_eq(atomic_load(&l->errors), 0);
-    ck_assert_uint_gt(p->msgs, 0);
     if (p->msgs < msgs)
         fprintf(stderr, "schedlat: %llu of %llu messages echoed in %d ms\n", p->msgs, msgs,
                 p->ms);
@@ -801,6 +802,7 @@ START_TEST(test_two_phases)
     tries_end = th_now_ms() + TRIES_MS;
     for (attempt = 1; attempt <= ATTEMPTS && !ok && th_now_ms() < tries_end; attempt++) {
         full = measure(d.schedlat, &l, tid, PHASE1_MSGS, &p1); /* phase 1: CPU to itself */
+        ck_assert_uint_gt(p1.msgs, 0);      /* the worker alone relays (with a hog, maybe not) */
         ck_assert_uint_eq(p1.w.migrations, 0);          /* pinned */
         ck_assert_msg(near(p1.w.nvol, p1.proc_vol) && near(p1.w.ninvol, p1.proc_invol),
                       "probes vs /proc: voluntary %llu/%llu, involuntary %llu/%llu",
