@@ -16,7 +16,7 @@
 
 #include "common/handshake.h"
 #include "common/utf8.h"
-#include "common/ws-close.h"
+#include "common/ws-frame.h"
 #include "lg_client.h"
 #include "lg_msg.h"
 #include "lg_ws.h"
@@ -143,27 +143,6 @@ struct lg_wsc *lg_ws_new(int client, lg_ws_send_fn send, lg_ws_msg_fn on_msg, vo
     return w;
 }
 
-/* Header length of a frame whose first <n> (>= 2) header bytes are <h>. */
-static unsigned hdr_size(const uint8_t *h)
-{
-    unsigned len7 = h[1] & 0x7f;
-
-    return 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((h[1] & 0x80) ? 4 : 0);
-}
-
-/* Payload length of the complete header <h>. */
-static uint64_t payload_size(const uint8_t *h)
-{
-    unsigned len7 = h[1] & 0x7f, i, n = len7 == 126 ? 2 : len7 == 127 ? 8 : 0;
-    uint64_t v = 0;
-
-    if (!n)
-        return len7;
-    for (i = 0; i < n; i++)
-        v = v << 8 | h[2 + i];
-    return v;
-}
-
 /* How many of the <n> bytes at <p> belong to frames before a close frame (all of them when
  * none starts here); a close frame found sets w->in_close. */
 static size_t scan(struct lg_wsc *w, const uint8_t *p, size_t n)
@@ -179,8 +158,8 @@ static size_t scan(struct lg_wsc *w, const uint8_t *p, size_t n)
         }
         if (w->skip == 0) {
             w->hdr[w->hlen++] = p[i++];
-            if (w->hlen >= 2 && w->hlen == hdr_size(w->hdr)) {
-                w->skip = payload_size(w->hdr);
+            if (w->hlen >= 2 && w->hlen == cg_ws_hdr_size(w->hdr[1])) {
+                w->skip = cg_ws_payload_len(w->hdr);
                 w->hlen = 0;
             }
             continue;
@@ -205,8 +184,8 @@ static void take_close(struct lg_wsc *w, const uint8_t *p, size_t n)
         n--;
         if (w->clen < 2)
             continue;
-        need = hdr_size(h);
-        len = payload_size(h);
+        need = cg_ws_hdr_size(h[1]);
+        len = cg_ws_payload_len(h);
         if ((h[1] & 0x7f) > 125 || !(h[0] & 0x80) || (h[0] & 0x70) ||
             ((h[1] & 0x80) != 0) == w->client) {
             code = 1002;        /* too long, fragmented, reserved bits, masking wrong */

@@ -180,6 +180,16 @@ void th_tcase_add_fixtures(TCase *tc)
     tcase_add_checked_fixture(tc, th_setup, th_teardown);
 }
 
+void th_suite_add(Suite *s, const char *name, const TTest *test, int timeout_s)
+{
+    TCase *tc = tcase_create(name);
+
+    th_tcase_add_fixtures(tc);
+    tcase_set_timeout(tc, timeout_s);
+    tcase_add_test(tc, test);
+    suite_add_tcase(s, tc);
+}
+
 /* ------------------------------------------------------------------ time, files, ports */
 
 int64_t th_now_ms(void)

@@ -44,6 +44,10 @@
  * process: th_teardown()). */
 void th_tcase_add_fixtures(TCase *tc);
 
+/* Adds to <s> a test case <name> of the one test <test>, with the fixtures above and a
+ * timeout of <timeout_s> seconds. */
+void th_suite_add(Suite *s, const char *name, const TTest *test, int timeout_s);
+
 void th_unchecked_setup(void);
 void th_unchecked_teardown(void);
 void th_setup(void);

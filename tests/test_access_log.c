@@ -764,26 +764,16 @@ END_TEST
 
 /* ------------------------------------------------------------------ suite */
 
-static void add(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-
-    th_tcase_add_fixtures(tc);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
 Suite *access_log_suite(void)
 {
     Suite *s = suite_create("access_log");
 
-    add(s, "tcp_text", test_tcp_text);
-    add(s, "ws_json", test_ws_json);
-    add(s, "terminations", test_terminations);
-    add(s, "sample", test_sample);
-    add(s, "syslog", test_syslog);
-    add(s, "journal", test_journal);
-    add(s, "dropped", test_dropped);
+    th_suite_add(s, "tcp_text", test_tcp_text, 60);
+    th_suite_add(s, "ws_json", test_ws_json, 60);
+    th_suite_add(s, "terminations", test_terminations, 60);
+    th_suite_add(s, "sample", test_sample, 60);
+    th_suite_add(s, "syslog", test_syslog, 60);
+    th_suite_add(s, "journal", test_journal, 60);
+    th_suite_add(s, "dropped", test_dropped, 60);
     return s;
 }

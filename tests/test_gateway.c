@@ -1028,35 +1028,25 @@ START_TEST(test_lifetime)
 }
 END_TEST
 
-static void add(Suite *s, const char *name, const TTest *test)
-{
-    TCase *tc = tcase_create(name);
-
-    th_tcase_add_fixtures(tc);
-    tcase_set_timeout(tc, 60);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
 Suite *gateway_suite(void)
 {
     Suite *s = suite_create("gateway");
 
-    add(s, "bulk", test_bulk_roundtrip);
-    add(s, "half_close", test_half_close);
-    add(s, "balance_roundrobin", test_balance_roundrobin);
-    add(s, "balance_weighted", test_balance_weighted);
-    add(s, "dead_server_retry", test_dead_server_retry);
-    add(s, "health_checks", test_health_checks);
-    add(s, "source_addresses", test_source_addresses);
-    add(s, "connect_timeout", test_connect_timeout);
-    add(s, "idle_timeout", test_idle_timeout);
-    add(s, "lifetime", test_lifetime);
-    add(s, "emfile", test_emfile);
-    add(s, "emfile_not_the_servers_fault", test_emfile_not_the_servers_fault);
-    add(s, "config_errors", test_config_errors);
-    add(s, "command_line", test_command_line);
-    add(s, "sigterm_drain", test_sigterm_drain);
-    add(s, "sigterm_idle", test_sigterm_idle);
+    th_suite_add(s, "bulk", test_bulk_roundtrip, 60);
+    th_suite_add(s, "half_close", test_half_close, 60);
+    th_suite_add(s, "balance_roundrobin", test_balance_roundrobin, 60);
+    th_suite_add(s, "balance_weighted", test_balance_weighted, 60);
+    th_suite_add(s, "dead_server_retry", test_dead_server_retry, 60);
+    th_suite_add(s, "health_checks", test_health_checks, 60);
+    th_suite_add(s, "source_addresses", test_source_addresses, 60);
+    th_suite_add(s, "connect_timeout", test_connect_timeout, 60);
+    th_suite_add(s, "idle_timeout", test_idle_timeout, 60);
+    th_suite_add(s, "lifetime", test_lifetime, 60);
+    th_suite_add(s, "emfile", test_emfile, 60);
+    th_suite_add(s, "emfile_not_the_servers_fault", test_emfile_not_the_servers_fault, 60);
+    th_suite_add(s, "config_errors", test_config_errors, 60);
+    th_suite_add(s, "command_line", test_command_line, 60);
+    th_suite_add(s, "sigterm_drain", test_sigterm_drain, 60);
+    th_suite_add(s, "sigterm_idle", test_sigterm_idle, 60);
     return s;
 }

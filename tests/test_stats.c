@@ -1358,16 +1358,6 @@ START_TEST(test_prometheus_scrape)
 }
 END_TEST
 
-static void add(Suite *s, const char *name, const TTest *test, int timeout)
-{
-    TCase *tc = tcase_create(name);
-
-    th_tcase_add_fixtures(tc);
-    tcase_set_timeout(tc, timeout);
-    tcase_add_test(tc, test);
-    suite_add_tcase(s, tc);
-}
-
 Suite *stats_suite(void)
 {
     Suite *s = suite_create("stats");
@@ -1380,14 +1370,14 @@ Suite *stats_suite(void)
     tcase_add_test(tc, test_coro_census);
     tcase_add_test(tc, test_render_fake_daemon);
     suite_add_tcase(s, tc);
-    add(s, "commands", test_commands_with_traffic, 60);
-    add(s, "coros", test_show_coros_parked, 30);
-    add(s, "stalled", test_stalled_coroutines, 30);
-    add(s, "set_server", test_set_server_state, 30);
-    add(s, "prompt", test_prompt_mode, 30);
-    add(s, "path", test_socket_path_safety, 60);
-    add(s, "many_clients", test_many_clients_and_a_silent_one, 90);
-    add(s, "http", test_metrics_http, 30);
-    add(s, "prometheus", test_prometheus_scrape, 90);
+    th_suite_add(s, "commands", test_commands_with_traffic, 60);
+    th_suite_add(s, "coros", test_show_coros_parked, 30);
+    th_suite_add(s, "stalled", test_stalled_coroutines, 30);
+    th_suite_add(s, "set_server", test_set_server_state, 30);
+    th_suite_add(s, "prompt", test_prompt_mode, 30);
+    th_suite_add(s, "path", test_socket_path_safety, 60);
+    th_suite_add(s, "many_clients", test_many_clients_and_a_silent_one, 90);
+    th_suite_add(s, "http", test_metrics_http, 30);
+    th_suite_add(s, "prometheus", test_prometheus_scrape, 90);
     return s;
 }

@@ -54,7 +54,7 @@
 #include "config/route.h"
 #include "guard/tokenbucket.h"
 #include "common/utf8.h"
-#include "common/ws-close.h"
+#include "common/ws-frame.h"
 #include "core/worker.h"
 #include "proto/refusal.h"
 #include "proto/ws.h"
@@ -137,8 +137,6 @@ static size_t track(struct side *x, const uint8_t *p, size_t n)
 {
     size_t i = 0, k;
     uint64_t v;
-    unsigned len7;
-    int j;
 
     while (i < n) {
         if (x->t_need == 0) {
@@ -160,16 +158,10 @@ static size_t track(struct side *x, const uint8_t *p, size_t n)
         if (x->t_have == 2) {
             x->hdr[0] = x->t_hdr[0];
             x->hdr[1] = x->t_hdr[1];
-            len7 = x->t_hdr[1] & 0x7f;
-            x->t_need = (uint8_t)(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) +
-                                  (x->t_hdr[1] & 0x80 ? 4 : 0));
+            x->t_need = (uint8_t)cg_ws_hdr_size(x->t_hdr[1]);
         }
         if (x->t_have >= 2 && x->t_have == x->t_need) {
-            len7 = x->t_hdr[1] & 0x7f;
-            v = len7;
-            if (len7 >= 126)
-                for (v = 0, j = 0; j < (len7 == 126 ? 2 : 8); j++)
-                    v = v << 8 | x->t_hdr[2 + j];
+            v = cg_ws_payload_len(x->t_hdr);
             x->t_rem = v;
             x->t_need = 0;
             if (v == 0)
@@ -514,14 +506,14 @@ static void violation(struct side *x, enum cg_ws_proto_stat kind, int framing)
         CG_STAT_ADD(s->c->w->stats.ws_proto_errors[kind], 1);
     else
         CG_STAT_ADD(s->c->w->stats.ws_upstream_proto_errors, 1);
-    cg_conn_closing(s->c, x->client ? CG_CLOSE_PROTOCOL : CG_CLOSE_SERVER);
     cg_debug("websocket %s: protocol error (%s): closing %u", x->client ? "client" : "upstream",
              cg_ws_proto_name(kind), code);
     x->input = framing ? IN_DRAIN : IN_DISCARD;
-    x->fwd = 0;
     if (x->client) {
         fail_client(s, kind == CG_WSP_UTF8 ? FAIL_UTF8 : FAIL_PROTOCOL);
     } else {
+        x->fwd = 0;
+        cg_conn_closing(s->c, CG_CLOSE_SERVER);
         close_both(s, 1014, "upstream protocol error",
                    code, kind == CG_WSP_UTF8 ? "invalid UTF-8" : "protocol error");
     }

@@ -8,9 +8,11 @@
  * Input: one byte of settings, then what the client writes. Settings: bit 7 sends it to the
  * HTTP listener instead of the stats socket; bits 0-6 seed the piece sizes
  * (fuzz_chunks_next(); 0: everything at once). `debug` commands do not exist here (no
- * CG_TEST_HOOKS), and `reload` calls a counting stub instead of re-reading a file. Stats
- * socket inputs that may hold more than WORKER_CMDS_MAX commands that need the workers are
- * rejected unsent.
+ * CG_TEST_HOOKS), and `reload` goes to fuzz_reload(), which records a refused reload as the
+ * daemon's would (main.c's reload, which re-reads the configuration file, is not linked:
+ * the target checks what the command line reaches, not the loader, which has its own
+ * target, fuzz_config). Stats socket inputs that may hold more than WORKER_CMDS_MAX
+ * commands that need the workers are rejected unsent.
  *
  * After each input:
  * - the server closed the client by itself (the client had shut its side down: every
