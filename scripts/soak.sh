@@ -22,12 +22,16 @@
 # warm-up. ASan's quarantine keeps freed memory for a while (256 MiB by default): it is set
 # to 16 MiB here, which the warm-up fills, so that RSS compares like with like.
 #
-# Environment: SOAK_S, SOAK_SEED (default: the time), BUILD (build: loadgen), ASAN_BUILD
-# (build/asan: the daemon), SOAK_DIR (a scratch directory, default mktemp; kept on failure).
+# Environment: SOAK_S, SOAK_SEED (default: the time), SOAK_FAULTS (the kinds of fault drawn,
+# default "0 1 2 3 4 5 6 7", the numbers of inject() below; "" for traffic alone: to find
+# which fault a growth follows), BUILD (build: loadgen), ASAN_BUILD (build/asan: the daemon),
+# SOAK_DIR (a scratch directory, default mktemp; kept on failure).
 set -u
 
 SOAK_S=${SOAK_S:-300}
 SOAK_SEED=${SOAK_SEED:-$(date +%s)}
+SOAK_FAULTS=${SOAK_FAULTS-0 1 2 3 4 5 6 7}
+read -r -a kinds <<<"$SOAK_FAULTS"
 BUILD=${BUILD:-build}
 ASAN_BUILD=${ASAN_BUILD:-build/asan}
 LG=$BUILD/corogate-loadgen
@@ -76,7 +80,9 @@ wait_port() {
     return 1
 }
 
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$DPID/status" 2>/dev/null || echo 0; }
+# kB resident, page by page (smaps_rollup): VmRSS is kept per thread and synced lazily,
+# off by up to 64 pages per thread.
+rss_kb() { awk '/^Rss:/ { print $2 }' "/proc/$DPID/smaps_rollup" 2>/dev/null || echo 0; }
 
 RANDOM=$SOAK_SEED
 say "seed $SOAK_SEED (SOAK_SEED=$SOAK_SEED repeats this sequence of faults), $SOAK_S s, in $DIR"
@@ -179,6 +185,7 @@ pause_traffic() {
         sleep 0.2
     done
     sleep 1
+    for i in $(seq 40); do echo "settle $i $(rss_kb)" >>"$DIR/rss.log"; sleep 0.5; done
 }
 
 # wait_up LABEL N: until N connections are open on the listener LABEL (10 s at most).
@@ -268,7 +275,7 @@ declare -A faults
 # inject [KIND [max]]: one fault, KIND 0..7 (default: drawn), sized at random (at its
 # largest with "max").
 inject() {
-    local kind=${1:-$((RANDOM % 8))} n
+    local kind=${1:-${kinds[RANDOM % ${#kinds[@]}]}} n
     case $kind in
     0)  faults[kill]=$((${faults[kill]:-0} + 1))
         kill -9 "$fault_pid" 2>/dev/null; wait "$fault_pid" 2>/dev/null
@@ -304,6 +311,8 @@ fault_loop() {
     local until=$1
     while [ "$(date +%s)" -lt "$until" ]; do
         kill -0 "$DPID" 2>/dev/null || return 1
+        echo "$(( $(date +%s) - t0 )) $(rss_kb)" >>"$DIR/rss.log"   # seconds, kB
+        [ "${#kinds[@]}" -gt 0 ] || { sleep 1; continue; }
         inject
         sleep $((1 + RANDOM % 4))
     done
@@ -317,13 +326,14 @@ start_traffic "$warm"
 # The warm-up injects every kind of fault once, the storm at its largest, so that the
 # daemon's pools and the ASan allocator's free lists have grown to what the faults need:
 # RSS after it compares like with like.
-for k in $(seq 0 7 | "$PY" -c "import random, sys; random.seed($SOAK_SEED); \
+for k in $(echo "${kinds[@]}" | tr ' ' '\n' | "$PY" -c "import random, sys; random.seed($SOAK_SEED); \
         l = sys.stdin.read().split(); random.shuffle(l); print(' '.join(l))"); do
     inject "$k" max
 done
 fault_loop $((t0 + warm))
 pause_traffic
 rss_warm=$(rss_kb)
+cp "/proc/$DPID/smaps" "$DIR/smaps-warm" 2>/dev/null
 say "warm-up done after $(( $(date +%s) - t0 )) s: RSS $rss_warm kB"
 start_traffic $((t0 + SOAK_S - $(date +%s)))
 fault_loop $((t0 + SOAK_S))
@@ -331,6 +341,7 @@ alive=1
 kill -0 "$DPID" 2>/dev/null || alive=0
 pause_traffic
 rss_end=$(rss_kb)
+cp "/proc/$DPID/smaps" "$DIR/smaps-end" 2>/dev/null
 touch "$DIR/stop"
 kill -TERM "$DPID" 2>/dev/null
 for _ in $(seq 300); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done

@@ -326,6 +326,30 @@ START_TEST(test_cidr)
     ck_assert_str_eq(out, "10.0.0.2");
     ck_assert_int_eq(cg_cidr_xff_client(l, n, "nonsense", out, sizeof(out)), 0);
     free(l);
+    /* The text form: IPv4 by hand, against inet_ntop() over every octet value. */
+    {
+        char want[INET6_ADDRSTRLEN];
+        unsigned v;
+
+        for (v = 0; v < 256; v++) {
+            uint32_t ip = v << 24 | (255 - v) << 16 | (v * 7 % 256) << 8 | (v % 10);
+
+            a4.sin_addr.s_addr = htonl(ip);
+            inet_ntop(AF_INET, &a4.sin_addr, want, sizeof(want));
+            ck_assert_int_eq(cg_addr_name((struct sockaddr *)&a4, out, sizeof(out)), 0);
+            ck_assert_str_eq(out, want);
+        }
+        inet_pton(AF_INET, "255.255.255.255", &a4.sin_addr);
+        ck_assert_int_eq(cg_addr_name((struct sockaddr *)&a4, out, 15), -ENOSPC);
+        ck_assert_int_eq(cg_addr_name((struct sockaddr *)&a4, out, 16), 0);
+        ck_assert_str_eq(out, "255.255.255.255");
+        inet_pton(AF_INET6, "2001:db8::1", &a6.sin6_addr);
+        ck_assert_int_eq(cg_addr_name((struct sockaddr *)&a6, out, sizeof(out)), 0);
+        ck_assert_str_eq(out, "2001:db8::1");
+        a6.sin6_family = AF_UNIX;
+        ck_assert_int_eq(cg_addr_name((struct sockaddr *)&a6, out, sizeof(out)), -EAFNOSUPPORT);
+        a6.sin6_family = AF_INET6;
+    }
     ck_assert_int_eq(cg_cidr_list_parse("10.0.0.0/33", &l, &n, bad, sizeof(bad)), -ERANGE);
     ck_assert_str_eq(bad, "10.0.0.0/33");
     ck_assert_ptr_null(l);

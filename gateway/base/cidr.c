@@ -187,3 +187,33 @@ int cg_cidr_xff_client(const struct cg_cidr *list, size_t n, const char *xff, ch
     }
     return found;
 }
+
+int cg_addr_name(const struct sockaddr *sa, char *buf, size_t size)
+{
+    char tmp[INET6_ADDRSTRLEN], *p = tmp;
+    const uint8_t *a;
+    int i;
+
+    if (sa->sa_family == AF_INET6) {
+        if (!inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, tmp,
+                       sizeof(tmp)))
+            return -errno;
+    } else if (sa->sa_family == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+        for (i = 0; i < 4; i++) {
+            if (a[i] >= 100)
+                *p++ = (char)('0' + a[i] / 100);
+            if (a[i] >= 10)
+                *p++ = (char)('0' + a[i] / 10 % 10);
+            *p++ = (char)('0' + a[i] % 10);
+            *p++ = '.';
+        }
+        p[-1] = '\0';
+    } else {
+        return -EAFNOSUPPORT;
+    }
+    if (strlen(tmp) >= size)
+        return -ENOSPC;
+    strcpy(buf, tmp);
+    return 0;
+}

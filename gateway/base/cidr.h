@@ -1,6 +1,7 @@
 /* gateway/base/cidr.h — lists of address blocks ("10.0.0.0/8 ::1 192.0.2.7"), parsed from
  * config values and matched against a client's address: accept_proxy_from and
- * trusted_proxies. Pure functions over the caller's memory; no I/O. */
+ * trusted_proxies; and an address's text form. Pure functions over the caller's memory;
+ * no I/O. */
 #ifndef CG_CIDR_H
 #define CG_CIDR_H
 
@@ -39,5 +40,11 @@ int cg_cidr_list_match_text(const struct cg_cidr *list, size_t n, const char *s,
  * Returns 1, or 0 when <xff> holds no address (an item that is not one ends the walk). */
 int cg_cidr_xff_client(const struct cg_cidr *list, size_t n, const char *xff, char *out,
                        size_t size);
+
+/* The text form of <sa>'s address ("192.0.2.1", "2001:db8::1") into <buf> of <size> (46
+ * bytes hold any). Returns 0, or -EAFNOSUPPORT (neither AF_INET nor AF_INET6: <buf>
+ * untouched), -ENOSPC. IPv4 without inet_ntop(), whose snprintf() was a tenth of a
+ * WebSocket connection's user-space instructions. */
+int cg_addr_name(const struct sockaddr *sa, char *buf, size_t size);
 
 #endif

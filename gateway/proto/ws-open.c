@@ -134,8 +134,11 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
         strcpy(hb->request_id, id);
     } else {
         cg_rand_bytes(raw, sizeof(raw));
-        for (i = 0; i < 16; i++)
-            snprintf(hb->request_id + 2 * i, 3, "%02x", raw[i]);
+        for (i = 0; i < 16; i++) {
+            hb->request_id[2 * i] = "0123456789abcdef"[raw[i] >> 4];
+            hb->request_id[2 * i + 1] = "0123456789abcdef"[raw[i] & 15];
+        }
+        hb->request_id[32] = '\0';
     }
     cg_rand_bytes(raw, sizeof(raw));
     cg_base64_encode(raw, sizeof(raw), hb->key);
@@ -143,10 +146,7 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
     hb->trusted = 0;
     /* The client as a PROXY header carried it, else the socket's peer (core/conn.h). */
     if (cg_conn_client_addr(s->c, &ss) == 0) {
-        if (ss.ss_family == AF_INET)
-            uv_ip4_name((struct sockaddr_in *)&ss, hb->addr, sizeof(hb->addr));
-        else if (ss.ss_family == AF_INET6)
-            uv_ip6_name((struct sockaddr_in6 *)&ss, hb->addr, sizeof(hb->addr));
+        cg_addr_name((struct sockaddr *)&ss, hb->addr, sizeof(hb->addr));
         /* A trusted proxy's X-Forwarded-For and Forwarded are kept (and appended to);
          * anyone else's are replaced. The client is the rightmost untrusted address. */
         hb->trusted = lc->ntrusted_proxies &&
