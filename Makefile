@@ -13,6 +13,8 @@
 #   make bench-tls  TLS libraries compared: memory per idle connection, handshakes/s, AES-GCM
 #   make bench-tls-rekey  the record layer's cost of keying a cipher context per record
 #   make bench-accesslog  new connections/s with the connection log on (stderr, json) vs off
+#   make bench-insn user-space instructions per connection and per message (callgrind),
+#                   corogate vs HAProxy vs nginx: counted, so it holds on a busy machine
 #   make V=1        show full commands
 #   make build/coro/sched.o   build one object
 
@@ -95,7 +97,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog bench-insn tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -370,6 +372,12 @@ bench: bench-deps $(DAEMON) $(LOADGEN)
 # to a file) against access_log = off, alternating in one run (loadgen/bench-accesslog.sh).
 bench-accesslog: $(DAEMON) $(LOADGEN)
 	$(Q)BUILD=$(BUILD) ./loadgen/bench-accesslog.sh
+
+# User-space instructions per proxied connection and per relayed message, each peer under
+# callgrind (loadgen/insn.sh; profiles in build/insn-run/).
+bench-insn: bench-deps $(DAEMON) $(LOADGEN)
+	$(Q)bash scripts/apt-ensure.sh valgrind
+	$(Q)BUILD=$(BUILD) ./loadgen/insn.sh
 
 bench-coro: deps
 	$(Q)$(MAKE) --no-print-directory $(BENCHCORO)
