@@ -109,6 +109,7 @@ struct coro_sched {
     unsigned           nbufs_low;  /* the fewest in free_bufs since the last decay tick */
     unsigned           buf_keep;
     size_t             bufs_freed; /* pooled bytes freed since the last malloc_trim() */
+    unsigned           count_peak; /* most coroutines alive since the last trim was owed */
     int                pool_ticking; /* pool_timer runs */
     int                trimming;   /* trim_req is on the thread pool */
     unsigned           trims;      /* trims started */
@@ -149,6 +150,10 @@ int  coro__overflow_handler_install(void);
 void coro__overflow_handler_release(void);
 /* Close callback of the scheduler's own handles: the last one frees the scheduler. */
 void coro__sched_handle_closed(uv_handle_t *h);
+/* buf.c: a burst of coroutines has ended (most of them are gone): what they allocated is
+ * free now, and the heap's free pages are given back once the pool has settled. */
+void coro__pool_trim_owed(struct coro_sched *s);
+
 /* The same for what else holds the scheduler (a trim on the thread pool, buf.c): counted
  * in handles_open. */
 void coro__sched_put(struct coro_sched *s);

@@ -37,6 +37,8 @@ __thread struct coro_sched *coro__tls_sched;
  * a load needs it. */
 #define DEFAULT_BUF_KEEP   4096u
 #define GUARD_SIZE         (16u * 1024)
+/* Coroutines gone from their peak (and at least half of it) before a heap trim is owed. */
+#define TRIM_FALL          128u
 
 /* ------------------------------------------------------------------ timer heap */
 
@@ -260,6 +262,13 @@ static void resume(struct coro_sched *s, struct coro *co)
         heap_del(s, co);                        /* a lazy entry outlived its last wait */
     coro_list_del(&co->all);
     s->count--;
+    /* A burst is over when most of its coroutines are gone: their connections' heap blocks
+     * (handshake state, wslay contexts, ...) are free but still resident until a trim,
+     * which buffer churn alone would not start. A steady churn never falls this far. */
+    if (s->count + TRIM_FALL <= s->count_peak && s->count <= s->count_peak / 2) {
+        s->count_peak = s->count;
+        coro__pool_trim_owed(s);
+    }
     if (s->owner == co)
         s->owner = NULL;
     if (s->nfree < s->stack_keep) {
@@ -595,7 +604,8 @@ int coro_spawn(struct coro_sched *s, void (*fn)(void *), void *arg, const char *
     stack_bounds(s, co, &lo, &size);
     coro__ctx_make(&co->ctx, (void *)lo, (char *)lo + size, coro_entry);
     coro_list_add_tail(&s->all, &co->all);
-    s->count++;
+    if (++s->count > s->count_peak)
+        s->count_peak = s->count;
     DTRACE_PROBE2(coro, spawn, co->id, co->name);
     make_ready(s, co);
     if (out)

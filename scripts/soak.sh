@@ -25,7 +25,8 @@
 # Environment: SOAK_S, SOAK_SEED (default: the time), SOAK_FAULTS (the kinds of fault drawn,
 # default "0 1 2 3 4 5 6 7", the numbers of inject() below; "" for traffic alone: to find
 # which fault a growth follows), BUILD (build: loadgen), ASAN_BUILD (build/asan: the daemon),
-# SOAK_DIR (a scratch directory, default mktemp; kept on failure).
+# SOAK_DIR (a scratch directory, default mktemp; kept on failure), SOAK_AT_SAMPLE (a shell
+# command run at both RSS samples with DPID and TAG=warm|end set: a heap profiler's hook).
 set -u
 
 SOAK_S=${SOAK_S:-300}
@@ -334,6 +335,7 @@ fault_loop $((t0 + warm))
 pause_traffic
 rss_warm=$(rss_kb)
 cp "/proc/$DPID/smaps" "$DIR/smaps-warm" 2>/dev/null
+[ -n "${SOAK_AT_SAMPLE:-}" ] && DPID=$DPID TAG=warm bash -c "$SOAK_AT_SAMPLE"
 say "warm-up done after $(( $(date +%s) - t0 )) s: RSS $rss_warm kB"
 start_traffic $((t0 + SOAK_S - $(date +%s)))
 fault_loop $((t0 + SOAK_S))
@@ -342,6 +344,7 @@ kill -0 "$DPID" 2>/dev/null || alive=0
 pause_traffic
 rss_end=$(rss_kb)
 cp "/proc/$DPID/smaps" "$DIR/smaps-end" 2>/dev/null
+[ -n "${SOAK_AT_SAMPLE:-}" ] && DPID=$DPID TAG=end bash -c "$SOAK_AT_SAMPLE"
 touch "$DIR/stop"
 kill -TERM "$DPID" 2>/dev/null
 for _ in $(seq 300); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done

@@ -1075,6 +1075,38 @@ START_TEST(test_pool_decay_and_trim)
 }
 END_TEST
 
+#define CROWD 300
+
+static void crowd_member(void *arg)
+{
+    (void)arg;
+    coro_sleep(10);
+}
+
+static void crowd_main(void *arg)
+{
+    struct env *e = arg;
+    unsigned i;
+
+    for (i = 0; i < CROWD; i++)
+        ck_assert_int_eq(coro_spawn(e->s, crowd_member, NULL, "member", NULL), 0);
+    coro_sleep(1300);               /* the crowd ends, then a few decay ticks */
+}
+
+/* A burst of coroutines that ends (300 alive, then 1) owes a heap trim, with no buffer
+ * churn at all: their connections' heap blocks are free and would stay resident. */
+START_TEST(test_trim_after_coroutine_burst)
+{
+    struct env e;
+
+    env_init(&e, _i);
+    ck_assert_int_eq(coro_spawn(e.s, crowd_main, &e, "crowd", NULL), 0);
+    env_run(&e);
+    ck_assert_uint_eq(coro_buf_trims(e.s), 1);
+    env_deinit(&e);
+}
+END_TEST
+
 Suite *coro_io_suite(void)
 {
     Suite *s = suite_create("coro_io");
@@ -1087,6 +1119,7 @@ Suite *coro_io_suite(void)
     tcase_add_loop_test(echo, test_write_copy_1mib, 0, 2);
     tcase_add_loop_test(echo, test_slow_reader_bounded_read_ahead, 0, 2);
     tcase_add_loop_test(echo, test_pool_decay_and_trim, 0, 2);
+    tcase_add_loop_test(echo, test_trim_after_coroutine_burst, 0, 2);
     suite_add_tcase(s, echo);
 
     tcase_set_timeout(err, 30);
