@@ -1,11 +1,25 @@
-/* common/ws-frame.h — RFC 6455 framing rules both ends apply to bytes they follow
- * themselves (the gateway's relay tracks frame boundaries ahead of wslay; the loadgen's
- * echo server takes close frames out of wslay's hands): header sizes, payload lengths, and
+/* common/ws-frame.h — RFC 6455 framing (§5.2) for code that reads and writes frames
+ * itself (the gateway's relay, proto/ws.c; the loadgen's echo server takes close frames out
+ * of wslay's hands): opcodes, header sizes, payload lengths, writing a header, masking, and
  * the close codes a close frame may carry. */
 #ifndef CG_WS_FRAME_H
 #define CG_WS_FRAME_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+
+enum {
+    CG_WS_OP_CONT = 0x0,
+    CG_WS_OP_TEXT = 0x1,
+    CG_WS_OP_BINARY = 0x2,
+    CG_WS_OP_CLOSE = 0x8,
+    CG_WS_OP_PING = 0x9,
+    CG_WS_OP_PONG = 0xa,
+};
+
+#define CG_WS_RSV1      0x4     /* the RSV bits as (byte 0 >> 4) & 7 holds them */
+#define CG_WS_HDR_MAX   14      /* 2 + 8 bytes of length + 4 of mask key */
 
 /* The size of a frame header whose second byte is <b1>: 2, the extended length (2 or 8
  * bytes), the mask key (4 bytes) when set. */
@@ -27,6 +41,60 @@ static inline uint64_t cg_ws_payload_len(const uint8_t *h)
     for (i = 0; i < n; i++)
         v = v << 8 | h[2 + i];
     return v;
+}
+
+/* Writes the header of a frame into <out> (CG_WS_HDR_MAX bytes): FIN <fin>, RSV bits <rsv>
+ * (0-7), opcode <op>, payload length <len> in its shortest form, and the mask key <key>
+ * when not NULL. Returns the header's size. */
+static inline size_t cg_ws_hdr_write(uint8_t *out, int fin, unsigned rsv, unsigned op,
+                                     uint64_t len, const uint8_t *key)
+{
+    size_t n = 2;
+    int i;
+
+    out[0] = (uint8_t)((fin ? 0x80 : 0) | (rsv & 7) << 4 | (op & 0xf));
+    if (len < 126) {
+        out[1] = (uint8_t)len;
+    } else if (len < 65536) {
+        out[1] = 126;
+        out[2] = (uint8_t)(len >> 8);
+        out[3] = (uint8_t)len;
+        n = 4;
+    } else {
+        out[1] = 127;
+        for (i = 0; i < 8; i++)
+            out[2 + i] = (uint8_t)(len >> (56 - 8 * i));
+        n = 10;
+    }
+    if (key) {
+        out[1] |= 0x80;
+        memcpy(out + n, key, 4);
+        n += 4;
+    }
+    return n;
+}
+
+/* XORs the mask <key> into the <n> bytes at <src>, written to <dst> (the same, or not
+ * overlapping); <phase> is the offset of <src> in the payload, modulo 4. Eight bytes at a
+ * time: a byte loop with a modulo per byte (wslay's) costs several instructions a byte. */
+static inline void cg_ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
+                                   const uint8_t key[4], unsigned phase)
+{
+    uint8_t k[8];
+    uint64_t k64, v;
+    size_t i = 0;
+    int j;
+
+    for (j = 0; j < 8; j++)
+        k[j] = key[(phase + (unsigned)j) & 3];
+    memcpy(&k64, k, 8);
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&v, src + i, 8);
+        v ^= k64;
+        memcpy(dst + i, &v, 8);
+    }
+    for (j = 0; i < n; i++, j++)
+        dst[i] = src[i] ^ k[j];
 }
 
 /* 1 when <code> may appear in a close frame: RFC 6455 §7.4 (1000-1003, 1007-1011), the

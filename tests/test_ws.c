@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/ws-frame.h"
 #include "harness.h"
 
 #define PYTHON     "/usr/bin/python3"
@@ -357,6 +358,43 @@ static char *http_exchange(struct th_daemon *d, int port, const char *req, size_
 /* ------------------------------------------------------------------ 1. relaying */
 
 /* Text, binary, empty, fragmented, 1 MiB, 200 in flight; headers to the backend. */
+/* The relay's frame layer rules (common/ws-frame.h): headers in their shortest form that
+ * read back, and the wide mask against a byte loop at every phase and tail length. */
+START_TEST(test_ws_frame_rules)
+{
+    static const uint64_t lens[] = { 0, 1, 125, 126, 127, 65535, 65536, 1ull << 32 };
+    const uint8_t key[4] = { 0x37, 0xfa, 0x21, 0x3d };
+    uint8_t h[CG_WS_HDR_MAX], src[64], dst[64], want[64];
+    size_t i, n, k;
+    unsigned phase;
+
+    for (i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+        n = cg_ws_hdr_write(h, 1, CG_WS_RSV1, CG_WS_OP_TEXT, lens[i], NULL);
+        ck_assert_uint_eq(n, cg_ws_hdr_size(h[1]));
+        ck_assert_uint_eq(n, lens[i] < 126 ? 2 : lens[i] < 65536 ? 4 : 10);
+        ck_assert(cg_ws_payload_len(h) == lens[i]);
+        ck_assert_uint_eq(h[0], 0xc1);
+        n = cg_ws_hdr_write(h, 0, 0, CG_WS_OP_CONT, lens[i], key);
+        ck_assert_uint_eq(n, cg_ws_hdr_size(h[1]));
+        ck_assert(cg_ws_payload_len(h) == lens[i]);
+        ck_assert_uint_eq(h[0], 0x00);
+        ck_assert_int_eq(memcmp(h + n - 4, key, 4), 0);
+    }
+    for (k = 0; k < sizeof(src); k++)
+        src[k] = (uint8_t)(k * 29 + 3);
+    for (phase = 0; phase < 4; phase++) {
+        for (n = 0; n <= 40; n++) {
+            for (k = 0; k < n; k++)
+                want[k] = src[k] ^ key[(phase + k) & 3];
+            cg_ws_mask_copy(dst, src, n, key, phase);
+            ck_assert_int_eq(memcmp(dst, want, n), 0);
+            cg_ws_mask_copy(dst, dst, n, key, phase);          /* in place: undone */
+            ck_assert_int_eq(memcmp(dst, src, n), 0);
+        }
+    }
+}
+END_TEST
+
 START_TEST(test_ws_echo)
 {
     struct backend be;
@@ -1247,6 +1285,7 @@ Suite *ws_suite(void)
 
     th_tcase_add_fixtures(relay);
     tcase_set_timeout(relay, 120);
+    tcase_add_test(relay, test_ws_frame_rules);
     tcase_add_test(relay, test_ws_echo);
     tcase_add_test(relay, test_ws_loadgen_backend);
     tcase_add_test(relay, test_ws_routes);

@@ -7,14 +7,13 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <wslay/wslay.h>
 
 #include "common/handshake.h"
 #include "coro/io.h"
 #include "core/conn.h"
 #include "guard/tokenbucket.h"
 
-#define SPARE_MAX        16        /* frame contexts cached per worker and role (work_put()) */
+#define SPARE_MAX        16        /* control-frame buffers cached per worker (work_put()) */
 #define LINGER_MS        1000      /* reading after an error response, so it is not reset */
 #define WRITE_TIMEOUT_MS 5000      /* writing a handshake response */
 #define FLUSH_MIN_MS     200       /* at the end, for the last frames to leave, at least */
@@ -28,24 +27,35 @@ enum input_mode {
     IN_DRAIN,        /* after a framing error: read and drop bytes until EOF */
 };
 
-/* A side's parsing state, held only while it is busy (see trim()). */
+/* The payload of the control frame a side is sending us, held only while one arrives
+ * (see trim()): 126 bytes that an idle connection does not carry. */
 struct work {
-    wslay_frame_context_ptr fr;         /* its user data is this struct */
-    struct side            *x;          /* the side holding it */
     struct work            *next;       /* in the worker's spares */
-    uint8_t                 ctl[125];   /* payload of the control frame being received */
+    uint8_t                 ctl[125];
     uint8_t                 ctl_len;
+};
+
+/* One piece of a frame as the relay's parser returns it (ws.c frame_recv()): the frame's
+ * header fields, and <data_length> bytes of its payload (unmasked) at <data>, which point
+ * into the side's input buffer. The first piece of a frame comes as soon as its header is
+ * complete, with no payload. */
+struct piece {
+    uint8_t        fin;
+    uint8_t        rsv;            /* RSV1-3 as bits 2-0 (CG_WS_RSV1) */
+    uint8_t        opcode;
+    uint8_t        mask;           /* the frame was masked */
+    uint64_t       payload_length;
+    const uint8_t *data;
+    size_t         data_length;
 };
 
 struct sess;
 
 struct side {
-    struct work         *wk;        /* NULL while idle */
-    struct coro_buf     *in;        /* received bytes not yet handed to wslay */
+    struct work         *wk;        /* NULL unless a control frame is arriving */
+    struct coro_buf     *in;        /* received bytes not yet parsed */
     struct coro_buf     *out;       /* bytes being gathered for st */
-    uint64_t             given;     /* bytes handed to wslay, ever */
-    uint64_t             t_rem;     /* track(): payload bytes left of the frame handed over */
-    uint64_t             next_hdr;  /* stream offset of the next frame header */
+    uint64_t             t_rem;     /* frame_recv(): payload bytes left of the current frame */
     uint64_t             in_len;    /* payload length of the frame being received */
     uint64_t             in_rem;    /* ... still due */
     uint64_t             msg_len;   /* payload of the message being received, so far */
@@ -53,10 +63,10 @@ struct side {
     uint16_t             close_code;
     uint16_t             rcvd_code;     /* of the close it sent (1005: none) */
     int32_t              rerr;      /* UV_EOF or the read error, once seen */
-    uint8_t              hdr[2];    /* the first bytes of the last frame header handed over */
-    uint8_t              t_hdr[14]; /* track(): the header being handed over */
-    uint8_t              t_have;
-    uint8_t              t_need;    /* its length once known; 0 = in a payload */
+    uint8_t              t_hdr[14]; /* frame_recv(): the current frame's header */
+    uint8_t              t_have;    /* ... bytes of it received */
+    uint8_t              t_need;    /* ... its size once known (2 before); 0 = complete */
+    uint8_t              t_phase;   /* payload bytes received so far, modulo 4 (the mask's) */
     uint8_t              client;    /* the client: we are its server */
     uint8_t              raw;       /* a plain TCP backend (upstream_protocol = tcp) */
     uint8_t              in_frame;  /* a frame is being received */

@@ -10,7 +10,6 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-#include <wslay/wslay.h>
 
 #include "coro/io.h"
 #include "common/handshake.h"

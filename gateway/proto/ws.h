@@ -4,7 +4,7 @@
  * listener's limits and handshake_timeout, answers health checks and refusals itself,
  * routes by path and Host, connects a backend server (with retries), performs the
  * backend's handshake (upstream_protocol = websocket) and only then answers 101. The relay
- * then forwards frame by frame in both directions with wslay's frame layer on each side
+ * then forwards frame by frame in both directions with its own frame layer on each side
  * (the client side as a server: frames must be masked; the backend side as a client:
  * frames are masked with fresh keys): a frame's payload streams through as it arrives,
  * so no message is ever held whole. Limits, close handshakes, keepalive pings, rate limits
