@@ -708,6 +708,13 @@ def _(c, opt):
     expect_close(c, 1009)
 
 
+@case("size/over-max-header-alone")
+def _(c, opt):
+    # Not one byte of the payload: the header alone is refused.
+    c.send(frame(BINARY, b"", length=opt.max_message_size + 1))
+    expect_close(c, 1009)
+
+
 # permessage-deflate (RFC 7692), passed through: the client's offer goes to the backend, the
 # backend's answer to the client, compressed frames (RSV1) relay untouched, and the gateway
 # does not check the UTF-8 of compressed text (it cannot, and must not inflate to do so).
