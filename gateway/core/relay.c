@@ -21,6 +21,9 @@
 #include "base/counters.h"
 
 #define FLUSH_TIMEOUT_MS 5000
+/* Passes (a chunk each way at most) a relay makes while its sources keep having more,
+ * before it lets the loop and the worker's other connections run: 16 x 16 KiB each way. */
+#define RELAY_BURST      16
 
 /* The two directions of the relay, as bits of the set of those still open. Nothing about
  * a direction is kept on the coroutine's stack but this set: every parked connection's
@@ -74,7 +77,7 @@ static int relay(struct cg_conn *c)
     uv_loop_t *loop = coro_sched_loop(c->w->sched);
     uint64_t idle = c->lc->idle_timeout_ms, end = cg_conn_deadline(c->lc, uv_now(loop)), now;
     int64_t wait;
-    int open = TO_UP | TO_CLIENT, err, a, b;
+    int open = TO_UP | TO_CLIENT, burst = 0, err, a, b;
 
     coro_stream_watch(&c->client, c->co);
     coro_stream_watch(&c->up, c->co);
@@ -90,10 +93,21 @@ static int relay(struct cg_conn *c)
         if (!open)
             return 0;
         /* Again only while a source has more (a second chunk, an EOF): after one pass a
-         * stream that had nothing would have nothing still. */
+         * stream that had nothing would have nothing still. A stream that always has
+         * more (a bulk transfer faster than we relay) gets RELAY_BURST passes, then the
+         * loop's turn: its readiness and the other connections of the worker would
+         * otherwise wait until this one runs dry. */
         if ((a || b) && (((open & TO_UP) && coro_stream_readable(&c->client)) ||
-                         ((open & TO_CLIENT) && coro_stream_readable(&c->up))))
+                         ((open & TO_CLIENT) && coro_stream_readable(&c->up)))) {
+            if (++burst < RELAY_BURST)
+                continue;
+            burst = 0;
+            err = coro_yield();
+            if (err < 0)
+                return err;
             continue;
+        }
+        burst = 0;
         wait = idle ? (int64_t)idle : CORO_FOREVER;
         if (end) {
             now = uv_now(loop);

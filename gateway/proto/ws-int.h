@@ -18,6 +18,7 @@
 #define WRITE_TIMEOUT_MS 5000      /* writing a handshake response */
 #define FLUSH_MIN_MS     200       /* at the end, for the last frames to leave, at least */
 #define PUMP_BUDGET      (256u * 1024)  /* payload bytes per side per pass */
+#define WS_BURST         4         /* passes with progress before the loop gets a turn */
 #define REQUEST_ID_MAX   128
 #define RESP_HEAD_MAX    16384     /* a backend's 101 response */
 

@@ -958,7 +958,7 @@ void cg_ws__relay(struct sess *s)
 {
     struct cg_conn *c = s->c;
     uv_loop_t *loop = coro_sched_loop(s->c->w->sched);
-    int progress, err;
+    int progress, burst = 0, err;
     int64_t left;
 
     coro_stream_watch(&c->client, c->co);
@@ -983,11 +983,19 @@ void cg_ws__relay(struct sess *s)
         flush_out(&s->be);
         if (side_done(&s->cl) && side_done(&s->be))
             break;
-        if (progress)
+        if (progress && ++burst < WS_BURST)
             continue;
-        trim(&s->cl);
-        trim(&s->be);
-        err = coro_park("ws relay", park_time(s));
+        if (progress) {
+            /* A side that always has more (a bulk transfer faster than we relay) lets the
+             * loop and the worker's other connections run between bursts. */
+            burst = 0;
+            err = coro_yield();
+        } else {
+            burst = 0;
+            trim(&s->cl);
+            trim(&s->be);
+            err = coro_park("ws relay", park_time(s));
+        }
         if (err == UV_ECANCELED) {
             /* Drain: close both cleanly; a second cancel (stop) cuts. */
             cg_conn_closing(c, CG_CLOSE_STOPPED);
