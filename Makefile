@@ -54,6 +54,9 @@ CPPFLAGS := -D_GNU_SOURCE -DCG_VERSION='"$(VERSION)"' -I. -Igateway -Icoro -I$(B
 CFLAGS   := -std=gnu11 -O2 -g -pthread -fno-omit-frame-pointer -fstack-clash-protection \
             -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -MMD -MP
 LDLIBS   := -luv -linih -lwslay -lssl -lcrypto -lbpf -lelf -lz -lm -pthread
+# liburing: the loadgen's `serve --io io_uring` experiment only (loadgen/serve-uring.c),
+# so the loadgen and the test binary that links its objects; the daemon does not.
+LG_LDLIBS:= -luring
 ifeq ($(CORO_SWITCH),ucontext)
 CPPFLAGS += -DCORO_USE_UCONTEXT
 endif
@@ -109,7 +112,7 @@ build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS)
 DEB_PKGS := gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev libinih-dev \
             check systemtap-sdt-dev libbpf-dev bpftool clang libelf-dev zlib1g-dev \
             libboost-context-dev python3 python3-websockets socat iproute2 procps \
-            prometheus bpftrace openssl libssl-dev haproxy
+            prometheus bpftrace openssl libssl-dev haproxy liburing-dev
 deps:
 	$(Q)bash scripts/apt-ensure.sh $(DEB_PKGS)
 
@@ -173,7 +176,7 @@ $(DAEMON): $(BUILD)/gateway/main.o $(GW_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCO
 # The loadgen's WebSocket handshakes use common/ (the HTTP upgrade, SHA-1, base64).
 $(LOADGEN): $(BUILD)/loadgen/main.o $(LG_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LG_LDLIBS) $(LDLIBS)
 
 # Every tests/test_*.c exports `Suite *<name>_suite(void)`; the list is generated so adding a
 # suite needs no edit elsewhere.
@@ -190,7 +193,7 @@ $(BUILD)/tests/test_coro.o: CFLAGS += -frounding-math
 
 $(TESTS): $(TEST_OBJ) $(GW_OBJ) $(COMMON_OBJ) $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) $(LG_LDLIBS) $(LDLIBS)
 
 # ---------------------------------------------------------------- fuzzing
 # tests/fuzz/fuzz_NAME.c: a libFuzzer target over the project's own code (tests/fuzz/fuzz.h),
