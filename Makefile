@@ -13,6 +13,7 @@
 #   make bench-tls  TLS libraries compared: memory per idle connection, handshakes/s, AES-GCM
 #   make bench-tls-rekey  the record layer's cost of keying a cipher context per record
 #   make bench-accesslog  new connections/s with the connection log on (stderr, json) vs off
+#   make bench-uring  the echo backend's CPU per message, epoll vs io_uring (serve --io)
 #   make bench-insn user-space instructions per connection and per message (callgrind),
 #                   corogate vs HAProxy vs nginx: counted, so it holds on a busy machine
 #   make V=1        show full commands
@@ -100,7 +101,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog bench-insn tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog bench-uring bench-insn tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -375,6 +376,12 @@ bench: bench-deps $(DAEMON) $(LOADGEN)
 # to a file) against access_log = off, alternating in one run (loadgen/bench-accesslog.sh).
 bench-accesslog: $(DAEMON) $(LOADGEN)
 	$(Q)BUILD=$(BUILD) ./loadgen/bench-accesslog.sh
+
+# The echo backend's CPU time per echoed message and msgs/s with --io epoll and --io io_uring,
+# alternating, at 1,000 and 100 connections; system calls per message (strace -c)
+# (loadgen/bench-uring.sh; docs/bench.md, "io_uring: the echo-backend experiment").
+bench-uring: $(LOADGEN)
+	$(Q)BUILD=$(BUILD) ./loadgen/bench-uring.sh
 
 # User-space instructions per proxied connection and per relayed message, each peer under
 # callgrind (loadgen/insn.sh; profiles in build/insn-run/).

@@ -448,18 +448,41 @@ START_TEST(test_max_conns)
 }
 END_TEST
 
+/* Runs the binary with <args>, returns its exit code; its stderr lands in srv.log. */
+static int run_status(const char *const *args)
+{
+    int status;
+
+    srv.loglen = 0;
+    srv.log[0] = '\0';
+    srv.pid = spawn(args, &srv.errfd);
+    while (read_log(&srv, IO_TIMEOUT_MS) > 0)
+        ;
+    status = wait_exit(srv.pid, IO_TIMEOUT_MS);
+    srv.pid = -1;
+    close(srv.errfd);
+    srv.errfd = -1;
+    ck_assert_msg(status != -1 && WIFEXITED(status), "did not exit by itself");
+    return WEXITSTATUS(status);
+}
+
 /* --io io_uring: many connections at once, each a closed loop of checked messages (the
  * loadgen's run: every message carries its sequence number and checksum), of sizes from
  * 64 bytes to several provided buffers (16 KiB each); then 4 MiB sent while the echo is
  * read (a peer that is slower than its echo: the receive pauses and resumes), half-closed
  * (the echo, then our FIN); then SIGTERM with an idle connection open: exit 0. Skipped
- * where io_uring cannot be set up (a sandbox, kernel.io_uring_disabled). */
+ * where io_uring cannot be set up (a sandbox, kernel.io_uring_disabled). First its usage
+ * errors (here, not in test_usage_errors, whose 5 s an ASan build on a busy machine fills). */
 START_TEST(test_io_uring_echo)
 {
     static const struct { const char *conns, *size; } loads[] = {
         { "400", "64" }, { "100", "3000" }, { "40", "40000" }, { "8", "300000" },
     };
     enum { NLOADS = sizeof(loads) / sizeof(loads[0]) };
+    static const char *const io_ws[] = { "serve", "--mode", "ws", "--io", "io_uring",
+                                         "--listen", "127.0.0.1:0", "--threads", "1", NULL };
+    static const char *const io_bad[] = { "serve", "--io", "poll", "--listen", "127.0.0.1:0",
+                                          "--threads", "1", NULL };
     const char *args[] = { "--mode", "tcp", "--listen", "127.0.0.1:0", "--threads", "1",
                            "--io", "io_uring", NULL };
     const size_t big = 4u << 20;
@@ -470,6 +493,10 @@ START_TEST(test_io_uring_echo)
     size_t len;
 
     ck_assert_ptr_nonnull(out);
+    ck_assert_int_eq(run_status(io_ws), 2);
+    ck_assert_ptr_nonnull(strstr(srv.log, "--io io_uring serves --mode tcp only"));
+    ck_assert_int_eq(run_status(io_bad), 2);
+    ck_assert_ptr_nonnull(strstr(srv.log, "bad --io 'poll'"));
     rc = server_try_start(args);
     if (rc != 0 && strstr(srv.log, "io_uring")) {
         free(out);
@@ -516,24 +543,6 @@ START_TEST(test_io_uring_echo)
 }
 END_TEST
 
-/* Runs the binary with <args>, returns its exit code; its stderr lands in srv.log. */
-static int run_status(const char *const *args)
-{
-    int status;
-
-    srv.loglen = 0;
-    srv.log[0] = '\0';
-    srv.pid = spawn(args, &srv.errfd);
-    while (read_log(&srv, IO_TIMEOUT_MS) > 0)
-        ;
-    status = wait_exit(srv.pid, IO_TIMEOUT_MS);
-    srv.pid = -1;
-    close(srv.errfd);
-    srv.errfd = -1;
-    ck_assert_msg(status != -1 && WIFEXITED(status), "did not exit by itself");
-    return WEXITSTATUS(status);
-}
-
 START_TEST(test_usage_errors)
 {
     static const char *const unknown[] = { "serve", "--listen", "127.0.0.1:0", "--bogus",
@@ -546,10 +555,6 @@ START_TEST(test_usage_errors)
                                       NULL };
     static const char *const nocmd[] = { "frobnicate", NULL };
     static const char *const help[] = { "--help", NULL };
-    static const char *const io_ws[] = { "serve", "--mode", "ws", "--io", "io_uring",
-                                         "--listen", "127.0.0.1:0", "--threads", "1", NULL };
-    static const char *const io_bad[] = { "serve", "--io", "poll", "--listen", "127.0.0.1:0",
-                                          "--threads", "1", NULL };
 
     ck_assert_int_eq(run_status(unknown), 2);
     ck_assert_ptr_nonnull(strstr(srv.log, "unknown option '--bogus'"));
@@ -561,10 +566,6 @@ START_TEST(test_usage_errors)
     ck_assert_ptr_nonnull(strstr(srv.log, "port 0 needs --threads 1"));
     ck_assert_int_eq(run_status(ws), 2);
     ck_assert_ptr_nonnull(strstr(srv.log, "unknown --mode 'wss'"));
-    ck_assert_int_eq(run_status(io_ws), 2);
-    ck_assert_ptr_nonnull(strstr(srv.log, "--io io_uring serves --mode tcp only"));
-    ck_assert_int_eq(run_status(io_bad), 2);
-    ck_assert_ptr_nonnull(strstr(srv.log, "bad --io 'poll'"));
     ck_assert_int_eq(run_status(nocmd), 2);
     ck_assert_int_eq(run_status(help), 0);
 }
