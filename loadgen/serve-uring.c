@@ -541,6 +541,8 @@ static void on_ring(uv_poll_t *h, int status, int events)
     (void)status;
     (void)events;
     u->stats->wakeups++;
+    /* Sends on a socket with room complete during the submit itself: their completions
+     * are handled in the same wakeup rather than after another trip through epoll_wait. */
     do {
         seen = 0;
         io_uring_for_each_cqe(&u->ring, head, cqe) {
@@ -550,12 +552,12 @@ static void on_ring(uv_poll_t *h, int status, int events)
         }
         io_uring_cq_advance(&u->ring, seen);
         done += seen;
-    } while (seen && done < CQE_BUDGET);
-    /* Completions that did not fit the CQ wait in the kernel's overflow list until an
-     * enter flushes them; they then make the fd readable again. */
-    if (io_uring_cq_has_overflow(&u->ring))
-        io_uring_get_events(&u->ring);
-    flush(u);
+        /* Completions that did not fit the CQ wait in the kernel's overflow list until an
+         * enter flushes them; they then make the fd readable again. */
+        if (io_uring_cq_has_overflow(&u->ring))
+            io_uring_get_events(&u->ring);
+        flush(u);
+    } while (seen && done < CQE_BUDGET && io_uring_cq_ready(&u->ring));
 }
 
 /* ---------------------------------------------------------------- life */
