@@ -130,7 +130,10 @@ for n in $CONNS; do
                (ec > 0) ? uc / ec : 0, er, ur, (er > 0) ? ur / er : 0) }'
 done
 
-if [ "$STRACE_SECS" != 0 ] && command -v strace >/dev/null; then
+if [ "$STRACE_SECS" != 0 ] && ! command -v strace >/dev/null; then
+    echo
+    echo "strace is not installed: no system call counts (apt-get install strace)"
+elif [ "$STRACE_SECS" != 0 ]; then
     echo
     echo "system calls per message (strace -f -c, $STRACE_CONNS connections, ${STRACE_SECS}s):"
     for io in epoll io_uring; do
