@@ -13,6 +13,7 @@
 #   make bench-tls  TLS libraries compared: memory per idle connection, handshakes/s, AES-GCM
 #   make bench-tls-rekey  the record layer's cost of keying a cipher context per record
 #   make bench-accesslog  new connections/s with the connection log on (stderr, json) vs off
+#   make bench-uring  the echo backend's CPU per message, epoll vs io_uring (serve --io)
 #   make bench-insn user-space instructions per connection and per message (callgrind),
 #                   corogate vs HAProxy vs nginx: counted, so it holds on a busy machine
 #   make V=1        show full commands
@@ -54,6 +55,9 @@ CPPFLAGS := -D_GNU_SOURCE -DCG_VERSION='"$(VERSION)"' -I. -Igateway -Icoro -I$(B
 CFLAGS   := -std=gnu11 -O2 -g -pthread -fno-omit-frame-pointer -fstack-clash-protection \
             -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -MMD -MP
 LDLIBS   := -luv -linih -lwslay -lssl -lcrypto -lbpf -lelf -lz -lm -pthread
+# liburing: the loadgen's `serve --io io_uring` experiment only (loadgen/serve-uring.c),
+# so the loadgen and the test binary that links its objects; the daemon does not.
+LG_LDLIBS:= -luring
 ifeq ($(CORO_SWITCH),ucontext)
 CPPFLAGS += -DCORO_USE_UCONTEXT
 endif
@@ -97,7 +101,7 @@ TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
 
-.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog bench-insn tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog bench-uring bench-insn tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
@@ -109,7 +113,7 @@ build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS)
 DEB_PKGS := gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev libinih-dev \
             check systemtap-sdt-dev libbpf-dev bpftool clang libelf-dev zlib1g-dev \
             libboost-context-dev python3 python3-websockets socat iproute2 procps \
-            prometheus bpftrace openssl libssl-dev haproxy
+            prometheus bpftrace openssl libssl-dev haproxy liburing-dev
 deps:
 	$(Q)bash scripts/apt-ensure.sh $(DEB_PKGS)
 
@@ -173,7 +177,7 @@ $(DAEMON): $(BUILD)/gateway/main.o $(GW_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCO
 # The loadgen's WebSocket handshakes use common/ (the HTTP upgrade, SHA-1, base64).
 $(LOADGEN): $(BUILD)/loadgen/main.o $(LG_OBJ) $(COMMON_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LG_LDLIBS) $(LDLIBS)
 
 # Every tests/test_*.c exports `Suite *<name>_suite(void)`; the list is generated so adding a
 # suite needs no edit elsewhere.
@@ -190,7 +194,7 @@ $(BUILD)/tests/test_coro.o: CFLAGS += -frounding-math
 
 $(TESTS): $(TEST_OBJ) $(GW_OBJ) $(COMMON_OBJ) $(LG_OBJ) $(LLHTTP_OBJ) $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
-	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) $(LDLIBS)
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $$(pkg-config --libs check) $(LG_LDLIBS) $(LDLIBS)
 
 # ---------------------------------------------------------------- fuzzing
 # tests/fuzz/fuzz_NAME.c: a libFuzzer target over the project's own code (tests/fuzz/fuzz.h),
@@ -372,6 +376,12 @@ bench: bench-deps $(DAEMON) $(LOADGEN)
 # to a file) against access_log = off, alternating in one run (loadgen/bench-accesslog.sh).
 bench-accesslog: $(DAEMON) $(LOADGEN)
 	$(Q)BUILD=$(BUILD) ./loadgen/bench-accesslog.sh
+
+# The echo backend's CPU time per echoed message and msgs/s with --io epoll and --io io_uring,
+# alternating, at 1,000 and 100 connections; system calls per message (strace -c)
+# (loadgen/bench-uring.sh; docs/bench.md, "io_uring: the echo-backend experiment").
+bench-uring: $(LOADGEN)
+	$(Q)BUILD=$(BUILD) ./loadgen/bench-uring.sh
 
 # User-space instructions per proxied connection and per relayed message, each peer under
 # callgrind (loadgen/insn.sh; profiles in build/insn-run/).

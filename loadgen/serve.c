@@ -45,6 +45,7 @@
 #include "net.h"
 #include "common/parse.h"
 #include "serve.h"
+#include "serve-uring.h"
 
 #define LISTEN_BACKLOG    4096
 #define ACCEPT_BATCH      64        /* accepts per wakeup: the loop's other work gets a turn */
@@ -105,6 +106,7 @@ struct serve_cfg {
     atomic_ulong             live;        /* open connections, kept only with max_conns */
     struct lg_tls_opts       tls_opts;    /* --tls-cert, --tls-key, --tls-client-ca... */
     SSL_CTX                 *tls_ctx;     /* --tls: shared by the workers; NULL: plain */
+    int                      io_uring;    /* --io io_uring: serve-uring.c does the I/O */
 };
 
 enum {
@@ -138,6 +140,8 @@ struct lg_worker {
     uint8_t            *scratch;      /* --push: one message */
     uint64_t            last_warn_ms;
     struct lg_conn     *conns;        /* live connections */
+    struct lg_uring    *uring;        /* --io io_uring: the worker's ring, instead of <listener> */
+    struct lg_uring_stats ustats;     /* ... and what it did; read after the join */
     struct serve_stats  stats;        /* written by the worker; read after the join */
 };
 
@@ -652,6 +656,7 @@ static void on_stop(uv_async_t *a)
 
     w->stopping = 1;
     worker_close_handles(w);
+    lg_uring_stop(w->uring);   /* NULL-safe; its handles stop once the kernel gave all back */
     /* Coroutines not started yet have no coro: they see <stopping> and end at once. */
     for (c = w->conns; c; c = c->next)
         if (c->co)
@@ -704,6 +709,9 @@ static int worker_start(struct lg_worker *w)
         w->push_start = uv_hrtime();
         uv_timer_start(&w->push, on_push, PUSH_TICK_MS, PUSH_TICK_MS);
     }
+    if (w->cfg->io_uring)
+        return lg_uring_start(&w->loop, w->sched, w->lfd, &w->ustats, &w->uring,
+                              &w->start_op);
     w->start_op = "uv_poll_init()";
     err = uv_poll_init(&w->loop, &w->listener, w->lfd);
     if (err < 0)
@@ -719,6 +727,8 @@ static void worker_finish(struct lg_worker *w)
     int n, err;
 
     worker_close_handles(w);
+    lg_uring_close(w->uring);   /* its buffers go back to the pool before the pool goes */
+    w->uring = NULL;
     if (w->sched) {
         n = coro_sched_free(w->sched);   /* closes its handles; run the loop once more */
         w->sched = NULL;
@@ -793,6 +803,7 @@ static int serve_run(struct serve_cfg *cfg)
     struct serve_stats tot = { 0 };
     struct sockaddr_storage shown;
     char addr[LG_ADDR_STRLEN];
+    uint64_t unobufs = 0, upaused = 0, usubmits = 0, uwakeups = 0;
     uv_loop_t loop;
     unsigned i, j;
     int err, failed = 0;
@@ -839,8 +850,11 @@ static int serve_run(struct serve_cfg *cfg)
         uv_sem_wait(&w->ready);
         if (w->start_err < 0) {
             if (!failed)   /* the first one says it; the others fail the same way */
-                say("worker %u: %s on %s: %s", i, w->start_op, addr,
-                    strerror(-w->start_err));
+                say("worker %u: %s on %s: %s%s", i, w->start_op, addr,
+                    strerror(-w->start_err),
+                    cfg->io_uring && strncmp(w->start_op, "io_uring", 8) == 0 ?
+                    " (no io_uring here: sysctl kernel.io_uring_disabled, a seccomp "
+                    "sandbox, or a kernel without multishot receive and buffer rings)" : "");
             failed = 1;
         }
     }
@@ -852,8 +866,9 @@ static int serve_run(struct serve_cfg *cfg)
         shown = cfg->addr;
         lg_addr_set_port((struct sockaddr *)&shown, r.workers[0].port);
         lg_addr_format((const struct sockaddr *)&shown, addr, sizeof(addr));
-        say("%s on %s, %u thread%s%s", cfg->mode->what, addr, cfg->threads,
-            cfg->threads == 1 ? "" : "s", cfg->tls_ctx ? ", tls" : "");
+        say("%s on %s, %u thread%s%s%s", cfg->mode->what, addr, cfg->threads,
+            cfg->threads == 1 ? "" : "s", cfg->tls_ctx ? ", tls" : "",
+            cfg->io_uring ? ", io_uring" : "");
     }
     uv_run(&loop, UV_RUN_DEFAULT);   /* until a signal closed both watchers */
 
@@ -878,6 +893,16 @@ static int serve_run(struct serve_cfg *cfg)
         tot.tls_resumed += w->stats.tls_resumed;
         for (j = 0; j < CG_TLS_FAIL_COUNT; j++)
             tot.tls_fail[j] += w->stats.tls_fail[j];
+        tot.conns += w->ustats.conns;
+        tot.bytes_in += w->ustats.bytes_in;
+        tot.bytes_out += w->ustats.bytes_out;
+        tot.errors += w->ustats.errors;
+        tot.emfile += w->ustats.emfile;
+        tot.accept_errors += w->ustats.accept_errors;
+        unobufs += w->ustats.nobufs;
+        upaused += w->ustats.paused;
+        usubmits += w->ustats.submits;
+        uwakeups += w->ustats.wakeups;
     }
     err = uv_loop_close(&loop);
     if (err < 0)
@@ -902,6 +927,12 @@ static int serve_run(struct serve_cfg *cfg)
         if (cfg->mode->handler == lg_serve_echo_ws && off < sizeof(extra))
             off += (size_t)snprintf(extra + off, sizeof(extra) - off, "; %llu upgrades refused",
                                     (unsigned long long)tot.ws_refused);
+        if (cfg->io_uring && off < sizeof(extra))
+            off += (size_t)snprintf(extra + off, sizeof(extra) - off,
+                                    "; io_uring: %llu wakeups, %llu submits, %llu receives "
+                                    "out of buffers, %llu paused",
+                                    (unsigned long long)uwakeups, (unsigned long long)usubmits,
+                                    (unsigned long long)unobufs, (unsigned long long)upaused);
         if (cfg->tls_ctx && off < sizeof(extra)) {
             uint64_t nfail = 0;
 
@@ -963,6 +994,10 @@ void lg_serve_usage(FILE *f)
         "  --push R            send every connection R messages/s stamped with\n"
         "                      CLOCK_REALTIME (for `run --push-recv`)\n"
         "  --push-size S       bytes per pushed message, %u..%u (64)\n"
+        "  --io epoll|io_uring the I/O path (tcp mode, no other option): epoll is libuv's\n"
+        "                      readiness loop with read()/write() (default); io_uring is\n"
+        "                      an experiment: multishot accept and receive into provided\n"
+        "                      buffers, batched sends and closes (docs/bench.md)\n"
         "  --quiet             print only the start line and errors\n"
         "  --tls               TLS: a handshake on every connection before the echo\n"
         "                      (ws: wss://), with --tls-cert FILE --tls-key FILE (PEM)\n"
@@ -995,7 +1030,7 @@ static int usage_error(const char *fmt, ...)
 enum {
     OPT_MODE = 256, OPT_LISTEN, OPT_THREADS, OPT_MAX_CONNS, OPT_QUIET, OPT_DELAY, OPT_FAULT,
     OPT_PUSH, OPT_PUSH_SIZE, OPT_TLS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CLIENT_CA,
-    OPT_TLS_VERSION, OPT_TLS_CIPHERS, OPT_TLS_CIPHERSUITES,
+    OPT_TLS_VERSION, OPT_TLS_CIPHERS, OPT_TLS_CIPHERSUITES, OPT_IO,
 };
 
 /* Parses "drop=P,flip=P,seed=N" (any subset, any order) into <cfg>. Returns 0 or -EINVAL. */
@@ -1049,6 +1084,7 @@ int lg_serve_main(int argc, char **argv)
         { "tls-version", required_argument, NULL, OPT_TLS_VERSION },
         { "tls-ciphers", required_argument, NULL, OPT_TLS_CIPHERS },
         { "tls-ciphersuites", required_argument, NULL, OPT_TLS_CIPHERSUITES },
+        { "io",        required_argument, NULL, OPT_IO },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -1140,6 +1176,11 @@ int lg_serve_main(int argc, char **argv)
             cfg.tls_opts.ciphersuites = optarg;
             tls_opt = "--tls-ciphersuites";
             break;
+        case OPT_IO:
+            if (strcmp(optarg, "epoll") != 0 && strcmp(optarg, "io_uring") != 0)
+                return usage_error("bad --io '%s': expected epoll or io_uring", optarg);
+            cfg.io_uring = optarg[0] == 'i';
+            break;
         case 'h':
             lg_serve_usage(stdout);
             return 0;
@@ -1172,6 +1213,12 @@ int lg_serve_main(int argc, char **argv)
     }
     if (tls_opt && !tls)
         return usage_error("%s needs --tls", tls_opt);
+    if (cfg.io_uring && strcmp(cfg.mode->name, "tcp") != 0)
+        return usage_error("--io io_uring serves --mode tcp only, not '%s'", cfg.mode->name);
+    if (cfg.io_uring && (tls || cfg.max_conns || cfg.delay_ms || cfg.drop > 0 ||
+                         cfg.flip > 0 || cfg.push_rate > 0))
+        return usage_error("--io io_uring is the plain echo: no --tls, --max-conns, --delay, "
+                           "--fault or --push");
     if (tls && (!cfg.tls_opts.cert || !cfg.tls_opts.key))
         return usage_error("--tls needs --tls-cert FILE and --tls-key FILE");
     if (tls) {
