@@ -77,14 +77,7 @@ attach = off
 EOF2
 }
 
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
+. "$(dirname "$0")/bench-lib.sh"    # wait_port
 
 "$LG" serve --mode tcp --listen "127.0.0.1:$BACKEND" >"$OUT/backend.log" 2>&1 &
 BACKEND_PID=$!

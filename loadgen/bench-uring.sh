@@ -54,14 +54,7 @@ jnum() {
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
+. "$(dirname "$0")/bench-lib.sh"    # wait_port
 
 # run IO CONNS REP: one measured run; appends "cpu_us msgs_per_s" to $OUT/IO-CONNS.txt.
 run() {

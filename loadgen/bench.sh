@@ -152,14 +152,7 @@ sum_fds() {
     done
     echo $t
 }
-wait_port() {
-    local i
-    for (( i = 0; i < 100; i++ )); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    return 1
-}
+. "$(dirname "$0")/bench-lib.sh"    # wait_port
 port_of() {   # port_of MODE PEER
     if [ "$2" = direct ]; then
         case $1 in ws|wss) echo $BACKEND_WS ;; *) echo $BACKEND_TCP ;; esac

@@ -67,14 +67,7 @@ render() {
         -e "s|@BACKEND_TCP@|$BACKEND_TCP|g" -e "s|@BACKEND_WS@|$BACKEND_WS|g" \
         -e "s|@BPF@|off|g" "$1" > "$2"
 }
-wait_port() {
-    local i
-    for (( i = 0; i < 600; i++ )); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+. "$(dirname "$0")/bench-lib.sh"    # wait_port
 port_of() { case $1 in ws) echo "$WS_PORT" ;; *) echo "$TCP_PORT" ;; esac; }
 jnum() {
     tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
@@ -103,7 +96,7 @@ start_peer() {
             -e "$OUT/nginx-error.log" >>"$OUT/nginx.log" 2>&1 & ;;
     esac
     PEER_PID=$!
-    wait_port "$(port_of "$mode")" && kill -0 "$PEER_PID" 2>/dev/null
+    wait_port "$(port_of "$mode")" 60 && kill -0 "$PEER_PID" 2>/dev/null
 }
 stop_peer() {
     kill -TERM "$PEER_PID" 2>/dev/null

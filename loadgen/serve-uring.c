@@ -47,6 +47,7 @@
 
 #include "coro/io.h"
 #include "serve-uring.h"
+#include "serve.h"
 
 #define RING_SQES        1024      /* a full SQ is submitted early, so this bounds nothing */
 #define RING_CQES        16384     /* every connection's receive may post several at once */
@@ -113,28 +114,6 @@ struct lg_uring {
     int                    handles;   /* open uv handles: freed when the last one closed */
 };
 
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void say(const char *fmt, ...)
-{
-    char line[256];
-    va_list ap;
-    int n;
-
-    memcpy(line, "serve: ", 7);
-    va_start(ap, fmt);
-    n = vsnprintf(line + 7, sizeof(line) - 8, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    n += 7;
-    if (n > (int)sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    line[n++] = '\n';
-    if (write(STDERR_FILENO, line, (size_t)n) < 0)
-        return;
-}
-
 /* ---------------------------------------------------------------- submission queue */
 
 /* An SQE to fill; when the SQ is full, what it holds is submitted first. The SQ empties on
@@ -151,7 +130,7 @@ static struct io_uring_sqe *sqe_get(struct lg_uring *u)
     u->stats->submits++;
     sqe = io_uring_get_sqe(&u->ring);
     if (!sqe) {
-        say("io_uring_submit(): %s; the submission queue stays full", strerror(-err));
+        lg_serve_say("io_uring_submit(): %s; the submission queue stays full", strerror(-err));
         abort();
     }
     return sqe;
@@ -502,7 +481,7 @@ static void flush(struct lg_uring *u)
         err = io_uring_submit(&u->ring);
         u->stats->submits++;
         if (err < 0)
-            say("io_uring_submit(): %s", strerror(-err));
+            lg_serve_say("io_uring_submit(): %s", strerror(-err));
     }
     if (u->stopping && !u->accept_armed && !u->conns) {
         uv_poll_stop(&u->poll);

@@ -145,10 +145,7 @@ struct lg_worker {
     struct serve_stats  stats;        /* written by the worker; read after the join */
 };
 
-/* One line on stderr with a single write(2), so lines of different threads never mix. */
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void say(const char *fmt, ...)
+void lg_serve_say(const char *fmt, ...)
 {
     char line[512];
     va_list ap;
@@ -574,7 +571,7 @@ static void accept_pause(struct lg_worker *w, int err)
     if (w->cfg->quiet || (w->last_warn_ms && now - w->last_warn_ms < WARN_INTERVAL_MS))
         return;
     w->last_warn_ms = now;
-    say("worker %u: accept(): %s; not accepting for %d ms (%llu EMFILE/ENFILE, "
+    lg_serve_say("worker %u: accept(): %s; not accepting for %d ms (%llu EMFILE/ENFILE, "
         "%llu other errors so far)", w->id, strerror(err), EMFILE_PAUSE_MS,
         (unsigned long long)w->stats.emfile, (unsigned long long)w->stats.accept_errors);
 }
@@ -733,14 +730,14 @@ static void worker_finish(struct lg_worker *w)
         n = coro_sched_free(w->sched);   /* closes its handles; run the loop once more */
         w->sched = NULL;
         if (n > 0)
-            say("worker %u: %d coroutines still alive at exit", w->id, n);
+            lg_serve_say("worker %u: %d coroutines still alive at exit", w->id, n);
     }
     if (w->inited & W_LOOP) {
         w->inited &= ~W_LOOP;
         uv_run(&w->loop, UV_RUN_DEFAULT);
         err = uv_loop_close(&w->loop);
         if (err < 0)
-            say("worker %u: uv_loop_close(): %s", w->id, uv_strerror(err));
+            lg_serve_say("worker %u: uv_loop_close(): %s", w->id, uv_strerror(err));
     }
     if (w->lfd >= 0) {
         close(w->lfd);
@@ -788,7 +785,7 @@ static void on_signal(uv_signal_t *h, int signum)
     struct serve_run *r = h->data;
 
     if (!r->quiet)
-        say("%s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+        lg_serve_say("%s: stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
     stop_workers(r);
     /* The default action comes back: a second signal ends the process at once. */
     if (!uv_is_closing((uv_handle_t *)&r->sigint))
@@ -811,12 +808,12 @@ static int serve_run(struct serve_cfg *cfg)
     r.quiet = cfg->quiet;
     r.workers = calloc(cfg->threads, sizeof(*r.workers));
     if (!r.workers) {
-        say("out of memory");
+        lg_serve_say("out of memory");
         return 1;
     }
     err = uv_loop_init(&loop);
     if (err < 0) {
-        say("uv_loop_init(): %s", uv_strerror(err));
+        lg_serve_say("uv_loop_init(): %s", uv_strerror(err));
         free(r.workers);
         return 1;
     }
@@ -837,7 +834,7 @@ static int serve_run(struct serve_cfg *cfg)
         uv_sem_init(&w->ready, 0);
         err = pthread_create(&w->thread, NULL, worker_main, w);
         if (err) {
-            say("pthread_create(): %s", strerror(err));
+            lg_serve_say("pthread_create(): %s", strerror(err));
             uv_sem_destroy(&w->ready);
             failed = 1;
             break;
@@ -850,7 +847,7 @@ static int serve_run(struct serve_cfg *cfg)
         uv_sem_wait(&w->ready);
         if (w->start_err < 0) {
             if (!failed)   /* the first one says it; the others fail the same way */
-                say("worker %u: %s on %s: %s%s", i, w->start_op, addr,
+                lg_serve_say("worker %u: %s on %s: %s%s", i, w->start_op, addr,
                     strerror(-w->start_err),
                     cfg->io_uring && strncmp(w->start_op, "io_uring", 8) == 0 ?
                     " (no io_uring here: sysctl kernel.io_uring_disabled, a seccomp "
@@ -866,7 +863,7 @@ static int serve_run(struct serve_cfg *cfg)
         shown = cfg->addr;
         lg_addr_set_port((struct sockaddr *)&shown, r.workers[0].port);
         lg_addr_format((const struct sockaddr *)&shown, addr, sizeof(addr));
-        say("%s on %s, %u thread%s%s%s", cfg->mode->what, addr, cfg->threads,
+        lg_serve_say("%s on %s, %u thread%s%s%s", cfg->mode->what, addr, cfg->threads,
             cfg->threads == 1 ? "" : "s", cfg->tls_ctx ? ", tls" : "",
             cfg->io_uring ? ", io_uring" : "");
     }
@@ -906,7 +903,7 @@ static int serve_run(struct serve_cfg *cfg)
     }
     err = uv_loop_close(&loop);
     if (err < 0)
-        say("uv_loop_close(): %s", uv_strerror(err));
+        lg_serve_say("uv_loop_close(): %s", uv_strerror(err));
     free(r.workers);
     if (failed)
         return 1;
@@ -951,7 +948,7 @@ static int serve_run(struct serve_cfg *cfg)
             if (!nfail && off < sizeof(extra))
                 snprintf(extra + off, sizeof(extra) - off, " none");
         }
-        say("stopped: %llu connections, %llu bytes in, %llu bytes out, %llu ended by an "
+        lg_serve_say("stopped: %llu connections, %llu bytes in, %llu bytes out, %llu ended by an "
             "error, %llu rejected, %llu EMFILE/ENFILE pauses, %llu other accept errors%s",
             (unsigned long long)tot.conns, (unsigned long long)tot.bytes_in,
             (unsigned long long)tot.bytes_out, (unsigned long long)tot.errors,
@@ -1021,7 +1018,7 @@ static int usage_error(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    say("%s", msg);
+    lg_serve_say("%s", msg);
     fputc('\n', stderr);
     lg_serve_usage(stderr);
     return 2;
@@ -1203,12 +1200,12 @@ int lg_serve_main(int argc, char **argv)
     if (!listen_at)
         return usage_error("--listen ADDR:PORT is required");
     if (lg_addr_parse(listen_at, &cfg.addr) < 0) {
-        say("bad --listen address '%s': expected IPv4:PORT or [IPv6]:PORT, numeric "
+        lg_serve_say("bad --listen address '%s': expected IPv4:PORT or [IPv6]:PORT, numeric "
             "(127.0.0.1:9000, [::1]:9000)", listen_at);
         return 2;
     }
     if (lg_addr_port((const struct sockaddr *)&cfg.addr) == 0 && cfg.threads != 1) {
-        say("--listen port 0 needs --threads 1: each thread would get its own port");
+        lg_serve_say("--listen port 0 needs --threads 1: each thread would get its own port");
         return 2;
     }
     if (tls_opt && !tls)
@@ -1224,7 +1221,7 @@ int lg_serve_main(int argc, char **argv)
     if (tls) {
         cfg.tls_ctx = lg_tls_ctx_new(1, &cfg.tls_opts, tls_err, sizeof(tls_err));
         if (!cfg.tls_ctx) {
-            say("%s", tls_err);
+            lg_serve_say("%s", tls_err);
             return 2;
         }
     }

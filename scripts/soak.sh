@@ -72,14 +72,7 @@ serve() {
     pids+=("$!")
 }
 
-wait_port() {
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
+. "$(dirname "$0")/../loadgen/bench-lib.sh"    # wait_port
 
 # kB resident, page by page (smaps_rollup): VmRSS is kept per thread and synced lazily,
 # off by up to 64 pages per thread.
@@ -150,9 +143,9 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=16 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     "$DAEMON" -c "$DIR/corogate.ini" >"$DIR/corogate.log" 2>&1 &
 DPID=$!
-wait_port "$L_GOOD" || die "the daemon does not accept (see $DIR/corogate.log)"
+wait_port "$L_GOOD" 10 || die "the daemon does not accept (see $DIR/corogate.log)"
 for p in "$P_GOOD" "$P_WS" "$P_FAULT" "$P_PUSH"; do
-    wait_port "$p" || die "a backend does not accept on $p"
+    wait_port "$p" 10 || die "a backend does not accept on $p"
 done
 
 # The well-behaved load of one phase: one run of MODE on a listener port for SECONDS, its
@@ -284,7 +277,7 @@ inject() {
         "$LG" run --target "127.0.0.1:$L_FAULT" --connections 50 --connect-rate 0 \
             --closed-loop --duration 1s --quiet >/dev/null 2>&1
         serve fault tcp "$P_FAULT"
-        wait_port "$P_FAULT" ;;
+        wait_port "$P_FAULT" 10 ;;
     1)  faults[storm]=$((${faults[storm]:-0} + 1))
         n=$((500 + RANDOM % 1500))
         [ "${2:-}" = max ] && n=2000

@@ -89,11 +89,13 @@ static void flush_out(struct side *x)
         side_gone(x);
 }
 
-/* Appends <len> bytes to what <x> will be sent. Returns 0 or UV_ENOMEM. */
-static int out_put(struct side *x, const void *data, size_t len)
+/* Appends <len> bytes at <data> to what <x> will be sent, masked with <key> from payload
+ * offset <phase> (modulo 4) unless <key> is NULL. Returns 0 or UV_ENOMEM. */
+static int out_copy(struct side *x, const void *data, size_t len, const uint8_t *key,
+                    unsigned phase)
 {
     struct coro_buf *b;
-    const char *p = data;
+    const uint8_t *p = data;
     size_t n;
 
     while (len > 0) {
@@ -104,7 +106,12 @@ static int out_put(struct side *x, const void *data, size_t len)
                 return UV_ENOMEM;
         }
         n = b->cap - b->len < len ? b->cap - b->len : len;
-        memcpy(b->data + b->len, p, n);
+        if (key) {
+            cg_ws_mask_copy((uint8_t *)b->data + b->len, p, n, key, phase);
+            phase = (phase + (unsigned)n) & 3;
+        } else {
+            memcpy(b->data + b->len, p, n);
+        }
         b->len += (uint32_t)n;
         p += n;
         len -= n;
@@ -114,30 +121,9 @@ static int out_put(struct side *x, const void *data, size_t len)
     return 0;
 }
 
-/* As out_put(), with the mask <key> applied from payload offset <phase> (modulo 4). */
-static int out_put_masked(struct side *x, const uint8_t *p, size_t len, const uint8_t key[4],
-                          unsigned phase)
+static int out_put(struct side *x, const void *data, size_t len)
 {
-    struct coro_buf *b;
-    size_t n;
-
-    while (len > 0) {
-        b = x->out;
-        if (!b) {
-            b = x->out = coro_buf_get(sched_of(x), 0);
-            if (!b)
-                return UV_ENOMEM;
-        }
-        n = b->cap - b->len < len ? b->cap - b->len : len;
-        cg_ws_mask_copy((uint8_t *)b->data + b->len, p, n, key, phase);
-        b->len += (uint32_t)n;
-        phase = (phase + (unsigned)n) & 3;
-        p += n;
-        len -= n;
-        if (b->len == b->cap)
-            flush_out(x);
-    }
-    return 0;
+    return out_copy(x, data, len, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ frames */
@@ -156,7 +142,7 @@ static int frame_put(struct side *x, int fin, unsigned rsv, unsigned op, const u
                out_put(x, data, len) < 0 ? UV_ENOMEM : 0;
     cg_rand_bytes(key, sizeof(key));
     n = cg_ws_hdr_write(hdr, fin, rsv, op, len, key);
-    return out_put(x, hdr, n) < 0 || out_put_masked(x, data, len, key, 0) < 0 ? UV_ENOMEM : 0;
+    return out_put(x, hdr, n) < 0 || out_copy(x, data, len, key, 0) < 0 ? UV_ENOMEM : 0;
 }
 
 /* The next piece of what <x> sent (struct piece), parsed from x->in, which is read from
