@@ -392,7 +392,7 @@ fail=0
     { say "FAIL: RSS grew more than 10% after the warm-up"; fail=1; }
 if [ "$fail" = 0 ]; then
     echo "SOAK: PASS"
-    [ -z "${SOAK_DIR:-}" ] && rm -rf "$DIR"
+    [ -n "${SOAK_DIR:-}" ] || rm -rf "$DIR"   # kept when asked for
 else
     echo "SOAK: FAIL (logs in $DIR)"
     trap - EXIT
