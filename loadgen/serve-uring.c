@@ -46,8 +46,8 @@
 #include <unistd.h>
 
 #include "coro/io.h"
+#include "serve-log.h"
 #include "serve-uring.h"
-#include "serve.h"
 
 #define RING_SQES        1024      /* a full SQ is submitted early, so this bounds nothing */
 #define RING_CQES        16384     /* every connection's receive may post several at once */

@@ -45,6 +45,7 @@
 #include "net.h"
 #include "common/parse.h"
 #include "serve.h"
+#include "serve-log.h"
 #include "serve-uring.h"
 
 #define LISTEN_BACKLOG    4096
@@ -145,25 +146,6 @@ struct lg_worker {
     struct serve_stats  stats;        /* written by the worker; read after the join */
 };
 
-void lg_serve_say(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    int n;
-
-    memcpy(line, "serve: ", 7);
-    va_start(ap, fmt);
-    n = vsnprintf(line + 7, sizeof(line) - 8, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    n += 7;
-    if (n > (int)sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    line[n++] = '\n';
-    if (write(STDERR_FILENO, line, (size_t)n) < 0)
-        return;   /* nowhere left to report it */
-}
 
 /* ---------------------------------------------------------------- connections */
 

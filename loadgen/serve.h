@@ -58,10 +58,6 @@ int lg_serve_echo_ws(struct lg_conn *c);
  * 2 for a usage error (unknown option, bad address, unsupported mode). */
 int lg_serve_main(int argc, char **argv);
 
-/* One line on stderr, "serve: " and <fmt>, with a single write(2), so that lines of
- * different threads never mix. */
-void lg_serve_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 /* Writes the usage of `serve` to <f>. */
 void lg_serve_usage(FILE *f);
 
