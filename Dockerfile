@@ -11,7 +11,8 @@
 FROM debian:12 AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         gcc make pkg-config libc6-dev libuv1-dev node-llhttp libwslay-dev libinih-dev \
-        systemtap-sdt-dev libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev \
+        systemtap-sdt-dev libbpf-dev bpftool clang llvm libelf-dev zlib1g-dev libssl-dev \
+        liburing-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -21,7 +22,7 @@ RUN make build/corogate build/corogate-loadgen \
 FROM debian:12-slim
 # Runtime libraries only (llhttp is compiled in); socat for the health check.
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libuv1 libwslay1 libinih1 libbpf1 libelf1 zlib1g socat \
+        libuv1 libwslay1 libinih1 libbpf1 libelf1 zlib1g libssl3 liburing2 socat \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --no-create-home --shell /usr/sbin/nologin corogate \
     && install -d -o corogate -g corogate -m 0750 /run/corogate
