@@ -263,7 +263,7 @@ static void resume(struct coro_sched *s, struct coro *co)
     coro_list_del(&co->all);
     s->count--;
     /* A burst is over when most of its coroutines are gone: their connections' heap blocks
-     * (handshake state, wslay contexts, ...) are free but still resident until a trim,
+     * (handshake state, sessions, ...) are free but still resident until a trim,
      * which buffer churn alone would not start. A steady churn never falls this far. */
     if (s->count + TRIM_FALL <= s->count_peak && s->count <= s->count_peak / 2) {
         s->count_peak = s->count;
