@@ -821,6 +821,25 @@ static void describe_threads(pid_t pid, char *buf, size_t size)
     closedir(d);
 }
 
+/* Prints every thread's stack of the running daemon <pid> to stderr (gdb, where
+ * installed): what a worker that does not answer was doing when a test gave up on it. The
+ * failure message only has room for the log's tail; this goes to the test's output. */
+static void print_stacks(pid_t pid)
+{
+    char spid[16];
+    const char *argv[] = { "/usr/bin/gdb", "-nx", "-batch", "-p", spid, "-ex",
+                           "thread apply all bt 40", NULL };
+    struct th_run_result r;
+
+    if (access(argv[0], X_OK) < 0)
+        return;
+    snprintf(spid, sizeof(spid), "%d", (int)pid);
+    if (th_run(&r, 30000, argv) < 0)
+        return;
+    fprintf(stderr, "---- stacks of daemon pid %d (gdb) ----\n%s----\n", (int)pid, r.out);
+    th_run_result_deinit(&r);
+}
+
 const char *th_daemon_tail(struct th_daemon *d)
 {
     char how[400], *log;
@@ -831,6 +850,7 @@ const char *th_daemon_tail(struct th_daemon *d)
     if (d->pid > 0) {
         n = snprintf(how, sizeof(how), "pid %d, running; threads:", (int)d->pid);
         describe_threads(d->pid, how + n, sizeof(how) - (size_t)n);
+        print_stacks(d->pid);
     } else {
         th_describe_status(d->status, how, sizeof(how));
     }

@@ -601,6 +601,23 @@ START_TEST(test_backend_sigkill)
 }
 END_TEST
 
+/* Prints to stderr what the daemon's stats socket says of its connections, servers and
+ * coroutines: where a connection that got no answer stands (accepted or not, connected to
+ * which server, parked on what). For a failure's report only. */
+static void fx_explain(struct fx *f, const char *why)
+{
+    static const char *const cmds[] = { "show stats", "show upstreams", "show coros" };
+    size_t i;
+    char *text;
+
+    fprintf(stderr, "---- %s: the daemon's stats socket says ----\n", why);
+    for (i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        text = th_stats_cmd(f->sock, cmds[i], 5000);
+        fprintf(stderr, "> %s\n%s\n", cmds[i], text ? text : strerror(errno));
+        free(text);
+    }
+}
+
 /* One client of one_of_two_killed: round trips until told to stop or until its connection
  * fails; a wrong byte is counted apart from a closed connection. */
 struct rt_client {
@@ -698,8 +715,13 @@ START_TEST(test_one_of_two_killed)
 
     /* New connections all work (the dead one is skipped, retried elsewhere), it is ejected. */
     for (i = 0; i < news; i++) {
+        unsigned b_acc = th_echo_accepted(b);
+
         err = th_echo_roundtrip(f.bad, 200, IO_MS);
-        TH_ASSERT(f.d, err == 0, "new connection %u with A down: %s", i, strerr(err));
+        if (err)
+            fx_explain(&f, "a new connection failed");
+        TH_ASSERT(f.d, err == 0, "new connection %u with A down: %s (B accepted %u meanwhile)",
+                  i, strerr(err), th_echo_accepted(b) - b_acc);
     }
     snprintf(label, sizeof(label), "server=\"127.0.0.1:%d\"", th_echo_port(a));
     TH_ASSERT(f.d, th_metric_sum(f.sock, "corogate_server_ejections_total", label) >= 1,
@@ -1225,22 +1247,19 @@ END_TEST
 Suite *faults_suite(void)
 {
     Suite *s = suite_create("faults");
-    TCase *tc = tcase_create("faults");
+    int t = full() ? 900 : 240;
 
-    th_tcase_add_fixtures(tc);
-    tcase_set_timeout(tc, full() ? 900 : 240);
-    tcase_add_test(tc, test_backend_sigkill);
-    tcase_add_test(tc, test_one_of_two_killed);
-    tcase_add_test(tc, test_backend_mute);
-    tcase_add_test(tc, test_backend_reset);
-    tcase_add_test(tc, test_ws_garbage);
-    tcase_add_test(tc, test_reconnect_storm);
-    tcase_add_test(tc, test_slowloris);
-    tcase_add_test(tc, test_never_read);
-    tcase_add_test(tc, test_vanish);
-    tcase_add_test(tc, test_fd_exhaustion);
-    tcase_add_test(tc, test_stats_abuse);
-    tcase_add_test(tc, test_reload_storm);
-    suite_add_tcase(s, tc);
+    th_suite_add(s, "backend_sigkill", test_backend_sigkill, t);
+    th_suite_add(s, "one_of_two_killed", test_one_of_two_killed, t);
+    th_suite_add(s, "backend_mute", test_backend_mute, t);
+    th_suite_add(s, "backend_reset", test_backend_reset, t);
+    th_suite_add(s, "ws_garbage", test_ws_garbage, t);
+    th_suite_add(s, "reconnect_storm", test_reconnect_storm, t);
+    th_suite_add(s, "slowloris", test_slowloris, t);
+    th_suite_add(s, "never_read", test_never_read, t);
+    th_suite_add(s, "vanish", test_vanish, t);
+    th_suite_add(s, "fd_exhaustion", test_fd_exhaustion, t);
+    th_suite_add(s, "stats_abuse", test_stats_abuse, t);
+    th_suite_add(s, "reload_storm", test_reload_storm, t);
     return s;
 }
