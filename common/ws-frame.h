@@ -76,25 +76,38 @@ static inline size_t cg_ws_hdr_write(uint8_t *out, int fin, unsigned rsv, unsign
 
 /* XORs the mask <key> into the <n> bytes at <src>, written to <dst> (the same, or not
  * overlapping); <phase> is the offset of <src> in the payload, modulo 4. Eight bytes at a
- * time: a byte loop with a modulo per byte (wslay's) costs several instructions a byte. */
+ * time: a byte loop with a modulo per byte (wslay's) costs several instructions a byte.
+ * The key is rotated to <phase> as one word (byte j of the result is key[(phase + j) & 3]
+ * in memory order on either byte order), not built a byte at a time. */
 static inline void cg_ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
                                    const uint8_t key[4], unsigned phase)
 {
-    uint8_t k[8];
+    unsigned sh = (phase & 3) * 8;
+    uint32_t k32;
     uint64_t k64, v;
     size_t i = 0;
-    int j;
 
-    for (j = 0; j < 8; j++)
-        k[j] = key[(phase + (unsigned)j) & 3];
-    memcpy(&k64, k, 8);
+    memcpy(&k32, key, 4);
+    if (sh) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        k32 = k32 >> sh | k32 << (32 - sh);
+#else
+        k32 = k32 << sh | k32 >> (32 - sh);
+#endif
+    }
+    k64 = (uint64_t)k32 << 32 | k32;
     for (; i + 8 <= n; i += 8) {
         memcpy(&v, src + i, 8);
         v ^= k64;
         memcpy(dst + i, &v, 8);
     }
-    for (j = 0; i < n; i++, j++)
-        dst[i] = src[i] ^ k[j];
+    if (i < n) {
+        uint8_t k[8];
+
+        memcpy(k, &k64, 8);
+        for (unsigned j = 0; i < n; i++, j++)
+            dst[i] = src[i] ^ k[j];
+    }
 }
 
 /* 1 when <code> may appear in a close frame: RFC 6455 §7.4 (1000-1003, 1007-1011), the

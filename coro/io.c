@@ -646,11 +646,6 @@ int coro_flush(struct coro_stream *st, int64_t timeout_ms)
     return wait_queue(st, 0, timeout_ms);
 }
 
-size_t coro_stream_queued(const struct coro_stream *st)
-{
-    return st->wq_size;
-}
-
 int coro_shutdown(struct coro_stream *st)
 {
     if (st->flags & (S_SHUT | S_CLOSING))

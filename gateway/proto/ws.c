@@ -61,7 +61,7 @@
 
 static void side_gone(struct side *x);
 
-static uint64_t queued(const struct side *x)
+static inline uint64_t queued(const struct side *x)
 {
     return coro_stream_queued(st_of(x)) + (x->out ? x->out->len - x->out->off : 0);
 }
