@@ -427,7 +427,6 @@ int main(int argc, char **argv)
         cg_notify_deinit(&m.notify);
         return 1;
     }
-    m.d.reload = m.reload;
     uv_signal_init(loop, &m.sigint);
     uv_signal_init(loop, &m.sigterm);
     uv_signal_init(loop, &m.sighup);
@@ -466,7 +465,6 @@ int main(int argc, char **argv)
     m.d.schedlat = NULL;
     cg_daemon_join(&m.d);               /* frees the generation in force, and its config */
     cg_reload_free(m.reload);
-    m.d.reload = NULL;
     free(m.beats);
     uv_loop_close(loop);
     cg_notice("stopped");

@@ -17,7 +17,7 @@
 #include "coro/io.h"
 #include "coro/list.h"
 #include "core/conn.h"
-#include "core/reload.h"
+#include "core/gen.h"
 #include "core/tls.h"
 #include "core/upstream.h"
 #include "guard/admission.h"
@@ -254,13 +254,22 @@ const char *cg_close_reason_name(int reason)
     return reason >= 0 && reason < CG_CLOSE_N ? names[reason] : "?";
 }
 
+void cg_conn_unlink(struct cg_conn *c)
+{
+    struct cg_worker *w = c->w;
+
+    if (w->spread_next == &c->node)
+        w->spread_next = c->node.next;
+    coro_list_del(&c->node);
+}
+
 void cg_conn_end(struct cg_conn *c)
 {
     struct cg_worker *w = c->w;
 
     cg_debug("listener %s: connection closed: %s", c->lc->name,
              cg_close_reason_name(c->reason));
-    cg_worker_unlink(w, &c->node);
+    cg_conn_unlink(c);
     CG_STAT_ADD(w->stats.active, (uint64_t)-1);
     CG_STAT_ADD(w->stats.closed, 1);
     CG_STAT_ADD(c->l->stats.active, (uint64_t)-1);

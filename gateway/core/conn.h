@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 
 #include "coro/coro-t.h"
-#include "core/worker.h"
+#include "core/worker-t.h"
 
 /* Why a connection ended (cg_close_reason_name()). */
 enum cg_close_reason {
@@ -165,5 +165,10 @@ const char *cg_close_reason_name(int reason);
 /* Ends a session of either mode: takes <c> off the worker's list, counts the close and
  * releases everything <c> holds (its server's active count too), then frees it. */
 void cg_conn_end(struct cg_conn *c);
+
+/* Takes <c> off its worker's list of connections (not coro_list_del(): the drain spread's
+ * cursor, worker.c, steps over it first). cg_conn_end() does; a refused connection's
+ * answer (proto/refusal.c), which never became a session, calls it itself. */
+void cg_conn_unlink(struct cg_conn *c);
 
 #endif

@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/reload.h"
+#include "core/gen.h"
 #include "core/worker.h"
 #include "guard/admission.h"
 #include "guard/breaker.h"

@@ -16,7 +16,7 @@
 #include "coro/list.h"
 #include "core/conn.h"
 #include "core/relay.h"
-#include "core/reload.h"
+#include "core/gen.h"
 #include "core/upstream.h"
 #include "base/counters.h"
 

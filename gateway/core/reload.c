@@ -1,4 +1,4 @@
-/* gateway/core/reload.c — configuration generations and a reload: the main thread's half
+/* gateway/core/reload.c — a reload: the main thread's half
  * (build the next generation, bind its new sockets, send each worker its switch) and each
  * worker's half (cg_worker_switch(), on the worker's thread); see reload.h. */
 #include <arpa/inet.h>
@@ -16,47 +16,10 @@
 #include "core/health.h"
 #include "core/worker.h"
 
-/* ------------------------------------------------------------------ generations */
-
-struct cg_gen *cg_gen_new(struct cg_config *cfg, unsigned nworkers, unsigned id)
-{
-    struct cg_gen *g = calloc(1, sizeof(*g));
-
-    if (!g)
-        return NULL;
-    g->ups = cg_upstreams_new(cfg, nworkers);
-    if (!g->ups) {
-        free(g);
-        errno = ENOMEM;
-        return NULL;
-    }
-    g->cfg = cfg;
-    g->id = id;
-    atomic_init(&g->refs, 1);
-    return g;
-}
-
-struct cg_gen *cg_gen_get(struct cg_gen *g)
-{
-    if (g)
-        atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
-    return g;
-}
-
-void cg_gen_put(struct cg_gen *g)
-{
-    if (!g || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    cg_upstreams_free(g->ups, g->cfg ? g->cfg->nupstreams : 0);
-    cg_config_free(g->cfg);
-    free(g);
-}
-
 /* ------------------------------------------------------------------ reloading */
 
 struct cg_reload {
     struct cg_daemon *d;
-    _Atomic unsigned  pending;      /* workers yet to switch to <latest> */
     unsigned          latest;       /* id of the generation sent last */
     unsigned          reported;     /* id cg_reload_poll() last returned */
     int               shutdown;
@@ -80,7 +43,7 @@ void cg_reload_free(struct cg_reload *r)
 
 unsigned cg_reload_pending(const struct cg_reload *r)
 {
-    return atomic_load(&r->pending);
+    return atomic_load(&r->d->reload_pending);
 }
 
 void cg_reload_shutdown(struct cg_reload *r)
@@ -90,7 +53,7 @@ void cg_reload_shutdown(struct cg_reload *r)
 
 unsigned cg_reload_poll(struct cg_reload *r)
 {
-    if (atomic_load(&r->pending) != 0 || r->reported == r->latest)
+    if (atomic_load(&r->d->reload_pending) != 0 || r->reported == r->latest)
         return 0;
     r->reported = r->latest;
     return r->latest;
@@ -101,7 +64,7 @@ static void on_switched(struct cg_wswitch *sw, int applied)
 {
     struct cg_reload *r = sw->ud;
 
-    atomic_fetch_sub(&r->pending, 1);
+    atomic_fetch_sub(&r->d->reload_pending, 1);
 }
 
 /* Keys that only a restart can change keep their running values in <cfg>, each change
@@ -413,9 +376,9 @@ int cg_reload_apply(struct cg_reload *r, struct cg_config *cfg, char *msg, size_
         unsigned nls = sw->nls;
 
         sw->gen = cg_gen_get(g);
-        atomic_fetch_add(&r->pending, 1);
+        atomic_fetch_add(&r->d->reload_pending, 1);
         if (cg_worker_call(&d->workers[k], &sw->call) < 0) {
-            atomic_fetch_sub(&r->pending, 1);
+            atomic_fetch_sub(&r->d->reload_pending, 1);
             discard_switch(sw);
             continue;
         }

@@ -37,7 +37,7 @@
 #include "base/log.h"
 #include "core/conn.h"
 #include "core/health.h"
-#include "core/reload.h"
+#include "core/gen.h"
 #include "core/worker.h"
 
 #define ACCEPTS_PER_WAKEUP 64
@@ -363,13 +363,6 @@ int cg_worker_stall(struct cg_worker *w, unsigned ms)
 }
 
 /* ------------------------------------------------------------------ drain spread */
-
-void cg_worker_unlink(struct cg_worker *w, struct coro_list *node)
-{
-    if (w->spread_next == node)
-        w->spread_next = node->next;
-    coro_list_del(node);
-}
 
 static int is_ws(const struct cg_conn *c)
 {

@@ -20,7 +20,7 @@
 #include "base/access-log.h"
 #include "base/log.h"
 #include "core/conn.h"
-#include "core/reload.h"
+#include "core/gen.h"
 #include "core/tls.h"
 #include "observe/schedlat.h"
 #include "observe/stats.h"
@@ -139,7 +139,7 @@ static void cmd_info(struct cg_stats *st, struct cg_sbuf *b)
     /* Reload (reload.h): the generation new connections get, and how many workers have
      * not switched to it yet (0 once a reload is complete). */
     cg_sbuf_printf(b, "generation: %u\ngeneration_pending_workers: %u\n",
-                   d->gen ? d->gen->id : 0, d->reload ? cg_reload_pending(d->reload) : 0);
+                   d->gen ? d->gen->id : 0, atomic_load(&d->reload_pending));
 }
 
 struct tls_cert_line {

@@ -37,7 +37,7 @@
 #include "coro/list.h"
 #include "base/log.h"
 #include "core/conn.h"
-#include "core/reload.h"
+#include "core/gen.h"
 #include "observe/schedlat.h"
 #include "observe/stats.h"
 #include "observe/stats-int.h"

@@ -118,7 +118,7 @@ void cg_reject_session(void *arg)
     c->co = coro_self();
     cg_refusal_answer(c, r->reason, r->retry_s, r->max_head);
     coro_stream_close(&c->client);
-    cg_worker_unlink(w, &c->node);      /* not coro_list_del(): the drain's cursor */
+    cg_conn_unlink(c);
     w->rejecting--;
     free(r);
 }

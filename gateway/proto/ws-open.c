@@ -19,7 +19,7 @@
 #include "common/rand.h"
 #include "core/conn.h"
 #include "core/relay.h"
-#include "core/reload.h"
+#include "core/gen.h"
 #include "config/route.h"
 #include "guard/tokenbucket.h"
 #include "common/utf8.h"
