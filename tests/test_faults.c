@@ -715,13 +715,18 @@ START_TEST(test_one_of_two_killed)
 
     /* New connections all work (the dead one is skipped, retried elsewhere), it is ejected. */
     for (i = 0; i < news; i++) {
+        const char *bad_l = "listener=\"bad\"";
+        const char *acc = "corogate_listener_connections_accepted_total";
         unsigned b_acc = th_echo_accepted(b);
+        long d_acc = th_metric_sum(f.sock, acc, bad_l);
 
         err = th_echo_roundtrip(f.bad, 200, IO_MS);
         if (err)
             fx_explain(&f, "a new connection failed");
-        TH_ASSERT(f.d, err == 0, "new connection %u with A down: %s (B accepted %u meanwhile)",
-                  i, strerr(err), th_echo_accepted(b) - b_acc);
+        /* Where it stopped: accepted by the daemon or not, a connection to B or not. */
+        TH_ASSERT(f.d, err == 0, "new connection %u with A down: %s (meanwhile the daemon "
+                  "accepted %ld on this listener, B accepted %u)", i, strerr(err),
+                  th_metric_sum(f.sock, acc, bad_l) - d_acc, th_echo_accepted(b) - b_acc);
     }
     snprintf(label, sizeof(label), "server=\"127.0.0.1:%d\"", th_echo_port(a));
     TH_ASSERT(f.d, th_metric_sum(f.sock, "corogate_server_ejections_total", label) >= 1,
