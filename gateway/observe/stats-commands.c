@@ -626,80 +626,72 @@ static void cmd_debug(struct cg_stats *st, char **argv, int argc, struct cg_sbuf
         cg_sbuf_printf(b, "worker %lu: stalling for %lu ms\n", id, ms);
 }
 
-void cg_stats__run_command(struct client *c, char *line)
+int cg_stats__run_command(struct client *c, char *line, struct cg_sbuf *b)
 {
     struct cg_stats *st = c->st;
     struct cg_runtime *rt = st->rt;
     char *argv[8], *save = NULL, *tok, copy[LINE_MAX_BYTES + 1];
-    struct cg_sbuf b;
     int argc = 0, err;
 
     snprintf(copy, sizeof(copy), "%s", line);
     for (tok = strtok_r(line, " \t\r", &save); tok && argc < 8;
          tok = strtok_r(NULL, " \t\r", &save))
         argv[argc++] = tok;
-    cg_sbuf_init(&b, REPLY_MAX);
+    cg_sbuf_init(b, REPLY_MAX);
     if (argc == 0) {
         if (c->prompt)
-            cg_sbuf_add(&b, "> ", 2);
-        cg_stats__client_send(c, &b);
-        return;
+            cg_sbuf_add(b, "> ", 2);
+        return CG_STATS_RAW;
     }
 #define IS(i, s) (argc > (i) && strcmp(argv[i], (s)) == 0)
     if (IS(0, "help") && argc == 1) {
-        cg_sbuf_add(&b, help_text, sizeof(help_text) - 1);
+        cg_sbuf_add(b, help_text, sizeof(help_text) - 1);
     } else if (IS(0, "prompt") && argc == 1) {
         c->prompt = !c->prompt;
         if (c->prompt)
-            cg_sbuf_add(&b, "> ", 2);
-        cg_stats__client_send(c, &b);
-        return;
+            cg_sbuf_add(b, "> ", 2);
+        return CG_STATS_RAW;
     } else if (IS(0, "quit") && argc == 1) {
         c->quit = 1;
-        cg_sbuf_deinit(&b);
-        return;
+        return CG_STATS_NONE;
     } else if (IS(0, "show") && IS(1, "info") && argc == 2) {
-        cmd_info(st, &b);
+        cmd_info(st, b);
     } else if (IS(0, "show") && (IS(1, "stats") || IS(1, "metrics")) && argc == 2) {
-        if (cg_stats__start_req(c, IS(1, "stats") ? REQ_STATS : REQ_METRICS, 0, 0, &b)) {
-            cg_sbuf_deinit(&b);         /* answered when the workers are back */
-            return;
-        }
+        if (cg_stats__start_req(c, IS(1, "stats") ? REQ_STATS : REQ_METRICS, 0, 0, b))
+            return CG_STATS_NONE;       /* answered when the workers are back */
     } else if (IS(0, "show") && IS(1, "coros")) {
-        if (cg_stats__cmd_coros(c, argv, argc, &b)) {
-            cg_sbuf_deinit(&b);         /* answered when the workers are back */
-            return;
-        }
+        if (cg_stats__cmd_coros(c, argv, argc, b))
+            return CG_STATS_NONE;       /* answered when the workers are back */
     } else if (IS(0, "show") && IS(1, "upstreams") && argc == 2) {
-        cmd_upstreams(st, &b);
+        cmd_upstreams(st, b);
     } else if (IS(0, "show") && IS(1, "breaker") && argc == 2) {
-        cmd_breaker(st, &b);
+        cmd_breaker(st, b);
     } else if (IS(0, "show") && IS(1, "tls") && argc == 2) {
-        cmd_tls(st, &b);
+        cmd_tls(st, b);
     } else if (IS(0, "show") && IS(1, "sched") && (argc == 2 || (argc == 3 && IS(2, "json")))) {
-        cg_schedlat_format(rt->d->schedlat, rt->d, argc == 3, &b);  /* schedlat.h */
+        cg_schedlat_format(rt->d->schedlat, rt->d, argc == 3, b);  /* schedlat.h */
     } else if (IS(0, "set") && IS(1, "server")) {
-        cmd_set_server(st, argv, argc, &b);
+        cmd_set_server(st, argv, argc, b);
     } else if (IS(0, "set") && IS(1, "breaker")) {
-        cmd_set_breaker(st, argv, argc, &b);
+        cmd_set_breaker(st, argv, argc, b);
     } else if (IS(0, "set") && IS(1, "rate")) {
-        cmd_set_rate(st, argv, argc, &b);
+        cmd_set_rate(st, argv, argc, b);
     } else if (IS(0, "debug") && rt->d->test_hooks) {
-        cmd_debug(st, argv, argc, &b);
+        cmd_debug(st, argv, argc, b);
     } else if (IS(0, "reload") && argc == 1) {
         err = rt->reload ? rt->reload(rt, "stats socket") : -ENOSYS;
         if (err < 0)
-            cg_sbuf_printf(&b, "error: reload: %s\n", rt->last_reload_msg[0] ?
+            cg_sbuf_printf(b, "error: reload: %s\n", rt->last_reload_msg[0] ?
                            rt->last_reload_msg : strerror(-err));
         else
-            cg_sbuf_printf(&b, "reload: %s\n", rt->last_reload_msg);
+            cg_sbuf_printf(b, "reload: %s\n", rt->last_reload_msg);
     } else {
-        cg_sbuf_add(&b, "error: unknown command \"", 24);
-        cg_sbuf_add(&b, copy, strnlen(copy, 200));
-        cg_sbuf_add(&b, "\"\n", 2);
-        cg_sbuf_add(&b, help_text, sizeof(help_text) - 1);
+        cg_sbuf_add(b, "error: unknown command \"", 24);
+        cg_sbuf_add(b, copy, strnlen(copy, 200));
+        cg_sbuf_add(b, "\"\n", 2);
+        cg_sbuf_add(b, help_text, sizeof(help_text) - 1);
     }
 #undef IS
-    cg_stats__client_answer(c, &b);
+    return CG_STATS_ANSWER;
 }
 

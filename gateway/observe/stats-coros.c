@@ -251,10 +251,7 @@ static void render_coros(struct coros_req *r, struct cg_sbuf *b)
     }
 }
 
-/* Renders the answer of <r> into <b> from the parts that came back, and frees <r>; parts
- * still out are left to be freed when they arrive. Returns 0, or -ENOBUFS when the answer
- * did not fit (or memory ran out). */
-static int render_req(struct coros_req *r, struct cg_sbuf *b)
+int cg_stats__render_req(struct coros_req *r, struct cg_sbuf *b)
 {
     const struct cg_runtime *rt = r->c->st->rt;
     struct cg_coro_census *census = NULL;
@@ -293,58 +290,6 @@ static int render_req(struct coros_req *r, struct cg_sbuf *b)
     return err < 0 || b->overflow ? -ENOBUFS : 0;
 }
 
-/* Answers <r>'s client (when it is still there) and frees <r>. */
-void cg_stats__finish_req(struct coros_req *r)
-{
-    struct client *c = r->c;
-    int kind = r->kind, head = r->head, err;
-    struct cg_sbuf b;
-
-    cg_sbuf_init(&b, REPLY_MAX);
-    err = render_req(r, &b);
-    if (!c || c->closing)
-        cg_sbuf_deinit(&b);
-    else if (kind == REQ_HTTP)
-        cg_stats__http_metrics_reply(c, &b, err, head);
-    else
-        cg_stats__client_answer(c, &b);
-}
-
-void cg_stats__on_replies(uv_async_t *a)
-{
-    struct cg_stats *st = a->data;
-    struct coros_call *list, *cc;
-
-    uv_mutex_lock(&st->lock);
-    list = st->done;
-    st->done = NULL;
-    uv_mutex_unlock(&st->lock);
-    while ((cc = list)) {
-        struct coros_req *r = cc->req;
-
-        list = cc->next_done;
-        st->outstanding--;
-        if (!r) {
-            free(cc);
-            continue;
-        }
-        r->back[cc->worker] = 1;
-        if (--r->waiting == 0) {
-            struct client *c = r->c;
-
-            c->req = NULL;
-            cg_stats__finish_req(r);
-            cg_stats__client_touch(c);
-            cg_stats__client_process(c);
-        }
-    }
-    cg_stats__maybe_free(st);
-}
-
-/* Asks every worker for its part of a <kind> answer for <c> (<want> coroutines listed, for
- * show coros; <head>: an HTTP HEAD). Returns 1 when <c> now waits for them (c->req, answered
- * by cg_stats__finish_req()), or 0 when the answer is in <b> already: every worker had stopped, or
- * memory ran out (metrics are then rendered without the workers' coroutine counts). */
 int cg_stats__start_req(struct client *c, int kind, int head, unsigned want, struct cg_sbuf *b)
 {
     struct cg_stats *st = c->st;
@@ -388,11 +333,10 @@ int cg_stats__start_req(struct client *c, int kind, int head, unsigned want, str
             cg_sbuf_printf(b, "error: out of memory; showing workers 0..%u only\n", i);
     }
     if (r->waiting == 0) {
-        render_req(r, b);           /* every worker stopped: say so */
+        cg_stats__render_req(r, b); /* every worker stopped: say so */
         return 0;
     }
     c->req = r;
-    cg_stats__client_touch(c);
     return 1;
 
 out_nomem:

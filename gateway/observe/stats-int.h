@@ -137,21 +137,33 @@ static inline uint64_t cg_stats__now_ms(void)
     return uv_hrtime() / 1000000;
 }
 
-/* stats.c: the server and its clients */
-void cg_stats__client_answer(struct client *c, struct cg_sbuf *b);
-void cg_stats__client_process(struct client *c);
-void cg_stats__client_send(struct client *c, struct cg_sbuf *b);
-void cg_stats__client_touch(struct client *c);
-void cg_stats__http_metrics_reply(struct client *c, struct cg_sbuf *body, int err, int head);
-void cg_stats__maybe_free(struct cg_stats *st);
+/* The files of the stats socket, from the top: stats.c (the server, its clients, their
+ * input and output) runs commands (stats-commands.c), which, like stats.c's /metrics, may
+ * need the workers (stats-coros.c). Neither of those two writes to a client: they fill a
+ * buffer and say what stats.c is to do with it. */
 
-/* stats-commands.c */
-void cg_stats__run_command(struct client *c, char *line);
+/* stats-commands.c: runs the command <line> (modified) of <c> into <b>, which it
+ * initialises. Returns what the caller does with <b>: */
+enum {
+    CG_STATS_ANSWER,    /* an answer: send it with its blank line (and the prompt) */
+    CG_STATS_RAW,       /* send it as it is (an empty line's prompt) */
+    CG_STATS_NONE,      /* nothing now: quit, or the workers were asked (c->req) and
+                         * stats.c answers once they are back; <b> is only freed */
+};
+int cg_stats__run_command(struct client *c, char *line, struct cg_sbuf *b);
 
 /* stats-coros.c: requests answered with the workers' help */
 int cg_stats__cmd_coros(struct client *c, char **argv, int argc, struct cg_sbuf *b);
-void cg_stats__finish_req(struct coros_req *r);
-void cg_stats__on_replies(uv_async_t *a);
+/* Asks every worker for its part of a <kind> answer for <c> (<want> coroutines listed, for
+ * show coros; <head>: an HTTP HEAD). Returns 1 when <c> now waits for them (c->req; each
+ * part comes back on st->done, st->replies wakes stats.c, which renders the answer with
+ * cg_stats__render_req()), or 0 when the answer is in <b> already: every worker had
+ * stopped, or memory ran out (metrics are then rendered without the workers' coroutine
+ * counts). */
 int cg_stats__start_req(struct client *c, int kind, int head, unsigned want, struct cg_sbuf *b);
+/* Renders the answer of <r> into <b> from the parts that came back, and frees <r>; parts
+ * still out are left to be freed when they arrive. Returns 0, or -ENOBUFS when the answer
+ * did not fit (or memory ran out). */
+int cg_stats__render_req(struct coros_req *r, struct cg_sbuf *b);
 
 #endif

@@ -48,6 +48,9 @@
 static void on_timer(uv_timer_t *t);
 static void http_feed(struct client *c, const char *data, size_t len);
 static void client_close(struct client *c);
+static void client_process(struct client *c);
+static void http_metrics_reply(struct client *c, struct cg_sbuf *body, int err, int head);
+static void maybe_free(struct cg_stats *st);
 
 /* ------------------------------------------------------------------ output */
 
@@ -55,7 +58,7 @@ static void client_close(struct client *c);
 
 /* Restarts <c>'s deadline: stats_timeout from now, or the workers' deadline while a
  * command waits for them. */
-void cg_stats__client_touch(struct client *c)
+static void client_touch(struct client *c)
 {
     uint64_t ms = c->st->rt->d->cfg->gw.stats_timeout_ms;
 
@@ -76,12 +79,12 @@ static void on_written(uv_write_t *req, int status)
         client_close(c);
         return;
     }
-    cg_stats__client_touch(c);
-    cg_stats__client_process(c);
+    client_touch(c);
+    client_process(c);
 }
 
 /* Queues the bytes of <b> for <c>, taking them (b is left empty). */
-void cg_stats__client_send(struct client *c, struct cg_sbuf *b)
+static void client_send(struct client *c, struct cg_sbuf *b)
 {
     struct wreq *wr;
     uv_buf_t buf;
@@ -113,7 +116,7 @@ void cg_stats__client_send(struct client *c, struct cg_sbuf *b)
 }
 
 /* Ends an answer: the blank line, then the prompt in interactive mode; and sends it. */
-void cg_stats__client_answer(struct client *c, struct cg_sbuf *b)
+static void client_answer(struct client *c, struct cg_sbuf *b)
 {
     if (b->overflow) {
         cg_sbuf_deinit(b);
@@ -124,7 +127,77 @@ void cg_stats__client_answer(struct client *c, struct cg_sbuf *b)
     cg_sbuf_add(b, "\n", 1);
     if (c->prompt)
         cg_sbuf_add(b, "> ", 2);
-    cg_stats__client_send(c, b);
+    client_send(c, b);
+}
+
+/* Answers <r>'s client (when it is still there) and frees <r>. */
+static void finish_req(struct coros_req *r)
+{
+    struct client *c = r->c;
+    int kind = r->kind, head = r->head, err;
+    struct cg_sbuf b;
+
+    cg_sbuf_init(&b, REPLY_MAX);
+    err = cg_stats__render_req(r, &b);
+    if (!c || c->closing)
+        cg_sbuf_deinit(&b);
+    else if (kind == REQ_HTTP)
+        http_metrics_reply(c, &b, err, head);
+    else
+        client_answer(c, &b);
+}
+
+/* The workers' parts are back (stats-coros.c queued them on st->done): a request whose
+ * last part this is gets its answer, and its client's next command may run. */
+static void on_replies(uv_async_t *a)
+{
+    struct cg_stats *st = a->data;
+    struct coros_call *list, *cc;
+
+    uv_mutex_lock(&st->lock);
+    list = st->done;
+    st->done = NULL;
+    uv_mutex_unlock(&st->lock);
+    while ((cc = list)) {
+        struct coros_req *r = cc->req;
+
+        list = cc->next_done;
+        st->outstanding--;
+        if (!r) {
+            free(cc);
+            continue;
+        }
+        r->back[cc->worker] = 1;
+        if (--r->waiting == 0) {
+            struct client *c = r->c;
+
+            c->req = NULL;
+            finish_req(r);
+            client_touch(c);
+            client_process(c);
+        }
+    }
+    maybe_free(st);
+}
+
+/* Runs the command <line> of <c> and sends what it says to send. */
+static void run_line(struct client *c, char *line)
+{
+    struct cg_sbuf b;
+
+    switch (cg_stats__run_command(c, line, &b)) {
+    case CG_STATS_ANSWER:
+        client_answer(c, &b);
+        break;
+    case CG_STATS_RAW:
+        client_send(c, &b);
+        break;
+    default:
+        cg_sbuf_deinit(&b);
+        if (c->req)
+            client_touch(c);    /* the workers' deadline, not stats_timeout */
+        break;
+    }
 }
 
 /* ------------------------------------------------------------------ clients */
@@ -145,7 +218,7 @@ static void on_client_closed(uv_handle_t *h)
     st->nclients--;
     st->rt->stats_clients = st->nclients;
     free(c);
-    cg_stats__maybe_free(st);
+    maybe_free(st);
 }
 
 /* Answers with what came back (if the client still listens); late parts are freed when
@@ -160,7 +233,7 @@ static void client_close(struct client *c)
         struct coros_req *r = c->req;
 
         c->req = NULL;
-        cg_stats__finish_req(r);
+        finish_req(r);
     }
     uv_close(&c->u.h, on_client_closed);
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
@@ -176,9 +249,9 @@ static void on_timer(uv_timer_t *t)
         struct coros_req *r = c->req;
 
         c->req = NULL;
-        cg_stats__finish_req(r);         /* answers with what came back */
-        cg_stats__client_touch(c);
-        cg_stats__client_process(c);
+        finish_req(r);         /* answers with what came back */
+        client_touch(c);
+        client_process(c);
         return;
     }
     st->rt->stats_timeouts++;
@@ -219,16 +292,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
             client_close(c);
             return;
         }
-        cg_stats__client_process(c);
+        client_process(c);
         return;
     }
-    cg_stats__client_touch(c);
+    client_touch(c);
     if (c->http) {
         http_feed(c, buf->base, (size_t)n);
         return;
     }
     c->inlen += (size_t)n;
-    cg_stats__client_process(c);
+    client_process(c);
 }
 
 /* Reads from <c> only while it may send a command that we would take now. */
@@ -248,7 +321,7 @@ static void client_update_reading(struct client *c)
 
 /* Takes the complete lines of <c>'s input while it may (no command waiting for workers,
  * little output waiting for the client), then decides whether to read on or close. */
-void cg_stats__client_process(struct client *c)
+static void client_process(struct client *c)
 {
     char *nl, line[LINE_MAX_BYTES + 1];
     size_t n;
@@ -286,10 +359,10 @@ void cg_stats__client_process(struct client *c)
             cg_sbuf_init(&b, REPLY_MAX);
             cg_sbuf_printf(&b, "error: line too long (at most %d bytes)\n",
                            LINE_MAX_BYTES - 1);
-            cg_stats__client_answer(c, &b);
+            client_answer(c, &b);
             continue;
         }
-        cg_stats__run_command(c, line);
+        run_line(c, line);
     }
     if (c->closing)
         return;
@@ -342,7 +415,7 @@ static void http_reply(struct client *c, const char *status, const char *extra,
         client_close(c);
         return;
     }
-    cg_stats__client_send(c, &b);
+    client_send(c, &b);
 }
 
 static void http_feed(struct client *c, const char *data, size_t len)
@@ -385,15 +458,17 @@ static void http_feed(struct client *c, const char *data, size_t len)
             uv_read_stop(&c->u.s);
             c->reading = 0;
         }
-        if (!cg_stats__start_req(c, REQ_HTTP, m == HTTP_HEAD, 0, &body))
-            cg_stats__http_metrics_reply(c, &body, body.overflow ? -ENOBUFS : 0, m == HTTP_HEAD);
-        else
+        if (!cg_stats__start_req(c, REQ_HTTP, m == HTTP_HEAD, 0, &body)) {
+            http_metrics_reply(c, &body, body.overflow ? -ENOBUFS : 0, m == HTTP_HEAD);
+        } else {
             cg_sbuf_deinit(&body);  /* answered when the workers are back */
+            client_touch(c);        /* ... or at the workers' deadline */
+        }
     }
 }
 
 /* Answers GET /metrics with <body> (taken), or 500 when rendering failed with <err>. */
-void cg_stats__http_metrics_reply(struct client *c, struct cg_sbuf *body, int err, int head)
+static void http_metrics_reply(struct client *c, struct cg_sbuf *body, int err, int head)
 {
     if (err < 0) {
         cg_sbuf_deinit(body);
@@ -461,7 +536,7 @@ static void on_connection(uv_stream_t *server, int status)
         c->parser.data = c;
         uv_tcp_nodelay(&c->u.tcp, 1);
     }
-    cg_stats__client_touch(c);
+    client_touch(c);
     client_update_reading(c);
 }
 
@@ -470,10 +545,10 @@ static void on_server_closed(uv_handle_t *h)
     struct cg_stats *st = h->data;
 
     st->handles--;
-    cg_stats__maybe_free(st);
+    maybe_free(st);
 }
 
-void cg_stats__maybe_free(struct cg_stats *st)
+static void maybe_free(struct cg_stats *st)
 {
     if (!st->stopping)
         return;
@@ -622,7 +697,7 @@ int cg_stats_start(uv_loop_t *loop, struct cg_runtime *rt, struct cg_stats **out
     st->loop = loop;
     st->rt = rt;
     uv_mutex_init(&st->lock);
-    err = uv_async_init(loop, &st->replies, cg_stats__on_replies);
+    err = uv_async_init(loop, &st->replies, on_replies);
     if (err < 0) {
         uv_mutex_destroy(&st->lock);
         free(st);
@@ -662,5 +737,5 @@ void cg_stats_stop(struct cg_stats *st)
         next = c->next;
         client_close(c);
     }
-    cg_stats__maybe_free(st);
+    maybe_free(st);
 }
