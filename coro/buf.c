@@ -113,7 +113,9 @@ static void decay_start(struct coro_sched *s)
     uv_timer_start(&s->pool_timer, on_decay, DECAY_MS, DECAY_MS);
 }
 
-void coro__pool_trim_owed(struct coro_sched *s)
+/* A burst of coroutines has ended (most of them are gone, sched.c): what they allocated
+ * is free now, and the heap's free pages are given back once the pool has settled. */
+static void pool_trim_owed(struct coro_sched *s)
 {
     if (s->bufs_freed < TRIM_MIN)
         s->bufs_freed = TRIM_MIN;
@@ -124,6 +126,7 @@ struct coro_buf *coro_buf_get(struct coro_sched *s, size_t size)
 {
     struct coro_buf *b;
 
+    s->burst_end = pool_trim_owed;  /* the pool is in use: it answers bursts (sched.c) */
     if (size <= s->buf_size) {
         b = s->free_bufs;
         if (b) {

@@ -110,6 +110,11 @@ struct coro_sched {
     unsigned           buf_keep;
     size_t             bufs_freed; /* pooled bytes freed since the last malloc_trim() */
     unsigned           count_peak; /* most coroutines alive since the last trim was owed */
+    /* The services built on the scheduler tell it what to call, so that it imports
+     * neither: buf.c's answer to a burst of coroutines ending (set once the pool is used:
+     * every stream reads into it) and io.c's teardown of its epoll set (set with it). */
+    void             (*burst_end)(struct coro_sched *s);
+    void             (*io_free)(struct coro_sched *s);
     int                pool_ticking; /* pool_timer runs */
     int                trimming;   /* trim_req is on the thread pool */
     unsigned           trims;      /* trims started */
@@ -150,16 +155,10 @@ int  coro__overflow_handler_install(void);
 void coro__overflow_handler_release(void);
 /* Close callback of the scheduler's own handles: the last one frees the scheduler. */
 void coro__sched_handle_closed(uv_handle_t *h);
-/* buf.c: a burst of coroutines has ended (most of them are gone): what they allocated is
- * free now, and the heap's free pages are given back once the pool has settled. */
-void coro__pool_trim_owed(struct coro_sched *s);
 
 /* The same for what else holds the scheduler (a trim on the thread pool, buf.c): counted
  * in handles_open. */
 void coro__sched_put(struct coro_sched *s);
-/* Closes the scheduler's epoll set and its poll handle, if streams ever made them (io.c);
- * the handle's close is counted in handles_open. */
-void coro__io_sched_free(struct coro_sched *s);
 int  coro__stack_save(struct coro_sched *s, struct coro *co);
 /* Frees <co>'s saved copy (shared model), from its size class's slab or the heap. */
 void coro__saved_free(struct coro_sched *s, struct coro *co);

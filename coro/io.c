@@ -147,6 +147,8 @@ static void on_epoll(uv_poll_t *h, int status, int events)
     } while (n == EVENTS_MAX);
 }
 
+static void io_sched_free(struct coro_sched *s);
+
 static int sched_io_init(struct coro_sched *s)
 {
     int err;
@@ -160,6 +162,7 @@ static int sched_io_init(struct coro_sched *s)
         s->io_epfd = -1;
         return -errno;          /* out of descriptors, say: a later stream tries again */
     }
+    s->io_free = io_sched_free;
     err = uv_poll_init(s->loop, &s->io_poll, s->io_epfd);
     if (err < 0) {
         close(s->io_epfd);
@@ -183,7 +186,9 @@ static int sched_io_init(struct coro_sched *s)
     return 0;
 }
 
-void coro__io_sched_free(struct coro_sched *s)
+/* Closes the scheduler's epoll set and its poll handle (the scheduler's teardown calls
+ * it through s->io_free); the handle's close is counted in handles_open. */
+static void io_sched_free(struct coro_sched *s)
 {
     if (s->io_epfd < 0)
         return;

@@ -267,7 +267,8 @@ static void resume(struct coro_sched *s, struct coro *co)
      * which buffer churn alone would not start. A steady churn never falls this far. */
     if (s->count + TRIM_FALL <= s->count_peak && s->count <= s->count_peak / 2) {
         s->count_peak = s->count;
-        coro__pool_trim_owed(s);
+        if (s->burst_end)
+            s->burst_end(s);
     }
     if (s->owner == co)
         s->owner = NULL;
@@ -527,7 +528,8 @@ int coro_sched_free(struct coro_sched *s)
     uv_close((uv_handle_t *)&s->idle, coro__sched_handle_closed);
     uv_close((uv_handle_t *)&s->timer, coro__sched_handle_closed);
     uv_close((uv_handle_t *)&s->pool_timer, coro__sched_handle_closed);
-    coro__io_sched_free(s);
+    if (s->io_free)
+        s->io_free(s);
     return leaked;
 }
 
