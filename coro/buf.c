@@ -26,8 +26,8 @@
 #include <malloc.h>
 #endif
 
+#include "buf.h"
 #include "coro-int.h"
-#include "io.h"
 
 #define DECAY_MS   250u             /* a pool's tick: what stayed unused during one is surplus */
 #define FLOOR      8u               /* idle buffers kept however long they are unused */

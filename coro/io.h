@@ -1,4 +1,4 @@
-/* coro/io.h — buffers and TCP streams that suspend only the calling coroutine.
+/* coro/io.h — TCP streams that suspend only the calling coroutine (their buffers: buf.h).
  *
  * Reading: a stream reads ahead at most a couple of chunks into buffers taken from the
  * scheduler's pool at the moment the socket is readable, then stops reading it until
@@ -16,27 +16,11 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "buf.h"
 #include "coro.h"
 #include "coro-t.h"
 
 #define CORO_WQ_HIGH_DEFAULT (64u * 1024)
-
-/* ---------------------------------------------------------------- buffers */
-
-/* A buffer from <s>'s pool (capacity = the scheduler's buf_size), or a malloc'ed one when
- * <size> is larger; len = off = 0. Returns NULL when out of memory. */
-struct coro_buf *coro_buf_get(struct coro_sched *s, size_t size);
-
-/* Gives <b> back (NULL-safe): to the pool, or free() when the pool is full or it was large. */
-void coro_buf_put(struct coro_sched *s, struct coro_buf *b);
-
-/* Buffers handed out and not yet put back: a leak or a held-idle buffer shows here. */
-unsigned coro_buf_outstanding(const struct coro_sched *s);
-size_t coro_buf_size(const struct coro_sched *s);
-/* Buffers on the pool's free list now. */
-unsigned coro_buf_pooled(const struct coro_sched *s);
-/* Heap trims the pool's decay has started (on libuv's thread pool) since the start. */
-unsigned coro_buf_trims(const struct coro_sched *s);
 
 /* ---------------------------------------------------------------- streams */
 
