@@ -155,7 +155,8 @@ static inline struct coro_sched *sched_of(const struct side *x)
  * one block per handshake instead of one per header kept; longer heads spill to malloc. */
 #define HS_ARENA 1024
 
-/* The handshake state, freed before the relay starts. */
+/* The handshake state, freed before the relay starts. cg_ws__open() zeroes what comes
+ * before ext; ext and what follows are buffers written before they are read. */
 struct hsblock {
     struct cg_handshake req;
     struct cg_handshake resp;
