@@ -25,10 +25,7 @@
 
 #include "base/access-log.h"
 #include "base/log.h"
-
-#define CG_CONF_NAME_MAX     64     /* section names and "host:port" strings, NUL included */
-#define CG_CONF_PATH_MAX     4096   /* the config file's path, NUL included */
-#define CG_CONF_SOCKPATH_MAX 108    /* sizeof(sun_path): stats_socket, NUL included */
+#include "config/limits.h"
 
 /* A growable list of error messages (owned copies). */
 struct cg_errors {

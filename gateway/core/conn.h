@@ -15,7 +15,7 @@
 #include <sys/socket.h>
 
 #include "coro/coro-t.h"
-#include "core/worker-t.h"
+#include "core/types.h"
 
 /* Why a connection ended (cg_close_reason_name()). */
 enum cg_close_reason {

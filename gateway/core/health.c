@@ -7,7 +7,7 @@
 #include "coro/io.h"
 #include "coro/list.h"
 #include "core/health.h"
-#include "core/worker-t.h"
+#include "core/types.h"
 #include "core/gen.h"
 #include "core/upstream.h"
 #include "base/proxy-proto.h"

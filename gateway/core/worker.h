@@ -7,7 +7,7 @@
 #ifndef CG_WORKER_H
 #define CG_WORKER_H
 
-#include "core/worker-t.h"
+#include "core/types.h"
 
 /* Builds generation 1 from d->cfg (which it owns from then on, also on failure: d->cfg is
  * then NULL), binds every listener's sockets (one per worker, SO_REUSEPORT), starts the

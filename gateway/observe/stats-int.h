@@ -12,7 +12,6 @@
 #include "config/config.h"
 #include "core/worker.h"
 #include "observe/metrics.h"
-#include "observe/stats.h"
 
 #ifndef CG_VERSION
 #define CG_VERSION "0.0.0"

@@ -1,9 +1,9 @@
-/* gateway/core/worker-t.h — the daemon's and its workers' types (worker.h has what they
+/* gateway/core/types.h — the daemon's and its workers' types (worker.h has what they
  * do): what a connection (conn.c), the health checks and the protocols above read of their
  * worker without importing the worker's code. Types only.
  */
-#ifndef CG_WORKER_T_H
-#define CG_WORKER_T_H
+#ifndef CG_CORE_TYPES_H
+#define CG_CORE_TYPES_H
 
 #include <stdatomic.h>
 #include <stdint.h>
