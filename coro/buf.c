@@ -126,7 +126,6 @@ struct coro_buf *coro_buf_get(struct coro_sched *s, size_t size)
 {
     struct coro_buf *b;
 
-    s->burst_end = pool_trim_owed;  /* the pool is in use: it answers bursts (sched.c) */
     if (size <= s->buf_size) {
         b = s->free_bufs;
         if (b) {
@@ -137,6 +136,10 @@ struct coro_buf *coro_buf_get(struct coro_sched *s, size_t size)
             b = malloc(sizeof(*b) + s->buf_size);
             if (!b)
                 return NULL;
+            /* The pool is in use (its first buffer is always this one): it answers
+             * bursts of coroutines ending (sched.c). Not on every get: a store on the
+             * per-message path for a pointer that never changes. */
+            s->burst_end = pool_trim_owed;
             b->cap = (uint32_t)s->buf_size;
             b->pooled = 1;
         }

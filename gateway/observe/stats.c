@@ -130,21 +130,27 @@ static void client_answer(struct client *c, struct cg_sbuf *b)
     client_send(c, b);
 }
 
-/* Answers <r>'s client (when it is still there) and frees <r>. */
-static void finish_req(struct coros_req *r)
+/* Ends <c>'s request to the workers (c->req) with what came back: the answer (unless <c>
+ * is closing), then <c>'s deadline restarts and its next command may run. */
+static void finish_req(struct client *c)
 {
-    struct client *c = r->c;
+    struct coros_req *r = c->req;
     int kind = r->kind, head = r->head, err;
     struct cg_sbuf b;
 
+    c->req = NULL;
     cg_sbuf_init(&b, REPLY_MAX);
     err = cg_stats__render_req(r, &b);
-    if (!c || c->closing)
+    if (c->closing) {
         cg_sbuf_deinit(&b);
-    else if (kind == REQ_HTTP)
+        return;
+    }
+    if (kind == REQ_HTTP)
         http_metrics_reply(c, &b, err, head);
     else
         client_answer(c, &b);
+    client_touch(c);
+    client_process(c);
 }
 
 /* The workers' parts are back (stats-coros.c queued them on st->done): a request whose
@@ -168,14 +174,8 @@ static void on_replies(uv_async_t *a)
             continue;
         }
         r->back[cc->worker] = 1;
-        if (--r->waiting == 0) {
-            struct client *c = r->c;
-
-            c->req = NULL;
-            finish_req(r);
-            client_touch(c);
-            client_process(c);
-        }
+        if (--r->waiting == 0)
+            finish_req(r->c);
     }
     maybe_free(st);
 }
@@ -229,12 +229,8 @@ static void client_close(struct client *c)
     if (c->closing)
         return;
     c->closing = 1;
-    if (c->req) {
-        struct coros_req *r = c->req;
-
-        c->req = NULL;
-        finish_req(r);
-    }
+    if (c->req)
+        finish_req(c);
     uv_close(&c->u.h, on_client_closed);
     uv_close((uv_handle_t *)&c->timer, on_client_closed);
 }
@@ -246,12 +242,7 @@ static void on_timer(uv_timer_t *t)
     char ms[32];
 
     if (c->req) {
-        struct coros_req *r = c->req;
-
-        c->req = NULL;
-        finish_req(r);         /* answers with what came back */
-        client_touch(c);
-        client_process(c);
+        finish_req(c);          /* answers with what came back */
         return;
     }
     st->rt->stats_timeouts++;

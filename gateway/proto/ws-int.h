@@ -156,7 +156,8 @@ static inline struct coro_sched *sched_of(const struct side *x)
 #define HS_ARENA 1024
 
 /* The handshake state, freed before the relay starts. cg_ws__open() zeroes what comes
- * before ext; ext and what follows are buffers written before they are read. */
+ * before ext; what follows is written before it is read (ext there, trusted by
+ * prepare_forward(), head by the 101's writer, arena by the heads' parsers). */
 struct hsblock {
     struct cg_handshake req;
     struct cg_handshake resp;

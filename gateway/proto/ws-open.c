@@ -300,8 +300,7 @@ __attribute__((noinline)) int cg_ws__open(struct sess *s)
     if (!hb)
         return -1;
     memset(hb, 0, offsetof(struct hsblock, ext));
-    hb->ext[0] = '\0';
-    hb->trusted = 0;
+    hb->ext[0] = '\0';                /* no offers to pass on unless prepared below */
     cg_handshake_init(&hb->req, CG_HS_REQUEST, &lim);
     cg_handshake_set_arena(&hb->req, hb->arena, sizeof(hb->arena));
     cg_handshake_keep_header(&hb->req, lc->hash_header);       /* balance = hash */
