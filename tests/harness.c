@@ -1373,6 +1373,49 @@ static int set_timeouts(int fd, int timeout_ms)
     return 0;
 }
 
+int th_listen(int *port)
+{
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    socklen_t len = sizeof(sin);
+    int fd, err;
+
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, 64) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sin, &len) < 0) {
+        err = -errno;
+        close(fd);
+        return err;
+    }
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+int th_accept(int lfd, int timeout_ms)
+{
+    struct pollfd pf = { .fd = lfd, .events = POLLIN };
+    int fd, n, err;
+
+    do
+        n = poll(&pf, 1, timeout_ms);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    if (n == 0)
+        return -ETIMEDOUT;
+    fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    err = set_timeouts(fd, timeout_ms);
+    if (err < 0) {
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
 int th_connect(int port, int timeout_ms)
 {
     return th_connect_from(NULL, port, timeout_ms);

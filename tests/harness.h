@@ -307,6 +307,14 @@ int th_connect_from(const char *src, int port, int timeout_ms);
 int th_ws_open(int port, const char *target, const char *headers, int timeout_ms, char *head,
                size_t size);
 
+/* A listening socket on 127.0.0.1 at a port the kernel picks (*<port>): a backend a test
+ * plays itself. Returns the descriptor or a negative errno. */
+int th_listen(int *port);
+
+/* Accepts one connection on <lfd> within <timeout_ms> and sets its SO_RCVTIMEO and
+ * SO_SNDTIMEO to <timeout_ms>. Returns the descriptor or a negative errno (-ETIMEDOUT). */
+int th_accept(int lfd, int timeout_ms);
+
 /* Sends all <len> bytes. Returns <len> or a negative errno (-ETIMEDOUT). */
 ssize_t th_send_all(int fd, const void *buf, size_t len);
 

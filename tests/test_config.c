@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "gateway/config/config.h"
+#include "harness.h"
 
 /* A valid listener + upstream, appended after the lines under test so that their line
  * numbers stay small and obvious. */
@@ -493,26 +494,23 @@ START_TEST(test_default_file_documents_every_key)
     static const char *const keys[] = {
         "workers", "cpu_pinning", "max_connections", "log_level", "stats_socket",
         "drain_timeout", "nofile", "coro_stall_threshold", "bind", "mode", "upstream",
-        "idle_timeout", "backlog",
+        "idle_timeout", "backlog", "half_close",
         "servers", "source", "balance", "hash_key", "connect_timeout", "retries",
         "max_connections_per_server",
         "health_check_interval", "health_check_timeout", "health_check_fall",
         "health_check_rise",
     };
-    char text[16384], pat[2][64];
-    size_t i, n;
-    FILE *f;
+    char *text, pat[2][64];
+    size_t i;
 
-    f = fopen("conf/corogate.ini", "r");
-    ck_assert_ptr_nonnull(f);
-    n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
+    text = th_read_file("conf/corogate.ini", NULL);
+    ck_assert_msg(text != NULL, "conf/corogate.ini: %s", strerror(errno));
     for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         snprintf(pat[0], sizeof(pat[0]), "\n%s = ", keys[i]);
         snprintf(pat[1], sizeof(pat[1]), "\n;%s = ", keys[i]);
         ck_assert_msg(strstr(text, pat[0]) || strstr(text, pat[1]), "%s missing", keys[i]);
     }
+    free(text);
 }
 END_TEST
 
@@ -711,6 +709,25 @@ START_TEST(test_error_bad_bool)
 {
     EXPECT("[gateway]\ncpu_pinning = maybe\n" TAIL,
            "t.ini:2: [gateway] cpu_pinning: \"maybe\" is not a boolean (expected on/off, "
+           "yes/no, true/false, 1/0)");
+}
+END_TEST
+
+/* half_close: on by default, off where set, and only on tcp listeners. */
+START_TEST(test_half_close)
+{
+    struct cg_config *cfg = parse_ok("[listener x]\nbind = 127.0.0.1:1\nupstream = u\n"
+                                     "half_close = off\n" TAIL);
+
+    ck_assert_int_eq(cfg->listeners[0].half_close, 0);
+    ck_assert_int_eq(cfg->listeners[1].half_close, 1);
+    cg_config_free(cfg);
+    EXPECT("[listener x]\nbind = 127.0.0.1:1\nupstream = u\nmode = websocket\n"
+           "half_close = off\n" TAIL,
+           "t.ini:5: [listener x] half_close: only for mode = tcp (a WebSocket connection "
+           "ends with its closing handshake)");
+    EXPECT("[listener x]\nbind = 127.0.0.1:1\nupstream = u\nhalf_close = sometimes\n" TAIL,
+           "t.ini:4: [listener x] half_close: \"sometimes\" is not a boolean (expected on/off, "
            "yes/no, true/false, 1/0)");
 }
 END_TEST
@@ -1002,6 +1019,7 @@ Suite *config_suite(void)
     tcase_add_test(tc, test_error_servers_list);
     tcase_add_test(tc, test_error_source);
     tcase_add_test(tc, test_error_bad_bool);
+    tcase_add_test(tc, test_half_close);
     tcase_add_test(tc, test_error_out_of_range);
     tcase_add_test(tc, test_error_bad_choice);
     tcase_add_test(tc, test_error_hash_key);

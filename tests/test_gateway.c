@@ -288,6 +288,79 @@ START_TEST(test_half_close)
 }
 END_TEST
 
+/* half_close = off (nginx's default): the first EOF ends the connection. The backend is the
+ * test itself and never closes on its own. With the default (on) the client's shutdown
+ * reaches the backend and the client still reads what the backend sends after it; with
+ * off the client reads EOF at once, and the backend reads EOF too. */
+START_TEST(test_half_close_off)
+{
+    struct th_daemon *d;
+    char servers[64], buf[8];
+    int lfd, bport, port, fd, bfd, off, err, base, n;
+    int64_t deadline;
+    ssize_t got;
+
+    for (off = 0; off <= 1; off++) {
+        lfd = th_listen(&bport);
+        ck_assert_msg(lfd >= 0, "listen: %s", strerr(lfd));
+        snprintf(servers, sizeof(servers), "127.0.0.1:%d", bport);
+        d = gw_start(&(struct gw){ .workers = 1, .servers = servers,
+                                   .listener = off ? "half_close = off" : NULL }, &port);
+        /* the readiness probe's connection came through to us: its EOF too, then ours
+         * closes it and the daemon's count of sockets holds still */
+        bfd = th_accept(lfd, IO_MS);
+        TH_ASSERT(d, bfd >= 0, "the probe's connection did not reach the backend: %s",
+                  strerr(bfd));
+        err = th_wait_closed(bfd, IO_MS);
+        TH_ASSERT(d, err == 0, "the probe's connection: %s, expected EOF", strerr(err));
+        close(bfd);
+        base = quiet_socket_count(d);
+        fd = th_connect(port, IO_MS);
+        TH_ASSERT(d, fd >= 0, "connect: %s", strerr(fd));
+        bfd = th_accept(lfd, IO_MS);
+        TH_ASSERT(d, bfd >= 0, "the backend accepted nothing: %s", strerr(bfd));
+        got = th_send_all(fd, "ping", 4);
+        TH_ASSERT(d, got == 4, "send: %s", strerr(got));
+        got = th_recv_n(bfd, buf, 4);
+        TH_ASSERT(d, got == 4 && memcmp(buf, "ping", 4) == 0, "the backend read %zd", got);
+        got = th_send_all(bfd, "pong", 4);
+        TH_ASSERT(d, got == 4, "backend send: %s", strerr(got));
+        got = th_recv_n(fd, buf, 4);
+        TH_ASSERT(d, got == 4 && memcmp(buf, "pong", 4) == 0, "the client read %zd", got);
+
+        TH_ASSERT(d, shutdown(fd, SHUT_WR) == 0, "shutdown: %s", strerror(errno));
+        err = th_wait_closed(bfd, IO_MS);
+        TH_ASSERT(d, err == 0, "half_close = %s: the backend read no EOF after the "
+                  "client's: %s", off ? "off" : "on", strerr(err));
+        if (!off) {
+            /* the other direction is still open */
+            got = th_send_all(bfd, "late", 4);
+            TH_ASSERT(d, got == 4, "backend send after EOF: %s", strerr(got));
+            got = th_recv_n(fd, buf, 4);
+            TH_ASSERT(d, got == 4 && memcmp(buf, "late", 4) == 0,
+                      "half_close = on: the client read %zd bytes (%s) after its shutdown, "
+                      "want the backend's 4", got, strerr(got));
+            close(bfd);
+            bfd = -1;
+        }
+        err = th_wait_closed(fd, IO_MS);
+        TH_ASSERT(d, err == 0, "half_close = %s: the client read no EOF: %s",
+                  off ? "off" : "on", strerr(err));
+        /* and the daemon let go of both sockets */
+        deadline = th_now_ms() + 2000;
+        while ((n = th_proc_fd_count(d->pid, "socket:")) != base && th_now_ms() < deadline)
+            th_sleep_ms(5);
+        TH_ASSERT(d, n == base, "half_close = %s: %d sockets open after the close, %d "
+                  "before", off ? "off" : "on", n, base);
+        close(fd);
+        if (bfd >= 0)
+            close(bfd);
+        close(lfd);
+        gw_stop_clean(d);
+    }
+}
+END_TEST
+
 /* ------------------------------------------------------------------ 3. balancing */
 
 /* 20 sequential connections through a daemon with one worker (the smooth weighted round
@@ -1050,6 +1123,7 @@ Suite *gateway_suite(void)
 
     th_suite_add(s, "bulk", test_bulk_roundtrip, 60);
     th_suite_add(s, "half_close", test_half_close, 60);
+    th_suite_add(s, "half_close_off", test_half_close_off, 60);
     th_suite_add(s, "balance_roundrobin", test_balance_roundrobin, 60);
     th_suite_add(s, "balance_weighted", test_balance_weighted, 60);
     th_suite_add(s, "dead_server_retry", test_dead_server_retry, 60);

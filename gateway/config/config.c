@@ -1008,6 +1008,10 @@ static void check_listeners(struct parser *p)
         if (line && !bad && l->nproxy_from && !l->accept_proxy)
             error_at(p, line, "[%s] accept_proxy_from: set, but accept_proxy is off",
                      s->label);
+        line = key_line_of(s, "half_close", &bad);
+        if (line && !bad && l->mode != CG_MODE_TCP)
+            error_at(p, line, "[%s] half_close: only for mode = tcp (a WebSocket connection "
+                     "ends with its closing handshake)", s->label);
         line = key_line_of(s, "trusted_proxies", &bad);
         if (line && !bad && l->ntrusted_proxies && l->mode != CG_MODE_WEBSOCKET)
             error_at(p, line, "[%s] trusted_proxies: only for mode = websocket (a tcp "

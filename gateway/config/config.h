@@ -255,6 +255,8 @@ struct cg_listener_conf {
     uint64_t         max_lifetime_ms;           /* max_connection_lifetime; 0 = none */
     unsigned int     lifetime_jitter;           /* percent of it taken off at random */
     unsigned int     backlog;
+    int              half_close;                /* mode = tcp: 1 an EOF is passed on as a
+                                                 * shutdown, 0 the first EOF ends both */
     /* mode = websocket only (conf/corogate.ini explains each) */
     enum cg_upstream_protocol upstream_protocol;
     struct cg_route *routes;                    /* owned (route.h); NULL when none */

@@ -1117,6 +1117,8 @@ static const struct key_desc listener_keys[] = {
     { .name = "lifetime_jitter", .type = KEY_CUSTOM, .def = "10%", .set = set_lifetime_jitter },
     { .name = "backlog", .type = KEY_UINT, .offset = LS(backlog), .def = "511",
       .min = 1, .max = 65535 },
+    /* mode = tcp */
+    { .name = "half_close", .type = KEY_BOOL, .offset = LS(half_close), .def = "on" },
     /* mode = websocket */
     { .name = "upstream_protocol", .type = KEY_ENUM, .offset = LS(upstream_protocol),
       .def = "websocket", .choices = uproto_choices },

@@ -50,6 +50,10 @@ static int pump(struct cg_conn *c, int dir, int *open)
         *open &= ~dir;
         /* Who closed first: the connection's termination cause (HAProxy's CD/SD). */
         cg_conn_closing(c, dir == TO_UP ? CG_CLOSE_CLIENT : CG_CLOSE_SERVER);
+        /* half_close = off (nginx's default): the first EOF ends the session; what the
+         * other side sends from now on is dropped, what was read still goes out. */
+        if (!c->lc->half_close)
+            *open = 0;
         if (!*open)
             return 1;   /* the last direction: the session's close sends this FIN, after
                          * its flush (one shutdown() fewer per connection) */
