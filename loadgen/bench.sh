@@ -286,108 +286,103 @@ tw_settle() {
         $(( ($(now_ms) - t0) / 1000 ))
 }
 
-measure() {   # measure MODE PEER: fills R[MODE,PEER,*]
-    local mode=$1 peer=$2 rep rc c0 c1 u0 u1 sent recv
-    local -a v_idle=() v_msg=() v_cpu=() v_100=() v_1000=() v_p99=() v_conn=()
-    local -a v_cpu1k=() v_usr=() v_cconn=() v_uconn=()
-    local -a v_tls=() v_res=() v_hs=()
-    if [ "$peer" != direct ]; then
-        for (( rep = 1; rep <= REPS; rep++ )); do
-            v_idle+=("$(rss_run "$mode" "$peer" 0 $rep)")
-            v_msg+=("$(rss_run "$mode" "$peer" 1 $rep)")
-        done
-    fi
-    if ! start_peer "$peer" "$mode"; then
-        NOTE[$mode,$peer]="did not start (see $OUT/$peer.log)"
-        return
-    fi
+# V[MODE,PEER,METRIC]: the figures of every repetition so far, blank-separated ("fail" for
+# a failed run); R[MODE,PEER,METRIC]: their median, or "fail" when any run failed.
+declare -A V
+add() { V[$1,$2,$3]="${V[$1,$2,$3]:-} $4"; }   # add MODE PEER METRIC VALUE
+
+measure_rss() {   # measure_rss MODE PEER: REPS runs of each RSS figure
+    local rep
     for (( rep = 1; rep <= REPS; rep++ )); do
-        read -r c0 u0 <<<"$(sum_cpu)"
-        rc=$(lg "$mode" "$peer" "$mode-$peer-cl100-$rep" --connections 100 --connect-rate 20000 \
-             --closed-loop --duration "${SECS}s")
-        read -r c1 u1 <<<"$(sum_cpu)"
-        if [ "$rc" = 0 ]; then
-            v_100+=("$(jnum "$OUT/$mode-$peer-cl100-$rep.json" throughput msgs_per_s)")
-            sent=$(jnum "$OUT/$mode-$peer-cl100-$rep.json" messages sent)
-            recv=$(jnum "$OUT/$mode-$peer-cl100-$rep.json" messages received)
-            if [ "$peer" != direct ]; then
-                v_cpu+=("$(per_unit $(( c1 - c0 )) $(( sent + recv )))")
-                v_usr+=("$(per_unit $(( u1 - u0 )) $(( sent + recv )))")
-            fi
-        else
-            v_100+=(fail) v_cpu+=(fail) v_usr+=(fail)
-        fi
-        is_tls "$mode" && continue      # the TLS rows: memory, CPU per message, handshakes
-        read -r c0 u0 <<<"$(sum_cpu)"
-        rc=$(lg "$mode" "$peer" "$mode-$peer-cl1000-$rep" --connections 1000 \
-             --connect-rate 20000 --closed-loop --duration "${SECS}s")
-        read -r c1 u1 <<<"$(sum_cpu)"
-        v_1000+=("$(fig "$rc" "$mode-$peer-cl1000-$rep" throughput msgs_per_s)")
-        if [ "$rc" = 0 ]; then
-            sent=$(jnum "$OUT/$mode-$peer-cl1000-$rep.json" messages sent)
-            recv=$(jnum "$OUT/$mode-$peer-cl1000-$rep.json" messages received)
-            v_cpu1k+=("$(per_unit $(( c1 - c0 )) $(( sent + recv )))")
-        else
-            v_cpu1k+=(fail)
-        fi
-        rc=$(lg "$mode" "$peer" "$mode-$peer-fixed-$rep" --connections "$FIXED_CONNS" \
-             --connect-rate 20000 --message-rate "$FIXED_RATE" --duration "${SECS}s")
-        v_p99+=("$(fig "$rc" "$mode-$peer-fixed-$rep" round_trip p99)")
+        add "$1" "$2" rss_idle "$(rss_run "$1" "$2" 0 $rep)"
+        add "$1" "$2" rss_msg "$(rss_run "$1" "$2" 1 $rep)"
     done
-    # The churn runs last: the sockets they leave in TIME_WAIT expire 60 s later, in a storm
-    # of timer work that would land in this peer's other runs (tw_settle()).
-    for (( rep = 1; rep <= REPS; rep++ )); do
-        read -r c0 u0 <<<"$(sum_cpu)"
-        if is_tls "$mode"; then
-            rc=$(lg "$mode" "$peer" "$mode-$peer-tls-$rep" --connections "$CHURN_CONNS" \
-                 --connect-rate 20000 --churn --duration "${SECS}s")
-            read -r c1 u1 <<<"$(sum_cpu)"
-            v_tls+=("$(fig "$rc" "$mode-$peer-tls-$rep" throughput connections_per_s)")
-            sent=$(fig "$rc" "$mode-$peer-tls-$rep" connections connected)
-            if isnum "$sent"; then v_hs+=("$(per_unit $(( c1 - c0 )) "$sent")")
-            else v_hs+=(fail); fi
-            rc=$(lg "$mode" "$peer" "$mode-$peer-tlsres-$rep" --connections "$CHURN_CONNS" \
-                 --connect-rate 20000 --churn --tls-resume --duration "${SECS}s")
-            v_res+=("$(fig "$rc" "$mode-$peer-tlsres-$rep" throughput connections_per_s)")
-            continue
+}
+
+# One repetition of the steady loads against a running PEER: closed loop at 100 and 1000
+# connections (with the proxy's CPU over each), the fixed rate.
+measure_load() {   # measure_load MODE PEER REP
+    local mode=$1 peer=$2 rep=$3 rc c0 c1 u0 u1 sent recv name
+    name=$mode-$peer-cl100-$rep
+    read -r c0 u0 <<<"$(sum_cpu)"
+    rc=$(lg "$mode" "$peer" "$name" --connections 100 --connect-rate 20000 \
+         --closed-loop --duration "${SECS}s")
+    read -r c1 u1 <<<"$(sum_cpu)"
+    add "$mode" "$peer" cl_100 "$(fig "$rc" "$name" throughput msgs_per_s)"
+    if [ "$peer" != direct ]; then
+        sent=$(fig "$rc" "$name" messages sent)
+        recv=$(fig "$rc" "$name" messages received)
+        if isnum "$sent" && isnum "$recv"; then
+            add "$mode" "$peer" cpu_msg "$(per_unit $(( c1 - c0 )) $(( sent + recv )))"
+            add "$mode" "$peer" usr_msg "$(per_unit $(( u1 - u0 )) $(( sent + recv )))"
+        else
+            add "$mode" "$peer" cpu_msg fail
+            add "$mode" "$peer" usr_msg fail
         fi
-        rc=$(lg "$mode" "$peer" "$mode-$peer-churn-$rep" --connections "$CHURN_CONNS" \
+    fi
+    is_tls "$mode" && return        # the TLS rows: memory, CPU per message, handshakes
+    name=$mode-$peer-cl1000-$rep
+    read -r c0 u0 <<<"$(sum_cpu)"
+    rc=$(lg "$mode" "$peer" "$name" --connections 1000 --connect-rate 20000 \
+         --closed-loop --duration "${SECS}s")
+    read -r c1 u1 <<<"$(sum_cpu)"
+    add "$mode" "$peer" cl_1000 "$(fig "$rc" "$name" throughput msgs_per_s)"
+    if [ "$peer" != direct ]; then
+        sent=$(fig "$rc" "$name" messages sent)
+        recv=$(fig "$rc" "$name" messages received)
+        if isnum "$sent" && isnum "$recv"; then
+            add "$mode" "$peer" cpu_msg1k "$(per_unit $(( c1 - c0 )) $(( sent + recv )))"
+        else
+            add "$mode" "$peer" cpu_msg1k fail
+        fi
+    fi
+    name=$mode-$peer-fixed-$rep
+    rc=$(lg "$mode" "$peer" "$name" --connections "$FIXED_CONNS" \
+         --connect-rate 20000 --message-rate "$FIXED_RATE" --duration "${SECS}s")
+    add "$mode" "$peer" p99_fixed "$(fig "$rc" "$name" round_trip p99)"
+}
+
+# One repetition of the connection loads against a running PEER: new connections/s with
+# the proxy's CPU per connection (every connection the run made counts, ramp and drain
+# included, as the CPU does); for TLS, full and resumed handshakes.
+measure_churn() {   # measure_churn MODE PEER REP
+    local mode=$1 peer=$2 rep=$3 rc c0 c1 u0 u1 n name
+    read -r c0 u0 <<<"$(sum_cpu)"
+    if is_tls "$mode"; then
+        name=$mode-$peer-tls-$rep
+        rc=$(lg "$mode" "$peer" "$name" --connections "$CHURN_CONNS" \
              --connect-rate 20000 --churn --duration "${SECS}s")
         read -r c1 u1 <<<"$(sum_cpu)"
-        v_conn+=("$(fig "$rc" "$mode-$peer-churn-$rep" throughput connections_per_s)")
-        [ "$peer" = direct ] && continue
-        # Every connection the run made counts, ramp and drain included, as the CPU does.
-        sent=$(fig "$rc" "$mode-$peer-churn-$rep" connections connected)
-        if isnum "$sent"; then
-            v_cconn+=("$(per_unit $(( c1 - c0 )) "$sent")")
-            v_uconn+=("$(per_unit $(( u1 - u0 )) "$sent")")
-        else
-            v_cconn+=(fail) v_uconn+=(fail)
-        fi
-    done
-    stop_peer
-    pick() {   # the median, or "fail" when any run failed
-        local x
-        for x in "$@"; do [ "$x" = fail ] && { echo fail; return; }; done
-        median "$@"
-    }
-    [ ${#v_idle[@]} -gt 0 ] && R[$mode,$peer,rss_idle]=$(pick "${v_idle[@]}")
-    [ ${#v_msg[@]} -gt 0 ] && R[$mode,$peer,rss_msg]=$(pick "${v_msg[@]}")
-    [ ${#v_cpu[@]} -gt 0 ] && R[$mode,$peer,cpu_msg]=$(pick "${v_cpu[@]}")
-    [ ${#v_usr[@]} -gt 0 ] && R[$mode,$peer,usr_msg]=$(pick "${v_usr[@]}")
-    [ ${#v_cpu1k[@]} -gt 0 ] && R[$mode,$peer,cpu_msg1k]=$(pick "${v_cpu1k[@]}")
-    [ ${#v_cconn[@]} -gt 0 ] && R[$mode,$peer,cpu_conn]=$(pick "${v_cconn[@]}")
-    [ ${#v_uconn[@]} -gt 0 ] && R[$mode,$peer,usr_conn]=$(pick "${v_uconn[@]}")
-    R[$mode,$peer,cl_100]=$(pick "${v_100[@]}")
-    if is_tls "$mode"; then
-        R[$mode,$peer,tls_conn]=$(pick "${v_tls[@]}")
-        R[$mode,$peer,tls_res]=$(pick "${v_res[@]}")
-        R[$mode,$peer,cpu_hs]=$(pick "${v_hs[@]}")
+        add "$mode" "$peer" tls_conn "$(fig "$rc" "$name" throughput connections_per_s)"
+        n=$(fig "$rc" "$name" connections connected)
+        if isnum "$n"; then add "$mode" "$peer" cpu_hs "$(per_unit $(( c1 - c0 )) "$n")"
+        else add "$mode" "$peer" cpu_hs fail; fi
+        name=$mode-$peer-tlsres-$rep
+        rc=$(lg "$mode" "$peer" "$name" --connections "$CHURN_CONNS" \
+             --connect-rate 20000 --churn --tls-resume --duration "${SECS}s")
+        add "$mode" "$peer" tls_res "$(fig "$rc" "$name" throughput connections_per_s)"
         return
     fi
-    R[$mode,$peer,cl_1000]=$(pick "${v_1000[@]}")
-    R[$mode,$peer,p99_fixed]=$(pick "${v_p99[@]}")
-    R[$mode,$peer,conn_rate]=$(pick "${v_conn[@]}")
+    name=$mode-$peer-churn-$rep
+    rc=$(lg "$mode" "$peer" "$name" --connections "$CHURN_CONNS" \
+         --connect-rate 20000 --churn --duration "${SECS}s")
+    read -r c1 u1 <<<"$(sum_cpu)"
+    add "$mode" "$peer" conn_rate "$(fig "$rc" "$name" throughput connections_per_s)"
+    [ "$peer" = direct ] && return
+    n=$(fig "$rc" "$name" connections connected)
+    if isnum "$n"; then
+        add "$mode" "$peer" cpu_conn "$(per_unit $(( c1 - c0 )) "$n")"
+        add "$mode" "$peer" usr_conn "$(per_unit $(( u1 - u0 )) "$n")"
+    else
+        add "$mode" "$peer" cpu_conn fail
+        add "$mode" "$peer" usr_conn fail
+    fi
+}
+
+pick() {   # the median, or "fail" when any run failed
+    local x
+    for x in "$@"; do [ "$x" = fail ] && { echo fail; return; }; done
+    median "$@"
 }
 
 # ------------------------------------------------------------------ run
@@ -401,14 +396,20 @@ done
 # The certificate of the TLS modes: ECDSA P-256, made for this run (chain and key in one
 # file, which all three peers read). Made whatever the modes: every peer's configuration
 # has its TLS listeners, and none starts without the file.
-if true; then
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj /CN=bench.test -keyout "$OUT/bench.key" -out "$OUT/bench.crt" 2>/dev/null &&
-        cat "$OUT/bench.crt" "$OUT/bench.key" > "$OUT/bench.pem" ||
-        { echo "bench: openssl could not make the TLS certificate" >&2; exit 1; }
-fi
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench.test -keyout "$OUT/bench.key" -out "$OUT/bench.crt" 2>/dev/null &&
+    cat "$OUT/bench.crt" "$OUT/bench.key" > "$OUT/bench.pem" ||
+    { echo "bench: openssl could not make the TLS certificate" >&2; exit 1; }
+
+# A peer's timed figures are taken in turns with the others', one repetition of each peer
+# after another: this host's speed drifts by up to 1.5x over minutes, and a peer measured
+# all at once, minutes after another, took that drift into its ratios. Memory is measured
+# peer by peer (it does not drift); the churn loads come last, as their TIME_WAIT sockets
+# expire 60 s later in a storm of timer work that would land in the other loads
+# (tw_settle()).
 for mode in $MODES; do
     start_backend "$mode" || { echo "bench: the $mode echo backend did not start" >&2; exit 1; }
+    peers=
     for peer in $PEERS; do
         [ -n "${NOTE[tcp,$peer]:-}" ] && { NOTE[$mode,$peer]=${NOTE[tcp,$peer]}; continue; }
         if [ "$peer" = direct ] && is_tls "$mode"; then
@@ -422,13 +423,39 @@ for mode in $MODES; do
             echo "ws: corogate websocket listener not available"
             continue
         fi
-        printf 'bench: %s %s...' "$mode" "$peer"
+        peers="$peers $peer"
+    done
+    t0=$(now_ms)
+    printf 'bench: %s memory...' "$mode"
+    for peer in $peers; do
+        [ "$peer" = direct ] || measure_rss "$mode" "$peer"
+    done
+    printf ' %d s\n' $(( ($(now_ms) - t0) / 1000 ))
+    for phase in load churn; do
+        printf 'bench: %s %s, %d x (%s)...' "$mode" "$phase" "$REPS" "${peers# }"
         tw_settle
         t0=$(now_ms)
-        measure "$mode" "$peer"
+        for (( rep = 1; rep <= REPS; rep++ )); do
+            for peer in $peers; do
+                [ -n "${NOTE[$mode,$peer]:-}" ] && continue
+                if ! start_peer "$peer" "$mode"; then
+                    NOTE[$mode,$peer]="did not start (see $OUT/$peer.log)"
+                    continue
+                fi
+                measure_$phase "$mode" "$peer" "$rep"
+                stop_peer
+            done
+        done
         printf ' %d s\n' $(( ($(now_ms) - t0) / 1000 ))
     done
     stop_backend
+    for peer in $peers; do
+        [ -n "${NOTE[$mode,$peer]:-}" ] && continue
+        for m in $METRICS $TLS_METRICS; do
+            # shellcheck disable=SC2086   # the figures, one word each
+            [ -n "${V[$mode,$peer,$m]:-}" ] && R[$mode,$peer,$m]=$(pick ${V[$mode,$peer,$m]})
+        done
+    done
 done
 
 # ------------------------------------------------------------------ table
