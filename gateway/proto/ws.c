@@ -207,17 +207,19 @@ static int frame_recv(struct side *x, struct piece *io)
                 return -1;
             x->t_need = 0;
             x->t_rem = len;
-            n = 0;
-        } else {                                        /* in a payload */
-            n = avail < x->t_rem ? avail : (size_t)x->t_rem;
-            if (h[1] & 0x80) {
-                key = h + cg_ws_hdr_size(h[1]) - 4;
-                cg_ws_mask_copy(p, p, n, key, x->t_phase);
-                x->t_phase = (uint8_t)((x->t_phase + n) & 3);
-            }
-            b->off += (uint32_t)n;
-            x->t_rem -= n;
         }
+        /* The payload, or what of it this read holds: with the header, when it came in
+         * the same read (a small message is one piece, not a header piece and then its
+         * payload); a header alone is a piece of its own, so that a frame is checked
+         * (frame_start()) before its payload arrives. */
+        n = avail < x->t_rem ? avail : (size_t)x->t_rem;
+        if (n && (h[1] & 0x80)) {
+            key = h + cg_ws_hdr_size(h[1]) - 4;
+            cg_ws_mask_copy(p, p, n, key, x->t_phase);
+            x->t_phase = (uint8_t)((x->t_phase + n) & 3);
+        }
+        b->off += (uint32_t)n;
+        x->t_rem -= n;
         io->fin = h[0] >> 7;
         io->rsv = (h[0] >> 4) & 7;
         io->opcode = h[0] & 0xf;
