@@ -39,7 +39,8 @@ struct work {
 /* One piece of a frame as the relay's parser returns it (ws.c frame_recv()): the frame's
  * header fields, and <data_length> bytes of its payload (unmasked) at <data>, which point
  * into the side's input buffer. The first piece of a frame comes as soon as its header is
- * complete, with no payload. */
+ * complete, with what of the payload came in the same read (none, when the header came
+ * alone). */
 struct piece {
     uint8_t        fin;
     uint8_t        rsv;            /* RSV1-3 as bits 2-0 (CG_WS_RSV1) */
