@@ -42,6 +42,10 @@
 #define MAX_CIPHER13   (MAX_PLAIN + 256)    /* RFC 8446 §5.2 */
 #define MAX_CIPHER12   (MAX_PLAIN + 2048)   /* RFC 5246 §6.2.3 */
 #define GCM13_KEY_LIMIT (1ull << 24)        /* records per AES-GCM key before a KeyUpdate */
+/* Records in a row that carry no application data (empty ones, alerts, post-handshake
+ * messages) before the peer is cut off: each costs a decryption, some an answer, and a
+ * peer that sends only those is attacking (OpenSSL: 32 empty records, 32 KeyUpdates). */
+#define IDLE_RECORDS_MAX 32
 
 /* Record content types, alert levels and descriptions we use. */
 enum { CT_CCS = 20, CT_ALERT = 21, CT_HANDSHAKE = 22, CT_APPDATA = 23 };
@@ -98,6 +102,10 @@ struct rl {
     uint8_t            client;   /* a NewSessionTicket is ignored, not refused */
     uint8_t            dead;     /* a fatal alert went or came: nothing more is sealed */
     uint8_t            closed;   /* our close_notify is out */
+    uint8_t            idle;     /* records in a row without application data */
+    uint8_t            reneg;    /* TLS 1.2: a renegotiation was declined already */
+    uint8_t            ku_owed;  /* TLS 1.3: the peer asked for our KeyUpdate while we had
+                                  * bytes queued: it goes before our next data */
 };
 
 /* One thread's cipher contexts: per suite and direction, keyed with the last key used;
@@ -463,6 +471,11 @@ static int rl_encode(struct coro_filter *f, struct coro_stream *st, struct coro_
         coro_buf_put(st->sched, in);
         return UV_EPROTO;
     }
+    if (r->ku_owed && n > 0) {
+        r->ku_owed = 0;
+        if (send_key_update(r, &k) < 0)
+            n = 0;
+    }
     while (n > 0) {
         m = n < MAX_PLAIN ? n : MAX_PLAIN;
         if (r->v13 && r->suite != SUITE_CHACHA && r->wseq >= GCM13_KEY_LIMIT &&
@@ -521,8 +534,13 @@ static ssize_t on_handshake(struct rl *r, struct coro_stream *st, const uint8_t 
     if (n == 0)
         return fatal(r, st, AD_UNEXPECTED_MESSAGE);
     if (!r->v13) {
-        /* A HelloRequest or a ClientHello: a renegotiation. We decline; a peer that
-         * insists closes the connection. */
+        /* A HelloRequest or a ClientHello: a renegotiation. We decline the first (a peer
+         * may carry on without it, RFC 5246 §7.2.2); one that asks again is cut off, as
+         * nginx and HAProxy cut off the first: each answer is a record queued to a peer
+         * that need not read it. */
+        if (r->reneg)
+            return fatal(r, st, AD_UNEXPECTED_MESSAGE);
+        r->reneg = 1;
         send_alert(r, st, AL_WARNING, AD_NO_RENEGOTIATION);
         return 0;
     }
@@ -542,8 +560,14 @@ static ssize_t on_handshake(struct rl *r, struct coro_stream *st, const uint8_t 
                 return fatal(r, st, AD_UNEXPECTED_MESSAGE);
             if (key_update(r, 0) < 0)
                 return fatal(r, st, AD_INTERNAL_ERROR);
-            /* update_requested: ours goes out under the old key before anything else. */
-            if (p[4] == 1 && !r->closed) {
+            /* update_requested: ours goes out under the old key before anything else;
+             * but only before our next data when bytes are already queued to the peer
+             * (RFC 8446 §4.6.3 asks no more), so that a peer that sends requests and
+             * never reads queues one answer, not one per request. */
+            if (p[4] == 1 && !r->closed && coro_stream_queued(st) > 0) {
+                r->ku_owed = 1;
+            } else if (p[4] == 1 && !r->closed) {
+                r->ku_owed = 0;
                 if (send_key_update(r, &k) < 0) {
                     sink_flush(&k);
                     return UV_EPROTO;
@@ -630,6 +654,10 @@ static ssize_t open_record(struct rl *r, struct coro_stream *st, uint8_t *rec, s
         if (n > MAX_PLAIN)
             return fatal(r, st, AD_RECORD_OVERFLOW);
     }
+    if (type == CT_APPDATA && n > 0)
+        r->idle = 0;
+    else if (++r->idle > IDLE_RECORDS_MAX)
+        return fatal(r, st, AD_UNEXPECTED_MESSAGE);
     switch (type) {
     case CT_APPDATA:
         *poff = (size_t)(p - rec);
@@ -788,6 +816,15 @@ static ssize_t decode_chunk(struct rl *r, struct coro_stream *st, struct coro_bu
     *out = in;
     return (ssize_t)(oend - ostart);
 fail:
+    if (have_out) {
+        /* The records before the bad one were good: their bytes go on, the error after
+         * them (as an EOF behind data does). */
+        r->f.end = (int32_t)n;
+        in->off = (uint32_t)ostart;
+        in->len = (uint32_t)oend;
+        *out = in;
+        return (ssize_t)(oend - ostart);
+    }
     coro_buf_put(st->sched, in);
     return n;
 }

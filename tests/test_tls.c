@@ -233,7 +233,11 @@ struct peer {
     uint64_t          seed;
     size_t            max_piece;     /* client: pieces of 1..max_piece bytes */
     int               key_update;    /* request a KeyUpdate (update_requested) at half */
-    int               tamper;        /* client: flip a bit of the first data record */
+    int               tamper;        /* client: flip a bit of data record number <tamper> */
+    size_t            first_piece;   /* client: the size of its first data record */
+    int               ku_run;        /* client, TLS 1.3: this many KeyUpdates in a row after
+                                      * the first data record, ... */
+    int               ku_run_req;    /* ... with update_requested */
     int               no_close;      /* client: close the socket without close_notify */
     int               renegotiate;   /* client, TLS 1.2: try to renegotiate at half */
     int               close_early;   /* client: close_notify right behind the last data */
@@ -301,7 +305,7 @@ static void *peer_main(void *arg)
     char *buf = malloc(65536);
     uint64_t rnd = p->seed ^ 0x5555;
     int64_t deadline = th_now_ms() + PEER_MS;
-    int fd = -1, r, e, eof = 0, shut = 0, ku = 0, tampered = 0, hs_done = 0, one = 1;
+    int fd = -1, r, e, eof = 0, shut = 0, ku = 0, tampered = 0, hs_done = 0, one = 1, i;
     size_t n;
 
     if (!buf)
@@ -382,13 +386,24 @@ static void *peer_main(void *arg)
                 goto done;
             }
             p->sum_out = th_fnv1a64(p->sum_out, buf, n);
+            if (!p->sent)
+                p->first_piece = n;
             p->sent += n;
-            if (p->tamper && !tampered) {
+            if (p->tamper && ++tampered == p->tamper) {
                 char *d;
                 long m = BIO_get_mem_data(wb, &d);
 
                 d[m - 1] ^= 1;          /* the last byte of the tag */
-                tampered = 1;
+            }
+            for (i = 0; p->ku_run && i < p->ku_run; i++) {
+                if (!SSL_key_update(ssl, p->ku_run_req ? SSL_KEY_UPDATE_REQUESTED
+                                                      : SSL_KEY_UPDATE_NOT_REQUESTED) ||
+                    SSL_do_handshake(ssl) != 1) {
+                    peer_fail(p, "%s", "SSL_key_update (run)");
+                    goto done;
+                }
+                if (i + 1 == p->ku_run)
+                    p->ku_run = 0;      /* once */
             }
             if (p->renegotiate && !ku && p->sent >= p->total / 2) {
                 if (!SSL_renegotiate(ssl)) {
@@ -1214,6 +1229,82 @@ START_TEST(test_tampered_record)
 }
 END_TEST
 
+/* Good records, then a tampered one, in one read: the good ones' bytes still go on, then
+ * the connection fails (they were lost with the read before). */
+START_TEST(test_good_records_before_a_bad_one)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 1000, 13);
+    p.max_piece = 100;
+    p.tamper = 3;               /* all pieces go in one send: 1000 bytes, one segment */
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    ck_assert_int_eq(sv.hs_err[0], 0);
+    /* the good bytes were read; then the read failed, or their echo did (our fatal alert
+     * ended what we may send) */
+    ck_assert(sv.read_end[0] == UV_EPROTO || sv.read_end[0] > 0);
+    ck_assert_uint_lt(sv.echoed[0], 1000);
+    ck_assert_uint_ge(sv.echoed[0], p.first_piece + 1);    /* two records at least */
+    ck_assert_int_eq(p.ok, 0);
+    ck_assert_msg(p.alert == SSL_R_SSLV3_ALERT_BAD_RECORD_MAC, "peer: %s", p.why);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
+/* TLS 1.3: KeyUpdates in a row with no data between them. 20 are served (with
+ * update_requested: answered), and the echo completes; 40 cut the peer off with
+ * unexpected_message at the 33rd (each costs key derivations, and with update_requested
+ * an answer). _i: 0 20 requested, 1 40 not requested, 2 40 requested. */
+START_TEST(test_key_update_run)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, TLS1_3_VERSION, NULL);
+    /* One data record, then the run: nothing more, so that the server reads all of it
+     * before it closes (a close with unread bytes resets, and the reset would take our
+     * alert with it). */
+    client_peer_init(&p, pctx, 0, 1000, 31);
+    p.max_piece = 1000;
+    p.ku_run = _i == 0 ? 20 : 40;
+    p.ku_run_req = _i != 1;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    if (_i == 0) {
+        assert_echoed(&sv, 0, &p);
+        ck_assert_uint_ge(atomic_load(&p.msgs.key_updates), 1);
+    } else {
+        ck_assert_int_eq(sv.hs_err[0], 0);
+        ck_assert(sv.read_end[0] == UV_EPROTO || sv.read_end[0] > 0);  /* as above */
+        ck_assert_int_eq(p.ok, 0);
+        ck_assert_msg(p.alert == SSL_R_SSLV3_ALERT_UNEXPECTED_MESSAGE, "peer: %s (read_end %zd, echoed %llu, first %zu, got %zu)", p.why, sv.read_end[0], (unsigned long long)sv.echoed[0], p.first_piece, p.got);
+        ck_assert_uint_le(sv.echoed[0], p.first_piece);
+    }
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
 /* An idle TLS connection holds its record layer's object only: no pool buffer. */
 START_TEST(test_idle_holds_no_buffer)
 {
@@ -1616,6 +1707,7 @@ Suite *tls_suite(void)
     tcase_add_loop_test(echo, test_close_notify_behind_data, 0, 2);
     tcase_add_test(echo, test_sni_switches_context);
     tcase_add_loop_test(echo, test_key_update, 0, 2);
+    tcase_add_loop_test(echo, test_key_update_run, 0, 3);
     tcase_add_loop_test(echo, test_idle_holds_no_buffer, 0, 2);
     tcase_add_loop_test(echo, test_python_client, 0, 2);
     tcase_add_loop_test(echo, test_relay_loop_over_tls, 0, 2);
@@ -1626,6 +1718,7 @@ Suite *tls_suite(void)
     tcase_add_test(refuse, test_garbage_not_tls);
     tcase_add_test(refuse, test_handshake_timeout);
     tcase_add_loop_test(refuse, test_tampered_record, 0, 2);
+    tcase_add_loop_test(refuse, test_good_records_before_a_bad_one, 0, 2);
     tcase_add_test(refuse, test_renegotiation_refused);
     suite_add_tcase(s, refuse);
     return s;
