@@ -843,11 +843,21 @@ static ssize_t rl_decode(struct coro_filter *f, struct coro_stream *st, struct c
     return decode_chunk(r, st, in, out);
 }
 
+/* The peer's FIN in the middle of a record: the record was cut short (a truncation), which
+ * is an error, not the orderly end an EOF between records is. */
+static int rl_end(struct coro_filter *f, int err)
+{
+    struct rl *r = (struct rl *)f;
+
+    return err == UV_EOF && r->part ? UV_EPROTO : err;
+}
+
 static const struct coro_filter_ops rl_ops = {
     .decode = rl_decode,
     .encode = rl_encode,
     .close  = rl_close,
     .free   = rl_free,
+    .end    = rl_end,
 };
 
 int cg_tls_active(const struct coro_stream *st)

@@ -434,8 +434,17 @@ static ssize_t filtered_read(struct coro_stream *st, struct coro_buf **out)
             return f->end;
         }
         n = raw_read(st, &b);
-        if (n < 0)
+        if (n < 0) {
+            if (n != UV_EAGAIN && n != UV_ECANCELED && f->ops->end) {
+                int e = f->ops->end(f, (int)n);
+
+                if (e != n) {
+                    read_failed(st, e);     /* every later read says so too */
+                    n = e;
+                }
+            }
             return n;
+        }
         n = f->ops->decode(f, st, b, out);
         if (n > 0)
             return n;

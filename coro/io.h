@@ -148,6 +148,9 @@ struct coro_filter_ops {
     int (*close)(struct coro_filter *f, struct coro_stream *st);
     /* Frees <f> and what it holds (buffers back to <s>'s pool). */
     void (*free)(struct coro_filter *f, struct coro_sched *s);
+    /* How reading ends when the raw bytes ended with <err> (UV_EOF: the peer's FIN):
+     * <err>, or the filter's own error (a unit cut short by the FIN). May be NULL. */
+    int (*end)(struct coro_filter *f, int err);
 };
 
 /* Embedded first in a filter's own object. */

@@ -239,6 +239,8 @@ struct peer {
                                       * the first data record, ... */
     int               ku_run_req;    /* ... with update_requested */
     int               no_close;      /* client: close the socket without close_notify */
+    int               truncate;      /* client: the last record's last bytes never go: a FIN
+                                      * comes in their place */
     int               renegotiate;   /* client, TLS 1.2: try to renegotiate at half */
     int               close_early;   /* client: close_notify right behind the last data */
     /* results */
@@ -389,6 +391,26 @@ static void *peer_main(void *arg)
             if (!p->sent)
                 p->first_piece = n;
             p->sent += n;
+            if (p->truncate && p->sent == p->total) {
+                char *d;
+                long m = BIO_get_mem_data(wb, &d);
+
+                if (m <= 5 || send(fd, d, (size_t)(m - 5), MSG_NOSIGNAL) != m - 5) {
+                    peer_fail(p, "%s", "send (truncated)");
+                    goto done;
+                }
+                (void)BIO_reset(wb);
+                shutdown(fd, SHUT_WR);
+                /* the server's close, before ours: ours with its echo unread would reset */
+                while (th_now_ms() < deadline) {
+                    struct pollfd tp = { .fd = fd, .events = POLLIN };
+
+                    if (poll(&tp, 1, 100) > 0 && recv(fd, buf, 65536, 0) <= 0 &&
+                        errno != EAGAIN)
+                        break;
+                }
+                goto done;
+            }
             if (p->tamper && ++tampered == p->tamper) {
                 char *d;
                 long m = BIO_get_mem_data(wb, &d);
@@ -1305,6 +1327,36 @@ START_TEST(test_key_update_run)
 }
 END_TEST
 
+/* The FIN in the middle of a record: a truncation, read as an error (UV_EPROTO), not as
+ * the orderly end an EOF between records is; the records before it were delivered. */
+START_TEST(test_truncated_record)
+{
+    struct certs c;
+    struct env e;
+    struct tsrv sv;
+    struct peer p;
+    SSL_CTX *sctx, *pctx;
+
+    make_certs(&c);
+    env_init(&e);
+    sctx = server_ctx(&c, 1);
+    pctx = client_ctx(0);
+    ctx_limit(pctx, _i ? TLS1_2_VERSION : TLS1_3_VERSION, NULL);
+    client_peer_init(&p, pctx, 0, 1000, 17);
+    p.max_piece = 100;
+    p.truncate = 1;
+    serve_one(&e, &sv, sctx, &p, SRV_ECHO);
+    ck_assert_int_eq(sv.hs_err[0], 0);
+    ck_assert_int_eq(sv.read_end[0], UV_EPROTO);
+    ck_assert_uint_gt(sv.echoed[0], 0);
+    ck_assert_uint_lt(sv.echoed[0], 1000);
+    SSL_SESSION_free(p.session_out);
+    SSL_CTX_free(sctx);
+    SSL_CTX_free(pctx);
+    env_deinit(&e);
+}
+END_TEST
+
 /* An idle TLS connection holds its record layer's object only: no pool buffer. */
 START_TEST(test_idle_holds_no_buffer)
 {
@@ -1719,6 +1771,7 @@ Suite *tls_suite(void)
     tcase_add_test(refuse, test_handshake_timeout);
     tcase_add_loop_test(refuse, test_tampered_record, 0, 2);
     tcase_add_loop_test(refuse, test_good_records_before_a_bad_one, 0, 2);
+    tcase_add_loop_test(refuse, test_truncated_record, 0, 2);
     tcase_add_test(refuse, test_renegotiation_refused);
     suite_add_tcase(s, refuse);
     return s;
