@@ -665,6 +665,14 @@ int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const 
                                 const char *offered_ext)
 {
     char want[CG_WS_ACCEPT_LEN + 1];
+
+    cg_ws_accept(key, strlen(key), want);
+    return cg_handshake_check_response_accept(hs, want, offered, offered_ext);
+}
+
+int cg_handshake_check_response_accept(struct cg_handshake *hs, const char *want,
+                                       const char *offered, const char *offered_ext)
+{
     const char *accept, *proto, *ext;
 
     if (!hs->done)
@@ -676,7 +684,6 @@ int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const 
     if (!has_token(hs, CG_HS_CONNECTION, "upgrade"))
         return fail(hs, "Connection lacks upgrade");
     accept = cg_handshake_get(hs, CG_HS_ACCEPT);
-    cg_ws_accept(key, strlen(key), want);
     if (!accept || strcmp(accept, want) != 0 || (hs->dup & (1u << CG_HS_ACCEPT)))
         return fail(hs, "wrong Sec-WebSocket-Accept");
     ext = cg_handshake_get(hs, CG_HS_EXTENSIONS);

@@ -98,7 +98,7 @@ struct cg_hs_forward {
     const char *client_addr;     /* the client's IP address as text ("192.0.2.1", "::1") */
     const char *proto;           /* scheme the client used: "http" */
     const char *request_id;      /* X-Request-Id to send (the client's or a new one) */
-    const char *key;             /* our Sec-WebSocket-Key for the backend */
+    const char *key;             /* the Sec-WebSocket-Key for the backend */
     const char *extensions;      /* Sec-WebSocket-Extensions to offer (NULL: none) */
     /* A client certificate verified by our TLS (NULL: none): sent as X-SSL-Client-Verify,
      * X-SSL-Client-DN and X-SSL-Client-SHA256. A client's own headers of those names are
@@ -172,6 +172,12 @@ int cg_handshake_check_request(struct cg_handshake *hs, const struct cg_hs_polic
 int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const char *offered,
                                 const char *offered_ext);
 
+/* cg_handshake_check_response() against the Sec-WebSocket-Accept value <accept> the key
+ * sent gives (cg_ws_accept()), already computed: a gateway that passes the client's key
+ * on has it from the client's request (hs->accept there), and hashes once. */
+int cg_handshake_check_response_accept(struct cg_handshake *hs, const char *accept,
+                                       const char *offered, const char *offered_ext);
+
 /* Copies the permessage-deflate offers (RFC 7692) of the Sec-WebSocket-Extensions value
  * <list> (NULL: none) into <out> of <size>, comma-separated, parameters as sent; every
  * other extension is left out: a gateway that relays frames cannot carry an extension it
@@ -179,7 +185,7 @@ int cg_handshake_check_response(struct cg_handshake *hs, const char *key, const 
 int cg_ws_deflate_offer(const char *list, char *out, size_t size);
 
 /* Writes the backend's opening request for the checked client request <hs> into <buf> of
- * <size>: same request-target and Host, a new key, the client's subprotocols, Origin,
+ * <size>: same request-target and Host, the key <f> gives, the client's subprotocols, Origin,
  * User-Agent, Cookie and Authorization, X-Forwarded-For/-Proto, Forwarded (RFC 7239) and
  * X-Request-Id from <f> (the client's X-Forwarded-For and Forwarded only with
  * f->keep_chain), and <f>'s extensions. Returns the length or -ENOSPC. */

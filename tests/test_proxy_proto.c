@@ -703,7 +703,8 @@ START_TEST(test_tcp_send_proxy)
 END_TEST
 
 /* A WebSocket backend sees the carried address in X-Forwarded-For and Forwarded: the
- * client's own X-Forwarded-For replaced, unless the address is a trusted proxy's. */
+ * client's own X-Forwarded-For replaced, unless the address is a trusted proxy's; and the
+ * client's Sec-WebSocket-Key. */
 START_TEST(test_ws_forwarded_for)
 {
     static const char req[] =
@@ -726,6 +727,9 @@ START_TEST(test_ws_forwarded_for)
     TH_ASSERT(d, strstr(got, "\r\nX-Forwarded-For: 203.0.113.5\r\n") &&
                  strstr(got, "\r\nForwarded: for=203.0.113.5;"), "backend request:\n%s", got);
     TH_ASSERT(d, !strstr(got, "6.6.6.6"), "the client's own X-Forwarded-For passed:\n%s", got);
+    /* the client's key goes on: the backend's accept value is then our 101's */
+    TH_ASSERT(d, strstr(got, "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"),
+              "backend request:\n%s", got);
     stop_clean(d);
 
     d = start(&port, "mode = websocket\naccept_proxy = v1\ntrusted_proxies = 203.0.113.0/24",

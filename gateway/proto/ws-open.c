@@ -139,8 +139,11 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
         }
         hb->request_id[32] = '\0';
     }
-    cg_rand_bytes(raw, sizeof(raw));
-    cg_base64_encode(raw, sizeof(raw), hb->key);
+    /* The client's key goes on, as HAProxy and nginx pass it: the backend's accept value
+     * is then our 101's, computed once (one SHA-1 fewer per connection), and checked. The
+     * key proves a server read the request as WebSocket; its randomness is the client's
+     * business (RFC 6455 §4.1), a proxy adds nothing by drawing another. */
+    memcpy(hb->key, cg_handshake_get(&hb->req, CG_HS_KEY), CG_WS_KEY_LEN + 1);
     strcpy(hb->addr, "unknown");
     hb->trusted = 0;
     /* The client as a PROXY header carried it, else the socket's peer (core/conn.h). */
@@ -216,9 +219,9 @@ static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *bla
         return status >= 400 ? status : 502;
     }
     if (err == 0)
-        err = cg_handshake_check_response(&hb->resp, hb->key,
-                                          cg_handshake_get(&hb->req, CG_HS_PROTOCOL),
-                                          hb->ext[0] ? hb->ext : NULL);
+        err = cg_handshake_check_response_accept(&hb->resp, hb->req.accept,
+                                                 cg_handshake_get(&hb->req, CG_HS_PROTOCOL),
+                                                 hb->ext[0] ? hb->ext : NULL);
     if (err == 0) {
         *blame = BLAME_NONE;
         return 0;
