@@ -36,7 +36,8 @@
 # made for the run; the backend stays plain; "direct" has no TLS row).
 # The table gives each proxy's figure and its ratio to the best of the proxies for that row
 # (lower is better for RSS, CPU and p99; higher for the rates), and corogate's targets from
-# issues 5 and 21 (the user-space rows have none: they say where the CPU rows' time goes). "direct" is the backend without a proxy: the ceiling for the rates.
+# issues 5 and 21 (the user-space rows have none: they say where the CPU rows' time goes).
+# "direct" is the backend without a proxy: the ceiling for the rates.
 #
 # Everything shares this machine's CPUs (loadgen, backend, proxy): figures are for
 # comparing the peers in one run, not absolute capacity. Configurations: loadgen/bench/.
@@ -299,43 +300,38 @@ measure_rss() {   # measure_rss MODE PEER: REPS runs of each RSS figure
     done
 }
 
+# closed_loop MODE PEER NAME CONNS RATE CPU [USR]: a closed-loop run of CONNS connections
+# into the figures RATE (msgs/s), CPU (the proxy's CPU per relayed message) and USR (its
+# user-space part; none when not given).
+closed_loop() {
+    local mode=$1 peer=$2 name=$3 conns=$4 mrate=$5 mcpu=$6 musr=${7:-} rc c0 c1 u0 u1
+    local sent recv n
+    read -r c0 u0 <<<"$(sum_cpu)"
+    rc=$(lg "$mode" "$peer" "$name" --connections "$conns" --connect-rate 20000 \
+         --closed-loop --duration "${SECS}s")
+    read -r c1 u1 <<<"$(sum_cpu)"
+    add "$mode" "$peer" "$mrate" "$(fig "$rc" "$name" throughput msgs_per_s)"
+    [ "$peer" = direct ] && return
+    sent=$(fig "$rc" "$name" messages sent)
+    recv=$(fig "$rc" "$name" messages received)
+    if isnum "$sent" && isnum "$recv"; then
+        n=$(( sent + recv ))
+        add "$mode" "$peer" "$mcpu" "$(per_unit $(( c1 - c0 )) $n)"
+        [ -n "$musr" ] && add "$mode" "$peer" "$musr" "$(per_unit $(( u1 - u0 )) $n)"
+    else
+        add "$mode" "$peer" "$mcpu" fail
+        [ -n "$musr" ] && add "$mode" "$peer" "$musr" fail
+    fi
+    return 0
+}
+
 # One repetition of the steady loads against a running PEER: closed loop at 100 and 1000
 # connections (with the proxy's CPU over each), the fixed rate.
 measure_load() {   # measure_load MODE PEER REP
-    local mode=$1 peer=$2 rep=$3 rc c0 c1 u0 u1 sent recv name
-    name=$mode-$peer-cl100-$rep
-    read -r c0 u0 <<<"$(sum_cpu)"
-    rc=$(lg "$mode" "$peer" "$name" --connections 100 --connect-rate 20000 \
-         --closed-loop --duration "${SECS}s")
-    read -r c1 u1 <<<"$(sum_cpu)"
-    add "$mode" "$peer" cl_100 "$(fig "$rc" "$name" throughput msgs_per_s)"
-    if [ "$peer" != direct ]; then
-        sent=$(fig "$rc" "$name" messages sent)
-        recv=$(fig "$rc" "$name" messages received)
-        if isnum "$sent" && isnum "$recv"; then
-            add "$mode" "$peer" cpu_msg "$(per_unit $(( c1 - c0 )) $(( sent + recv )))"
-            add "$mode" "$peer" usr_msg "$(per_unit $(( u1 - u0 )) $(( sent + recv )))"
-        else
-            add "$mode" "$peer" cpu_msg fail
-            add "$mode" "$peer" usr_msg fail
-        fi
-    fi
+    local mode=$1 peer=$2 rep=$3 rc name
+    closed_loop "$mode" "$peer" "$mode-$peer-cl100-$rep" 100 cl_100 cpu_msg usr_msg
     is_tls "$mode" && return        # the TLS rows: memory, CPU per message, handshakes
-    name=$mode-$peer-cl1000-$rep
-    read -r c0 u0 <<<"$(sum_cpu)"
-    rc=$(lg "$mode" "$peer" "$name" --connections 1000 --connect-rate 20000 \
-         --closed-loop --duration "${SECS}s")
-    read -r c1 u1 <<<"$(sum_cpu)"
-    add "$mode" "$peer" cl_1000 "$(fig "$rc" "$name" throughput msgs_per_s)"
-    if [ "$peer" != direct ]; then
-        sent=$(fig "$rc" "$name" messages sent)
-        recv=$(fig "$rc" "$name" messages received)
-        if isnum "$sent" && isnum "$recv"; then
-            add "$mode" "$peer" cpu_msg1k "$(per_unit $(( c1 - c0 )) $(( sent + recv )))"
-        else
-            add "$mode" "$peer" cpu_msg1k fail
-        fi
-    fi
+    closed_loop "$mode" "$peer" "$mode-$peer-cl1000-$rep" 1000 cl_1000 cpu_msg1k
     name=$mode-$peer-fixed-$rep
     rc=$(lg "$mode" "$peer" "$name" --connections "$FIXED_CONNS" \
          --connect-rate 20000 --message-rate "$FIXED_RATE" --duration "${SECS}s")

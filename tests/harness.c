@@ -414,7 +414,9 @@ const char *th_tail(const char *s, size_t max)
     return nl && nl[1] ? nl + 1 : t;
 }
 
-int th_free_port(void)
+/* A TCP socket bound to 127.0.0.1 at a port the kernel picks (*<port>), listening with
+ * <backlog> unless it is negative. Returns the descriptor or a negative errno. */
+static int bound_loopback(int backlog, int *port)
 {
     struct sockaddr_in sin = { .sin_family = AF_INET };
     socklen_t len = sizeof(sin);
@@ -425,13 +427,24 @@ int th_free_port(void)
         return -errno;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 ||
+        (backlog >= 0 && listen(fd, backlog) < 0) ||
         getsockname(fd, (struct sockaddr *)&sin, &len) < 0) {
         err = -errno;
         close(fd);
         return err;
     }
+    *port = ntohs(sin.sin_port);
+    return fd;
+}
+
+int th_free_port(void)
+{
+    int port, fd = bound_loopback(-1, &port);
+
+    if (fd < 0)
+        return fd;
     close(fd);
-    return ntohs(sin.sin_port);
+    return port;
 }
 
 /* ------------------------------------------------------------------ processes */
@@ -1375,22 +1388,7 @@ static int set_timeouts(int fd, int timeout_ms)
 
 int th_listen(int *port)
 {
-    struct sockaddr_in sin = { .sin_family = AF_INET };
-    socklen_t len = sizeof(sin);
-    int fd, err;
-
-    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (bind(fd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(fd, 64) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sin, &len) < 0) {
-        err = -errno;
-        close(fd);
-        return err;
-    }
-    *port = ntohs(sin.sin_port);
-    return fd;
+    return bound_loopback(64, port);
 }
 
 int th_accept(int lfd, int timeout_ms)
