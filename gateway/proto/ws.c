@@ -942,6 +942,16 @@ static void owed_close(struct side *x)
     flush_out(x);
 }
 
+/* 1 when a pass over <x> may find more to read: bytes not parsed yet, or its stream has
+ * some. After a pass, a side that had nothing would have nothing still (the stream wakes
+ * us when more comes). */
+static int side_more(const struct side *x)
+{
+    if (x->gone || x->eof)
+        return 0;
+    return (x->in && x->in->off < x->in->len) || coro_stream_readable(st_of(x));
+}
+
 void cg_ws__relay(struct sess *s)
 {
     struct cg_conn *c = s->c;
@@ -971,6 +981,10 @@ void cg_ws__relay(struct sess *s)
         flush_out(&s->be);
         if (side_done(&s->cl) && side_done(&s->be))
             break;
+        /* Again only while a side has more: a second pass that finds nothing (each
+         * message's, before) costs as much as the first. */
+        if (progress && !side_more(&s->cl) && !side_more(&s->be))
+            progress = 0;
         if (progress && ++burst < WS_BURST)
             continue;
         if (progress) {
