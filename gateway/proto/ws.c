@@ -190,6 +190,15 @@ static int frame_recv(struct side *x, struct piece *io)
             x->t_phase = 0;
         }
         if (x->t_need) {                                /* in a header */
+            /* A whole header in this read (nearly always): taken at once. */
+            if (x->t_have == 0 && avail >= 2 && avail >= cg_ws_hdr_size(p[1])) {
+                x->t_need = (uint8_t)cg_ws_hdr_size(p[1]);
+                memcpy(x->t_hdr, p, x->t_need);
+                x->t_have = x->t_need;
+                p += x->t_need;
+                avail -= x->t_need;
+                b->off += x->t_need;
+            }
             while (avail > 0 && x->t_have < x->t_need) {
                 x->t_hdr[x->t_have++] = *p++;
                 avail--;
