@@ -375,6 +375,15 @@ measure_churn() {   # measure_churn MODE PEER REP
     fi
 }
 
+rotate() {   # rotate N WORDS...: the words, starting from word N (modulo their count)
+    local n=$1 i
+    shift
+    local -a w=("$@")
+    for (( i = 0; i < ${#w[@]}; i++ )); do
+        printf '%s ' "${w[$(( (i + n) % ${#w[@]} ))]}"
+    done
+}
+
 pick() {   # the median, or "fail" when any run failed
     local x
     for x in "$@"; do [ "$x" = fail ] && { echo fail; return; }; done
@@ -432,7 +441,9 @@ for mode in $MODES; do
         tw_settle
         t0=$(now_ms)
         for (( rep = 1; rep <= REPS; rep++ )); do
-            for peer in $peers; do
+            # Each repetition starts one peer further on: a peer's place in the turn (right
+            # after "direct", after another proxy) changes how the machine meets it.
+            for peer in $(rotate $(( rep - 1 )) $peers); do
                 [ -n "${NOTE[$mode,$peer]:-}" ] && continue
                 if ! start_peer "$peer" "$mode"; then
                     NOTE[$mode,$peer]="did not start (see $OUT/$peer.log)"
