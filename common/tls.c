@@ -457,6 +457,7 @@ static int send_key_update(struct rl *r, struct sink *k)
         r->dead = 1;
         return -1;
     }
+    r->ku_owed = 0;         /* any KeyUpdate of ours answers the peer's request */
     return 0;
 }
 
@@ -471,14 +472,12 @@ static int rl_encode(struct coro_filter *f, struct coro_stream *st, struct coro_
         coro_buf_put(st->sched, in);
         return UV_EPROTO;
     }
-    if (r->ku_owed && n > 0) {
-        r->ku_owed = 0;
-        if (send_key_update(r, &k) < 0)
-            n = 0;
-    }
     while (n > 0) {
         m = n < MAX_PLAIN ? n : MAX_PLAIN;
-        if (r->v13 && r->suite != SUITE_CHACHA && r->wseq >= GCM13_KEY_LIMIT &&
+        /* Ours before the data: one the peer asked for (on_handshake()), or the key's
+         * record limit. */
+        if ((r->ku_owed ||
+             (r->v13 && r->suite != SUITE_CHACHA && r->wseq >= GCM13_KEY_LIMIT)) &&
             send_key_update(r, &k) < 0)
             break;
         if (seal(r, &k, CT_APPDATA, p, m) < 0)
@@ -564,11 +563,9 @@ static ssize_t on_handshake(struct rl *r, struct coro_stream *st, const uint8_t 
              * but only before our next data when bytes are already queued to the peer
              * (RFC 8446 §4.6.3 asks no more), so that a peer that sends requests and
              * never reads queues one answer, not one per request. */
-            if (p[4] == 1 && !r->closed && coro_stream_queued(st) > 0) {
-                r->ku_owed = 1;
-            } else if (p[4] == 1 && !r->closed) {
-                r->ku_owed = 0;
-                if (send_key_update(r, &k) < 0) {
+            if (p[4] == 1 && !r->closed) {
+                r->ku_owed = 1;                 /* send_key_update() pays it */
+                if (coro_stream_queued(st) == 0 && send_key_update(r, &k) < 0) {
                     sink_flush(&k);
                     return UV_EPROTO;
                 }
@@ -774,18 +771,13 @@ static ssize_t decode_chunk(struct rl *r, struct coro_stream *st, struct coro_bu
         h = (uint8_t *)in->data + in->off;
         n = check_header(r, st, h);
         if (n < 0)
-            goto fail;
+            goto end;
         total = (size_t)n;
         if (avail < total)
             break;
         n = open_record(r, st, h, &poff);
-        if (n == UV_EOF && have_out) {
-            r->f.end = UV_EOF;              /* after the bytes that came before it */
-            in->off = in->len;
-            break;
-        }
         if (n < 0)
-            goto fail;
+            goto end;
         if (n > 0) {
             if (!have_out) {
                 ostart = in->off + poff;
@@ -802,7 +794,7 @@ static ssize_t decode_chunk(struct rl *r, struct coro_stream *st, struct coro_bu
         err = keep_part(r, st, in, in->off, !have_out);
         if (err < 0) {
             n = err;
-            goto fail;
+            goto end;
         }
         if (!have_out)
             return 0;
@@ -811,19 +803,17 @@ static ssize_t decode_chunk(struct rl *r, struct coro_stream *st, struct coro_bu
         coro_buf_put(st->sched, in);
         return 0;
     }
+deliver:
     in->off = (uint32_t)ostart;
     in->len = (uint32_t)oend;
     *out = in;
     return (ssize_t)(oend - ostart);
-fail:
+end:
+    /* The read ends here: UV_EOF (a close_notify) or an error. The records before were
+     * good: their bytes go on, and the end is reported after them. */
     if (have_out) {
-        /* The records before the bad one were good: their bytes go on, the error after
-         * them (as an EOF behind data does). */
         r->f.end = (int32_t)n;
-        in->off = (uint32_t)ostart;
-        in->len = (uint32_t)oend;
-        *out = in;
-        return (ssize_t)(oend - ostart);
+        goto deliver;
     }
     coro_buf_put(st->sched, in);
     return n;

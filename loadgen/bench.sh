@@ -300,29 +300,31 @@ measure_rss() {   # measure_rss MODE PEER: REPS runs of each RSS figure
     done
 }
 
+# add_cpu MODE PEER COUNT TICKS METRIC [USER_TICKS USER_METRIC]: the proxy's CPU per unit
+# of COUNT (a number, or "fail" for a failed run) into METRIC, and its user-space part.
+add_cpu() {
+    local n=$3
+    isnum "$n" || n=0
+    add "$1" "$2" "$5" "$(per_unit "$4" "$n")"
+    [ $# -ge 7 ] && add "$1" "$2" "$7" "$(per_unit "$6" "$n")"
+    return 0
+}
+
 # closed_loop MODE PEER NAME CONNS RATE CPU [USR]: a closed-loop run of CONNS connections
 # into the figures RATE (msgs/s), CPU (the proxy's CPU per relayed message) and USR (its
 # user-space part; none when not given).
 closed_loop() {
-    local mode=$1 peer=$2 name=$3 conns=$4 mrate=$5 mcpu=$6 musr=${7:-} rc c0 c1 u0 u1
-    local sent recv n
+    local mode=$1 peer=$2 name=$3 conns=$4 rc c0 c1 u0 u1 sent recv n=fail
     read -r c0 u0 <<<"$(sum_cpu)"
     rc=$(lg "$mode" "$peer" "$name" --connections "$conns" --connect-rate 20000 \
          --closed-loop --duration "${SECS}s")
     read -r c1 u1 <<<"$(sum_cpu)"
-    add "$mode" "$peer" "$mrate" "$(fig "$rc" "$name" throughput msgs_per_s)"
+    add "$mode" "$peer" "$5" "$(fig "$rc" "$name" throughput msgs_per_s)"
     [ "$peer" = direct ] && return
     sent=$(fig "$rc" "$name" messages sent)
     recv=$(fig "$rc" "$name" messages received)
-    if isnum "$sent" && isnum "$recv"; then
-        n=$(( sent + recv ))
-        add "$mode" "$peer" "$mcpu" "$(per_unit $(( c1 - c0 )) $n)"
-        [ -n "$musr" ] && add "$mode" "$peer" "$musr" "$(per_unit $(( u1 - u0 )) $n)"
-    else
-        add "$mode" "$peer" "$mcpu" fail
-        [ -n "$musr" ] && add "$mode" "$peer" "$musr" fail
-    fi
-    return 0
+    isnum "$sent" && isnum "$recv" && n=$(( sent + recv ))
+    add_cpu "$mode" "$peer" "$n" $(( c1 - c0 )) "$6" ${7:+$(( u1 - u0 )) "$7"}
 }
 
 # One repetition of the steady loads against a running PEER: closed loop at 100 and 1000
@@ -342,37 +344,23 @@ measure_load() {   # measure_load MODE PEER REP
 # the proxy's CPU per connection (every connection the run made counts, ramp and drain
 # included, as the CPU does); for TLS, full and resumed handshakes.
 measure_churn() {   # measure_churn MODE PEER REP
-    local mode=$1 peer=$2 rep=$3 rc c0 c1 u0 u1 n name
+    local mode=$1 peer=$2 rep=$3 rc c0 c1 u0 u1 name
+    local kind=churn rate=conn_rate cpu=cpu_conn usr=usr_conn
+    is_tls "$mode" && kind=tls rate=tls_conn cpu=cpu_hs usr=
+    name=$mode-$peer-$kind-$rep
     read -r c0 u0 <<<"$(sum_cpu)"
-    if is_tls "$mode"; then
-        name=$mode-$peer-tls-$rep
-        rc=$(lg "$mode" "$peer" "$name" --connections "$CHURN_CONNS" \
-             --connect-rate 20000 --churn --duration "${SECS}s")
-        read -r c1 u1 <<<"$(sum_cpu)"
-        add "$mode" "$peer" tls_conn "$(fig "$rc" "$name" throughput connections_per_s)"
-        n=$(fig "$rc" "$name" connections connected)
-        if isnum "$n"; then add "$mode" "$peer" cpu_hs "$(per_unit $(( c1 - c0 )) "$n")"
-        else add "$mode" "$peer" cpu_hs fail; fi
-        name=$mode-$peer-tlsres-$rep
-        rc=$(lg "$mode" "$peer" "$name" --connections "$CHURN_CONNS" \
-             --connect-rate 20000 --churn --tls-resume --duration "${SECS}s")
-        add "$mode" "$peer" tls_res "$(fig "$rc" "$name" throughput connections_per_s)"
-        return
-    fi
-    name=$mode-$peer-churn-$rep
     rc=$(lg "$mode" "$peer" "$name" --connections "$CHURN_CONNS" \
          --connect-rate 20000 --churn --duration "${SECS}s")
     read -r c1 u1 <<<"$(sum_cpu)"
-    add "$mode" "$peer" conn_rate "$(fig "$rc" "$name" throughput connections_per_s)"
-    [ "$peer" = direct ] && return
-    n=$(fig "$rc" "$name" connections connected)
-    if isnum "$n"; then
-        add "$mode" "$peer" cpu_conn "$(per_unit $(( c1 - c0 )) "$n")"
-        add "$mode" "$peer" usr_conn "$(per_unit $(( u1 - u0 )) "$n")"
-    else
-        add "$mode" "$peer" cpu_conn fail
-        add "$mode" "$peer" usr_conn fail
-    fi
+    add "$mode" "$peer" $rate "$(fig "$rc" "$name" throughput connections_per_s)"
+    [ "$peer" = direct ] ||
+        add_cpu "$mode" "$peer" "$(fig "$rc" "$name" connections connected)" \
+                $(( c1 - c0 )) $cpu ${usr:+$(( u1 - u0 )) $usr}
+    is_tls "$mode" || return 0
+    name=$mode-$peer-tlsres-$rep
+    rc=$(lg "$mode" "$peer" "$name" --connections "$CHURN_CONNS" \
+         --connect-rate 20000 --churn --tls-resume --duration "${SECS}s")
+    add "$mode" "$peer" tls_res "$(fig "$rc" "$name" throughput connections_per_s)"
 }
 
 rotate() {   # rotate N WORDS...: the words, starting from word N (modulo their count)

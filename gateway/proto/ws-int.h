@@ -162,7 +162,6 @@ static inline struct coro_sched *sched_of(const struct side *x)
 struct hsblock {
     struct cg_handshake req;
     struct cg_handshake resp;
-    char                key[CG_WS_KEY_LEN + 1];         /* the client's, for the backend */
     char                request_id[REQUEST_ID_MAX + 1];
     char                addr[64];                       /* the client's IP address */
     char                ext[512];   /* the client's permessage-deflate offers, for the backend */

@@ -139,11 +139,6 @@ static void prepare_forward(struct sess *s, struct hsblock *hb)
         }
         hb->request_id[32] = '\0';
     }
-    /* The client's key goes on, as HAProxy and nginx pass it: the backend's accept value
-     * is then our 101's, computed once (one SHA-1 fewer per connection), and checked. The
-     * key proves a server read the request as WebSocket; its randomness is the client's
-     * business (RFC 6455 §4.1), a proxy adds nothing by drawing another. */
-    memcpy(hb->key, cg_handshake_get(&hb->req, CG_HS_KEY), CG_WS_KEY_LEN + 1);
     strcpy(hb->addr, "unknown");
     hb->trusted = 0;
     /* The client as a PROXY header carried it, else the socket's peer (core/conn.h). */
@@ -181,7 +176,13 @@ static int backend_handshake(struct sess *s, struct hsblock *hb, enum blame *bla
     const struct cg_listener_conf *lc = s->c->lc;
     struct cg_hs_forward f = {
         .client_addr = hb->addr, .proto = lc->tls.on ? "https" : "http",
-        .request_id = hb->request_id, .key = hb->key,
+        .request_id = hb->request_id,
+        /* The client's key goes on, as HAProxy and nginx pass it: the backend's accept
+         * value is then our 101's, computed once (one SHA-1 fewer per connection), and
+         * checked below. The key proves a server read the request as WebSocket; its
+         * randomness is the client's business (RFC 6455 §4.1), a proxy adds nothing by
+         * drawing another. */
+        .key = cg_handshake_get(&hb->req, CG_HS_KEY),
         .extensions = hb->ext[0] ? hb->ext : NULL,
         .cert_subject = c->peer_cert, .keep_chain = hb->trusted,
         .cert_sha256 = c->peer_cert ? c->peer_cert + strlen(c->peer_cert) + 1 : NULL,
