@@ -14,6 +14,8 @@
 #   make bench-tls-rekey  the record layer's cost of keying a cipher context per record
 #   make bench-accesslog  new connections/s with the connection log on (stderr, json) vs off
 #   make bench-uring  the echo backend's CPU per message, epoll vs io_uring (serve --io)
+#   make bench-sockmap whole-machine CPU per message: a read/write relay vs the kernel's
+#                   sk_skb redirect vs corogate (bench/floor_relay.c)
 #   make bench-insn user-space instructions per connection and per message (callgrind),
 #                   corogate vs HAProxy vs nginx: counted, so it holds on a busy machine
 #   make V=1        show full commands
@@ -100,12 +102,13 @@ LOADGEN   := $(BUILD)/corogate-loadgen
 TESTS     := $(BUILD)/run-tests
 BENCHCORO := $(BUILD)/bench-coro
 BENCHSCHED:= $(BUILD)/bench-schedlat
+FLOOR     := $(BUILD)/bench/floor-relay
 
-.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog bench-uring bench-insn tls-deps capacity capacity-1m device-bundle clean
+.PHONY: all deps build run test check check-browser check-fresh fuzz fuzz-bins fuzz-replay bench bench-coro bench-bpf bench-deps bench-tls bench-tls-rekey bench-accesslog bench-uring bench-sockmap bench-insn tls-deps capacity capacity-1m device-bundle clean
 all: deps
 	$(Q)$(MAKE) --no-print-directory build
 
-build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS)
+build: $(LIBCORO) $(DAEMON) $(LOADGEN) $(TESTS) $(FLOOR)
 
 # ---------------------------------------------------------------- packages
 # Everything the build and the tests need, from Debian 12. Idempotent and quiet when all
@@ -158,6 +161,7 @@ $(BUILD)/%.skel.h: $(BUILD)/bpf/%.bpf.o
 BPF_OBJ := $(patsubst bpf/%.bpf.c,$(BUILD)/bpf/%.bpf.o,$(wildcard bpf/*.bpf.c))
 .SECONDARY: $(BPF_OBJ)
 $(BUILD)/gateway/observe/schedlat.o: $(BUILD)/schedlat.skel.h
+$(BUILD)/bench/floor_relay.o: $(BUILD)/relay_sockmap.skel.h
 
 # llhttp is compiled from the Debian package's C sources, never copied into the tree.
 $(BUILD)/llhttp/%.o: /usr/share/llhttp/%.c
@@ -369,7 +373,7 @@ bench-deps:
 
 # The loadgen against the backend, corogate, HAProxy and nginx (loadgen/bench.sh; configs
 # in loadgen/bench/): one table of medians for TCP and WebSocket.
-bench: bench-deps $(DAEMON) $(LOADGEN)
+bench: bench-deps $(DAEMON) $(LOADGEN) $(FLOOR)
 	$(Q)BUILD=$(BUILD) ./loadgen/bench.sh
 
 # The connection log's cost: closed-loop new connections/s with access_log = stderr (json,
@@ -382,6 +386,12 @@ bench-accesslog: $(DAEMON) $(LOADGEN)
 # (loadgen/bench-uring.sh; docs/bench.md, "io_uring: the echo-backend experiment").
 bench-uring: $(LOADGEN)
 	$(Q)BUILD=$(BUILD) ./loadgen/bench-uring.sh
+
+# Would the kernel relaying the bytes (sockmap) cost the machine less than a relay that
+# reads and writes them? Whole-machine CPU per message, direct / floor / sockmap / corogate
+# (loadgen/bench-sockmap.sh; docs/bench.md, "sockmap: the kernel relays the bytes").
+bench-sockmap: $(DAEMON) $(LOADGEN) $(FLOOR)
+	$(Q)BUILD=$(BUILD) ./loadgen/bench-sockmap.sh
 
 # User-space instructions per proxied connection and per relayed message, each peer under
 # callgrind (loadgen/insn.sh; profiles in build/insn-run/).
@@ -398,6 +408,12 @@ $(BENCHSCHED): $(BUILD)/bench/bench_schedlat.o $(BUILD)/gateway/observe/schedlat
                $(BUILD)/gateway/base/log.o $(BUILD)/common/rand.o $(LIBCORO)
 	@$(if $(Q),echo "  LD     $@")
 	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# The bench's reference relay: read() and write() and nothing else (bench/floor_relay.c),
+# and with --sockmap the kernel's sk_skb redirect; `make bench`'s "floor" peer.
+$(FLOOR): $(BUILD)/bench/floor_relay.o
+	@$(if $(Q),echo "  LD     $@")
+	$(Q)$(CC) $(LDFLAGS) $(CFLAGS) -o $@ $^ -lbpf -lelf -lz -pthread
 
 # BENCH_ARGS: e.g. "-w 1000 -n 4 -c 8 -p 4 -s 64" (see bench/bench_schedlat.c).
 bench-bpf: deps
