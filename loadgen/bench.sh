@@ -38,13 +38,18 @@
 # (lower is better for RSS, CPU and p99; higher for the rates), and corogate's targets from
 # issues 5 and 21 (the user-space rows have none: they say where the CPU rows' time goes).
 # "direct" is the backend without a proxy: the ceiling for the rates.
+# "floor" (tcp only) is bench/floor_relay.c: one epoll loop per worker that read()s and
+# write()s the bytes and does nothing else (no configuration, timeouts, logs, counters or
+# limits), the least CPU a proxy that relays in user space can spend. It is a reference,
+# not a competitor: no ratio, never "the best proxy"; a line under the table gives each
+# proxy's CPU rows against it, and what the targets come to in floors.
 #
 # Everything shares this machine's CPUs (loadgen, backend, proxy): figures are for
 # comparing the peers in one run, not absolute capacity. Configurations: loadgen/bench/.
 #
 # Environment (defaults in brackets): WORKERS [1], REPS [3], SECS measuring window per run
 # [2], IDLE_CONNS [2000], FIXED_CONNS [100], FIXED_RATE msg/s per connection [100],
-# CHURN_CONNS [50], MODES ["tcp ws"], PEERS ["direct corogate haproxy nginx"], BPF
+# CHURN_CONNS [50], MODES ["tcp ws tls wss"], PEERS ["direct floor corogate haproxy nginx"], BPF
 # (corogate's [bpf] attach) [off], PORT base [29000], LG_THREADS loadgen threads [1],
 # BACKEND_THREADS echo backend threads [1], TW_SETTLE (0: do not wait for TIME_WAIT
 # sockets to drain before each peer) [1], TW_MAX [2000],
@@ -64,7 +69,8 @@ FIXED_CONNS=${FIXED_CONNS:-100}
 FIXED_RATE=${FIXED_RATE:-100}
 CHURN_CONNS=${CHURN_CONNS:-50}
 MODES=${MODES:-tcp ws tls wss}
-PEERS=${PEERS:-direct corogate haproxy nginx}
+PEERS=${PEERS:-direct floor corogate haproxy nginx}
+FLOOR=$BUILD/bench/floor-relay
 BPF=${BPF:-off}
 PORT=${PORT:-29000}
 LG_THREADS=${LG_THREADS:-1}
@@ -87,7 +93,7 @@ MAXCONN=$(( (NOFILE - 512) / 2 ))
 METRICS="rss_idle rss_msg cpu_msg cpu_msg1k usr_msg cl_100 cl_1000 p99_fixed conn_rate cpu_conn usr_conn"
 TLS_METRICS="rss_idle rss_msg cpu_msg cl_100 tls_conn tls_res cpu_hs"
 
-for b in "$LG" "$CG"; do
+for b in "$LG" "$CG" "$FLOOR"; do
     [ -x "$b" ] || { echo "bench: $b is missing: run make first" >&2; exit 1; }
 done
 mkdir -p "$OUT/nginx-tmp"
@@ -185,6 +191,10 @@ start_peer() {   # start_peer PEER MODE: 0 when it listens
     PEER_PID=
     case $peer in
     direct) return 0 ;;
+    floor)
+        "$FLOOR" --threads "$WORKERS" --source 127.0.1.1-127.0.1.8 "127.0.0.1:$TCP_PORT" \
+            "127.0.0.1:$BACKEND_TCP" >>"$OUT/floor.log" 2>&1 &
+        PEER_PID=$! ;;
     corogate)
         render "$CONF/corogate.ini" "$OUT/corogate.ini"
         "$CG" -c "$OUT/corogate.ini" >>"$OUT/corogate.log" 2>&1 &
@@ -409,6 +419,10 @@ for mode in $MODES; do
             NOTE[$mode,direct]="the backend is plain: no TLS row"
             continue
         fi
+        if [ "$peer" = floor ] && [ "$mode" != tcp ]; then
+            NOTE[$mode,floor]="the floor relay is plain TCP only"
+            continue
+        fi
         if [ "$peer" = corogate ] && [ "$mode" = ws ] &&
            ! { render "$CONF/corogate.ini" "$OUT/corogate.ini" &&
                "$CG" -t -c "$OUT/corogate.ini" >/dev/null 2>&1; }; then
@@ -509,7 +523,7 @@ fmtv() {
 }
 
 proxies=""
-for p in $PEERS; do [ "$p" != direct ] && proxies="$proxies $p"; done
+for p in $PEERS; do [ "$p" != direct ] && [ "$p" != floor ] && proxies="$proxies $p"; done
 {
 echo
 echo "make bench — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, $WORKERS worker(s) each," \
@@ -531,7 +545,8 @@ for mode in $MODES; do
         for p in $PEERS; do
             v=${R[$mode,$p,$m]:-}
             if [ -n "${NOTE[$mode,$p]:-}" ]; then cell="n/a"
-            elif isnum "$v" && [ "$p" != direct ] && [ -n "$best" ] && isnum "$best" &&
+            elif isnum "$v" && [ "$p" != direct ] && [ "$p" != floor ] && [ -n "$best" ] &&
+                 isnum "$best" &&
                  awk -v b="$best" 'BEGIN { exit !(b > 0) }'; then
                 ratio=$(awk -v v="$v" -v b="$best" 'BEGIN { printf "%.2f", v / b }')
                 cell="$(fmtv "$v" $m) (${ratio}x)"
@@ -559,6 +574,23 @@ for mode in $MODES; do
             printf '  -\n'
         fi
     done
+done
+# Each proxy's CPU rows over the floor relay's, and the target (0.7x of the best other
+# proxy) in floors: below 1.00 it asks for less CPU than read() and write() alone cost.
+for m in cpu_msg cpu_msg1k cpu_conn; do
+    f=${R[tcp,floor,$m]:-}
+    isnum "$f" && awk -v f="$f" 'BEGIN { exit !(f > 0) }' || continue
+    line=
+    other=
+    for p in $proxies; do
+        v=${R[tcp,$p,$m]:-}
+        isnum "$v" || continue
+        line="$line $p $(awk -v v="$v" -v f="$f" 'BEGIN { printf "%.2fx", v / f }')"
+        [ "$p" = corogate ] || other=$(better $m "$other" "$v")
+    done
+    [ -n "$other" ] && line="$line; target $(awk -v o="$other" -v f="$f" \
+        'BEGIN { printf "%.2fx", 0.7 * o / f }')"
+    printf 'floor tcp %-40s%s\n' "$(label $m):" "$line"
 done
 for k in "${!NOTE[@]}"; do echo "note: ${k/,/ }: ${NOTE[$k]}"; done
 echo "(per-run JSON reports and logs in $OUT/)"
