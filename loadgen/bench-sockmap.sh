@@ -20,7 +20,10 @@
 # For each of CONNS: REPS runs of `run --mode tcp --closed-loop --message-size 64
 # --connect-rate 0` for SECS seconds. Figures per run: machine µs per message, the proxy
 # process's µs per message, context switches per message (/proc/stat ctxt), msgs/s.
-# Printed: every run, then the medians, with the machine's cost above direct's.
+# Printed: every run, then the medians, with the machine's cost above direct's, and the
+# median over the repetitions of each peer's machine figure over the floor relay's in the
+# same repetition (this host's speed moves in steps of up to 1.6x within seconds; peers
+# measured seconds apart mostly share a step, runs minutes apart often do not).
 #
 # Environment [defaults]: REPS [3], SECS per run [3], CONNS ["100 1000"], PEERS ["direct
 # floor sockmap corogate"], PORT [29600], BUILD [build], OUT [$BUILD/bench-sockmap].
@@ -151,17 +154,23 @@ col() { awk -v k="$2" '{ print $k }' "$1" | median; }
 echo
 echo "make bench-sockmap — $(date -u +%Y-%m-%dT%H:%MZ), $(getconf _NPROCESSORS_ONLN) CPUs," \
      "64-byte closed loop, medians of $REPS"
-printf '%-6s %-9s %11s %13s %11s %9s %10s\n' conns peer "machine us" "above direct" \
-    "proxy us" "ctxt/msg" "msgs/s"
+printf '%-6s %-9s %11s %13s %9s %11s %9s %10s\n' conns peer "machine us" "above direct" \
+    "x floor" "proxy us" "ctxt/msg" "msgs/s"
 for n in $CONNS; do
     base=
     [ -f "$OUT/direct-$n.txt" ] && base=$(col "$OUT/direct-$n.txt" 1)
     for peer in $PEERS; do
         f=$OUT/$peer-$n.txt
+        xf=-
+        # repetition k of this peer over repetition k of the floor relay, median of the k
+        [ -f "$OUT/floor-$n.txt" ] && xf=$(paste -d' ' "$f" "$OUT/floor-$n.txt" |
+            awk '$5 > 0 { print $1 / $5 }' | median)
         awk -v n="$n" -v peer="$peer" -v m="$(col "$f" 1)" -v p="$(col "$f" 2)" \
-            -v c="$(col "$f" 3)" -v r="$(col "$f" 4)" -v b="$base" 'BEGIN {
+            -v c="$(col "$f" 3)" -v r="$(col "$f" 4)" -v b="$base" -v xf="${xf:--}" 'BEGIN {
             above = (b == "" || peer == "direct") ? "-" : sprintf("%.2f", m - b)
-            printf("%-6d %-9s %11.2f %13s %11.2f %9.2f %10.0f\n", n, peer, m, above, p, c, r) }'
+            if (xf != "-") xf = sprintf("%.3f", xf)
+            printf("%-6d %-9s %11.2f %13s %9s %11.2f %9.2f %10.0f\n", n, peer, m, above, xf, p,
+                   c, r) }'
     done
 done
 } | tee "$OUT/table.txt"
