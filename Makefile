@@ -337,7 +337,7 @@ check-ucontext: deps
 	@echo "  TEST   build/uctx/run-coro-tests (ucontext context switch)"
 	$(Q)build/uctx/run-coro-tests
 
-check: $(TESTS) $(DAEMON) $(LOADGEN)
+check: $(TESTS) $(DAEMON) $(LOADGEN) $(FLOOR)
 	@echo "  TEST   $(TESTS)"
 	$(Q)CG_BUILD=$(BUILD) ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
 	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(TESTS)

@@ -17,7 +17,7 @@
 #   floor     bench/floor_relay.c: read() and write() in one epoll loop, nothing else
 #   sockmap   the same program with --sockmap: the kernel redirects every skb
 #   corogate  the daemon (1 worker, tcp listener, half_close = off as in `make bench`)
-# For each of CONNS: REPS runs of `run --mode tcp --closed-loop --message-size 64
+# For each of CONNS: REPS runs of `run --mode tcp --closed-loop --message-size SIZE
 # --connect-rate 0` for SECS seconds. Figures per run: machine µs per message, the proxy
 # process's µs per message, context switches per message (/proc/stat ctxt), msgs/s.
 # Printed: every run, then the medians, with the machine's cost above direct's, and the
@@ -25,7 +25,8 @@
 # same repetition (this host's speed moves in steps of up to 1.6x within seconds; peers
 # measured seconds apart mostly share a step, runs minutes apart often do not).
 #
-# Environment [defaults]: REPS [3], SECS per run [3], CONNS ["100 1000"], PEERS ["direct
+# Environment [defaults]: REPS [3], SECS per run [3], CONNS ["100 1000"], SIZE bytes per
+# message [64], PEERS ["direct
 # floor sockmap corogate"], PORT [29600], BUILD [build], OUT [$BUILD/bench-sockmap].
 set -u
 
@@ -36,6 +37,7 @@ FLOOR=$BUILD/bench/floor-relay
 REPS=${REPS:-3}
 SECS=${SECS:-3}
 CONNS=${CONNS:-100 1000}
+SIZE=${SIZE:-64}
 PEERS=${PEERS:-direct floor sockmap corogate}
 PORT=${PORT:-29600}
 BACKEND=127.0.0.1:$PORT
@@ -121,7 +123,7 @@ run() {   # run PEER CONNS REP: one measured run, appended to $OUT/PEER-CONNS.tx
     read -r m0 c0 <<<"$(machine)"
     p0=$(proc_ticks "$PEER_PID")
     "$LG" run --mode tcp --target "$target" --connections "$n" --connect-rate 0 \
-        --closed-loop --message-size 64 --duration "${SECS}s" --quiet \
+        --closed-loop --message-size "$SIZE" --duration "${SECS}s" --quiet \
         --json "$OUT/$name.json" >"$OUT/lg-$name.log" 2>&1 ||
         { echo "bench-sockmap: loadgen failed ($peer, $n connections):" >&2; cat "$OUT/lg-$name.log" >&2; exit 1; }
     read -r m1 c1 <<<"$(machine)"
@@ -153,7 +155,7 @@ col() { awk -v k="$2" '{ print $k }' "$1" | median; }
 {
 echo
 echo "make bench-sockmap — $(date -u +%Y-%m-%dT%H:%MZ), $(getconf _NPROCESSORS_ONLN) CPUs," \
-     "64-byte closed loop, medians of $REPS"
+     "$SIZE-byte closed loop, medians of $REPS"
 printf '%-6s %-9s %11s %13s %9s %11s %9s %10s\n' conns peer "machine us" "above direct" \
     "x floor" "proxy us" "ctxt/msg" "msgs/s"
 for n in $CONNS; do
