@@ -41,16 +41,8 @@ trap cleanup EXIT
 
 TCK=$(getconf CLK_TCK)
 
-cpu_ticks() {   # utime + stime of process $1, in clock ticks
-    awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
-}
 
-jnum() {
-    tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
-        head -1 | awk '{ print $2 }'
-}
 
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 conf() {   # conf VARIANT: the daemon's file
     cat <<EOF2
@@ -77,7 +69,7 @@ attach = off
 EOF2
 }
 
-. "$(dirname "$0")/bench-lib.sh"    # wait_port
+. "$(dirname "$0")/bench-lib.sh"    # wait_port, jnum, cpu_ticks, median_in, rotate
 
 "$LG" serve --mode tcp --listen "127.0.0.1:$BACKEND" >"$OUT/backend.log" 2>&1 &
 BACKEND_PID=$!
@@ -111,14 +103,14 @@ for rep in $(seq "$REPS"); do
     done
     RATIOS+="$(awk -v o="${RATE[off]}" -v j="${RATE[json]}" 'BEGIN { r = (o > 0) ? j / o : 0; print r }') "
 done
-ratio=$(echo "$RATIOS" | tr ' ' '\n' | grep . | median)
-off=$(echo "${RATES[off]}" | tr ' ' '\n' | grep . | median)
-json=$(echo "${RATES[json]}" | tr ' ' '\n' | grep . | median)
+ratio=$(echo "$RATIOS" | tr ' ' '\n' | grep . | median_in)
+off=$(echo "${RATES[off]}" | tr ' ' '\n' | grep . | median_in)
+json=$(echo "${RATES[json]}" | tr ' ' '\n' | grep . | median_in)
 awk -v o="$off" -v j="$json" -v r="$ratio" -v w="$WORKERS" -v c="$CHURN_CONNS" 'BEGIN {
     f = "new connections/s (%d worker(s), %d churners), medians: access_log = off %.0f, "
     f = f "stderr json to a file %.0f; median of the pairs: %+.1f%% (target: > -5%%)\n"
     printf(f, w, c, o, j, (r - 1) * 100) }'
-cpu_off=$(echo "${CPUS[off]}" | tr ' ' '\n' | grep . | median)
-cpu_json=$(echo "${CPUS[json]}" | tr ' ' '\n' | grep . | median)
+cpu_off=$(echo "${CPUS[off]}" | tr ' ' '\n' | grep . | median_in)
+cpu_json=$(echo "${CPUS[json]}" | tr ' ' '\n' | grep . | median_in)
 printf 'corogate CPU per connection, medians: access_log = off %.1f us, stderr json %.1f us\n' \
     "$cpu_off" "$cpu_json"

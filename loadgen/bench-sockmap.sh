@@ -64,22 +64,7 @@ trap 'exit 1' INT TERM
 machine() {
     awk '/^cpu / { t = $2 + $3 + $4 + $7 + $8 } /^ctxt / { c = $2 } END { print t, c }' /proc/stat
 }
-proc_ticks() {   # utime + stime of process $1, all its threads
-    [ -n "$1" ] || { echo 0; return; }
-    awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
-}
-jnum() {
-    tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
-        head -1 | awk '{ print $2 }'
-}
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-rotate() {   # rotate N WORDS...: the words, starting from word N (modulo their count)
-    local n=$1 i
-    shift
-    local -a w=("$@")
-    for (( i = 0; i < ${#w[@]}; i++ )); do printf '%s ' "${w[$(( (i + n) % ${#w[@]} ))]}"; done
-}
-. "$(dirname "$0")/bench-lib.sh"    # wait_port
+. "$(dirname "$0")/bench-lib.sh"    # wait_port, jnum, cpu_ticks, median_in, rotate
 
 cat > "$OUT/corogate.ini" <<EOF
 [gateway]
@@ -121,13 +106,13 @@ run() {   # run PEER CONNS REP: one measured run, appended to $OUT/PEER-CONNS.tx
     start_peer "$peer" ||
         { echo "bench-sockmap: $peer did not start:" >&2; cat "$OUT/$peer.log" >&2; exit 1; }
     read -r m0 c0 <<<"$(machine)"
-    p0=$(proc_ticks "$PEER_PID")
+    p0=$(cpu_ticks "$PEER_PID")
     "$LG" run --mode tcp --target "$target" --connections "$n" --connect-rate 0 \
         --closed-loop --message-size "$SIZE" --duration "${SECS}s" --quiet \
         --json "$OUT/$name.json" >"$OUT/lg-$name.log" 2>&1 ||
         { echo "bench-sockmap: loadgen failed ($peer, $n connections):" >&2; cat "$OUT/lg-$name.log" >&2; exit 1; }
     read -r m1 c1 <<<"$(machine)"
-    p1=$(proc_ticks "$PEER_PID")
+    p1=$(cpu_ticks "$PEER_PID")
     stop "$PEER_PID"
     PEER_PID=
     msgs=$(jnum "$OUT/$name.json" messages received)
@@ -151,7 +136,7 @@ for n in $CONNS; do
     done
 done
 
-col() { awk -v k="$2" '{ print $k }' "$1" | median; }
+col() { awk -v k="$2" '{ print $k }' "$1" | median_in; }
 {
 echo
 echo "make bench-sockmap — $(date -u +%Y-%m-%dT%H:%MZ), $(getconf _NPROCESSORS_ONLN) CPUs," \
@@ -166,7 +151,7 @@ for n in $CONNS; do
         xf=-
         # repetition k of this peer over repetition k of the floor relay, median of the k
         [ -f "$OUT/floor-$n.txt" ] && xf=$(paste -d' ' "$f" "$OUT/floor-$n.txt" |
-            awk '$5 > 0 { print $1 / $5 }' | median)
+            awk '$5 > 0 { print $1 / $5 }' | median_in)
         awk -v n="$n" -v peer="$peer" -v m="$(col "$f" 1)" -v p="$(col "$f" 2)" \
             -v c="$(col "$f" 3)" -v r="$(col "$f" 4)" -v b="$base" -v xf="${xf:--}" 'BEGIN {
             above = (b == "" || peer == "direct") ? "-" : sprintf("%.2f", m - b)

@@ -43,18 +43,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cpu_ticks() {   # utime + stime of process $1 (all its threads), in clock ticks
-    awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
-}
 
-jnum() {
-    tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
-        head -1 | awk '{ print $2 }'
-}
 
-median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
-. "$(dirname "$0")/bench-lib.sh"    # wait_port
+. "$(dirname "$0")/bench-lib.sh"    # wait_port, jnum, cpu_ticks, median_in, rotate
 
 # run IO CONNS REP: one measured run; appends "cpu_us msgs_per_s" to $OUT/IO-CONNS.txt.
 run() {
@@ -79,7 +71,7 @@ run() {
     echo "$us ${rate:-0}" >>"$OUT/$io-$n.txt"
 }
 
-col() { awk -v k="$2" '{ print $k }' "$1" | median; }
+col() { awk -v k="$2" '{ print $k }' "$1" | median_in; }
 
 for n in $CONNS; do
     rm -f "$OUT/epoll-$n.txt" "$OUT/io_uring-$n.txt"

@@ -118,10 +118,6 @@ now_ms() { date +%s%3N; }
 have() { command -v "$1" >/dev/null 2>&1; }
 isnum() { [[ $1 =~ ^[0-9.e+-]+$ ]]; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-jnum() {
-    tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
-        head -1 | awk '{ print $2 }'
-}
 render() {
     sed -e "s|@WORKERS@|$WORKERS|g" -e "s|@NOFILE@|$NOFILE|g" -e "s|@OUT@|$OUT|g" \
         -e "s|@MAXCONN@|$MAXCONN|g" -e "s|@WCONN@|$(( NOFILE - 64 ))|g" \
@@ -172,7 +168,7 @@ sum_fds() {
     done
     echo $t
 }
-. "$(dirname "$0")/bench-lib.sh"    # wait_port
+. "$(dirname "$0")/bench-lib.sh"    # wait_port, jnum, cpu_ticks, median_in, rotate
 port_of() {   # port_of MODE PEER
     if [ "$2" = direct ]; then
         case $1 in ws|wss) echo $BACKEND_WS ;; *) echo $BACKEND_TCP ;; esac
@@ -373,14 +369,6 @@ measure_churn() {   # measure_churn MODE PEER REP
     add "$mode" "$peer" tls_res "$(fig "$rc" "$name" throughput connections_per_s)"
 }
 
-rotate() {   # rotate N WORDS...: the words, starting from word N (modulo their count)
-    local n=$1 i
-    shift
-    local -a w=("$@")
-    for (( i = 0; i < ${#w[@]}; i++ )); do
-        printf '%s ' "${w[$(( (i + n) % ${#w[@]} ))]}"
-    done
-}
 
 pick() {   # the median, or "fail" when any run failed
     local x

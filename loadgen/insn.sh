@@ -67,12 +67,8 @@ render() {
         -e "s|@BACKEND_TCP@|$BACKEND_TCP|g" -e "s|@BACKEND_WS@|$BACKEND_WS|g" \
         -e "s|@BPF@|off|g" "$1" > "$2"
 }
-. "$(dirname "$0")/bench-lib.sh"    # wait_port
+. "$(dirname "$0")/bench-lib.sh"    # wait_port, jnum, cpu_ticks, median_in, rotate
 port_of() { case $1 in ws) echo "$WS_PORT" ;; *) echo "$TCP_PORT" ;; esac; }
-jnum() {
-    tr -d '\n' < "$1" | grep -o "\"$2\": {[^}]*}" | grep -o "\"$3\": [0-9.e+-]*" |
-        head -1 | awk '{ print $2 }'
-}
 
 # start_peer PEER MODE: the peer under callgrind, listening.
 start_peer() {
