@@ -126,6 +126,7 @@ static int parse_sources(const char *s)
     return 0;
 }
 
+/* Makes epoll watch <events> (never 0) on <s>: added the first time, changed after. */
 static int watch(struct worker *w, struct side *s, uint32_t events)
 {
     struct epoll_event ev = { .events = events, .data.ptr = s };
@@ -133,10 +134,6 @@ static int watch(struct worker *w, struct side *s, uint32_t events)
 
     if (s->events == events)
         return 0;
-    if (!events) {
-        s->events = 0;
-        return epoll_ctl(w->epfd, EPOLL_CTL_DEL, s->fd, NULL);
-    }
     s->events = events;
     return epoll_ctl(w->epfd, op, s->fd, &ev);
 }
