@@ -563,8 +563,24 @@ for mode in $MODES; do
         fi
     done
 done
-# Each proxy's CPU rows over the floor relay's, and the target (0.7x of the best other
-# proxy) in floors: below 1.00 it asks for less CPU than read() and write() alone cost.
+# per_rep_range A B: the lowest and highest of the ratios of the figures A (one word a
+# repetition) over the figures B of the same repetitions, as " (LO-HI)"; nothing for
+# fewer than two. The host's speed moves between repetitions: a repetition's peers, run
+# seconds apart, mostly share one speed, so these ratios say how far the median's can be
+# trusted.
+per_rep_range() {
+    # shellcheck disable=SC2086   # the figures, one word each
+    paste -d' ' <(printf '%s\n' $1) <(printf '%s\n' $2) | awk '
+        $1 ~ /^[0-9.]+$/ && $2 ~ /^[0-9.]+$/ && $2 > 0 {
+            r = $1 / $2; n++
+            if (n == 1 || r < lo) lo = r
+            if (n == 1 || r > hi) hi = r }
+        END { if (n >= 2) printf " (%.2f-%.2f)", lo, hi }'
+}
+
+# Each proxy's CPU rows over the floor relay's (the ratio of the medians, and the range of
+# the per-repetition ratios), and the target (0.7x of the best other proxy) in floors:
+# below 1.00 it asks for less CPU than read() and write() alone cost.
 for m in cpu_msg cpu_msg1k cpu_conn; do
     f=${R[tcp,floor,$m]:-}
     isnum "$f" && awk -v f="$f" 'BEGIN { exit !(f > 0) }' || continue
@@ -574,6 +590,7 @@ for m in cpu_msg cpu_msg1k cpu_conn; do
         v=${R[tcp,$p,$m]:-}
         isnum "$v" || continue
         line="$line $p $(awk -v v="$v" -v f="$f" 'BEGIN { printf "%.2fx", v / f }')"
+        line="$line$(per_rep_range "${V[tcp,$p,$m]:-}" "${V[tcp,floor,$m]:-}")"
         [ "$p" = corogate ] || other=$(better $m "$other" "$v")
     done
     [ -n "$other" ] && line="$line; target $(awk -v o="$other" -v f="$f" \
