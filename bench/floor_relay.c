@@ -165,10 +165,7 @@ static void close_pair(struct worker *w, struct pair *p)
         return;
     p->dead = true;
     for (int i = 0; i < 2; i++) {
-        /* close() drops the socket from epoll and from the sockhash. */
-        if (sides[i]->fd >= 0)
-            close(sides[i]->fd);
-        sides[i]->fd = -1;
+        close(sides[i]->fd);    /* which drops it from epoll and from the sockhash */
         free(sides[i]->pending);
         sides[i]->pending = NULL;
     }
@@ -292,7 +289,7 @@ static void on_accept(struct worker *w)
             free(p);
             continue;
         }
-        (void)setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        /* The accepted socket has TCP_NODELAY from the listener (worker_init()). */
         (void)setsockopt(b, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         if (source_count) {
             struct sockaddr_in src = { .sin_family = AF_INET };
@@ -396,6 +393,9 @@ static int worker_init(struct worker *w)
     if (w->epfd < 0 || w->stop_fd < 0 || w->listen_fd < 0)
         return -1;
     (void)setsockopt(w->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* Linux copies it into every accepted socket: one system call per listener, not per
+     * connection (as corogate does). */
+    (void)setsockopt(w->listen_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (setsockopt(w->listen_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
         bind(w->listen_fd, (struct sockaddr *)&listen_addr, sizeof(listen_addr)) ||
         listen(w->listen_fd, 4096))

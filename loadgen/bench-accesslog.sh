@@ -41,9 +41,6 @@ trap cleanup EXIT
 
 TCK=$(getconf CLK_TCK)
 
-
-
-
 conf() {   # conf VARIANT: the daemon's file
     cat <<EOF2
 [gateway]

@@ -43,9 +43,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-
-
-
 . "$(dirname "$0")/bench-lib.sh"    # wait_port, jnum, cpu_ticks, median_in, rotate
 
 # run IO CONNS REP: one measured run; appends "cpu_us msgs_per_s" to $OUT/IO-CONNS.txt.

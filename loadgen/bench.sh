@@ -40,9 +40,9 @@
 # "direct" is the backend without a proxy: the ceiling for the rates.
 # "floor" (tcp only) is bench/floor_relay.c: one epoll loop per worker that read()s and
 # write()s the bytes and does nothing else (no configuration, timeouts, logs, counters or
-# limits), the least CPU a proxy that relays in user space can spend. It is a reference,
-# not a competitor: no ratio, never "the best proxy"; a line under the table gives each
-# proxy's CPU rows against it, and what the targets come to in floors.
+# limits), the least CPU a proxy that relays through read() and write() can spend. It is a
+# reference, not a competitor: no ratio, never "the best proxy"; a line under the table
+# gives each proxy's CPU rows against it, and what the targets come to in floors.
 #
 # Everything shares this machine's CPUs (loadgen, backend, proxy): figures are for
 # comparing the peers in one run, not absolute capacity. Configurations: loadgen/bench/.
@@ -117,6 +117,8 @@ trap 'exit 1' INT TERM
 now_ms() { date +%s%3N; }
 have() { command -v "$1" >/dev/null 2>&1; }
 isnum() { [[ $1 =~ ^[0-9.e+-]+$ ]]; }
+# The peers that are references, not proxies to compare: no ratio, never the best.
+is_reference() { [ "$1" = direct ] || [ "$1" = floor ]; }
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 render() {
     sed -e "s|@WORKERS@|$WORKERS|g" -e "s|@NOFILE@|$NOFILE|g" -e "s|@OUT@|$OUT|g" \
@@ -369,7 +371,6 @@ measure_churn() {   # measure_churn MODE PEER REP
     add "$mode" "$peer" tls_res "$(fig "$rc" "$name" throughput connections_per_s)"
 }
 
-
 pick() {   # the median, or "fail" when any run failed
     local x
     for x in "$@"; do [ "$x" = fail ] && { echo fail; return; }; done
@@ -511,7 +512,7 @@ fmtv() {
 }
 
 proxies=""
-for p in $PEERS; do [ "$p" != direct ] && [ "$p" != floor ] && proxies="$proxies $p"; done
+for p in $PEERS; do is_reference "$p" || proxies="$proxies $p"; done
 {
 echo
 echo "make bench — $(date -u +%Y-%m-%dT%H:%MZ), $NCPU CPUs, $WORKERS worker(s) each," \
@@ -533,8 +534,7 @@ for mode in $MODES; do
         for p in $PEERS; do
             v=${R[$mode,$p,$m]:-}
             if [ -n "${NOTE[$mode,$p]:-}" ]; then cell="n/a"
-            elif isnum "$v" && [ "$p" != direct ] && [ "$p" != floor ] && [ -n "$best" ] &&
-                 isnum "$best" &&
+            elif isnum "$v" && ! is_reference "$p" && [ -n "$best" ] && isnum "$best" &&
                  awk -v b="$best" 'BEGIN { exit !(b > 0) }'; then
                 ratio=$(awk -v v="$v" -v b="$best" 'BEGIN { printf "%.2f", v / b }')
                 cell="$(fmtv "$v" $m) (${ratio}x)"

@@ -449,15 +449,21 @@ int th_free_port(void)
 
 /* ------------------------------------------------------------------ processes */
 
-const char *th_daemon_path(void)
+char *th_build_path(char *buf, size_t size, const char *name)
 {
-    static char path[TH_PATH_MAX];
     const char *build = getenv("CG_BUILD");
 
     if (!build || !*build)
         build = "build";
-    snprintf(path, sizeof(path), "%s/corogate", build);
-    return path;
+    snprintf(buf, size, "%s/%s", build, name);
+    return buf;
+}
+
+const char *th_daemon_path(void)
+{
+    static char path[TH_PATH_MAX];
+
+    return th_build_path(path, sizeof(path), "corogate");
 }
 
 const char *th_describe_status(int status, char *buf, size_t size)
@@ -1690,18 +1696,13 @@ long th_metric_sum(const char *sock, const char *family, const char *label)
     return sum;
 }
 
-int th_echo_roundtrip(int port, size_t len, int timeout_ms)
+int th_echo_roundtrip_fd(int fd, size_t len)
 {
     static _Atomic uint64_t seq;
-    char *out, *in;
+    char *out = malloc(len ? len : 1), *in = malloc(len ? len : 1);
     ssize_t got;
-    int fd, err = 0;
+    int err = 0;
 
-    fd = th_connect(port, timeout_ms);
-    if (fd < 0)
-        return fd;
-    out = malloc(len ? len : 1);
-    in = malloc(len ? len : 1);
     if (!out || !in) {
         err = -ENOMEM;
         goto out;
@@ -1717,6 +1718,16 @@ int th_echo_roundtrip(int port, size_t len, int timeout_ms)
 out:
     free(out);
     free(in);
+    return err;
+}
+
+int th_echo_roundtrip(int port, size_t len, int timeout_ms)
+{
+    int fd = th_connect(port, timeout_ms), err;
+
+    if (fd < 0)
+        return fd;
+    err = th_echo_roundtrip_fd(fd, len);
     close(fd);
     return err;
 }

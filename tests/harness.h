@@ -116,7 +116,11 @@ pid_t th_fork(void);
 
 /* ------------------------------------------------------------------ processes */
 
-/* The daemon binary: getenv("CG_BUILD") (default "build") + "/corogate". */
+/* <name> under the build directory, getenv("CG_BUILD") (default "build"), into <buf>
+ * of <size>. Returns <buf>. */
+char *th_build_path(char *buf, size_t size, const char *name);
+
+/* The daemon binary: th_build_path() of "corogate". */
 const char *th_daemon_path(void);
 
 /* Fills <buf> with "exited with status N" / "killed by signal N (NAME)". Returns <buf>. */
@@ -350,6 +354,9 @@ long th_metric_sum(const char *sock, const char *family, const char *label);
 /* Connects, sends <len> bytes of a pattern, checks the echo and closes. Returns 0, -EIO on
  * a mismatch, -EPIPE when the peer closed early, or a negative errno. */
 int th_echo_roundtrip(int port, size_t len, int timeout_ms);
+
+/* The same on the open connection <fd>, which stays open. */
+int th_echo_roundtrip_fd(int fd, size_t len);
 
 /* Fills <buf> with <len> pseudo-random bytes determined by <seed>. */
 void th_fill_pattern(void *buf, size_t len, uint64_t seed);

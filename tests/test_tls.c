@@ -1329,7 +1329,9 @@ START_TEST(test_key_update_run)
         /* as in test_records_cut_short */
         ck_assert(sv.read_end[0] == UV_EPROTO || sv.read_end[0] > 0);
         ck_assert_int_eq(p.ok, 0);
-        ck_assert_msg(p.alert == SSL_R_SSLV3_ALERT_UNEXPECTED_MESSAGE, "peer: %s (read_end %zd, echoed %llu, first %zu, got %zu)", p.why, sv.read_end[0], (unsigned long long)sv.echoed[0], p.first_piece, p.got);
+        ck_assert_msg(p.alert == SSL_R_SSLV3_ALERT_UNEXPECTED_MESSAGE,
+                      "peer: %s (read_end %zd, echoed %llu, first %zu, got %zu)", p.why,
+                      sv.read_end[0], (unsigned long long)sv.echoed[0], p.first_piece, p.got);
         ck_assert_uint_le(sv.echoed[0], p.first_piece);
     }
     SSL_SESSION_free(p.session_out);

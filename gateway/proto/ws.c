@@ -158,7 +158,7 @@ static int frame_recv(struct side *x, struct piece *io)
     struct coro_buf *b = x->in;
     const uint8_t *h = x->t_hdr, *key;
     uint8_t *p;
-    size_t avail, n;
+    size_t avail, n, hs;
     uint64_t len;
     ssize_t r;
 
@@ -191,9 +191,9 @@ static int frame_recv(struct side *x, struct piece *io)
         }
         if (x->t_need) {                                /* in a header */
             /* A whole header in this read (nearly always): taken at once. */
-            if (x->t_have == 0 && avail >= 2 && avail >= cg_ws_hdr_size(p[1])) {
-                x->t_need = (uint8_t)cg_ws_hdr_size(p[1]);
-                memcpy(x->t_hdr, p, x->t_need);
+            if (x->t_have == 0 && avail >= 2 && avail >= (hs = cg_ws_hdr_size(p[1]))) {
+                x->t_need = (uint8_t)hs;
+                memcpy(x->t_hdr, p, hs);
                 x->t_have = x->t_need;
                 p += x->t_need;
                 avail -= x->t_need;
